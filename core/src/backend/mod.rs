@@ -1,0 +1,109 @@
+//! Where samples come from and where actions go. The backend is chosen by the host's URI:
+//! `sim:<scenario.toml>` for the embedded simulator, anything else is a libvirt URI.
+
+pub mod libvirt;
+
+use std::path::Path;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::cpuset::CpuSet;
+use crate::model::Sample;
+use crate::sim::{ScenarioError, SimBackend};
+
+/// A failure of one backend operation, naming what it was about.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// The domain is gone (destroyed or shut down mid-tick).
+    #[error("domain {vm}: no longer exists")]
+    VmGone {
+        /// Domain name.
+        vm: String,
+    },
+    /// The hypervisor refused an operation on a domain.
+    #[error("domain {vm}: {op} refused: {message}")]
+    Refused {
+        /// Domain name.
+        vm: String,
+        /// What was attempted.
+        op: &'static str,
+        /// What the hypervisor said.
+        message: String,
+    },
+    /// The connection to the hypervisor failed or was lost.
+    #[error("connection to {uri}: {message}")]
+    Connection {
+        /// URI of the connection.
+        uri: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The simulator scenario could not be loaded.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+}
+
+/// Counters of what the backend did during the last tick (for cost accounting).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCalls {
+    /// Calls made to the hypervisor API while sampling.
+    pub sample_calls: u32,
+    /// Calls made to the hypervisor API while actuating.
+    pub actuate_calls: u32,
+}
+
+/// A source of samples and a sink of actions for one host.
+pub trait Backend: Send {
+    /// A short description (URI and what it drives) for logs.
+    fn describe(&self) -> String;
+
+    /// Samples the host and all running VMs now.
+    fn sample(&mut self) -> Result<Sample, BackendError>;
+
+    /// Lets the given vCPU run only on `cpus` (live).
+    fn pin_vcpu(&mut self, vm: &str, vcpu: u32, cpus: &CpuSet) -> Result<(), BackendError>;
+
+    /// Sets the VM's balloon target (live).
+    fn set_balloon_target(&mut self, vm: &str, target_kib: u64) -> Result<(), BackendError>;
+
+    /// Asks the guest to report memory statistics every `period_s` seconds.
+    fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError>;
+
+    /// Lets `interval` pass before the next tick (a real backend sleeps; the simulator advances
+    /// its virtual clock).
+    fn wait(&mut self, interval: Duration);
+
+    /// True when the backend has nothing more to show (the end of a simulated scenario).
+    fn finished(&self) -> bool {
+        false
+    }
+
+    /// Hypervisor calls made since the last call of this method.
+    fn take_calls(&mut self) -> BackendCalls {
+        BackendCalls::default()
+    }
+}
+
+/// Options of a backend that come from the host configuration.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOptions {
+    /// Run the simulator in real time instead of as fast as possible.
+    pub realtime: bool,
+}
+
+/// Opens the backend a URI names. `base_dir` resolves a relative scenario path (the directory
+/// of the configuration file).
+pub fn open(
+    uri: &str,
+    base_dir: &Path,
+    options: &BackendOptions,
+) -> Result<Box<dyn Backend>, BackendError> {
+    match uri.strip_prefix("sim:") {
+        Some(path) => {
+            let path = base_dir.join(path);
+            Ok(Box::new(SimBackend::from_file(&path, options.realtime)?))
+        }
+        None => Ok(Box::new(libvirt::LibvirtBackend::connect(uri)?)),
+    }
+}

@@ -1,0 +1,405 @@
+//! Safety checks between a policy's plan and the backend: whatever a policy asks, only pins to
+//! existing pCPUs and balloon targets that neither starve a guest nor eat the host's reserve get
+//! through. Everything refused or trimmed is reported with the reason.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{CpuPlan, MemoryPlan, VcpuPin};
+use crate::snapshot::Snapshot;
+
+const MIB: u64 = 1024;
+
+/// Limits the guard enforces, from the host configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSettings {
+    /// No balloon target below this.
+    #[serde(default = "default_floor")]
+    pub guest_floor_mib: u64,
+    /// Grants never take the memory available to guests below this.
+    #[serde(default = "default_reserve")]
+    pub host_reserve_mib: u64,
+    /// A shrink never leaves a guest less than this above what it uses.
+    #[serde(default = "default_margin")]
+    pub shrink_margin_mib: u64,
+}
+
+fn default_floor() -> u64 {
+    200
+}
+fn default_reserve() -> u64 {
+    200
+}
+fn default_margin() -> u64 {
+    64
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            guest_floor_mib: default_floor(),
+            host_reserve_mib: default_reserve(),
+            shrink_margin_mib: default_margin(),
+        }
+    }
+}
+
+/// A balloon change that passed the guard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalloonChange {
+    /// Domain name.
+    pub vm: String,
+    /// Memory it has now.
+    pub actual_kib: u64,
+    /// Memory it should have.
+    pub target_kib: u64,
+    /// The policy's reason, plus the guard's note when it trimmed the target.
+    pub reason: String,
+}
+
+/// An action the guard refused, or trimmed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The action as the policy asked it.
+    pub action: String,
+    /// Why it was refused or trimmed.
+    pub why: String,
+}
+
+/// The part of the plans that may be carried out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardedPlan {
+    /// Pins that passed.
+    pub pins: Vec<VcpuPin>,
+    /// Balloon changes that passed (possibly trimmed).
+    pub balloons: Vec<BalloonChange>,
+    /// Refused or trimmed actions.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Checks plans against a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct Guard {
+    settings: GuardSettings,
+}
+
+impl Guard {
+    /// A guard with these limits.
+    pub fn new(settings: GuardSettings) -> Self {
+        Self { settings }
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> &GuardSettings {
+        &self.settings
+    }
+
+    /// Filters both plans.
+    pub fn check(&self, snapshot: &Snapshot, cpu: &CpuPlan, memory: &MemoryPlan) -> GuardedPlan {
+        let mut out = GuardedPlan::default();
+        self.check_pins(snapshot, cpu, &mut out);
+        self.check_balloons(snapshot, memory, &mut out);
+        out
+    }
+
+    fn check_pins(&self, snapshot: &Snapshot, plan: &CpuPlan, out: &mut GuardedPlan) {
+        let mut seen = HashSet::new();
+        for pin in &plan.pins {
+            let reject = |why: String| Rejection {
+                action: format!("pin {}/vcpu{} to {{{}}}", pin.vm, pin.vcpu, pin.cpus),
+                why,
+            };
+            let Some(vm) = snapshot.vm(&pin.vm) else {
+                out.rejected.push(reject("no such domain".into()));
+                continue;
+            };
+            if !vm.vcpus.iter().any(|v| v.id == pin.vcpu) {
+                out.rejected
+                    .push(reject(format!("domain has no vCPU {}", pin.vcpu)));
+                continue;
+            }
+            if pin.cpus.is_empty() {
+                out.rejected.push(reject("empty pCPU set".into()));
+                continue;
+            }
+            if let Some(bad) = pin.cpus.iter().find(|&c| snapshot.pcpu_index(c).is_none()) {
+                out.rejected
+                    .push(reject(format!("pCPU {bad} does not exist on this host")));
+                continue;
+            }
+            if !seen.insert((pin.vm.as_str(), pin.vcpu)) {
+                out.rejected
+                    .push(reject("vCPU pinned twice in one plan".into()));
+                continue;
+            }
+            out.pins.push(pin.clone());
+        }
+    }
+
+    fn check_balloons(&self, snapshot: &Snapshot, plan: &MemoryPlan, out: &mut GuardedPlan) {
+        let floor_kib = self.settings.guest_floor_mib * MIB;
+        let margin_kib = self.settings.shrink_margin_mib * MIB;
+        let mut seen = HashSet::new();
+        let mut changes = Vec::new();
+        for target in &plan.targets {
+            let action = format!(
+                "set {} to {} MiB",
+                target.vm,
+                target.target_kib / MIB as i64
+            );
+            let reject = |why: String| Rejection {
+                action: action.clone(),
+                why,
+            };
+            let Some(vm) = snapshot.vm(&target.vm) else {
+                out.rejected.push(reject("no such domain".into()));
+                continue;
+            };
+            if target.target_kib < 0 {
+                out.rejected.push(reject("negative target".into()));
+                continue;
+            }
+            if !vm.memory.stats_fresh {
+                out.rejected
+                    .push(reject("no fresh guest memory statistics".into()));
+                continue;
+            }
+            if !seen.insert(target.vm.as_str()) {
+                out.rejected
+                    .push(reject("domain targeted twice in one plan".into()));
+                continue;
+            }
+            let actual = vm.memory.actual_kib;
+            let asked = target.target_kib as u64;
+            let mut allowed = asked.min(vm.memory.max_kib);
+            if allowed < actual {
+                // A shrink stops at the floor and short of what the guest uses; it never turns
+                // into a grow.
+                let used = vm.memory.used_kib().unwrap_or(actual);
+                let lowest = floor_kib.max(used + margin_kib).min(actual);
+                allowed = allowed.max(lowest);
+            }
+            if allowed != asked {
+                out.rejected.push(reject(format!(
+                    "trimmed to {} MiB (floor {} MiB, shrink margin {} MiB, max {} MiB)",
+                    allowed / MIB,
+                    self.settings.guest_floor_mib,
+                    self.settings.shrink_margin_mib,
+                    vm.memory.max_kib / MIB
+                )));
+            }
+            if allowed != actual {
+                changes.push(BalloonChange {
+                    vm: target.vm.clone(),
+                    actual_kib: actual,
+                    target_kib: allowed,
+                    reason: target.reason.clone(),
+                });
+            }
+        }
+        // Grants come out of what guests may have above the reserve. Memory released this tick
+        // counts only once the host sees it free (next tick): balloons take time to inflate.
+        let headroom_kib = snapshot
+            .host
+            .guest_free_kib
+            .saturating_sub(self.settings.host_reserve_mib * MIB);
+        let grants_kib: u64 = changes
+            .iter()
+            .map(|c| c.target_kib.saturating_sub(c.actual_kib))
+            .sum();
+        if grants_kib > headroom_kib {
+            let ratio = headroom_kib as f64 / grants_kib as f64;
+            for change in changes.iter_mut().filter(|c| c.target_kib > c.actual_kib) {
+                let grant = change.target_kib - change.actual_kib;
+                let trimmed = (grant as f64 * ratio).floor() as u64;
+                out.rejected.push(Rejection {
+                    action: format!("grant {} MiB to {}", grant / MIB, change.vm),
+                    why: format!(
+                        "host reserve: trimmed to {} MiB ({} MiB grantable above the {} MiB reserve, {} MiB asked in all)",
+                        trimmed / MIB,
+                        headroom_kib / MIB,
+                        self.settings.host_reserve_mib,
+                        grants_kib / MIB
+                    ),
+                });
+                change.target_kib = change.actual_kib + trimmed;
+            }
+            changes.retain(|c| c.target_kib != c.actual_kib);
+        }
+        out.balloons = changes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpuset::CpuSet;
+    use crate::model::Pcpu;
+    use crate::policy::BalloonTarget;
+    use crate::snapshot::{HostView, MemoryView, VcpuView, VmView};
+
+    fn vm(name: &str, actual_mib: u64, unused_mib: Option<u64>) -> VmView {
+        VmView {
+            name: name.into(),
+            uuid: name.into(),
+            vcpus: vec![VcpuView {
+                id: 0,
+                load_pct: Some(50.0),
+                wait_pct: None,
+                pcpu: Some(0),
+                affinity: CpuSet::single(0),
+            }],
+            memory: MemoryView {
+                max_kib: 2048 * MIB,
+                actual_kib: actual_mib * MIB,
+                unused_kib: unused_mib.map(|u| u * MIB),
+                usable_kib: None,
+                swap_in_kib: None,
+                swap_out_kib: None,
+                major_faults: None,
+                stats_fresh: unused_mib.is_some(),
+            },
+            oom_events: None,
+            is_new: false,
+        }
+    }
+
+    fn snapshot(guest_free_mib: u64, vms: Vec<VmView>) -> Snapshot {
+        Snapshot {
+            tick: 1,
+            interval_s: 1.0,
+            wall_s: 0.0,
+            host: HostView {
+                pcpus: (0..2).map(Pcpu::plain).collect(),
+                pcpu_load_pct: vec![0.0, 0.0],
+                mem_total_kib: 8192 * MIB,
+                mem_free_kib: guest_free_mib * MIB,
+                guest_free_kib: guest_free_mib * MIB,
+                guest_budget_kib: None,
+            },
+            vms,
+        }
+    }
+
+    fn targets(list: &[(&str, i64)]) -> MemoryPlan {
+        MemoryPlan {
+            targets: list
+                .iter()
+                .map(|&(vm, mib)| BalloonTarget {
+                    vm: vm.into(),
+                    target_kib: mib * MIB as i64,
+                    reason: String::new(),
+                })
+                .collect(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn pins_only_to_existing_pcpus_and_vcpus() {
+        let snap = snapshot(4096, vec![vm("a", 512, Some(100))]);
+        let pin = |vm: &str, vcpu, cpus: &[u32]| VcpuPin {
+            vm: vm.into(),
+            vcpu,
+            cpus: cpus.iter().copied().collect(),
+        };
+        let plan = CpuPlan {
+            pins: vec![
+                pin("a", 0, &[1]),
+                pin("a", 0, &[0]),
+                pin("a", 3, &[0]),
+                pin("b", 0, &[0]),
+                pin("a", 0, &[7]),
+                pin("a", 0, &[]),
+            ],
+            reason: String::new(),
+        };
+        let out = Guard::default().check(&snap, &plan, &MemoryPlan::default());
+        assert_eq!(out.pins, vec![pin("a", 0, &[1])]);
+        let whys: Vec<_> = out.rejected.iter().map(|r| r.why.as_str()).collect();
+        assert_eq!(
+            whys,
+            vec![
+                "vCPU pinned twice in one plan",
+                "domain has no vCPU 3",
+                "no such domain",
+                "pCPU 7 does not exist on this host",
+                "empty pCPU set"
+            ]
+        );
+    }
+
+    #[test]
+    fn balloon_clamps_to_floor_margin_and_max() {
+        // a: uses 512-400 = 112 MiB: floor 200 wins over used+64 = 176
+        // b: uses 900-100 = 800 MiB: used+64 = 864 wins
+        // c: asks above max 2048
+        let snap = snapshot(
+            8192,
+            vec![
+                vm("a", 512, Some(400)),
+                vm("b", 900, Some(100)),
+                vm("c", 1024, Some(50)),
+            ],
+        );
+        let out = Guard::default().check(
+            &snap,
+            &CpuPlan::default(),
+            &targets(&[("a", 100), ("b", 300), ("c", 4096)]),
+        );
+        let got: Vec<_> = out
+            .balloons
+            .iter()
+            .map(|b| (b.vm.as_str(), b.target_kib / MIB))
+            .collect();
+        assert_eq!(got, vec![("a", 200), ("b", 864), ("c", 2048)]);
+        assert_eq!(out.rejected.len(), 3);
+    }
+
+    #[test]
+    fn shrink_below_floor_never_becomes_grow() {
+        let snap = snapshot(8192, vec![vm("a", 150, Some(60))]);
+        let out = Guard::default().check(&snap, &CpuPlan::default(), &targets(&[("a", 120)]));
+        assert!(out.balloons.is_empty());
+    }
+
+    #[test]
+    fn grants_are_scaled_to_the_reserve() {
+        // 500 MiB free, 200 reserve: 300 grantable, 600 asked -> each grant halved.
+        let snap = snapshot(500, vec![vm("a", 512, Some(50)), vm("b", 512, Some(50))]);
+        let out = Guard::default().check(
+            &snap,
+            &CpuPlan::default(),
+            &targets(&[("a", 912), ("b", 712)]),
+        );
+        let got: Vec<_> = out
+            .balloons
+            .iter()
+            .map(|b| (b.vm.as_str(), b.target_kib / MIB))
+            .collect();
+        assert_eq!(got, vec![("a", 712), ("b", 612)]);
+    }
+
+    #[test]
+    fn no_grants_when_host_is_at_reserve() {
+        let snap = snapshot(150, vec![vm("a", 512, Some(50))]);
+        let out = Guard::default().check(&snap, &CpuPlan::default(), &targets(&[("a", 700)]));
+        assert!(out.balloons.is_empty());
+        assert!(out.rejected[0].why.starts_with("host reserve"));
+    }
+
+    #[test]
+    fn stale_stats_and_negative_targets_are_refused() {
+        let snap = snapshot(4096, vec![vm("a", 512, None), vm("b", 512, Some(300))]);
+        let out = Guard::default().check(
+            &snap,
+            &CpuPlan::default(),
+            &targets(&[("a", 400), ("b", -5)]),
+        );
+        assert!(out.balloons.is_empty());
+        assert_eq!(out.rejected[0].why, "no fresh guest memory statistics");
+        assert_eq!(out.rejected[1].why, "negative target");
+    }
+}

@@ -1,0 +1,21 @@
+//! vcoord's core: the model of a host, backends (simulator and libvirt), the snapshot policies
+//! decide on, policy traits and registry, the guard, and the loop that ties them together.
+//!
+//! A tick is: [`backend::Backend::sample`] -> [`snapshot::SnapshotBuilder::build`] ->
+//! [`policy::CpuPolicy::decide`] / [`policy::MemoryPolicy::decide`] -> [`guard::Guard::check`]
+//! -> actuate -> [`record::TickRecord`]; see [`runtime::Coordinator::tick`].
+
+pub mod backend;
+pub mod config;
+pub mod cpuset;
+pub mod guard;
+pub mod model;
+pub mod params;
+pub mod policy;
+pub mod record;
+pub mod runtime;
+pub mod sim;
+pub mod snapshot;
+pub mod source;
+
+pub use inventory;

@@ -1,0 +1,109 @@
+//! Raw samples of a host and its VMs, as a backend reports them: cumulative counters and
+//! current values, with units in every name (libvirt mixes KiB, bytes, ns and seconds).
+
+use serde::{Deserialize, Serialize};
+
+use crate::cpuset::CpuSet;
+
+/// One physical CPU and where it sits in the host topology, where known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pcpu {
+    /// pCPU id as libvirt numbers it.
+    pub id: u32,
+    /// Core id (SMT siblings share it).
+    pub core_id: Option<u32>,
+    /// Socket (package) id.
+    pub socket_id: Option<u32>,
+    /// NUMA node id.
+    pub node_id: Option<u32>,
+}
+
+impl Pcpu {
+    /// A pCPU with unknown topology.
+    pub fn plain(id: u32) -> Self {
+        Self {
+            id,
+            core_id: None,
+            socket_id: None,
+            node_id: None,
+        }
+    }
+}
+
+/// Host-wide figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostSample {
+    /// Online pCPUs guests may run on.
+    pub pcpus: Vec<Pcpu>,
+    /// Host memory in total.
+    pub mem_total_kib: u64,
+    /// Host memory free now.
+    pub mem_free_kib: u64,
+}
+
+/// Cumulative counters of one vCPU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VcpuSample {
+    /// vCPU number inside the VM.
+    pub id: u32,
+    /// Cumulative time this vCPU ran on a pCPU.
+    pub run_time_ns: u64,
+    /// Cumulative time it waited runnable for a pCPU (run-queue delay), when known.
+    pub wait_time_ns: Option<u64>,
+    /// pCPU it last ran on, when known.
+    pub pcpu: Option<u32>,
+    /// pCPUs it may run on.
+    pub affinity: CpuSet,
+}
+
+/// Memory figures of one VM. Guest-reported ones are `None` when the guest has no balloon
+/// driver or has not reported yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// Most memory the VM may have (balloon fully deflated).
+    pub max_kib: u64,
+    /// Memory the VM has now (balloon "current"/"actual").
+    pub actual_kib: u64,
+    /// Memory the guest leaves completely unused.
+    pub unused_kib: Option<u64>,
+    /// Memory the guest sees in total.
+    pub available_kib: Option<u64>,
+    /// Memory the guest could use without swapping (unused + reclaimable caches).
+    pub usable_kib: Option<u64>,
+    /// Cumulative memory swapped in by the guest.
+    pub swap_in_kib: Option<u64>,
+    /// Cumulative memory swapped out by the guest.
+    pub swap_out_kib: Option<u64>,
+    /// Cumulative major page faults in the guest.
+    pub major_faults: Option<u64>,
+    /// When the guest last updated its statistics (seconds since the Unix epoch).
+    pub stats_updated_s: Option<i64>,
+}
+
+/// Everything sampled about one VM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmSample {
+    /// Domain name (unique on the host).
+    pub name: String,
+    /// Domain UUID; a VM that restarts under the same name gets a new identity only through it.
+    pub uuid: String,
+    /// Per-vCPU counters, ordered by vCPU id.
+    pub vcpus: Vec<VcpuSample>,
+    /// Memory figures.
+    pub memory: MemorySample,
+    /// Cumulative OOM kills seen in the guest, where the backend can tell (the simulator can).
+    pub oom_events: Option<u64>,
+}
+
+/// One sample of a whole host, taken at one instant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Monotonic time of the sample (the backend's clock).
+    pub taken_ns: u64,
+    /// Wall-clock time of the sample, seconds since the Unix epoch (for stats freshness).
+    pub wall_s: f64,
+    /// Host figures.
+    pub host: HostSample,
+    /// The VMs running now, ordered by name.
+    pub vms: Vec<VmSample>,
+}

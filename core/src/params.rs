@@ -1,0 +1,238 @@
+//! Policy parameters: a TOML table checked against the policy's declared parameters, so that
+//! an unknown key or a bad value is an error naming the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The type of a parameter's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A number (integers are accepted too).
+    Number,
+    /// `true` or `false`.
+    Bool,
+}
+
+/// One documented parameter of a policy.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamSpec {
+    /// Key in the `params` table.
+    pub key: &'static str,
+    /// Value type.
+    pub kind: ParamKind,
+    /// Default as TOML text; empty when the parameter is off unless set.
+    pub default: &'static str,
+    /// Unit of the value (`MiB`, `percent points`, `ratio`, ...).
+    pub unit: &'static str,
+    /// Smallest allowed value (numbers).
+    pub min: f64,
+    /// Largest allowed value (numbers).
+    pub max: f64,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    /// A number parameter with an allowed range.
+    pub const fn number(
+        key: &'static str,
+        default: &'static str,
+        unit: &'static str,
+        range: (f64, f64),
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            key,
+            kind: ParamKind::Number,
+            default,
+            unit,
+            min: range.0,
+            max: range.1,
+            doc,
+        }
+    }
+
+    /// A boolean parameter.
+    pub const fn boolean(key: &'static str, default: &'static str, doc: &'static str) -> Self {
+        Self {
+            key,
+            kind: ParamKind::Bool,
+            default,
+            unit: "",
+            min: 0.0,
+            max: 0.0,
+            doc,
+        }
+    }
+}
+
+/// A parameter that is unknown or has a bad value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamError {
+    /// The key at fault.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ParamError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "parameter `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ParamError {}
+
+/// Validated parameter values of one policy, with defaults filled in.
+#[derive(Clone, Debug)]
+pub struct Params {
+    values: BTreeMap<&'static str, Option<toml::Value>>,
+}
+
+impl Params {
+    /// Checks `table` against `specs`: every key must be declared and of the declared type and
+    /// range. Missing keys take their defaults.
+    pub fn parse(table: &toml::Table, specs: &'static [ParamSpec]) -> Result<Self, ParamError> {
+        for (key, value) in table {
+            let spec = specs.iter().find(|s| s.key == key).ok_or_else(|| {
+                let known: Vec<_> = specs.iter().map(|s| s.key).collect();
+                ParamError::new(
+                    key.as_str(),
+                    if known.is_empty() {
+                        "unknown parameter (this policy takes none)".to_string()
+                    } else {
+                        format!("unknown parameter (known: {})", known.join(", "))
+                    },
+                )
+            })?;
+            check_value(spec, value)?;
+        }
+        let mut values = BTreeMap::new();
+        for spec in specs {
+            let value = match table.get(spec.key) {
+                Some(v) => Some(v.clone()),
+                None if spec.default.is_empty() => None,
+                None => Some(default_value(spec)),
+            };
+            values.insert(spec.key, value);
+        }
+        Ok(Self { values })
+    }
+
+    /// A number parameter (its default when not set); `None` for an unset optional one.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self.values.get(key)? {
+            Some(toml::Value::Float(f)) => Some(*f),
+            Some(toml::Value::Integer(i)) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    /// A boolean parameter (its default when not set).
+    pub fn boolean(&self, key: &str) -> Option<bool> {
+        match self.values.get(key)? {
+            Some(toml::Value::Boolean(b)) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+fn default_value(spec: &ParamSpec) -> toml::Value {
+    let doc = format!("v = {}", spec.default);
+    let table: toml::Table = doc
+        .parse()
+        .unwrap_or_else(|e| panic!("default of `{}` is not TOML: {e}", spec.key));
+    table["v"].clone()
+}
+
+fn check_value(spec: &ParamSpec, value: &toml::Value) -> Result<(), ParamError> {
+    match spec.kind {
+        ParamKind::Number => {
+            let number = match value {
+                toml::Value::Float(f) => *f,
+                toml::Value::Integer(i) => *i as f64,
+                other => {
+                    return Err(ParamError::new(
+                        spec.key,
+                        format!("expected a number, found {}", other.type_str()),
+                    ))
+                }
+            };
+            if !number.is_finite() || number < spec.min || number > spec.max {
+                return Err(ParamError::new(
+                    spec.key,
+                    format!(
+                        "{number} is out of range [{}, {}] {}",
+                        spec.min, spec.max, spec.unit
+                    ),
+                ));
+            }
+        }
+        ParamKind::Bool => {
+            if !matches!(value, toml::Value::Boolean(_)) {
+                return Err(ParamError::new(
+                    spec.key,
+                    format!("expected true or false, found {}", value.type_str()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SPECS: &[ParamSpec] = &[
+        ParamSpec::number("rate", "0.5", "ratio", (0.0, 1.0), "a rate"),
+        ParamSpec::number("limit_mib", "", "MiB", (0.0, 1e6), "optional limit"),
+        ParamSpec::boolean("loud", "false", "talk more"),
+    ];
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let p = Params::parse(&table(""), SPECS).unwrap();
+        assert_eq!(p.number("rate"), Some(0.5));
+        assert_eq!(p.number("limit_mib"), None);
+        assert_eq!(p.boolean("loud"), Some(false));
+    }
+
+    #[test]
+    fn integers_count_as_numbers() {
+        let p = Params::parse(&table("limit_mib = 300"), SPECS).unwrap();
+        assert_eq!(p.number("limit_mib"), Some(300.0));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Params::parse(&table("rat = 0.1"), SPECS).unwrap_err();
+        assert_eq!(err.key, "rat");
+        assert!(err.message.contains("known: rate, limit_mib, loud"));
+    }
+
+    #[test]
+    fn bad_type_and_range_are_named() {
+        let err = Params::parse(&table("rate = \"x\""), SPECS).unwrap_err();
+        assert_eq!(err.key, "rate");
+        assert!(err.message.contains("expected a number, found string"));
+        let err = Params::parse(&table("rate = 1.5"), SPECS).unwrap_err();
+        assert!(err.message.contains("out of range"));
+        let err = Params::parse(&table("loud = 1"), SPECS).unwrap_err();
+        assert_eq!(err.key, "loud");
+    }
+}

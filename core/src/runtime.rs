@@ -1,0 +1,309 @@
+//! The loop: collect -> snapshot -> decide -> guard -> actuate -> record, once per tick.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::backend::{self, Backend, BackendError, BackendOptions};
+use crate::config::HostConfig;
+use crate::guard::{Guard, GuardedPlan};
+use crate::policy::{CpuPolicy, MemoryPolicy};
+use crate::record::TickRecord;
+use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
+
+/// A host that cannot be coordinated at all (as opposed to a tick that fails and is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The backend cannot be opened.
+    #[error("host {host}: {source}")]
+    Backend {
+        /// Host name.
+        host: String,
+        /// What failed.
+        source: BackendError,
+    },
+    /// A policy cannot be built.
+    #[error("host {host}: {message}")]
+    Policy {
+        /// Host name.
+        host: String,
+        /// What failed.
+        message: String,
+    },
+    /// The record file cannot be written.
+    #[error("host {host}: writing the record: {source}")]
+    Record {
+        /// Host name.
+        host: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// How a run goes, beyond the host configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Stop after this many ticks (default: until the backend is finished, i.e. forever on a
+    /// real host).
+    pub ticks: Option<u64>,
+    /// Change nothing, whatever the configuration says.
+    pub dry_run: bool,
+    /// Run the simulator in real time.
+    pub realtime: bool,
+}
+
+#[derive(Debug)]
+struct KnownVm {
+    uuid: String,
+    last_target_kib: Option<u64>,
+}
+
+/// One host's coordinator: its backend, policies, guard and the state between ticks.
+pub struct Coordinator {
+    host: HostConfig,
+    backend: Box<dyn Backend>,
+    cpu_policy: Box<dyn CpuPolicy>,
+    memory_policy: Box<dyn MemoryPolicy>,
+    guard: Guard,
+    builder: SnapshotBuilder,
+    known: HashMap<String, KnownVm>,
+    dry_run: bool,
+    start_wall_s: Option<f64>,
+}
+
+impl Coordinator {
+    /// Opens the host's backend and builds its policies.
+    pub fn open(host: &HostConfig, options: &RunOptions) -> Result<Self, RunError> {
+        let backend_options = BackendOptions {
+            realtime: options.realtime,
+        };
+        let backend =
+            backend::open(&host.uri, &host.base_dir, &backend_options).map_err(|source| {
+                RunError::Backend {
+                    host: host.name.clone(),
+                    source,
+                }
+            })?;
+        let policy_err = |message| RunError::Policy {
+            host: host.name.clone(),
+            message,
+        };
+        let cpu_policy = host.build_cpu_policy().map_err(policy_err)?;
+        let memory_policy = host.build_memory_policy().map_err(policy_err)?;
+        Ok(Self::new(
+            host,
+            backend,
+            cpu_policy,
+            memory_policy,
+            options.dry_run,
+        ))
+    }
+
+    /// A coordinator over a given backend and policies.
+    pub fn new(
+        host: &HostConfig,
+        backend: Box<dyn Backend>,
+        cpu_policy: Box<dyn CpuPolicy>,
+        memory_policy: Box<dyn MemoryPolicy>,
+        dry_run: bool,
+    ) -> Self {
+        let settings = SnapshotSettings {
+            guest_budget_kib: host.guest_memory_budget_mib.map(|m| m * 1024),
+            // Guest statistics older than two intervals (or two stats periods) are stale.
+            stats_max_age_s: 2.0 * host.interval_s.max(host.memory_stats_period_s as f64) + 1.0,
+        };
+        Self {
+            host: host.clone(),
+            backend,
+            cpu_policy,
+            memory_policy,
+            guard: Guard::new(host.guard.clone()),
+            builder: SnapshotBuilder::new(settings),
+            known: HashMap::new(),
+            dry_run: dry_run || host.dry_run,
+            start_wall_s: None,
+        }
+    }
+
+    /// Whether the backend has nothing more to show.
+    pub fn finished(&self) -> bool {
+        self.backend.finished()
+    }
+
+    /// Runs until `ticks` ticks are done or the backend is finished, passing each tick's record
+    /// to `on_tick`.
+    pub fn run(
+        &mut self,
+        ticks: Option<u64>,
+        mut on_tick: impl FnMut(&TickRecord) -> std::io::Result<()>,
+    ) -> Result<u64, RunError> {
+        info!(host = %self.host.name, backend = %self.backend.describe(), dry_run = self.dry_run, "coordinating");
+        let mut done = 0;
+        while ticks.is_none_or(|n| done < n) && !self.backend.finished() {
+            if let Some(record) = self.tick() {
+                on_tick(&record).map_err(|source| RunError::Record {
+                    host: self.host.name.clone(),
+                    source,
+                })?;
+            }
+            done += 1;
+            self.backend
+                .wait(Duration::from_secs_f64(self.host.interval_s));
+        }
+        Ok(done)
+    }
+
+    /// One tick; `None` when the host could not be sampled (logged; the next tick retries).
+    pub fn tick(&mut self) -> Option<TickRecord> {
+        let sample = match self.backend.sample() {
+            Ok(sample) => sample,
+            Err(e) => {
+                warn!(host = %self.host.name, error = %e, "sampling failed; retrying next tick");
+                return None;
+            }
+        };
+        self.first_sight(&sample.vms);
+        let snapshot = self.builder.build(sample);
+        let start = *self.start_wall_s.get_or_insert(snapshot.wall_s);
+        let sample_calls = self.backend.take_calls().sample_calls;
+
+        let cpu_plan = self.cpu_policy.decide(&snapshot);
+        let memory_plan = self.memory_policy.decide(&snapshot);
+        let guarded = self.guard.check(&snapshot, &cpu_plan, &memory_plan);
+        for r in &guarded.rejected {
+            warn!(host = %self.host.name, action = %r.action, why = %r.why, "guard");
+        }
+
+        let mut record = TickRecord::from_snapshot(&self.host.name, &snapshot, start);
+        record.cpu_reason = cpu_plan.reason;
+        record.memory_reason = memory_plan.reason;
+        record.dry_run = self.dry_run;
+        record.rejected = guarded.rejected.clone();
+        self.actuate(&snapshot, guarded, &mut record);
+        record.sample_calls = sample_calls;
+        record.actuate_calls = self.backend.take_calls().actuate_calls;
+        log_tick(&record);
+        Some(record)
+    }
+
+    /// Sets the memory statistics period of VMs seen for the first time (or restarted), and
+    /// forgets VMs that are gone.
+    fn first_sight(&mut self, vms: &[crate::model::VmSample]) {
+        self.known.retain(|name, known| {
+            vms.iter()
+                .any(|vm| &vm.name == name && vm.uuid == known.uuid)
+        });
+        for vm in vms {
+            if self.known.contains_key(&vm.name) {
+                continue;
+            }
+            info!(host = %self.host.name, vm = %vm.name, vcpus = vm.vcpus.len(), "new domain");
+            // Statistics are observation, not actuation: set them even in a dry run.
+            if let Err(e) = self
+                .backend
+                .set_memory_stats_period(&vm.name, self.host.memory_stats_period_s)
+            {
+                warn!(host = %self.host.name, vm = %vm.name, error = %e, "cannot set memory stats period");
+            }
+            self.known.insert(
+                vm.name.clone(),
+                KnownVm {
+                    uuid: vm.uuid.clone(),
+                    last_target_kib: None,
+                },
+            );
+        }
+    }
+
+    /// Carries out what changed: pins that differ from the current affinity, balloon targets
+    /// that differ from the last one sent. Shrinks go before grants.
+    fn actuate(&mut self, snapshot: &Snapshot, plan: GuardedPlan, record: &mut TickRecord) {
+        for pin in plan.pins {
+            let current = snapshot
+                .vm(&pin.vm)
+                .and_then(|vm| vm.vcpus.iter().find(|v| v.id == pin.vcpu))
+                .map(|v| &v.affinity);
+            if current == Some(&pin.cpus) {
+                continue;
+            }
+            if !self.dry_run {
+                if let Err(e) = self.backend.pin_vcpu(&pin.vm, pin.vcpu, &pin.cpus) {
+                    warn!(host = %self.host.name, error = %e, "pin failed");
+                    record.failed.push(e.to_string());
+                    continue;
+                }
+            }
+            record.pins.push(pin);
+        }
+        let mut balloons = plan.balloons;
+        balloons.sort_by_key(|b| b.target_kib > b.actual_kib);
+        for change in balloons {
+            let known = self.known.get_mut(&change.vm);
+            if known
+                .as_ref()
+                .is_some_and(|k| k.last_target_kib == Some(change.target_kib))
+            {
+                continue;
+            }
+            if !self.dry_run {
+                if let Err(e) = self
+                    .backend
+                    .set_balloon_target(&change.vm, change.target_kib)
+                {
+                    warn!(host = %self.host.name, error = %e, "balloon failed");
+                    record.failed.push(e.to_string());
+                    continue;
+                }
+                if let Some(k) = known {
+                    k.last_target_kib = Some(change.target_kib);
+                }
+            }
+            info!(host = %self.host.name, vm = %change.vm,
+                from_mib = change.actual_kib / 1024, to_mib = change.target_kib / 1024,
+                reason = %change.reason, "balloon");
+            record.balloons.push(change);
+        }
+    }
+}
+
+fn log_tick(r: &TickRecord) {
+    let loads: Vec<String> = r.pcpu_load_pct.iter().map(|l| format!("{l:.0}")).collect();
+    let mem: Vec<String> = r
+        .vms
+        .iter()
+        .map(|vm| match vm.unused_mib {
+            Some(u) => format!("{} {:.0}/{:.0}", vm.name, vm.actual_mib, u),
+            None => format!("{} {:.0}/-", vm.name, vm.actual_mib),
+        })
+        .collect();
+    info!(
+        "{} tick {} | pcpu% [{}] sd {:.1} | pins {} | mem actual/unused MiB: {} | balloons {}{}",
+        r.host,
+        r.tick,
+        loads.join(" "),
+        r.pcpu_stdev_pct,
+        r.pins.len(),
+        mem.join(", "),
+        r.balloons.len(),
+        if r.dry_run { " (dry run)" } else { "" }
+    );
+    debug!(host = %r.host, cpu = %r.cpu_reason, memory = %r.memory_reason, "decisions");
+}
+
+/// Runs one host to the end, writing each tick's record as a JSON line to `record` if given.
+pub fn run_host(
+    host: &HostConfig,
+    options: &RunOptions,
+    mut record: Option<&mut (dyn Write + Send)>,
+) -> Result<u64, RunError> {
+    let mut coordinator = Coordinator::open(host, options)?;
+    coordinator.run(options.ticks, |tick| {
+        if let Some(out) = record.as_deref_mut() {
+            let line = serde_json::to_string(tick).map_err(std::io::Error::other)?;
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    })
+}

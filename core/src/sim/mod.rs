@@ -1,0 +1,704 @@
+//! The embedded simulator: a deterministic host model that a scenario drives and policies act
+//! on, through the same `Backend` interface as a real host.
+//!
+//! CPU: a pCPU delivers at most 100%; the vCPUs placed on one pCPU share it max-min fairly and
+//! what a vCPU wanted but did not get accumulates as run-queue wait. vCPUs allowed on several
+//! pCPUs are spread the way an OS balancer would: heaviest first, each to the least-committed
+//! allowed pCPU. Memory: a balloon moves toward its target at a fixed rate; it cannot take
+//! memory the guest uses (it stalls instead, as a real driver does), except into guest swap.
+//! Guest use above its memory goes to swap; above memory + swap it is an OOM kill, which frees
+//! the workload's memory and ends its current phase.
+
+mod scenario;
+
+pub use scenario::{CpuPhase, MemPhase, Pinning, Scenario, ScenarioError, SimHost, SimVm};
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::backend::{Backend, BackendError};
+use crate::cpuset::CpuSet;
+use crate::model::{HostSample, MemorySample, Pcpu, Sample, VcpuSample, VmSample};
+
+const MIB: f64 = 1024.0;
+/// Wall-clock time the simulation starts at (any fixed value keeps runs identical).
+const EPOCH_S: f64 = 1_700_000_000.0;
+/// Model step: workloads and balloons move in steps this long.
+const STEP_NS: u64 = 100_000_000;
+/// Memory a guest kernel keeps for itself out of what the balloon leaves it.
+const GUEST_RESERVED_MIB: f64 = 30.0;
+/// How fast swapped-out guest memory comes back once there is room.
+const SWAP_IN_MIB_S: f64 = 100.0;
+
+/// A small deterministic random generator (SplitMix64).
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn symmetric(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+#[derive(Debug)]
+struct VcpuState {
+    phases: Vec<CpuPhase>,
+    affinity: CpuSet,
+    last_pcpu: Option<u32>,
+    run_ns: f64,
+    wait_ns: f64,
+    demand_pct: f64,
+}
+
+#[derive(Debug)]
+struct VmState {
+    name: String,
+    uuid: String,
+    spec: SimVm,
+    vcpus: Vec<VcpuState>,
+    rng: Rng,
+    running: bool,
+    actual_mib: f64,
+    target_mib: f64,
+    /// What the workload holds now.
+    app_mib: f64,
+    /// Guest memory currently in swap.
+    swapped_mib: f64,
+    phase: usize,
+    phase_started_s: f64,
+    swap_in_total_mib: f64,
+    swap_out_total_mib: f64,
+    major_faults: u64,
+    oom_events: u64,
+    stats_period_s: u32,
+    stats_updated_s: Option<f64>,
+}
+
+impl VmState {
+    fn used_mib(&self) -> f64 {
+        self.spec.base_used_mib + self.app_mib
+    }
+
+    /// Guest memory resident in RAM (used minus what sits in swap).
+    fn resident_mib(&self) -> f64 {
+        (self.used_mib() - self.swapped_mib).max(0.0)
+    }
+}
+
+/// The simulator as a backend.
+#[derive(Debug)]
+pub struct SimBackend {
+    scenario: Scenario,
+    pcpus: Vec<Pcpu>,
+    vms: Vec<VmState>,
+    now_ns: u64,
+    realtime: bool,
+}
+
+impl SimBackend {
+    /// Loads a scenario file.
+    pub fn from_file(path: &Path, realtime: bool) -> Result<Self, BackendError> {
+        Ok(Self::new(Scenario::from_file(path)?, realtime))
+    }
+
+    /// Builds the simulated host of a scenario, at time 0.
+    pub fn new(scenario: Scenario, realtime: bool) -> Self {
+        let host = &scenario.host;
+        let cpus_per_node = host.pcpus / host.numa_nodes;
+        let pcpus = (0..host.pcpus)
+            .map(|id| Pcpu {
+                id,
+                core_id: Some(id / host.threads_per_core),
+                socket_id: Some(id / cpus_per_node),
+                node_id: Some(id / cpus_per_node),
+            })
+            .collect();
+        let all: CpuSet = (0..host.pcpus).collect();
+        let mut pin_rng = Rng(scenario.seed ^ 0x5eed_0f_91a5);
+        let mut next_rr = 0u32;
+        let pinning = scenario.initial_pinning();
+        let mut vms = Vec::new();
+        for (entry_index, spec) in scenario.vms.iter().enumerate() {
+            for (instance, name) in spec.instance_names().into_iter().enumerate() {
+                let vcpus = (0..spec.vcpus)
+                    .map(|v| {
+                        let affinity = match (&spec.pins, &pinning) {
+                            (Some(pins), _) => CpuSet::single(pins.get_ref()[v as usize]),
+                            (None, Pinning::Unpinned) => all.clone(),
+                            (None, Pinning::RoundRobin) => {
+                                let cpu = next_rr % host.pcpus;
+                                next_rr += 1;
+                                CpuSet::single(cpu)
+                            }
+                            (None, Pinning::AllOn(cpu)) => CpuSet::single(*cpu),
+                            (None, Pinning::Random) => {
+                                CpuSet::single((pin_rng.next_u64() % host.pcpus as u64) as u32)
+                            }
+                        };
+                        let phases = spec
+                            .vcpu_cpu
+                            .get(v as usize)
+                            .cloned()
+                            .unwrap_or_else(|| spec.cpu.clone());
+                        VcpuState {
+                            phases,
+                            affinity,
+                            last_pcpu: None,
+                            run_ns: 0.0,
+                            wait_ns: 0.0,
+                            demand_pct: 0.0,
+                        }
+                    })
+                    .collect();
+                let seed = scenario.seed
+                    ^ ((entry_index as u64) << 32)
+                    ^ (instance as u64).wrapping_mul(0x9e37_79b9);
+                vms.push(VmState {
+                    uuid: format!("00000000-0000-4000-8000-{:012x}", vms.len() + 1),
+                    name,
+                    spec: spec.clone(),
+                    vcpus,
+                    rng: Rng(seed),
+                    running: false,
+                    actual_mib: spec.memory_mib as f64,
+                    target_mib: spec.memory_mib as f64,
+                    app_mib: 0.0,
+                    swapped_mib: 0.0,
+                    phase: 0,
+                    phase_started_s: spec.start_s,
+                    swap_in_total_mib: 0.0,
+                    swap_out_total_mib: 0.0,
+                    major_faults: 0,
+                    oom_events: 0,
+                    stats_period_s: 0,
+                    stats_updated_s: None,
+                });
+            }
+        }
+        let mut sim = Self {
+            scenario,
+            pcpus,
+            vms,
+            now_ns: 0,
+            realtime,
+        };
+        sim.update_lifecycle();
+        sim.start_phases();
+        sim
+    }
+
+    /// The scenario being simulated.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    fn now_s(&self) -> f64 {
+        self.now_ns as f64 / 1e9
+    }
+
+    fn vm_mut(&mut self, name: &str) -> Result<&mut VmState, BackendError> {
+        self.vms
+            .iter_mut()
+            .find(|vm| vm.running && vm.name == name)
+            .ok_or_else(|| BackendError::VmGone { vm: name.into() })
+    }
+
+    fn update_lifecycle(&mut self) {
+        let now = self.now_s();
+        for vm in &mut self.vms {
+            let should_run = now >= vm.spec.start_s && vm.spec.stop_s.is_none_or(|stop| now < stop);
+            vm.running = should_run;
+        }
+    }
+
+    fn start_phases(&mut self) {
+        let now = self.now_s();
+        for vm in self.vms.iter_mut().filter(|vm| vm.running) {
+            apply_instant_phases(vm, now);
+        }
+    }
+
+    fn guests_actual_mib(&self) -> f64 {
+        self.vms
+            .iter()
+            .filter(|vm| vm.running)
+            .map(|vm| vm.actual_mib)
+            .sum()
+    }
+
+    /// Advances the model by one step.
+    fn step(&mut self, dt_s: f64) {
+        let now = self.now_s();
+        self.step_cpu(now, dt_s);
+        for vm in self.vms.iter_mut().filter(|vm| vm.running) {
+            step_balloon(vm, self.scenario.host.balloon_rate_mib_s, dt_s);
+            step_memory(vm, now, dt_s);
+            if vm.spec.balloon && vm.stats_period_s > 0 {
+                let period = vm.stats_period_s as f64;
+                let due = vm
+                    .stats_updated_s
+                    .is_none_or(|t| now + dt_s - t >= period - 1e-9);
+                if due {
+                    vm.stats_updated_s = Some(now + dt_s);
+                }
+            }
+        }
+        self.now_ns += (dt_s * 1e9).round() as u64;
+        self.update_lifecycle();
+    }
+
+    fn step_cpu(&mut self, now: f64, dt_s: f64) {
+        let n = self.pcpus.len();
+        // Demand of every running vCPU this step.
+        let mut entries: Vec<(usize, usize, f64)> = Vec::new();
+        for (vi, vm) in self.vms.iter_mut().enumerate().filter(|(_, vm)| vm.running) {
+            let age = now - vm.spec.start_s;
+            let noise = vm.spec.cpu_noise_pct;
+            for (ci, vcpu) in vm.vcpus.iter_mut().enumerate() {
+                let base = demand_at(&vcpu.phases, age);
+                let jitter = if noise > 0.0 {
+                    vm.rng.symmetric() * noise
+                } else {
+                    0.0
+                };
+                let demand = if base > 0.0 {
+                    (base + jitter).clamp(0.0, 100.0)
+                } else {
+                    0.0
+                };
+                vcpu.demand_pct = demand;
+                entries.push((vi, ci, demand));
+            }
+        }
+        // Place: pinned vCPUs first, then flexible ones heaviest first to the least-committed
+        // allowed pCPU (ties: the pCPU they ran on last, then the lowest id).
+        let mut committed = vec![0.0f64; n];
+        let mut placement: Vec<(usize, usize, usize, f64)> = Vec::with_capacity(entries.len());
+        let mut flexible = Vec::new();
+        for &(vi, ci, demand) in &entries {
+            let vcpu = &self.vms[vi].vcpus[ci];
+            match vcpu.affinity.only().and_then(|c| self.pcpu_index(c)) {
+                Some(p) => {
+                    committed[p] += demand;
+                    placement.push((vi, ci, p, demand));
+                }
+                None => flexible.push((vi, ci, demand)),
+            }
+        }
+        flexible.sort_by(|a, b| b.2.total_cmp(&a.2));
+        for (vi, ci, demand) in flexible {
+            let vcpu = &self.vms[vi].vcpus[ci];
+            let last = vcpu.last_pcpu.and_then(|c| self.pcpu_index(c));
+            let allowed: Vec<usize> = (0..n)
+                .filter(|&p| vcpu.affinity.is_empty() || vcpu.affinity.contains(self.pcpus[p].id))
+                .collect();
+            let best = allowed
+                .iter()
+                .copied()
+                .min_by(|&a, &b| {
+                    committed[a]
+                        .total_cmp(&committed[b])
+                        .then_with(|| (Some(b) == last).cmp(&(Some(a) == last)))
+                        .then(a.cmp(&b))
+                })
+                .unwrap_or(0);
+            committed[best] += demand;
+            placement.push((vi, ci, best, demand));
+        }
+        // Share each pCPU max-min fairly.
+        for p in 0..n {
+            let mut on_p: Vec<(usize, usize, f64)> = placement
+                .iter()
+                .filter(|e| e.2 == p)
+                .map(|&(vi, ci, _, d)| (vi, ci, d))
+                .collect();
+            on_p.sort_by(|a, b| a.2.total_cmp(&b.2));
+            let mut capacity = 100.0;
+            let mut left = on_p.len();
+            for (vi, ci, demand) in on_p {
+                let fair = capacity / left as f64;
+                let got = demand.min(fair);
+                capacity -= got;
+                left -= 1;
+                let vcpu = &mut self.vms[vi].vcpus[ci];
+                vcpu.run_ns += got / 100.0 * dt_s * 1e9;
+                vcpu.wait_ns += (demand - got) / 100.0 * dt_s * 1e9;
+                if demand > 0.0 {
+                    vcpu.last_pcpu = Some(self.pcpus[p].id);
+                } else if vcpu.last_pcpu.is_none() {
+                    vcpu.last_pcpu = Some(self.pcpus[p].id);
+                }
+            }
+        }
+    }
+
+    fn pcpu_index(&self, id: u32) -> Option<usize> {
+        self.pcpus.iter().position(|p| p.id == id)
+    }
+}
+
+/// Demand of a vCPU `age_s` seconds after its VM started.
+fn demand_at(phases: &[CpuPhase], age_s: f64) -> f64 {
+    let mut start = 0.0;
+    for (i, phase) in phases.iter().enumerate() {
+        match phase.for_s {
+            Some(len) if i + 1 < phases.len() && age_s >= start + len => start += len,
+            _ => return phase.pct,
+        }
+    }
+    0.0
+}
+
+fn step_balloon(vm: &mut VmState, rate_mib_s: f64, dt_s: f64) {
+    if !vm.spec.balloon {
+        return;
+    }
+    let max_move = rate_mib_s * dt_s;
+    if vm.target_mib > vm.actual_mib {
+        vm.actual_mib = (vm.actual_mib + max_move).min(vm.target_mib);
+    } else if vm.target_mib < vm.actual_mib {
+        // Inflating takes free guest memory first, then pushes used memory into swap while
+        // there is swap room; beyond that the balloon stalls.
+        let floor = vm.resident_mib() + GUEST_RESERVED_MIB - (vm.spec.swap_mib - vm.swapped_mib);
+        let goal = vm.target_mib.max(floor.min(vm.actual_mib));
+        let new_actual = (vm.actual_mib - max_move).max(goal);
+        let room = new_actual - GUEST_RESERVED_MIB;
+        if vm.resident_mib() > room {
+            let pushed = vm.resident_mib() - room;
+            vm.swapped_mib += pushed;
+            vm.swap_out_total_mib += pushed;
+        }
+        vm.actual_mib = new_actual;
+    }
+}
+
+fn step_memory(vm: &mut VmState, now: f64, dt_s: f64) {
+    if let Some(phase) = vm.spec.memory.get(vm.phase).cloned() {
+        let done = if let (Some(rate), Some(to)) = (phase.grow_mib_s, phase.to_mib) {
+            vm.app_mib = (vm.app_mib + rate * dt_s).min(to);
+            vm.app_mib >= to
+        } else if let Some(hold) = phase.hold_s {
+            now + dt_s - vm.phase_started_s >= hold - 1e-9
+        } else {
+            true
+        };
+        if done {
+            vm.phase += 1;
+            vm.phase_started_s = now + dt_s;
+            apply_instant_phases(vm, now + dt_s);
+        }
+    }
+    // Memory beyond what RAM holds goes to swap; beyond swap it is an OOM kill.
+    let room = vm.actual_mib - GUEST_RESERVED_MIB;
+    let resident = vm.resident_mib();
+    if resident > room {
+        let overflow = resident - room;
+        let swap_room = vm.spec.swap_mib - vm.swapped_mib;
+        if overflow <= swap_room {
+            vm.swapped_mib += overflow;
+            vm.swap_out_total_mib += overflow;
+        } else {
+            vm.oom_events += 1;
+            vm.app_mib = 0.0;
+            vm.swapped_mib = 0.0;
+            if vm.spec.memory.get(vm.phase).is_some() {
+                vm.phase += 1;
+                vm.phase_started_s = now + dt_s;
+                apply_instant_phases(vm, now + dt_s);
+            }
+        }
+    } else if vm.swapped_mib > 0.0 {
+        let back = (room - resident)
+            .min(vm.swapped_mib)
+            .min(SWAP_IN_MIB_S * dt_s);
+        vm.swapped_mib -= back;
+        vm.swap_in_total_mib += back;
+        vm.major_faults += (back * 256.0) as u64; // one fault per 4 KiB page
+    }
+    vm.swapped_mib = vm.swapped_mib.min(vm.used_mib());
+}
+
+/// Runs the phases that take no time (use, free) starting at the current one.
+fn apply_instant_phases(vm: &mut VmState, now: f64) {
+    while let Some(phase) = vm.spec.memory.get(vm.phase) {
+        if let Some(mib) = phase.use_mib {
+            vm.app_mib = mib;
+        } else if phase.free {
+            vm.app_mib = 0.0;
+            vm.swapped_mib = vm.swapped_mib.min(vm.used_mib());
+        } else {
+            return;
+        }
+        vm.phase += 1;
+        vm.phase_started_s = now;
+    }
+}
+
+fn kib(mib: f64) -> u64 {
+    (mib.max(0.0) * MIB).round() as u64
+}
+
+impl Backend for SimBackend {
+    fn describe(&self) -> String {
+        format!("simulator, scenario {}", self.scenario.name)
+    }
+
+    fn sample(&mut self) -> Result<Sample, BackendError> {
+        let host = &self.scenario.host;
+        let wall_s = EPOCH_S + self.now_s();
+        let free_mib =
+            (host.memory_mib as f64 - host.host_used_mib as f64 - self.guests_actual_mib())
+                .max(0.0);
+        let vms = self
+            .vms
+            .iter()
+            .filter(|vm| vm.running)
+            .map(|vm| {
+                let reports = vm.spec.balloon && vm.stats_updated_s.is_some();
+                let guest = |v: f64| reports.then(|| kib(v));
+                let available = vm.actual_mib - GUEST_RESERVED_MIB;
+                let unused = (available - vm.resident_mib()).max(0.0);
+                VmSample {
+                    name: vm.name.clone(),
+                    uuid: vm.uuid.clone(),
+                    vcpus: vm
+                        .vcpus
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| VcpuSample {
+                            id: i as u32,
+                            run_time_ns: v.run_ns as u64,
+                            wait_time_ns: Some(v.wait_ns as u64),
+                            pcpu: v.last_pcpu,
+                            affinity: v.affinity.clone(),
+                        })
+                        .collect(),
+                    memory: MemorySample {
+                        max_kib: vm.spec.max_memory_mib * 1024,
+                        actual_kib: kib(vm.actual_mib),
+                        unused_kib: guest(unused),
+                        available_kib: guest(available),
+                        usable_kib: guest(unused),
+                        swap_in_kib: guest(vm.swap_in_total_mib),
+                        swap_out_kib: guest(vm.swap_out_total_mib),
+                        major_faults: reports.then_some(vm.major_faults),
+                        stats_updated_s: vm
+                            .stats_updated_s
+                            .filter(|_| reports)
+                            .map(|t| (EPOCH_S + t).floor() as i64),
+                    },
+                    oom_events: Some(vm.oom_events),
+                }
+            })
+            .collect();
+        let mut sample = Sample {
+            taken_ns: self.now_ns,
+            wall_s,
+            host: HostSample {
+                pcpus: self.pcpus.clone(),
+                mem_total_kib: host.memory_mib * 1024,
+                mem_free_kib: kib(free_mib),
+            },
+            vms,
+        };
+        sample.vms.sort_by(|a: &VmSample, b| a.name.cmp(&b.name));
+        Ok(sample)
+    }
+
+    fn pin_vcpu(&mut self, vm: &str, vcpu: u32, cpus: &CpuSet) -> Result<(), BackendError> {
+        let n = self.pcpus.len() as u32;
+        if cpus.is_empty() || cpus.iter().any(|c| c >= n) {
+            return Err(BackendError::Refused {
+                vm: vm.into(),
+                op: "pin vCPU",
+                message: format!("invalid CPU set {{{cpus}}} on a host with {n} pCPUs"),
+            });
+        }
+        let state = self.vm_mut(vm)?;
+        let slot = state
+            .vcpus
+            .get_mut(vcpu as usize)
+            .ok_or_else(|| BackendError::Refused {
+                vm: vm.into(),
+                op: "pin vCPU",
+                message: format!("no vCPU {vcpu}"),
+            })?;
+        slot.affinity = cpus.clone();
+        Ok(())
+    }
+
+    fn set_balloon_target(&mut self, vm: &str, target_kib: u64) -> Result<(), BackendError> {
+        let state = self.vm_mut(vm)?;
+        let max_kib = state.spec.max_memory_mib * 1024;
+        if target_kib > max_kib {
+            return Err(BackendError::Refused {
+                vm: vm.into(),
+                op: "set balloon target",
+                message: format!("{target_kib} KiB exceeds the maximum {max_kib} KiB"),
+            });
+        }
+        state.target_mib = target_kib as f64 / MIB;
+        Ok(())
+    }
+
+    fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError> {
+        self.vm_mut(vm)?.stats_period_s = period_s;
+        Ok(())
+    }
+
+    fn wait(&mut self, interval: Duration) {
+        if self.realtime {
+            std::thread::sleep(interval);
+        }
+        let mut left = interval.as_nanos() as u64;
+        while left > 0 {
+            let dt = left.min(STEP_NS);
+            self.step(dt as f64 / 1e9);
+            left -= dt;
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.now_s() >= self.scenario.duration_s - 1e-9
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: &str = "[host]\npcpus = 2\nmemory_mib = 4096\n";
+
+    fn sim(text: &str) -> SimBackend {
+        sim_with("", text)
+    }
+
+    /// A 2-pCPU host with top-level keys `top` and then `text`.
+    fn sim_with(top: &str, text: &str) -> SimBackend {
+        let full = format!("name = \"t\"\nduration_s = 10\n{top}\n{text}");
+        SimBackend::new(Scenario::parse(&full, Path::new("t.toml")).unwrap(), false)
+    }
+
+    #[test]
+    fn two_busy_vcpus_share_one_pcpu_and_wait() {
+        let mut s = sim_with("pinning = \"all-on-0\"", &format!(
+            "{HOST}[[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
+        ));
+        s.wait(Duration::from_secs(1));
+        let sample = s.sample().unwrap();
+        for vm in &sample.vms {
+            let v = &vm.vcpus[0];
+            assert_eq!(v.run_time_ns, 500_000_000, "{}", vm.name);
+            assert_eq!(v.wait_time_ns, Some(500_000_000));
+            assert_eq!(v.pcpu, Some(0));
+        }
+    }
+
+    #[test]
+    fn unpinned_vcpus_spread_over_pcpus() {
+        let mut s = sim(&format!(
+            "{HOST}[[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
+        ));
+        s.wait(Duration::from_secs(1));
+        let sample = s.sample().unwrap();
+        let cpus: Vec<_> = sample.vms.iter().map(|vm| vm.vcpus[0].pcpu).collect();
+        assert_eq!(cpus, vec![Some(0), Some(1)]);
+        assert!(sample
+            .vms
+            .iter()
+            .all(|vm| vm.vcpus[0].run_time_ns == 1_000_000_000));
+    }
+
+    #[test]
+    fn max_min_fair_share() {
+        // 30% and 100% on one pCPU: the light one gets all it wants, the heavy one the rest.
+        let mut s = sim_with("pinning = \"all-on-1\"", &format!(
+            "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 30 }}]\n[[vm]]\nname = \"b\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
+        ));
+        s.wait(Duration::from_secs(2));
+        let sample = s.sample().unwrap();
+        assert_eq!(sample.vms[0].vcpus[0].run_time_ns, 600_000_000);
+        assert_eq!(sample.vms[1].vcpus[0].run_time_ns, 1_400_000_000);
+        assert_eq!(sample.vms[1].vcpus[0].wait_time_ns, Some(600_000_000));
+    }
+
+    #[test]
+    fn balloon_moves_at_its_rate_and_stats_need_a_period() {
+        let mut s = sim(&format!(
+            "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 512\n"
+        ));
+        s.wait(Duration::from_secs(1));
+        assert_eq!(s.sample().unwrap().vms[0].memory.unused_kib, None);
+        s.set_memory_stats_period("a", 1).unwrap();
+        s.set_balloon_target("a", 1024 * 1024).unwrap();
+        s.wait(Duration::from_secs(1));
+        let m = s.sample().unwrap().vms[0].memory.clone();
+        assert_eq!(m.actual_kib, (512 + 256) * 1024);
+        // unused = actual - reserved - base used
+        assert_eq!(m.unused_kib, Some((768 - 30 - 60) * 1024));
+        assert!(s.set_balloon_target("a", 3 * 1024 * 1024).is_err());
+    }
+
+    #[test]
+    fn growth_beyond_memory_is_an_oom_kill() {
+        let mut s = sim(&format!(
+            "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 512\nmemory = [{{ grow_mib_s = 100, to_mib = 1000 }}, {{ hold_s = 100 }}]\n"
+        ));
+        s.wait(Duration::from_secs(6));
+        let vm = &s.sample().unwrap().vms[0];
+        assert_eq!(vm.oom_events, Some(1));
+        // the workload was killed: only the base system is left in use
+        assert_eq!(s.vms[0].app_mib, 0.0);
+    }
+
+    #[test]
+    fn balloon_cannot_take_used_memory_without_swap() {
+        let mut s = sim(&format!(
+            "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 1024\nmemory = [{{ use_mib = 600 }}]\n"
+        ));
+        s.set_balloon_target("a", 300 * 1024).unwrap();
+        s.wait(Duration::from_secs(5));
+        let vm = &s.sample().unwrap().vms[0];
+        // stalls at used (660) + reserved (30)
+        assert_eq!(vm.memory.actual_kib, 690 * 1024);
+        assert_eq!(vm.oom_events, Some(0));
+    }
+
+    #[test]
+    fn vms_come_and_go_on_schedule() {
+        let mut s = sim(&format!(
+            "{HOST}[[vm]]\nname = \"late\"\nmax_memory_mib = 1024\nmemory_mib = 512\nstart_s = 2\nstop_s = 4\n"
+        ));
+        assert!(s.sample().unwrap().vms.is_empty());
+        s.wait(Duration::from_secs(2));
+        assert_eq!(s.sample().unwrap().vms.len(), 1);
+        s.wait(Duration::from_secs(2));
+        assert!(s.sample().unwrap().vms.is_empty());
+        assert!(matches!(
+            s.set_balloon_target("late", 1024),
+            Err(BackendError::VmGone { .. })
+        ));
+    }
+
+    #[test]
+    fn same_seed_same_run() {
+        let text = format!(
+            "{HOST}[[vm]]\nname = \"v\"\ncount = 3\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 60 }}]\ncpu_noise_pct = 10\n"
+        );
+        let run = || {
+            let mut s = sim_with("seed = 3\npinning = \"random\"", &text);
+            s.wait(Duration::from_secs(3));
+            s.sample().unwrap()
+        };
+        assert_eq!(run(), run());
+    }
+}

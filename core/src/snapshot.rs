@@ -1,0 +1,465 @@
+//! The immutable view policies decide on, built from two consecutive samples.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::cpuset::CpuSet;
+use crate::model::{Pcpu, Sample, VmSample};
+
+/// What one tick sees of the host and its VMs. Utilizations come from counter deltas between
+/// this sample and the previous one; a VM seen for the first time has none yet.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    /// Tick number, from 0.
+    pub tick: u64,
+    /// Time since the previous sample; 0 on the first tick.
+    pub interval_s: f64,
+    /// Wall-clock time of the sample, seconds since the Unix epoch.
+    pub wall_s: f64,
+    /// Host-wide view.
+    pub host: HostView,
+    /// VMs, ordered by name.
+    pub vms: Vec<VmView>,
+}
+
+/// Host-wide figures of a snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostView {
+    /// pCPUs guests may run on.
+    pub pcpus: Vec<Pcpu>,
+    /// Load of each pCPU (same order as `pcpus`): the sum of the loads of the vCPUs that last
+    /// ran there, in percent of one pCPU.
+    pub pcpu_load_pct: Vec<f64>,
+    /// Host memory in total.
+    pub mem_total_kib: u64,
+    /// Host memory free, as the host reports it.
+    pub mem_free_kib: u64,
+    /// Memory the coordinator may hand to guests: the host's free memory, or less when a guest
+    /// memory budget is set (`min(free, budget - sum of guests' actual)`).
+    pub guest_free_kib: u64,
+    /// The configured guest memory budget, if any.
+    pub guest_budget_kib: Option<u64>,
+}
+
+/// One vCPU as a policy sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VcpuView {
+    /// vCPU number inside its VM.
+    pub id: u32,
+    /// Time it ran over the last interval, percent of one pCPU; `None` before the second sample.
+    pub load_pct: Option<f64>,
+    /// Time it waited for a pCPU while runnable over the last interval, percent; `None` when
+    /// unknown.
+    pub wait_pct: Option<f64>,
+    /// pCPU it last ran on.
+    pub pcpu: Option<u32>,
+    /// pCPUs it may run on now.
+    pub affinity: CpuSet,
+}
+
+impl VcpuView {
+    /// The pCPU this vCPU is counted on: where it last ran, or its only allowed pCPU.
+    pub fn placed_on(&self) -> Option<u32> {
+        self.pcpu.or_else(|| self.affinity.only())
+    }
+}
+
+/// Memory of one VM as a policy sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryView {
+    /// Most memory the VM may have.
+    pub max_kib: u64,
+    /// Memory the VM has now.
+    pub actual_kib: u64,
+    /// Memory the guest leaves unused (`None` when no fresh guest statistics).
+    pub unused_kib: Option<u64>,
+    /// Memory the guest could use without swapping.
+    pub usable_kib: Option<u64>,
+    /// Swapped in over the last interval.
+    pub swap_in_kib: Option<u64>,
+    /// Swapped out over the last interval.
+    pub swap_out_kib: Option<u64>,
+    /// Major faults over the last interval.
+    pub major_faults: Option<u64>,
+    /// Whether the guest's statistics are recent enough to act on. Never balloon a VM without
+    /// fresh statistics.
+    pub stats_fresh: bool,
+}
+
+impl MemoryView {
+    /// Guest memory in use (`actual - unused`), when the guest reported.
+    pub fn used_kib(&self) -> Option<u64> {
+        self.unused_kib
+            .map(|unused| self.actual_kib.saturating_sub(unused))
+    }
+}
+
+/// One VM as a policy sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmView {
+    /// Domain name.
+    pub name: String,
+    /// Domain UUID.
+    pub uuid: String,
+    /// vCPUs, ordered by id.
+    pub vcpus: Vec<VcpuView>,
+    /// Memory figures.
+    pub memory: MemoryView,
+    /// OOM kills in the guest over the last interval, where the backend can tell.
+    pub oom_events: Option<u64>,
+    /// True on the first tick this VM is seen (it has no utilization yet).
+    pub is_new: bool,
+}
+
+impl Snapshot {
+    /// Index of pCPU `id` in `host.pcpus`.
+    pub fn pcpu_index(&self, id: u32) -> Option<usize> {
+        self.host.pcpus.iter().position(|p| p.id == id)
+    }
+
+    /// The VM called `name`.
+    pub fn vm(&self, name: &str) -> Option<&VmView> {
+        self.vms
+            .binary_search_by(|vm| vm.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.vms[i])
+    }
+
+    /// Whether any vCPU has a measured load yet.
+    pub fn has_cpu_loads(&self) -> bool {
+        self.vms
+            .iter()
+            .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()))
+    }
+}
+
+/// Mean of a list of values (0 for an empty list).
+pub fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+/// Population standard deviation of a list of values (0 for an empty list).
+pub fn stdev(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let m = mean(values);
+    (values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / values.len() as f64).sqrt()
+}
+
+/// Settings the snapshot builder needs from the host configuration.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotSettings {
+    /// Guest memory budget, if any.
+    pub guest_budget_kib: Option<u64>,
+    /// Guest statistics older than this are stale.
+    pub stats_max_age_s: f64,
+}
+
+/// Builds snapshots from consecutive samples, remembering the previous one.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    settings: SnapshotSettings,
+    previous: Option<Sample>,
+    tick: u64,
+}
+
+impl SnapshotBuilder {
+    /// A builder with no previous sample.
+    pub fn new(settings: SnapshotSettings) -> Self {
+        Self {
+            settings,
+            previous: None,
+            tick: 0,
+        }
+    }
+
+    /// Turns the next sample into a snapshot.
+    pub fn build(&mut self, sample: Sample) -> Snapshot {
+        let previous: HashMap<&str, &VmSample> = self
+            .previous
+            .iter()
+            .flat_map(|prev| prev.vms.iter())
+            .map(|vm| (vm.name.as_str(), vm))
+            .collect();
+        let interval_ns = self
+            .previous
+            .as_ref()
+            .map(|prev| sample.taken_ns.saturating_sub(prev.taken_ns))
+            .unwrap_or(0);
+        let interval_s = interval_ns as f64 / 1e9;
+
+        let mut vms: Vec<VmView> = sample
+            .vms
+            .iter()
+            .map(|vm| {
+                // A VM that restarted under the same name is a new VM.
+                let prev = previous
+                    .get(vm.name.as_str())
+                    .copied()
+                    .filter(|prev| prev.uuid == vm.uuid);
+                self.vm_view(vm, prev, interval_ns, sample.wall_s)
+            })
+            .collect();
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+
+        let pcpus = sample.host.pcpus.clone();
+        let mut pcpu_load_pct = vec![0.0; pcpus.len()];
+        for vcpu in vms.iter().flat_map(|vm| vm.vcpus.iter()) {
+            if let (Some(load), Some(cpu)) = (vcpu.load_pct, vcpu.placed_on()) {
+                if let Some(i) = pcpus.iter().position(|p| p.id == cpu) {
+                    pcpu_load_pct[i] += load;
+                }
+            }
+        }
+
+        let guests_actual_kib: u64 = vms.iter().map(|vm| vm.memory.actual_kib).sum();
+        let guest_free_kib = match self.settings.guest_budget_kib {
+            Some(budget) => sample
+                .host
+                .mem_free_kib
+                .min(budget.saturating_sub(guests_actual_kib)),
+            None => sample.host.mem_free_kib,
+        };
+
+        let snapshot = Snapshot {
+            tick: self.tick,
+            interval_s,
+            wall_s: sample.wall_s,
+            host: HostView {
+                pcpus,
+                pcpu_load_pct,
+                mem_total_kib: sample.host.mem_total_kib,
+                mem_free_kib: sample.host.mem_free_kib,
+                guest_free_kib,
+                guest_budget_kib: self.settings.guest_budget_kib,
+            },
+            vms,
+        };
+        self.tick += 1;
+        self.previous = Some(sample);
+        snapshot
+    }
+
+    fn vm_view(
+        &self,
+        vm: &VmSample,
+        prev: Option<&VmSample>,
+        interval_ns: u64,
+        wall_s: f64,
+    ) -> VmView {
+        let vcpus = vm
+            .vcpus
+            .iter()
+            .map(|vcpu| {
+                let prev_vcpu = prev.and_then(|p| p.vcpus.iter().find(|v| v.id == vcpu.id));
+                let load_pct = prev_vcpu.and_then(|p| {
+                    percent_of_interval(p.run_time_ns, vcpu.run_time_ns, interval_ns)
+                });
+                let wait_pct = prev_vcpu.and_then(|p| match (p.wait_time_ns, vcpu.wait_time_ns) {
+                    (Some(before), Some(now)) => percent_of_interval(before, now, interval_ns),
+                    _ => None,
+                });
+                VcpuView {
+                    id: vcpu.id,
+                    load_pct,
+                    wait_pct,
+                    pcpu: vcpu.pcpu,
+                    affinity: vcpu.affinity.clone(),
+                }
+            })
+            .collect();
+
+        let mem = &vm.memory;
+        let prev_mem = prev.map(|p| &p.memory);
+        let stats_fresh = mem.unused_kib.is_some()
+            && mem
+                .stats_updated_s
+                .is_some_and(|updated| wall_s - updated as f64 <= self.settings.stats_max_age_s);
+        let delta = |now: Option<u64>, before: Option<Option<u64>>| match (now, before.flatten()) {
+            (Some(now), Some(before)) => Some(now.saturating_sub(before)),
+            _ => None,
+        };
+        let memory = MemoryView {
+            max_kib: mem.max_kib,
+            actual_kib: mem.actual_kib,
+            unused_kib: mem.unused_kib.filter(|_| stats_fresh),
+            usable_kib: mem.usable_kib.filter(|_| stats_fresh),
+            swap_in_kib: delta(mem.swap_in_kib, prev_mem.map(|p| p.swap_in_kib)),
+            swap_out_kib: delta(mem.swap_out_kib, prev_mem.map(|p| p.swap_out_kib)),
+            major_faults: delta(mem.major_faults, prev_mem.map(|p| p.major_faults)),
+            stats_fresh,
+        };
+        VmView {
+            name: vm.name.clone(),
+            uuid: vm.uuid.clone(),
+            vcpus,
+            memory,
+            oom_events: delta(vm.oom_events, prev.map(|p| p.oom_events)),
+            is_new: prev.is_none(),
+        }
+    }
+}
+
+/// Percentage of the interval that a cumulative counter grew by; `None` when the counter went
+/// backwards (a reset) or there is no interval. Clamped to 100: timing jitter between the
+/// counter and the clock must not make a vCPU look busier than a whole pCPU.
+fn percent_of_interval(before_ns: u64, now_ns: u64, interval_ns: u64) -> Option<f64> {
+    if interval_ns == 0 || now_ns < before_ns {
+        return None;
+    }
+    let pct = (now_ns - before_ns) as f64 / interval_ns as f64 * 100.0;
+    Some(pct.min(100.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HostSample, MemorySample, VcpuSample};
+
+    fn vm(name: &str, run_ns: &[u64], pcpus: &[u32]) -> VmSample {
+        VmSample {
+            name: name.into(),
+            uuid: format!("uuid-{name}"),
+            vcpus: run_ns
+                .iter()
+                .zip(pcpus)
+                .enumerate()
+                .map(|(i, (&run, &cpu))| VcpuSample {
+                    id: i as u32,
+                    run_time_ns: run,
+                    wait_time_ns: Some(run / 2),
+                    pcpu: Some(cpu),
+                    affinity: CpuSet::single(cpu),
+                })
+                .collect(),
+            memory: MemorySample {
+                max_kib: 2 << 20,
+                actual_kib: 512 << 10,
+                unused_kib: Some(300 << 10),
+                stats_updated_s: Some(100),
+                ..Default::default()
+            },
+            oom_events: None,
+        }
+    }
+
+    fn sample(taken_ns: u64, vms: Vec<VmSample>) -> Sample {
+        Sample {
+            taken_ns,
+            wall_s: 100.0,
+            host: HostSample {
+                pcpus: (0..2).map(Pcpu::plain).collect(),
+                mem_total_kib: 8 << 20,
+                mem_free_kib: 4 << 20,
+            },
+            vms,
+        }
+    }
+
+    #[test]
+    fn first_sample_has_no_utilization() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            stats_max_age_s: 2.0,
+            ..Default::default()
+        });
+        let snap = b.build(sample(0, vec![vm("a", &[0], &[0])]));
+        assert!(snap.vms[0].is_new);
+        assert_eq!(snap.vms[0].vcpus[0].load_pct, None);
+        assert_eq!(snap.host.pcpu_load_pct, vec![0.0, 0.0]);
+        assert!(!snap.has_cpu_loads());
+    }
+
+    #[test]
+    fn utilization_from_deltas_and_pcpu_sums() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            stats_max_age_s: 2.0,
+            ..Default::default()
+        });
+        b.build(sample(
+            0,
+            vec![vm("a", &[1_000, 0], &[0, 1]), vm("b", &[0], &[0])],
+        ));
+        let snap = b.build(sample(
+            1_000_000_000,
+            vec![
+                vm("a", &[1_000 + 500_000_000, 250_000_000], &[0, 1]),
+                vm("b", &[300_000_000], &[0]),
+            ],
+        ));
+        let a = snap.vm("a").unwrap();
+        assert!(!a.is_new);
+        assert!((a.vcpus[0].load_pct.unwrap() - 50.0).abs() < 1e-9);
+        assert!((a.vcpus[1].load_pct.unwrap() - 25.0).abs() < 1e-9);
+        // wait is half of run in the fixture
+        assert!((a.vcpus[1].wait_pct.unwrap() - 12.5).abs() < 1e-9);
+        // pCPU0 carries a/0 (50) + b/0 (30); pCPU1 carries a/1 (25)
+        assert!((snap.host.pcpu_load_pct[0] - 80.0).abs() < 1e-9);
+        assert!((snap.host.pcpu_load_pct[1] - 25.0).abs() < 1e-9);
+        assert!((snap.interval_s - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn counter_reset_gives_no_value_and_restart_is_new() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            stats_max_age_s: 2.0,
+            ..Default::default()
+        });
+        b.build(sample(0, vec![vm("a", &[900_000_000], &[0])]));
+        let snap = b.build(sample(1_000_000_000, vec![vm("a", &[100], &[0])]));
+        assert_eq!(snap.vms[0].vcpus[0].load_pct, None);
+
+        let mut restarted = vm("a", &[5], &[0]);
+        restarted.uuid = "other".into();
+        let snap = b.build(sample(2_000_000_000, vec![restarted]));
+        assert!(snap.vms[0].is_new);
+    }
+
+    #[test]
+    fn vanished_vms_are_dropped_and_load_is_clamped() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            stats_max_age_s: 2.0,
+            ..Default::default()
+        });
+        b.build(sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]));
+        let snap = b.build(sample(1_000_000_000, vec![vm("b", &[1_100_000_000], &[1])]));
+        assert_eq!(snap.vms.len(), 1);
+        assert_eq!(snap.vms[0].vcpus[0].load_pct, Some(100.0));
+    }
+
+    #[test]
+    fn stale_guest_stats_are_hidden() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            stats_max_age_s: 2.0,
+            ..Default::default()
+        });
+        let mut s = sample(0, vec![vm("a", &[0], &[0])]);
+        s.wall_s = 103.0; // stats updated at 100: 3 s old
+        let snap = b.build(s);
+        assert!(!snap.vms[0].memory.stats_fresh);
+        assert_eq!(snap.vms[0].memory.unused_kib, None);
+    }
+
+    #[test]
+    fn budget_limits_guest_free() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            guest_budget_kib: Some(1536 << 10),
+            stats_max_age_s: 2.0,
+        });
+        let snap = b.build(sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]));
+        // budget 1536 MiB - 2 x 512 MiB actual = 512 MiB, less than the 4 GiB really free
+        assert_eq!(snap.host.guest_free_kib, 512 << 10);
+    }
+
+    #[test]
+    fn stdev_is_population() {
+        assert!((stdev(&[100.0, 0.0]) - 50.0).abs() < 1e-12);
+        assert_eq!(stdev(&[]), 0.0);
+        assert!((mean(&[1.0, 2.0, 3.0]) - 2.0).abs() < 1e-12);
+    }
+}

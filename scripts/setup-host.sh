@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Prepare this machine to build vcoord and to run a real libvirtd with QEMU guests.
+# Idempotent; run as root. Installs packages, creates what libvirtd needs, starts virtlogd and
+# libvirtd when they are not running, and builds the test guest image (scripts/build-guest.sh).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (installs packages and starts libvirtd)"
+    exit 1
+fi
+
+packages=(pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+          qemu-system-x86 cpio)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    extra=()
+    # A backported qemu-utils conflicts with bookworm's qemu-system-x86: take both from bookworm.
+    if apt-cache policy qemu-utils 2>/dev/null | grep -q 'bookworm '; then
+        extra+=(qemu-utils/bookworm)
+    fi
+    apt-get install -y -qq --allow-downgrades --no-install-recommends "${missing[@]}" "${extra[@]}" >/dev/null
+fi
+
+# libvirtd's QEMU driver refuses to start without these (normally made by libvirt-daemon-system).
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt
+
+if ! pgrep -x virtlogd >/dev/null; then
+    log "starting virtlogd"
+    virtlogd -d
+fi
+if ! pgrep -x libvirtd >/dev/null; then
+    log "starting libvirtd"
+    libvirtd -d
+fi
+for _ in $(seq 1 50); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && break
+    sleep 0.2
+done
+virsh -c qemu:///system version >/dev/null || { log "libvirtd does not answer"; exit 1; }
+
+"$here/build-guest.sh"
+log "ready"
