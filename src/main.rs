@@ -1,1 +1,206 @@
-fn main() {}
+//! `vcoord`: the command line over vcoord-core.
+
+mod cli;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use vcoord_core::config::{Config, DEFAULT_PATH};
+use vcoord_core::params::ParamSpec;
+use vcoord_core::policy::{cpu_policies, memory_policies};
+use vcoord_core::runtime::{run_host, RunOptions};
+
+use cli::{Command, RunArgs};
+
+fn main() -> ExitCode {
+    vcoord_policies::link();
+    let command = match cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("vcoord: {message}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let level = match &command {
+        Command::Run(args) => args.log_level,
+        Command::Status(args) => args.log_level,
+        _ => tracing::Level::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Version => {
+            println!("vcoord {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Run(args) => run(args),
+        Command::Policies { config } => list_policies(config.as_deref()),
+        Command::CheckConfig { path } => check_config(&path),
+        Command::Status(args) => vcoord_core::status::print_status(&args.uri, args.window_s)
+            .with_context(|| format!("status of {}", args.uri)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vcoord: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    let config = Config::from_file(&config_path)?;
+    let hosts: Vec<_> = match &args.host {
+        Some(name) => {
+            let host = config
+                .hosts
+                .iter()
+                .find(|h| &h.name == name)
+                .with_context(|| format!("{}: no host named `{name}`", config_path.display()))?;
+            vec![host.clone()]
+        }
+        None => config.hosts.clone(),
+    };
+    let record: Option<Mutex<BufWriter<File>>> = match &args.record {
+        Some(path) => Some(Mutex::new(BufWriter::new(
+            File::create(path).with_context(|| format!("creating record {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let options = RunOptions {
+        ticks: args.ticks,
+        dry_run: args.dry_run,
+        realtime: args.realtime,
+    };
+    let results: Vec<Result<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                let record = record.as_ref();
+                let options = &options;
+                scope.spawn(move || {
+                    let mut sink = record.map(LockedWriter);
+                    run_host(
+                        host,
+                        options,
+                        sink.as_mut().map(|s| s as &mut (dyn Write + Send)),
+                    )
+                    .map_err(anyhow::Error::from)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("a host thread panicked")))
+            .collect()
+    });
+    if let Some(record) = record {
+        record
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("record writer poisoned"))?
+            .flush()
+            .context("flushing the record")?;
+    }
+    let mut failed = false;
+    for r in results {
+        if let Err(e) = r {
+            eprintln!("vcoord: error: {e:#}");
+            failed = true;
+        }
+    }
+    if failed {
+        bail!("at least one host failed");
+    }
+    Ok(())
+}
+
+/// Writes whole lines into a shared writer, so hosts running in parallel do not interleave.
+struct LockedWriter<'a, W: Write>(&'a Mutex<W>);
+
+impl<W: Write> Write for LockedWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut w = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("record writer poisoned"))?;
+        w.write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn list_policies(config: Option<&Path>) -> Result<()> {
+    let print_params = |params: &[ParamSpec]| {
+        for p in params {
+            let default = if p.default.is_empty() {
+                "off"
+            } else {
+                p.default
+            };
+            let unit = if p.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", p.unit)
+            };
+            println!("      {} = {}{}  {}", p.key, default, unit, p.doc);
+        }
+    };
+    println!("CPU policies (built-in):");
+    for p in cpu_policies() {
+        println!("  {:<20} {}", p.name, p.description);
+        print_params(p.params);
+    }
+    println!("\nMemory policies (built-in):");
+    for p in memory_policies() {
+        println!("  {:<20} {}", p.name, p.description);
+        print_params(p.params);
+    }
+    if let Some(path) = config {
+        let config = Config::from_file(path)?;
+        println!("\nHosts in {}:", path.display());
+        for h in &config.hosts {
+            println!(
+                "  {:<16} cpu: {:<18} memory: {}",
+                h.name, h.cpu_policy.name, h.memory_policy.name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_config(path: &Path) -> Result<()> {
+    let config = Config::from_file(path)?;
+    for host in &config.hosts {
+        host.build_cpu_policy()
+            .map_err(|e| anyhow::anyhow!("{}: host {}: {e}", path.display(), host.name))?;
+        host.build_memory_policy()
+            .map_err(|e| anyhow::anyhow!("{}: host {}: {e}", path.display(), host.name))?;
+    }
+    println!(
+        "{}: ok ({} host{})",
+        path.display(),
+        config.hosts.len(),
+        if config.hosts.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}

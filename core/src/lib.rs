@@ -9,6 +9,7 @@ pub mod backend;
 pub mod config;
 pub mod cpuset;
 pub mod guard;
+pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod policy;
@@ -17,5 +18,6 @@ pub mod runtime;
 pub mod sim;
 pub mod snapshot;
 pub mod source;
+pub mod status;
 
 pub use inventory;

@@ -260,7 +260,7 @@ impl Coordinator {
                     k.last_target_kib = Some(change.target_kib);
                 }
             }
-            info!(host = %self.host.name, vm = %change.vm,
+            debug!(host = %self.host.name, vm = %change.vm,
                 from_mib = change.actual_kib / 1024, to_mib = change.target_kib / 1024,
                 reason = %change.reason, "balloon");
             record.balloons.push(change);

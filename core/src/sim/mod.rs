@@ -57,6 +57,8 @@ struct VcpuState {
     run_ns: f64,
     wait_ns: f64,
     demand_pct: f64,
+    /// Noise drawn for the current simulated second.
+    jitter_pct: f64,
 }
 
 #[derive(Debug)]
@@ -123,7 +125,7 @@ impl SimBackend {
             })
             .collect();
         let all: CpuSet = (0..host.pcpus).collect();
-        let mut pin_rng = Rng(scenario.seed ^ 0x5eed_0f_91a5);
+        let mut pin_rng = Rng(scenario.seed ^ 0x005e_ed0f_91a5);
         let mut next_rr = 0u32;
         let pinning = scenario.initial_pinning();
         let mut vms = Vec::new();
@@ -156,6 +158,7 @@ impl SimBackend {
                             run_ns: 0.0,
                             wait_ns: 0.0,
                             demand_pct: 0.0,
+                            jitter_pct: 0.0,
                         }
                     })
                     .collect();
@@ -259,19 +262,20 @@ impl SimBackend {
     fn step_cpu(&mut self, now: f64, dt_s: f64) {
         let n = self.pcpus.len();
         // Demand of every running vCPU this step.
+        // Noise is drawn once per simulated second: load varies from second to second, as
+        // measured on real hosts, rather than averaging out within a tick.
+        let new_second = self.now_ns.is_multiple_of(1_000_000_000);
         let mut entries: Vec<(usize, usize, f64)> = Vec::new();
         for (vi, vm) in self.vms.iter_mut().enumerate().filter(|(_, vm)| vm.running) {
             let age = now - vm.spec.start_s;
             let noise = vm.spec.cpu_noise_pct;
             for (ci, vcpu) in vm.vcpus.iter_mut().enumerate() {
                 let base = demand_at(&vcpu.phases, age);
-                let jitter = if noise > 0.0 {
-                    vm.rng.symmetric() * noise
-                } else {
-                    0.0
-                };
+                if new_second && noise > 0.0 {
+                    vcpu.jitter_pct = vm.rng.symmetric() * noise;
+                }
                 let demand = if base > 0.0 {
-                    (base + jitter).clamp(0.0, 100.0)
+                    (base + vcpu.jitter_pct).clamp(0.0, 100.0)
                 } else {
                     0.0
                 };
@@ -332,9 +336,7 @@ impl SimBackend {
                 let vcpu = &mut self.vms[vi].vcpus[ci];
                 vcpu.run_ns += got / 100.0 * dt_s * 1e9;
                 vcpu.wait_ns += (demand - got) / 100.0 * dt_s * 1e9;
-                if demand > 0.0 {
-                    vcpu.last_pcpu = Some(self.pcpus[p].id);
-                } else if vcpu.last_pcpu.is_none() {
+                if demand > 0.0 || vcpu.last_pcpu.is_none() {
                     vcpu.last_pcpu = Some(self.pcpus[p].id);
                 }
             }

@@ -225,21 +225,23 @@ impl Scenario {
         if self.host.pcpus == 0 {
             return Err(invalid(None, "host.pcpus", "must be at least 1".into()));
         }
-        if self.host.threads_per_core == 0 || self.host.pcpus % self.host.threads_per_core != 0 {
+        if self.host.threads_per_core == 0
+            || !self.host.pcpus.is_multiple_of(self.host.threads_per_core)
+        {
             return Err(invalid(
                 None,
                 "host.threads_per_core",
                 "must divide host.pcpus".into(),
             ));
         }
-        if self.host.numa_nodes == 0 || self.host.pcpus % self.host.numa_nodes != 0 {
+        if self.host.numa_nodes == 0 || !self.host.pcpus.is_multiple_of(self.host.numa_nodes) {
             return Err(invalid(
                 None,
                 "host.numa_nodes",
                 "must divide host.pcpus".into(),
             ));
         }
-        if !(self.duration_s > 0.0) {
+        if self.duration_s.is_nan() || self.duration_s <= 0.0 {
             return Err(invalid(None, "duration_s", "must be positive".into()));
         }
         if let Some(Pinning::AllOn(cpu)) = self.pinning.as_ref().map(|p| p.get_ref()) {

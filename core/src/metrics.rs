@@ -1,0 +1,166 @@
+//! Figures of merit computed from a run's tick records: how fast and how quietly CPU load was
+//! balanced, and how well guests were kept in memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::record::TickRecord;
+
+/// How a run balanced CPU load.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CpuMetrics {
+    /// First tick from which the pCPU load stdev stayed within the bound to the end.
+    pub ticks_to_balance: Option<u64>,
+    /// pCPU load stdev at the last tick, percent points.
+    pub final_stdev_pct: f64,
+    /// Mean stdev from balance on, percent points.
+    pub mean_stdev_after_balance_pct: Option<f64>,
+    /// vCPU pin changes carried out in all.
+    pub vcpu_moves: usize,
+    /// vCPU pin changes carried out from the balance tick on.
+    pub vcpu_moves_after_balance: usize,
+    /// Times the set of VMs pinned to a pCPU changed, in all.
+    pub pcpu_set_changes: usize,
+    /// The same, counted from the balance tick on.
+    pub pcpu_set_changes_after_balance: usize,
+    /// Mean run-queue wait of all vCPUs, percent: demand left unmet.
+    pub mean_wait_pct: f64,
+}
+
+/// Computes CPU figures; `bound_pct` is the stdev that counts as balanced (5 points).
+pub fn cpu_metrics(records: &[TickRecord], bound_pct: f64) -> CpuMetrics {
+    // Tick 0 has no loads: judge from the first tick that has some.
+    let measured: Vec<&TickRecord> = records
+        .iter()
+        .filter(|r| {
+            r.vms
+                .iter()
+                .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()))
+        })
+        .collect();
+    let balanced_from = measured
+        .iter()
+        .rposition(|r| r.pcpu_stdev_pct > bound_pct)
+        .map_or(0, |i| i + 1);
+    let ticks_to_balance = measured.get(balanced_from).map(|r| r.tick);
+    let after: Vec<f64> = measured[balanced_from.min(measured.len())..]
+        .iter()
+        .map(|r| r.pcpu_stdev_pct)
+        .collect();
+    let balance_tick = ticks_to_balance.unwrap_or(u64::MAX);
+
+    let pinned_sets = |r: &TickRecord| -> BTreeMap<u32, BTreeSet<String>> {
+        let mut sets: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+        for vm in &r.vms {
+            for v in &vm.vcpus {
+                if let Some(cpu) = v.affinity.only() {
+                    sets.entry(cpu).or_default().insert(vm.name.clone());
+                }
+            }
+        }
+        sets
+    };
+    let mut pcpu_set_changes = 0;
+    let mut pcpu_set_changes_after_balance = 0;
+    for pair in records.windows(2) {
+        let (before, now) = (pinned_sets(&pair[0]), pinned_sets(&pair[1]));
+        let cpus: BTreeSet<u32> = before.keys().chain(now.keys()).copied().collect();
+        let changed = cpus.iter().filter(|c| before.get(c) != now.get(c)).count();
+        pcpu_set_changes += changed;
+        // pair[0]'s actions show up as pair[1]'s affinity.
+        if pair[0].tick >= balance_tick {
+            pcpu_set_changes_after_balance += changed;
+        }
+    }
+    let waits: Vec<f64> = measured
+        .iter()
+        .flat_map(|r| {
+            r.vms
+                .iter()
+                .flat_map(|vm| vm.vcpus.iter().filter_map(|v| v.wait_pct))
+        })
+        .collect();
+    CpuMetrics {
+        ticks_to_balance,
+        final_stdev_pct: records.last().map_or(0.0, |r| r.pcpu_stdev_pct),
+        mean_stdev_after_balance_pct: (!after.is_empty())
+            .then(|| after.iter().sum::<f64>() / after.len() as f64),
+        vcpu_moves: records.iter().map(|r| r.pins.len()).sum(),
+        vcpu_moves_after_balance: records
+            .iter()
+            .filter(|r| r.tick >= balance_tick)
+            .map(|r| r.pins.len())
+            .sum(),
+        pcpu_set_changes,
+        pcpu_set_changes_after_balance,
+        mean_wait_pct: if waits.is_empty() {
+            0.0
+        } else {
+            waits.iter().sum::<f64>() / waits.len() as f64
+        },
+    }
+}
+
+/// How a run kept guests in memory.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemoryMetrics {
+    /// OOM kills in guests (where the backend can tell).
+    pub oom_events: u64,
+    /// Guest swap-out in all.
+    pub swap_out_mib: f64,
+    /// VM-ticks a VM with fresh statistics had less unused memory than the threshold.
+    pub vm_ticks_below_threshold: usize,
+    /// Longest run of consecutive ticks one VM spent below the threshold.
+    pub longest_below_threshold_ticks: usize,
+    /// Lowest unused memory of each VM.
+    pub lowest_unused_mib: BTreeMap<String, f64>,
+    /// Lowest memory grantable to guests over the run.
+    pub lowest_guest_free_mib: f64,
+    /// Balloon changes in all (sum of |target - actual| carried out).
+    pub moved_mib: f64,
+}
+
+/// Computes memory figures; `threshold_mib` is the unused memory a VM should keep.
+pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetrics {
+    let mut lowest_unused_mib: BTreeMap<String, f64> = BTreeMap::new();
+    let mut below_run: BTreeMap<String, usize> = BTreeMap::new();
+    let mut m = MemoryMetrics {
+        oom_events: 0,
+        swap_out_mib: 0.0,
+        vm_ticks_below_threshold: 0,
+        longest_below_threshold_ticks: 0,
+        lowest_unused_mib: BTreeMap::new(),
+        lowest_guest_free_mib: f64::INFINITY,
+        moved_mib: 0.0,
+    };
+    for r in records {
+        m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib);
+        for vm in &r.vms {
+            m.oom_events += vm.oom_events.unwrap_or(0);
+            m.swap_out_mib += vm.swap_out_mib.unwrap_or(0.0);
+            let run = below_run.entry(vm.name.clone()).or_default();
+            if let Some(unused) = vm.unused_mib {
+                let low = lowest_unused_mib.entry(vm.name.clone()).or_insert(unused);
+                *low = low.min(unused);
+                if unused < threshold_mib {
+                    m.vm_ticks_below_threshold += 1;
+                    *run += 1;
+                    m.longest_below_threshold_ticks = m.longest_below_threshold_ticks.max(*run);
+                } else {
+                    *run = 0;
+                }
+            }
+        }
+        m.moved_mib += r
+            .balloons
+            .iter()
+            .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / 1024.0)
+            .sum::<f64>();
+    }
+    if m.lowest_guest_free_mib.is_infinite() {
+        m.lowest_guest_free_mib = 0.0;
+    }
+    m.lowest_unused_mib = lowest_unused_mib;
+    m
+}

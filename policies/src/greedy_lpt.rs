@@ -1,0 +1,180 @@
+//! `greedy-lpt`: the original design's vCPU pinning. When the standard deviation of pCPU loads
+//! exceeds a share of their mean, sort all vCPUs by load (largest first) and put each on the
+//! pCPU with the least load so far (longest processing time first). Every vCPU ends up pinned
+//! to exactly one pCPU.
+//!
+//! Kept faithful on purpose, weaknesses included: it recomputes the placement from scratch, so
+//! equal groups can trade places, and its relative trigger is below ordinary measurement noise at
+//! low load, so it keeps re-pinning there.
+
+use vcoord_core::cpuset::CpuSet;
+use vcoord_core::params::{ParamError, ParamSpec, Params};
+use vcoord_core::policy::{CpuPlan, CpuPolicy, CpuPolicyInfo, VcpuPin};
+use vcoord_core::snapshot::{mean, stdev, Snapshot};
+
+/// The policy with its parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GreedyLpt {
+    /// Act when stdev > `trigger_rel` x mean pCPU load.
+    pub trigger_rel: f64,
+    /// If set, also require stdev > this many percent points.
+    pub trigger_abs_points: Option<f64>,
+}
+
+impl Default for GreedyLpt {
+    fn default() -> Self {
+        Self {
+            trigger_rel: 0.05,
+            trigger_abs_points: None,
+        }
+    }
+}
+
+/// Parameters of `greedy-lpt`.
+pub static PARAMS: &[ParamSpec] = &[
+    ParamSpec::number(
+        "trigger_rel",
+        "0.05",
+        "ratio of mean load",
+        (0.0, 10.0),
+        "re-pin when the stdev of pCPU loads exceeds this share of their mean",
+    ),
+    ParamSpec::number(
+        "trigger_abs_points",
+        "",
+        "percent points",
+        (0.0, 100.0),
+        "when set, the stdev must also exceed this many points (off by default)",
+    ),
+];
+
+/// Assigns loads longest-first onto `bins` bins; returns the bin of each item. Ties go to the
+/// lowest bin; items are taken in the order given when their loads are equal.
+pub fn lpt_assign(loads: &[f64], bins: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..loads.len()).collect();
+    order.sort_by(|&a, &b| loads[b].total_cmp(&loads[a]).then(a.cmp(&b)));
+    let mut bin_load = vec![0.0f64; bins];
+    let mut assignment = vec![0; loads.len()];
+    for item in order {
+        let bin = (0..bins)
+            .min_by(|&x, &y| bin_load[x].total_cmp(&bin_load[y]).then(x.cmp(&y)))
+            .unwrap_or(0);
+        bin_load[bin] += loads[item];
+        assignment[item] = bin;
+    }
+    assignment
+}
+
+impl CpuPolicy for GreedyLpt {
+    fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
+        let loads = &snapshot.host.pcpu_load_pct;
+        if !snapshot.has_cpu_loads() || loads.is_empty() {
+            return CpuPlan {
+                pins: Vec::new(),
+                reason: "no vCPU loads yet".into(),
+            };
+        }
+        let sd = stdev(loads);
+        let m = mean(loads);
+        let threshold = (self.trigger_rel * m).max(self.trigger_abs_points.unwrap_or(0.0));
+        if sd <= threshold {
+            return CpuPlan {
+                pins: Vec::new(),
+                reason: format!("balanced: stdev {sd:.1} <= {threshold:.1} (mean {m:.1})"),
+            };
+        }
+        // vCPUs without a load yet count as idle; VMs are in name order, so ties are stable.
+        let vcpus: Vec<(&str, u32, f64)> = snapshot
+            .vms
+            .iter()
+            .flat_map(|vm| {
+                vm.vcpus
+                    .iter()
+                    .map(move |v| (vm.name.as_str(), v.id, v.load_pct.unwrap_or(0.0)))
+            })
+            .collect();
+        let item_loads: Vec<f64> = vcpus.iter().map(|v| v.2).collect();
+        let assignment = lpt_assign(&item_loads, snapshot.host.pcpus.len());
+        let pins = vcpus
+            .iter()
+            .zip(assignment)
+            .map(|(&(vm, vcpu, _), bin)| VcpuPin {
+                vm: vm.to_string(),
+                vcpu,
+                cpus: CpuSet::single(snapshot.host.pcpus[bin].id),
+            })
+            .collect();
+        CpuPlan {
+            pins,
+            reason: format!("rebalance: stdev {sd:.1} > {threshold:.1} (mean {m:.1})"),
+        }
+    }
+}
+
+fn build(params: &Params) -> Result<Box<dyn CpuPolicy>, ParamError> {
+    Ok(Box::new(GreedyLpt {
+        trigger_rel: params.number("trigger_rel").unwrap_or(0.05),
+        trigger_abs_points: params.number("trigger_abs_points"),
+    }))
+}
+
+inventory::submit! {
+    CpuPolicyInfo {
+        name: "greedy-lpt",
+        description: "original design: when pCPU load stdev > 5% of mean, re-pin all vCPUs largest-first onto the least-loaded pCPU",
+        params: PARAMS,
+        build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{cpu_snapshot, pins_of};
+
+    #[test]
+    fn lpt_assignment_exact() {
+        // 7,6,5,4,3 on 2 bins: 7->0, 6->1, 5->1 (6<7), 4->0 (7<11), 3->0 or 1: loads 11 vs 11 -> 0
+        assert_eq!(
+            lpt_assign(&[3.0, 7.0, 5.0, 6.0, 4.0], 2),
+            vec![0, 0, 1, 1, 0]
+        );
+    }
+
+    #[test]
+    fn balanced_host_is_left_alone() {
+        // 2 pCPUs each carrying 100: stdev 0
+        let snap = cpu_snapshot(2, &[(100.0, 0), (100.0, 1)]);
+        let plan = GreedyLpt::default().decide(&snap);
+        assert!(plan.pins.is_empty());
+        assert!(plan.reason.starts_with("balanced"));
+    }
+
+    #[test]
+    fn all_on_one_pcpu_is_spread_two_per_pcpu() {
+        // 4 vCPUs of 25% each, all measured on pCPU0 of a 2-pCPU host.
+        let snap = cpu_snapshot(2, &[(25.0, 0), (25.0, 0), (25.0, 0), (25.0, 0)]);
+        let plan = GreedyLpt::default().decide(&snap);
+        assert_eq!(pins_of(&plan), vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn heavy_and_light_are_paired() {
+        // two heavy (90) and two light (10) on 2 pCPUs -> one of each per pCPU
+        let snap = cpu_snapshot(2, &[(90.0, 0), (90.0, 0), (10.0, 1), (10.0, 1)]);
+        let plan = GreedyLpt::default().decide(&snap);
+        assert_eq!(pins_of(&plan), vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn relative_trigger_fires_on_small_noise_unless_absolute_is_set() {
+        // mean 30, stdev 2: over 5% of mean (1.5) but under 5 points
+        let snap = cpu_snapshot(2, &[(28.0, 0), (32.0, 1)]);
+        assert!(!GreedyLpt::default().decide(&snap).pins.is_empty());
+        let mut with_abs = GreedyLpt {
+            trigger_abs_points: Some(5.0),
+            ..Default::default()
+        };
+        assert!(with_abs.decide(&snap).pins.is_empty());
+    }
+}

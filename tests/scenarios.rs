@@ -1,0 +1,244 @@
+//! Every shipped scenario, run through the whole program with the seed policies, judged by the
+//! reference pass criteria (pCPU stdev <= 5 points within 25 ticks, no needless re-pins,
+//! memory kept above the thresholds without OOM, host reserve kept).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::{pinned_cpu, root, run_scenario};
+use vcoord_core::metrics::{cpu_metrics, memory_metrics, CpuMetrics};
+use vcoord_core::record::TickRecord;
+
+fn scenario(name: &str) -> PathBuf {
+    root()
+        .join("examples/scenarios")
+        .join(format!("{name}.toml"))
+}
+
+fn seed(name: &str) -> (Vec<TickRecord>, CpuMetrics) {
+    let records = run_scenario(&scenario(name), "");
+    let metrics = cpu_metrics(&records, 5.0);
+    (records, metrics)
+}
+
+/// VMs per pCPU at the end of a run, by name.
+fn final_groups(records: &[TickRecord]) -> BTreeMap<u32, Vec<String>> {
+    let last = records.last().unwrap();
+    let mut groups: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for vm in &last.vms {
+        let cpu = pinned_cpu(last, &vm.name).expect("every vCPU pinned to one pCPU");
+        groups.entry(cpu).or_default().push(vm.name.clone());
+    }
+    groups
+}
+
+fn assert_converged_and_still(name: &str, m: &CpuMetrics) {
+    let t = m
+        .ticks_to_balance
+        .unwrap_or_else(|| panic!("{name}: never balanced: {m:?}"));
+    assert!(t <= 25, "{name}: balanced only at tick {t}");
+    assert!(m.final_stdev_pct <= 5.0, "{name}: {m:?}");
+    assert_eq!(
+        m.pcpu_set_changes_after_balance, 0,
+        "{name}: re-pinned after balance: {m:?}"
+    );
+}
+
+#[test]
+fn t1_balanced_start_changes_nothing() {
+    for name in ["cpu-t1-balanced", "cpu-t1-balanced-16"] {
+        let (_, m) = seed(name);
+        assert_eq!(m.vcpu_moves, 0, "{name}: {m:?}");
+        assert_eq!(m.ticks_to_balance, Some(1), "{name}: {m:?}");
+    }
+}
+
+#[test]
+fn t2_all_on_one_spreads_two_per_pcpu_then_stays() {
+    for (name, pcpus) in [("cpu-t2-all-on-one", 4), ("cpu-t2-all-on-one-16", 8)] {
+        let (records, m) = seed(name);
+        assert_converged_and_still(name, &m);
+        assert!(m.ticks_to_balance.unwrap() <= 5, "{name}: {m:?}");
+        let groups = final_groups(&records);
+        assert_eq!(groups.len(), pcpus, "{name}: {groups:?}");
+        assert!(groups.values().all(|g| g.len() == 2), "{name}: {groups:?}");
+    }
+}
+
+#[test]
+fn t3_pairs_one_heavy_with_one_light() {
+    for (name, pcpus) in [("cpu-t3-heavy-light", 4), ("cpu-t3-heavy-light-16", 8)] {
+        let (records, m) = seed(name);
+        assert_converged_and_still(name, &m);
+        let groups = final_groups(&records);
+        assert_eq!(groups.len(), pcpus, "{name}: {groups:?}");
+        for g in groups.values() {
+            let heavy = g.iter().filter(|n| n.starts_with("heavy")).count();
+            let light = g.iter().filter(|n| n.starts_with("light")).count();
+            assert_eq!((heavy, light), (1, 1), "{name}: {groups:?}");
+        }
+    }
+}
+
+#[test]
+fn half_and_half_spreads() {
+    let (records, m) = seed("cpu-half-and-half");
+    assert_converged_and_still("half-and-half", &m);
+    assert!(final_groups(&records).values().all(|g| g.len() == 2));
+}
+
+#[test]
+fn unpinned_variants_stay_balanced() {
+    for name in ["cpu-unpinned-equal", "cpu-unpinned-alternating"] {
+        let (_, m) = seed(name);
+        assert_converged_and_still(name, &m);
+    }
+}
+
+/// The seed's relative trigger (5% of the mean) is below the noise at 30% load: greedy LPT keeps
+/// re-pinning a host that is already balanced. This is the original design's behaviour, kept
+/// on purpose; an absolute floor of 5 points stops it.
+#[test]
+fn low_load_noise_makes_the_seed_trigger_thrash() {
+    let path = scenario("cpu-low-load-noise");
+    let records = run_scenario(&path, "");
+    let m = cpu_metrics(&records, 5.0);
+    assert!(m.final_stdev_pct <= 5.0, "{m:?}");
+    assert!(
+        m.pcpu_set_changes > 10,
+        "seed trigger should re-pin under noise: {m:?}"
+    );
+
+    let records = run_scenario(
+        &path,
+        "[host.cpu_policy]\nname = \"greedy-lpt\"\nparams = { trigger_abs_points = 5.0 }",
+    );
+    let m = cpu_metrics(&records, 5.0);
+    assert_eq!(m.vcpu_moves, 0, "{m:?}");
+}
+
+fn unused_of(r: &TickRecord, vm: &str) -> Option<f64> {
+    r.vms
+        .iter()
+        .find(|v| v.name == vm)
+        .and_then(|v| v.unused_mib)
+}
+
+fn actual_of(r: &TickRecord, vm: &str) -> f64 {
+    r.vms.iter().find(|v| v.name == vm).unwrap().actual_mib
+}
+
+/// Every shrink of `vm` takes at most a tenth of its unused memory (gradual release).
+fn assert_gradual_release(records: &[TickRecord], vm: &str) {
+    for r in records {
+        for b in r
+            .balloons
+            .iter()
+            .filter(|b| b.vm == vm && b.target_kib < b.actual_kib)
+        {
+            let step = (b.actual_kib - b.target_kib) as f64 / 1024.0;
+            let unused = unused_of(r, vm).unwrap();
+            assert!(
+                step <= 0.1 * unused + 1.0,
+                "{vm} tick {}: released {step:.0} of {unused:.0} MiB unused at once",
+                r.tick
+            );
+        }
+    }
+}
+
+#[test]
+fn m1_one_grower_gets_memory_idle_ones_shrink() {
+    let records = run_scenario(&scenario("mem-m1-one-grows"), "");
+    let m = memory_metrics(&records, 100.0);
+    assert_eq!(m.oom_events, 0, "{m:?}");
+    assert_eq!(m.swap_out_mib, 0.0);
+    // the grower reaches its max
+    assert!(records.iter().any(|r| actual_of(r, "vm1") >= 2047.0));
+    // its unused dips below the threshold (the seed's rule settles behind a steady grower) but
+    // never far: the guest always keeps half the threshold
+    assert!(m.lowest_unused_mib["vm1"] >= 50.0, "{m:?}");
+    // idle VMs shrink into the band (threshold .. 2 x threshold) and stay there
+    let last = records.last().unwrap();
+    for idle in ["idle1", "idle2", "idle3"] {
+        let unused = unused_of(last, idle).unwrap();
+        assert!((100.0..=200.0).contains(&unused), "{idle}: {unused}");
+        assert!(actual_of(last, idle) < 512.0);
+        assert_gradual_release(&records, idle);
+    }
+    // after freeing, vm1 is reclaimed gradually, into the band
+    assert!(unused_of(last, "vm1").unwrap() <= 200.0);
+    assert_gradual_release(&records, "vm1");
+    // the host never went below its reserve
+    assert!(m.lowest_guest_free_mib >= 200.0, "{m:?}");
+}
+
+#[test]
+fn m2_all_grow_evenly_until_the_host_reserve() {
+    let records = run_scenario(&scenario("mem-m2-all-grow"), "");
+    let m = memory_metrics(&records, 100.0);
+    assert!(m.lowest_guest_free_mib >= 200.0 - 1.0, "{m:?}");
+    let names = ["vm1", "vm2", "vm3", "vm4"];
+    let spread = records
+        .iter()
+        .map(|r| {
+            let a: Vec<f64> = names.iter().map(|n| actual_of(r, n)).collect();
+            a.iter().cloned().fold(f64::MIN, f64::max) - a.iter().cloned().fold(f64::MAX, f64::min)
+        })
+        .fold(0.0, f64::max);
+    assert!(spread <= 50.0, "VMs grew unevenly: spread {spread} MiB");
+    // giving stopped at the reserve: the workloads hit the wall (each one allocation failure)
+    assert_eq!(m.oom_events, 4, "{m:?}");
+    // and after they freed, memory was reclaimed from all
+    let last = records.last().unwrap();
+    assert!(names.iter().all(|n| actual_of(last, n) < 400.0));
+}
+
+#[test]
+fn m3_memory_flows_from_vm1_to_vm2() {
+    let records = run_scenario(&scenario("mem-m3-flow"), "");
+    let m = memory_metrics(&records, 100.0);
+    assert_eq!(m.oom_events, 0, "{m:?}");
+    assert!(
+        records.iter().any(|r| actual_of(r, "vm2") >= 2047.0),
+        "vm2 never reached its max"
+    );
+    let peak_vm1 = records
+        .iter()
+        .map(|r| actual_of(r, "vm1"))
+        .fold(0.0, f64::max);
+    assert!(peak_vm1 > 600.0);
+    let last = records.last().unwrap();
+    assert!(actual_of(last, "vm1") < 300.0 && actual_of(last, "vm2") < 300.0);
+    assert_gradual_release(&records, "vm1");
+    assert!(m.lowest_guest_free_mib >= 200.0);
+}
+
+/// Every scenario file shipped is exercised by a test above.
+#[test]
+fn every_shipped_scenario_is_covered() {
+    let source = include_str!("scenarios.rs");
+    for entry in std::fs::read_dir(root().join("examples/scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        assert!(
+            source.contains(&format!("\"{stem}\"")),
+            "scenario {stem} has no test"
+        );
+    }
+}
+
+/// Same scenario, same seed: identical records.
+#[test]
+fn runs_are_reproducible() {
+    let a = run_scenario(&scenario("cpu-t3-heavy-light"), "");
+    let b = run_scenario(&scenario("cpu-t3-heavy-light"), "");
+    let strip = |rs: Vec<TickRecord>| -> Vec<String> {
+        rs.into_iter()
+            .map(|r| serde_json::to_string(&r).unwrap())
+            .collect()
+    };
+    assert_eq!(strip(a), strip(b));
+}
