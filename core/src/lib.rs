@@ -4,6 +4,9 @@
 //! A tick is: [`backend::Backend::sample`] -> [`snapshot::SnapshotBuilder::build`] ->
 //! [`policy::CpuPolicy::decide`] / [`policy::MemoryPolicy::decide`] -> [`guard::Guard::check`]
 //! -> actuate -> [`record::TickRecord`]; see [`runtime::Coordinator::tick`].
+//!
+//! `unsafe` code is denied everywhere but in `backend::libvirt::ffi`.
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod config;

@@ -77,3 +77,4 @@ pub fn pinned_cpu(record: &TickRecord, vm: &str) -> Option<u32> {
         .find(|v| v.name == vm)
         .and_then(|v| v.vcpus[0].affinity.only())
 }
+pub mod libvirt;

@@ -1,0 +1,196 @@
+//! The only `unsafe` code of vcoord: what the `virt` crate offers no safe call for. Bulk domain
+//! statistics (freed with `virDomainStatsRecordListFree`, as libvirt requires; the crate's own
+//! wrapper leaks them) and per-domain vCPU placement (`virDomainGetVcpus`).
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CStr};
+use std::ptr;
+
+use virt::connect::Connect;
+use virt::error::Error;
+use virt::sys;
+
+/// A typed parameter's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// Any integer type.
+    Int(i128),
+    /// A double.
+    Double(f64),
+    /// A string.
+    Text(String),
+}
+
+impl Value {
+    /// The value as an unsigned integer, if it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Where one vCPU runs and may run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    /// vCPU number.
+    pub vcpu: u32,
+    /// pCPU it runs on now (negative when offline).
+    pub cpu: i32,
+    /// Its affinity as a libvirt cpumap.
+    pub cpumap: Vec<u8>,
+}
+
+/// One domain's statistics and placement, copied out of libvirt's buffers.
+#[derive(Clone, Debug)]
+pub struct DomainStats {
+    /// Domain name.
+    pub name: String,
+    /// Domain UUID.
+    pub uuid: String,
+    /// Statistics as (field, value).
+    pub params: Vec<(String, Value)>,
+    /// vCPU placement; `Err` when libvirt refused it for this domain.
+    pub placement: Result<Vec<Placement>, Error>,
+}
+
+/// Frees a statistics record list when dropped.
+struct RecordList(*mut sys::virDomainStatsRecordPtr);
+
+impl Drop for RecordList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the pointer came from a successful virConnectGetAllDomainStats and is freed
+            // exactly once, here, with the function libvirt documents for it.
+            unsafe { sys::virDomainStatsRecordListFree(self.0) };
+        }
+    }
+}
+
+/// Calls `virConnectGetAllDomainStats(stats, flags)` and, for each domain, `virDomainGetVcpus`
+/// with cpumaps of `maplen` bytes. Returns owned copies; libvirt's records are freed.
+pub fn all_domain_stats(
+    conn: &Connect,
+    stats: u32,
+    flags: u32,
+    maplen: usize,
+) -> Result<Vec<DomainStats>, Error> {
+    let mut raw: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
+    // SAFETY: conn holds a live connection for the duration of the call; `raw` is a valid place
+    // for libvirt to store the array it allocates.
+    let count = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut raw, flags) };
+    if count < 0 {
+        return Err(Error::last_error());
+    }
+    let list = RecordList(raw);
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count as usize {
+        // SAFETY: libvirt returned `count` valid record pointers in a NULL-terminated array that
+        // stays alive until `list` is dropped at the end of this function.
+        let record = unsafe { &**list.0.add(i) };
+        out.push(DomainStats {
+            name: domain_name(record.dom),
+            uuid: domain_uuid(record.dom),
+            params: typed_params(record.params, record.nparams),
+            placement: vcpu_placement(record.dom, maplen),
+        });
+    }
+    Ok(out)
+}
+
+fn domain_name(dom: sys::virDomainPtr) -> String {
+    // SAFETY: dom is a live domain of a record; the returned string is owned by the domain
+    // object and valid while it lives, so it is copied at once.
+    let name = unsafe { sys::virDomainGetName(dom) };
+    if name.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null, NUL-terminated string owned by the domain object.
+    unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+}
+
+fn domain_uuid(dom: sys::virDomainPtr) -> String {
+    let mut buf = [0 as c_char; 37]; // VIR_UUID_STRING_BUFLEN
+    // SAFETY: dom is live; buf has the VIR_UUID_STRING_BUFLEN bytes libvirt writes into.
+    let rc = unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) };
+    if rc < 0 {
+        return String::new();
+    }
+    // SAFETY: libvirt wrote a NUL-terminated string into buf.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn typed_params(params: sys::virTypedParameterPtr, n: c_int) -> Vec<(String, Value)> {
+    if params.is_null() || n <= 0 {
+        return Vec::new();
+    }
+    // SAFETY: a record's `params` points to `nparams` initialized typed parameters that live as
+    // long as the record list.
+    let params = unsafe { std::slice::from_raw_parts(params, n as usize) };
+    params
+        .iter()
+        .filter_map(|p| {
+            // SAFETY: `field` is a NUL-terminated string within its fixed-size array.
+            let field = unsafe { CStr::from_ptr(p.field.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
+            // SAFETY: `type_` says which union member libvirt initialized; only that one is read.
+            let value = unsafe {
+                match p.type_ as u32 {
+                    sys::VIR_TYPED_PARAM_INT => Value::Int(p.value.i as i128),
+                    sys::VIR_TYPED_PARAM_UINT => Value::Int(p.value.ui as i128),
+                    sys::VIR_TYPED_PARAM_LLONG => Value::Int(p.value.l as i128),
+                    sys::VIR_TYPED_PARAM_ULLONG => Value::Int(p.value.ul as i128),
+                    sys::VIR_TYPED_PARAM_DOUBLE => Value::Double(p.value.d),
+                    sys::VIR_TYPED_PARAM_BOOLEAN => Value::Int((p.value.b != 0) as i128),
+                    sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => Value::Text(
+                        CStr::from_ptr(p.value.s).to_string_lossy().into_owned(),
+                    ),
+                    _ => return None,
+                }
+            };
+            Some((field, value))
+        })
+        .collect()
+}
+
+fn vcpu_placement(dom: sys::virDomainPtr, maplen: usize) -> Result<Vec<Placement>, Error> {
+    // Ask for room for many vCPUs; libvirt fills in as many as the domain has.
+    const MAX_VCPUS: usize = 512;
+    let mut info = vec![
+        sys::virVcpuInfo {
+            number: 0,
+            state: 0,
+            cpuTime: 0,
+            cpu: 0,
+        };
+        MAX_VCPUS
+    ];
+    let mut maps = vec![0u8; MAX_VCPUS * maplen];
+    // SAFETY: dom is live; `info` has MAX_VCPUS entries and `maps` MAX_VCPUS x maplen bytes,
+    // exactly the sizes passed.
+    let n = unsafe {
+        sys::virDomainGetVcpus(
+            dom,
+            info.as_mut_ptr(),
+            MAX_VCPUS as c_int,
+            maps.as_mut_ptr(),
+            maplen as c_int,
+        )
+    };
+    if n < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(info[..n as usize]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Placement {
+            vcpu: v.number,
+            cpu: v.cpu,
+            cpumap: maps[i * maplen..(i + 1) * maplen].to_vec(),
+        })
+        .collect())
+}

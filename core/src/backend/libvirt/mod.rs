@@ -1,0 +1,367 @@
+//! The libvirt backend: any libvirt URI (`qemu:///system`, `qemu+ssh://host/system`,
+//! `test:///default`). One bulk statistics call plus one placement call per domain per tick;
+//! live pinning and balloon targets. Lost connections are re-opened with backoff.
+
+mod ffi;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use super::{Backend, BackendCalls, BackendError};
+use crate::cpuset::CpuSet;
+use crate::model::{HostSample, MemorySample, Pcpu, Sample, VcpuSample, VmSample};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A libvirt host.
+pub struct LibvirtBackend {
+    uri: String,
+    conn: Option<Connect>,
+    pcpus: Vec<Pcpu>,
+    mem_total_kib: u64,
+    maplen: usize,
+    started: Instant,
+    next_tick: Option<Instant>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    calls: BackendCalls,
+    /// Domains whose placement failed, so it is logged once, not every tick.
+    placement_failed: HashMap<String, String>,
+}
+
+impl LibvirtBackend {
+    /// Connects to `uri` and reads the host's CPU topology and memory size.
+    pub fn connect(uri: &str) -> Result<Self, BackendError> {
+        let mut backend = Self {
+            uri: uri.to_string(),
+            conn: None,
+            pcpus: Vec::new(),
+            mem_total_kib: 0,
+            maplen: 1,
+            started: Instant::now(),
+            next_tick: None,
+            backoff: Duration::from_secs(1),
+            retry_at: None,
+            calls: BackendCalls::default(),
+            placement_failed: HashMap::new(),
+        };
+        backend.open()?;
+        Ok(backend)
+    }
+
+    fn conn_error(&self, e: impl std::fmt::Display) -> BackendError {
+        BackendError::Connection {
+            uri: self.uri.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn open(&mut self) -> Result<(), BackendError> {
+        let conn = Connect::open(Some(&self.uri)).map_err(|e| self.conn_error(e))?;
+        let node = conn.node_info().map_err(|e| self.conn_error(e))?;
+        let pcpus = conn
+            .capabilities()
+            .ok()
+            .map(|xml| parse_topology(&xml))
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| (0..node.cpus).map(Pcpu::plain).collect());
+        let max_id = pcpus.iter().map(|p| p.id).max().unwrap_or(0);
+        self.maplen = (max_id as usize / 8) + 1;
+        self.pcpus = pcpus;
+        self.mem_total_kib = node.memory;
+        self.conn = Some(conn);
+        self.backoff = Duration::from_secs(1);
+        self.retry_at = None;
+        Ok(())
+    }
+
+    /// The live connection, re-opening a lost one when its backoff has passed.
+    fn live(&mut self) -> Result<&Connect, BackendError> {
+        if self.conn.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err(self.conn_error("not connected (waiting to retry)"));
+            }
+            match self.open() {
+                Ok(()) => info!(uri = %self.uri, "reconnected"),
+                Err(e) => {
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.conn.as_ref().expect("connected above"))
+    }
+
+    /// Drops the connection if libvirt says it is gone.
+    fn check_alive(&mut self) {
+        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
+        if !alive && self.conn.take().is_some() {
+            warn!(uri = %self.uri, "connection lost; will reconnect");
+            self.retry_at = Some(Instant::now() + self.backoff);
+        }
+    }
+
+    fn domain(&mut self, vm: &str, op: &'static str) -> Result<Domain, BackendError> {
+        self.calls.actuate_calls += 1;
+        let conn = self.live()?;
+        conn.lookup_domain_by_name(vm).map_err(|e| {
+            if e.code().is_known_and(|c| c == ErrorNumber::NoDomain) {
+                BackendError::VmGone { vm: vm.to_string() }
+            } else {
+                BackendError::Refused {
+                    vm: vm.to_string(),
+                    op,
+                    message: e.message().to_string(),
+                }
+            }
+        })
+    }
+
+    fn refused(vm: &str, op: &'static str, e: virt::error::Error) -> BackendError {
+        if e.code().is_known_and(|c| c == ErrorNumber::NoDomain)
+            || e.code().is_known_and(|c| c == ErrorNumber::OperationInvalid)
+        {
+            // "domain is not running": it went away between sampling and acting.
+            BackendError::VmGone { vm: vm.to_string() }
+        } else {
+            BackendError::Refused {
+                vm: vm.to_string(),
+                op,
+                message: e.message().to_string(),
+            }
+        }
+    }
+}
+
+impl Backend for LibvirtBackend {
+    fn describe(&self) -> String {
+        format!("libvirt {} ({} pCPUs)", self.uri, self.pcpus.len())
+    }
+
+    fn sample(&mut self) -> Result<Sample, BackendError> {
+        let maplen = self.maplen;
+        let conn = self.live()?;
+        let stats = ffi::all_domain_stats(
+            conn,
+            sys::VIR_DOMAIN_STATS_VCPU | sys::VIR_DOMAIN_STATS_BALLOON,
+            sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+            maplen,
+        );
+        let free = stats.as_ref().ok().map(|_| conn.free_memory());
+        let stats = match stats {
+            Ok(s) => s,
+            Err(e) => {
+                let err = self.conn_error(e);
+                self.check_alive();
+                return Err(err);
+            }
+        };
+        self.calls.sample_calls += 2 + stats.len() as u32;
+        let mem_free_kib = match free {
+            Some(Ok(bytes)) => bytes / 1024,
+            _ => {
+                self.check_alive();
+                return Err(self.conn_error("cannot read host free memory"));
+            }
+        };
+        let wall_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let mut vms = Vec::with_capacity(stats.len());
+        for dom in stats {
+            let placement = match dom.placement {
+                Ok(p) => {
+                    self.placement_failed.remove(&dom.name);
+                    p
+                }
+                Err(e) => {
+                    if self.placement_failed.insert(dom.name.clone(), e.to_string()).is_none() {
+                        warn!(vm = %dom.name, error = %e, "cannot read vCPU placement; vCPUs unplaced");
+                    }
+                    Vec::new()
+                }
+            };
+            vms.push(vm_sample(dom.name, dom.uuid, &dom.params, &placement));
+        }
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Sample {
+            taken_ns: self.started.elapsed().as_nanos() as u64,
+            wall_s,
+            host: HostSample {
+                pcpus: self.pcpus.clone(),
+                mem_total_kib: self.mem_total_kib,
+                mem_free_kib,
+            },
+            vms,
+        })
+    }
+
+    fn pin_vcpu(&mut self, vm: &str, vcpu: u32, cpus: &CpuSet) -> Result<(), BackendError> {
+        let map = cpus.to_cpumap(self.maplen);
+        let dom = self.domain(vm, "pin vCPU")?;
+        self.calls.actuate_calls += 1;
+        dom.pin_vcpu_flags(vcpu, &map, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map(|_| ())
+            .map_err(|e| Self::refused(vm, "pin vCPU", e))
+    }
+
+    fn set_balloon_target(&mut self, vm: &str, target_kib: u64) -> Result<(), BackendError> {
+        let dom = self.domain(vm, "set balloon target")?;
+        self.calls.actuate_calls += 1;
+        dom.set_memory_flags(target_kib, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map(|_| ())
+            .map_err(|e| Self::refused(vm, "set balloon target", e))
+    }
+
+    fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError> {
+        let dom = self.domain(vm, "set memory stats period")?;
+        self.calls.actuate_calls += 1;
+        dom.set_memory_stats_period(period_s as i32, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(|e| Self::refused(vm, "set memory stats period", e))
+    }
+
+    fn wait(&mut self, interval: Duration) {
+        // Keep a steady cadence: sleep until the next tick is due, not a full interval after
+        // this tick's work.
+        let now = Instant::now();
+        let due = match self.next_tick {
+            Some(t) if t > now => t,
+            _ => now + interval,
+        };
+        std::thread::sleep(due.saturating_duration_since(now));
+        self.next_tick = Some(due + interval);
+    }
+
+    fn take_calls(&mut self) -> BackendCalls {
+        std::mem::take(&mut self.calls)
+    }
+}
+
+/// Builds a VM sample from bulk statistics fields and vCPU placement.
+fn vm_sample(name: String, uuid: String, params: &[(String, ffi::Value)], placement: &[ffi::Placement]) -> VmSample {
+    let fields: HashMap<&str, &ffi::Value> = params.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let get = |key: &str| fields.get(key).and_then(|v| v.as_u64());
+    let vcpu_count = get("vcpu.current").unwrap_or(placement.len() as u64);
+    let vcpus = (0..vcpu_count as u32)
+        .map(|i| {
+            let place = placement.iter().find(|p| p.vcpu == i);
+            VcpuSample {
+                id: i,
+                run_time_ns: get(&format!("vcpu.{i}.time")).unwrap_or(0),
+                wait_time_ns: get(&format!("vcpu.{i}.delay")),
+                pcpu: place.and_then(|p| u32::try_from(p.cpu).ok()),
+                affinity: place.map(|p| CpuSet::from_cpumap(&p.cpumap)).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let actual_kib = get("balloon.current").unwrap_or(0);
+    let memory = MemorySample {
+        max_kib: get("balloon.maximum").unwrap_or(actual_kib),
+        actual_kib,
+        unused_kib: get("balloon.unused"),
+        available_kib: get("balloon.available"),
+        usable_kib: get("balloon.usable"),
+        swap_in_kib: get("balloon.swap_in"),
+        swap_out_kib: get("balloon.swap_out"),
+        major_faults: get("balloon.major_fault"),
+        stats_updated_s: get("balloon.last-update").map(|s| s as i64),
+    };
+    VmSample {
+        name,
+        uuid,
+        vcpus,
+        memory,
+        oom_events: None,
+    }
+}
+
+/// pCPUs with their topology from the capabilities XML (`<cell id=..>` ... `<cpu id=..
+/// socket_id=.. core_id=.. />`). Empty if the XML has no topology.
+fn parse_topology(xml: &str) -> Vec<Pcpu> {
+    fn attr(tag: &str, name: &str) -> Option<u32> {
+        let start = tag.find(&format!(" {name}='"))? + name.len() + 3;
+        let end = tag[start..].find('\'')? + start;
+        tag[start..end].parse().ok()
+    }
+    let mut pcpus = Vec::new();
+    let Some(topology) = xml.find("<topology>").map(|i| &xml[i..]) else {
+        return pcpus;
+    };
+    for cell in topology.split("<cell ").skip(1) {
+        let node = attr(&format!(" {cell}"), "id");
+        for cpu in cell.split("<cpu ").skip(1) {
+            let tag = format!(" {}", &cpu[..cpu.find('>').unwrap_or(cpu.len())]);
+            if let Some(id) = attr(&tag, "id") {
+                pcpus.push(Pcpu {
+                    id,
+                    core_id: attr(&tag, "core_id"),
+                    socket_id: attr(&tag, "socket_id"),
+                    node_id: node,
+                });
+            }
+        }
+    }
+    pcpus.sort_by_key(|p| p.id);
+    pcpus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_from_capabilities() {
+        let xml = "<capabilities><host><topology><cells num='1'><cell id='0'><memory unit='KiB'>1</memory><cpus num='2'>\
+            <cpu id='0' socket_id='0' die_id='0' core_id='0' siblings='0-1'/>\
+            <cpu id='1' socket_id='0' die_id='0' core_id='0' siblings='0-1'/>\
+            </cpus></cell></cells></topology></host></capabilities>";
+        let p = parse_topology(xml);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].id, 1);
+        assert_eq!(p[1].core_id, Some(0));
+        assert_eq!(p[1].node_id, Some(0));
+        assert!(parse_topology("<capabilities/>").is_empty());
+    }
+
+    #[test]
+    fn vm_sample_from_fields() {
+        use ffi::Value::Int;
+        let params: Vec<(String, ffi::Value)> = [
+            ("vcpu.current", 2),
+            ("vcpu.0.time", 500),
+            ("vcpu.0.delay", 7),
+            ("vcpu.1.time", 900),
+            ("balloon.current", 524288),
+            ("balloon.maximum", 1048576),
+            ("balloon.unused", 300000),
+            ("balloon.last-update", 1700000000),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Int(v)))
+        .collect();
+        let placement = vec![
+            ffi::Placement { vcpu: 0, cpu: 1, cpumap: vec![0b10] },
+            ffi::Placement { vcpu: 1, cpu: 0, cpumap: vec![0b11] },
+        ];
+        let s = vm_sample("a".into(), "u".into(), &params, &placement);
+        assert_eq!(s.vcpus.len(), 2);
+        assert_eq!(s.vcpus[0].run_time_ns, 500);
+        assert_eq!(s.vcpus[0].wait_time_ns, Some(7));
+        assert_eq!(s.vcpus[0].pcpu, Some(1));
+        assert_eq!(s.vcpus[0].affinity, CpuSet::single(1));
+        assert_eq!(s.vcpus[1].affinity.len(), 2);
+        assert_eq!(s.vcpus[1].wait_time_ns, None);
+        assert_eq!(s.memory.max_kib, 1048576);
+        assert_eq!(s.memory.unused_kib, Some(300000));
+        assert_eq!(s.memory.swap_out_kib, None);
+        assert_eq!(s.memory.stats_updated_s, Some(1700000000));
+    }
+}

@@ -1,0 +1,265 @@
+//! Real guests for end-to-end tests: transient `<domain type='qemu'>` domains booting the test
+//! image, always destroyed when the test ends (even when it fails), and readings of pinning and
+//! balloons through `virsh` (a connection separate from vcoord's).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const URI: &str = "qemu:///system";
+
+/// Whether the end-to-end tests should run. On CI they always do (and fail when libvirtd is
+/// not there); elsewhere `VCOORD_SKIP_E2E=1` skips them.
+pub fn e2e_enabled() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    if !ci && std::env::var("VCOORD_SKIP_E2E").is_ok_and(|v| v == "1") {
+        eprintln!("VCOORD_SKIP_E2E=1: skipping a real-libvirt test");
+        return false;
+    }
+    let out = virsh(&["version"]);
+    assert!(
+        out.is_ok(),
+        "libvirtd is not available at {URI}: {}; run scripts/setup-host.sh as root",
+        out.unwrap_err()
+    );
+    true
+}
+
+/// Runs virsh against `URI`; stdout on success, stderr on failure.
+pub fn virsh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .map_err(|e| format!("virsh: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Where the guest image lives.
+pub fn guest_dir() -> PathBuf {
+    PathBuf::from(std::env::var("VCOORD_GUEST_DIR").unwrap_or("/var/lib/vcoord/guest".into()))
+}
+
+/// One guest to boot.
+#[derive(Clone, Debug)]
+pub struct GuestSpec {
+    pub name: String,
+    pub vcpus: u32,
+    pub max_mib: u64,
+    pub start_mib: u64,
+    /// pCPU of each vCPU at start (unpinned when empty).
+    pub pins: Vec<u32>,
+    /// Workload keys for the guest's kernel command line (`vc.cpu=100 vc.mem=...`).
+    pub workload: String,
+    /// Whether the guest loads its balloon driver.
+    pub balloon_driver: bool,
+    /// Stats period in the domain XML (0: none; vcoord sets it).
+    pub stats_period_s: u32,
+}
+
+impl GuestSpec {
+    pub fn new(name: &str, workload: &str) -> Self {
+        Self {
+            name: name.into(),
+            vcpus: 1,
+            max_mib: 1024,
+            start_mib: 512,
+            pins: Vec::new(),
+            workload: workload.into(),
+            balloon_driver: true,
+            stats_period_s: 0,
+        }
+    }
+
+    pub fn pinned(mut self, pins: &[u32]) -> Self {
+        self.pins = pins.to_vec();
+        self
+    }
+
+    fn xml(&self, console: &str) -> String {
+        let dir = guest_dir();
+        let cputune: String = self
+            .pins
+            .iter()
+            .enumerate()
+            .map(|(v, c)| format!("<vcpupin vcpu='{v}' cpuset='{c}'/>"))
+            .collect();
+        let stats = if self.stats_period_s > 0 {
+            format!("<stats period='{}'/>", self.stats_period_s)
+        } else {
+            String::new()
+        };
+        let noballoon = if self.balloon_driver { "" } else { " vc.noballoon" };
+        format!(
+            "<domain type='qemu'><name>{name}</name>\
+             <memory unit='MiB'>{max}</memory><currentMemory unit='MiB'>{start}</currentMemory>\
+             <vcpu>{vcpus}</vcpu><cputune>{cputune}</cputune>\
+             <features><acpi/><apic/></features>\
+             <os><type arch='x86_64'>hvm</type><kernel>{dir}/vmlinuz</kernel><initrd>{dir}/initrd.gz</initrd>\
+             <cmdline>console=ttyS0 quiet {workload}{noballoon}</cmdline></os>\
+             <on_crash>destroy</on_crash>\
+             <devices><serial type='file'><source path='{console}'/></serial>\
+             <memballoon model='virtio'>{stats}</memballoon></devices></domain>",
+            name = self.name,
+            max = self.max_mib,
+            start = self.start_mib,
+            vcpus = self.vcpus,
+            dir = dir.display(),
+            workload = self.workload,
+        )
+    }
+}
+
+/// Guests of one test, destroyed on drop.
+pub struct Guests {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub names: Vec<String>,
+}
+
+impl Guests {
+    /// A fresh set; destroys leftovers of an earlier run with the same prefix.
+    pub fn new(prefix: &str) -> Self {
+        let prefix = format!("vce2e-{prefix}-");
+        destroy_prefixed(&prefix);
+        let dir = super::scratch(&prefix);
+        Self {
+            prefix,
+            dir,
+            names: Vec::new(),
+        }
+    }
+
+    /// Full domain name of a guest.
+    pub fn name(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
+    /// Boots a guest (name given without the prefix).
+    pub fn start(&mut self, mut spec: GuestSpec) -> String {
+        spec.name = self.name(&spec.name);
+        let console = self.console(&spec.name);
+        let _ = std::fs::remove_file(&console);
+        let xml_path = self.dir.join(format!("{}.xml", spec.name));
+        std::fs::write(&xml_path, spec.xml(console.to_str().unwrap())).unwrap();
+        virsh(&["create", xml_path.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", spec.name));
+        self.names.push(spec.name.clone());
+        spec.name
+    }
+
+    pub fn console(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.console"))
+    }
+
+    pub fn console_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.console(name)).unwrap_or_default()
+    }
+
+    /// Waits until every guest's workload has started.
+    pub fn wait_booted(&self, timeout: Duration) {
+        let start = Instant::now();
+        for name in &self.names {
+            while !self.console_text(name).contains("vcwork: started") {
+                assert!(
+                    start.elapsed() < timeout,
+                    "{name} did not boot in {timeout:?}: {}",
+                    self.console_text(name)
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    }
+
+    /// Whether a guest's console shows the kernel's OOM killer.
+    pub fn oom_seen(&self, name: &str) -> bool {
+        let text = self.console_text(name);
+        text.contains("Out of memory") || text.contains("oom-kill")
+    }
+
+    pub fn destroy(&self, name: &str) {
+        let _ = virsh(&["destroy", name]);
+    }
+}
+
+impl Drop for Guests {
+    fn drop(&mut self) {
+        destroy_prefixed(&self.prefix);
+    }
+}
+
+fn destroy_prefixed(prefix: &str) {
+    if let Ok(list) = virsh(&["list", "--name"]) {
+        for name in list.lines().map(str::trim).filter(|n| n.starts_with(prefix)) {
+            let _ = virsh(&["destroy", name]);
+        }
+    }
+}
+
+/// Parses `0-2,5` into pCPU ids.
+pub fn parse_cpulist(text: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// The live affinity of vCPU 0 of a domain, read through libvirt.
+pub fn affinity(name: &str) -> Vec<u32> {
+    let out = virsh(&["vcpupin", name, "--live"]).unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let vcpu = cols.next()?.parse::<u32>().ok()?;
+            (vcpu == 0).then(|| cols.next().map(parse_cpulist))?
+        })
+        .next()
+        .unwrap_or_default()
+}
+
+/// Balloon fields (KiB) of the given domains.
+pub fn balloons(names: &[String]) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut args = vec!["domstats", "--balloon"];
+    args.extend(names.iter().map(String::as_str));
+    let out = virsh(&args).unwrap_or_default();
+    let mut all = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Domain: '") {
+            current = Some(rest.trim_end_matches('\'').to_string());
+        } else if let (Some(dom), Some((k, v))) = (&current, line.split_once('=')) {
+            if let Ok(v) = v.parse() {
+                all.entry(dom.clone())
+                    .or_insert_with(BTreeMap::new)
+                    .insert(k.trim_start_matches("balloon.").to_string(), v);
+            }
+        }
+    }
+    all
+}
+
+/// Host free memory in MiB (as libvirt reports it).
+pub fn host_free_mib() -> u64 {
+    virsh(&["freecell", "--all"])
+        .ok()
+        .and_then(|o| {
+            o.lines()
+                .find(|l| l.contains("Total"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
