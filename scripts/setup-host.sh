@@ -36,6 +36,14 @@ getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
 id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
 mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt
 
+# A /dev/kvm that only root may open makes libvirt judge KVM unusable for the QEMU user while
+# its capability probe (run as root) saw it enabled: the capability cache is then stale on every
+# call and each domain start re-probes QEMU (~40 s here). Give the kvm group access, as udev
+# does on a normal install. Guests still run as <domain type='qemu'>.
+if [ -e /dev/kvm ]; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
+
 if ! pgrep -x virtlogd >/dev/null; then
     log "starting virtlogd"
     virtlogd -d

@@ -97,7 +97,11 @@ impl GuestSpec {
         } else {
             String::new()
         };
-        let noballoon = if self.balloon_driver { "" } else { " vc.noballoon" };
+        let noballoon = if self.balloon_driver {
+            ""
+        } else {
+            " vc.noballoon"
+        };
         format!(
             "<domain type='qemu'><name>{name}</name>\
              <memory unit='MiB'>{max}</memory><currentMemory unit='MiB'>{start}</currentMemory>\
@@ -198,7 +202,11 @@ impl Drop for Guests {
 
 fn destroy_prefixed(prefix: &str) {
     if let Ok(list) = virsh(&["list", "--name"]) {
-        for name in list.lines().map(str::trim).filter(|n| n.starts_with(prefix)) {
+        for name in list
+            .lines()
+            .map(str::trim)
+            .filter(|n| n.starts_with(prefix))
+        {
             let _ = virsh(&["destroy", name]);
         }
     }
@@ -256,9 +264,11 @@ pub fn host_free_mib() -> u64 {
     virsh(&["freecell", "--all"])
         .ok()
         .and_then(|o| {
-            o.lines()
-                .find(|l| l.contains("Total"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            o.lines().find(|l| l.contains("Total")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map(|kib| kib / 1024)
         .unwrap_or(0)

@@ -107,12 +107,14 @@ fn domain_name(dom: sys::virDomainPtr) -> String {
         return String::new();
     }
     // SAFETY: non-null, NUL-terminated string owned by the domain object.
-    unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn domain_uuid(dom: sys::virDomainPtr) -> String {
     let mut buf = [0 as c_char; 37]; // VIR_UUID_STRING_BUFLEN
-    // SAFETY: dom is live; buf has the VIR_UUID_STRING_BUFLEN bytes libvirt writes into.
+                                     // SAFETY: dom is live; buf has the VIR_UUID_STRING_BUFLEN bytes libvirt writes into.
     let rc = unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) };
     if rc < 0 {
         return String::new();
@@ -146,9 +148,9 @@ fn typed_params(params: sys::virTypedParameterPtr, n: c_int) -> Vec<(String, Val
                     sys::VIR_TYPED_PARAM_ULLONG => Value::Int(p.value.ul as i128),
                     sys::VIR_TYPED_PARAM_DOUBLE => Value::Double(p.value.d),
                     sys::VIR_TYPED_PARAM_BOOLEAN => Value::Int((p.value.b != 0) as i128),
-                    sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => Value::Text(
-                        CStr::from_ptr(p.value.s).to_string_lossy().into_owned(),
-                    ),
+                    sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => {
+                        Value::Text(CStr::from_ptr(p.value.s).to_string_lossy().into_owned())
+                    }
                     _ => return None,
                 }
             };

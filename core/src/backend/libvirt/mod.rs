@@ -101,7 +101,10 @@ impl LibvirtBackend {
 
     /// Drops the connection if libvirt says it is gone.
     fn check_alive(&mut self) {
-        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
+        let alive = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive && self.conn.take().is_some() {
             warn!(uri = %self.uri, "connection lost; will reconnect");
             self.retry_at = Some(Instant::now() + self.backoff);
@@ -126,7 +129,8 @@ impl LibvirtBackend {
 
     fn refused(vm: &str, op: &'static str, e: virt::error::Error) -> BackendError {
         if e.code().is_known_and(|c| c == ErrorNumber::NoDomain)
-            || e.code().is_known_and(|c| c == ErrorNumber::OperationInvalid)
+            || e.code()
+                .is_known_and(|c| c == ErrorNumber::OperationInvalid)
         {
             // "domain is not running": it went away between sampling and acting.
             BackendError::VmGone { vm: vm.to_string() }
@@ -147,6 +151,8 @@ impl Backend for LibvirtBackend {
 
     fn sample(&mut self) -> Result<Sample, BackendError> {
         let maplen = self.maplen;
+        let started = self.started;
+        let before = started.elapsed();
         let conn = self.live()?;
         let stats = ffi::all_domain_stats(
             conn,
@@ -154,6 +160,9 @@ impl Backend for LibvirtBackend {
             sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
             maplen,
         );
+        // libvirtd reads the counters somewhere during the call, which can take long on a busy
+        // host: the midpoint keeps the interval error to half the call's duration.
+        let taken = before + (started.elapsed() - before) / 2;
         let free = stats.as_ref().ok().map(|_| conn.free_memory());
         let stats = match stats {
             Ok(s) => s,
@@ -183,7 +192,11 @@ impl Backend for LibvirtBackend {
                     p
                 }
                 Err(e) => {
-                    if self.placement_failed.insert(dom.name.clone(), e.to_string()).is_none() {
+                    if self
+                        .placement_failed
+                        .insert(dom.name.clone(), e.to_string())
+                        .is_none()
+                    {
                         warn!(vm = %dom.name, error = %e, "cannot read vCPU placement; vCPUs unplaced");
                     }
                     Vec::new()
@@ -193,7 +206,7 @@ impl Backend for LibvirtBackend {
         }
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Sample {
-            taken_ns: self.started.elapsed().as_nanos() as u64,
+            taken_ns: taken.as_nanos() as u64,
             wall_s,
             host: HostSample {
                 pcpus: self.pcpus.clone(),
@@ -246,7 +259,12 @@ impl Backend for LibvirtBackend {
 }
 
 /// Builds a VM sample from bulk statistics fields and vCPU placement.
-fn vm_sample(name: String, uuid: String, params: &[(String, ffi::Value)], placement: &[ffi::Placement]) -> VmSample {
+fn vm_sample(
+    name: String,
+    uuid: String,
+    params: &[(String, ffi::Value)],
+    placement: &[ffi::Placement],
+) -> VmSample {
     let fields: HashMap<&str, &ffi::Value> = params.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let get = |key: &str| fields.get(key).and_then(|v| v.as_u64());
     let vcpu_count = get("vcpu.current").unwrap_or(placement.len() as u64);
@@ -258,7 +276,9 @@ fn vm_sample(name: String, uuid: String, params: &[(String, ffi::Value)], placem
                 run_time_ns: get(&format!("vcpu.{i}.time")).unwrap_or(0),
                 wait_time_ns: get(&format!("vcpu.{i}.delay")),
                 pcpu: place.and_then(|p| u32::try_from(p.cpu).ok()),
-                affinity: place.map(|p| CpuSet::from_cpumap(&p.cpumap)).unwrap_or_default(),
+                affinity: place
+                    .map(|p| CpuSet::from_cpumap(&p.cpumap))
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -348,8 +368,16 @@ mod tests {
         .map(|(k, v)| (k.to_string(), Int(v)))
         .collect();
         let placement = vec![
-            ffi::Placement { vcpu: 0, cpu: 1, cpumap: vec![0b10] },
-            ffi::Placement { vcpu: 1, cpu: 0, cpumap: vec![0b11] },
+            ffi::Placement {
+                vcpu: 0,
+                cpu: 1,
+                cpumap: vec![0b10],
+            },
+            ffi::Placement {
+                vcpu: 1,
+                cpu: 0,
+                cpumap: vec![0b11],
+            },
         ];
         let s = vm_sample("a".into(), "u".into(), &params, &placement);
         assert_eq!(s.vcpus.len(), 2);
