@@ -117,9 +117,31 @@ fn groups(poll: &BTreeMap<String, Vec<u32>>) -> BTreeMap<u32, Vec<String>> {
     g
 }
 
-/// The seed CPU policy with an absolute trigger floor of 10 points: with its default relative
-/// trigger, and even with a 5-point floor, measurement jitter on this loaded 2-core host makes it
-/// re-pin balanced real guests now and then (measured; see README).
+/// Trigger floor of the seed CPU policy in these tests, in stdev points.
+const TRIGGER_POINTS: f64 = 10.0;
+
+/// The seed CPU policy with an absolute trigger floor of 10 points. Whatever its trigger, real
+/// noise on this 2-core host (dips of up to ~30 points on one pCPU for a second) sometimes
+/// exceeds it, and the seed's from-scratch LPT then re-pins; so these tests check that it
+/// balances, stays balanced, and re-pins only when its rule says so (see README).
+/// Every tick that pinned something must have measured a stdev above the trigger: the policy
+/// acts on its rule, not on its own. Returns the ticks that re-pinned after `from_tick`.
+fn repins_justified(records: &[TickRecord], from_tick: u64) -> Vec<u64> {
+    let mut repins = Vec::new();
+    for r in records.iter().filter(|r| !r.pins.is_empty()) {
+        assert!(
+            r.pcpu_stdev_pct > TRIGGER_POINTS,
+            "tick {} re-pinned at stdev {:.1}",
+            r.tick,
+            r.pcpu_stdev_pct
+        );
+        if r.tick >= from_tick {
+            repins.push(r.tick);
+        }
+    }
+    repins
+}
+
 const CPU_ONLY: &str = "[host.cpu_policy]\nname = \"greedy-lpt\"\nparams = { trigger_abs_points = 10.0 }\n[host.memory_policy]\nname = \"none\"\n";
 
 /// Every vCPU busy from boot.
@@ -167,7 +189,7 @@ fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
 }
 
 #[test]
-fn cpu_balanced_start_makes_no_pin_changes() {
+fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
     if !e2e_enabled() {
         return;
     }
@@ -214,6 +236,7 @@ fn cpu_heavy_and_light_are_paired() {
         let heavy = vms.iter().filter(|n| n.contains("heavy")).count();
         assert_eq!((heavy, vms.len()), (1, 2), "{last:?}");
     }
+    repins_justified(&daemon.records(), 0);
 }
 
 #[test]
@@ -238,9 +261,14 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
         110,
     );
     let mut polls = Vec::new();
+    let t0 = Instant::now();
     while daemon.running() {
         let started = Instant::now();
-        polls.push((balloons(&names), host_free_mib()));
+        polls.push((
+            balloons(&names),
+            host_free_mib(),
+            t0.elapsed().as_secs_f64(),
+        ));
         std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
     }
     assert!(
@@ -258,7 +286,7 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
     let series = |vm: &str, key: &str| -> Vec<u64> {
         polls
             .iter()
-            .filter_map(|(b, _)| b.get(vm).and_then(|f| f.get(key)).copied())
+            .filter_map(|(b, _, _)| b.get(vm).and_then(|f| f.get(key)).copied())
             .collect()
     };
     let actual = series(&grower, "current");
@@ -277,17 +305,44 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
         end + 200 * 1024 < peak,
         "grower not reclaimed: peak {peak}, end {end}"
     );
-    // a poll can span two ticks of 10%-of-unused releases, and the balloon lags its target
-    let unused = series(&grower, "unused");
-    for (i, w) in actual.windows(2).enumerate() {
-        let drop = w[0].saturating_sub(w[1]);
-        let before = unused.get(i).copied().unwrap_or(0);
+    // gradual: per second, at most a fraction of what was unused (10% a tick, with slack for
+    // a poll spanning two ticks and a balloon lagging its target)
+    let grower_polls: Vec<(u64, u64, f64)> = polls
+        .iter()
+        .filter_map(|(b, _, t)| {
+            let f = b.get(&grower)?;
+            Some((*f.get("current")?, *f.get("unused")?, *t))
+        })
+        .collect();
+    for w in grower_polls.windows(2) {
+        let (drop, seconds) = (w[0].0.saturating_sub(w[1].0), (w[1].2 - w[0].2).max(1.0));
         assert!(
-            drop <= before * 3 / 10 + 16 * 1024,
-            "released {} MiB of {} MiB unused at once",
+            drop as f64 <= (w[0].1 as f64 * 0.3 + 16.0 * 1024.0) * seconds,
+            "released {} MiB of {} MiB unused in {seconds:.1} s",
             drop / 1024,
-            before / 1024
+            w[0].1 / 1024
         );
+    }
+    let records = daemon.records();
+    for r in &records {
+        for b in r
+            .balloons
+            .iter()
+            .filter(|b| b.vm == grower && b.target_kib < b.actual_kib)
+        {
+            let unused = r
+                .vms
+                .iter()
+                .find(|v| v.name == grower)
+                .and_then(|v| v.unused_mib)
+                .unwrap();
+            let step_mib = (b.actual_kib - b.target_kib) as f64 / 1024.0;
+            assert!(
+                step_mib <= unused * 0.1 + 1.0,
+                "tick {}: released {step_mib:.0} of {unused:.0} MiB",
+                r.tick
+            );
+        }
     }
     for vm in &idle {
         let a = series(vm, "current");
@@ -300,7 +355,7 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
         );
     }
     assert!(
-        polls.iter().all(|(_, free)| *free >= 200),
+        polls.iter().all(|(_, free, _)| *free >= 200),
         "host free fell below the reserve"
     );
 }
@@ -374,4 +429,162 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
     assert!(records
         .iter()
         .all(|r| r.balloons.iter().all(|c| c.vm != nodriver)));
+}
+
+#[test]
+fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
+    if !e2e_enabled() {
+        return;
+    }
+    const BUDGET_MIB: u64 = 1800;
+    const RESERVE_MIB: u64 = 200;
+    let mut guests = Guests::new("crunch");
+    for n in ["a", "b", "c"] {
+        guests.start(GuestSpec::new(n, "vc.mem=hold:20,grow:15:700,hold:20,free"));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let mut daemon = Daemon::start(
+        &guests.dir,
+        &format!(
+            "guest_memory_budget_mib = {BUDGET_MIB}\n[host.cpu_policy]\nname = \"none\"\n\
+             [host.memory_policy]\nname = \"threshold-balloon\"\n[host.guard]\nhost_reserve_mib = {RESERVE_MIB}\n"
+        ),
+        85,
+    );
+    // per poll: actual of each VM (KiB), and whether any guest has OOMed by then
+    let mut polls: Vec<(Vec<u64>, bool)> = Vec::new();
+    while daemon.running() {
+        let started = Instant::now();
+        let b = balloons(&names);
+        let actual: Vec<u64> = names
+            .iter()
+            .filter_map(|n| b.get(n).and_then(|f| f.get("current")).copied())
+            .collect();
+        let oom = names.iter().any(|n| guests.oom_seen(n));
+        if actual.len() == names.len() {
+            polls.push((actual, oom));
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    }
+    assert!(
+        daemon.wait(Duration::from_secs(30)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    assert!(polls.len() > 60, "too few polls: {}", polls.len());
+
+    let limit_kib = (BUDGET_MIB - RESERVE_MIB) * 1024;
+    let totals: Vec<u64> = polls.iter().map(|(a, _)| a.iter().sum()).collect();
+    // never more than the budget minus the reserve (a little slack for balloons in motion)
+    let peak = *totals.iter().max().unwrap();
+    assert!(
+        peak <= limit_kib + 8 * 1024,
+        "guests had {} MiB, budget allows {} MiB",
+        peak / 1024,
+        limit_kib / 1024
+    );
+    // the crunch happened: guests grew close to what the budget allows ...
+    assert!(
+        peak + 200 * 1024 >= limit_kib,
+        "no crunch: peak {} MiB",
+        peak / 1024
+    );
+    // ... and shared it about evenly
+    let at_peak = &polls[totals.iter().position(|&t| t == peak).unwrap()].0;
+    let spread = at_peak.iter().max().unwrap() - at_peak.iter().min().unwrap();
+    assert!(
+        spread <= 160 * 1024,
+        "uneven split at the peak: {at_peak:?} KiB"
+    );
+    // no guest OOMed while the budget lasted
+    let exhausted = totals
+        .iter()
+        .position(|&t| t + 64 * 1024 >= limit_kib)
+        .unwrap_or(totals.len());
+    if let Some(first_oom) = polls.iter().position(|(_, oom)| *oom) {
+        assert!(
+            first_oom >= exhausted,
+            "a guest OOMed at poll {first_oom}, before the budget ran out at poll {exhausted}"
+        );
+    }
+}
+
+/// Starts libvirtd again if it is not running (after the restart test, even a failed one).
+struct LibvirtdBack;
+
+impl Drop for LibvirtdBack {
+    fn drop(&mut self) {
+        let running = Command::new("pgrep").args(["-x", "libvirtd"]).status();
+        if !running.is_ok_and(|s| s.success()) {
+            let _ = Command::new("libvirtd").arg("-d").status();
+        }
+    }
+}
+
+#[test]
+fn libvirtd_restart_is_survived_by_reconnecting() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("restart");
+    // declared after the guests so that it is dropped first: libvirtd must be up to destroy them
+    let _back = LibvirtdBack;
+    let vm = guests.start(GuestSpec::new("a", "vc.cpu=30"));
+    guests.wait_booted(Duration::from_secs(120));
+
+    // the shipped local config drives this host
+    let local = common::root().join("examples/local.toml");
+    let out = common::vcoord(&[
+        "run",
+        "--config",
+        local.to_str().unwrap(),
+        "--ticks",
+        "3",
+        "--dry-run",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut daemon = Daemon::start(&guests.dir, "", 400);
+    let ticks_with_vm = |d: &Daemon| {
+        d.records()
+            .iter()
+            .filter(|r| r.vms.iter().any(|v| v.name == vm))
+            .count()
+    };
+    let wait_until = |d: &mut Daemon, what: &str, cond: &dyn Fn(&Daemon) -> bool| {
+        let start = Instant::now();
+        while !cond(d) {
+            assert!(d.running(), "vcoord died while waiting for {what}");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_until(&mut daemon, "first ticks", &|d| ticks_with_vm(d) >= 3);
+    let before = ticks_with_vm(&daemon);
+    assert!(Command::new("pkill")
+        .args(["-x", "libvirtd"])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(daemon.running(), "vcoord exited when libvirtd went away");
+    assert!(Command::new("libvirtd")
+        .arg("-d")
+        .status()
+        .unwrap()
+        .success());
+    // reconnects (backoff: 1 s doubling) and samples the guest again
+    wait_until(&mut daemon, "ticks after reconnect", &|d| {
+        ticks_with_vm(d) >= before + 3
+    });
+    let log = std::fs::read_to_string(guests.dir.join("vcoord.log")).unwrap_or_default();
+    assert!(log.contains("reconnected"), "{log}");
 }
