@@ -254,6 +254,7 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
         .map(|n| guests.start(GuestSpec::new(n, "")))
         .collect();
     guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
     let names = guests.names.clone();
     let mut daemon = Daemon::start(
         &guests.dir,
@@ -371,6 +372,7 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
     spec.balloon_driver = false;
     let nodriver = guests.start(spec);
     guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
     let nodriver_start = balloons(std::slice::from_ref(&nodriver))[&nodriver]["current"];
     // Libvirt calls are slow on a loaded 2-core host (creating a domain can take tens of
     // seconds), so act on what vcoord has recorded rather than on sleeps.
@@ -443,6 +445,7 @@ fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
         guests.start(GuestSpec::new(n, "vc.mem=hold:20,grow:15:700,hold:20,free"));
     }
     guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
     let names = guests.names.clone();
     let mut daemon = Daemon::start(
         &guests.dir,

@@ -165,7 +165,8 @@ impl Coordinator {
             }
         };
         self.first_sight(&sample.vms);
-        let snapshot = self.builder.build(sample);
+        let pending = self.pending_grants_kib(&sample.vms);
+        let snapshot = self.builder.build_with_pending(sample, pending);
         let start = *self.start_wall_s.get_or_insert(snapshot.wall_s);
         let sample_calls = self.backend.take_calls().sample_calls;
 
@@ -186,6 +187,17 @@ impl Coordinator {
         record.actuate_calls = self.backend.take_calls().actuate_calls;
         log_tick(&record);
         Some(record)
+    }
+
+    /// Memory granted by targets sent earlier that the guests have not taken yet: the balloon
+    /// deflates over time, and counting it as free again would grant it twice.
+    fn pending_grants_kib(&self, vms: &[crate::model::VmSample]) -> u64 {
+        vms.iter()
+            .filter_map(|vm| {
+                let known = self.known.get(&vm.name).filter(|k| k.uuid == vm.uuid)?;
+                Some(known.last_target_kib?.saturating_sub(vm.memory.actual_kib))
+            })
+            .sum()
     }
 
     /// Sets the memory statistics period of VMs seen for the first time (or restarted), and

@@ -36,7 +36,8 @@ pub struct HostView {
     /// Host memory free, as the host reports it.
     pub mem_free_kib: u64,
     /// Memory the coordinator may hand to guests: the host's free memory, or less when a guest
-    /// memory budget is set (`min(free, budget - sum of guests' actual)`).
+    /// memory budget is set (`min(free, budget - sum of guests' actual)`), less what earlier
+    /// grants still in flight (balloons deflating toward a higher target) will take.
     pub guest_free_kib: u64,
     /// The configured guest memory budget, if any.
     pub guest_budget_kib: Option<u64>,
@@ -181,6 +182,12 @@ impl SnapshotBuilder {
 
     /// Turns the next sample into a snapshot.
     pub fn build(&mut self, sample: Sample) -> Snapshot {
+        self.build_with_pending(sample, 0)
+    }
+
+    /// Turns the next sample into a snapshot; `pending_grants_kib` is memory already granted
+    /// but not yet taken by the guests (targets above their actual size).
+    pub fn build_with_pending(&mut self, sample: Sample, pending_grants_kib: u64) -> Snapshot {
         let previous: HashMap<&str, &VmSample> = self
             .previous
             .iter()
@@ -231,7 +238,8 @@ impl SnapshotBuilder {
                 .mem_free_kib
                 .min(budget.saturating_sub(guests_actual_kib)),
             None => sample.host.mem_free_kib,
-        };
+        }
+        .saturating_sub(pending_grants_kib);
 
         let snapshot = Snapshot {
             tick: self.tick,
@@ -475,6 +483,18 @@ mod tests {
         let snap = b.build(sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]));
         // budget 1536 MiB - 2 x 512 MiB actual = 512 MiB, less than the 4 GiB really free
         assert_eq!(snap.host.guest_free_kib, 512 << 10);
+    }
+
+    #[test]
+    fn grants_in_flight_are_not_grantable_again() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            guest_budget_kib: Some(1536 << 10),
+            stats_max_age_s: 2.0,
+        });
+        let s = sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]);
+        // 512 MiB under the budget, of which 100 MiB already granted and still deflating
+        let snap = b.build_with_pending(s, 100 << 10);
+        assert_eq!(snap.host.guest_free_kib, 412 << 10);
     }
 
     #[test]

@@ -183,6 +183,32 @@ impl Guests {
         }
     }
 
+    /// Waits until the balloon of every guest with a driver has reached its start size. Until
+    /// its driver inflates the balloon, a freshly booted guest holds its full memory.
+    pub fn wait_balloons_settled(&self, start_mib: u64, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let b = balloons(&self.names);
+            let settled = self.names.iter().all(|n| {
+                let f = b.get(n);
+                // a guest without a driver reports no guest statistics: nothing to wait for
+                let has_driver =
+                    f.is_some_and(|f| f.contains_key("last-update") || f.contains_key("unused"));
+                !has_driver
+                    || f.and_then(|f| f.get("current"))
+                        .is_some_and(|&c| c <= (start_mib + 8) * 1024)
+            });
+            if settled {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "balloons did not settle in {timeout:?}: {b:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Whether a guest's console shows the kernel's OOM killer.
     pub fn oom_seen(&self, name: &str) -> bool {
         let text = self.console_text(name);
