@@ -192,8 +192,7 @@ impl Guests {
             let settled = self.names.iter().all(|n| {
                 let f = b.get(n);
                 // a guest without a driver reports no guest statistics: nothing to wait for
-                let has_driver =
-                    f.is_some_and(|f| f.contains_key("last-update") || f.contains_key("unused"));
+                let has_driver = f.is_some_and(|f| f.get("last-update").is_some_and(|&t| t > 0));
                 !has_driver
                     || f.and_then(|f| f.get("current"))
                         .is_some_and(|&c| c <= (start_mib + 8) * 1024)
