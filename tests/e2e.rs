@@ -518,9 +518,15 @@ struct LibvirtdBack;
 
 impl Drop for LibvirtdBack {
     fn drop(&mut self) {
-        let running = Command::new("pgrep").args(["-x", "libvirtd"]).status();
+        let running = Command::new("pgrep")
+            .args(["-x", "libvirtd"])
+            .stdout(Stdio::null())
+            .status();
         if !running.is_ok_and(|s| s.success()) {
-            let _ = Command::new("libvirtd").arg("-d").status();
+            let _ = Command::new("libvirtd")
+                .arg("-d")
+                .stdout(Stdio::null())
+                .status();
         }
     }
 }

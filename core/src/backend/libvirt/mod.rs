@@ -114,25 +114,17 @@ impl LibvirtBackend {
     fn domain(&mut self, vm: &str, op: &'static str) -> Result<Domain, BackendError> {
         self.calls.actuate_calls += 1;
         let conn = self.live()?;
-        conn.lookup_domain_by_name(vm).map_err(|e| {
-            if e.code().is_known_and(|c| c == ErrorNumber::NoDomain) {
-                BackendError::VmGone { vm: vm.to_string() }
-            } else {
-                BackendError::Refused {
-                    vm: vm.to_string(),
-                    op,
-                    message: e.message().to_string(),
-                }
-            }
-        })
+        conn.lookup_domain_by_name(vm)
+            .map_err(|e| Self::refused(vm, op, e))
     }
 
+    /// Maps a failed call on a domain: gone (not found, or "domain is not running": it went away
+    /// between sampling and acting), or refused with libvirt's message.
     fn refused(vm: &str, op: &'static str, e: virt::error::Error) -> BackendError {
         if e.code().is_known_and(|c| c == ErrorNumber::NoDomain)
             || e.code()
                 .is_known_and(|c| c == ErrorNumber::OperationInvalid)
         {
-            // "domain is not running": it went away between sampling and acting.
             BackendError::VmGone { vm: vm.to_string() }
         } else {
             BackendError::Refused {
