@@ -425,6 +425,22 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
     );
     // ... and it was pinned like everyone else
     assert_eq!(affinity(&newcomer).len(), 1, "newcomer not pinned");
+    // `vcoord status` shows the live host: both guests, pinning and memory
+    let out = common::vcoord(&["status", "--connect", URI, "--window-s", "1"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains(&newcomer) && table.contains(&nodriver),
+        "{table}"
+    );
+    assert!(
+        table.contains("2 pCPUs") || table.contains("pCPUs"),
+        "{table}"
+    );
     // the guest without a balloon driver has no statistics: never ballooned
     let nb = balloons(std::slice::from_ref(&nodriver));
     assert_eq!(nb[&nodriver]["current"], nodriver_start);
