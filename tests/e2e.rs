@@ -258,7 +258,10 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
     let names = guests.names.clone();
     let mut daemon = Daemon::start(
         &guests.dir,
-        "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"threshold-balloon\"\n",
+        // With its default 100 MiB threshold the seed policy let this grower OOM in 1 of 4 runs
+        // here: guest statistics arrive every ~2 s and a grant takes ~1 s to land, about 60 MiB
+        // at 20 MiB/s (see README). 150 MiB leaves room for that lag.
+        "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"threshold-balloon\"\nparams = { threshold_mib = 150 }\n",
         110,
     );
     let mut polls = Vec::new();
@@ -349,8 +352,9 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
         let a = series(vm, "current");
         let u = series(vm, "unused");
         assert!(*a.last().unwrap() < 450 * 1024, "{vm} not shrunk: {a:?}");
+        // toward the band: at most 2 x threshold unused, plus what one 10% step leaves
         assert!(
-            *u.last().unwrap() <= 260 * 1024,
+            *u.last().unwrap() <= 340 * 1024,
             "{vm} keeps {} MiB unused",
             u.last().unwrap() / 1024
         );
