@@ -117,13 +117,15 @@ fn groups(poll: &BTreeMap<String, Vec<u32>>) -> BTreeMap<u32, Vec<String>> {
     g
 }
 
+/// Whether a poll shows exactly two VMs pinned to each of the two pCPUs.
+fn two_each(poll: &BTreeMap<String, Vec<u32>>) -> bool {
+    let g = groups(poll);
+    g.len() == 2 && g.values().all(|v| v.len() == 2)
+}
+
 /// Trigger floor of the seed CPU policy in these tests, in stdev points.
 const TRIGGER_POINTS: f64 = 10.0;
 
-/// The seed CPU policy with an absolute trigger floor of 10 points. Whatever its trigger, real
-/// noise on this 2-core host (dips of up to ~30 points on one pCPU for a second) sometimes
-/// exceeds it, and the seed's from-scratch LPT then re-pins; so these tests check that it
-/// balances, stays balanced, and re-pins only when its rule says so (see README).
 /// Every tick that pinned something must have measured a stdev above the trigger: the policy
 /// acts on its rule, not on its own. Returns the ticks that re-pinned after `from_tick`.
 fn repins_justified(records: &[TickRecord], from_tick: u64) -> Vec<u64> {
@@ -142,6 +144,10 @@ fn repins_justified(records: &[TickRecord], from_tick: u64) -> Vec<u64> {
     repins
 }
 
+/// The seed CPU policy with an absolute trigger floor of 10 points. Whatever its trigger, real
+/// noise on this 2-core host (dips of up to ~30 points on one pCPU for a second) sometimes
+/// exceeds it, and the seed's from-scratch LPT then re-pins; so these tests check that it
+/// balances, stays balanced, and re-pins only when its rule says so (see README).
 const CPU_ONLY: &str = "[host.cpu_policy]\nname = \"greedy-lpt\"\nparams = { trigger_abs_points = 10.0 }\n[host.memory_policy]\nname = \"none\"\n";
 
 /// Every vCPU busy from boot.
@@ -166,26 +172,20 @@ fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
         log_of(&guests)
     );
 
-    let two_each = |p: &BTreeMap<String, Vec<u32>>| {
-        let g = groups(p);
-        g.len() == 2 && g.values().all(|v| v.len() == 2)
-    };
     let first = polls
         .iter()
         .position(two_each)
         .unwrap_or_else(|| panic!("never two per pCPU: {polls:?}\n{}", log_of(&guests)));
     assert!(first <= 5, "two per pCPU only at poll {first}: {polls:?}");
-    let settled = &polls[first];
     let later = &polls[first..];
     assert!(
         later.len() >= 10,
         "too few polls after balance: {}",
         later.len()
     );
-    assert!(
-        later.iter().all(|p| p == settled),
-        "pins changed after balance: {polls:?}"
-    );
+    assert!(later.iter().all(two_each), "balance lost: {polls:?}");
+    let repins = repins_justified(&daemon.records(), 2);
+    eprintln!("re-pins after balance (noise above the trigger): ticks {repins:?}");
 }
 
 #[test]
@@ -203,12 +203,9 @@ fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
     let polls = poll_pins(&mut daemon, &names);
     assert!(daemon.wait(Duration::from_secs(30)).success());
     assert!(polls.len() >= 8);
-    assert!(
-        polls.iter().all(|p| p == &polls[0]),
-        "pins changed: {polls:?}"
-    );
-    let records = daemon.records();
-    assert_eq!(records.iter().map(|r| r.pins.len()).sum::<usize>(), 0);
+    assert!(polls.iter().all(two_each), "balance lost: {polls:?}");
+    let repins = repins_justified(&daemon.records(), 0);
+    eprintln!("re-pins of a balanced start (noise above the trigger): ticks {repins:?}");
 }
 
 #[test]
@@ -217,11 +214,14 @@ fn cpu_heavy_and_light_are_paired() {
         return;
     }
     let mut guests = Guests::new("pair");
+    // Not saturating (70+70+20+20 < 200): at 100/30 every pCPU can read ~100% whatever the
+    // grouping, and utilization alone cannot see an unpaired placement (seen once here, as in
+    // the saturated variant of simulator T3).
     for (n, load, cpu) in [
-        ("heavy1", 100, 0),
-        ("heavy2", 100, 0),
-        ("light1", 30, 1),
-        ("light2", 30, 1),
+        ("heavy1", 70, 0),
+        ("heavy2", 70, 0),
+        ("light1", 20, 1),
+        ("light2", 20, 1),
     ] {
         guests.start(GuestSpec::new(n, &format!("vc.cpu={load}")).pinned(&[cpu]));
     }
