@@ -70,6 +70,30 @@ impl Daemon {
         }
     }
 
+    /// Ticks recorded so far in which `vm` was seen.
+    fn ticks_with(&self, vm: &str) -> usize {
+        self.records()
+            .iter()
+            .filter(|r| r.vms.iter().any(|v| v.name == vm))
+            .count()
+    }
+
+    /// Waits until `cond` holds for what vcoord has recorded; fails if vcoord dies first or
+    /// `timeout` passes. (Libvirt calls are slow on a loaded host: act on the record, not on
+    /// sleeps.)
+    fn wait_until(&mut self, what: &str, timeout: Duration, cond: &dyn Fn(&Daemon) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            if !self.running() {
+                let log = self.record.with_file_name("vcoord.log");
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("vcoord died while waiting for {what}: {log}");
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn records(&self) -> Vec<TickRecord> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
@@ -378,35 +402,16 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
     let nodriver_start = balloons(std::slice::from_ref(&nodriver))[&nodriver]["current"];
-    // Libvirt calls are slow on a loaded 2-core host (creating a domain can take tens of
-    // seconds), so act on what vcoord has recorded rather than on sleeps.
     let mut daemon = Daemon::start(&guests.dir, "", 400);
-    let ticks_seen = |d: &Daemon, vm: &str| {
-        d.records()
-            .iter()
-            .filter(|r| r.vms.iter().any(|v| v.name == vm))
-            .count()
-    };
-    let log = guests.dir.join("vcoord.log");
-    let wait_for = |d: &mut Daemon, what: &str, cond: &dyn Fn(&Daemon) -> bool| {
-        let start = Instant::now();
-        while !cond(d) {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(d.running(), "vcoord died: {log}");
-            assert!(
-                start.elapsed() < Duration::from_secs(180),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
-    wait_for(&mut daemon, "doomed seen", &|d| ticks_seen(d, &doomed) >= 3);
+    daemon.wait_until("doomed seen", Duration::from_secs(180), &|d| {
+        d.ticks_with(&doomed) >= 3
+    });
     guests.destroy(&doomed);
     let newcomer = guests.start(GuestSpec::new("newcomer", "vc.cpu=20"));
     // A booting guest's unused memory falls at first, so it may be granted some before it
     // looks idle; wait until it has been shrunk as idle.
-    wait_for(&mut daemon, "newcomer shrunk", &|d| {
-        ticks_seen(d, &newcomer) >= 5
+    daemon.wait_until("newcomer shrunk", Duration::from_secs(180), &|d| {
+        d.ticks_with(&newcomer) >= 5
             && d.records().iter().any(|r| {
                 r.balloons
                     .iter()
@@ -579,25 +584,10 @@ fn libvirtd_restart_is_survived_by_reconnecting() {
     );
 
     let mut daemon = Daemon::start(&guests.dir, "", 400);
-    let ticks_with_vm = |d: &Daemon| {
-        d.records()
-            .iter()
-            .filter(|r| r.vms.iter().any(|v| v.name == vm))
-            .count()
-    };
-    let wait_until = |d: &mut Daemon, what: &str, cond: &dyn Fn(&Daemon) -> bool| {
-        let start = Instant::now();
-        while !cond(d) {
-            assert!(d.running(), "vcoord died while waiting for {what}");
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
-    wait_until(&mut daemon, "first ticks", &|d| ticks_with_vm(d) >= 3);
-    let before = ticks_with_vm(&daemon);
+    daemon.wait_until("first ticks", Duration::from_secs(120), &|d| {
+        d.ticks_with(&vm) >= 3
+    });
+    let before = daemon.ticks_with(&vm);
     assert!(Command::new("pkill")
         .args(["-x", "libvirtd"])
         .status()
@@ -611,8 +601,8 @@ fn libvirtd_restart_is_survived_by_reconnecting() {
         .unwrap()
         .success());
     // reconnects (backoff: 1 s doubling) and samples the guest again
-    wait_until(&mut daemon, "ticks after reconnect", &|d| {
-        ticks_with_vm(d) >= before + 3
+    daemon.wait_until("ticks after reconnect", Duration::from_secs(120), &|d| {
+        d.ticks_with(&vm) >= before + 3
     });
     let log = std::fs::read_to_string(guests.dir.join("vcoord.log")).unwrap_or_default();
     assert!(log.contains("reconnected"), "{log}");
