@@ -180,21 +180,57 @@ fn list_policies(config: Option<&Path>) -> Result<()> {
         println!("\nHosts in {}:", path.display());
         for h in &config.hosts {
             println!(
-                "  {:<16} cpu: {:<18} memory: {}",
-                h.name, h.cpu_policy.name, h.memory_policy.name
+                "  {:<16} cpu: {:<30} memory: {}",
+                h.name,
+                h.cpu_policy.label(),
+                h.memory_policy.label()
             );
+        }
+        let mut seen = Vec::new();
+        let choices = config
+            .hosts
+            .iter()
+            .flat_map(|h| [&h.cpu_policy, &h.memory_policy]);
+        for choice in choices {
+            let Some(spec) = &choice.plugin else { continue };
+            let plugin = vcoord_core::plugin::load(spec).map_err(|e| {
+                anyhow::anyhow!("{}: {}.plugin: {e}", path.display(), choice_key(choice))
+            })?;
+            if seen.contains(&plugin.path) {
+                continue;
+            }
+            if seen.is_empty() {
+                println!("\nPlugins:");
+            }
+            println!(
+                "  {:<20} {:<8} {:<11} {}\n      {}",
+                plugin.info.name,
+                plugin.info.version,
+                plugin.kinds(),
+                plugin.path.display(),
+                plugin.info.description
+            );
+            seen.push(plugin.path);
         }
     }
     Ok(())
+}
+
+fn choice_key(choice: &vcoord_core::config::PolicyChoice) -> String {
+    choice
+        .origin
+        .as_ref()
+        .map(|o| o.key.clone())
+        .unwrap_or_default()
 }
 
 fn check_config(path: &Path) -> Result<()> {
     let config = Config::from_file(path)?;
     for host in &config.hosts {
         host.build_cpu_policy()
-            .map_err(|e| anyhow::anyhow!("{}: host {}: {e}", path.display(), host.name))?;
+            .map_err(|e| anyhow::anyhow!("host {}: {e}", host.name))?;
         host.build_memory_policy()
-            .map_err(|e| anyhow::anyhow!("{}: host {}: {e}", path.display(), host.name))?;
+            .map_err(|e| anyhow::anyhow!("host {}: {e}", host.name))?;
     }
     println!(
         "{}: ok ({} host{})",

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use tracing::error;
+
 use crate::guard::GuardSettings;
 use crate::params::Params;
+use crate::plugin::{self, DecideLimits, PluginError, PluginSpec};
 use crate::policy::{
     cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy, MemoryPolicy,
 };
@@ -37,6 +40,9 @@ pub enum ConfigError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Directories relative plugin paths are looked up in, after the configuration's own.
+    #[serde(default)]
+    plugin_dirs: Vec<String>,
     #[serde(rename = "host", default)]
     hosts: Vec<RawHost>,
 }
@@ -60,18 +66,172 @@ struct RawHost {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
-    name: Spanned<String>,
+    name: Option<Spanned<String>>,
+    plugin: Option<Spanned<String>>,
     #[serde(default)]
     params: BTreeMap<Spanned<String>, toml::Value>,
+    fallback: Option<Spanned<RawFallback>>,
+    decide_budget_ms: Option<Spanned<u64>>,
+    max_over_budget: Option<Spanned<u32>>,
+    #[serde(default)]
+    allow_insecure: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawFallback {
+    Name(String),
+    Table {
+        name: String,
+        #[serde(default)]
+        params: toml::Table,
+    },
 }
 
 /// Which policy runs, with its parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyChoice {
-    /// Registered name.
+    /// Built-in name, or for a plugin the path as written.
     pub name: String,
+    /// The plugin file, when the policy comes from one.
+    pub plugin: Option<PluginSpec>,
     /// Parameter table, as written.
     pub params: toml::Table,
+    /// Built-in policy used if the plugin cannot be loaded or is quarantined.
+    pub fallback: Option<Box<PolicyChoice>>,
+    /// Time limits of a plugin's decide.
+    pub limits: DecideLimits,
+    /// Where in the configuration this choice was made, for errors.
+    pub origin: Option<Origin>,
+}
+
+/// Where a policy choice sits in its configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub path: PathBuf,
+    /// Dotted key of the policy table, e.g. `host[0].cpu_policy`.
+    pub key: String,
+    /// Line and column of `name` or `plugin`.
+    pub line_col: Option<(usize, usize)>,
+    /// Line and column of the `params` table and of each parameter.
+    pub params_line_col: Option<(usize, usize)>,
+    /// Line and column of each parameter key.
+    pub param_line_col: BTreeMap<String, (usize, usize)>,
+}
+
+impl PolicyChoice {
+    /// A built-in policy with the given parameters.
+    pub fn builtin(name: &str, params: toml::Table) -> Self {
+        Self {
+            name: name.to_owned(),
+            plugin: None,
+            params,
+            fallback: None,
+            limits: DecideLimits::default(),
+            origin: None,
+        }
+    }
+
+    /// A plugin policy from `path` (tried as given), with no fallback.
+    pub fn plugin(path: &str, params: toml::Table) -> Self {
+        Self {
+            name: path.to_owned(),
+            plugin: Some(PluginSpec::new(path, &[PathBuf::from(".")], false)),
+            params,
+            fallback: None,
+            limits: DecideLimits::default(),
+            origin: None,
+        }
+    }
+
+    /// Builds the CPU policy this choice names. A plugin that cannot be had is replaced by
+    /// its fallback (logged as an error) when there is one.
+    pub fn build_cpu(&self) -> Result<Box<dyn CpuPolicy>, String> {
+        let Some(spec) = &self.plugin else {
+            let info = find_cpu_policy(&self.name)
+                .ok_or_else(|| format!("unknown CPU policy `{}`", self.name))?;
+            let params = Params::parse(&self.params, info.params).map_err(|e| e.to_string())?;
+            return (info.build)(&params).map_err(|e| e.to_string());
+        };
+        let fallback = self.fallback.as_ref().map(|f| f.build_cpu()).transpose()?;
+        plugin::cpu_policy(spec, &self.params, self.limits, fallback).or_else(|e| {
+            let message = self.locate(&e);
+            match &self.fallback {
+                Some(f) => {
+                    error!("{message}; falling back to built-in `{}`", f.name);
+                    f.build_cpu()
+                }
+                None => Err(message),
+            }
+        })
+    }
+
+    /// Builds the memory policy this choice names (see [`Self::build_cpu`]).
+    pub fn build_memory(&self) -> Result<Box<dyn MemoryPolicy>, String> {
+        let Some(spec) = &self.plugin else {
+            let info = find_memory_policy(&self.name)
+                .ok_or_else(|| format!("unknown memory policy `{}`", self.name))?;
+            let params = Params::parse(&self.params, info.params).map_err(|e| e.to_string())?;
+            return (info.build)(&params).map_err(|e| e.to_string());
+        };
+        let fallback = self
+            .fallback
+            .as_ref()
+            .map(|f| f.build_memory())
+            .transpose()?;
+        plugin::memory_policy(spec, &self.params, self.limits, fallback).or_else(|e| {
+            let message = self.locate(&e);
+            match &self.fallback {
+                Some(f) => {
+                    error!("{message}; falling back to built-in `{}`", f.name);
+                    f.build_memory()
+                }
+                None => Err(message),
+            }
+        })
+    }
+
+    /// A plugin error, located at the key of the configuration it concerns.
+    fn locate(&self, e: &PluginError) -> String {
+        let Some(origin) = &self.origin else {
+            return e.to_string();
+        };
+        let (key, line_col) = match e {
+            PluginError::Params { message, .. } => {
+                let param = message
+                    .strip_prefix('`')
+                    .and_then(|m| m.split('`').next())
+                    .filter(|k| origin.param_line_col.contains_key(*k));
+                match param {
+                    Some(k) => (
+                        format!("{}.params.{k}", origin.key),
+                        origin.param_line_col.get(k).copied(),
+                    ),
+                    None => (
+                        format!("{}.params", origin.key),
+                        origin.params_line_col.or(origin.line_col),
+                    ),
+                }
+            }
+            _ => (format!("{}.plugin", origin.key), origin.line_col),
+        };
+        Located {
+            path: origin.path.clone(),
+            line_col,
+            key,
+            message: e.to_string(),
+        }
+        .to_string()
+    }
+
+    /// What to call this policy in listings: the built-in name, or `plugin:<path>`.
+    pub fn label(&self) -> String {
+        match &self.plugin {
+            None => self.name.clone(),
+            Some(spec) => format!("plugin:{}", spec.written),
+        }
+    }
 }
 
 /// One host's settings.
@@ -109,14 +269,8 @@ impl HostConfig {
             dry_run: false,
             memory_stats_period_s: 1,
             guest_memory_budget_mib: None,
-            cpu_policy: PolicyChoice {
-                name: DEFAULT_CPU_POLICY.into(),
-                params: toml::Table::new(),
-            },
-            memory_policy: PolicyChoice {
-                name: DEFAULT_MEMORY_POLICY.into(),
-                params: toml::Table::new(),
-            },
+            cpu_policy: PolicyChoice::builtin(DEFAULT_CPU_POLICY, toml::Table::new()),
+            memory_policy: PolicyChoice::builtin(DEFAULT_MEMORY_POLICY, toml::Table::new()),
             guard: GuardSettings::default(),
             base_dir: base_dir.to_path_buf(),
         }
@@ -124,20 +278,12 @@ impl HostConfig {
 
     /// Builds the configured CPU policy.
     pub fn build_cpu_policy(&self) -> Result<Box<dyn CpuPolicy>, String> {
-        let info = find_cpu_policy(&self.cpu_policy.name)
-            .ok_or_else(|| format!("unknown CPU policy `{}`", self.cpu_policy.name))?;
-        let params =
-            Params::parse(&self.cpu_policy.params, info.params).map_err(|e| e.to_string())?;
-        (info.build)(&params).map_err(|e| e.to_string())
+        self.cpu_policy.build_cpu()
     }
 
     /// Builds the configured memory policy.
     pub fn build_memory_policy(&self) -> Result<Box<dyn MemoryPolicy>, String> {
-        let info = find_memory_policy(&self.memory_policy.name)
-            .ok_or_else(|| format!("unknown memory policy `{}`", self.memory_policy.name))?;
-        let params =
-            Params::parse(&self.memory_policy.params, info.params).map_err(|e| e.to_string())?;
-        (info.build)(&params).map_err(|e| e.to_string())
+        self.memory_policy.build_memory()
     }
 }
 
@@ -186,6 +332,14 @@ impl Config {
                 "no [[host]] table: nothing to coordinate",
             )));
         }
+        // Relative plugin paths: under the configuration's directory, then each plugin_dirs.
+        let mut plugin_dirs = vec![base_dir.clone()];
+        plugin_dirs.extend(raw.plugin_dirs.iter().map(|d| base_dir.join(d)));
+        let ctx = PolicyContext {
+            path,
+            text,
+            plugin_dirs: &plugin_dirs,
+        };
         let mut hosts: Vec<HostConfig> = Vec::new();
         for (i, h) in raw.hosts.into_iter().enumerate() {
             let key = |k: &str| format!("host[{i}].{k}");
@@ -234,11 +388,10 @@ impl Config {
             host.guest_memory_budget_mib = h.guest_memory_budget_mib.map(|b| b.into_inner());
             host.guard = h.guard;
             if let Some(policy) = h.cpu_policy {
-                host.cpu_policy = check_policy(policy, &key("cpu_policy"), path, text, true)?;
+                host.cpu_policy = check_policy(policy, &key("cpu_policy"), &ctx, true)?;
             }
             if let Some(policy) = h.memory_policy {
-                host.memory_policy =
-                    check_policy(policy, &key("memory_policy"), path, text, false)?;
+                host.memory_policy = check_policy(policy, &key("memory_policy"), &ctx, false)?;
             }
             hosts.push(host);
         }
@@ -249,37 +402,23 @@ impl Config {
     }
 }
 
+struct PolicyContext<'a> {
+    path: &'a Path,
+    text: &'a str,
+    plugin_dirs: &'a [PathBuf],
+}
+
 fn check_policy(
     raw: Spanned<RawPolicy>,
     key: &str,
-    path: &Path,
-    text: &str,
+    ctx: &PolicyContext<'_>,
     cpu: bool,
 ) -> Result<PolicyChoice, ConfigError> {
+    let (path, text) = (ctx.path, ctx.text);
+    let table_span = raw.span();
     let raw = raw.into_inner();
-    let name = raw.name.get_ref().clone();
-    let specs = if cpu {
-        find_cpu_policy(&name).map(|p| p.params)
-    } else {
-        find_memory_policy(&name).map(|p| p.params)
-    };
-    let Some(specs) = specs else {
-        let known: Vec<&str> = if cpu {
-            cpu_policies().iter().map(|p| p.name).collect()
-        } else {
-            memory_policies().iter().map(|p| p.name).collect()
-        };
-        return Err(ConfigError::Invalid(Located::new(
-            path,
-            text,
-            Some(raw.name.span()),
-            &format!("{key}.name"),
-            format!(
-                "unknown {} policy `{name}` (built-in: {})",
-                if cpu { "CPU" } else { "memory" },
-                known.join(", ")
-            ),
-        )));
+    let err = |span: Option<std::ops::Range<usize>>, k: String, msg: String| {
+        ConfigError::Invalid(Located::new(path, text, span, &k, msg))
     };
     let spans: BTreeMap<String, std::ops::Range<usize>> = raw
         .params
@@ -291,14 +430,153 @@ fn check_policy(
         .into_iter()
         .map(|(k, v)| (k.into_inner(), v))
         .collect();
-    if let Err(e) = Params::parse(&params, specs) {
+    let kind = if cpu { "CPU" } else { "memory" };
+    let mut limits = DecideLimits::default();
+    if let Some(ms) = &raw.decide_budget_ms {
+        if !(1..=60_000).contains(ms.get_ref()) {
+            return Err(err(
+                Some(ms.span()),
+                format!("{key}.decide_budget_ms"),
+                format!("{} is out of range [1, 60000] ms", ms.get_ref()),
+            ));
+        }
+        limits.budget = std::time::Duration::from_millis(*ms.get_ref());
+    }
+    if let Some(n) = &raw.max_over_budget {
+        if *n.get_ref() == 0 {
+            return Err(err(
+                Some(n.span()),
+                format!("{key}.max_over_budget"),
+                "must be at least 1".into(),
+            ));
+        }
+        limits.max_over_budget = *n.get_ref();
+    }
+    let (name, plugin, line_span) =
+        match (raw.name, raw.plugin) {
+            (Some(name), None) => {
+                let n = name.get_ref().clone();
+                check_builtin(&n, &params, &spans, key, ctx, cpu, Some(name.span()))?;
+                (n, None, name.span())
+            }
+            (None, Some(file)) => {
+                let written = file.get_ref().trim().to_owned();
+                if written.is_empty() {
+                    return Err(err(
+                        Some(file.span()),
+                        format!("{key}.plugin"),
+                        "must name a plugin file".into(),
+                    ));
+                }
+                let spec = PluginSpec::new(&written, ctx.plugin_dirs, raw.allow_insecure);
+                (written, Some(spec), file.span())
+            }
+            (Some(name), Some(_)) => return Err(err(
+                Some(name.span()),
+                key.to_owned(),
+                format!(
+                    "give either `name` (a built-in {kind} policy) or `plugin` (a file), not both"
+                ),
+            )),
+            (None, None) => {
+                return Err(err(
+                    Some(table_span),
+                    key.to_owned(),
+                    format!("needs `name` (a built-in {kind} policy) or `plugin` (a plugin file)"),
+                ))
+            }
+        };
+    let fallback = match raw.fallback {
+        None => None,
+        Some(f) => {
+            let span = f.span();
+            let (fname, fparams) = match f.into_inner() {
+                RawFallback::Name(n) => (n, toml::Table::new()),
+                RawFallback::Table { name, params } => (name, params),
+            };
+            if plugin.is_none() {
+                return Err(err(
+                    Some(span),
+                    format!("{key}.fallback"),
+                    "only a plugin policy has a fallback".into(),
+                ));
+            }
+            check_builtin(
+                &fname,
+                &fparams,
+                &BTreeMap::new(),
+                &format!("{key}.fallback"),
+                ctx,
+                cpu,
+                Some(span),
+            )?;
+            Some(Box::new(PolicyChoice::builtin(&fname, fparams)))
+        }
+    };
+    let lc = |span: &std::ops::Range<usize>| crate::source::line_col(text, span.start);
+    let origin = Origin {
+        path: path.to_path_buf(),
+        key: key.to_owned(),
+        line_col: Some(lc(&line_span)),
+        params_line_col: spans.values().next().map(lc),
+        param_line_col: spans.iter().map(|(k, s)| (k.clone(), lc(s))).collect(),
+    };
+    Ok(PolicyChoice {
+        name,
+        plugin,
+        params,
+        fallback,
+        limits,
+        origin: Some(origin),
+    })
+}
+
+/// Checks that `name` is a built-in policy of the kind and that `params` suit it.
+fn check_builtin(
+    name: &str,
+    params: &toml::Table,
+    spans: &BTreeMap<String, std::ops::Range<usize>>,
+    key: &str,
+    ctx: &PolicyContext<'_>,
+    cpu: bool,
+    name_span: Option<std::ops::Range<usize>>,
+) -> Result<(), ConfigError> {
+    let specs = if cpu {
+        find_cpu_policy(name).map(|p| p.params)
+    } else {
+        find_memory_policy(name).map(|p| p.params)
+    };
+    let Some(specs) = specs else {
+        let known: Vec<&str> = if cpu {
+            cpu_policies().iter().map(|p| p.name).collect()
+        } else {
+            memory_policies().iter().map(|p| p.name).collect()
+        };
+        let name_key = if key.ends_with(".fallback") {
+            key.to_owned()
+        } else {
+            format!("{key}.name")
+        };
         return Err(ConfigError::Invalid(Located::new(
-            path,
-            text,
-            spans.get(&e.key).cloned(),
+            ctx.path,
+            ctx.text,
+            name_span,
+            &name_key,
+            format!(
+                "unknown {} policy `{name}` (built-in: {}; a plugin is named with `plugin = \"path/libx.so\"`)",
+                if cpu { "CPU" } else { "memory" },
+                known.join(", ")
+            ),
+        )));
+    };
+    if let Err(e) = Params::parse(params, specs) {
+        return Err(ConfigError::Invalid(Located::new(
+            ctx.path,
+            ctx.text,
+            spans.get(&e.key).cloned().or(name_span),
             &format!("{key}.params.{}", e.key),
             e.message,
         )));
     }
-    Ok(PolicyChoice { name, params })
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod plugin;
 pub mod policy;
 pub mod record;
 pub mod runtime;

@@ -1,0 +1,148 @@
+//! `proportional-share`: a memory policy in the manner of Proxmox's auto-ballooning. Each VM
+//! wants what it uses plus a headroom; when the host can give every VM what it wants, it does;
+//! when it cannot, the memory guests may have is shared out by weight (`shares`), each VM first
+//! getting its minimum and never more than it wants. Moves are limited per tick and small ones
+//! are skipped, so balloons glide instead of jumping.
+
+use std::collections::HashMap;
+
+use vcoord_plugin::{MemoryPlan, MemoryPolicy, Params, Snapshot};
+
+const MIB: f64 = 1024.0;
+
+/// Parameters, in KiB.
+pub struct ProportionalShare {
+    headroom_kib: f64,
+    min_kib: f64,
+    reserve_kib: f64,
+    max_step_kib: f64,
+    deadband_kib: f64,
+    shares: HashMap<String, f64>,
+}
+
+impl MemoryPolicy for ProportionalShare {
+    fn new(params: &mut Params) -> Result<Self, String> {
+        Ok(Self {
+            headroom_kib: params.number("headroom_mib", 256.0, 0.0, 1e6)? * MIB,
+            min_kib: params.number("min_mib", 256.0, 0.0, 1e6)? * MIB,
+            reserve_kib: params.number("reserve_mib", 200.0, 0.0, 1e7)? * MIB,
+            max_step_kib: params.number("max_step_mib", 128.0, 1.0, 1e6)? * MIB,
+            deadband_kib: params.number("deadband_mib", 16.0, 0.0, 1e5)? * MIB,
+            shares: params.numbers("shares", 0.01, 1e4)?.into_iter().collect(),
+        })
+    }
+
+    fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
+        // Only VMs with fresh statistics take part; the others keep what they have.
+        let vms: Vec<_> = snapshot
+            .vms
+            .iter()
+            .filter(|vm| vm.memory.stats_fresh)
+            .filter_map(|vm| Some((vm, vm.memory.used_kib()? as f64)))
+            .collect();
+        if vms.is_empty() {
+            return MemoryPlan::keep("no VM with fresh statistics");
+        }
+        let max = |vm: &vcoord_plugin::Vm| vm.memory.max_kib as f64;
+        let min = |vm: &vcoord_plugin::Vm| self.min_kib.min(max(vm));
+        let want: Vec<f64> = vms
+            .iter()
+            .map(|(vm, used)| (used + self.headroom_kib).clamp(min(vm), max(vm)))
+            .collect();
+        // What these VMs may hold in all: what they have now plus what the host can still give.
+        let held: f64 = vms.iter().map(|(vm, _)| vm.memory.actual_kib as f64).sum();
+        let pool = (held + snapshot.guest_free_kib as f64 - self.reserve_kib).max(0.0);
+        let targets = if want.iter().sum::<f64>() <= pool {
+            want.clone()
+        } else {
+            let weights: Vec<f64> = vms
+                .iter()
+                .map(|(vm, _)| self.shares.get(vm.name.as_str()).copied().unwrap_or(1.0))
+                .collect();
+            let floors: Vec<f64> = vms.iter().map(|(vm, _)| min(vm)).collect();
+            water_fill(&floors, &want, &weights, pool)
+        };
+
+        let mut plan = MemoryPlan::default();
+        for (((vm, used), target), want) in vms.iter().zip(&targets).zip(&want) {
+            let actual = vm.memory.actual_kib as f64;
+            let step = (target - actual).clamp(-self.max_step_kib, self.max_step_kib);
+            if step.abs() < self.deadband_kib {
+                continue;
+            }
+            plan.target(
+                &vm.name,
+                (actual + step).round() as i64,
+                format!(
+                    "uses {:.0} MiB, wants {:.0}, share {:.0}",
+                    used / MIB,
+                    want / MIB,
+                    target / MIB
+                ),
+            );
+        }
+        plan.reason = format!(
+            "{} VMs want {:.0} MiB of {:.0} available",
+            vms.len(),
+            want.iter().sum::<f64>() / MIB,
+            pool / MIB
+        )
+        .into();
+        plan
+    }
+}
+
+/// Shares `pool` out: each gets its floor, then the rest by weight, never above its cap; what a
+/// capped VM cannot take goes to the others. Floors are met first even if they exceed the pool.
+fn water_fill(floors: &[f64], caps: &[f64], weights: &[f64], pool: f64) -> Vec<f64> {
+    let mut out: Vec<f64> = floors.to_vec();
+    let mut left = pool - floors.iter().sum::<f64>();
+    let mut open: Vec<usize> = (0..out.len()).filter(|&i| caps[i] > out[i]).collect();
+    while left > 1.0 && !open.is_empty() {
+        let total: f64 = open.iter().map(|&i| weights[i]).sum();
+        let mut given = 0.0;
+        for &i in &open {
+            let add = (left * weights[i] / total).min(caps[i] - out[i]);
+            out[i] += add;
+            given += add;
+        }
+        left -= given;
+        open.retain(|&i| caps[i] - out[i] > 1.0);
+        if given < 1.0 {
+            break;
+        }
+    }
+    out
+}
+
+vcoord_plugin::export_plugin! {
+    name: "proportional-share",
+    description: "used + headroom per VM; when short, shared by weight above a minimum",
+    memory: ProportionalShare,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::water_fill;
+
+    #[test]
+    fn water_fill_shares_by_weight_and_respects_caps() {
+        let out = water_fill(
+            &[100.0, 100.0, 100.0],
+            &[200.0, 1000.0, 1000.0],
+            &[1.0, 1.0, 2.0],
+            900.0,
+        );
+        assert!((out[0] - 200.0).abs() < 1.0, "{out:?}");
+        // 600 left after floors; 100 went to the capped VM, 500 split 1:2.
+        assert!((out[1] - 266.7).abs() < 1.0, "{out:?}");
+        assert!((out[2] - 433.3).abs() < 1.0, "{out:?}");
+        assert!((out.iter().sum::<f64>() - 900.0).abs() < 2.0);
+    }
+
+    #[test]
+    fn water_fill_gives_floors_even_when_short() {
+        let out = water_fill(&[300.0, 300.0], &[500.0, 500.0], &[1.0, 1.0], 400.0);
+        assert_eq!(out, vec![300.0, 300.0]);
+    }
+}

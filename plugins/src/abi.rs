@@ -1,0 +1,301 @@
+//! FFI-safe types crossing the plugin boundary. They mirror vcoord's own snapshot and plan
+//! types field for field (units in the names); vcoord converts at one seam.
+//!
+//! Changing any type here changes the ABI: bump this crate's version (minor before 1.0, major
+//! after), and vcoord will refuse plugins built against the old one with a clear message.
+
+// `#[sabi_trait]` expands to impls outside the items it annotates.
+#![allow(non_local_definitions)]
+
+use abi_stable::library::RootModule;
+use abi_stable::sabi_types::VersionStrings;
+pub use abi_stable::std_types::{RBox, ROption, RResult, RStr, RString, RVec};
+use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
+
+/// The ABI version of this crate, as `major.minor.patch`.
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One physical CPU guests may run on, with its load this tick.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Pcpu {
+    /// pCPU id as libvirt numbers it.
+    pub id: u32,
+    /// Core id (SMT siblings share it), where known.
+    pub core_id: ROption<u32>,
+    /// Socket id, where known.
+    pub socket_id: ROption<u32>,
+    /// NUMA node id, where known.
+    pub node_id: ROption<u32>,
+    /// Sum of the loads of the vCPUs that last ran here, percent of one pCPU (at most 100).
+    pub load_pct: f64,
+}
+
+/// One vCPU.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Vcpu {
+    /// vCPU number inside its VM.
+    pub id: u32,
+    /// Time it ran over the last interval, percent of one pCPU; none before its second sample.
+    pub load_pct: ROption<f64>,
+    /// Time it waited for a pCPU while runnable, percent; none when unknown.
+    pub wait_pct: ROption<f64>,
+    /// pCPU it last ran on.
+    pub pcpu: ROption<u32>,
+    /// pCPUs it may run on now, ascending.
+    pub affinity: RVec<u32>,
+}
+
+impl Vcpu {
+    /// The pCPU this vCPU is counted on: where it last ran, or its only allowed pCPU.
+    pub fn placed_on(&self) -> Option<u32> {
+        self.pcpu.into_option().or(match self.affinity.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        })
+    }
+}
+
+/// Memory figures of one VM.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Memory {
+    /// Most memory the VM may have.
+    pub max_kib: u64,
+    /// Memory the VM has now.
+    pub actual_kib: u64,
+    /// Memory the guest leaves unused; none without fresh guest statistics.
+    pub unused_kib: ROption<u64>,
+    /// Memory the guest could use without swapping.
+    pub usable_kib: ROption<u64>,
+    /// Swapped in over the last interval.
+    pub swap_in_kib: ROption<u64>,
+    /// Swapped out over the last interval.
+    pub swap_out_kib: ROption<u64>,
+    /// Major page faults over the last interval.
+    pub major_faults: ROption<u64>,
+    /// Whether the guest statistics are recent enough to act on.
+    pub stats_fresh: bool,
+}
+
+impl Memory {
+    /// Memory in use by the guest (`actual - unused`), when it reported.
+    pub fn used_kib(&self) -> Option<u64> {
+        self.unused_kib
+            .into_option()
+            .map(|unused| self.actual_kib.saturating_sub(unused))
+    }
+}
+
+/// One VM.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Vm {
+    /// Domain name.
+    pub name: RString,
+    /// Domain UUID.
+    pub uuid: RString,
+    /// vCPUs, ordered by id.
+    pub vcpus: RVec<Vcpu>,
+    /// Memory figures.
+    pub memory: Memory,
+    /// OOM kills in the guest over the last interval, where known.
+    pub oom_events: ROption<u64>,
+    /// True on the first tick this VM is seen.
+    pub is_new: bool,
+}
+
+/// What one tick sees of the host. Immutable for the plugin.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Tick number, from 0.
+    pub tick: u64,
+    /// Time since the previous sample; 0 on the first tick.
+    pub interval_s: f64,
+    /// Wall-clock time of the sample, seconds since the Unix epoch.
+    pub wall_s: f64,
+    /// pCPUs guests may run on, ascending by id.
+    pub pcpus: RVec<Pcpu>,
+    /// Host memory in total.
+    pub mem_total_kib: u64,
+    /// Host memory free.
+    pub mem_free_kib: u64,
+    /// Memory the coordinator may still hand to guests (free memory, or what the guest budget
+    /// leaves, less grants still in flight).
+    pub guest_free_kib: u64,
+    /// The configured guest memory budget, if any.
+    pub guest_budget_kib: ROption<u64>,
+    /// VMs, ordered by name.
+    pub vms: RVec<Vm>,
+}
+
+impl Snapshot {
+    /// The VM called `name`.
+    pub fn vm(&self, name: &str) -> Option<&Vm> {
+        self.vms.iter().find(|vm| vm.name.as_str() == name)
+    }
+
+    /// Ids of the pCPUs, ascending.
+    pub fn pcpu_ids(&self) -> Vec<u32> {
+        self.pcpus.iter().map(|p| p.id).collect()
+    }
+}
+
+/// Pin one vCPU to a set of pCPUs.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct VcpuPin {
+    /// Domain name.
+    pub vm: RString,
+    /// vCPU number.
+    pub vcpu: u32,
+    /// pCPUs the vCPU may run on.
+    pub cpus: RVec<u32>,
+}
+
+/// A CPU policy's plan: vCPUs not named keep their pinning.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct CpuPlan {
+    /// Desired pinning.
+    pub pins: RVec<VcpuPin>,
+    /// Why, in a few words.
+    pub reason: RString,
+}
+
+impl CpuPlan {
+    /// An empty plan (change nothing) with a reason.
+    pub fn keep(reason: impl Into<String>) -> Self {
+        Self {
+            pins: RVec::new(),
+            reason: RString::from(reason.into()),
+        }
+    }
+
+    /// Adds a pin.
+    pub fn pin(&mut self, vm: &str, vcpu: u32, cpus: &[u32]) {
+        self.pins.push(VcpuPin {
+            vm: vm.into(),
+            vcpu,
+            cpus: cpus.iter().copied().collect(),
+        });
+    }
+}
+
+/// Set one VM's balloon target.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct BalloonTarget {
+    /// Domain name.
+    pub vm: RString,
+    /// Memory the VM should have (signed: a negative target is rejected by vcoord's guard).
+    pub target_kib: i64,
+    /// Why.
+    pub reason: RString,
+}
+
+/// A memory policy's plan: VMs not named keep their balloon target.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct MemoryPlan {
+    /// Desired balloon targets.
+    pub targets: RVec<BalloonTarget>,
+    /// Why, in a few words.
+    pub reason: RString,
+}
+
+impl MemoryPlan {
+    /// An empty plan (change nothing) with a reason.
+    pub fn keep(reason: impl Into<String>) -> Self {
+        Self {
+            targets: RVec::new(),
+            reason: RString::from(reason.into()),
+        }
+    }
+
+    /// Adds a balloon target.
+    pub fn target(&mut self, vm: &str, target_kib: i64, reason: impl Into<String>) {
+        self.targets.push(BalloonTarget {
+            vm: vm.into(),
+            target_kib,
+            reason: RString::from(reason.into()),
+        });
+    }
+}
+
+/// A CPU policy instance living in a plugin. `Err` carries a panic message or a refusal.
+#[sabi_trait]
+pub trait CpuPolicyObject: Send {
+    /// This tick's plan.
+    #[sabi(last_prefix_field)]
+    fn decide(&mut self, snapshot: &Snapshot) -> RResult<CpuPlan, RString>;
+}
+
+/// A memory policy instance living in a plugin.
+#[sabi_trait]
+pub trait MemoryPolicyObject: Send {
+    /// This tick's plan.
+    #[sabi(last_prefix_field)]
+    fn decide(&mut self, snapshot: &Snapshot) -> RResult<MemoryPlan, RString>;
+}
+
+/// An owned CPU policy from a plugin.
+pub type CpuPolicyBox = CpuPolicyObject_TO<'static, RBox<()>>;
+/// An owned memory policy from a plugin.
+pub type MemoryPolicyBox = MemoryPolicyObject_TO<'static, RBox<()>>;
+
+/// Who a plugin is.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct PluginInfo {
+    /// Name shown in listings and logs.
+    pub name: RStr<'static>,
+    /// The plugin's own version.
+    pub version: RStr<'static>,
+    /// One line on what it does.
+    pub description: RStr<'static>,
+    /// Whether `new_cpu_policy` builds a policy.
+    pub has_cpu_policy: bool,
+    /// Whether `new_memory_policy` builds a policy.
+    pub has_memory_policy: bool,
+}
+
+/// Severity of a plugin log line: 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+pub type LogLevel = u8;
+
+/// Where a plugin's log lines go.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct LogSink {
+    /// Called with `(level, plugin label, message)`.
+    pub func: extern "C" fn(LogLevel, RStr<'_>, RStr<'_>),
+}
+
+/// The root module every plugin exports (through [`crate::export_plugin!`]).
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginRef)))]
+#[sabi(missing_field(panic))]
+pub struct Plugin {
+    /// Who the plugin is.
+    pub info: extern "C" fn() -> PluginInfo,
+    /// Hands the plugin where its log lines go, `(level, label, message)`, and the label to
+    /// tag them with.
+    pub set_log_sink: extern "C" fn(sink: LogSink, label: RStr<'_>),
+    /// Builds its CPU policy from the host's parameters, given as TOML text; `Err` says what
+    /// is wrong with them (or that the plugin has no CPU policy).
+    pub new_cpu_policy: extern "C" fn(params_toml: RStr<'_>) -> RResult<CpuPolicyBox, RString>,
+    /// Builds its memory policy, likewise.
+    #[sabi(last_prefix_field)]
+    pub new_memory_policy:
+        extern "C" fn(params_toml: RStr<'_>) -> RResult<MemoryPolicyBox, RString>,
+}
+
+impl RootModule for PluginRef {
+    declare_root_module_statics! {PluginRef}
+    const BASE_NAME: &'static str = "vcoord_plugin";
+    const NAME: &'static str = "vcoord policy plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

@@ -1,0 +1,466 @@
+//! Policy plugins, end to end through the `vcoord` binary: the example plugins drive simulator
+//! scenarios; every load failure names the file, the config key and what was expected; panics,
+//! stalls and unsafe plans from a plugin are contained as documented.
+//!
+//! The plugin files are the workspace's cdylibs, next to the `vcoord` binary (built by
+//! `cargo build --release --workspace`).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{root, scratch};
+use vcoord_core::metrics::{cpu_metrics, memory_metrics};
+use vcoord_core::record::TickRecord;
+
+/// A plugin file built by the workspace.
+fn plugin(stem: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_vcoord")).parent().unwrap();
+    let path = dir.join(format!("lib{stem}.so"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn scenario(name: &str) -> String {
+    root()
+        .join("examples/scenarios")
+        .join(format!("{name}.toml"))
+        .display()
+        .to_string()
+}
+
+struct Run {
+    ok: bool,
+    stderr: String,
+    records: Vec<TickRecord>,
+}
+
+/// Runs `vcoord run` on a one-host config made of `host` lines (after name and uri) for
+/// `scenario`, `ticks` ticks at info level.
+fn run(scenario_name: &str, host: &str, ticks: Option<u32>) -> Run {
+    let dir = scratch("plugin");
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\n{host}\n",
+            scenario(scenario_name)
+        ),
+    )
+    .unwrap();
+    let record = dir.join("record.jsonl");
+    let mut args = vec![
+        "run".to_owned(),
+        "--config".into(),
+        config.display().to_string(),
+        "--record".into(),
+        record.display().to_string(),
+        "--log-level".into(),
+        "info".into(),
+    ];
+    if let Some(n) = ticks {
+        args.extend(["--ticks".into(), n.to_string()]);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let records = std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    Run {
+        ok: out.status.success(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        records,
+    }
+}
+
+/// `vcoord check-config` on a config whose first line is `top` and whose host has `host` lines.
+fn check(top: &str, host: &str) -> (bool, String) {
+    let dir = scratch("plugin-check");
+    let path = dir.join("vcoord.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{top}\n[[host]]\nname = \"a\"\nuri = \"sim:{}\"\n{host}\n",
+            scenario("cpu-t2-all-on-one")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cpu_plugin(stem: &str, extra: &str) -> String {
+    format!(
+        "[host.cpu_policy]\nplugin = \"{}\"\n{extra}",
+        plugin(stem).display()
+    )
+}
+
+#[test]
+fn spread_plugin_balances_t2_and_then_never_moves() {
+    let r = run("cpu-t2-all-on-one", &cpu_plugin("vcoord_spread", ""), None);
+    assert!(r.ok, "{}", r.stderr);
+    let m = cpu_metrics(&r.records, 5.0);
+    assert!(m.ticks_to_balance.is_some_and(|t| t <= 2), "{m:?}");
+    assert!(m.final_stdev_pct <= 5.0, "{m:?}");
+    // 8 vCPUs all on pCPU 0: two stay, six move, once.
+    assert_eq!(m.vcpu_moves, 6, "{m:?}");
+    assert_eq!(m.vcpu_moves_after_balance, 0, "{m:?}");
+    assert!(r.stderr.contains("plugin loaded"), "{}", r.stderr);
+}
+
+#[test]
+fn spread_plugin_leaves_a_balanced_start_alone() {
+    let r = run("cpu-t1-balanced", &cpu_plugin("vcoord_spread", ""), None);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(cpu_metrics(&r.records, 5.0).vcpu_moves, 0);
+}
+
+#[test]
+fn proportional_share_plugin_runs_m1_without_starving_anyone() {
+    let host = format!(
+        "[host.memory_policy]\nplugin = \"{}\"\nparams = {{ headroom_mib = 300, max_step_mib = 200 }}\n",
+        plugin("vcoord_proportional_share").display()
+    );
+    let r = run("mem-m1-one-grows", &host, None);
+    assert!(r.ok, "{}", r.stderr);
+    let m = memory_metrics(&r.records, 100.0);
+    assert_eq!(m.oom_events, 0, "{m:?}");
+    assert!(m.moved_mib > 500.0, "{m:?}");
+    // Idle VMs gave memory back: each ends well under its start of 512 MiB.
+    let last = r.records.last().unwrap();
+    for vm in last.vms.iter().filter(|vm| vm.name != "vm1") {
+        assert!(
+            vm.actual_mib < 450.0,
+            "{} kept {} MiB",
+            vm.name,
+            vm.actual_mib
+        );
+    }
+}
+
+#[test]
+fn plugin_logs_reach_the_daemon_log_with_its_name() {
+    let r = run(
+        "cpu-t2-all-on-one",
+        &cpu_plugin("vcoord_fixture_misbehave", ""),
+        Some(3),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("tick 2: 8 VMs"), "{}", r.stderr);
+    assert!(r.stderr.contains("misbehave"), "{}", r.stderr);
+}
+
+#[test]
+fn missing_plugin_file_is_an_error_naming_where_it_looked() {
+    let (ok, err) = check(
+        "plugin_dirs = [\"/nonexistent/plugins\"]",
+        "[host.cpu_policy]\nplugin = \"libnope.so\"\n",
+    );
+    assert!(!ok);
+    assert!(err.contains("vcoord.toml:6:10"), "{err}");
+    assert!(err.contains("host[0].cpu_policy.plugin"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains("/nonexistent/plugins/libnope.so"), "{err}");
+}
+
+#[test]
+fn a_shared_library_that_is_no_plugin_is_refused() {
+    let dir = scratch("noplugin");
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libm");
+    let fake = dir.join("libm.so");
+    std::fs::copy(libm, &fake).unwrap();
+    let text = dir.join("libtext.so");
+    std::fs::write(&text, "not an ELF file\n").unwrap();
+    let (ok, err) = check(
+        "",
+        &format!("[host.cpu_policy]\nplugin = \"{}\"\n", fake.display()),
+    );
+    assert!(!ok);
+    assert!(err.contains("is not a vcoord plugin"), "{err}");
+    let (ok, err) = check(
+        "",
+        &format!("[host.cpu_policy]\nplugin = \"{}\"\n", text.display()),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("cannot be loaded as a shared library"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_plugin_built_for_another_abi_version_is_refused_with_both_versions() {
+    let (ok, err) = check("", &cpu_plugin("vcoord_fixture_old_abi", ""));
+    assert!(!ok);
+    assert!(err.contains("host[0].cpu_policy.plugin"), "{err}");
+    assert!(err.contains("built for plugin ABI 0.0.1"), "{err}");
+    assert!(
+        err.contains(&format!("loads plugin ABI {}", vcoord_plugin::ABI_VERSION)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cpu_plugin_is_not_a_memory_policy() {
+    let (ok, err) = check(
+        "",
+        &format!(
+            "[host.memory_policy]\nplugin = \"{}\"\n",
+            plugin("vcoord_spread").display()
+        ),
+    );
+    assert!(!ok);
+    assert!(err.contains("host[0].memory_policy.plugin"), "{err}");
+    assert!(
+        err.contains("has no memory policy (it offers: cpu)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_plugin_params_are_named_by_key_and_line() {
+    let (ok, err) = check(
+        "",
+        &cpu_plugin("vcoord_spread", "params = { rebalance = 3 }\n"),
+    );
+    assert!(!ok);
+    assert!(err.contains("vcoord.toml:7:12"), "{err}");
+    assert!(err.contains("host[0].cpu_policy.params.rebalance"), "{err}");
+    assert!(err.contains("expected true or false"), "{err}");
+    let (ok, err) = check(
+        "",
+        &cpu_plugin("vcoord_spread", "params = { rebalanse = true }\n"),
+    );
+    assert!(!ok);
+    assert!(err.contains("`rebalanse`: unknown parameter"), "{err}");
+}
+
+#[test]
+fn a_plugin_that_cannot_load_falls_back_when_told_to() {
+    let r = run(
+        "cpu-t2-all-on-one",
+        "[host.cpu_policy]\nplugin = \"/nonexistent/libx.so\"\nfallback = \"greedy-lpt\"\n",
+        Some(6),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("falling back to built-in `greedy-lpt`"),
+        "{}",
+        r.stderr
+    );
+    assert!(cpu_metrics(&r.records, 5.0).final_stdev_pct <= 5.0);
+}
+
+#[test]
+fn a_panic_while_building_is_an_error_not_a_crash() {
+    let (ok, err) = check(
+        "",
+        &cpu_plugin(
+            "vcoord_fixture_misbehave",
+            "params = { panic_in_new = true }\n",
+        ),
+    );
+    assert!(!ok);
+    assert!(err.contains("deliberate panic while building"), "{err}");
+}
+
+#[test]
+fn a_panicking_plugin_is_quarantined_and_its_fallback_takes_over() {
+    let r = run(
+        "cpu-t2-all-on-one",
+        &cpu_plugin(
+            "vcoord_fixture_misbehave",
+            "params = { panic_at_tick = 3 }\nfallback = \"greedy-lpt\"\n",
+        ),
+        Some(10),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.records.len(), 10);
+    // Ticks 0-2: the plugin decided (no pins). From 3 on: the fallback, which balances.
+    for rec in &r.records[..3] {
+        assert!(
+            rec.pins.is_empty() && rec.cpu_reason.starts_with("misbehave"),
+            "{rec:?}"
+        );
+    }
+    for rec in &r.records[3..] {
+        assert!(rec.cpu_reason.contains("quarantined"), "{}", rec.cpu_reason);
+        assert!(
+            rec.cpu_reason.contains("deliberate panic at tick 3"),
+            "{}",
+            rec.cpu_reason
+        );
+    }
+    assert!(!r.records[3].pins.is_empty(), "fallback acts at once");
+    assert!(cpu_metrics(&r.records, 5.0).final_stdev_pct <= 5.0);
+    assert_eq!(
+        r.stderr.matches("plugin policy quarantined").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_panicking_plugin_without_fallback_changes_nothing_from_then_on() {
+    let r = run(
+        "cpu-t2-all-on-one",
+        &cpu_plugin(
+            "vcoord_fixture_misbehave",
+            "params = { panic_at_tick = 0 }\n",
+        ),
+        Some(4),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.records.iter().all(|rec| rec.pins.is_empty()));
+    assert!(r.records[3].cpu_reason.contains("no fallback, no change"));
+}
+
+#[test]
+fn unsafe_plans_from_a_plugin_are_refused_by_the_guard() {
+    let misbehave = plugin("vcoord_fixture_misbehave").display().to_string();
+    let host = format!(
+        "[host.cpu_policy]\nplugin = \"{misbehave}\"\nparams = {{ bad_plan = true }}\n\
+         [host.memory_policy]\nplugin = \"{misbehave}\"\nparams = {{ bad_plan = true }}\n"
+    );
+    let r = run("mem-m1-one-grows", &host, Some(5));
+    assert!(r.ok, "{}", r.stderr);
+    for rec in &r.records {
+        assert!(rec.pins.is_empty() && rec.balloons.is_empty(), "{rec:?}");
+        assert!(rec.failed.is_empty(), "{rec:?}");
+    }
+    let why: Vec<&str> = r
+        .records
+        .iter()
+        .flat_map(|rec| rec.rejected.iter().map(|x| x.why.as_str()))
+        .collect();
+    let has = |s: &str| why.iter().any(|w| w.contains(s));
+    assert!(has("4096"), "{why:?}");
+    assert!(has("negative"), "{why:?}");
+    assert!(has("no such domain"), "{why:?}");
+    // Memory untouched: every VM still has its starting 512 MiB.
+    let last = r.records.last().unwrap();
+    assert!(last.vms.iter().all(|vm| vm.actual_mib == 512.0), "{last:?}");
+}
+
+#[test]
+fn a_slow_plugin_is_warned_then_quarantined() {
+    let r = run(
+        "cpu-t2-all-on-one",
+        &cpu_plugin(
+            "vcoord_fixture_misbehave",
+            "params = { sleep_ms = 40 }\ndecide_budget_ms = 10\nmax_over_budget = 3\nfallback = \"greedy-lpt\"\n",
+        ),
+        Some(6),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.matches("plugin decide over budget").count() >= 3,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.records[3]
+            .cpu_reason
+            .contains("over its 10 ms budget 3 times"),
+        "{}",
+        r.records[3].cpu_reason
+    );
+}
+
+#[test]
+fn a_stalled_plugin_is_abandoned_at_ten_budgets() {
+    let r = run(
+        "cpu-t2-all-on-one",
+        &cpu_plugin(
+            "vcoord_fixture_misbehave",
+            "params = { sleep_ms = 3000 }\ndecide_budget_ms = 20\n",
+        ),
+        Some(3),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.records[0].cpu_reason.contains("abandoned"),
+        "{}",
+        r.records[0].cpu_reason
+    );
+    assert!(r.records.iter().all(|rec| rec.pins.is_empty()));
+}
+
+#[test]
+fn writable_plugin_files_are_refused_unless_allowed() {
+    let dir = scratch("insecure");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("libspread.so");
+    std::fs::copy(plugin("vcoord_spread"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let table = format!("[host.cpu_policy]\nplugin = \"{}\"\n", copy.display());
+    let (ok, err) = check("", &table);
+    assert!(!ok);
+    assert!(err.contains("group- or world-writable"), "{err}");
+    assert!(err.contains("allow_insecure"), "{err}");
+    let (ok, err) = check("", &format!("{table}allow_insecure = true\n"));
+    assert!(ok, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn policies_lists_plugins_with_name_version_and_kind() {
+    let dir = scratch("list");
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "plugin_dirs = [\"{}\"]\n[[host]]\nname = \"a\"\nuri = \"sim:x.toml\"\n\
+             [host.cpu_policy]\nplugin = \"libvcoord_spread.so\"\n\
+             [host.memory_policy]\nplugin = \"libvcoord_proportional_share.so\"\n",
+            plugin("vcoord_spread").parent().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let out = common::vcoord(&["policies", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .map(str::to_owned)
+    };
+    let spread = line("spread").expect("spread listed");
+    assert!(
+        spread.contains("0.1.0") && spread.contains(" cpu "),
+        "{spread}"
+    );
+    let share = line("proportional-share").expect("proportional-share listed");
+    assert!(share.contains("memory"), "{share}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
