@@ -21,8 +21,8 @@ cargo build --release --workspace --all-targets
 step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
-step "unit and simulator tests"
-cargo test --release --workspace --lib --bins --test scenarios --test cli
+step "unit, simulator and plugin tests"
+cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins
 
 step "end-to-end tests on real QEMU guests (one at a time: they measure CPU time)"
 cargo test --release --test e2e -- --test-threads=1

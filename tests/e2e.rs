@@ -177,6 +177,29 @@ const CPU_ONLY: &str = "[host.cpu_policy]\nname = \"greedy-lpt\"\nparams = { tri
 /// Every vCPU busy from boot.
 const BUSY: &str = "vc.cpu=100";
 
+/// Runs vcoord with `host_toml` for `ticks` on the started guests, polling their pins; returns
+/// the finished daemon, the polls and the first poll with two guests per pCPU.
+fn spread_four_on_pcpu0(
+    guests: &mut Guests,
+    host_toml: &str,
+    ticks: u32,
+) -> (Daemon, Vec<BTreeMap<String, Vec<u32>>>, usize) {
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let mut daemon = Daemon::start(&guests.dir, host_toml, ticks);
+    let polls = poll_pins(&mut daemon, &names);
+    assert!(
+        daemon.wait(Duration::from_secs(30)).success(),
+        "{}",
+        log_of(guests)
+    );
+    let first = polls
+        .iter()
+        .position(two_each)
+        .unwrap_or_else(|| panic!("never two per pCPU: {polls:?}\n{}", log_of(guests)));
+    (daemon, polls, first)
+}
+
 #[test]
 fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
     if !e2e_enabled() {
@@ -186,20 +209,7 @@ fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
     for n in ["a", "b", "c", "d"] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
     }
-    guests.wait_booted(Duration::from_secs(120));
-    let names = guests.names.clone();
-    let mut daemon = Daemon::start(&guests.dir, CPU_ONLY, 18);
-    let polls = poll_pins(&mut daemon, &names);
-    assert!(
-        daemon.wait(Duration::from_secs(30)).success(),
-        "{}",
-        log_of(&guests)
-    );
-
-    let first = polls
-        .iter()
-        .position(two_each)
-        .unwrap_or_else(|| panic!("never two per pCPU: {polls:?}\n{}", log_of(&guests)));
+    let (daemon, polls, first) = spread_four_on_pcpu0(&mut guests, CPU_ONLY, 18);
     assert!(first <= 5, "two per pCPU only at poll {first}: {polls:?}");
     let later = &polls[first..];
     assert!(
@@ -610,4 +620,38 @@ fn libvirtd_restart_is_survived_by_reconnecting() {
     });
     let log = std::fs::read_to_string(guests.dir.join("vcoord.log")).unwrap_or_default();
     assert!(log.contains("reconnected"), "{log}");
+}
+
+#[test]
+fn plugin_spread_pins_real_guests_once_and_never_again() {
+    if !e2e_enabled() {
+        return;
+    }
+    let plugin = Path::new(env!("CARGO_BIN_EXE_vcoord"))
+        .with_file_name("libvcoord_spread.so")
+        .display()
+        .to_string();
+    let mut guests = Guests::new("plugin");
+    for n in ["a", "b", "c", "d"] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
+    }
+    let host = format!(
+        "[host.cpu_policy]\nplugin = \"{plugin}\"\n[host.memory_policy]\nname = \"none\"\n"
+    );
+    let (daemon, polls, first) = spread_four_on_pcpu0(&mut guests, &host, 12);
+    assert!(first <= 2, "two per pCPU only at poll {first}: {polls:?}");
+    assert!(
+        polls[first..].iter().all(two_each),
+        "balance lost: {polls:?}"
+    );
+    // The plugin pins on first sight only: two vCPUs move at tick 0, nothing after.
+    let records = daemon.records();
+    assert!(records.len() >= 10, "{} ticks recorded", records.len());
+    assert_eq!(records[0].pins.len(), 2, "{:?}", records[0]);
+    assert!(
+        records[1..].iter().all(|r| r.pins.is_empty()),
+        "pins after tick 0: {:?}",
+        records.iter().map(|r| r.pins.len()).collect::<Vec<_>>()
+    );
+    assert!(log_of(&guests).contains("plugin loaded"));
 }

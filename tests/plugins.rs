@@ -464,3 +464,55 @@ fn policies_lists_plugins_with_name_version_and_kind() {
     assert!(share.contains("memory"), "{share}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The fenced block of `lang` that follows `marker` in README.md.
+fn readme_block(marker: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let after = &readme[readme.find(marker).expect("marker in README")..];
+    let fence = format!("```{lang}\n");
+    let start = after.find(&fence).expect("block after marker") + fence.len();
+    let len = after[start..].find("```").unwrap();
+    after[start..start + len].to_owned()
+}
+
+#[test]
+fn the_readme_plugin_is_the_one_built_and_tested_here() {
+    let dir = root().join("plugins/examples/minimal");
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert_eq!(readme_block("`src/lib.rs`:", "rust"), lib);
+    // Cargo.toml: the same but for where vcoord-plugin is found.
+    let strip = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with("vcoord-plugin"))
+            .map(|l| l.split('#').next().unwrap().trim_end().to_owned())
+            .collect()
+    };
+    let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert_eq!(
+        strip(&readme_block("A complete plugin", "toml")),
+        strip(&cargo)
+    );
+}
+
+#[test]
+fn the_readme_plugin_balances_t2_one_move_at_a_time() {
+    let r = run(
+        "cpu-t2-all-on-one",
+        &cpu_plugin("vcoord_one_move", ""),
+        None,
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let m = cpu_metrics(&r.records, 5.0);
+    assert!(m.final_stdev_pct <= 5.0, "{m:?}");
+    assert!(r.records.iter().all(|rec| rec.pins.len() <= 1));
+    // Saturated pCPUs read 100% whatever they carry: it stops once all read full.
+    assert!((3..=6).contains(&m.vcpu_moves), "{m:?}");
+    assert!(r.stderr.contains("moving vm"), "{}", r.stderr);
+    let (ok, err) = check(
+        "",
+        &cpu_plugin("vcoord_one_move", "params = { gap_pct = 500 }\n"),
+    );
+    assert!(!ok);
+    assert!(err.contains("`host[0].cpu_policy.params.gap_pct`"), "{err}");
+    assert!(err.contains("500 is out of range [1, 100]"), "{err}");
+}

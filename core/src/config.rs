@@ -452,40 +452,41 @@ fn check_policy(
         }
         limits.max_over_budget = *n.get_ref();
     }
-    let (name, plugin, line_span) =
-        match (raw.name, raw.plugin) {
-            (Some(name), None) => {
-                let n = name.get_ref().clone();
-                check_builtin(&n, &params, &spans, key, ctx, cpu, Some(name.span()))?;
-                (n, None, name.span())
+    let (name, plugin, line_span) = match (raw.name, raw.plugin) {
+        (Some(name), None) => {
+            let n = name.get_ref().clone();
+            check_builtin(&n, &params, &spans, key, ctx, cpu, Some(name.span()))?;
+            (n, None, name.span())
+        }
+        (None, Some(file)) => {
+            let written = file.get_ref().trim().to_owned();
+            if written.is_empty() {
+                return Err(err(
+                    Some(file.span()),
+                    format!("{key}.plugin"),
+                    "must name a plugin file".into(),
+                ));
             }
-            (None, Some(file)) => {
-                let written = file.get_ref().trim().to_owned();
-                if written.is_empty() {
-                    return Err(err(
-                        Some(file.span()),
-                        format!("{key}.plugin"),
-                        "must name a plugin file".into(),
-                    ));
-                }
-                let spec = PluginSpec::new(&written, ctx.plugin_dirs, raw.allow_insecure);
-                (written, Some(spec), file.span())
-            }
-            (Some(name), Some(_)) => return Err(err(
+            let spec = PluginSpec::new(&written, ctx.plugin_dirs, raw.allow_insecure);
+            (written, Some(spec), file.span())
+        }
+        (Some(name), Some(_)) => {
+            return Err(err(
                 Some(name.span()),
                 key.to_owned(),
                 format!(
                     "give either `name` (a built-in {kind} policy) or `plugin` (a file), not both"
                 ),
-            )),
-            (None, None) => {
-                return Err(err(
-                    Some(table_span),
-                    key.to_owned(),
-                    format!("needs `name` (a built-in {kind} policy) or `plugin` (a plugin file)"),
-                ))
-            }
-        };
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                Some(table_span),
+                key.to_owned(),
+                format!("needs `name` (a built-in {kind} policy) or `plugin` (a plugin file)"),
+            ))
+        }
+    };
     let fallback = match raw.fallback {
         None => None,
         Some(f) => {

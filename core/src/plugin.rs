@@ -621,3 +621,103 @@ pub fn memory_plan_from_abi(plan: abi::MemoryPlan) -> MemoryPlan {
         reason: plan.reason.into_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpuset::CpuSet;
+    use crate::model::{HostSample, MemorySample, Pcpu, Sample, VcpuSample, VmSample};
+    use crate::snapshot::{SnapshotBuilder, SnapshotSettings};
+
+    fn snapshot() -> Snapshot {
+        let sample = |t: u64, run: u64| Sample {
+            taken_ns: t,
+            wall_s: t as f64 / 1e9,
+            host: HostSample {
+                pcpus: vec![Pcpu {
+                    id: 3,
+                    core_id: Some(1),
+                    socket_id: Some(0),
+                    node_id: None,
+                }],
+                mem_total_kib: 8 << 20,
+                mem_free_kib: 4 << 20,
+            },
+            vms: vec![VmSample {
+                name: "vm1".into(),
+                uuid: "u1".into(),
+                vcpus: vec![VcpuSample {
+                    id: 0,
+                    run_time_ns: run,
+                    wait_time_ns: Some(0),
+                    pcpu: Some(3),
+                    affinity: CpuSet::single(3),
+                }],
+                memory: MemorySample {
+                    max_kib: 2 << 20,
+                    actual_kib: 1 << 20,
+                    unused_kib: Some(300 << 10),
+                    ..MemorySample::default()
+                },
+                oom_events: None,
+            }],
+        };
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            guest_budget_kib: None,
+            stats_max_age_s: 1e9,
+        });
+        b.build(sample(0, 0));
+        b.build(sample(1_000_000_000, 500_000_000))
+    }
+
+    #[test]
+    fn snapshot_crosses_the_abi_field_for_field() {
+        let s = snapshot();
+        let a = to_abi(&s);
+        assert_eq!((a.tick, a.interval_s), (s.tick, s.interval_s));
+        assert_eq!(a.pcpus.len(), 1);
+        assert_eq!(a.pcpus[0].id, 3);
+        assert_eq!(a.pcpus[0].core_id.into_option(), Some(1));
+        assert_eq!(a.pcpus[0].node_id.into_option(), None);
+        assert_eq!(a.pcpus[0].load_pct, s.host.pcpu_load_pct[0]);
+        let (vm, v) = (&a.vms[0], &s.vms[0]);
+        assert_eq!(vm.name.as_str(), "vm1");
+        assert_eq!(vm.vcpus[0].load_pct.into_option(), v.vcpus[0].load_pct);
+        assert_eq!(vm.vcpus[0].affinity.as_slice(), &[3]);
+        assert_eq!(vm.memory.actual_kib, v.memory.actual_kib);
+        assert_eq!(vm.memory.unused_kib.into_option(), v.memory.unused_kib);
+        assert_eq!(vm.memory.stats_fresh, v.memory.stats_fresh);
+        assert_eq!(a.guest_free_kib, s.host.guest_free_kib);
+    }
+
+    #[test]
+    fn plans_come_back_unchecked_for_the_guard() {
+        let mut p = abi::CpuPlan::keep("r");
+        p.pin("vm1", 0, &[5, 2]);
+        p.pin("vm1", 1, &[]);
+        let plan = cpu_plan_from_abi(p);
+        assert_eq!(plan.pins[0].cpus.as_slice(), &[2, 5]);
+        assert!(plan.pins[1].cpus.is_empty());
+        assert_eq!(plan.reason, "r");
+        let mut m = abi::MemoryPlan::keep("m");
+        m.target("vm1", -5, "neg");
+        let plan = memory_plan_from_abi(m);
+        assert_eq!(plan.targets[0].target_kib, -5);
+    }
+
+    #[test]
+    fn relative_plugin_paths_are_tried_in_order() {
+        let spec = PluginSpec::new(
+            "libx.so",
+            &[PathBuf::from("/a"), PathBuf::from("/b")],
+            false,
+        );
+        assert_eq!(
+            spec.candidates,
+            vec![PathBuf::from("/a/libx.so"), PathBuf::from("/b/libx.so")]
+        );
+        let abs = PluginSpec::new("/c/libx.so", &[PathBuf::from("/a")], false);
+        assert_eq!(abs.candidates, vec![PathBuf::from("/c/libx.so")]);
+        assert!(matches!(spec.resolve(), Err(PluginError::NotFound { .. })));
+    }
+}

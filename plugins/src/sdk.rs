@@ -291,3 +291,38 @@ macro_rules! export_plugin {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_read_check_ranges_and_report_unknown_keys() {
+        let mut p = Params::parse("a = 2\nb = true\nw = { x = 1, y = 2.5 }\nz = 1\n").unwrap();
+        assert_eq!(p.number("a", 0.0, 0.0, 10.0), Ok(2.0));
+        assert_eq!(p.number("missing", 7.0, 0.0, 10.0), Ok(7.0));
+        assert_eq!(p.boolean("b", false), Ok(true));
+        let w = p.numbers("w", 0.0, 10.0).unwrap();
+        assert_eq!(w, vec![("x".into(), 1.0), ("y".into(), 2.5)]);
+        assert_eq!(p.finish(), Err("`z`: unknown parameter".into()));
+        let mut p = Params::parse("a = 20").unwrap();
+        assert_eq!(
+            p.number("a", 0.0, 0.0, 10.0),
+            Err("`a`: 20 is out of range [0, 10]".into())
+        );
+        let mut p = Params::parse("a = \"x\"").unwrap();
+        assert!(p
+            .boolean("a", false)
+            .unwrap_err()
+            .contains("expected true or false"));
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_with_its_message() {
+        let r: RResult<(), RString> = guarded("decide", || panic!("boom {}", 7));
+        assert_eq!(
+            r.into_result().unwrap_err().as_str(),
+            "decide panicked: boom 7"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+use vcoord_plugin::{CpuPlan, CpuPolicy, Params, Snapshot};
+
+/// Each tick, moves the busiest vCPU of the busiest pCPU to the idlest pCPU, when the two
+/// pCPUs differ by more than `gap_pct` and the move narrows the gap.
+pub struct OneMove {
+    gap_pct: f64,
+}
+
+impl CpuPolicy for OneMove {
+    fn new(params: &mut Params) -> Result<Self, String> {
+        let gap_pct = params.number("gap_pct", 20.0, 1.0, 100.0)?;
+        Ok(Self { gap_pct })
+    }
+
+    fn decide(&mut self, s: &Snapshot) -> CpuPlan {
+        let by_load =
+            |a: &&vcoord_plugin::Pcpu, b: &&vcoord_plugin::Pcpu| a.load_pct.total_cmp(&b.load_pct);
+        let (Some(busy), Some(idle)) = (
+            s.pcpus.iter().max_by(by_load),
+            s.pcpus.iter().min_by(by_load),
+        ) else {
+            return CpuPlan::keep("no pCPUs");
+        };
+        let gap = busy.load_pct - idle.load_pct;
+        if gap <= self.gap_pct {
+            return CpuPlan::keep(format!("gap {gap:.0} points"));
+        }
+        // The busiest vCPU on the busy pCPU that fits in the gap.
+        let candidate = s
+            .vms
+            .iter()
+            .flat_map(|vm| vm.vcpus.iter().map(move |v| (vm, v)))
+            .filter(|(_, v)| v.placed_on() == Some(busy.id))
+            .filter_map(|(vm, v)| Some((vm, v, v.load_pct.into_option()?)))
+            .filter(|(_, _, load)| *load < gap)
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        let mut plan = CpuPlan::keep(format!("gap {gap:.0} points, nothing fits"));
+        if let Some((vm, v, load)) = candidate {
+            vcoord_plugin::info!(
+                "moving {}/{} ({load:.0}%) to pCPU {}",
+                vm.name,
+                v.id,
+                idle.id
+            );
+            plan.pin(&vm.name, v.id, &[idle.id]);
+            plan.reason = format!("gap {gap:.0} points: one vCPU moved").into();
+        }
+        plan
+    }
+}
+
+vcoord_plugin::export_plugin! {
+    name: "one-move",
+    description: "moves one vCPU per tick from the busiest to the idlest pCPU",
+    cpu: OneMove,
+}
