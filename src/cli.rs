@@ -16,6 +16,17 @@ Usage:
       --record FILE    write one JSON line per tick
       --realtime       run simulated hosts in real time
       --log-level L    error, warn, info (default), debug, trace
+  vcoord compare SCENARIO... (--config FILE... | [--cpu POLICY...] [--memory POLICY...])
+               [--format table|json|csv] [--plot DIR] [--jobs N] [--threshold-mib N]
+      Run each policy choice on each scenario (files or folders) on the simulator and compare.
+      POLICY is a built-in name or a plugin file (a path with `/` or ending in .so).
+      --config FILE    a contender: the policies (and guard) of each host of FILE
+      --plot DIR       write <scenario>-cpu.svg and <scenario>-memory.svg into DIR
+      --jobs N         parallel runs (default: the number of CPUs)
+      --threshold-mib  unused memory a VM should keep, for the memory figures (default 100)
+  vcoord replay TRACE --config FILE [--host NAME] [--format table|json]
+      Feed the snapshots of a recording (vcoord run --record) to FILE's policies and report
+      what they would have done beside what was done (open loop).
   vcoord status --connect URI [--window-s S]
       One-shot table of the VMs of a host: vCPU load over a short window, pinning, memory.
   vcoord policies [--config FILE]
@@ -40,7 +51,43 @@ pub struct StatusArgs {
     pub log_level: Level,
 }
 
+pub struct CompareArgs {
+    pub scenarios: Vec<PathBuf>,
+    pub configs: Vec<PathBuf>,
+    pub cpu: Vec<String>,
+    pub memory: Vec<String>,
+    pub format: Format,
+    pub plot: Option<PathBuf>,
+    pub jobs: Option<usize>,
+    pub threshold_mib: f64,
+}
+
+pub struct ReplayArgs {
+    pub trace: PathBuf,
+    pub config: PathBuf,
+    pub host: Option<String>,
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+fn format(text: &str) -> Result<Format, String> {
+    match text {
+        "table" => Ok(Format::Table),
+        "json" => Ok(Format::Json),
+        "csv" => Ok(Format::Csv),
+        other => Err(format!("--format: `{other}` is not table, json or csv")),
+    }
+}
+
 pub enum Command {
+    Compare(CompareArgs),
+    Replay(ReplayArgs),
     Help,
     Version,
     Run(RunArgs),
@@ -109,6 +156,79 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
                 }
             }
             Ok(Command::Run(run))
+        }
+        "compare" => {
+            let mut c = CompareArgs {
+                scenarios: Vec::new(),
+                configs: Vec::new(),
+                cpu: Vec::new(),
+                memory: Vec::new(),
+                format: Format::Table,
+                plot: None,
+                jobs: None,
+                threshold_mib: 100.0,
+            };
+            while let Some(arg) = args.it.next() {
+                match arg.as_str() {
+                    "--config" | "-c" => c.configs.push(args.value(&arg)?.into()),
+                    "--cpu" => c.cpu.push(args.value(&arg)?),
+                    "--memory" => c.memory.push(args.value(&arg)?),
+                    "--format" => c.format = format(&args.value(&arg)?)?,
+                    "--plot" => c.plot = Some(args.value(&arg)?.into()),
+                    "--jobs" | "-j" => c.jobs = Some(args.number(&arg)?),
+                    "--threshold-mib" => c.threshold_mib = args.number(&arg)?,
+                    flag if flag.starts_with('-') => {
+                        return Err(format!("compare: unknown argument `{flag}`"))
+                    }
+                    path => c.scenarios.push(path.into()),
+                }
+            }
+            if c.scenarios.is_empty() {
+                return Err("compare needs at least one scenario file or folder".into());
+            }
+            let by_flag = !c.cpu.is_empty() || !c.memory.is_empty();
+            if !c.configs.is_empty() && by_flag {
+                return Err("compare: give either --config files or --cpu/--memory choices".into());
+            }
+            let contenders = if c.configs.is_empty() {
+                c.cpu.len().max(1) * c.memory.len().max(1)
+            } else {
+                c.configs.len()
+            };
+            if contenders < 2 && c.configs.len() < 2 {
+                return Err(
+                    "compare needs two or more choices (--config twice, or --cpu / --memory twice)"
+                        .into(),
+                );
+            }
+            Ok(Command::Compare(c))
+        }
+        "replay" => {
+            let mut trace = None;
+            let mut config = None;
+            let mut host = None;
+            let mut fmt = Format::Table;
+            while let Some(arg) = args.it.next() {
+                match arg.as_str() {
+                    "--config" | "-c" => config = Some(args.value(&arg)?.into()),
+                    "--host" => host = Some(args.value(&arg)?),
+                    "--format" => fmt = format(&args.value(&arg)?)?,
+                    flag if flag.starts_with('-') => {
+                        return Err(format!("replay: unknown argument `{flag}`"))
+                    }
+                    path if trace.is_none() => trace = Some(path.into()),
+                    extra => return Err(format!("replay: unexpected argument `{extra}`")),
+                }
+            }
+            if fmt == Format::Csv {
+                return Err("replay: --format is table or json".into());
+            }
+            Ok(Command::Replay(ReplayArgs {
+                trace: trace.ok_or("replay needs a recording (vcoord run --record FILE)")?,
+                config: config.ok_or("replay needs --config FILE")?,
+                host,
+                format: fmt,
+            }))
         }
         "status" => {
             let mut uri = None;

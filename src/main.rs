@@ -1,6 +1,7 @@
 //! `vcoord`: the command line over vcoord-core.
 
 mod cli;
+mod compare;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -45,6 +46,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Run(args) => run(args),
+        Command::Compare(args) => compare::compare(args),
+        Command::Replay(args) => compare::replay(args),
         Command::Policies { config } => list_policies(config.as_deref()),
         Command::CheckConfig { path } => check_config(&path),
         Command::Status(args) => vcoord_core::status::print_status(&args.uri, args.window_s)
@@ -86,6 +89,7 @@ fn run(args: RunArgs) -> Result<()> {
         ticks: args.ticks,
         dry_run: args.dry_run,
         realtime: args.realtime,
+        record_snapshots: args.record.is_some(),
     };
     let results: Vec<Result<u64>> = std::thread::scope(|scope| {
         let handles: Vec<_> = hosts

@@ -59,6 +59,8 @@ struct RawHost {
     guest_memory_budget_mib: Option<Spanned<u64>>,
     cpu_policy: Option<Spanned<RawPolicy>>,
     memory_policy: Option<Spanned<RawPolicy>>,
+    shadow_cpu_policy: Option<Spanned<RawPolicy>>,
+    shadow_memory_policy: Option<Spanned<RawPolicy>>,
     #[serde(default)]
     guard: GuardSettings,
 }
@@ -253,6 +255,10 @@ pub struct HostConfig {
     pub cpu_policy: PolicyChoice,
     /// Memory policy.
     pub memory_policy: PolicyChoice,
+    /// CPU policy run in shadow: it sees every snapshot, its plans are recorded, never applied.
+    pub shadow_cpu_policy: Option<PolicyChoice>,
+    /// Memory policy run in shadow.
+    pub shadow_memory_policy: Option<PolicyChoice>,
     /// Guard limits.
     pub guard: GuardSettings,
     /// Directory relative paths (scenarios) are resolved against.
@@ -271,6 +277,8 @@ impl HostConfig {
             guest_memory_budget_mib: None,
             cpu_policy: PolicyChoice::builtin(DEFAULT_CPU_POLICY, toml::Table::new()),
             memory_policy: PolicyChoice::builtin(DEFAULT_MEMORY_POLICY, toml::Table::new()),
+            shadow_cpu_policy: None,
+            shadow_memory_policy: None,
             guard: GuardSettings::default(),
             base_dir: base_dir.to_path_buf(),
         }
@@ -392,6 +400,18 @@ impl Config {
             }
             if let Some(policy) = h.memory_policy {
                 host.memory_policy = check_policy(policy, &key("memory_policy"), &ctx, false)?;
+            }
+            if let Some(policy) = h.shadow_cpu_policy {
+                host.shadow_cpu_policy =
+                    Some(check_policy(policy, &key("shadow_cpu_policy"), &ctx, true)?);
+            }
+            if let Some(policy) = h.shadow_memory_policy {
+                host.shadow_memory_policy = Some(check_policy(
+                    policy,
+                    &key("shadow_memory_policy"),
+                    &ctx,
+                    false,
+                )?);
             }
             hosts.push(host);
         }

@@ -9,15 +9,18 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod compare;
 pub mod config;
 pub mod cpuset;
 pub mod guard;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod plot;
 pub mod plugin;
 pub mod policy;
 pub mod record;
+pub mod replay;
 pub mod runtime;
 pub mod sim;
 pub mod snapshot;

@@ -117,6 +117,8 @@ pub struct MemoryMetrics {
     pub lowest_unused_mib: BTreeMap<String, f64>,
     /// Lowest memory grantable to guests over the run.
     pub lowest_guest_free_mib: f64,
+    /// Lowest free host memory over the run.
+    pub lowest_host_free_mib: f64,
     /// Balloon changes in all (sum of |target - actual| carried out).
     pub moved_mib: f64,
 }
@@ -132,10 +134,12 @@ pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetri
         longest_below_threshold_ticks: 0,
         lowest_unused_mib: BTreeMap::new(),
         lowest_guest_free_mib: f64::INFINITY,
+        lowest_host_free_mib: f64::INFINITY,
         moved_mib: 0.0,
     };
     for r in records {
         m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib);
+        m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib);
         for vm in &r.vms {
             m.oom_events += vm.oom_events.unwrap_or(0);
             m.swap_out_mib += vm.swap_out_mib.unwrap_or(0.0);
@@ -160,7 +164,108 @@ pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetri
     }
     if m.lowest_guest_free_mib.is_infinite() {
         m.lowest_guest_free_mib = 0.0;
+        m.lowest_host_free_mib = 0.0;
     }
     m.lowest_unused_mib = lowest_unused_mib;
     m
+}
+
+/// Largest search (placements visited) [`fewest_moves`] makes before giving up.
+const SEARCH_LIMIT: u64 = 4_000_000;
+
+/// The fewest vCPU pin changes that would balance the start of a run: the least number of
+/// vCPUs to place elsewhere than they were at the first tick (before any action) so that the
+/// pCPU loads predicted from each vCPU's demand at the first measured tick (load + run-queue
+/// wait, at most 100 per vCPU, summed without a cap so that an overloaded pCPU shows) have a
+/// standard deviation within `bound_pct`. A vCPU stays, at no cost, where it is pinned (or last
+/// ran, when not pinned to one pCPU). Exact, by iterative deepening over the number of moves;
+/// `None` when the instance is too large to search exhaustively.
+pub fn fewest_moves(records: &[TickRecord], bound_pct: f64) -> Option<usize> {
+    let start = records.first()?;
+    let measured = records.iter().find(|r| {
+        r.vms
+            .iter()
+            .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()))
+    })?;
+    let pcpus: Vec<u32> = if start.pcpus.is_empty() {
+        (0..start.pcpu_load_pct.len() as u32).collect()
+    } else {
+        start.pcpus.clone()
+    };
+    let mut items: Vec<(usize, f64)> = Vec::new();
+    for vm in &start.vms {
+        for v in &vm.vcpus {
+            let home = v.affinity.only().or(v.pcpu)?;
+            let at = pcpus.iter().position(|&p| p == home)?;
+            let now = measured
+                .vms
+                .iter()
+                .find(|m| m.name == vm.name)
+                .and_then(|m| m.vcpus.iter().find(|x| x.id == v.id));
+            let demand = now.map_or(0.0, |x| {
+                (x.load_pct.unwrap_or(0.0) + x.wait_pct.unwrap_or(0.0)).min(100.0)
+            });
+            items.push((at, demand));
+        }
+    }
+    // Heaviest first: the search prunes sooner.
+    items.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut search = MoveSearch {
+        items: &items,
+        loads: vec![0.0; pcpus.len()],
+        bound: bound_pct,
+        visited: 0,
+    };
+    for budget in 0..=items.len() {
+        if search.fits(0, budget) {
+            return Some(budget);
+        }
+        if search.visited > SEARCH_LIMIT {
+            return None;
+        }
+    }
+    None
+}
+
+struct MoveSearch<'a> {
+    items: &'a [(usize, f64)],
+    loads: Vec<f64>,
+    bound: f64,
+    visited: u64,
+}
+
+impl MoveSearch<'_> {
+    /// Whether items `i..` can be placed, moving at most `moves` of them, into a balanced
+    /// placement.
+    fn fits(&mut self, i: usize, moves: usize) -> bool {
+        self.visited += 1;
+        if self.visited > SEARCH_LIMIT {
+            return false;
+        }
+        if i == self.items.len() {
+            return crate::snapshot::stdev(&self.loads) <= self.bound;
+        }
+        let (home, demand) = self.items[i];
+        self.loads[home] += demand;
+        let ok = self.fits(i + 1, moves);
+        self.loads[home] -= demand;
+        if ok {
+            return true;
+        }
+        if moves == 0 {
+            return false;
+        }
+        for p in 0..self.loads.len() {
+            if p == home {
+                continue;
+            }
+            self.loads[p] += demand;
+            let ok = self.fits(i + 1, moves - 1);
+            self.loads[p] -= demand;
+            if ok {
+                return true;
+            }
+        }
+        false
+    }
 }

@@ -46,6 +46,26 @@ pub struct VmRecord {
     pub oom_events: Option<u64>,
 }
 
+/// What shadow policies would have done on one tick: their plans after the guard, never
+/// carried out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    /// The shadow CPU policy, if any.
+    pub cpu_policy: Option<String>,
+    /// The shadow memory policy, if any.
+    pub memory_policy: Option<String>,
+    /// Its CPU reason.
+    pub cpu_reason: String,
+    /// Its memory reason.
+    pub memory_reason: String,
+    /// Pins it would have carried out (only those that change something).
+    pub pins: Vec<VcpuPin>,
+    /// Balloon changes it would have carried out.
+    pub balloons: Vec<BalloonChange>,
+    /// Its actions the guard would have refused or trimmed.
+    pub rejected: Vec<Rejection>,
+}
+
 /// Everything about one tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TickRecord {
@@ -83,6 +103,15 @@ pub struct TickRecord {
     pub sample_calls: u32,
     /// Hypervisor calls made to actuate.
     pub actuate_calls: u32,
+    /// Ids of the pCPUs, in the order of `pcpu_load_pct`.
+    #[serde(default)]
+    pub pcpus: Vec<u32>,
+    /// What the shadow policies would have done this tick (never carried out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRecord>,
+    /// The snapshot the policies decided on, when recording for replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
 }
 
 impl TickRecord {
@@ -130,6 +159,9 @@ impl TickRecord {
             dry_run: false,
             sample_calls: 0,
             actuate_calls: 0,
+            pcpus: snapshot.host.pcpus.iter().map(|p| p.id).collect(),
+            shadow: None,
+            snapshot: None,
         }
     }
 }

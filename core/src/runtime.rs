@@ -9,8 +9,8 @@ use tracing::{debug, info, warn};
 use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::config::HostConfig;
 use crate::guard::{Guard, GuardedPlan};
-use crate::policy::{CpuPolicy, MemoryPolicy};
-use crate::record::TickRecord;
+use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
+use crate::record::{ShadowRecord, TickRecord};
 use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 
 /// A host that cannot be coordinated at all (as opposed to a tick that fails and is retried).
@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Run the simulator in real time.
     pub realtime: bool,
+    /// Put each tick's snapshot into its record (for `vcoord replay`).
+    pub record_snapshots: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,8 @@ pub struct Coordinator {
     backend: Box<dyn Backend>,
     cpu_policy: Box<dyn CpuPolicy>,
     memory_policy: Box<dyn MemoryPolicy>,
+    shadow: Option<Shadow>,
+    record_snapshots: bool,
     guard: Guard,
     builder: SnapshotBuilder,
     known: HashMap<String, KnownVm>,
@@ -92,13 +96,24 @@ impl Coordinator {
         };
         let cpu_policy = host.build_cpu_policy().map_err(policy_err)?;
         let memory_policy = host.build_memory_policy().map_err(policy_err)?;
-        Ok(Self::new(
-            host,
-            backend,
-            cpu_policy,
-            memory_policy,
-            options.dry_run,
-        ))
+        let mut coordinator = Self::new(host, backend, cpu_policy, memory_policy, options.dry_run);
+        if host.shadow_cpu_policy.is_some() || host.shadow_memory_policy.is_some() {
+            let cpu = host
+                .shadow_cpu_policy
+                .as_ref()
+                .map(|c| Ok::<_, String>((c.label(), c.build_cpu()?)))
+                .transpose()
+                .map_err(policy_err)?;
+            let memory = host
+                .shadow_memory_policy
+                .as_ref()
+                .map(|c| Ok::<_, String>((c.label(), c.build_memory()?)))
+                .transpose()
+                .map_err(policy_err)?;
+            coordinator.shadow = Some(Shadow { cpu, memory });
+        }
+        coordinator.record_snapshots = options.record_snapshots;
+        Ok(coordinator)
     }
 
     /// A coordinator over a given backend and policies.
@@ -119,6 +134,8 @@ impl Coordinator {
             backend,
             cpu_policy,
             memory_policy,
+            shadow: None,
+            record_snapshots: false,
             guard: Guard::new(host.guard.clone()),
             builder: SnapshotBuilder::new(settings),
             known: HashMap::new(),
@@ -182,11 +199,55 @@ impl Coordinator {
         record.memory_reason = memory_plan.reason;
         record.dry_run = self.dry_run;
         record.rejected = guarded.rejected.clone();
+        record.shadow = self.shadow_tick(&snapshot);
         self.actuate(&snapshot, guarded, &mut record);
         record.sample_calls = sample_calls;
         record.actuate_calls = self.backend.take_calls().actuate_calls;
         log_tick(&record);
+        if self.record_snapshots {
+            record.snapshot = Some(snapshot);
+        }
         Some(record)
+    }
+
+    /// What the shadow policies would do on this snapshot: decided and guarded, never applied.
+    fn shadow_tick(&mut self, snapshot: &Snapshot) -> Option<ShadowRecord> {
+        let shadow = self.shadow.as_mut()?;
+        let mut out = ShadowRecord::default();
+        let cpu_plan = match &mut shadow.cpu {
+            Some((label, policy)) => {
+                out.cpu_policy = Some(label.clone());
+                policy.decide(snapshot)
+            }
+            None => CpuPlan::default(),
+        };
+        let memory_plan = match &mut shadow.memory {
+            Some((label, policy)) => {
+                out.memory_policy = Some(label.clone());
+                policy.decide(snapshot)
+            }
+            None => MemoryPlan::default(),
+        };
+        let guarded = self.guard.check(snapshot, &cpu_plan, &memory_plan);
+        out.cpu_reason = cpu_plan.reason;
+        out.memory_reason = memory_plan.reason;
+        out.pins = changed_pins(snapshot, guarded.pins);
+        out.balloons = guarded
+            .balloons
+            .into_iter()
+            .filter(|b| b.target_kib != b.actual_kib)
+            .collect();
+        out.rejected = guarded.rejected;
+        info!(
+            host = %self.host.name,
+            "{} tick {} shadow | would pin {} | would balloon {}{}",
+            self.host.name,
+            snapshot.tick,
+            out.pins.len(),
+            out.balloons.len(),
+            if out.rejected.is_empty() { String::new() } else { format!(" | {} refused", out.rejected.len()) }
+        );
+        Some(out)
     }
 
     /// Memory granted by targets sent earlier that the guests have not taken yet: the balloon
@@ -232,14 +293,7 @@ impl Coordinator {
     /// Carries out what changed: pins that differ from the current affinity, balloon targets
     /// that differ from the last one sent. Shrinks go before grants.
     fn actuate(&mut self, snapshot: &Snapshot, plan: GuardedPlan, record: &mut TickRecord) {
-        for pin in plan.pins {
-            let current = snapshot
-                .vm(&pin.vm)
-                .and_then(|vm| vm.vcpus.iter().find(|v| v.id == pin.vcpu))
-                .map(|v| &v.affinity);
-            if current == Some(&pin.cpus) {
-                continue;
-            }
+        for pin in changed_pins(snapshot, plan.pins) {
             if !self.dry_run {
                 if let Err(e) = self.backend.pin_vcpu(&pin.vm, pin.vcpu, &pin.cpus) {
                     warn!(host = %self.host.name, error = %e, "pin failed");
@@ -278,6 +332,25 @@ impl Coordinator {
             record.balloons.push(change);
         }
     }
+}
+
+/// Policies run in shadow, with the labels they are recorded under.
+struct Shadow {
+    cpu: Option<(String, Box<dyn CpuPolicy>)>,
+    memory: Option<(String, Box<dyn MemoryPolicy>)>,
+}
+
+/// The pins that would change a vCPU's current affinity.
+pub fn changed_pins(snapshot: &Snapshot, pins: Vec<VcpuPin>) -> Vec<VcpuPin> {
+    pins.into_iter()
+        .filter(|pin| {
+            let current = snapshot
+                .vm(&pin.vm)
+                .and_then(|vm| vm.vcpus.iter().find(|v| v.id == pin.vcpu))
+                .map(|v| &v.affinity);
+            current != Some(&pin.cpus)
+        })
+        .collect()
 }
 
 fn log_tick(r: &TickRecord) {

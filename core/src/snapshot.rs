@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpuset::CpuSet;
 use crate::model::{Pcpu, Sample, VmSample};
 
 /// What one tick sees of the host and its VMs. Utilizations come from counter deltas between
 /// this sample and the previous one; a VM seen for the first time has none yet.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Tick number, from 0.
     pub tick: u64,
@@ -24,7 +24,7 @@ pub struct Snapshot {
 }
 
 /// Host-wide figures of a snapshot.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostView {
     /// pCPUs guests may run on.
     pub pcpus: Vec<Pcpu>,
@@ -44,7 +44,7 @@ pub struct HostView {
 }
 
 /// One vCPU as a policy sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VcpuView {
     /// vCPU number inside its VM.
     pub id: u32,
@@ -67,7 +67,7 @@ impl VcpuView {
 }
 
 /// Memory of one VM as a policy sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryView {
     /// Most memory the VM may have.
     pub max_kib: u64,
@@ -97,7 +97,7 @@ impl MemoryView {
 }
 
 /// One VM as a policy sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmView {
     /// Domain name.
     pub name: String,

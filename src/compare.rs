@@ -1,0 +1,211 @@
+//! `vcoord compare` and `vcoord replay`: argument handling and output around
+//! `vcoord_core::compare` and `vcoord_core::replay`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use vcoord_core::compare::{self, Contender};
+use vcoord_core::config::{Config, HostConfig, PolicyChoice};
+use vcoord_core::policy::{cpu_policies, find_cpu_policy, find_memory_policy, memory_policies};
+use vcoord_core::record::TickRecord;
+
+use crate::cli::{CompareArgs, Format, ReplayArgs};
+
+pub fn compare(args: CompareArgs) -> Result<()> {
+    let scenarios = compare::scenario_files(&args.scenarios).map_err(anyhow::Error::msg)?;
+    let contenders = contenders(&args)?;
+    // Build every contender's policies once now: a bad choice fails here, not in every run.
+    for c in &contenders {
+        c.host
+            .build_cpu_policy()
+            .and_then(|_| c.host.build_memory_policy())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", c.label))?;
+    }
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let show = std::io::stderr().is_terminal();
+    let progress = |done: usize, total: usize| {
+        if show {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total} runs",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let outcomes = compare::run_all(&scenarios, &contenders, jobs, args.threshold_mib, &progress);
+    let text = match args.format {
+        Format::Table => compare::table(&outcomes),
+        Format::Json => compare::json(&outcomes) + "\n",
+        Format::Csv => compare::csv(&outcomes),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    if let Some(dir) = &args.plot {
+        let files = compare::plots(&outcomes, dir)
+            .with_context(|| format!("writing plots into {}", dir.display()))?;
+        eprintln!("wrote {} plots into {}", files.len(), dir.display());
+    }
+    if outcomes.iter().any(|o| o.error.is_some()) {
+        bail!("some runs failed (see the table)");
+    }
+    Ok(())
+}
+
+/// A policy named on the command line: a plugin file if it looks like a path, else a built-in.
+fn choice(spec: &str, cpu: bool) -> Result<PolicyChoice> {
+    if spec.contains('/') || spec.ends_with(".so") {
+        return Ok(PolicyChoice::plugin(spec, toml::Table::new()));
+    }
+    let known = if cpu {
+        find_cpu_policy(spec).is_some()
+    } else {
+        find_memory_policy(spec).is_some()
+    };
+    if !known {
+        let names: Vec<&str> = if cpu {
+            cpu_policies().iter().map(|p| p.name).collect()
+        } else {
+            memory_policies().iter().map(|p| p.name).collect()
+        };
+        bail!(
+            "unknown {} policy `{spec}` (built-in: {}; a plugin file is a path with `/` or ending in .so)",
+            if cpu { "CPU" } else { "memory" },
+            names.join(", ")
+        );
+    }
+    Ok(PolicyChoice::builtin(spec, toml::Table::new()))
+}
+
+fn contenders(args: &CompareArgs) -> Result<Vec<Contender>> {
+    let mut out = Vec::new();
+    if !args.configs.is_empty() {
+        for path in &args.configs {
+            let config = Config::from_file(path)?;
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let many = config.hosts.len() > 1;
+            for host in config.hosts {
+                let label = if many {
+                    format!("{stem}/{}", host.name)
+                } else {
+                    stem.clone()
+                };
+                out.push(Contender { label, host });
+            }
+        }
+        return Ok(out);
+    }
+    let default = HostConfig::new("compare", "sim:", Path::new("."));
+    let cpus: Vec<Option<&String>> = if args.cpu.is_empty() {
+        vec![None]
+    } else {
+        args.cpu.iter().map(Some).collect()
+    };
+    let mems: Vec<Option<&String>> = if args.memory.is_empty() {
+        vec![None]
+    } else {
+        args.memory.iter().map(Some).collect()
+    };
+    for cpu in &cpus {
+        for mem in &mems {
+            let mut host = default.clone();
+            let mut parts = Vec::new();
+            if let Some(spec) = cpu {
+                host.cpu_policy = choice(spec, true)?;
+                if args.cpu.len() > 1 || args.memory.len() <= 1 {
+                    parts.push(short(spec));
+                }
+            }
+            if let Some(spec) = mem {
+                host.memory_policy = choice(spec, false)?;
+                if args.memory.len() > 1 || args.cpu.is_empty() {
+                    parts.push(short(spec));
+                }
+            }
+            let label = if parts.is_empty() {
+                "defaults".to_owned()
+            } else {
+                parts.join("+")
+            };
+            out.push(Contender { label, host });
+        }
+    }
+    Ok(out)
+}
+
+/// A plugin path shortened to its file stem (without `lib`), a built-in name as is.
+fn short(spec: &str) -> String {
+    if spec.contains('/') || spec.ends_with(".so") {
+        let stem = Path::new(spec)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_owned());
+        stem.strip_prefix("lib").unwrap_or(&stem).to_owned()
+    } else {
+        spec.to_owned()
+    }
+}
+
+pub fn replay(args: ReplayArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.trace)
+        .with_context(|| format!("reading {}", args.trace.display()))?;
+    let mut records: Vec<TickRecord> = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        records.push(serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: not a vcoord tick record",
+                args.trace.display(),
+                i + 1
+            )
+        })?);
+    }
+    let config = Config::from_file(&args.config)?;
+    let host = pick_host(&config, &records, args.host.as_deref(), &args.config)?;
+    let ticks = vcoord_core::replay::replay(&records, host)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
+    let out = match args.format {
+        Format::Json => serde_json::to_string_pretty(&ticks)? + "\n",
+        _ => vcoord_core::replay::report(&ticks, host, &args.trace.display().to_string()),
+    };
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+/// The host whose policies replay the recording: `--host`, else the one named like the
+/// recording's host, else the configuration's only host.
+fn pick_host<'a>(
+    config: &'a Config,
+    records: &[TickRecord],
+    name: Option<&str>,
+    path: &Path,
+) -> Result<&'a HostConfig> {
+    let wanted = name.or(records.first().map(|r| r.host.as_str()));
+    if let Some(h) = wanted.and_then(|n| config.hosts.iter().find(|h| h.name == n)) {
+        return Ok(h);
+    }
+    if let Some(n) = name {
+        bail!("{}: no host named `{n}`", path.display());
+    }
+    match config.hosts.as_slice() {
+        [only] => Ok(only),
+        _ => bail!(
+            "{}: several hosts and none named like the recording's; pick one with --host",
+            path.display()
+        ),
+    }
+}
