@@ -22,7 +22,7 @@ step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
 step "unit, simulator and plugin tests"
-cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins
+cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins --test compare
 
 step "end-to-end tests on real QEMU guests (one at a time: they measure CPU time)"
 cargo test --release --test e2e -- --test-threads=1

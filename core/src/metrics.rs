@@ -208,11 +208,16 @@ pub fn fewest_moves(records: &[TickRecord], bound_pct: f64) -> Option<usize> {
             items.push((at, demand));
         }
     }
+    fewest_moves_of(items, pcpus.len(), bound_pct)
+}
+
+/// [`fewest_moves`] on `(home pCPU index, demand)` items over `pcpus` pCPUs.
+fn fewest_moves_of(mut items: Vec<(usize, f64)>, pcpus: usize, bound_pct: f64) -> Option<usize> {
     // Heaviest first: the search prunes sooner.
     items.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut search = MoveSearch {
         items: &items,
-        loads: vec![0.0; pcpus.len()],
+        loads: vec![0.0; pcpus],
         bound: bound_pct,
         visited: 0,
     };
@@ -267,5 +272,61 @@ impl MoveSearch<'_> {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every assignment of `items` to `m` pCPUs: the fewest moves among balanced ones.
+    fn brute_force(items: &[(usize, f64)], m: usize, bound: f64) -> Option<usize> {
+        let n = items.len();
+        let mut best: Option<usize> = None;
+        for code in 0..m.pow(n as u32) {
+            let mut loads = vec![0.0; m];
+            let mut moves = 0;
+            let mut c = code;
+            for &(home, demand) in items {
+                let at = c % m;
+                c /= m;
+                loads[at] += demand;
+                moves += usize::from(at != home);
+            }
+            if crate::snapshot::stdev(&loads) <= bound && best.is_none_or(|b| moves < b) {
+                best = Some(moves);
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn exact_search_equals_brute_force_on_random_small_instances() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..300 {
+            let m = 2 + (next() % 3) as usize;
+            let n = 1 + (next() % 7) as usize;
+            let items: Vec<(usize, f64)> = (0..n)
+                .map(|_| ((next() % m as u64) as usize, (next() % 101) as f64))
+                .collect();
+            let bound = [5.0, 15.0, 40.0][(next() % 3) as usize];
+            assert_eq!(
+                fewest_moves_of(items.clone(), m, bound),
+                brute_force(&items, m, bound),
+                "{items:?} on {m} pCPUs, bound {bound}"
+            );
+        }
+    }
+
+    #[test]
+    fn t2_needs_six_moves() {
+        let items = vec![(0, 100.0); 8];
+        assert_eq!(fewest_moves_of(items, 4, 5.0), Some(6));
     }
 }
