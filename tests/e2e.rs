@@ -655,3 +655,178 @@ fn plugin_spread_pins_real_guests_once_and_never_again() {
     );
     assert!(log_of(&guests).contains("plugin loaded"));
 }
+
+#[test]
+fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("shadow");
+    for n in ["a", "b", "c", "d"] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let host = "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n\
+                [host.shadow_cpu_policy]\nname = \"greedy-lpt\"\nparams = { trigger_abs_points = 10.0 }\n";
+    let mut daemon = Daemon::start(&guests.dir, host, 8);
+    assert!(
+        daemon.wait(Duration::from_secs(90)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    // Nothing applied: every guest is still pinned to pCPU 0 only.
+    for name in &names {
+        assert_eq!(affinity(name), vec![0], "{name} was re-pinned");
+    }
+    let records = daemon.records();
+    assert!(records.iter().all(|r| r.pins.is_empty()));
+    let proposing = records
+        .iter()
+        .filter(|r| r.shadow.as_ref().is_some_and(|s| !s.pins.is_empty()))
+        .count();
+    assert!(proposing >= 3, "the shadow proposed on {proposing} ticks");
+    assert!(records.iter().all(|r| r.snapshot.is_some()));
+
+    // Replay the live recording through the shadow's policy, now as the active one.
+    let config = guests.dir.join("replay.toml");
+    std::fs::write(
+        &config,
+        format!("[[host]]\nname = \"e2e\"\nuri = \"{URI}\"\n[host.cpu_policy]\nname = \"greedy-lpt\"\nparams = {{ trigger_abs_points = 10.0 }}\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        .args([
+            "replay",
+            daemon.record.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Open loop"), "{text}");
+    assert!(text.contains("recorded: 0 pins"), "{text}");
+    let replayed: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("replayed: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(replayed >= 2, "{text}");
+}
+
+/// The same scaled T3 (two heavy at 70%, two light at 20%, all on pCPU 0 of two) on real guests and on the
+/// simulator, with the seed policies: same final pairing, balanced both ways, same memory
+/// outcome. The simulator's guest base memory is taken from the real guests' first reports.
+#[test]
+fn simulator_and_real_guests_agree_on_a_scaled_t3() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("fidelity");
+    // 70% and 20%, as in simulator T3: at 100/30 both pCPUs saturate and utilization alone
+    // cannot tell a heavy+light pair from heavy+light+light (README).
+    for (n, w) in [
+        ("heavy1", "vc.cpu=70"),
+        ("heavy2", "vc.cpu=70"),
+        ("light1", "vc.cpu=20"),
+        ("light2", "vc.cpu=20"),
+    ] {
+        guests.start(GuestSpec::new(n, w).pinned(&[0]));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let policies =
+        "[host.cpu_policy]\nname = \"greedy-lpt\"\nparams = { trigger_abs_points = 10.0 }\n";
+    let mut daemon = Daemon::start(&guests.dir, policies, 25);
+    assert!(
+        daemon.wait(Duration::from_secs(120)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    let real = daemon.records();
+
+    let used: Vec<f64> = real
+        .iter()
+        .flat_map(|r| r.vms.iter())
+        .filter_map(|vm| Some(vm.actual_mib - vm.unused_mib?))
+        .collect();
+    assert!(!used.is_empty(), "no guest statistics");
+    let base_used = used.iter().sum::<f64>() / used.len() as f64;
+    let scenario = guests.dir.join("scaled-t3.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"scaled T3\"\nduration_s = 25\nseed = 3\npinning = \"all-on-0\"\n\
+             [host]\npcpus = 2\nmemory_mib = 16384\n\
+             [[vm]]\nname = \"heavy\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\nbase_used_mib = {base_used:.0}\ncpu = [{{ pct = 70 }}]\ncpu_noise_pct = 3\n\
+             [[vm]]\nname = \"light\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\nbase_used_mib = {base_used:.0}\ncpu = [{{ pct = 20 }}]\ncpu_noise_pct = 3\n"
+        ),
+    )
+    .unwrap();
+    let sim = common::run_scenario(&scenario, policies);
+
+    // Guest names carry the test's prefix (`vce2e-fidelity-heavy1`); the simulator's do not.
+    let guest = |n: &str| n.rsplit('-').next().unwrap_or(n).to_owned();
+    let pairing = |records: &[TickRecord]| -> BTreeMap<u32, Vec<String>> {
+        let last = records.last().unwrap();
+        let mut g: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for vm in &last.vms {
+            if let Some(cpu) = vm.vcpus[0].affinity.only() {
+                let kind = guest(&vm.name)
+                    .trim_end_matches(char::is_numeric)
+                    .to_owned();
+                g.entry(cpu).or_default().push(kind);
+            }
+        }
+        g.values_mut().for_each(|v| v.sort());
+        g
+    };
+    let settled_sd = |records: &[TickRecord]| -> f64 {
+        let tail = &records[records.len() - 5..];
+        tail.iter().map(|r| r.pcpu_stdev_pct).sum::<f64>() / tail.len() as f64
+    };
+    let final_actual = |records: &[TickRecord]| -> BTreeMap<String, f64> {
+        records
+            .last()
+            .unwrap()
+            .vms
+            .iter()
+            .map(|vm| (guest(&vm.name), vm.actual_mib))
+            .collect()
+    };
+    let (real_pairs, sim_pairs) = (pairing(&real), pairing(&sim));
+    let want: Vec<String> = vec!["heavy".into(), "light".into()];
+    assert!(
+        real_pairs.values().all(|v| *v == want),
+        "real: {real_pairs:?}"
+    );
+    assert!(sim_pairs.values().all(|v| *v == want), "sim: {sim_pairs:?}");
+    let (real_sd, sim_sd) = (settled_sd(&real), settled_sd(&sim));
+    // Balanced on the simulator, and the real host within 5 points of it (its pCPU sums move
+    // by a few points from second to second).
+    assert!(
+        sim_sd <= 5.0 && (real_sd - sim_sd).abs() <= 5.0,
+        "settled stdev real {real_sd:.1}, sim {sim_sd:.1}"
+    );
+    let (real_mem, sim_mem) = (final_actual(&real), final_actual(&sim));
+    for (vm, sim_mib) in &sim_mem {
+        let real_mib = real_mem.get(vm).copied().unwrap_or(0.0);
+        assert!(
+            (real_mib - sim_mib).abs() <= 0.15 * sim_mib,
+            "{vm}: real {real_mib:.0} MiB vs sim {sim_mib:.0} MiB"
+        );
+    }
+    let moves = |r: &[TickRecord]| r.iter().map(|t| t.pins.len()).sum::<usize>();
+    eprintln!(
+        "fidelity: moves real {} sim {}; settled sd real {real_sd:.1} sim {sim_sd:.1}; base used {base_used:.0} MiB; final MiB real {real_mem:?} sim {sim_mem:?}",
+        moves(&real),
+        moves(&sim)
+    );
+}
