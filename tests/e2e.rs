@@ -667,9 +667,16 @@ fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
     }
     guests.wait_booted(Duration::from_secs(120));
     let names = guests.names.clone();
-    let host = "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n\
-                [host.shadow_cpu_policy]\nname = \"greedy-lpt\"\nparams = { trigger_abs_points = 10.0 }\n";
-    let mut daemon = Daemon::start(&guests.dir, host, 8);
+    // The shadow is the README's example plugin (plugins/examples/minimal).
+    let one_move = Path::new(env!("CARGO_BIN_EXE_vcoord"))
+        .with_file_name("libvcoord_one_move.so")
+        .display()
+        .to_string();
+    let host = format!(
+        "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n\
+         [host.shadow_cpu_policy]\nplugin = \"{one_move}\"\n"
+    );
+    let mut daemon = Daemon::start(&guests.dir, &host, 8);
     assert!(
         daemon.wait(Duration::from_secs(90)).success(),
         "{}",
@@ -688,7 +695,7 @@ fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
     assert!(proposing >= 3, "the shadow proposed on {proposing} ticks");
     assert!(records.iter().all(|r| r.snapshot.is_some()));
 
-    // Replay the live recording through the shadow's policy, now as the active one.
+    // Replay the live recording through the seed CPU policy.
     let config = guests.dir.join("replay.toml");
     std::fs::write(
         &config,
@@ -723,7 +730,7 @@ fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
 
 /// The same scaled T3 (two heavy at 70%, two light at 20%, all on pCPU 0 of two) on real guests and on the
 /// simulator, with the seed policies: same final pairing, balanced both ways, same memory
-/// outcome. The simulator's guest base memory is taken from the real guests' first reports.
+/// outcome. Each simulated guest's base memory is its real twin's first report.
 #[test]
 fn simulator_and_real_guests_agree_on_a_scaled_t3() {
     if !e2e_enabled() {
@@ -752,28 +759,33 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
     );
     let real = daemon.records();
 
-    let used: Vec<f64> = real
-        .iter()
-        .flat_map(|r| r.vms.iter())
-        .filter_map(|vm| Some(vm.actual_mib - vm.unused_mib?))
-        .collect();
-    assert!(!used.is_empty(), "no guest statistics");
-    let base_used = used.iter().sum::<f64>() / used.len() as f64;
+    // Guest names carry the test's prefix (`vce2e-fidelity-heavy1`); the simulator's do not.
+    let guest = |n: &str| n.rsplit('-').next().unwrap_or(n).to_owned();
+    // Each simulated VM uses what its real twin reported using at its first statistics.
+    let mut vms = String::new();
+    for name in ["heavy1", "heavy2", "light1", "light2"] {
+        let used = real
+            .iter()
+            .flat_map(|r| r.vms.iter())
+            .filter(|vm| guest(&vm.name) == name)
+            .find_map(|vm| Some(vm.actual_mib - vm.unused_mib?))
+            .unwrap_or_else(|| panic!("no guest statistics from {name}"));
+        let pct = if name.starts_with("heavy") { 70 } else { 20 };
+        vms.push_str(&format!(
+            "[[vm]]\nname = \"{name}\"\nmax_memory_mib = 1024\nmemory_mib = 512\nbase_used_mib = {used:.0}\ncpu = [{{ pct = {pct} }}]\ncpu_noise_pct = 3\n"
+        ));
+    }
     let scenario = guests.dir.join("scaled-t3.toml");
     std::fs::write(
         &scenario,
         format!(
             "name = \"scaled T3\"\nduration_s = 25\nseed = 3\npinning = \"all-on-0\"\n\
-             [host]\npcpus = 2\nmemory_mib = 16384\n\
-             [[vm]]\nname = \"heavy\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\nbase_used_mib = {base_used:.0}\ncpu = [{{ pct = 70 }}]\ncpu_noise_pct = 3\n\
-             [[vm]]\nname = \"light\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\nbase_used_mib = {base_used:.0}\ncpu = [{{ pct = 20 }}]\ncpu_noise_pct = 3\n"
+             [host]\npcpus = 2\nmemory_mib = 16384\n{vms}"
         ),
     )
     .unwrap();
     let sim = common::run_scenario(&scenario, policies);
 
-    // Guest names carry the test's prefix (`vce2e-fidelity-heavy1`); the simulator's do not.
-    let guest = |n: &str| n.rsplit('-').next().unwrap_or(n).to_owned();
     let pairing = |records: &[TickRecord]| -> BTreeMap<u32, Vec<String>> {
         let last = records.last().unwrap();
         let mut g: BTreeMap<u32, Vec<String>> = BTreeMap::new();
@@ -825,7 +837,7 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
     }
     let moves = |r: &[TickRecord]| r.iter().map(|t| t.pins.len()).sum::<usize>();
     eprintln!(
-        "fidelity: moves real {} sim {}; settled sd real {real_sd:.1} sim {sim_sd:.1}; base used {base_used:.0} MiB; final MiB real {real_mem:?} sim {sim_mem:?}",
+        "fidelity: moves real {} sim {}; settled sd real {real_sd:.1} sim {sim_sd:.1}; final MiB real {real_mem:?} sim {sim_mem:?}",
         moves(&real),
         moves(&sim)
     );

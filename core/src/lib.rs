@@ -16,6 +16,7 @@ pub mod guard;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod placement;
 pub mod plot;
 pub mod plugin;
 pub mod policy;

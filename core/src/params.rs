@@ -11,6 +11,8 @@ pub enum ParamKind {
     Number,
     /// `true` or `false`.
     Bool,
+    /// A table of numbers keyed by VM name (per-VM settings).
+    PerVm,
 }
 
 /// One documented parameter of a policy.
@@ -45,6 +47,24 @@ impl ParamSpec {
             key,
             kind: ParamKind::Number,
             default,
+            unit,
+            min: range.0,
+            max: range.1,
+            doc,
+        }
+    }
+
+    /// A per-VM table of numbers, `{ vm1 = 2, vm2 = 0.5 }`, each in `range`; empty by default.
+    pub const fn per_vm(
+        key: &'static str,
+        unit: &'static str,
+        range: (f64, f64),
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            key,
+            kind: ParamKind::PerVm,
+            default: "",
             unit,
             min: range.0,
             max: range.1,
@@ -138,6 +158,17 @@ impl Params {
         }
     }
 
+    /// A per-VM table (empty when not set).
+    pub fn per_vm(&self, key: &str) -> BTreeMap<String, f64> {
+        match self.values.get(key) {
+            Some(Some(toml::Value::Table(t))) => t
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), as_number(v)?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+
     /// A boolean parameter (its default when not set).
     pub fn boolean(&self, key: &str) -> Option<bool> {
         match self.values.get(key)? {
@@ -155,8 +186,45 @@ fn default_value(spec: &ParamSpec) -> toml::Value {
     table["v"].clone()
 }
 
+fn as_number(value: &toml::Value) -> Option<f64> {
+    match value {
+        toml::Value::Float(f) => Some(*f),
+        toml::Value::Integer(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
 fn check_value(spec: &ParamSpec, value: &toml::Value) -> Result<(), ParamError> {
     match spec.kind {
+        ParamKind::PerVm => {
+            let toml::Value::Table(table) = value else {
+                return Err(ParamError::new(
+                    spec.key,
+                    format!(
+                        "expected a table of VM names to numbers, found {}",
+                        value.type_str()
+                    ),
+                ));
+            };
+            for (vm, v) in table {
+                let key = format!("{}.{vm}", spec.key);
+                let n = as_number(v).ok_or_else(|| {
+                    ParamError::new(
+                        key.as_str(),
+                        format!("expected a number, found {}", v.type_str()),
+                    )
+                })?;
+                if !n.is_finite() || n < spec.min || n > spec.max {
+                    return Err(ParamError::new(
+                        key.as_str(),
+                        format!(
+                            "{n} is out of range [{}, {}] {}",
+                            spec.min, spec.max, spec.unit
+                        ),
+                    ));
+                }
+            }
+        }
         ParamKind::Number => {
             let number = match value {
                 toml::Value::Float(f) => *f,

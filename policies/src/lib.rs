@@ -8,6 +8,8 @@
 
 pub mod greedy_lpt;
 pub mod none;
+pub mod pressure_balloon;
+pub mod stable_balance;
 pub mod threshold_balloon;
 
 /// Call from a binary to make sure this crate (and so its registrations) is linked in.

@@ -1,0 +1,292 @@
+//! Placing vCPU demands on pCPUs: an exact search for the placement that is balanced with the
+//! fewest vCPUs moved (small instances), and a move-by-move local search from the current
+//! placement (any size). Items are `(home, demand)`: the pCPU index a vCPU is on now and what it
+//! wants, in percent of one pCPU. Loads are summed without a cap, so an overloaded pCPU shows.
+
+use crate::snapshot::stdev;
+
+/// Outcome of [`fewest_moves`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Search {
+    /// A balanced placement with the fewest moves: the pCPU index of each item, and how many
+    /// items it moves.
+    Found {
+        /// pCPU index per item.
+        assignment: Vec<usize>,
+        /// Items not at their home.
+        moves: usize,
+    },
+    /// No placement at all is within the bound.
+    Impossible,
+    /// The search gave up after visiting `limit` placements.
+    TooLarge,
+}
+
+/// The placement of `items` on `pcpus` pCPUs whose loads have a standard deviation within
+/// `bound` and that moves the fewest items from their home. Exact: iterative deepening over the
+/// number of moves, trying for each item its home first. Gives up after `limit` visits.
+pub fn fewest_moves(items: &[(usize, f64)], pcpus: usize, bound: f64, limit: u64) -> Search {
+    if pcpus == 0 || items.iter().any(|&(home, _)| home >= pcpus) {
+        return Search::Impossible;
+    }
+    // Heaviest first: the search prunes sooner. `order[k]` is the item placed k-th.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| items[b].1.total_cmp(&items[a].1).then(a.cmp(&b)));
+    let mut search = MoveSearch {
+        items,
+        order: &order,
+        loads: vec![0.0; pcpus],
+        chosen: items.iter().map(|i| i.0).collect(),
+        bound,
+        visited: 0,
+        limit,
+    };
+    for budget in 0..=items.len() {
+        if search.fits(0, budget) {
+            let assignment = search.chosen.clone();
+            let moves = assignment
+                .iter()
+                .zip(items)
+                .filter(|(a, i)| **a != i.0)
+                .count();
+            return Search::Found { assignment, moves };
+        }
+        if search.visited > limit {
+            return Search::TooLarge;
+        }
+    }
+    Search::Impossible
+}
+
+struct MoveSearch<'a> {
+    items: &'a [(usize, f64)],
+    order: &'a [usize],
+    loads: Vec<f64>,
+    chosen: Vec<usize>,
+    bound: f64,
+    visited: u64,
+    limit: u64,
+}
+
+impl MoveSearch<'_> {
+    /// Whether the items from the k-th on can be placed, moving at most `moves`, into a
+    /// balanced placement (recorded in `chosen`).
+    fn fits(&mut self, k: usize, moves: usize) -> bool {
+        self.visited += 1;
+        if self.visited > self.limit {
+            return false;
+        }
+        if k == self.order.len() {
+            return stdev(&self.loads) <= self.bound;
+        }
+        let item = self.order[k];
+        let (home, demand) = self.items[item];
+        if self.place(k, item, home, demand, moves) {
+            return true;
+        }
+        if moves == 0 {
+            return false;
+        }
+        for p in 0..self.loads.len() {
+            if p != home && self.place(k, item, p, demand, moves - 1) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn place(&mut self, k: usize, item: usize, p: usize, demand: f64, moves: usize) -> bool {
+        self.loads[p] += demand;
+        self.chosen[item] = p;
+        let ok = self.fits(k + 1, moves);
+        self.loads[p] -= demand;
+        ok
+    }
+}
+
+/// Moves items one at a time from their homes, each time the move that lowers the spread of
+/// loads most (ties to the lowest `penalty(item, to)`), and when no single move helps, the best
+/// exchange of two items, until the loads' stdev is within `bound`, nothing helps, or
+/// `max_steps` steps are taken. Returns the pCPU index of each item.
+pub fn local_search(
+    items: &[(usize, f64)],
+    pcpus: usize,
+    bound: f64,
+    max_steps: usize,
+    penalty: &dyn Fn(usize, usize) -> f64,
+) -> Vec<usize> {
+    let mut at: Vec<usize> = items.iter().map(|i| i.0).collect();
+    let mut loads = vec![0.0; pcpus];
+    for (i, &(home, d)) in items.iter().enumerate() {
+        if home < pcpus {
+            loads[home] += d;
+        } else {
+            at[i] = 0;
+            loads[0] += d;
+        }
+    }
+    for _ in 0..max_steps {
+        if stdev(&loads) <= bound {
+            break;
+        }
+        // Moving demand e from pCPU a to b changes the sum of squares by 2e(L_b - L_a + e).
+        let mut best: Option<(f64, f64, usize, usize)> = None; // (delta, penalty, item, to)
+        for (i, &(_, d)) in items.iter().enumerate() {
+            if d <= 0.0 {
+                continue;
+            }
+            let from = at[i];
+            for to in (0..pcpus).filter(|&to| to != from) {
+                let delta = 2.0 * d * (loads[to] - loads[from] + d);
+                let pen = penalty(i, to);
+                if delta < -1e-9 && best.is_none_or(|b| (delta, pen) < (b.0, b.1)) {
+                    best = Some((delta, pen, i, to));
+                }
+            }
+        }
+        if let Some((_, _, i, to)) = best {
+            loads[at[i]] -= items[i].1;
+            loads[to] += items[i].1;
+            at[i] = to;
+            continue;
+        }
+        let mut best_swap: Option<(f64, usize, usize)> = None;
+        for i in 0..items.len() {
+            for j in i + 1..items.len() {
+                let (a, b) = (at[i], at[j]);
+                let e = items[i].1 - items[j].1;
+                if a == b || e == 0.0 {
+                    continue;
+                }
+                let delta = 2.0 * e * (loads[b] - loads[a] + e);
+                if delta < -1e-9 && best_swap.is_none_or(|s| delta < s.0) {
+                    best_swap = Some((delta, i, j));
+                }
+            }
+        }
+        let Some((_, i, j)) = best_swap else {
+            break;
+        };
+        let (a, b) = (at[i], at[j]);
+        let e = items[i].1 - items[j].1;
+        loads[a] -= e;
+        loads[b] += e;
+        at.swap(i, j);
+    }
+    at
+}
+
+/// Loads of `pcpus` pCPUs under an assignment.
+pub fn loads_of(items: &[(usize, f64)], assignment: &[usize], pcpus: usize) -> Vec<f64> {
+    let mut loads = vec![0.0; pcpus];
+    for (&(_, d), &p) in items.iter().zip(assignment) {
+        if p < pcpus {
+            loads[p] += d;
+        }
+    }
+    loads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every assignment of `items` to `m` pCPUs: the fewest moves among balanced ones.
+    fn brute_force(items: &[(usize, f64)], m: usize, bound: f64) -> Option<usize> {
+        let n = items.len();
+        let mut best: Option<usize> = None;
+        for code in 0..m.pow(n as u32) {
+            let mut loads = vec![0.0; m];
+            let mut moves = 0;
+            let mut c = code;
+            for &(home, demand) in items {
+                let at = c % m;
+                c /= m;
+                loads[at] += demand;
+                moves += usize::from(at != home);
+            }
+            if stdev(&loads) <= bound && best.is_none_or(|b| moves < b) {
+                best = Some(moves);
+            }
+        }
+        best
+    }
+
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    #[test]
+    fn exact_search_equals_brute_force_on_random_small_instances() {
+        let mut next = rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..400 {
+            let m = 2 + (next() % 3) as usize;
+            let n = 1 + (next() % 7) as usize;
+            let items: Vec<(usize, f64)> = (0..n)
+                .map(|_| ((next() % m as u64) as usize, (next() % 101) as f64))
+                .collect();
+            let bound = [5.0, 15.0, 40.0][(next() % 3) as usize];
+            let found = match fewest_moves(&items, m, bound, u64::MAX) {
+                Search::Found {
+                    assignment, moves, ..
+                } => {
+                    let loads = loads_of(&items, &assignment, m);
+                    assert!(stdev(&loads) <= bound, "{items:?}: {assignment:?}");
+                    Some(moves)
+                }
+                Search::Impossible => None,
+                Search::TooLarge => unreachable!(),
+            };
+            assert_eq!(
+                found,
+                brute_force(&items, m, bound),
+                "{items:?} on {m}, bound {bound}"
+            );
+        }
+    }
+
+    #[test]
+    fn eight_on_one_of_four_needs_six_moves() {
+        let items = vec![(0, 100.0); 8];
+        let Search::Found { moves, .. } = fewest_moves(&items, 4, 5.0, u64::MAX) else {
+            panic!()
+        };
+        assert_eq!(moves, 6);
+    }
+
+    #[test]
+    fn local_search_never_worsens_and_stays_on_real_pcpus() {
+        let mut next = rng(77);
+        for _ in 0..300 {
+            let m = 1 + (next() % 8) as usize;
+            let n = (next() % 24) as usize;
+            let items: Vec<(usize, f64)> = (0..n)
+                .map(|_| ((next() % m as u64) as usize, (next() % 101) as f64))
+                .collect();
+            let before = stdev(&loads_of(
+                &items,
+                &items.iter().map(|i| i.0).collect::<Vec<_>>(),
+                m,
+            ));
+            let at = local_search(&items, m, 5.0, 100, &|_, _| 0.0);
+            assert!(at.iter().all(|&p| p < m));
+            let after = stdev(&loads_of(&items, &at, m));
+            assert!(after <= before + 1e-9, "{before} -> {after}");
+        }
+    }
+
+    #[test]
+    fn local_search_spreads_a_pile_with_one_move_each() {
+        let items = vec![(0, 100.0); 16];
+        let at = local_search(&items, 8, 5.0, 100, &|_, _| 0.0);
+        let moved = at.iter().filter(|&&p| p != 0).count();
+        assert_eq!(moved, 14);
+        assert!(stdev(&loads_of(&items, &at, 8)) < 1e-9);
+    }
+}

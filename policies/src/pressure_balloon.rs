@@ -1,0 +1,588 @@
+//! `pressure-balloon`: a memory policy that feeds growing guests ahead of their growth and takes
+//! back idle memory gradually.
+//!
+//! - Rate-aware grants: each VM's memory use is tracked tick to tick; its growth rate (rising
+//!   at once, falling slowly) times `lead_s` (statistics lag plus the time a grant takes to
+//!   land) is added to the unused memory it must keep above `threshold_mib`. A VM short of that
+//!   gets what it lacks, at most `max_grant_mib` a tick.
+//! - Pressure signals: swap-in/out or more than `fault_threshold` major faults in a tick mark a
+//!   VM as pressured: it must keep one more threshold, and it is never a donor.
+//! - Gradual reclaim with a dead band: a VM that is not growing and keeps more than
+//!   `band_factor` thresholds unused gives back `release_ratio` of the excess a tick (at least
+//!   8 MiB, at most `max_release_mib`).
+//! - Host levels: when what the host can still give (above `host_reserve_mib`) falls under
+//!   `pressure_pct` of guest memory, idle VMs give back twice as fast; when grants do not fit,
+//!   or it falls under `critical_pct`, every VM that is not needy gives back all it holds above
+//!   its own need (donors first), and what the host has is shared among the needy by `shares`.
+//! - Per-VM `min_mib`, `max_mib` and `shares` tables; `guest_floor_mib` for all.
+//! - Stuck balloons: a VM whose size has not moved toward its target over two ticks is no
+//!   longer asked to give memory back, and is named in the plan's reason.
+
+use std::collections::{BTreeMap, HashMap};
+
+use vcoord_core::params::{ParamError, ParamSpec, Params};
+use vcoord_core::policy::{BalloonTarget, MemoryPlan, MemoryPolicy, MemoryPolicyInfo};
+use vcoord_core::snapshot::{Snapshot, VmView};
+
+const MIB: f64 = 1024.0;
+/// A balloon counts as moving when it gets this much closer to its target.
+const PROGRESS_KIB: f64 = 8.0 * MIB;
+
+/// The policy with its parameters and what it remembers of each VM.
+#[derive(Clone, Debug)]
+pub struct PressureBalloon {
+    /// Unused memory every VM keeps at least (before growth allowance), KiB.
+    pub threshold_kib: f64,
+    /// Growth covered ahead, seconds.
+    pub lead_s: f64,
+    /// Idle VMs keep up to this many thresholds unused.
+    pub band_factor: f64,
+    /// Share of the excess above the band an idle VM gives back per tick.
+    pub release_ratio: f64,
+    /// Most a VM gives back per tick, KiB.
+    pub max_release_kib: f64,
+    /// Most a VM gets per tick, KiB.
+    pub max_grant_kib: f64,
+    /// No VM below this, KiB.
+    pub guest_floor_kib: f64,
+    /// Host memory never handed out, KiB.
+    pub host_reserve_kib: f64,
+    /// Host pressure level: grantable memory below this share of guest memory, percent.
+    pub pressure_pct: f64,
+    /// Host critical level, percent.
+    pub critical_pct: f64,
+    /// Major faults per tick that mark a VM as pressured.
+    pub fault_threshold: f64,
+    /// Per-VM minimum, KiB.
+    pub min_kib: BTreeMap<String, f64>,
+    /// Per-VM maximum, KiB.
+    pub max_kib: BTreeMap<String, f64>,
+    /// Per-VM weight when memory is short.
+    pub shares: BTreeMap<String, f64>,
+    seen: HashMap<String, VmState>,
+}
+
+#[derive(Clone, Debug)]
+struct VmState {
+    uuid: String,
+    used_kib: f64,
+    rate_kib_s: f64,
+    /// Target this policy last asked for, with the distance to it then.
+    asked: Option<(f64, f64)>,
+    no_progress: u32,
+}
+
+impl Default for PressureBalloon {
+    fn default() -> Self {
+        Self {
+            threshold_kib: 100.0 * MIB,
+            lead_s: 4.0,
+            band_factor: 2.0,
+            release_ratio: 0.25,
+            max_release_kib: 128.0 * MIB,
+            max_grant_kib: 512.0 * MIB,
+            guest_floor_kib: 200.0 * MIB,
+            host_reserve_kib: 200.0 * MIB,
+            pressure_pct: 20.0,
+            critical_pct: 5.0,
+            fault_threshold: 100.0,
+            min_kib: BTreeMap::new(),
+            max_kib: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            seen: HashMap::new(),
+        }
+    }
+}
+
+/// Parameters of `pressure-balloon`.
+pub static PARAMS: &[ParamSpec] = &[
+    ParamSpec::number("threshold_mib", "100", "MiB", (1.0, 1e7), "unused memory every VM keeps at least"),
+    ParamSpec::number("lead_s", "4", "s", (0.0, 600.0), "growth covered ahead: a growing VM also keeps rate x lead_s unused"),
+    ParamSpec::number("band_factor", "2", "thresholds", (1.0, 100.0), "an idle VM keeps up to this many thresholds unused"),
+    ParamSpec::number("release_ratio", "0.25", "ratio", (0.01, 1.0), "share of the excess above the band given back per tick"),
+    ParamSpec::number("max_release_mib", "128", "MiB", (1.0, 1e7), "most a VM gives back per tick"),
+    ParamSpec::number("max_grant_mib", "512", "MiB", (1.0, 1e7), "most a VM gets per tick"),
+    ParamSpec::number("guest_floor_mib", "200", "MiB", (0.0, 1e7), "no VM is shrunk below this"),
+    ParamSpec::number("host_reserve_mib", "200", "MiB", (0.0, 1e8), "host memory never handed to guests"),
+    ParamSpec::number("pressure_pct", "20", "percent", (0.0, 100.0), "host under pressure below this much grantable memory (share of guest memory): idle VMs give back twice as fast"),
+    ParamSpec::number("critical_pct", "5", "percent", (0.0, 100.0), "host critical below this: every VM that is not needy gives back its excess"),
+    ParamSpec::number("fault_threshold", "100", "faults per tick", (0.0, 1e9), "major faults in a tick that mark a VM as pressured"),
+    ParamSpec::per_vm("min_mib", "MiB", (0.0, 1e8), "per-VM minimum size, e.g. { web = 1024 }"),
+    ParamSpec::per_vm("max_mib", "MiB", (0.0, 1e8), "per-VM maximum size (below the domain's own maximum)"),
+    ParamSpec::per_vm("shares", "weight", (0.001, 1e6), "per-VM weight when memory is short (default 1)"),
+];
+
+/// One VM's decision inputs this tick.
+struct Need<'a> {
+    vm: &'a VmView,
+    used: f64,
+    actual: f64,
+    /// Unused memory it must keep.
+    keep: f64,
+    lo: f64,
+    hi: f64,
+    growing: bool,
+    pressured: bool,
+    stuck: bool,
+}
+
+impl PressureBalloon {
+    fn bounds(&self, vm: &VmView) -> (f64, f64) {
+        let max = (vm.memory.max_kib as f64).min(
+            self.max_kib
+                .get(&vm.name)
+                .map_or(f64::INFINITY, |m| m * MIB),
+        );
+        let min = self
+            .min_kib
+            .get(&vm.name)
+            .map_or(0.0, |m| m * MIB)
+            .max(self.guest_floor_kib)
+            .min(max);
+        (min, max)
+    }
+
+    /// Updates the memory of each VM with fresh statistics and says what it needs.
+    fn needs<'a>(&mut self, snapshot: &'a Snapshot) -> Vec<Need<'a>> {
+        let dt = snapshot.interval_s;
+        let mut out = Vec::new();
+        let mut seen = HashMap::new();
+        for vm in &snapshot.vms {
+            let (Some(used), true) = (vm.memory.used_kib(), vm.memory.stats_fresh) else {
+                if let Some(s) = self.seen.remove(&vm.name) {
+                    if s.uuid == vm.uuid {
+                        seen.insert(vm.name.clone(), s);
+                    }
+                }
+                continue;
+            };
+            let used = used as f64;
+            let actual = vm.memory.actual_kib as f64;
+            let mut state = match self.seen.remove(&vm.name) {
+                Some(s) if s.uuid == vm.uuid => s,
+                _ => VmState {
+                    uuid: vm.uuid.clone(),
+                    used_kib: used,
+                    rate_kib_s: 0.0,
+                    asked: None,
+                    no_progress: 0,
+                },
+            };
+            if dt > 0.0 {
+                let inst = (used - state.used_kib) / dt;
+                // Rise at once, fall slowly (a working set grows fast and shrinks lazily).
+                state.rate_kib_s = if inst > state.rate_kib_s {
+                    inst
+                } else {
+                    0.7 * state.rate_kib_s + 0.3 * inst
+                };
+            }
+            state.used_kib = used;
+            // Stuck: no progress toward the last target over two ticks.
+            if let Some((target, gap_then)) = state.asked {
+                let gap = (target - actual).abs();
+                if state.no_progress >= 20 {
+                    // Stuck for long: forget, and try it again as a donor.
+                    state.asked = None;
+                    state.no_progress = 0;
+                } else if gap > PROGRESS_KIB && gap > gap_then - PROGRESS_KIB {
+                    state.no_progress += 1;
+                } else {
+                    state.no_progress = 0;
+                    state.asked = (gap > PROGRESS_KIB).then_some((target, gap));
+                }
+            }
+            let pressured = vm.memory.swap_in_kib.unwrap_or(0) > 0
+                || vm.memory.swap_out_kib.unwrap_or(0) > 0
+                || vm.memory.major_faults.unwrap_or(0) as f64 > self.fault_threshold;
+            let growth = state.rate_kib_s.max(0.0) * self.lead_s;
+            let keep = self.threshold_kib * if pressured { 2.0 } else { 1.0 } + growth;
+            let (lo, hi) = self.bounds(vm);
+            out.push(Need {
+                vm,
+                used,
+                actual,
+                keep,
+                lo,
+                hi,
+                growing: state.rate_kib_s > 1.0 * MIB,
+                pressured,
+                stuck: state.no_progress >= 2,
+            });
+            seen.insert(vm.name.clone(), state);
+        }
+        // VMs that are gone are forgotten.
+        self.seen = seen;
+        out
+    }
+}
+
+impl MemoryPolicy for PressureBalloon {
+    fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
+        let needs = self.needs(snapshot);
+        if needs.is_empty() {
+            return MemoryPlan {
+                targets: Vec::new(),
+                reason: "no VM with fresh statistics".into(),
+            };
+        }
+        let available = snapshot.host.guest_free_kib as f64 - self.host_reserve_kib;
+        let guest_total: f64 =
+            needs.iter().map(|n| n.actual).sum::<f64>() + snapshot.host.guest_free_kib as f64;
+        let share = 100.0 * available / guest_total.max(1.0);
+        let level = if share < self.critical_pct {
+            "critical"
+        } else if share < self.pressure_pct {
+            "pressure"
+        } else {
+            "comfortable"
+        };
+
+        // What each needy VM asks for.
+        let asks: Vec<f64> = needs
+            .iter()
+            .map(|n| {
+                let unused = n.actual - n.used;
+                if unused >= n.keep && n.actual >= n.lo {
+                    return 0.0;
+                }
+                let want = (n.used + n.keep).clamp(n.lo, n.hi);
+                (want - n.actual).clamp(0.0, self.max_grant_kib)
+            })
+            .collect();
+        let asked: f64 = asks.iter().sum();
+        let short = asked > available.max(0.0);
+        let claim_all = short || level == "critical";
+
+        let mut targets: Vec<Option<(f64, String)>> = vec![None; needs.len()];
+        // Donors first.
+        let mut stuck = Vec::new();
+        for (i, n) in needs.iter().enumerate() {
+            if asks[i] > 0.0 || n.pressured {
+                continue;
+            }
+            if n.stuck {
+                stuck.push(n.vm.name.as_str());
+                continue;
+            }
+            let unused = n.actual - n.used;
+            let floor = (n.used + n.keep).max(n.lo);
+            let target = if claim_all && !n.growing {
+                floor
+            } else {
+                let band = self.threshold_kib * self.band_factor;
+                if n.growing || unused <= band + PROGRESS_KIB {
+                    continue;
+                }
+                let ratio = self.release_ratio * if level == "pressure" { 2.0 } else { 1.0 };
+                let cap = self.max_release_kib * if level == "pressure" { 2.0 } else { 1.0 };
+                let give = (ratio * (unused - band)).clamp(PROGRESS_KIB, cap);
+                (n.actual - give).max(n.used + band).max(n.lo)
+            };
+            let target = target.min(n.hi);
+            if n.actual - target >= PROGRESS_KIB {
+                let why = if claim_all {
+                    format!(
+                        "{level}: gives back all above its need ({:.0} MiB unused)",
+                        unused / MIB
+                    )
+                } else {
+                    format!("idle: {:.0} MiB unused", unused / MIB)
+                };
+                targets[i] = Some((target, why));
+            }
+        }
+        // Then the needy, within what the host has: all of it when it fits, else by shares.
+        let grants = if short {
+            let weights: Vec<f64> = needs
+                .iter()
+                .map(|n| self.shares.get(&n.vm.name).copied().unwrap_or(1.0))
+                .collect();
+            share_out(&asks, &weights, available.max(0.0))
+        } else {
+            asks.clone()
+        };
+        for (i, n) in needs.iter().enumerate() {
+            if grants[i] >= 1.0 * MIB {
+                let rate = self
+                    .seen
+                    .get(&n.vm.name)
+                    .map_or(0.0, |s| s.rate_kib_s.max(0.0));
+                targets[i] = Some((
+                    (n.actual + grants[i]).min(n.hi),
+                    format!(
+                        "needs {:.0} MiB unused (growing {:.0} MiB/s{}), has {:.0}",
+                        n.keep / MIB,
+                        rate / MIB,
+                        if n.pressured {
+                            ", swapping or faulting"
+                        } else {
+                            ""
+                        },
+                        (n.actual - n.used) / MIB
+                    ),
+                ));
+            }
+        }
+        // Record what was asked, to spot balloons that do not move.
+        for (n, t) in needs.iter().zip(&targets) {
+            if let (Some((target, _)), Some(state)) = (t, self.seen.get_mut(&n.vm.name)) {
+                // Asking again for about the same keeps counting ticks without progress.
+                let same = state
+                    .asked
+                    .is_some_and(|(old, _)| (old - target).abs() < PROGRESS_KIB);
+                if !same {
+                    state.asked = Some((*target, (target - n.actual).abs()));
+                    state.no_progress = 0;
+                }
+            }
+        }
+        let plan_targets: Vec<BalloonTarget> = needs
+            .iter()
+            .zip(targets)
+            .filter_map(|(n, t)| {
+                let (target, reason) = t?;
+                Some(BalloonTarget {
+                    vm: n.vm.name.clone(),
+                    target_kib: target.round() as i64,
+                    reason,
+                })
+            })
+            .collect();
+        let mut reason = format!(
+            "host {level}: {:.0} MiB grantable, {:.0} MiB asked",
+            available.max(0.0) / MIB,
+            asked / MIB
+        );
+        if !stuck.is_empty() {
+            reason.push_str(&format!(
+                "; stuck balloons (not donors): {}",
+                stuck.join(", ")
+            ));
+        }
+        MemoryPlan {
+            targets: plan_targets,
+            reason,
+        }
+    }
+}
+
+/// Shares `pool` out by weight, never more than each ask; what a VM cannot take goes to the
+/// others.
+fn share_out(asks: &[f64], weights: &[f64], pool: f64) -> Vec<f64> {
+    let mut out = vec![0.0; asks.len()];
+    let mut left = pool;
+    let mut open: Vec<usize> = (0..asks.len()).filter(|&i| asks[i] > 0.0).collect();
+    while left > 1.0 && !open.is_empty() {
+        let total: f64 = open.iter().map(|&i| weights[i]).sum();
+        let mut given = 0.0;
+        for &i in &open {
+            let add = (left * weights[i] / total).min(asks[i] - out[i]);
+            out[i] += add;
+            given += add;
+        }
+        left -= given;
+        open.retain(|&i| asks[i] - out[i] > 1.0);
+        if given < 1.0 {
+            break;
+        }
+    }
+    out
+}
+
+fn build(params: &Params) -> Result<Box<dyn MemoryPolicy>, ParamError> {
+    let d = PressureBalloon::default();
+    let mib = |key: &str, default: f64| params.number(key).map_or(default, |v| v * MIB);
+    let p = PressureBalloon {
+        threshold_kib: mib("threshold_mib", d.threshold_kib),
+        lead_s: params.number("lead_s").unwrap_or(d.lead_s),
+        band_factor: params.number("band_factor").unwrap_or(d.band_factor),
+        release_ratio: params.number("release_ratio").unwrap_or(d.release_ratio),
+        max_release_kib: mib("max_release_mib", d.max_release_kib),
+        max_grant_kib: mib("max_grant_mib", d.max_grant_kib),
+        guest_floor_kib: mib("guest_floor_mib", d.guest_floor_kib),
+        host_reserve_kib: mib("host_reserve_mib", d.host_reserve_kib),
+        pressure_pct: params.number("pressure_pct").unwrap_or(d.pressure_pct),
+        critical_pct: params.number("critical_pct").unwrap_or(d.critical_pct),
+        fault_threshold: params
+            .number("fault_threshold")
+            .unwrap_or(d.fault_threshold),
+        min_kib: params.per_vm("min_mib"),
+        max_kib: params.per_vm("max_mib"),
+        shares: params.per_vm("shares"),
+        seen: HashMap::new(),
+    };
+    if p.critical_pct > p.pressure_pct {
+        return Err(ParamError::new(
+            "critical_pct",
+            format!(
+                "{} is above pressure_pct ({})",
+                p.critical_pct, p.pressure_pct
+            ),
+        ));
+    }
+    if let Some((vm, min)) = p
+        .min_kib
+        .iter()
+        .find(|(vm, min)| p.max_kib.get(*vm).is_some_and(|max| max < *min))
+    {
+        return Err(ParamError::new(
+            format!("min_mib.{vm}"),
+            format!("{min} is above max_mib.{vm}"),
+        ));
+    }
+    Ok(Box::new(p))
+}
+
+inventory::submit! {
+    MemoryPolicyInfo {
+        name: "pressure-balloon",
+        description: "grants sized to each VM's growth rate, gradual reclaim, pressure signals, host levels, per-VM min/max/shares",
+        params: PARAMS,
+        build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{mem_vm, snapshot};
+
+    fn target_of(plan: &MemoryPlan, vm: &str) -> Option<f64> {
+        plan.targets
+            .iter()
+            .find(|t| t.vm == vm)
+            .map(|t| t.target_kib as f64 / MIB)
+    }
+
+    #[test]
+    fn a_steady_grower_is_fed_ahead_of_its_rate() {
+        let mut p = PressureBalloon::default();
+        // 20 MiB/s growth: used 400 -> 420 MiB in a second.
+        let s1 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(200))], 4096);
+        p.decide(&s1);
+        let s2 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096);
+        let plan = p.decide(&s2);
+        // Keeps 100 + 20 x 4 = 180 unused: it has 180, so nothing yet...
+        assert_eq!(target_of(&plan, "g"), None, "{plan:?}");
+        let s3 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096);
+        let plan = p.decide(&s3);
+        // ...then it gets what it lacks: used 440 + 180.
+        assert_eq!(target_of(&plan, "g"), Some(620.0), "{plan:?}");
+    }
+
+    #[test]
+    fn idle_memory_comes_back_gradually_down_to_the_band() {
+        let mut p = PressureBalloon::default();
+        let s = snapshot(1, vec![mem_vm("i", 2048, 1024, Some(924))], 4096);
+        let plan = p.decide(&s);
+        // excess over the 200 MiB band is 724: a quarter, capped at 128 MiB.
+        assert_eq!(target_of(&plan, "i"), Some(1024.0 - 128.0));
+        let s = snapshot(1, vec![mem_vm("i", 2048, 340, Some(240))], 4096);
+        let plan = PressureBalloon::default().decide(&s);
+        // 40 MiB over the band: a quarter of it.
+        assert_eq!(target_of(&plan, "i"), Some(330.0));
+        // Within 8 MiB of the band nothing moves.
+        let s = snapshot(1, vec![mem_vm("i", 2048, 305, Some(205))], 4096);
+        let plan = PressureBalloon::default().decide(&s);
+        assert_eq!(target_of(&plan, "i"), None);
+    }
+
+    #[test]
+    fn stuck_balloons_are_not_asked_again_and_are_reported() {
+        let mut p = PressureBalloon::default();
+        for _ in 0..3 {
+            let s = snapshot(1, vec![mem_vm("s", 2048, 1024, Some(924))], 4096);
+            p.decide(&s);
+        }
+        let s = snapshot(1, vec![mem_vm("s", 2048, 1024, Some(924))], 4096);
+        let plan = p.decide(&s);
+        assert_eq!(target_of(&plan, "s"), None, "{plan:?}");
+        assert!(
+            plan.reason.contains("stuck balloons (not donors): s"),
+            "{}",
+            plan.reason
+        );
+    }
+
+    #[test]
+    fn when_short_donors_give_and_the_needy_share_by_weight() {
+        let mut p = PressureBalloon {
+            shares: [("a".to_string(), 3.0)].into(),
+            ..Default::default()
+        };
+        let vms = || {
+            vec![
+                mem_vm("a", 4096, 1000, Some(20)),
+                mem_vm("b", 4096, 1000, Some(20)),
+                mem_vm("idle", 4096, 2000, Some(1500)),
+            ]
+        };
+        p.decide(&snapshot(1, vms(), 300));
+        let plan = p.decide(&snapshot(1, vms(), 300));
+        // 100 MiB grantable above the reserve, split 3:1.
+        assert_eq!(target_of(&plan, "a"), Some(1075.0));
+        assert_eq!(target_of(&plan, "b"), Some(1025.0));
+        // The idle VM gives back all above its own need (used 500 + 100).
+        assert_eq!(target_of(&plan, "idle"), Some(600.0));
+    }
+
+    #[test]
+    fn plans_respect_min_max_and_the_reserve_on_random_hosts() {
+        let mut state = 12345u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..300 {
+            let n = 1 + (next() % 6) as usize;
+            let mut p = PressureBalloon::default();
+            for i in 0..n {
+                if next() % 2 == 0 {
+                    p.min_kib.insert(format!("vm{i}"), (next() % 1500) as f64);
+                }
+                if next() % 2 == 0 {
+                    p.max_kib
+                        .insert(format!("vm{i}"), 1500.0 + (next() % 3000) as f64);
+                }
+            }
+            let free = next() % 3000;
+            let mut plan = MemoryPlan::default();
+            let mut snap = None;
+            for _ in 0..3 {
+                let vms: Vec<VmView> = (0..n)
+                    .map(|i| {
+                        let max = 512 + next() % 4096;
+                        let actual = 100 + next() % max;
+                        let unused = next() % (actual + 1);
+                        mem_vm(&format!("vm{i}"), max, actual, Some(unused))
+                    })
+                    .collect();
+                let s = snapshot(1, vms, free);
+                plan = p.decide(&s);
+                snap = Some(s);
+            }
+            let s = snap.unwrap();
+            let mut granted = 0.0;
+            for t in &plan.targets {
+                let vm = s.vm(&t.vm).unwrap();
+                let (lo, hi) = p.bounds(vm);
+                let target = t.target_kib as f64;
+                let actual = vm.memory.actual_kib as f64;
+                assert!(target <= hi + 1.0, "{} above max: {target} > {hi}", t.vm);
+                if target < actual {
+                    assert!(target >= lo - 1.0, "{} below min: {target} < {lo}", t.vm);
+                } else {
+                    granted += target - actual;
+                }
+            }
+            let available = (s.host.guest_free_kib as f64 - p.host_reserve_kib).max(0.0);
+            assert!(
+                granted <= available + 2.0,
+                "granted {granted} of {available}"
+            );
+        }
+    }
+}
