@@ -242,3 +242,79 @@ fn runs_are_reproducible() {
     };
     assert_eq!(strip(a), strip(b));
 }
+
+/// Issue-level evidence on the simulator: on every shipped scenario, `stable-balance` balances
+/// at least as fast as the seed, never re-pins after balance, and moves no more than the fewest
+/// possible + 1 (or, for unpinned vCPUs, pins each once); `pressure-balloon` has no more OOM
+/// kills and swap than the seed and fewer VM-ticks below the threshold where the seed has any.
+#[test]
+fn new_policies_match_or_beat_the_seed_on_every_shipped_scenario() {
+    use vcoord_core::compare::{run_one, Contender};
+    use vcoord_core::config::{HostConfig, PolicyChoice};
+    vcoord_policies::link();
+    let contender = |label: &str, cpu: &str, memory: &str| {
+        let mut host = HostConfig::new("x", "sim:", &root());
+        host.cpu_policy = PolicyChoice::builtin(cpu, toml::Table::new());
+        host.memory_policy = PolicyChoice::builtin(memory, toml::Table::new());
+        Contender {
+            label: label.into(),
+            host,
+        }
+    };
+    let seed = contender("seed", "greedy-lpt", "threshold-balloon");
+    let new = contender("new", "stable-balance", "pressure-balloon");
+    let dir = root().join("examples/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let (a, b) = (run_one(&file, &seed, 100.0), run_one(&file, &new, 100.0));
+        let name = &a.scenario;
+        let (ac, bc) = (a.cpu.as_ref().unwrap(), b.cpu.as_ref().unwrap());
+        let (am, bm) = (a.memory.as_ref().unwrap(), b.memory.as_ref().unwrap());
+        assert!(
+            bc.ticks_to_balance.is_some()
+                && bc.ticks_to_balance.unwrap_or(u64::MAX)
+                    <= ac.ticks_to_balance.unwrap_or(u64::MAX),
+            "{name}: balance {:?} vs seed {:?}",
+            bc.ticks_to_balance,
+            ac.ticks_to_balance
+        );
+        assert_eq!(bc.vcpu_moves_after_balance, 0, "{name}: {bc:?}");
+        let vcpus: usize = b.records[0].vms.iter().map(|vm| vm.vcpus.len()).sum();
+        match b.fewest_moves {
+            Some(fewest) => assert!(
+                bc.vcpu_moves <= fewest + 1,
+                "{name}: {} moves, fewest {fewest}",
+                bc.vcpu_moves
+            ),
+            None => assert!(
+                bc.vcpu_moves <= vcpus,
+                "{name}: {} moves for {vcpus} vCPUs",
+                bc.vcpu_moves
+            ),
+        }
+        assert!(
+            bm.oom_events <= am.oom_events,
+            "{name}: OOM {} vs {}",
+            bm.oom_events,
+            am.oom_events
+        );
+        assert!(
+            bm.swap_out_mib <= am.swap_out_mib + 1.0,
+            "{name}: swap {bm:?} vs {am:?}"
+        );
+        if am.vm_ticks_below_threshold > 0 {
+            assert!(
+                bm.vm_ticks_below_threshold < am.vm_ticks_below_threshold,
+                "{name}: below threshold {} vs {}",
+                bm.vm_ticks_below_threshold,
+                am.vm_ticks_below_threshold
+            );
+        } else {
+            assert_eq!(bm.vm_ticks_below_threshold, 0, "{name}");
+        }
+    }
+}

@@ -66,6 +66,7 @@ pub struct PressureBalloon {
 struct VmState {
     uuid: String,
     used_kib: f64,
+    actual_kib: f64,
     rate_kib_s: f64,
     /// Target this policy last asked for, with the distance to it then.
     asked: Option<(f64, f64)>,
@@ -163,6 +164,7 @@ impl PressureBalloon {
                 _ => VmState {
                     uuid: vm.uuid.clone(),
                     used_kib: used,
+                    actual_kib: actual,
                     rate_kib_s: 0.0,
                     asked: None,
                     no_progress: 0,
@@ -170,14 +172,22 @@ impl PressureBalloon {
             };
             if dt > 0.0 {
                 let inst = (used - state.used_kib) / dt;
+                // While a balloon inflates, the guest's figures and the balloon size are read at
+                // different moments, so use seems to grow by what the balloon took: an increase
+                // seen then is not believed.
+                let inflating = actual < state.actual_kib - MIB
+                    || state
+                        .asked
+                        .is_some_and(|(target, _)| target < actual - PROGRESS_KIB);
                 // Rise at once, fall slowly (a working set grows fast and shrinks lazily).
-                state.rate_kib_s = if inst > state.rate_kib_s {
+                state.rate_kib_s = if inst > state.rate_kib_s && !inflating {
                     inst
                 } else {
-                    0.7 * state.rate_kib_s + 0.3 * inst
+                    0.7 * state.rate_kib_s + 0.3 * inst.min(state.rate_kib_s)
                 };
             }
             state.used_kib = used;
+            state.actual_kib = actual;
             // Stuck: no progress toward the last target over two ticks.
             if let Some((target, gap_then)) = state.asked {
                 let gap = (target - actual).abs();
