@@ -11,6 +11,9 @@ use common::{pinned_cpu, root, run_scenario};
 use vcoord_core::metrics::{cpu_metrics, memory_metrics, CpuMetrics};
 use vcoord_core::record::TickRecord;
 
+/// The original design's policies (the defaults are the newer ones).
+const SEED: &str = "[host.cpu_policy]\nname = \"greedy-lpt\"\n[host.memory_policy]\nname = \"threshold-balloon\"\n";
+
 fn scenario(name: &str) -> PathBuf {
     root()
         .join("examples/scenarios")
@@ -18,7 +21,7 @@ fn scenario(name: &str) -> PathBuf {
 }
 
 fn seed(name: &str) -> (Vec<TickRecord>, CpuMetrics) {
-    let records = run_scenario(&scenario(name), "");
+    let records = run_scenario(&scenario(name), SEED);
     let metrics = cpu_metrics(&records, 5.0);
     (records, metrics)
 }
@@ -103,7 +106,7 @@ fn unpinned_variants_stay_balanced() {
 #[test]
 fn low_load_noise_makes_the_seed_trigger_thrash() {
     let path = scenario("cpu-low-load-noise");
-    let records = run_scenario(&path, "");
+    let records = run_scenario(&path, SEED);
     let m = cpu_metrics(&records, 5.0);
     assert!(m.final_stdev_pct <= 5.0, "{m:?}");
     assert!(
@@ -151,7 +154,7 @@ fn assert_gradual_release(records: &[TickRecord], vm: &str) {
 
 #[test]
 fn m1_one_grower_gets_memory_idle_ones_shrink() {
-    let records = run_scenario(&scenario("mem-m1-one-grows"), "");
+    let records = run_scenario(&scenario("mem-m1-one-grows"), SEED);
     let m = memory_metrics(&records, 100.0);
     assert_eq!(m.oom_events, 0, "{m:?}");
     assert_eq!(m.swap_out_mib, 0.0);
@@ -177,7 +180,7 @@ fn m1_one_grower_gets_memory_idle_ones_shrink() {
 
 #[test]
 fn m2_all_grow_evenly_until_the_host_reserve() {
-    let records = run_scenario(&scenario("mem-m2-all-grow"), "");
+    let records = run_scenario(&scenario("mem-m2-all-grow"), SEED);
     let m = memory_metrics(&records, 100.0);
     assert!(m.lowest_guest_free_mib >= 200.0 - 1.0, "{m:?}");
     let names = ["vm1", "vm2", "vm3", "vm4"];
@@ -198,7 +201,7 @@ fn m2_all_grow_evenly_until_the_host_reserve() {
 
 #[test]
 fn m3_memory_flows_from_vm1_to_vm2() {
-    let records = run_scenario(&scenario("mem-m3-flow"), "");
+    let records = run_scenario(&scenario("mem-m3-flow"), SEED);
     let m = memory_metrics(&records, 100.0);
     assert_eq!(m.oom_events, 0, "{m:?}");
     assert!(
@@ -233,8 +236,8 @@ fn every_shipped_scenario_is_covered() {
 /// Same scenario, same seed: identical records.
 #[test]
 fn runs_are_reproducible() {
-    let a = run_scenario(&scenario("cpu-t3-heavy-light"), "");
-    let b = run_scenario(&scenario("cpu-t3-heavy-light"), "");
+    let a = run_scenario(&scenario("cpu-t3-heavy-light"), SEED);
+    let b = run_scenario(&scenario("cpu-t3-heavy-light"), SEED);
     let strip = |rs: Vec<TickRecord>| -> Vec<String> {
         rs.into_iter()
             .map(|r| serde_json::to_string(&r).unwrap())

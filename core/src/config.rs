@@ -296,9 +296,9 @@ impl HostConfig {
 }
 
 /// CPU policy used when a host names none.
-pub const DEFAULT_CPU_POLICY: &str = "greedy-lpt";
+pub const DEFAULT_CPU_POLICY: &str = "stable-balance";
 /// Memory policy used when a host names none.
-pub const DEFAULT_MEMORY_POLICY: &str = "threshold-balloon";
+pub const DEFAULT_MEMORY_POLICY: &str = "pressure-balloon";
 
 /// A whole validated configuration.
 #[derive(Clone, Debug)]

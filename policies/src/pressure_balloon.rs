@@ -17,6 +17,9 @@
 //! - Per-VM `min_mib`, `max_mib` and `shares` tables; `guest_floor_mib` for all.
 //! - Stuck balloons: a VM whose size has not moved toward its target over two ticks is no
 //!   longer asked to give memory back, and is named in the plan's reason.
+//! - Lag: a VM given memory is not asked to give any back for 5 ticks, nor while a grant is
+//!   still landing; a reading with more unused memory than the VM has (guest figures newer
+//!   than the balloon size) is skipped.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +30,8 @@ use vcoord_core::snapshot::{Snapshot, VmView};
 const MIB: f64 = 1024.0;
 /// A balloon counts as moving when it gets this much closer to its target.
 const PROGRESS_KIB: f64 = 8.0 * MIB;
+/// A VM given memory is not asked to give any back for this many ticks (its figures lag).
+const SETTLE_TICKS: u32 = 5;
 
 /// The policy with its parameters and what it remembers of each VM.
 #[derive(Clone, Debug)]
@@ -71,6 +76,8 @@ struct VmState {
     /// Target this policy last asked for, with the distance to it then.
     asked: Option<(f64, f64)>,
     no_progress: u32,
+    /// Ticks since this VM was last given memory.
+    since_grant: u32,
 }
 
 impl Default for PressureBalloon {
@@ -125,6 +132,8 @@ struct Need<'a> {
     growing: bool,
     pressured: bool,
     stuck: bool,
+    /// Given memory in the last few ticks, or a grant still landing: not a donor yet.
+    settling: bool,
 }
 
 impl PressureBalloon {
@@ -149,7 +158,16 @@ impl PressureBalloon {
         let mut out = Vec::new();
         let mut seen = HashMap::new();
         for vm in &snapshot.vms {
-            let (Some(used), true) = (vm.memory.used_kib(), vm.memory.stats_fresh) else {
+            // Guest figures newer than the balloon size can report more unused than the VM
+            // has: such a reading says nothing; the VM keeps what it has this tick.
+            let consistent = vm
+                .memory
+                .unused_kib
+                .is_some_and(|u| u < vm.memory.actual_kib);
+            let (Some(used), true) = (
+                vm.memory.used_kib().filter(|_| consistent),
+                vm.memory.stats_fresh,
+            ) else {
                 if let Some(s) = self.seen.remove(&vm.name) {
                     if s.uuid == vm.uuid {
                         seen.insert(vm.name.clone(), s);
@@ -168,6 +186,7 @@ impl PressureBalloon {
                     rate_kib_s: 0.0,
                     asked: None,
                     no_progress: 0,
+                    since_grant: u32::MAX,
                 },
             };
             if dt > 0.0 {
@@ -188,6 +207,7 @@ impl PressureBalloon {
             }
             state.used_kib = used;
             state.actual_kib = actual;
+            state.since_grant = state.since_grant.saturating_add(1);
             // Stuck: no progress toward the last target over two ticks.
             if let Some((target, gap_then)) = state.asked {
                 let gap = (target - actual).abs();
@@ -218,6 +238,10 @@ impl PressureBalloon {
                 growing: state.rate_kib_s > 1.0 * MIB,
                 pressured,
                 stuck: state.no_progress >= 2,
+                settling: state.since_grant < SETTLE_TICKS
+                    || state
+                        .asked
+                        .is_some_and(|(target, _)| target > actual + PROGRESS_KIB),
             });
             seen.insert(vm.name.clone(), state);
         }
@@ -268,7 +292,7 @@ impl MemoryPolicy for PressureBalloon {
         // Donors first.
         let mut stuck = Vec::new();
         for (i, n) in needs.iter().enumerate() {
-            if asks[i] > 0.0 || n.pressured {
+            if asks[i] > 0.0 || n.pressured || n.settling {
                 continue;
             }
             if n.stuck {
@@ -314,6 +338,9 @@ impl MemoryPolicy for PressureBalloon {
         };
         for (i, n) in needs.iter().enumerate() {
             if grants[i] >= 1.0 * MIB {
+                if let Some(state) = self.seen.get_mut(&n.vm.name) {
+                    state.since_grant = 0;
+                }
                 let rate = self
                     .seen
                     .get(&n.vm.name)
