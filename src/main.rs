@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run(args),
         Command::Compare(args) => compare::compare(args),
+        Command::Bench(args) => bench(args),
         Command::Replay(args) => compare::replay(args),
         Command::Policies { config } => list_policies(config.as_deref()),
         Command::CheckConfig { path } => check_config(&path),
@@ -151,6 +152,45 @@ impl<W: Write> Write for LockedWriter<'_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+fn bench(args: cli::BenchArgs) -> Result<()> {
+    use vcoord_core::bench;
+    match args {
+        cli::BenchArgs::Collect { uri, ticks } => {
+            let (rows, domains, vcpus) =
+                bench::collect(&uri, ticks).map_err(|e| anyhow::anyhow!("{uri}: {e}"))?;
+            print!("{}", bench::collect_table(&rows, domains, vcpus, ticks));
+        }
+        cli::BenchArgs::Policies { repeat } => {
+            println!(
+                "{:<18} {:>7} {:>6} {:>12}",
+                "policy", "vCPUs", "pCPUs", "ms/decision"
+            );
+            for (name, vcpus, pcpus, ms) in bench::policies(repeat) {
+                println!("{name:<18} {vcpus:>7} {pcpus:>6} {ms:>12.3}");
+            }
+        }
+        cli::BenchArgs::Soak {
+            config,
+            host,
+            ticks,
+            every,
+        } => {
+            let cfg = Config::from_file(&config)?;
+            let h = match &host {
+                Some(n) => cfg
+                    .hosts
+                    .iter()
+                    .find(|h| &h.name == n)
+                    .with_context(|| format!("{}: no host named `{n}`", config.display()))?,
+                None => cfg.hosts.first().context("no host")?,
+            };
+            bench::soak(h, ticks, every, &mut |line| println!("{line}"))
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(())
 }
 
 fn list_policies(config: Option<&Path>) -> Result<()> {

@@ -994,3 +994,56 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
     );
     eprintln!("pressure-balloon: grower peak {peak:.0} MiB, lowest unused {lowest:.0} MiB, longest under 100 MiB {longest} ticks");
 }
+
+#[test]
+fn fast_path_and_libvirt_give_the_same_utilization() {
+    use vcoord_core::backend::libvirt::{LibvirtBackend, LibvirtOptions};
+    use vcoord_core::backend::Backend;
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("fastpath");
+    for (n, w, cpu) in [
+        ("a", "vc.cpu=100", 0),
+        ("b", "vc.cpu=30", 1),
+        ("c", "vc.cpu=60", 1),
+    ] {
+        guests.start(GuestSpec::new(n, w).pinned(&[cpu]));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    let options = |fast_path| LibvirtOptions {
+        fast_path,
+        memory_interval: Duration::from_secs(2),
+    };
+    let mut fast = LibvirtBackend::connect_with(URI, &options(true)).unwrap();
+    let mut slow = LibvirtBackend::connect_with(URI, &options(false)).unwrap();
+    assert!(fast.describe().contains("/proc"), "{}", fast.describe());
+    assert!(!slow.describe().contains("/proc"), "{}", slow.describe());
+    let (f0, s0) = (fast.sample().unwrap(), slow.sample().unwrap());
+    std::thread::sleep(Duration::from_secs(3));
+    let (f1, s1) = (fast.sample().unwrap(), slow.sample().unwrap());
+    let loads = |a: &vcoord_core::model::Sample, b: &vcoord_core::model::Sample| {
+        let dt = (b.taken_ns - a.taken_ns) as f64;
+        let mut out = BTreeMap::new();
+        for vm in b.vms.iter().filter(|v| v.name.starts_with(&guests.prefix)) {
+            let before = a.vms.iter().find(|v| v.name == vm.name).unwrap();
+            let load = (vm.vcpus[0].run_time_ns - before.vcpus[0].run_time_ns) as f64 / dt * 100.0;
+            out.insert(
+                vm.name.clone(),
+                (load, vm.vcpus[0].affinity.clone(), vm.vcpus[0].pcpu),
+            );
+        }
+        out
+    };
+    let (lf, ls) = (loads(&f0, &f1), loads(&s0, &s1));
+    assert_eq!(lf.len(), 3, "{lf:?}");
+    for (name, (load, affinity, _)) in &lf {
+        let (other, other_affinity, _) = &ls[name];
+        assert!(
+            (load - other).abs() <= 1.0,
+            "{name}: /proc {load:.2}% vs libvirt {other:.2}%"
+        );
+        assert_eq!(affinity, other_affinity, "{name}");
+    }
+    eprintln!("utilization /proc vs libvirt: {lf:?} vs {ls:?}");
+}

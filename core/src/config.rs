@@ -56,6 +56,8 @@ struct RawHost {
     #[serde(default)]
     dry_run: bool,
     memory_stats_period_s: Option<Spanned<u32>>,
+    memory_interval_s: Option<Spanned<f64>>,
+    fast_path: Option<bool>,
     guest_memory_budget_mib: Option<Spanned<u64>>,
     cpu_policy: Option<Spanned<RawPolicy>>,
     memory_policy: Option<Spanned<RawPolicy>>,
@@ -251,6 +253,10 @@ pub struct HostConfig {
     pub memory_stats_period_s: u32,
     /// Memory guests may have in all, if limited.
     pub guest_memory_budget_mib: Option<u64>,
+    /// Guest memory statistics are polled at most this often (libvirt fast path).
+    pub memory_interval_s: f64,
+    /// Read vCPU figures from /proc on a local `qemu:///system` host.
+    pub fast_path: bool,
     /// CPU policy.
     pub cpu_policy: PolicyChoice,
     /// Memory policy.
@@ -275,6 +281,8 @@ impl HostConfig {
             dry_run: false,
             memory_stats_period_s: 1,
             guest_memory_budget_mib: None,
+            memory_interval_s: 2.0,
+            fast_path: true,
             cpu_policy: PolicyChoice::builtin(DEFAULT_CPU_POLICY, toml::Table::new()),
             memory_policy: PolicyChoice::builtin(DEFAULT_MEMORY_POLICY, toml::Table::new()),
             shadow_cpu_policy: None,
@@ -394,6 +402,20 @@ impl Config {
                 host.memory_stats_period_s = *period.get_ref();
             }
             host.guest_memory_budget_mib = h.guest_memory_budget_mib.map(|b| b.into_inner());
+            if let Some(mi) = h.memory_interval_s {
+                let v = *mi.get_ref();
+                if !(0.0..=3600.0).contains(&v) {
+                    return Err(err(
+                        mi.span(),
+                        key("memory_interval_s"),
+                        format!("{v} is out of range [0, 3600] seconds"),
+                    ));
+                }
+                host.memory_interval_s = v;
+            }
+            if let Some(fast) = h.fast_path {
+                host.fast_path = fast;
+            }
             host.guard = h.guard;
             if let Some(policy) = h.cpu_policy {
                 host.cpu_policy = check_policy(policy, &key("cpu_policy"), &ctx, true)?;

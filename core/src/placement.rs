@@ -104,10 +104,13 @@ impl MoveSearch<'_> {
     }
 }
 
-/// Moves items one at a time from their homes, each time the move that lowers the spread of
-/// loads most (ties to the lowest `penalty(item, to)`), and when no single move helps, the best
-/// exchange of two items, until the loads' stdev is within `bound`, nothing helps, or
-/// `max_steps` steps are taken. Returns the pCPU index of each item.
+/// Moves items one at a time from their homes until the loads' stdev is within `bound`:
+/// each step takes the most and the least loaded pCPU and moves the item from the first to
+/// the second that narrows their gap most (an item of about half the gap), or, when no single
+/// item fits, exchanges the pair of items that narrows it most. Among equally good targets the
+/// one with the lowest `penalty(item, to)` wins. Every step lowers the spread, so the result is
+/// never worse than the start. Stops when nothing helps or after `max_steps` steps; each step
+/// costs time linear in the items on the two pCPUs. Returns the pCPU index of each item.
 pub fn local_search(
     items: &[(usize, f64)],
     pcpus: usize,
@@ -115,63 +118,87 @@ pub fn local_search(
     max_steps: usize,
     penalty: &dyn Fn(usize, usize) -> f64,
 ) -> Vec<usize> {
-    let mut at: Vec<usize> = items.iter().map(|i| i.0).collect();
-    let mut loads = vec![0.0; pcpus];
-    for (i, &(home, d)) in items.iter().enumerate() {
-        if home < pcpus {
-            loads[home] += d;
-        } else {
-            at[i] = 0;
-            loads[0] += d;
-        }
+    let mut at: Vec<usize> = items
+        .iter()
+        .map(|i| i.0.min(pcpus.saturating_sub(1)))
+        .collect();
+    if pcpus < 2 {
+        return at;
     }
+    let mut loads = vec![0.0; pcpus];
+    let mut on: Vec<Vec<usize>> = vec![Vec::new(); pcpus];
+    for (i, &(_, d)) in items.iter().enumerate() {
+        loads[at[i]] += d;
+        on[at[i]].push(i);
+    }
+    const EPS: f64 = 1e-9;
     for _ in 0..max_steps {
         if stdev(&loads) <= bound {
             break;
         }
-        // Moving demand e from pCPU a to b changes the sum of squares by 2e(L_b - L_a + e).
-        let mut best: Option<(f64, f64, usize, usize)> = None; // (delta, penalty, item, to)
-        for (i, &(_, d)) in items.iter().enumerate() {
-            if d <= 0.0 {
+        let hi = (0..pcpus)
+            .max_by(|&a, &b| loads[a].total_cmp(&loads[b]).then(b.cmp(&a)))
+            .expect("pCPUs");
+        let low = loads.iter().copied().fold(f64::INFINITY, f64::min);
+        let gap = loads[hi] - low;
+        if gap <= EPS {
+            break;
+        }
+        let targets: Vec<usize> = (0..pcpus)
+            .filter(|&p| p != hi && loads[p] - low <= EPS)
+            .collect();
+        // Best single move: demand in (0, gap), closest to gap / 2; then lowest penalty.
+        let mut best: Option<(f64, f64, usize, usize)> = None;
+        for &i in &on[hi] {
+            let d = items[i].1;
+            if d <= EPS || d >= gap - EPS {
                 continue;
             }
-            let from = at[i];
-            for to in (0..pcpus).filter(|&to| to != from) {
-                let delta = 2.0 * d * (loads[to] - loads[from] + d);
+            let miss = (d - gap / 2.0).abs();
+            for &to in &targets {
                 let pen = penalty(i, to);
-                if delta < -1e-9 && best.is_none_or(|b| (delta, pen) < (b.0, b.1)) {
-                    best = Some((delta, pen, i, to));
+                if best.is_none_or(|b| (miss, pen) < (b.0, b.1)) {
+                    best = Some((miss, pen, i, to));
                 }
             }
         }
         if let Some((_, _, i, to)) = best {
-            loads[at[i]] -= items[i].1;
-            loads[to] += items[i].1;
+            let d = items[i].1;
+            loads[hi] -= d;
+            loads[to] += d;
+            on[hi].retain(|&x| x != i);
+            on[to].push(i);
             at[i] = to;
             continue;
         }
-        let mut best_swap: Option<(f64, usize, usize)> = None;
-        for i in 0..items.len() {
-            for j in i + 1..items.len() {
-                let (a, b) = (at[i], at[j]);
-                let e = items[i].1 - items[j].1;
-                if a == b || e == 0.0 {
-                    continue;
-                }
-                let delta = 2.0 * e * (loads[b] - loads[a] + e);
-                if delta < -1e-9 && best_swap.is_none_or(|s| delta < s.0) {
-                    best_swap = Some((delta, i, j));
+        // Best exchange between the fullest and an emptiest pCPU.
+        let mut best_swap: Option<(f64, usize, usize, usize)> = None;
+        for &lo in &targets {
+            for &i in &on[hi] {
+                for &j in &on[lo] {
+                    let e = items[i].1 - items[j].1;
+                    if e <= EPS || e >= gap - EPS {
+                        continue;
+                    }
+                    let miss = (e - gap / 2.0).abs();
+                    if best_swap.is_none_or(|b| miss < b.0) {
+                        best_swap = Some((miss, i, j, lo));
+                    }
                 }
             }
         }
-        let Some((_, i, j)) = best_swap else {
+        let Some((_, i, j, lo)) = best_swap else {
             break;
         };
-        let (a, b) = (at[i], at[j]);
         let e = items[i].1 - items[j].1;
-        loads[a] -= e;
-        loads[b] += e;
-        at.swap(i, j);
+        loads[hi] -= e;
+        loads[lo] += e;
+        on[hi].retain(|&x| x != i);
+        on[lo].retain(|&x| x != j);
+        on[hi].push(j);
+        on[lo].push(i);
+        at[i] = lo;
+        at[j] = hi;
     }
     at
 }

@@ -82,6 +82,10 @@ impl Coordinator {
     pub fn open(host: &HostConfig, options: &RunOptions) -> Result<Self, RunError> {
         let backend_options = BackendOptions {
             realtime: options.realtime,
+            libvirt: crate::backend::libvirt::LibvirtOptions {
+                fast_path: host.fast_path,
+                memory_interval: Duration::from_secs_f64(host.memory_interval_s),
+            },
         };
         let backend =
             backend::open(&host.uri, &host.base_dir, &backend_options).map_err(|source| {
@@ -127,7 +131,12 @@ impl Coordinator {
         let settings = SnapshotSettings {
             guest_budget_kib: host.guest_memory_budget_mib.map(|m| m * 1024),
             // Guest statistics older than two intervals (or two stats periods) are stale.
-            stats_max_age_s: 2.0 * host.interval_s.max(host.memory_stats_period_s as f64) + 1.0,
+            stats_max_age_s: 2.0
+                * host
+                    .interval_s
+                    .max(host.memory_stats_period_s as f64)
+                    .max(host.memory_interval_s)
+                + 1.0,
         };
         Self {
             host: host.clone(),

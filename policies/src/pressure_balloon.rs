@@ -71,6 +71,9 @@ pub struct PressureBalloon {
 struct VmState {
     uuid: String,
     used_kib: f64,
+    /// The guest's unused memory at its last new reading, and when that was.
+    unused_kib: f64,
+    read_at_s: f64,
     actual_kib: f64,
     rate_kib_s: f64,
     /// Target this policy last asked for, with the distance to it then.
@@ -154,7 +157,6 @@ impl PressureBalloon {
 
     /// Updates the memory of each VM with fresh statistics and says what it needs.
     fn needs<'a>(&mut self, snapshot: &'a Snapshot) -> Vec<Need<'a>> {
-        let dt = snapshot.interval_s;
         let mut out = Vec::new();
         let mut seen = HashMap::new();
         for vm in &snapshot.vms {
@@ -182,6 +184,8 @@ impl PressureBalloon {
                 _ => VmState {
                     uuid: vm.uuid.clone(),
                     used_kib: used,
+                    unused_kib: -1.0,
+                    read_at_s: snapshot.wall_s,
                     actual_kib: actual,
                     rate_kib_s: 0.0,
                     asked: None,
@@ -189,7 +193,11 @@ impl PressureBalloon {
                     since_grant: u32::MAX,
                 },
             };
-            if dt > 0.0 {
+            // Guest statistics arrive every period (2 s or so on real hosts), not every tick:
+            // the growth rate is measured between new readings only.
+            let unused = vm.memory.unused_kib.unwrap_or(0) as f64;
+            let dt = snapshot.wall_s - state.read_at_s;
+            if unused != state.unused_kib && dt > 0.0 {
                 let inst = (used - state.used_kib) / dt;
                 // While a balloon inflates, the guest's figures and the balloon size are read at
                 // different moments, so use seems to grow by what the balloon took: an increase
@@ -204,8 +212,13 @@ impl PressureBalloon {
                 } else {
                     0.7 * state.rate_kib_s + 0.3 * inst.min(state.rate_kib_s)
                 };
+                state.used_kib = used;
+                state.read_at_s = snapshot.wall_s;
+            } else if unused != state.unused_kib {
+                state.used_kib = used;
+                state.read_at_s = snapshot.wall_s;
             }
-            state.used_kib = used;
+            state.unused_kib = unused;
             state.actual_kib = actual;
             state.since_grant = state.since_grant.saturating_add(1);
             // Stuck: no progress toward the last target over two ticks.
@@ -498,11 +511,13 @@ mod tests {
         // 20 MiB/s growth: used 400 -> 420 MiB in a second.
         let s1 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(200))], 4096);
         p.decide(&s1);
-        let s2 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096);
+        let mut s2 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096);
+        s2.wall_s = 1.0;
         let plan = p.decide(&s2);
         // Keeps 100 + 20 x 4 = 180 unused: it has 180, so nothing yet...
         assert_eq!(target_of(&plan, "g"), None, "{plan:?}");
-        let s3 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096);
+        let mut s3 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096);
+        s3.wall_s = 2.0;
         let plan = p.decide(&s3);
         // ...then it gets what it lacks: used 440 + 180.
         assert_eq!(target_of(&plan, "g"), Some(620.0), "{plan:?}");

@@ -90,6 +90,8 @@ pub trait Backend: Send {
 pub struct BackendOptions {
     /// Run the simulator in real time instead of as fast as possible.
     pub realtime: bool,
+    /// How a libvirt host is sampled.
+    pub libvirt: libvirt::LibvirtOptions,
 }
 
 /// Opens the backend a URI names. `base_dir` resolves a relative scenario path (the directory
@@ -104,6 +106,9 @@ pub fn open(
             let path = base_dir.join(path);
             Ok(Box::new(SimBackend::from_file(&path, options.realtime)?))
         }
-        None => Ok(Box::new(libvirt::LibvirtBackend::connect(uri)?)),
+        None => Ok(Box::new(libvirt::LibvirtBackend::connect_with(
+            uri,
+            &options.libvirt,
+        )?)),
     }
 }

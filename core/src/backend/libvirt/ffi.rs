@@ -69,7 +69,8 @@ impl Drop for RecordList {
 }
 
 /// Calls `virConnectGetAllDomainStats(stats, flags)` and, for each domain, `virDomainGetVcpus`
-/// with cpumaps of `maplen` bytes. Returns owned copies; libvirt's records are freed.
+/// with cpumaps of `maplen` bytes (none when `maplen` is 0). Returns owned copies; libvirt's
+/// records are freed.
 pub fn all_domain_stats(
     conn: &Connect,
     stats: u32,
@@ -93,7 +94,11 @@ pub fn all_domain_stats(
             name: domain_name(record.dom),
             uuid: domain_uuid(record.dom),
             params: typed_params(record.params, record.nparams),
-            placement: vcpu_placement(record.dom, maplen),
+            placement: if maplen == 0 {
+                Ok(Vec::new())
+            } else {
+                vcpu_placement(record.dom, maplen)
+            },
         });
     }
     Ok(out)
@@ -157,6 +162,14 @@ fn typed_params(params: sys::virTypedParameterPtr, n: c_int) -> Vec<(String, Val
             Some((field, value))
         })
         .collect()
+}
+
+/// `virDomainGetVcpus` of `dom`, with cpumaps of `maplen` bytes.
+pub fn domain_vcpus(dom: &virt::domain::Domain, maplen: usize) -> Result<Vec<Placement>, Error> {
+    // SAFETY: `dom` is a live Domain for the duration of this call; the raw pointer is only
+    // passed to libvirt within it and not kept.
+    let ptr = unsafe { dom.as_ptr() };
+    vcpu_placement(ptr, maplen)
 }
 
 fn vcpu_placement(dom: sys::virDomainPtr, maplen: usize) -> Result<Vec<Placement>, Error> {

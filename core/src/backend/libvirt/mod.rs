@@ -1,10 +1,19 @@
 //! The libvirt backend: any libvirt URI (`qemu:///system`, `qemu+ssh://host/system`,
-//! `test:///default`). One bulk statistics call plus one placement call per domain per tick;
-//! live pinning and balloon targets. Lost connections are re-opened with backoff.
+//! `test:///default`). Live pinning and balloon targets; lost connections are re-opened with
+//! backoff.
+//!
+//! Sampling, on a local `qemu:///system` host (the fast path, see [`procfs`]): one domain
+//! list call per tick; vCPU figures and placement from /proc; the balloon statistics group in
+//! one bulk call at most every `memory_interval` (cached in between); host free memory from
+//! /proc/meminfo. A domain whose /proc figures cannot be read is sampled through libvirt that
+//! tick (logged once). Elsewhere (remote URIs, the fast path off): one bulk VCPU + BALLOON call
+//! and one `virDomainGetVcpus` per domain per tick, and one node free-memory call.
 
 mod ffi;
+pub mod procfs;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
@@ -33,11 +42,67 @@ pub struct LibvirtBackend {
     calls: BackendCalls,
     /// Domains whose placement failed, so it is logged once, not every tick.
     placement_failed: HashMap<String, String>,
+    /// The fast local path, when on.
+    proc: Option<procfs::ProcReader>,
+    /// Domains the fast path failed for, so it is logged once.
+    proc_failed: HashMap<String, String>,
+    /// Balloon statistics of each domain (by UUID) from the last balloon call, and when.
+    balloon_cache: HashMap<String, MemorySample>,
+    balloon_at: Option<Instant>,
+    memory_interval: Duration,
+}
+
+/// A domain's bulk statistics fields and vCPU placement.
+type BulkVcpus = (Vec<(String, ffi::Value)>, Vec<ffi::Placement>);
+
+/// How the libvirt backend samples.
+#[derive(Clone, Debug)]
+pub struct LibvirtOptions {
+    /// Read vCPU figures from /proc on a local `qemu:///system` host.
+    pub fast_path: bool,
+    /// Poll the balloon statistics group at most this often (fast path only).
+    pub memory_interval: Duration,
+}
+
+impl Default for LibvirtOptions {
+    fn default() -> Self {
+        Self {
+            fast_path: true,
+            memory_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether `uri` is the local system QEMU driver (where /proc shows its QEMU processes).
+pub fn is_local_system(uri: &str) -> bool {
+    matches!(
+        uri.trim_end_matches('/'),
+        "qemu:///system" | "qemu+unix:///system"
+    )
 }
 
 impl LibvirtBackend {
     /// Connects to `uri` and reads the host's CPU topology and memory size.
     pub fn connect(uri: &str) -> Result<Self, BackendError> {
+        Self::connect_with(uri, &LibvirtOptions::default())
+    }
+
+    /// Connects with the given sampling options.
+    pub fn connect_with(uri: &str, options: &LibvirtOptions) -> Result<Self, BackendError> {
+        let proc = (options.fast_path && is_local_system(uri))
+            .then(|| {
+                procfs::ProcReader::new(
+                    Path::new(procfs::QEMU_RUN_DIR),
+                    Path::new("/proc"),
+                )
+            })
+            .filter(|p| {
+                let ok = p.available();
+                if !ok {
+                    warn!(uri, dir = procfs::QEMU_RUN_DIR, "fast path unavailable (cannot read libvirt's QEMU status directory); sampling through libvirt");
+                }
+                ok
+            });
         let mut backend = Self {
             uri: uri.to_string(),
             conn: None,
@@ -50,6 +115,11 @@ impl LibvirtBackend {
             retry_at: None,
             calls: BackendCalls::default(),
             placement_failed: HashMap::new(),
+            proc,
+            proc_failed: HashMap::new(),
+            balloon_cache: HashMap::new(),
+            balloon_at: None,
+            memory_interval: options.memory_interval,
         };
         backend.open()?;
         Ok(backend)
@@ -136,12 +206,9 @@ impl LibvirtBackend {
     }
 }
 
-impl Backend for LibvirtBackend {
-    fn describe(&self) -> String {
-        format!("libvirt {} ({} pCPUs)", self.uri, self.pcpus.len())
-    }
-
-    fn sample(&mut self) -> Result<Sample, BackendError> {
+impl LibvirtBackend {
+    /// Everything through libvirt: one bulk VCPU + BALLOON call, `virDomainGetVcpus` per domain.
+    fn sample_bulk(&mut self) -> Result<Sample, BackendError> {
         let maplen = self.maplen;
         let started = self.started;
         let before = started.elapsed();
@@ -207,6 +274,191 @@ impl Backend for LibvirtBackend {
             },
             vms,
         })
+    }
+
+    /// One round of a per-domain poller in the style of the original design: list the
+    /// domains, then per domain its vCPU info, memory statistics and domain info. Returns the
+    /// libvirt calls made (for `vcoord bench`).
+    pub fn poll_per_domain(&mut self) -> Result<u32, BackendError> {
+        let maplen = self.maplen;
+        let conn = self.live()?;
+        let doms = conn
+            .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .map_err(|e| self.conn_error(e))?;
+        let mut calls = 1;
+        for dom in &doms {
+            let _ = ffi::domain_vcpus(dom, maplen);
+            let _ = dom.memory_stats(0);
+            let _ = dom.info();
+            calls += 3;
+        }
+        Ok(calls)
+    }
+
+    /// One bare bulk statistics call (VCPU + BALLOON), nothing else. Returns the calls made.
+    pub fn poll_bulk_call(&mut self) -> Result<u32, BackendError> {
+        let conn = self.live()?;
+        ffi::all_domain_stats(
+            conn,
+            sys::VIR_DOMAIN_STATS_VCPU | sys::VIR_DOMAIN_STATS_BALLOON,
+            sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+            0,
+        )
+        .map_err(|e| self.conn_error(e))?;
+        Ok(1)
+    }
+
+    /// The fast local path (see the module documentation).
+    fn sample_fast(&mut self) -> Result<Sample, BackendError> {
+        let started = self.started;
+        let before = started.elapsed();
+        let conn = self.live()?;
+        let listed = conn.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+        let domains: Vec<(String, String)> = match listed {
+            Ok(doms) => doms
+                .iter()
+                .filter_map(|d| Some((d.name().ok()?, d.uuid_string().ok()?)))
+                .collect(),
+            Err(e) => {
+                let err = self.conn_error(e);
+                self.check_alive();
+                return Err(err);
+            }
+        };
+        self.calls.sample_calls += 1;
+        let proc = self.proc.as_mut().expect("fast path on");
+        let names: Vec<&str> = domains.iter().map(|d| d.0.as_str()).collect();
+        proc.retain(&names);
+        let mut figures = HashMap::new();
+        let mut fallback = Vec::new();
+        for (name, uuid) in &domains {
+            match proc.vcpus(name, uuid) {
+                Ok(v) => {
+                    if self.proc_failed.remove(name).is_some() {
+                        info!(vm = %name, "vCPU figures from /proc again");
+                    }
+                    figures.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    if self.proc_failed.insert(name.clone(), e.clone()).is_none() {
+                        warn!(vm = %name, error = %e, "fast path failed for this domain; sampling it through libvirt");
+                    }
+                    fallback.push(name.clone());
+                }
+            }
+        }
+        let taken = before + (started.elapsed() - before) / 2;
+        self.proc_failed.retain(|n, _| names.contains(&n.as_str()));
+
+        // Balloon statistics: at most every memory interval, and whenever a domain is new.
+        let new_domain = domains
+            .iter()
+            .any(|(_, uuid)| !self.balloon_cache.contains_key(uuid));
+        let due = self
+            .balloon_at
+            .is_none_or(|t| t.elapsed() >= self.memory_interval);
+        let mut bulk_vcpus: HashMap<String, BulkVcpus> = HashMap::new();
+        if due || new_domain || !fallback.is_empty() {
+            let mut groups = sys::VIR_DOMAIN_STATS_BALLOON;
+            if !fallback.is_empty() {
+                groups |= sys::VIR_DOMAIN_STATS_VCPU;
+            }
+            let maplen = if fallback.is_empty() { 0 } else { self.maplen };
+            let conn = self.live()?;
+            let stats = match ffi::all_domain_stats(
+                conn,
+                groups,
+                sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+                maplen,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = self.conn_error(e);
+                    self.check_alive();
+                    return Err(err);
+                }
+            };
+            self.calls.sample_calls += 1 + if maplen > 0 { stats.len() as u32 } else { 0 };
+            self.balloon_cache.clear();
+            for dom in stats {
+                let sample = vm_sample(dom.name.clone(), dom.uuid.clone(), &dom.params, &[]);
+                self.balloon_cache.insert(dom.uuid.clone(), sample.memory);
+                if fallback.contains(&dom.name) {
+                    bulk_vcpus.insert(dom.name, (dom.params, dom.placement.unwrap_or_default()));
+                }
+            }
+            self.balloon_at = Some(Instant::now());
+        }
+        let mem_free_kib = procfs::mem_free_kib(Path::new("/proc"))
+            .ok_or_else(|| self.conn_error("cannot read /proc/meminfo"))?;
+        let wall_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let mut vms = Vec::with_capacity(domains.len());
+        for (name, uuid) in domains {
+            let memory = self.balloon_cache.get(&uuid).cloned().unwrap_or_default();
+            let vm = if let Some(v) = figures.remove(&name) {
+                VmSample {
+                    name,
+                    uuid,
+                    vcpus: v
+                        .into_iter()
+                        .map(|f| VcpuSample {
+                            id: f.vcpu,
+                            run_time_ns: f.run_ns,
+                            wait_time_ns: Some(f.wait_ns),
+                            pcpu: Some(f.cpu),
+                            affinity: f.affinity,
+                        })
+                        .collect(),
+                    memory,
+                    oom_events: None,
+                }
+            } else if let Some((params, placement)) = bulk_vcpus.remove(&name) {
+                let mut vm = vm_sample(name, uuid, &params, &placement);
+                vm.memory = memory;
+                vm
+            } else {
+                // Gone between the list and the statistics call.
+                continue;
+            };
+            vms.push(vm);
+        }
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Sample {
+            taken_ns: taken.as_nanos() as u64,
+            wall_s,
+            host: HostSample {
+                pcpus: self.pcpus.clone(),
+                mem_total_kib: self.mem_total_kib,
+                mem_free_kib,
+            },
+            vms,
+        })
+    }
+}
+
+impl Backend for LibvirtBackend {
+    fn describe(&self) -> String {
+        format!(
+            "libvirt {} ({} pCPUs, {})",
+            self.uri,
+            self.pcpus.len(),
+            if self.proc.is_some() {
+                "vCPU figures from /proc"
+            } else {
+                "all figures from libvirt"
+            }
+        )
+    }
+
+    fn sample(&mut self) -> Result<Sample, BackendError> {
+        if self.proc.is_some() {
+            self.sample_fast()
+        } else {
+            self.sample_bulk()
+        }
     }
 
     fn pin_vcpu(&mut self, vm: &str, vcpu: u32, cpus: &CpuSet) -> Result<(), BackendError> {

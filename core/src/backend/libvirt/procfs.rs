@@ -1,0 +1,273 @@
+//! The fast local path: vCPU run time, run-queue wait, last pCPU and affinity read straight
+//! from the kernel (`/proc/<qemu pid>/task/<vcpu tid>/{schedstat,stat,status}`), with the QEMU
+//! pid and vCPU thread ids learned from libvirt's domain status file
+//! (`/run/libvirt/qemu/<name>.xml`), once per domain and again when that file changes (the
+//! domain restarted, a vCPU was hot-plugged) or a thread disappears. No libvirt call at all.
+//!
+//! Anything unexpected (no status file, a thread gone, a pid that is no longer this domain's
+//! QEMU) is an error for that domain, which the caller then samples through libvirt.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::cpuset::CpuSet;
+
+/// Where libvirt's QEMU driver keeps the status of running domains (system instance).
+pub const QEMU_RUN_DIR: &str = "/run/libvirt/qemu";
+
+/// One vCPU thread's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VcpuFigures {
+    /// vCPU number.
+    pub vcpu: u32,
+    /// Time spent running, ns.
+    pub run_ns: u64,
+    /// Time spent runnable but waiting for a CPU, ns.
+    pub wait_ns: u64,
+    /// CPU it last ran on.
+    pub cpu: u32,
+    /// CPUs it may run on.
+    pub affinity: CpuSet,
+}
+
+#[derive(Clone, Debug)]
+struct Threads {
+    uuid: String,
+    pid: u32,
+    /// Start time of the QEMU process (clock ticks since boot), to notice pid reuse.
+    start: u64,
+    /// (vCPU number, thread id).
+    vcpus: Vec<(u32, u32)>,
+    /// Modification time of the status file when it was read.
+    status_mtime: Option<SystemTime>,
+}
+
+/// Reads vCPU figures of local QEMU domains from /proc.
+#[derive(Debug)]
+pub struct ProcReader {
+    run_dir: PathBuf,
+    proc_dir: PathBuf,
+    domains: HashMap<String, Threads>,
+}
+
+impl ProcReader {
+    /// A reader over libvirt's QEMU status directory and /proc.
+    pub fn new(run_dir: &Path, proc_dir: &Path) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            proc_dir: proc_dir.to_path_buf(),
+            domains: HashMap::new(),
+        }
+    }
+
+    /// Whether the fast path can work at all here: the status directory is readable.
+    pub fn available(&self) -> bool {
+        std::fs::read_dir(&self.run_dir).is_ok()
+    }
+
+    /// Forgets domains not in `alive` (names).
+    pub fn retain(&mut self, alive: &[&str]) {
+        self.domains
+            .retain(|name, _| alive.contains(&name.as_str()));
+    }
+
+    /// The figures of every vCPU of domain `name` (UUID `uuid`), in vCPU order.
+    pub fn vcpus(&mut self, name: &str, uuid: &str) -> Result<Vec<VcpuFigures>, String> {
+        let status = self.run_dir.join(format!("{name}.xml"));
+        let mtime = std::fs::metadata(&status).and_then(|m| m.modified()).ok();
+        let stale = match self.domains.get(name) {
+            Some(t) => t.uuid != uuid || t.status_mtime != mtime,
+            None => true,
+        };
+        if stale {
+            let threads = self.learn(uuid, &status, mtime)?;
+            self.domains.insert(name.to_owned(), threads);
+        }
+        let threads = self.domains.get(name).expect("learned above");
+        match self.read_threads(threads) {
+            Ok(figures) => Ok(figures),
+            Err(e) => {
+                // A thread vanished or the pid was reused: learn again once, then give up.
+                let threads = self.learn(uuid, &status, mtime)?;
+                let figures = self
+                    .read_threads(&threads)
+                    .map_err(|e2| format!("{e}; {e2}"))?;
+                self.domains.insert(name.to_owned(), threads);
+                Ok(figures)
+            }
+        }
+    }
+
+    fn learn(
+        &self,
+        uuid: &str,
+        status: &Path,
+        status_mtime: Option<SystemTime>,
+    ) -> Result<Threads, String> {
+        let xml =
+            std::fs::read_to_string(status).map_err(|e| format!("{}: {e}", status.display()))?;
+        let (pid, vcpus) = parse_status(&xml)
+            .ok_or_else(|| format!("{}: no QEMU pid or vCPU threads", status.display()))?;
+        if !xml.contains(&format!("<uuid>{uuid}</uuid>")) {
+            return Err(format!("{}: not domain {uuid}", status.display()));
+        }
+        let start = self.start_time(pid)?;
+        Ok(Threads {
+            uuid: uuid.to_owned(),
+            pid,
+            start,
+            vcpus,
+            status_mtime,
+        })
+    }
+
+    fn start_time(&self, pid: u32) -> Result<u64, String> {
+        let path = self.proc_dir.join(pid.to_string()).join("stat");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        stat_field(&text, 22).ok_or_else(|| format!("{}: unreadable", path.display()))
+    }
+
+    fn read_threads(&self, t: &Threads) -> Result<Vec<VcpuFigures>, String> {
+        if self.start_time(t.pid)? != t.start {
+            return Err(format!("pid {} is no longer this domain's QEMU", t.pid));
+        }
+        let task = self.proc_dir.join(t.pid.to_string()).join("task");
+        let mut out = Vec::with_capacity(t.vcpus.len());
+        for &(vcpu, tid) in &t.vcpus {
+            let dir = task.join(tid.to_string());
+            let read = |file: &str| {
+                std::fs::read_to_string(dir.join(file))
+                    .map_err(|e| format!("{}/{file}: {e}", dir.display()))
+            };
+            let schedstat = read("schedstat")?;
+            let mut it = schedstat.split_whitespace().map(|v| v.parse::<u64>());
+            let (Some(Ok(run_ns)), Some(Ok(wait_ns))) = (it.next(), it.next()) else {
+                return Err(format!("{}/schedstat: unreadable", dir.display()));
+            };
+            let cpu = stat_field(&read("stat")?, 39)
+                .ok_or_else(|| format!("{}/stat: unreadable", dir.display()))?;
+            let affinity = read("status")?
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .and_then(|list| parse_cpu_list(list.trim()))
+                .ok_or_else(|| format!("{}/status: no Cpus_allowed_list", dir.display()))?;
+            out.push(VcpuFigures {
+                vcpu,
+                run_ns,
+                wait_ns,
+                cpu: cpu as u32,
+                affinity,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// QEMU pid and (vCPU, thread id) pairs from a domain status file: `<domstatus ... pid='N'>`
+/// and `<vcpus><vcpu id='0' pid='T'/>...</vcpus>`.
+pub fn parse_status(xml: &str) -> Option<(u32, Vec<(u32, u32)>)> {
+    let head = &xml[xml.find("<domstatus")?..];
+    let head = &head[..head.find('>')?];
+    let pid = attr(head, "pid")?;
+    let block = &xml[xml.find("<vcpus>")?..];
+    let block = &block[..block.find("</vcpus>")?];
+    let mut vcpus = Vec::new();
+    for tag in block.split("<vcpu ").skip(1) {
+        let tag = format!(" {}", &tag[..tag.find('>')?]);
+        vcpus.push((attr(&tag, "id")?, attr(&tag, "pid")?));
+    }
+    vcpus.sort_unstable();
+    (!vcpus.is_empty()).then_some((pid, vcpus))
+}
+
+fn attr(tag: &str, name: &str) -> Option<u32> {
+    for quote in ['\'', '"'] {
+        let key = format!(" {name}={quote}");
+        if let Some(i) = tag.find(&key) {
+            let rest = &tag[i + key.len()..];
+            return rest[..rest.find(quote)?].parse().ok();
+        }
+    }
+    None
+}
+
+/// Field `n` (1-based, as in proc(5)) of a /proc stat line; the command name in parentheses
+/// may contain spaces, so fields are counted after its closing parenthesis.
+pub fn stat_field(text: &str, n: usize) -> Option<u64> {
+    let after = &text[text.rfind(')')? + 1..];
+    after.split_whitespace().nth(n - 3)?.parse().ok()
+}
+
+/// A kernel CPU list (`0-3,6,8-9`).
+pub fn parse_cpu_list(list: &str) -> Option<CpuSet> {
+    let mut set = CpuSet::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                for cpu in a..=b {
+                    set.insert(cpu);
+                }
+            }
+            None => set.insert(part.parse().ok()?),
+        }
+    }
+    Some(set)
+}
+
+/// Free memory of the host from /proc/meminfo (`MemFree`), KiB.
+pub fn mem_free_kib(proc_dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_dir.join("meminfo")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_file_gives_pid_and_vcpu_threads() {
+        let xml = "<domstatus state='running' reason='booted' pid='4242'>\n  <monitor path='x'/>\n  <vcpus>\n    <vcpu id='1' pid='4250'/>\n    <vcpu id='0' pid='4249'/>\n  </vcpus>\n  <domain type='qemu'><uuid>u</uuid></domain></domstatus>";
+        assert_eq!(parse_status(xml), Some((4242, vec![(0, 4249), (1, 4250)])));
+        assert_eq!(parse_status("<domstatus pid='1'>"), None);
+    }
+
+    #[test]
+    fn stat_fields_count_after_the_command_name() {
+        let line = "123 (CPU 0/TCG) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 3 37 38";
+        assert_eq!(stat_field(line, 22), Some(999));
+        assert_eq!(stat_field(line, 39), Some(3));
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5").unwrap().as_slice(), &[0, 1, 2, 5]);
+        assert_eq!(parse_cpu_list("1").unwrap().as_slice(), &[1]);
+        assert!(parse_cpu_list("x").is_none());
+    }
+
+    #[test]
+    fn reads_this_process_threads_like_a_domain() {
+        // This test process stands in for QEMU: its main thread is "vCPU 0".
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("vcoord-procfs-{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("me.xml"),
+            format!("<domstatus state='running' pid='{pid}'><vcpus><vcpu id='0' pid='{pid}'/></vcpus><domain><uuid>abc</uuid></domain></domstatus>"),
+        )
+        .unwrap();
+        let mut r = ProcReader::new(&dir, Path::new("/proc"));
+        let v = r.vcpus("me", "abc").unwrap();
+        assert_eq!(v.len(), 1);
+        assert!(v[0].run_ns > 0);
+        assert!(!v[0].affinity.is_empty());
+        assert!(r.vcpus("me", "other-uuid").is_err());
+        assert!(r.vcpus("missing", "abc").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,337 @@
+//! `vcoord bench`: what collection costs on a live libvirt host, how long policies take to
+//! decide at scale, and a soak against a live libvirtd. Figures, not pass/fail: they go in the
+//! README with the command that made them.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::backend::libvirt::{LibvirtBackend, LibvirtOptions};
+use crate::backend::Backend;
+use crate::config::HostConfig;
+use crate::cpuset::CpuSet;
+use crate::model::Pcpu;
+use crate::policy::{cpu_policies, CpuPolicy};
+use crate::runtime::Coordinator;
+use crate::snapshot::{HostView, MemoryView, Snapshot, VcpuView, VmView};
+
+/// Clock ticks per second of /proc stat times (USER_HZ; 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system) of process `pid`, seconds.
+pub fn cpu_time_s(pid: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let utime = crate::backend::libvirt::procfs::stat_field(&text, 14)?;
+    let stime = crate::backend::libvirt::procfs::stat_field(&text, 15)?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// The pid of the running libvirtd, if any.
+pub fn libvirtd_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let name = e.file_name().into_string().ok()?;
+        name.parse::<u32>().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == "libvirtd").then_some(name)
+    })
+}
+
+/// One way of collecting, measured.
+#[derive(Clone, Debug)]
+pub struct CollectRow {
+    /// What was measured.
+    pub mode: &'static str,
+    /// Wall time per tick, ms.
+    pub ms_per_tick: f64,
+    /// libvirt calls per tick.
+    pub calls_per_tick: f64,
+    /// CPU time libvirtd spent per tick, ms.
+    pub libvirtd_ms_per_tick: Option<f64>,
+    /// CPU time this process spent per tick, ms.
+    pub own_ms_per_tick: Option<f64>,
+}
+
+/// Measures `ticks` ticks of each way of collecting on `uri`: vcoord's CPU-path tick (fast
+/// path, balloon statistics from cache), its full tick (fast path plus the balloon call), the
+/// libvirt-only path, a per-domain poller in the style of the original design (per domain:
+/// vCPU info, memory statistics, domain info), and the bare bulk statistics call. Returns the
+/// rows and the number of domains and vCPUs seen.
+pub fn collect(uri: &str, ticks: u32) -> Result<(Vec<CollectRow>, usize, usize), String> {
+    let fast = |interval: f64| LibvirtOptions {
+        fast_path: true,
+        memory_interval: Duration::from_secs_f64(interval),
+    };
+    let mut rows = Vec::new();
+    let mut seen = (0, 0);
+    type Step<'a> = Box<dyn FnMut(&mut LibvirtBackend) -> Result<u32, String> + 'a>;
+    let modes: Vec<(&'static str, LibvirtOptions, Step)> = vec![
+        (
+            "vcoord CPU-path tick (/proc, cached balloon stats)",
+            fast(1e9),
+            Box::new(|b: &mut LibvirtBackend| sample_calls(b)),
+        ),
+        (
+            "vcoord full tick (/proc + balloon call)",
+            fast(0.0),
+            Box::new(|b: &mut LibvirtBackend| sample_calls(b)),
+        ),
+        (
+            "libvirt only (bulk VCPU+BALLOON, vCPU info per domain)",
+            LibvirtOptions {
+                fast_path: false,
+                ..fast(0.0)
+            },
+            Box::new(|b: &mut LibvirtBackend| sample_calls(b)),
+        ),
+        (
+            "per-domain poller (vCPU info + memory stats + info)",
+            fast(0.0),
+            Box::new(|b: &mut LibvirtBackend| b.poll_per_domain().map_err(|e| e.to_string())),
+        ),
+        (
+            "bare bulk call (VCPU+BALLOON)",
+            fast(0.0),
+            Box::new(|b: &mut LibvirtBackend| b.poll_bulk_call().map_err(|e| e.to_string())),
+        ),
+    ];
+    let daemon = libvirtd_pid();
+    let me = std::process::id().to_string();
+    for (mode, options, mut step) in modes {
+        let mut backend = LibvirtBackend::connect_with(uri, &options).map_err(|e| e.to_string())?;
+        // Warm up: learn threads, fill caches.
+        let s = backend.sample().map_err(|e| e.to_string())?;
+        seen = (s.vms.len(), s.vms.iter().map(|v| v.vcpus.len()).sum());
+        backend.take_calls();
+        for _ in 0..2 {
+            step(&mut backend)?;
+        }
+        let d0 = daemon.as_deref().and_then(cpu_time_s);
+        let o0 = cpu_time_s(&me);
+        let start = Instant::now();
+        let mut calls = 0u64;
+        for _ in 0..ticks {
+            calls += step(&mut backend)? as u64;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let d1 = daemon.as_deref().and_then(cpu_time_s);
+        let o1 = cpu_time_s(&me);
+        let per = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1000.0 / ticks as f64);
+        rows.push(CollectRow {
+            mode,
+            ms_per_tick: elapsed * 1000.0 / ticks as f64,
+            calls_per_tick: calls as f64 / ticks as f64,
+            libvirtd_ms_per_tick: per(d0, d1),
+            own_ms_per_tick: per(o0, o1),
+        });
+    }
+    Ok((rows, seen.0, seen.1))
+}
+
+fn sample_calls(b: &mut LibvirtBackend) -> Result<u32, String> {
+    b.sample().map_err(|e| e.to_string())?;
+    Ok(b.take_calls().sample_calls)
+}
+
+/// The collection table.
+pub fn collect_table(rows: &[CollectRow], domains: usize, vcpus: usize, ticks: u32) -> String {
+    let mut out = format!(
+        "{domains} domains, {vcpus} vCPUs, {ticks} ticks each (CPU times have 10 ms resolution)\n"
+    );
+    let _ = writeln!(
+        out,
+        "{:<56} {:>9} {:>11} {:>15} {:>13}",
+        "mode", "ms/tick", "calls/tick", "libvirtd ms/tick", "vcoord ms/tick"
+    );
+    let base = rows
+        .iter()
+        .find(|r| r.mode.starts_with("per-domain"))
+        .map(|r| r.ms_per_tick);
+    for r in rows {
+        let ratio = match base {
+            Some(b) if r.ms_per_tick > 0.0 => {
+                format!("  ({:.1}x cheaper than per-domain)", b / r.ms_per_tick)
+            }
+            _ => String::new(),
+        };
+        let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<56} {:>9.3} {:>11.1} {:>15} {:>13}{}",
+            r.mode,
+            r.ms_per_tick,
+            r.calls_per_tick,
+            f(r.libvirtd_ms_per_tick),
+            f(r.own_ms_per_tick),
+            if r.mode.starts_with("per-domain") {
+                String::new()
+            } else {
+                ratio
+            }
+        );
+    }
+    out
+}
+
+/// A snapshot of `vcpus` single-vCPU VMs on `pcpus` pCPUs with loads and placements from a
+/// fixed pseudo-random sequence (uneven, so balancing policies have work to do).
+pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut load = vec![0.0; pcpus];
+    let vms: Vec<VmView> = (0..vcpus)
+        .map(|i| {
+            // Half the vCPUs crowd the first quarter of the pCPUs.
+            let pcpu = if i % 2 == 0 {
+                (next() % (pcpus as u64 / 4).max(1)) as u32
+            } else {
+                (next() % pcpus as u64) as u32
+            };
+            let l = (next() % 100) as f64;
+            load[pcpu as usize] += l;
+            VmView {
+                name: format!("vm{i:05}"),
+                uuid: format!("u{i}"),
+                vcpus: vec![VcpuView {
+                    id: 0,
+                    load_pct: Some(l),
+                    wait_pct: Some(0.0),
+                    pcpu: Some(pcpu),
+                    affinity: CpuSet::single(pcpu),
+                }],
+                memory: MemoryView {
+                    max_kib: 1 << 20,
+                    actual_kib: 1 << 19,
+                    unused_kib: Some(1 << 18),
+                    usable_kib: Some(1 << 18),
+                    swap_in_kib: Some(0),
+                    swap_out_kib: Some(0),
+                    major_faults: Some(0),
+                    stats_fresh: true,
+                },
+                oom_events: None,
+                is_new: false,
+            }
+        })
+        .collect();
+    Snapshot {
+        tick: 1,
+        interval_s: 1.0,
+        wall_s: 1.0,
+        host: HostView {
+            pcpus: (0..pcpus as u32).map(Pcpu::plain).collect(),
+            pcpu_load_pct: load.iter().map(|l| l.min(100.0)).collect(),
+            mem_total_kib: 1 << 40,
+            mem_free_kib: 1 << 39,
+            guest_free_kib: 1 << 39,
+            guest_budget_kib: None,
+        },
+        vms,
+    }
+}
+
+/// Decision time of every built-in CPU policy on synthetic hosts: (policy, vCPUs, pCPUs,
+/// ms per decision on a fresh policy).
+pub fn policies(repeat: u32) -> Vec<(&'static str, usize, usize, f64)> {
+    let mut out = Vec::new();
+    for (vcpus, pcpus) in [(1000, 64), (1000, 256), (10_000, 64), (10_000, 256)] {
+        let snapshot = synthetic_snapshot(vcpus, pcpus, 42);
+        for info in cpu_policies() {
+            let mut best = f64::INFINITY;
+            for _ in 0..repeat.max(1) {
+                let mut policy: Box<dyn CpuPolicy> =
+                    match crate::params::Params::parse(&toml::Table::new(), info.params)
+                        .ok()
+                        .and_then(|p| (info.build)(&p).ok())
+                    {
+                        Some(p) => p,
+                        None => continue,
+                    };
+                let start = Instant::now();
+                let plan = policy.decide(&snapshot);
+                best = best.min(start.elapsed().as_secs_f64() * 1000.0);
+                std::hint::black_box(plan);
+            }
+            out.push((info.name, vcpus, pcpus, best));
+        }
+    }
+    out
+}
+
+/// Resident memory and open file descriptors of this process.
+pub fn own_footprint() -> (u64, usize) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    (rss, fds)
+}
+
+/// Runs `ticks` dry-run ticks of `host`'s policies against its backend (at its interval) and
+/// reports, through `line`, memory and descriptors of vcoord and libvirtd every `every` ticks.
+pub fn soak(
+    host: &HostConfig,
+    ticks: u64,
+    every: u64,
+    line: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    let mut coordinator = Coordinator::open(
+        host,
+        &crate::runtime::RunOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let daemon = libvirtd_pid();
+    let daemon_fds = |pid: &Option<String>| {
+        pid.as_ref()
+            .and_then(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+            .map(|d| d.count())
+    };
+    let daemon_rss = |pid: &Option<String>| -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", pid.as_ref()?)).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    line(&format!(
+        "{:>7} {:>5} {:>14} {:>10} {:>14} {:>13} {:>9}",
+        "tick", "VMs", "vcoord RSS", "vcoord fds", "libvirtd RSS", "libvirtd fds", "ms/tick"
+    ));
+    let mut done = 0;
+    let mut window = Instant::now();
+    let mut vms = 0;
+    while done < ticks {
+        if let Some(r) = coordinator.tick() {
+            vms = r.vms.len();
+        }
+        done += 1;
+        if done == 1 || done % every == 0 || done == ticks {
+            let (rss, fds) = own_footprint();
+            let ms = window.elapsed().as_secs_f64() * 1000.0 / every.min(done) as f64;
+            window = Instant::now();
+            line(&format!(
+                "{:>7} {:>5} {:>10} KiB {:>10} {:>10} KiB {:>13} {:>9.2}",
+                done,
+                vms,
+                rss,
+                fds,
+                daemon_rss(&daemon).map_or("-".into(), |v| v.to_string()),
+                daemon_fds(&daemon).map_or("-".into(), |v| v.to_string()),
+                ms
+            ));
+        }
+        std::thread::sleep(Duration::from_secs_f64(host.interval_s));
+    }
+    Ok(())
+}
