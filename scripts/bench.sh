@@ -47,12 +47,12 @@ echo "## Policy decision time"
 "$VCOORD" bench policies --repeat 3
 
 echo
-echo "## Soak: $SOAK_TICKS ticks at 20 ms, guests destroyed and created meanwhile"
+echo "## Soak: $SOAK_TICKS ticks at 50 ms, guests destroyed and created meanwhile"
 cat > "$WORK/soak.toml" <<TOML
 [[host]]
 name = "soak"
 uri = "qemu:///system"
-interval_s = 0.02
+interval_s = 0.05
 memory_interval_s = 0.5
 TOML
 (

@@ -220,3 +220,29 @@ fn status_on_the_simulator_prints_a_table() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("4 pCPUs") && text.contains("vm8"), "{text}");
 }
+
+#[test]
+fn bench_policies_times_every_cpu_policy_at_scale() {
+    let out = vcoord(&["bench", "policies", "--repeat", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (vcpus, pcpus) in [(1000, 64), (1000, 256), (10000, 64), (10000, 256)] {
+        for policy in ["greedy-lpt", "stable-balance"] {
+            assert!(
+                text.lines().any(|l| {
+                    let c: Vec<&str> = l.split_whitespace().collect();
+                    c.len() == 4
+                        && c[0] == policy
+                        && c[1] == vcpus.to_string()
+                        && c[2] == pcpus.to_string()
+                        && c[3].parse::<f64>().is_ok()
+                }),
+                "{policy} at {vcpus}/{pcpus} missing:\n{text}"
+            );
+        }
+    }
+}

@@ -1047,3 +1047,63 @@ fn fast_path_and_libvirt_give_the_same_utilization() {
     }
     eprintln!("utilization /proc vs libvirt: {lf:?} vs {ls:?}");
 }
+
+#[test]
+fn bench_collect_and_a_short_soak_run_on_the_live_host() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("bench");
+    guests.start(GuestSpec::new("a", "vc.cpu=30"));
+    guests.wait_booted(Duration::from_secs(120));
+    let out = Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        .args(["bench", "collect", "--connect", URI, "--ticks", "5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in [
+        "CPU-path tick",
+        "full tick",
+        "libvirt only",
+        "per-domain poller",
+        "bare bulk call",
+    ] {
+        assert!(text.contains(mode), "{mode} missing:\n{text}");
+    }
+    // The CPU-path tick makes one libvirt call (the domain list).
+    let cpu_path = text.lines().find(|l| l.contains("CPU-path tick")).unwrap();
+    let calls: f64 = cpu_path.split_whitespace().nth(8).unwrap().parse().unwrap();
+    assert_eq!(calls, 1.0, "{cpu_path}");
+    let config = guests.dir.join("soak.toml");
+    std::fs::write(
+        &config,
+        format!("[[host]]\nname = \"soak\"\nuri = \"{URI}\"\ninterval_s = 0.05\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        .args([
+            "bench",
+            "soak",
+            "--config",
+            config.to_str().unwrap(),
+            "--ticks",
+            "200",
+            "--every",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("KiB")).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+}
