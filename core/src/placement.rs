@@ -5,6 +5,9 @@
 
 use crate::snapshot::stdev;
 
+/// Largest instance [`fewest_moves`] searches, in items.
+pub const MAX_EXACT_ITEMS: usize = 64;
+
 /// Outcome of [`fewest_moves`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Search {
@@ -28,6 +31,10 @@ pub enum Search {
 pub fn fewest_moves(items: &[(usize, f64)], pcpus: usize, bound: f64, limit: u64) -> Search {
     if pcpus == 0 || items.iter().any(|&(home, _)| home >= pcpus) {
         return Search::Impossible;
+    }
+    // The search recurses once per item: keep it shallow (and it is hopeless beyond this).
+    if items.len() > MAX_EXACT_ITEMS {
+        return Search::TooLarge;
     }
     // Heaviest first: the search prunes sooner. `order[k]` is the item placed k-th.
     let mut order: Vec<usize> = (0..items.len()).collect();
