@@ -963,7 +963,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
     let g = series(&grower);
     let peak = g.iter().map(|s| s.0).fold(0.0, f64::max);
     assert!(peak >= 800.0, "grower peaked at {peak:.0} MiB");
-    // The criterion: unused never under the threshold for more than 2 ticks running.
+    // The reference criterion: unused never under the threshold for more than 2 ticks running.
     let mut run = 0;
     let mut longest = 0;
     for (_, unused) in &g {

@@ -246,10 +246,11 @@ fn runs_are_reproducible() {
     assert_eq!(strip(a), strip(b));
 }
 
-/// Issue-level evidence on the simulator: on every shipped scenario, `stable-balance` balances
-/// at least as fast as the seed, never re-pins after balance, and moves no more than the fewest
-/// possible + 1 (or, for unpinned vCPUs, pins each once); `pressure-balloon` has no more OOM
-/// kills and swap than the seed and fewer VM-ticks below the threshold where the seed has any.
+/// The evidence behind the defaults, on the simulator: on every shipped scenario,
+/// `stable-balance` balances at least as fast as the seed, never re-pins after balance, and
+/// moves no more than the fewest possible + 1 (or, for unpinned vCPUs, pins each once);
+/// `pressure-balloon` has no more OOM kills and swap than the seed and fewer VM-ticks below the
+/// threshold where the seed has any.
 #[test]
 fn new_policies_match_or_beat_the_seed_on_every_shipped_scenario() {
     use vcoord_core::compare::{run_one, Contender};
