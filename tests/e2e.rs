@@ -996,7 +996,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
 }
 
 #[test]
-fn fast_path_and_libvirt_give_the_same_utilization() {
+fn fast_path_and_libvirt_give_the_same_utilization_and_fallback_works() {
     use vcoord_core::backend::libvirt::{LibvirtBackend, LibvirtOptions};
     use vcoord_core::backend::Backend;
     if !e2e_enabled() {
@@ -1014,14 +1014,28 @@ fn fast_path_and_libvirt_give_the_same_utilization() {
     let options = |fast_path| LibvirtOptions {
         fast_path,
         memory_interval: Duration::from_secs(2),
+        ..Default::default()
     };
     let mut fast = LibvirtBackend::connect_with(URI, &options(true)).unwrap();
     let mut slow = LibvirtBackend::connect_with(URI, &options(false)).unwrap();
+    // A fast path that cannot find any domain's threads falls back to libvirt per domain.
+    let empty = guests.dir.join("no-status-files");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut fallback = LibvirtBackend::connect_with(
+        URI,
+        &LibvirtOptions {
+            qemu_run_dir: empty,
+            ..options(true)
+        },
+    )
+    .unwrap();
+    let b0 = fallback.sample().unwrap();
     assert!(fast.describe().contains("/proc"), "{}", fast.describe());
     assert!(!slow.describe().contains("/proc"), "{}", slow.describe());
     let (f0, s0) = (fast.sample().unwrap(), slow.sample().unwrap());
     std::thread::sleep(Duration::from_secs(3));
     let (f1, s1) = (fast.sample().unwrap(), slow.sample().unwrap());
+    let b1 = fallback.sample().unwrap();
     let loads = |a: &vcoord_core::model::Sample, b: &vcoord_core::model::Sample| {
         let dt = (b.taken_ns - a.taken_ns) as f64;
         let mut out = BTreeMap::new();
@@ -1035,7 +1049,7 @@ fn fast_path_and_libvirt_give_the_same_utilization() {
         }
         out
     };
-    let (lf, ls) = (loads(&f0, &f1), loads(&s0, &s1));
+    let (lf, ls, lb) = (loads(&f0, &f1), loads(&s0, &s1), loads(&b0, &b1));
     assert_eq!(lf.len(), 3, "{lf:?}");
     for (name, (load, affinity, _)) in &lf {
         let (other, other_affinity, _) = &ls[name];
@@ -1044,6 +1058,12 @@ fn fast_path_and_libvirt_give_the_same_utilization() {
             "{name}: /proc {load:.2}% vs libvirt {other:.2}%"
         );
         assert_eq!(affinity, other_affinity, "{name}");
+        let (fell_back, fell_back_affinity, _) = &lb[name];
+        assert!(
+            (load - fell_back).abs() <= 1.5,
+            "{name}: /proc {load:.2}% vs fallback {fell_back:.2}%"
+        );
+        assert_eq!(affinity, fell_back_affinity, "{name}");
     }
     eprintln!("utilization /proc vs libvirt: {lf:?} vs {ls:?}");
 }

@@ -60,6 +60,7 @@ pub fn collect(uri: &str, ticks: u32) -> Result<(Vec<CollectRow>, usize, usize),
     let fast = |interval: f64| LibvirtOptions {
         fast_path: true,
         memory_interval: Duration::from_secs_f64(interval),
+        ..Default::default()
     };
     let mut rows = Vec::new();
     let mut seen = (0, 0);

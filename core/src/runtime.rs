@@ -85,6 +85,7 @@ impl Coordinator {
             libvirt: crate::backend::libvirt::LibvirtOptions {
                 fast_path: host.fast_path,
                 memory_interval: Duration::from_secs_f64(host.memory_interval_s),
+                ..Default::default()
             },
         };
         let backend =

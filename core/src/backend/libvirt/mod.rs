@@ -62,6 +62,8 @@ pub struct LibvirtOptions {
     pub fast_path: bool,
     /// Poll the balloon statistics group at most this often (fast path only).
     pub memory_interval: Duration,
+    /// Where libvirt keeps the status files of running QEMU domains.
+    pub qemu_run_dir: std::path::PathBuf,
 }
 
 impl Default for LibvirtOptions {
@@ -69,6 +71,7 @@ impl Default for LibvirtOptions {
         Self {
             fast_path: true,
             memory_interval: Duration::from_secs(2),
+            qemu_run_dir: procfs::QEMU_RUN_DIR.into(),
         }
     }
 }
@@ -90,16 +93,11 @@ impl LibvirtBackend {
     /// Connects with the given sampling options.
     pub fn connect_with(uri: &str, options: &LibvirtOptions) -> Result<Self, BackendError> {
         let proc = (options.fast_path && is_local_system(uri))
-            .then(|| {
-                procfs::ProcReader::new(
-                    Path::new(procfs::QEMU_RUN_DIR),
-                    Path::new("/proc"),
-                )
-            })
+            .then(|| procfs::ProcReader::new(&options.qemu_run_dir, Path::new("/proc")))
             .filter(|p| {
                 let ok = p.available();
                 if !ok {
-                    warn!(uri, dir = procfs::QEMU_RUN_DIR, "fast path unavailable (cannot read libvirt's QEMU status directory); sampling through libvirt");
+                    warn!(uri, dir = %options.qemu_run_dir.display(), "fast path unavailable (cannot read libvirt's QEMU status directory); sampling through libvirt");
                 }
                 ok
             });
