@@ -92,6 +92,11 @@ impl LibvirtBackend {
 
     /// Connects with the given sampling options.
     pub fn connect_with(uri: &str, options: &LibvirtOptions) -> Result<Self, BackendError> {
+        // libvirt's default error handler prints every error to stderr, including expected ones
+        // (a domain gone between listing and lookup); errors reach us as values and are logged
+        // where they matter.
+        static QUIET: std::sync::Once = std::sync::Once::new();
+        QUIET.call_once(virt::error::clear_error_callback);
         let proc = (options.fast_path && is_local_system(uri))
             .then(|| procfs::ProcReader::new(&options.qemu_run_dir, Path::new("/proc")))
             .filter(|p| {
