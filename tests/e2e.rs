@@ -273,12 +273,11 @@ fn cpu_heavy_and_light_are_paired() {
     repins_justified(&daemon.records(), 0);
 }
 
-#[test]
-fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
-    if !e2e_enabled() {
-        return;
-    }
-    let mut guests = Guests::new("mem");
+/// A guest that holds 25 s, grows 20 MiB/s to 700 MiB, holds 15 s and frees, beside two idle
+/// ones; all booted with their balloons settled at 512 MiB. Returns the guests, the grower's
+/// name and the idle ones'.
+fn grower_and_two_idle(prefix: &str) -> (Guests, String, Vec<String>) {
+    let mut guests = Guests::new(prefix);
     let grower = guests.start(GuestSpec::new(
         "grower",
         "vc.mem=hold:25,grow:20:700,hold:15,free",
@@ -289,6 +288,25 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
         .collect();
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
+    (guests, grower, idle)
+}
+
+fn assert_no_oom(guests: &Guests) {
+    for name in &guests.names {
+        assert!(
+            !guests.oom_seen(name),
+            "{name} hit OOM:\n{}",
+            guests.console_text(name)
+        );
+    }
+}
+
+#[test]
+fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
+    if !e2e_enabled() {
+        return;
+    }
+    let (guests, grower, idle) = grower_and_two_idle("mem");
     let names = guests.names.clone();
     let mut daemon = Daemon::start(
         &guests.dir,
@@ -314,13 +332,7 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
         "{}",
         log_of(&guests)
     );
-    for name in &names {
-        assert!(
-            !guests.oom_seen(name),
-            "{name} hit OOM:\n{}",
-            guests.console_text(name)
-        );
-    }
+    assert_no_oom(&guests);
     let series = |vm: &str, key: &str| -> Vec<u64> {
         polls
             .iter()
@@ -921,17 +933,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
     if !e2e_enabled() {
         return;
     }
-    let mut guests = Guests::new("pressure");
-    let grower = guests.start(GuestSpec::new(
-        "grower",
-        "vc.mem=hold:25,grow:20:700,hold:15,free",
-    ));
-    let idle: Vec<String> = ["idle1", "idle2"]
-        .iter()
-        .map(|n| guests.start(GuestSpec::new(n, "")))
-        .collect();
-    guests.wait_booted(Duration::from_secs(120));
-    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let (guests, grower, idle) = grower_and_two_idle("pressure");
     let mut daemon = Daemon::start(
         &guests.dir,
         "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"pressure-balloon\"\n",
@@ -945,13 +947,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
         "{}",
         log_of(&guests)
     );
-    for name in &guests.names {
-        assert!(
-            !guests.oom_seen(name),
-            "{name} hit OOM:\n{}",
-            guests.console_text(name)
-        );
-    }
+    assert_no_oom(&guests);
     let records = daemon.records();
     let series = |vm: &str| -> Vec<(f64, Option<f64>)> {
         records

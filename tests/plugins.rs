@@ -10,9 +10,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{root, scratch};
+use common::{root, run_sim, scratch, Run};
 use vcoord_core::metrics::{cpu_metrics, memory_metrics};
-use vcoord_core::record::TickRecord;
 
 /// A plugin file built by the workspace.
 fn plugin(stem: &str) -> PathBuf {
@@ -34,53 +33,16 @@ fn scenario(name: &str) -> String {
         .to_string()
 }
 
-struct Run {
-    ok: bool,
-    stderr: String,
-    records: Vec<TickRecord>,
-}
-
 /// Runs `vcoord run` on a one-host config made of `host` lines (after name and uri) for
 /// `scenario`, `ticks` ticks at info level.
 fn run(scenario_name: &str, host: &str, ticks: Option<u32>) -> Run {
-    let dir = scratch("plugin");
-    let config = dir.join("vcoord.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\n{host}\n",
-            scenario(scenario_name)
-        ),
-    )
-    .unwrap();
-    let record = dir.join("record.jsonl");
-    let mut args = vec![
-        "run".to_owned(),
-        "--config".into(),
-        config.display().to_string(),
-        "--record".into(),
-        record.display().to_string(),
-        "--log-level".into(),
-        "info".into(),
-    ];
-    if let Some(n) = ticks {
-        args.extend(["--ticks".into(), n.to_string()]);
+    let path = PathBuf::from(scenario(scenario_name));
+    let n = ticks.map(|t| t.to_string());
+    let mut args = vec!["--log-level", "info"];
+    if let Some(n) = &n {
+        args.extend(["--ticks", n.as_str()]);
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vcoord"))
-        .args(&args)
-        .output()
-        .unwrap();
-    let records = std::fs::read_to_string(&record)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let _ = std::fs::remove_dir_all(&dir);
-    Run {
-        ok: out.status.success(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        records,
-    }
+    run_sim(&path, host, &args)
 }
 
 /// `vcoord check-config` on a config whose first line is `top` and whose host has `host` lines.

@@ -267,17 +267,14 @@ pub fn policies(repeat: u32) -> Vec<(&'static str, usize, usize, f64)> {
     out
 }
 
-/// Resident memory and open file descriptors of this process.
-pub fn own_footprint() -> (u64, usize) {
-    let rss = std::fs::read_to_string("/proc/self/status")
+/// Resident memory (KiB) and open file descriptors of process `pid` (or `self`).
+pub fn footprint(pid: &str) -> (Option<u64>, Option<usize>) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        .and_then(|s| crate::backend::libvirt::procfs::kib_field(&s, "VmRSS:"));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count());
     (rss, fds)
 }
 
@@ -298,17 +295,7 @@ pub fn soak(
     )
     .map_err(|e| e.to_string())?;
     let daemon = libvirtd_pid();
-    let daemon_fds = |pid: &Option<String>| {
-        pid.as_ref()
-            .and_then(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
-            .map(|d| d.count())
-    };
-    let daemon_rss = |pid: &Option<String>| -> Option<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", pid.as_ref()?)).ok()?;
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    };
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     line(&format!(
         "{:>7} {:>5} {:>14} {:>10} {:>14} {:>13} {:>9}",
         "tick", "VMs", "vcoord RSS", "vcoord fds", "libvirtd RSS", "libvirtd fds", "ms/tick"
@@ -322,17 +309,18 @@ pub fn soak(
         }
         done += 1;
         if done == 1 || done % every == 0 || done == ticks {
-            let (rss, fds) = own_footprint();
+            let (rss, fds) = footprint("self");
+            let (daemon_rss, daemon_fds) = daemon.as_deref().map_or((None, None), footprint);
             let ms = window.elapsed().as_secs_f64() * 1000.0 / every.min(done) as f64;
             window = Instant::now();
             line(&format!(
                 "{:>7} {:>5} {:>10} KiB {:>10} {:>10} KiB {:>13} {:>9.2}",
                 done,
                 vms,
-                rss,
-                fds,
-                daemon_rss(&daemon).map_or("-".into(), |v| v.to_string()),
-                daemon_fds(&daemon).map_or("-".into(), |v| v.to_string()),
+                rss.unwrap_or(0),
+                fds.unwrap_or(0),
+                shown(daemon_rss.map(|v| v.to_string())),
+                shown(daemon_fds.map(|v| v.to_string())),
                 ms
             ));
         }

@@ -231,6 +231,17 @@ impl Outcome {
     }
 }
 
+/// Scenario names in the order they first appear.
+fn scenario_names(outcomes: &[Outcome]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !names.contains(&o.scenario.as_str()) {
+            names.push(&o.scenario);
+        }
+    }
+    names
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
@@ -247,13 +258,7 @@ fn opt1(v: Option<f64>) -> String {
 /// one summary line per pair of policies.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
-    let mut scenarios: Vec<&str> = Vec::new();
-    for o in outcomes {
-        if !scenarios.contains(&o.scenario.as_str()) {
-            scenarios.push(&o.scenario);
-        }
-    }
-    for scenario in scenarios {
+    for scenario in scenario_names(outcomes) {
         let rows: Vec<(&Outcome, Row)> = outcomes
             .iter()
             .filter(|o| o.scenario == scenario)
@@ -463,13 +468,7 @@ pub fn csv(outcomes: &[Outcome]) -> String {
 pub fn plots(outcomes: &[Outcome], dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    let mut scenarios: Vec<&str> = Vec::new();
-    for o in outcomes {
-        if !scenarios.contains(&o.scenario.as_str()) {
-            scenarios.push(&o.scenario);
-        }
-    }
-    for scenario in scenarios {
+    for scenario in scenario_names(outcomes) {
         let runs: Vec<&Outcome> = outcomes
             .iter()
             .filter(|o| o.scenario == scenario && o.error.is_none())

@@ -62,13 +62,8 @@ impl ParamSpec {
         doc: &'static str,
     ) -> Self {
         Self {
-            key,
             kind: ParamKind::PerVm,
-            default: "",
-            unit,
-            min: range.0,
-            max: range.1,
-            doc,
+            ..Self::number(key, "", unit, range, doc)
         }
     }
 
@@ -151,11 +146,7 @@ impl Params {
 
     /// A number parameter (its default when not set); `None` for an unset optional one.
     pub fn number(&self, key: &str) -> Option<f64> {
-        match self.values.get(key)? {
-            Some(toml::Value::Float(f)) => Some(*f),
-            Some(toml::Value::Integer(i)) => Some(*i as f64),
-            _ => None,
-        }
+        self.values.get(key)?.as_ref().and_then(as_number)
     }
 
     /// A per-VM table (empty when not set).
@@ -194,6 +185,20 @@ fn as_number(value: &toml::Value) -> Option<f64> {
     }
 }
 
+/// `number` within the spec's range, or an error about `key`.
+fn check_range(spec: &ParamSpec, key: &str, number: f64) -> Result<(), ParamError> {
+    if !number.is_finite() || number < spec.min || number > spec.max {
+        return Err(ParamError::new(
+            key,
+            format!(
+                "{number} is out of range [{}, {}] {}",
+                spec.min, spec.max, spec.unit
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_value(spec: &ParamSpec, value: &toml::Value) -> Result<(), ParamError> {
     match spec.kind {
         ParamKind::PerVm => {
@@ -214,37 +219,17 @@ fn check_value(spec: &ParamSpec, value: &toml::Value) -> Result<(), ParamError> 
                         format!("expected a number, found {}", v.type_str()),
                     )
                 })?;
-                if !n.is_finite() || n < spec.min || n > spec.max {
-                    return Err(ParamError::new(
-                        key.as_str(),
-                        format!(
-                            "{n} is out of range [{}, {}] {}",
-                            spec.min, spec.max, spec.unit
-                        ),
-                    ));
-                }
+                check_range(spec, &key, n)?;
             }
         }
         ParamKind::Number => {
-            let number = match value {
-                toml::Value::Float(f) => *f,
-                toml::Value::Integer(i) => *i as f64,
-                other => {
-                    return Err(ParamError::new(
-                        spec.key,
-                        format!("expected a number, found {}", other.type_str()),
-                    ))
-                }
-            };
-            if !number.is_finite() || number < spec.min || number > spec.max {
-                return Err(ParamError::new(
+            let number = as_number(value).ok_or_else(|| {
+                ParamError::new(
                     spec.key,
-                    format!(
-                        "{number} is out of range [{}, {}] {}",
-                        spec.min, spec.max, spec.unit
-                    ),
-                ));
-            }
+                    format!("expected a number, found {}", value.type_str()),
+                )
+            })?;
+            check_range(spec, spec.key, number)?;
         }
         ParamKind::Bool => {
             if !matches!(value, toml::Value::Boolean(_)) {
@@ -266,6 +251,7 @@ mod tests {
         ParamSpec::number("rate", "0.5", "ratio", (0.0, 1.0), "a rate"),
         ParamSpec::number("limit_mib", "", "MiB", (0.0, 1e6), "optional limit"),
         ParamSpec::boolean("loud", "false", "talk more"),
+        ParamSpec::per_vm("shares", "weight", (0.5, 10.0), "per-VM weights"),
     ];
 
     fn table(text: &str) -> toml::Table {
@@ -290,7 +276,7 @@ mod tests {
     fn unknown_key_is_named() {
         let err = Params::parse(&table("rat = 0.1"), SPECS).unwrap_err();
         assert_eq!(err.key, "rat");
-        assert!(err.message.contains("known: rate, limit_mib, loud"));
+        assert!(err.message.contains("known: rate, limit_mib, loud, shares"));
     }
 
     #[test]
@@ -302,5 +288,25 @@ mod tests {
         assert!(err.message.contains("out of range"));
         let err = Params::parse(&table("loud = 1"), SPECS).unwrap_err();
         assert_eq!(err.key, "loud");
+    }
+
+    #[test]
+    fn per_vm_tables_are_checked_entry_by_entry() {
+        let p = Params::parse(&table("shares = { a = 2, b = 0.5 }"), SPECS).unwrap();
+        let shares = p.per_vm("shares");
+        assert_eq!(shares.get("a"), Some(&2.0));
+        assert_eq!(shares.get("b"), Some(&0.5));
+        assert!(Params::parse(&table(""), SPECS)
+            .unwrap()
+            .per_vm("shares")
+            .is_empty());
+        let err = Params::parse(&table("shares = { a = 20 }"), SPECS).unwrap_err();
+        assert_eq!(err.key, "shares.a");
+        assert!(err.message.contains("out of range"));
+        let err = Params::parse(&table("shares = { a = \"x\" }"), SPECS).unwrap_err();
+        assert_eq!(err.key, "shares.a");
+        let err = Params::parse(&table("shares = 3"), SPECS).unwrap_err();
+        assert_eq!(err.key, "shares");
+        assert!(err.message.contains("table of VM names"));
     }
 }

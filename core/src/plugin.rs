@@ -310,22 +310,21 @@ pub fn cpu_policy(
     limits: DecideLimits,
     fallback: Option<Box<dyn CpuPolicy>>,
 ) -> Result<Box<dyn CpuPolicy>, PluginError> {
-    let plugin = load(spec)?;
-    plugin.check_kind(Kind::Cpu)?;
-    let text = toml::to_string(params).unwrap_or_default();
-    let object = plugin
-        .library
-        .new_cpu_policy(&text)
-        .map_err(|m| plugin.params_error(m))?;
-    let mut object = object;
-    let worker = Worker::spawn(&plugin.info.name, move |snapshot| {
-        object
-            .decide(snapshot)
-            .into_result()
-            .map_err(|e| e.into_string())
-    });
+    let supervisor = start(
+        spec,
+        params,
+        limits,
+        Kind::Cpu,
+        Library::new_cpu_policy,
+        |object: &mut abi::CpuPolicyBox, snapshot| {
+            object
+                .decide(snapshot)
+                .into_result()
+                .map_err(|e| e.into_string())
+        },
+    )?;
     Ok(Box::new(SupervisedCpu {
-        supervisor: Supervisor::new(&plugin.info.name, worker, limits),
+        supervisor,
         fallback,
     }))
 }
@@ -337,24 +336,43 @@ pub fn memory_policy(
     limits: DecideLimits,
     fallback: Option<Box<dyn MemoryPolicy>>,
 ) -> Result<Box<dyn MemoryPolicy>, PluginError> {
-    let plugin = load(spec)?;
-    plugin.check_kind(Kind::Memory)?;
-    let text = toml::to_string(params).unwrap_or_default();
-    let object = plugin
-        .library
-        .new_memory_policy(&text)
-        .map_err(|m| plugin.params_error(m))?;
-    let mut object = object;
-    let worker = Worker::spawn(&plugin.info.name, move |snapshot| {
-        object
-            .decide(snapshot)
-            .into_result()
-            .map_err(|e| e.into_string())
-    });
+    let supervisor = start(
+        spec,
+        params,
+        limits,
+        Kind::Memory,
+        Library::new_memory_policy,
+        |object: &mut abi::MemoryPolicyBox, snapshot| {
+            object
+                .decide(snapshot)
+                .into_result()
+                .map_err(|e| e.into_string())
+        },
+    )?;
     Ok(Box::new(SupervisedMemory {
-        supervisor: Supervisor::new(&plugin.info.name, worker, limits),
+        supervisor,
         fallback,
     }))
+}
+
+/// Loads the plugin, checks it has a policy of `kind`, builds it from `params` with `build`
+/// and puts it on a thread of its own, where `decide` serves it.
+fn start<O: Send + 'static, P: Send + 'static>(
+    spec: &PluginSpec,
+    params: &toml::Table,
+    limits: DecideLimits,
+    kind: Kind,
+    build: fn(&Library, &str) -> Result<O, String>,
+    decide: fn(&mut O, &abi::Snapshot) -> Result<P, String>,
+) -> Result<Supervisor<P>, PluginError> {
+    let plugin = load(spec)?;
+    plugin.check_kind(kind)?;
+    let text = toml::to_string(params).unwrap_or_default();
+    let mut object = build(&plugin.library, &text).map_err(|m| plugin.params_error(m))?;
+    let worker = Worker::spawn(&plugin.info.name, move |snapshot| {
+        decide(&mut object, snapshot)
+    });
+    Ok(Supervisor::new(&plugin.info.name, worker, limits))
 }
 
 /// A plugin policy object on a thread of its own, answering one snapshot at a time.
@@ -463,6 +481,54 @@ impl<P: Send + 'static> Supervisor<P> {
     }
 }
 
+/// A plan whose reason can be amended.
+trait Reasoned: Default {
+    fn reason_mut(&mut self) -> &mut String;
+}
+
+impl Reasoned for CpuPlan {
+    fn reason_mut(&mut self) -> &mut String {
+        &mut self.reason
+    }
+}
+
+impl Reasoned for MemoryPlan {
+    fn reason_mut(&mut self) -> &mut String {
+        &mut self.reason
+    }
+}
+
+impl<A: Send + 'static> Supervisor<A> {
+    /// The plugin's plan converted by `convert`; once it is quarantined, the fallback's plan
+    /// (or an empty one) with a reason that says so.
+    fn plan_or_fallback<P: Reasoned>(
+        &mut self,
+        snapshot: &Snapshot,
+        convert: fn(A) -> P,
+        fallback: Option<impl FnOnce(&Snapshot) -> P>,
+    ) -> P {
+        let why = match self.call(snapshot) {
+            Ok(plan) => return convert(plan),
+            Err(why) => why,
+        };
+        let name = &self.name;
+        match fallback {
+            Some(fallback) => {
+                let mut plan = fallback(snapshot);
+                let reason = plan.reason_mut();
+                *reason = format!("plugin {name} quarantined ({why}); fallback: {reason}");
+                plan
+            }
+            None => {
+                let mut plan = P::default();
+                *plan.reason_mut() =
+                    format!("plugin {name} quarantined ({why}); no fallback, no change");
+                plan
+            }
+        }
+    }
+}
+
 struct SupervisedCpu {
     supervisor: Supervisor<abi::CpuPlan>,
     fallback: Option<Box<dyn CpuPolicy>>,
@@ -470,28 +536,9 @@ struct SupervisedCpu {
 
 impl CpuPolicy for SupervisedCpu {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
-        match self.supervisor.call(snapshot) {
-            Ok(plan) => cpu_plan_from_abi(plan),
-            Err(why) => {
-                let name = &self.supervisor.name;
-                match &mut self.fallback {
-                    Some(fallback) => {
-                        let mut plan = fallback.decide(snapshot);
-                        plan.reason = format!(
-                            "plugin {name} quarantined ({why}); fallback: {}",
-                            plan.reason
-                        );
-                        plan
-                    }
-                    None => CpuPlan {
-                        pins: Vec::new(),
-                        reason: format!(
-                            "plugin {name} quarantined ({why}); no fallback, no change"
-                        ),
-                    },
-                }
-            }
-        }
+        let fallback = self.fallback.as_mut().map(|f| |s: &Snapshot| f.decide(s));
+        self.supervisor
+            .plan_or_fallback(snapshot, cpu_plan_from_abi, fallback)
     }
 }
 
@@ -502,28 +549,9 @@ struct SupervisedMemory {
 
 impl MemoryPolicy for SupervisedMemory {
     fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
-        match self.supervisor.call(snapshot) {
-            Ok(plan) => memory_plan_from_abi(plan),
-            Err(why) => {
-                let name = &self.supervisor.name;
-                match &mut self.fallback {
-                    Some(fallback) => {
-                        let mut plan = fallback.decide(snapshot);
-                        plan.reason = format!(
-                            "plugin {name} quarantined ({why}); fallback: {}",
-                            plan.reason
-                        );
-                        plan
-                    }
-                    None => MemoryPlan {
-                        targets: Vec::new(),
-                        reason: format!(
-                            "plugin {name} quarantined ({why}); no fallback, no change"
-                        ),
-                    },
-                }
-            }
-        }
+        let fallback = self.fallback.as_mut().map(|f| |s: &Snapshot| f.decide(s));
+        self.supervisor
+            .plan_or_fallback(snapshot, memory_plan_from_abi, fallback)
     }
 }
 

@@ -35,9 +35,19 @@ pub fn vcoord(args: &[&str]) -> Output {
         .expect("vcoord runs")
 }
 
-/// Writes a one-host config for `scenario` with extra TOML lines (policies, ...), runs it to
-/// the scenario's end and returns the tick records.
-pub fn run_scenario(scenario: &Path, extra: &str) -> Vec<TickRecord> {
+/// What `vcoord run` on a one-host simulator configuration gave.
+pub struct Run {
+    /// Exit status was success.
+    pub ok: bool,
+    /// Its log.
+    pub stderr: String,
+    /// Its tick records.
+    pub records: Vec<TickRecord>,
+}
+
+/// Writes a one-host config for `scenario` with extra TOML lines (policies, ...) and runs it,
+/// recording, with `args` added to `vcoord run`.
+pub fn run_sim(scenario: &Path, extra: &str, args: &[&str]) -> Run {
     let dir = scratch("run");
     let config = dir.join("vcoord.toml");
     std::fs::write(
@@ -49,24 +59,39 @@ pub fn run_scenario(scenario: &Path, extra: &str) -> Vec<TickRecord> {
     )
     .unwrap();
     let record = dir.join("record.jsonl");
-    let out = vcoord(&[
+    let mut all = vec![
         "run",
         "--config",
         config.to_str().unwrap(),
         "--record",
         record.to_str().unwrap(),
-    ]);
+    ];
+    all.extend_from_slice(args);
+    let out = vcoord(&all);
+    let records = std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record line is a TickRecord"))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    Run {
+        ok: out.status.success(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        records,
+    }
+}
+
+/// Runs `scenario` to its end with extra host lines and returns the tick records; the run
+/// must succeed.
+pub fn run_scenario(scenario: &Path, extra: &str) -> Vec<TickRecord> {
+    let run = run_sim(scenario, extra, &[]);
     assert!(
-        out.status.success(),
+        run.ok,
         "vcoord failed on {}: {}",
         scenario.display(),
-        String::from_utf8_lossy(&out.stderr)
+        run.stderr
     );
-    let text = std::fs::read_to_string(&record).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("record line is a TickRecord"))
-        .collect()
+    run.records
 }
 
 /// The pCPU each VM's vCPU 0 is pinned to in a record (None when not pinned to one pCPU).

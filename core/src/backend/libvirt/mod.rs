@@ -242,10 +242,6 @@ impl LibvirtBackend {
                 return Err(self.conn_error("cannot read host free memory"));
             }
         };
-        let wall_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
         let mut vms = Vec::with_capacity(stats.len());
         for dom in stats {
             let placement = match dom.placement {
@@ -266,17 +262,25 @@ impl LibvirtBackend {
             };
             vms.push(vm_sample(dom.name, dom.uuid, &dom.params, &placement));
         }
+        Ok(self.finish_sample(taken, mem_free_kib, vms))
+    }
+
+    /// A sample of this host taken at `taken` (since the backend started), VMs by name.
+    fn finish_sample(&self, taken: Duration, mem_free_kib: u64, mut vms: Vec<VmSample>) -> Sample {
         vms.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Sample {
+        Sample {
             taken_ns: taken.as_nanos() as u64,
-            wall_s,
+            wall_s: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
             host: HostSample {
                 pcpus: self.pcpus.clone(),
                 mem_total_kib: self.mem_total_kib,
                 mem_free_kib,
             },
             vms,
-        })
+        }
     }
 
     /// One round of a per-domain poller in the style of the original design: list the
@@ -394,10 +398,6 @@ impl LibvirtBackend {
         }
         let mem_free_kib = procfs::mem_free_kib(Path::new("/proc"))
             .ok_or_else(|| self.conn_error("cannot read /proc/meminfo"))?;
-        let wall_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
         let mut vms = Vec::with_capacity(domains.len());
         for (name, uuid) in domains {
             let memory = self.balloon_cache.get(&uuid).cloned().unwrap_or_default();
@@ -428,17 +428,7 @@ impl LibvirtBackend {
             };
             vms.push(vm);
         }
-        vms.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Sample {
-            taken_ns: taken.as_nanos() as u64,
-            wall_s,
-            host: HostSample {
-                pcpus: self.pcpus.clone(),
-                mem_total_kib: self.mem_total_kib,
-                mem_free_kib,
-            },
-            vms,
-        })
+        Ok(self.finish_sample(taken, mem_free_kib, vms))
     }
 }
 

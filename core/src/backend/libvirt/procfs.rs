@@ -219,9 +219,16 @@ pub fn parse_cpu_list(list: &str) -> Option<CpuSet> {
 
 /// Free memory of the host from /proc/meminfo (`MemFree`), KiB.
 pub fn mem_free_kib(proc_dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(proc_dir.join("meminfo")).ok()?;
+    kib_field(
+        &std::fs::read_to_string(proc_dir.join("meminfo")).ok()?,
+        "MemFree:",
+    )
+}
+
+/// The value of a `Key:   1234 kB` line of a /proc file (meminfo, status), KiB.
+pub fn kib_field(text: &str, key: &str) -> Option<u64> {
     text.lines()
-        .find_map(|l| l.strip_prefix("MemFree:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
