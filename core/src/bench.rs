@@ -10,7 +10,7 @@ use crate::backend::Backend;
 use crate::config::HostConfig;
 use crate::cpuset::CpuSet;
 use crate::model::Pcpu;
-use crate::policy::{cpu_policies, CpuPolicy};
+use crate::policy::cpu_policies;
 use crate::runtime::Coordinator;
 use crate::snapshot::{HostView, MemoryView, Snapshot, VcpuView, VmView};
 
@@ -185,7 +185,6 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
         state ^= state << 17;
         state
     };
-    let mut load = vec![0.0; pcpus];
     let vms: Vec<VmView> = (0..vcpus)
         .map(|i| {
             // Half the vCPUs crowd the first quarter of the pCPUs.
@@ -197,7 +196,6 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
             // Mean load 45 x pCPUs / vCPUs: ~90% on the crowded quarter, ~30% elsewhere.
             let mean = 45.0 * pcpus as f64 / vcpus as f64;
             let l = mean * 2.0 * (next() % 1000) as f64 / 1000.0;
-            load[pcpu as usize] += l;
             VmView {
                 name: format!("vm{i:05}"),
                 uuid: format!("u{i}"),
@@ -217,26 +215,26 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
                     swap_out_kib: Some(0),
                     major_faults: Some(0),
                     stats_fresh: true,
+                    last_report_s: Some(1.0),
                 },
                 oom_events: None,
                 is_new: false,
             }
         })
         .collect();
-    Snapshot {
-        tick: 1,
-        interval_s: 1.0,
-        wall_s: 1.0,
-        host: HostView {
-            pcpus: (0..pcpus as u32).map(Pcpu::plain).collect(),
-            pcpu_load_pct: load.iter().map(|l| l.min(100.0)).collect(),
-            mem_total_kib: 1 << 40,
-            mem_free_kib: 1 << 39,
-            guest_free_kib: 1 << 39,
-            guest_budget_kib: None,
-        },
-        vms,
-    }
+    let host = HostView::new(
+        (0..pcpus as u32).map(Pcpu::plain).collect(),
+        1 << 40,
+        1 << 39,
+    );
+    Snapshot::builder(host)
+        .tick(1)
+        .interval_s(1.0)
+        .wall_s(1.0)
+        .vms(vms)
+        .loads_from_vcpus()
+        .build()
+        .expect("synthetic snapshots are well formed")
 }
 
 /// Decision time of every built-in CPU policy on synthetic hosts: (policy, vCPUs, pCPUs,
@@ -248,14 +246,9 @@ pub fn policies(repeat: u32) -> Vec<(&'static str, usize, usize, f64)> {
         for info in cpu_policies() {
             let mut best = f64::INFINITY;
             for _ in 0..repeat.max(1) {
-                let mut policy: Box<dyn CpuPolicy> =
-                    match crate::params::Params::parse(&toml::Table::new(), info.params)
-                        .ok()
-                        .and_then(|p| (info.build)(&p).ok())
-                    {
-                        Some(p) => p,
-                        None => continue,
-                    };
+                let Ok(mut policy) = (info.build)(&toml::Table::new()) else {
+                    continue;
+                };
                 let start = Instant::now();
                 let plan = policy.decide(&snapshot);
                 best = best.min(start.elapsed().as_secs_f64() * 1000.0);

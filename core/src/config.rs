@@ -11,7 +11,6 @@ use toml::Spanned;
 use tracing::error;
 
 use crate::guard::GuardSettings;
-use crate::params::Params;
 use crate::plugin::{self, DecideLimits, PluginError, PluginSpec};
 use crate::policy::{
     cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy, MemoryPolicy,
@@ -155,8 +154,7 @@ impl PolicyChoice {
         let Some(spec) = &self.plugin else {
             let info = find_cpu_policy(&self.name)
                 .ok_or_else(|| format!("unknown CPU policy `{}`", self.name))?;
-            let params = Params::parse(&self.params, info.params).map_err(|e| e.to_string())?;
-            return (info.build)(&params).map_err(|e| e.to_string());
+            return (info.build)(&self.params).map_err(|e| e.to_string());
         };
         let fallback = self.fallback.as_ref().map(|f| f.build_cpu()).transpose()?;
         plugin::cpu_policy(spec, &self.params, self.limits, fallback).or_else(|e| {
@@ -176,8 +174,7 @@ impl PolicyChoice {
         let Some(spec) = &self.plugin else {
             let info = find_memory_policy(&self.name)
                 .ok_or_else(|| format!("unknown memory policy `{}`", self.name))?;
-            let params = Params::parse(&self.params, info.params).map_err(|e| e.to_string())?;
-            return (info.build)(&params).map_err(|e| e.to_string());
+            return (info.build)(&self.params).map_err(|e| e.to_string());
         };
         let fallback = self
             .fallback
@@ -202,10 +199,12 @@ impl PolicyChoice {
             return e.to_string();
         };
         let (key, line_col) = match e {
-            PluginError::Params { message, .. } => {
-                let param = message
-                    .strip_prefix('`')
-                    .and_then(|m| m.split('`').next())
+            PluginError::Params { refusal, .. } => {
+                // The line of the key at fault, or of its table for a nested key.
+                let param = refusal
+                    .key
+                    .as_deref()
+                    .and_then(|k| k.split('.').next())
                     .filter(|k| origin.param_line_col.contains_key(*k));
                 match param {
                     Some(k) => (
@@ -584,12 +583,13 @@ fn check_builtin(
     cpu: bool,
     name_span: Option<std::ops::Range<usize>>,
 ) -> Result<(), ConfigError> {
-    let specs = if cpu {
-        find_cpu_policy(name).map(|p| p.params)
+    // Building checks each parameter and the checks that involve several.
+    let built = if cpu {
+        find_cpu_policy(name).map(|p| (p.build)(params).map(drop))
     } else {
-        find_memory_policy(name).map(|p| p.params)
+        find_memory_policy(name).map(|p| (p.build)(params).map(drop))
     };
-    let Some(specs) = specs else {
+    let Some(built) = built else {
         let known: Vec<&str> = if cpu {
             cpu_policies().iter().map(|p| p.name).collect()
         } else {
@@ -612,11 +612,16 @@ fn check_builtin(
             ),
         )));
     };
-    if let Err(e) = Params::parse(params, specs) {
+    if let Err(e) = built {
+        let top_key = e.key.split('.').next().unwrap_or_default();
         return Err(ConfigError::Invalid(Located::new(
             ctx.path,
             ctx.text,
-            spans.get(&e.key).cloned().or(name_span),
+            spans
+                .get(&e.key)
+                .or_else(|| spans.get(top_key))
+                .cloned()
+                .or(name_span),
             &format!("{key}.params.{}", e.key),
             e.message,
         )));

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{CpuPlan, MemoryPlan, VcpuPin};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{GuardLimits, Snapshot};
+use crate::units::Kib;
 
 const MIB: u64 = 1024;
 
@@ -34,6 +35,16 @@ fn default_reserve() -> u64 {
 }
 fn default_margin() -> u64 {
     64
+}
+
+impl GuardSettings {
+    /// The limits as policies see them in each snapshot.
+    pub fn limits(&self) -> GuardLimits {
+        GuardLimits {
+            guest_floor_kib: Kib::from_mib(self.guest_floor_mib).get(),
+            host_reserve_kib: Kib::from_mib(self.host_reserve_mib).get(),
+        }
+    }
 }
 
 impl Default for GuardSettings {
@@ -202,7 +213,7 @@ impl Guard {
         // Grants come out of what guests may have above the reserve. Memory released this tick
         // counts only once the host sees it free (next tick): balloons take time to inflate.
         let headroom_kib = snapshot
-            .host
+            .host()
             .guest_free_kib
             .saturating_sub(self.settings.host_reserve_mib * MIB);
         let grants_kib: u64 = changes

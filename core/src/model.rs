@@ -4,31 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cpuset::CpuSet;
-
-/// One physical CPU and where it sits in the host topology, where known.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pcpu {
-    /// pCPU id as libvirt numbers it.
-    pub id: u32,
-    /// Core id (SMT siblings share it).
-    pub core_id: Option<u32>,
-    /// Socket (package) id.
-    pub socket_id: Option<u32>,
-    /// NUMA node id.
-    pub node_id: Option<u32>,
-}
-
-impl Pcpu {
-    /// A pCPU with unknown topology.
-    pub fn plain(id: u32) -> Self {
-        Self {
-            id,
-            core_id: None,
-            socket_id: None,
-            node_id: None,
-        }
-    }
-}
+pub use vcoord_api::Pcpu;
 
 /// Host-wide figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

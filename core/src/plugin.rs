@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, trace, warn};
 use vcoord_plugin::abi::{self as abi, RStr};
-use vcoord_plugin::host::{Info, Library, OpenError};
+use vcoord_plugin::convert::{self, cpu_plan_from_abi, memory_plan_from_abi};
+use vcoord_plugin::host::{Info, Library, OpenError, Refusal};
 
-use crate::cpuset::CpuSet;
-use crate::policy::{BalloonTarget, CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
+use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy};
 use crate::snapshot::Snapshot;
 
 /// Which policy kind a plugin is asked for.
@@ -83,14 +83,14 @@ pub enum PluginError {
         offers: String,
     },
     /// The plugin refused its parameters (or failed to build).
-    #[error("{}: plugin `{name}` refused its params: {message}", path.display())]
+    #[error("{}: plugin `{name}` refused its params: {refusal}", path.display())]
     Params {
         /// The file.
         path: PathBuf,
         /// Plugin name.
         name: String,
-        /// The plugin's message.
-        message: String,
+        /// The parameter at fault, if any, and the plugin's message.
+        refusal: Refusal,
     },
 }
 
@@ -181,11 +181,19 @@ impl Plugin {
         }
     }
 
-    fn params_error(&self, message: String) -> PluginError {
+    fn params_error(&self, refusal: Refusal) -> PluginError {
         PluginError::Params {
             path: self.path.clone(),
             name: self.info.name.clone(),
-            message,
+            refusal,
+        }
+    }
+
+    /// The parameters of its policy of `kind`.
+    pub fn params(&self, kind: Kind) -> Vec<vcoord_api::ParamSpec> {
+        match kind {
+            Kind::Cpu => self.library.cpu_params(),
+            Kind::Memory => self.library.memory_params(),
         }
     }
 }
@@ -362,7 +370,7 @@ fn start<O: Send + 'static, P: Send + 'static>(
     params: &toml::Table,
     limits: DecideLimits,
     kind: Kind,
-    build: fn(&Library, &str) -> Result<O, String>,
+    build: fn(&Library, &str) -> Result<O, Refusal>,
     decide: fn(&mut O, &abi::Snapshot) -> Result<P, String>,
 ) -> Result<Supervisor<P>, PluginError> {
     let plugin = load(spec)?;
@@ -433,7 +441,10 @@ impl<P: Send + 'static> Supervisor<P> {
             None => Err("its thread is gone".to_owned()),
             Some(worker) => {
                 let started = Instant::now();
-                match worker.requests.send(Arc::new(to_abi(snapshot))) {
+                match worker
+                    .requests
+                    .send(Arc::new(convert::snapshot_to_abi(snapshot)))
+                {
                     Err(_) => Err("its thread is gone".to_owned()),
                     Ok(()) => match worker.replies.recv_timeout(self.limits.hard_limit()) {
                         Ok(Ok(plan)) => self.timed(started.elapsed()).map(|()| plan),
@@ -555,183 +566,9 @@ impl MemoryPolicy for SupervisedMemory {
     }
 }
 
-/// The snapshot as plugins see it.
-pub fn to_abi(snapshot: &Snapshot) -> abi::Snapshot {
-    let host = &snapshot.host;
-    abi::Snapshot {
-        tick: snapshot.tick,
-        interval_s: snapshot.interval_s,
-        wall_s: snapshot.wall_s,
-        pcpus: host
-            .pcpus
-            .iter()
-            .zip(&host.pcpu_load_pct)
-            .map(|(p, load)| abi::Pcpu {
-                id: p.id,
-                core_id: p.core_id.into(),
-                socket_id: p.socket_id.into(),
-                node_id: p.node_id.into(),
-                load_pct: *load,
-            })
-            .collect(),
-        mem_total_kib: host.mem_total_kib,
-        mem_free_kib: host.mem_free_kib,
-        guest_free_kib: host.guest_free_kib,
-        guest_budget_kib: host.guest_budget_kib.into(),
-        vms: snapshot
-            .vms
-            .iter()
-            .map(|vm| abi::Vm {
-                name: vm.name.as_str().into(),
-                uuid: vm.uuid.as_str().into(),
-                vcpus: vm
-                    .vcpus
-                    .iter()
-                    .map(|v| abi::Vcpu {
-                        id: v.id,
-                        load_pct: v.load_pct.into(),
-                        wait_pct: v.wait_pct.into(),
-                        pcpu: v.pcpu.into(),
-                        affinity: v.affinity.iter().collect(),
-                    })
-                    .collect(),
-                memory: abi::Memory {
-                    max_kib: vm.memory.max_kib,
-                    actual_kib: vm.memory.actual_kib,
-                    unused_kib: vm.memory.unused_kib.into(),
-                    usable_kib: vm.memory.usable_kib.into(),
-                    swap_in_kib: vm.memory.swap_in_kib.into(),
-                    swap_out_kib: vm.memory.swap_out_kib.into(),
-                    major_faults: vm.memory.major_faults.into(),
-                    stats_fresh: vm.memory.stats_fresh,
-                },
-                oom_events: vm.oom_events.into(),
-                is_new: vm.is_new,
-            })
-            .collect(),
-    }
-}
-
-/// A plugin's CPU plan in vcoord's terms (unchecked: the guard checks it like any plan).
-pub fn cpu_plan_from_abi(plan: abi::CpuPlan) -> CpuPlan {
-    CpuPlan {
-        pins: plan
-            .pins
-            .into_iter()
-            .map(|p| {
-                let mut cpus = CpuSet::new();
-                for cpu in p.cpus {
-                    cpus.insert(cpu);
-                }
-                VcpuPin {
-                    vm: p.vm.into_string(),
-                    vcpu: p.vcpu,
-                    cpus,
-                }
-            })
-            .collect(),
-        reason: plan.reason.into_string(),
-    }
-}
-
-/// A plugin's memory plan in vcoord's terms (unchecked).
-pub fn memory_plan_from_abi(plan: abi::MemoryPlan) -> MemoryPlan {
-    MemoryPlan {
-        targets: plan
-            .targets
-            .into_iter()
-            .map(|t| BalloonTarget {
-                vm: t.vm.into_string(),
-                target_kib: t.target_kib,
-                reason: t.reason.into_string(),
-            })
-            .collect(),
-        reason: plan.reason.into_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpuset::CpuSet;
-    use crate::model::{HostSample, MemorySample, Pcpu, Sample, VcpuSample, VmSample};
-    use crate::snapshot::{SnapshotBuilder, SnapshotSettings};
-
-    fn snapshot() -> Snapshot {
-        let sample = |t: u64, run: u64| Sample {
-            taken_ns: t,
-            wall_s: t as f64 / 1e9,
-            host: HostSample {
-                pcpus: vec![Pcpu {
-                    id: 3,
-                    core_id: Some(1),
-                    socket_id: Some(0),
-                    node_id: None,
-                }],
-                mem_total_kib: 8 << 20,
-                mem_free_kib: 4 << 20,
-            },
-            vms: vec![VmSample {
-                name: "vm1".into(),
-                uuid: "u1".into(),
-                vcpus: vec![VcpuSample {
-                    id: 0,
-                    run_time_ns: run,
-                    wait_time_ns: Some(0),
-                    pcpu: Some(3),
-                    affinity: CpuSet::single(3),
-                }],
-                memory: MemorySample {
-                    max_kib: 2 << 20,
-                    actual_kib: 1 << 20,
-                    unused_kib: Some(300 << 10),
-                    ..MemorySample::default()
-                },
-                oom_events: None,
-            }],
-        };
-        let mut b = SnapshotBuilder::new(SnapshotSettings {
-            guest_budget_kib: None,
-            stats_max_age_s: 1e9,
-        });
-        b.build(sample(0, 0));
-        b.build(sample(1_000_000_000, 500_000_000))
-    }
-
-    #[test]
-    fn snapshot_crosses_the_abi_field_for_field() {
-        let s = snapshot();
-        let a = to_abi(&s);
-        assert_eq!((a.tick, a.interval_s), (s.tick, s.interval_s));
-        assert_eq!(a.pcpus.len(), 1);
-        assert_eq!(a.pcpus[0].id, 3);
-        assert_eq!(a.pcpus[0].core_id.into_option(), Some(1));
-        assert_eq!(a.pcpus[0].node_id.into_option(), None);
-        assert_eq!(a.pcpus[0].load_pct, s.host.pcpu_load_pct[0]);
-        let (vm, v) = (&a.vms[0], &s.vms[0]);
-        assert_eq!(vm.name.as_str(), "vm1");
-        assert_eq!(vm.vcpus[0].load_pct.into_option(), v.vcpus[0].load_pct);
-        assert_eq!(vm.vcpus[0].affinity.as_slice(), &[3]);
-        assert_eq!(vm.memory.actual_kib, v.memory.actual_kib);
-        assert_eq!(vm.memory.unused_kib.into_option(), v.memory.unused_kib);
-        assert_eq!(vm.memory.stats_fresh, v.memory.stats_fresh);
-        assert_eq!(a.guest_free_kib, s.host.guest_free_kib);
-    }
-
-    #[test]
-    fn plans_come_back_unchecked_for_the_guard() {
-        let mut p = abi::CpuPlan::keep("r");
-        p.pin("vm1", 0, &[5, 2]);
-        p.pin("vm1", 1, &[]);
-        let plan = cpu_plan_from_abi(p);
-        assert_eq!(plan.pins[0].cpus.as_slice(), &[2, 5]);
-        assert!(plan.pins[1].cpus.is_empty());
-        assert_eq!(plan.reason, "r");
-        let mut m = abi::MemoryPlan::keep("m");
-        m.target("vm1", -5, "neg");
-        let plan = memory_plan_from_abi(m);
-        assert_eq!(plan.targets[0].target_kib, -5);
-    }
 
     #[test]
     fn relative_plugin_paths_are_tried_in_order() {

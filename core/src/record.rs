@@ -118,7 +118,7 @@ impl TickRecord {
     /// The parts of a record that come from the snapshot alone.
     pub fn from_snapshot(host: &str, snapshot: &Snapshot, start_wall_s: f64) -> Self {
         let vms = snapshot
-            .vms
+            .vms()
             .iter()
             .map(|vm| VmRecord {
                 name: vm.name.clone(),
@@ -143,12 +143,12 @@ impl TickRecord {
             .collect();
         Self {
             host: host.to_string(),
-            tick: snapshot.tick,
-            time_s: snapshot.wall_s - start_wall_s,
-            pcpu_load_pct: snapshot.host.pcpu_load_pct.clone(),
-            pcpu_stdev_pct: stdev(&snapshot.host.pcpu_load_pct),
-            host_free_mib: snapshot.host.mem_free_kib as f64 / MIB,
-            guest_free_mib: snapshot.host.guest_free_kib as f64 / MIB,
+            tick: snapshot.tick(),
+            time_s: snapshot.wall_s() - start_wall_s,
+            pcpu_load_pct: snapshot.pcpu_loads(),
+            pcpu_stdev_pct: stdev(&snapshot.pcpu_loads()),
+            host_free_mib: snapshot.host().mem_free_kib as f64 / MIB,
+            guest_free_mib: snapshot.host().guest_free_kib as f64 / MIB,
             vms,
             cpu_reason: String::new(),
             memory_reason: String::new(),
@@ -159,7 +159,7 @@ impl TickRecord {
             dry_run: false,
             sample_calls: 0,
             actuate_calls: 0,
-            pcpus: snapshot.host.pcpus.iter().map(|p| p.id).collect(),
+            pcpus: snapshot.pcpu_ids(),
             shadow: None,
             snapshot: None,
         }

@@ -138,6 +138,7 @@ impl Coordinator {
                     .max(host.memory_stats_period_s as f64)
                     .max(host.memory_interval_s)
                 + 1.0,
+            limits: host.guard.limits(),
         };
         Self {
             host: host.clone(),
@@ -193,8 +194,14 @@ impl Coordinator {
         };
         self.first_sight(&sample.vms);
         let pending = self.pending_grants_kib(&sample.vms);
-        let snapshot = self.builder.build_with_pending(sample, pending);
-        let start = *self.start_wall_s.get_or_insert(snapshot.wall_s);
+        let snapshot = match self.builder.build_with_pending(sample, pending) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                warn!(host = %self.host.name, error = %e, "sample refused; retrying next tick");
+                return None;
+            }
+        };
+        let start = *self.start_wall_s.get_or_insert(snapshot.wall_s());
         let sample_calls = self.backend.take_calls().sample_calls;
 
         let cpu_plan = self.cpu_policy.decide(&snapshot);
@@ -252,7 +259,7 @@ impl Coordinator {
             host = %self.host.name,
             "{} tick {} shadow | would pin {} | would balloon {}{}",
             self.host.name,
-            snapshot.tick,
+            snapshot.tick(),
             out.pins.len(),
             out.balloons.len(),
             if out.rejected.is_empty() { String::new() } else { format!(" | {} refused", out.rejected.len()) }

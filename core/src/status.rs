@@ -13,26 +13,26 @@ pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, 
     let mut builder = SnapshotBuilder::new(SnapshotSettings {
         guest_budget_kib: None,
         stats_max_age_s: 2.0 * window_s.max(1.0) + 1.0,
+        ..SnapshotSettings::default()
     });
-    builder.build(backend.sample()?);
+    builder.build(backend.sample()?)?;
     backend.wait(Duration::from_secs_f64(window_s));
-    let snap = builder.build(backend.sample()?);
+    let snap = builder.build(backend.sample()?)?;
     let mut out = String::new();
     let mib = |kib: u64| kib / 1024;
     let _ = writeln!(
         out,
         "host: {} pCPUs, {} MiB total, {} MiB free; {} VMs",
-        snap.host.pcpus.len(),
-        mib(snap.host.mem_total_kib),
-        mib(snap.host.mem_free_kib),
-        snap.vms.len()
+        snap.host().pcpus.len(),
+        mib(snap.host().mem_total_kib),
+        mib(snap.host().mem_free_kib),
+        snap.vms().len()
     );
     let loads: Vec<String> = snap
-        .host
+        .host()
         .pcpus
         .iter()
-        .zip(&snap.host.pcpu_load_pct)
-        .map(|(p, l)| format!("{}:{l:.0}%", p.id))
+        .map(|p| format!("{}:{:.0}%", p.pcpu.id, p.load_pct))
         .collect();
     let _ = writeln!(out, "pCPU load over {window_s:.1} s: {}", loads.join("  "));
     let _ = writeln!(
@@ -41,7 +41,7 @@ pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, 
         "VM", "vCPU", "load%", "wait%", "pCPU", "affinity", "max MiB", "actual", "unused"
     );
     let fmt_pct = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-    for vm in &snap.vms {
+    for vm in snap.vms() {
         for (i, v) in vm.vcpus.iter().enumerate() {
             let (name, max, actual, unused) = if i == 0 {
                 (

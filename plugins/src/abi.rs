@@ -1,5 +1,6 @@
-//! FFI-safe types crossing the plugin boundary. They mirror vcoord's own snapshot and plan
-//! types field for field (units in the names); vcoord converts at one seam.
+//! FFI-safe types crossing the plugin boundary. They mirror vcoord-api's snapshot and plan
+//! types field for field (units in the names); [`crate::convert`] converts both ways, and is
+//! the only place that does.
 //!
 //! Changing any type here changes the ABI: bump this crate's version (minor before 1.0, major
 //! after), and vcoord will refuse plugins built against the old one with a clear message.
@@ -47,16 +48,6 @@ pub struct Vcpu {
     pub affinity: RVec<u32>,
 }
 
-impl Vcpu {
-    /// The pCPU this vCPU is counted on: where it last ran, or its only allowed pCPU.
-    pub fn placed_on(&self) -> Option<u32> {
-        self.pcpu.into_option().or(match self.affinity.as_slice() {
-            [only] => Some(*only),
-            _ => None,
-        })
-    }
-}
-
 /// Memory figures of one VM.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
@@ -77,15 +68,8 @@ pub struct Memory {
     pub major_faults: ROption<u64>,
     /// Whether the guest statistics are recent enough to act on.
     pub stats_fresh: bool,
-}
-
-impl Memory {
-    /// Memory in use by the guest (`actual - unused`), when it reported.
-    pub fn used_kib(&self) -> Option<u64> {
-        self.unused_kib
-            .into_option()
-            .map(|unused| self.actual_kib.saturating_sub(unused))
-    }
+    /// When the guest last reported its statistics (seconds since the Unix epoch).
+    pub last_report_s: ROption<f64>,
 }
 
 /// One VM.
@@ -127,20 +111,12 @@ pub struct Snapshot {
     pub guest_free_kib: u64,
     /// The configured guest memory budget, if any.
     pub guest_budget_kib: ROption<u64>,
+    /// The guard's floor: no balloon target below this.
+    pub guest_floor_kib: u64,
+    /// The guard's reserve: grants never take guest-free memory below this.
+    pub host_reserve_kib: u64,
     /// VMs, ordered by name.
     pub vms: RVec<Vm>,
-}
-
-impl Snapshot {
-    /// The VM called `name`.
-    pub fn vm(&self, name: &str) -> Option<&Vm> {
-        self.vms.iter().find(|vm| vm.name.as_str() == name)
-    }
-
-    /// Ids of the pCPUs, ascending.
-    pub fn pcpu_ids(&self) -> Vec<u32> {
-        self.pcpus.iter().map(|p| p.id).collect()
-    }
 }
 
 /// Pin one vCPU to a set of pCPUs.
@@ -165,25 +141,6 @@ pub struct CpuPlan {
     pub reason: RString,
 }
 
-impl CpuPlan {
-    /// An empty plan (change nothing) with a reason.
-    pub fn keep(reason: impl Into<String>) -> Self {
-        Self {
-            pins: RVec::new(),
-            reason: RString::from(reason.into()),
-        }
-    }
-
-    /// Adds a pin.
-    pub fn pin(&mut self, vm: &str, vcpu: u32, cpus: &[u32]) {
-        self.pins.push(VcpuPin {
-            vm: vm.into(),
-            vcpu,
-            cpus: cpus.iter().copied().collect(),
-        });
-    }
-}
-
 /// Set one VM's balloon target.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
@@ -204,25 +161,6 @@ pub struct MemoryPlan {
     pub targets: RVec<BalloonTarget>,
     /// Why, in a few words.
     pub reason: RString,
-}
-
-impl MemoryPlan {
-    /// An empty plan (change nothing) with a reason.
-    pub fn keep(reason: impl Into<String>) -> Self {
-        Self {
-            targets: RVec::new(),
-            reason: RString::from(reason.into()),
-        }
-    }
-
-    /// Adds a balloon target.
-    pub fn target(&mut self, vm: &str, target_kib: i64, reason: impl Into<String>) {
-        self.targets.push(BalloonTarget {
-            vm: vm.into(),
-            target_kib,
-            reason: RString::from(reason.into()),
-        });
-    }
 }
 
 /// A CPU policy instance living in a plugin. `Err` carries a panic message or a refusal.
@@ -262,6 +200,37 @@ pub struct PluginInfo {
     pub has_memory_policy: bool,
 }
 
+/// Why a plugin could not build a policy: a parameter at fault (`key` set, a dotted path) or
+/// another failure such as a panic (`key` empty).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct BuildError {
+    /// The parameter at fault, or empty.
+    pub key: RString,
+    /// What is wrong.
+    pub message: RString,
+}
+
+/// One parameter of a plugin policy, for listings.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// Key in the `params` table.
+    pub key: RString,
+    /// Value type, in words.
+    pub kind: RString,
+    /// The default, as shown.
+    pub default: RString,
+    /// Unit.
+    pub unit: RString,
+    /// Smallest allowed value.
+    pub min: f64,
+    /// Largest allowed value.
+    pub max: f64,
+    /// What it does.
+    pub doc: RString,
+}
+
 /// Severity of a plugin log line: 1 error, 2 warn, 3 info, 4 debug, 5 trace.
 pub type LogLevel = u8;
 
@@ -286,11 +255,15 @@ pub struct Plugin {
     pub set_log_sink: extern "C" fn(sink: LogSink, label: RStr<'_>),
     /// Builds its CPU policy from the host's parameters, given as TOML text; `Err` says what
     /// is wrong with them (or that the plugin has no CPU policy).
-    pub new_cpu_policy: extern "C" fn(params_toml: RStr<'_>) -> RResult<CpuPolicyBox, RString>,
+    pub new_cpu_policy: extern "C" fn(params_toml: RStr<'_>) -> RResult<CpuPolicyBox, BuildError>,
     /// Builds its memory policy, likewise.
-    #[sabi(last_prefix_field)]
     pub new_memory_policy:
-        extern "C" fn(params_toml: RStr<'_>) -> RResult<MemoryPolicyBox, RString>,
+        extern "C" fn(params_toml: RStr<'_>) -> RResult<MemoryPolicyBox, BuildError>,
+    /// The parameters of its CPU policy (empty without one).
+    pub cpu_params: extern "C" fn() -> RVec<ParamSpec>,
+    /// The parameters of its memory policy (empty without one).
+    #[sabi(last_prefix_field)]
+    pub memory_params: extern "C" fn() -> RVec<ParamSpec>,
 }
 
 impl RootModule for PluginRef {

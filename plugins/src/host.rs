@@ -7,7 +7,10 @@ use std::path::Path;
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
 use abi_stable::std_types::RStr;
 
-use crate::abi::{CpuPolicyBox, LogLevel, LogSink, MemoryPolicyBox, PluginRef};
+use vcoord_api::ParamSpec;
+
+use crate::abi::{BuildError, CpuPolicyBox, LogLevel, LogSink, MemoryPolicyBox, PluginRef};
+use crate::convert;
 
 /// Why a file could not be opened as a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,17 +113,54 @@ impl Library {
     }
 
     /// Builds the plugin's CPU policy from its parameters (TOML text).
-    pub fn new_cpu_policy(&self, params_toml: &str) -> Result<CpuPolicyBox, String> {
+    pub fn new_cpu_policy(&self, params_toml: &str) -> Result<CpuPolicyBox, Refusal> {
         (self.root.new_cpu_policy())(params_toml.into())
             .into_result()
-            .map_err(|e| e.into_string())
+            .map_err(Refusal::from)
     }
 
     /// Builds the plugin's memory policy from its parameters (TOML text).
-    pub fn new_memory_policy(&self, params_toml: &str) -> Result<MemoryPolicyBox, String> {
+    pub fn new_memory_policy(&self, params_toml: &str) -> Result<MemoryPolicyBox, Refusal> {
         (self.root.new_memory_policy())(params_toml.into())
             .into_result()
-            .map_err(|e| e.into_string())
+            .map_err(Refusal::from)
+    }
+
+    /// The parameters of the plugin's CPU policy.
+    pub fn cpu_params(&self) -> Vec<ParamSpec> {
+        convert::specs_from_abi((self.root.cpu_params())())
+    }
+
+    /// The parameters of the plugin's memory policy.
+    pub fn memory_params(&self) -> Vec<ParamSpec> {
+        convert::specs_from_abi((self.root.memory_params())())
+    }
+}
+
+/// Why a plugin would not build a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The parameter at fault (a dotted path), when one is.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<BuildError> for Refusal {
+    fn from(e: BuildError) -> Self {
+        Self {
+            key: Some(e.key.into_string()).filter(|k| !k.is_empty()),
+            message: e.message.into_string(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "parameter `{key}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
     }
 }
 

@@ -1,122 +1,20 @@
-//! What a plugin author writes against: two traits, a parameter reader, log macros and
-//! [`crate::export_plugin!`]. Nothing here is needed by vcoord itself.
+//! What `export_plugin!` expands to, and the log macros. A plugin author writes policies
+//! against vcoord-api (re-exported from this crate's root) exactly as a built-in is written;
+//! this module adapts them to the ABI: converting snapshots and plans, turning panics into
+//! errors, forwarding log lines. Nothing here is needed by vcoord itself.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::RwLock;
 
-use abi_stable::std_types::{RResult, RStr, RString};
+use abi_stable::std_types::{RResult, RStr, RString, RVec};
+use vcoord_api::{policy, CpuPolicy, MemoryPolicy, Policy};
 
 use crate::abi::{
-    CpuPlan, CpuPolicyBox, CpuPolicyObject, CpuPolicyObject_TO, LogLevel, LogSink, MemoryPlan,
-    MemoryPolicyBox, MemoryPolicyObject, MemoryPolicyObject_TO, Snapshot,
+    self, BuildError, CpuPolicyBox, CpuPolicyObject, CpuPolicyObject_TO, LogLevel, LogSink,
+    MemoryPolicyBox, MemoryPolicyObject, MemoryPolicyObject_TO,
 };
-
-/// A CPU policy implemented in a plugin.
-pub trait CpuPolicy: Send + Sized + 'static {
-    /// Builds the policy from the host's `params` table. Read every key you accept from
-    /// `params`; keys left unread are reported as unknown.
-    fn new(params: &mut Params) -> Result<Self, String>;
-    /// This tick's plan.
-    fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan;
-}
-
-/// A memory policy implemented in a plugin.
-pub trait MemoryPolicy: Send + Sized + 'static {
-    /// Builds the policy from the host's `params` table (see [`CpuPolicy::new`]).
-    fn new(params: &mut Params) -> Result<Self, String>;
-    /// This tick's plan.
-    fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan;
-}
-
-/// The `params` table of a host's policy configuration, read key by key.
-#[derive(Debug)]
-pub struct Params {
-    table: toml::Table,
-}
-
-impl Params {
-    /// Parses the TOML text vcoord hands over.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let table = text
-            .parse::<toml::Table>()
-            .map_err(|e| format!("params are not a TOML table: {e}"))?;
-        Ok(Self { table })
-    }
-
-    /// A number in `[min, max]`, or `default` when absent. Integers are accepted.
-    pub fn number(&mut self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, String> {
-        let value = match self.table.remove(key) {
-            None => return Ok(default),
-            Some(toml::Value::Float(f)) => f,
-            Some(toml::Value::Integer(i)) => i as f64,
-            Some(other) => {
-                return Err(format!(
-                    "`{key}`: expected a number, found {}",
-                    other.type_str()
-                ))
-            }
-        };
-        if !(min..=max).contains(&value) {
-            return Err(format!("`{key}`: {value} is out of range [{min}, {max}]"));
-        }
-        Ok(value)
-    }
-
-    /// A boolean, or `default` when absent.
-    pub fn boolean(&mut self, key: &str, default: bool) -> Result<bool, String> {
-        match self.table.remove(key) {
-            None => Ok(default),
-            Some(toml::Value::Boolean(b)) => Ok(b),
-            Some(other) => Err(format!(
-                "`{key}`: expected true or false, found {}",
-                other.type_str()
-            )),
-        }
-    }
-
-    /// A table of numbers in `[min, max]` (e.g. per-VM weights); empty when absent.
-    pub fn numbers(&mut self, key: &str, min: f64, max: f64) -> Result<Vec<(String, f64)>, String> {
-        let table = match self.table.remove(key) {
-            None => return Ok(Vec::new()),
-            Some(toml::Value::Table(t)) => t,
-            Some(other) => {
-                return Err(format!(
-                    "`{key}`: expected a table of numbers, found {}",
-                    other.type_str()
-                ))
-            }
-        };
-        let mut out = Vec::with_capacity(table.len());
-        for (name, value) in table {
-            let v = match value {
-                toml::Value::Float(f) => f,
-                toml::Value::Integer(i) => i as f64,
-                other => {
-                    return Err(format!(
-                        "`{key}.{name}`: expected a number, found {}",
-                        other.type_str()
-                    ))
-                }
-            };
-            if !(min..=max).contains(&v) {
-                return Err(format!(
-                    "`{key}.{name}`: {v} is out of range [{min}, {max}]"
-                ));
-            }
-            out.push((name, v));
-        }
-        Ok(out)
-    }
-
-    /// Fails on keys nobody read.
-    pub fn finish(self) -> Result<(), String> {
-        match self.table.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(format!("`{key}`: unknown parameter")),
-        }
-    }
-}
+use crate::convert;
 
 static LOG: RwLock<Option<(LogSink, String)>> = RwLock::new(None);
 
@@ -169,44 +67,58 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-/// Runs `f`, turning a panic into an error naming what panicked.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+/// Runs `f`, turning a panic into an error made by `on_panic` from its message.
+fn guarded<T, E>(
+    what: &str,
+    on_panic: impl FnOnce(String) -> E,
+    f: impl FnOnce() -> Result<T, E>,
+) -> RResult<T, E> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => RResult::ROk(v),
-        Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => {
-            RResult::RErr(format!("{what} panicked: {}", panic_message(payload)).into())
-        }
+        Ok(result) => result.into(),
+        Err(payload) => RResult::RErr(on_panic(format!(
+            "{what} panicked: {}",
+            panic_message(payload)
+        ))),
     }
-}
-
-fn build<T>(text: RStr<'_>, new: fn(&mut Params) -> Result<T, String>) -> Result<T, String> {
-    let mut params = Params::parse(text.as_str())?;
-    let policy = new(&mut params)?;
-    params.finish()?;
-    Ok(policy)
 }
 
 struct CpuAdapter<T>(T);
 
 impl<T: CpuPolicy> CpuPolicyObject for CpuAdapter<T> {
-    fn decide(&mut self, snapshot: &Snapshot) -> RResult<CpuPlan, RString> {
-        guarded("decide", || Ok(self.0.decide(snapshot)))
+    fn decide(&mut self, snapshot: &abi::Snapshot) -> RResult<abi::CpuPlan, RString> {
+        guarded("decide", RString::from, || {
+            let snapshot = convert::snapshot_from_abi(snapshot).map_err(|e| e.to_string())?;
+            Ok(convert::cpu_plan_to_abi(self.0.decide(&snapshot)))
+        })
     }
 }
 
 struct MemoryAdapter<T>(T);
 
 impl<T: MemoryPolicy> MemoryPolicyObject for MemoryAdapter<T> {
-    fn decide(&mut self, snapshot: &Snapshot) -> RResult<MemoryPlan, RString> {
-        guarded("decide", || Ok(self.0.decide(snapshot)))
+    fn decide(&mut self, snapshot: &abi::Snapshot) -> RResult<abi::MemoryPlan, RString> {
+        guarded("decide", RString::from, || {
+            let snapshot = convert::snapshot_from_abi(snapshot).map_err(|e| e.to_string())?;
+            Ok(convert::memory_plan_to_abi(self.0.decide(&snapshot)))
+        })
     }
 }
 
+/// Builds `T` from the TOML text vcoord hands over.
+fn build<T: Policy>(text: RStr<'_>) -> Result<T, BuildError> {
+    let table = text
+        .as_str()
+        .parse::<toml::Table>()
+        .map_err(|e| convert::build_failure(format!("params are not a TOML table: {e}")))?;
+    policy::build::<T>(&table).map_err(convert::param_error_to_abi)
+}
+
 #[doc(hidden)]
-pub extern "C" fn new_cpu_policy<T: CpuPolicy>(params: RStr<'_>) -> RResult<CpuPolicyBox, RString> {
-    guarded("new", || {
-        let policy = build(params, T::new)?;
+pub extern "C" fn new_cpu_policy<T: Policy + CpuPolicy>(
+    params: RStr<'_>,
+) -> RResult<CpuPolicyBox, BuildError> {
+    guarded("new", convert::build_failure, || {
+        let policy = build::<T>(params)?;
         Ok(CpuPolicyObject_TO::from_value(
             CpuAdapter(policy),
             abi_stable::sabi_trait::TD_Opaque,
@@ -215,26 +127,36 @@ pub extern "C" fn new_cpu_policy<T: CpuPolicy>(params: RStr<'_>) -> RResult<CpuP
 }
 
 #[doc(hidden)]
-pub extern "C" fn no_cpu_policy(_: RStr<'_>) -> RResult<CpuPolicyBox, RString> {
-    RResult::RErr("this plugin has no CPU policy".into())
-}
-
-#[doc(hidden)]
-pub extern "C" fn no_memory_policy(_: RStr<'_>) -> RResult<MemoryPolicyBox, RString> {
-    RResult::RErr("this plugin has no memory policy".into())
-}
-
-#[doc(hidden)]
-pub extern "C" fn new_memory_policy<T: MemoryPolicy>(
+pub extern "C" fn new_memory_policy<T: Policy + MemoryPolicy>(
     params: RStr<'_>,
-) -> RResult<MemoryPolicyBox, RString> {
-    guarded("new", || {
-        let policy = build(params, T::new)?;
+) -> RResult<MemoryPolicyBox, BuildError> {
+    guarded("new", convert::build_failure, || {
+        let policy = build::<T>(params)?;
         Ok(MemoryPolicyObject_TO::from_value(
             MemoryAdapter(policy),
             abi_stable::sabi_trait::TD_Opaque,
         ))
     })
+}
+
+#[doc(hidden)]
+pub extern "C" fn no_cpu_policy(_: RStr<'_>) -> RResult<CpuPolicyBox, BuildError> {
+    RResult::RErr(convert::build_failure("this plugin has no CPU policy"))
+}
+
+#[doc(hidden)]
+pub extern "C" fn no_memory_policy(_: RStr<'_>) -> RResult<MemoryPolicyBox, BuildError> {
+    RResult::RErr(convert::build_failure("this plugin has no memory policy"))
+}
+
+#[doc(hidden)]
+pub extern "C" fn params_of<T: Policy>() -> RVec<abi::ParamSpec> {
+    convert::specs_to_abi(policy::specs::<T>())
+}
+
+#[doc(hidden)]
+pub extern "C" fn no_params() -> RVec<abi::ParamSpec> {
+    RVec::new()
 }
 
 /// Exports a plugin's root module. Invoke once, at the root of a `cdylib` crate that depends on
@@ -248,26 +170,27 @@ pub extern "C" fn new_memory_policy<T: MemoryPolicy>(
 /// }
 /// ```
 ///
-/// `cpu:` and `memory:` name types implementing [`CpuPolicy`] and [`MemoryPolicy`]; give
-/// either or both.
+/// `cpu:` and `memory:` name types implementing [`vcoord_api::Policy`] and
+/// [`vcoord_api::CpuPolicy`] / [`vcoord_api::MemoryPolicy`]; give either or both.
 #[macro_export]
 macro_rules! export_plugin {
     (name: $name:expr, description: $description:expr, cpu: $cpu:ty, memory: $memory:ty $(,)?) => {
         $crate::export_plugin!(@emit $name, $description,
-            $crate::__private::new_cpu_policy::<$cpu>, true,
-            $crate::__private::new_memory_policy::<$memory>, true);
+            $crate::__private::new_cpu_policy::<$cpu>, $crate::__private::params_of::<$cpu>, true,
+            $crate::__private::new_memory_policy::<$memory>, $crate::__private::params_of::<$memory>, true);
     };
     (name: $name:expr, description: $description:expr, cpu: $cpu:ty $(,)?) => {
         $crate::export_plugin!(@emit $name, $description,
-            $crate::__private::new_cpu_policy::<$cpu>, true,
-            $crate::__private::no_memory_policy, false);
+            $crate::__private::new_cpu_policy::<$cpu>, $crate::__private::params_of::<$cpu>, true,
+            $crate::__private::no_memory_policy, $crate::__private::no_params, false);
     };
     (name: $name:expr, description: $description:expr, memory: $memory:ty $(,)?) => {
         $crate::export_plugin!(@emit $name, $description,
-            $crate::__private::no_cpu_policy, false,
-            $crate::__private::new_memory_policy::<$memory>, true);
+            $crate::__private::no_cpu_policy, $crate::__private::no_params, false,
+            $crate::__private::new_memory_policy::<$memory>, $crate::__private::params_of::<$memory>, true);
     };
-    (@emit $name:expr, $description:expr, $cpu:expr, $has_cpu:expr, $memory:expr, $has_memory:expr) => {
+    (@emit $name:expr, $description:expr, $cpu:expr, $cpu_params:expr, $has_cpu:expr,
+        $memory:expr, $memory_params:expr, $has_memory:expr) => {
         extern "C" fn __vcoord_plugin_info() -> $crate::__private::PluginInfo {
             $crate::__private::PluginInfo {
                 name: $crate::__private::RStr::from_str($name),
@@ -286,6 +209,8 @@ macro_rules! export_plugin {
                 set_log_sink: $crate::__private::set_log_sink,
                 new_cpu_policy: $cpu,
                 new_memory_policy: $memory,
+                cpu_params: $cpu_params,
+                memory_params: $memory_params,
             }
             .leak_into_prefix()
         }
@@ -297,29 +222,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_read_check_ranges_and_report_unknown_keys() {
-        let mut p = Params::parse("a = 2\nb = true\nw = { x = 1, y = 2.5 }\nz = 1\n").unwrap();
-        assert_eq!(p.number("a", 0.0, 0.0, 10.0), Ok(2.0));
-        assert_eq!(p.number("missing", 7.0, 0.0, 10.0), Ok(7.0));
-        assert_eq!(p.boolean("b", false), Ok(true));
-        let w = p.numbers("w", 0.0, 10.0).unwrap();
-        assert_eq!(w, vec![("x".into(), 1.0), ("y".into(), 2.5)]);
-        assert_eq!(p.finish(), Err("`z`: unknown parameter".into()));
-        let mut p = Params::parse("a = 20").unwrap();
-        assert_eq!(
-            p.number("a", 0.0, 0.0, 10.0),
-            Err("`a`: 20 is out of range [0, 10]".into())
-        );
-        let mut p = Params::parse("a = \"x\"").unwrap();
-        assert!(p
-            .boolean("a", false)
-            .unwrap_err()
-            .contains("expected true or false"));
-    }
-
-    #[test]
     fn a_panic_becomes_an_error_with_its_message() {
-        let r: RResult<(), RString> = guarded("decide", || panic!("boom {}", 7));
+        let r: RResult<(), RString> = guarded("decide", RString::from, || panic!("boom {}", 7));
         assert_eq!(
             r.into_result().unwrap_err().as_str(),
             "decide panicked: boom 7"

@@ -7,46 +7,35 @@
 //! equal groups can trade places, and its relative trigger is below ordinary measurement noise at
 //! low load, so it keeps re-pinning there.
 
-use vcoord_core::cpuset::CpuSet;
-use vcoord_core::params::{ParamError, ParamSpec, Params};
-use vcoord_core::policy::{CpuPlan, CpuPolicy, CpuPolicyInfo, VcpuPin};
-use vcoord_core::snapshot::{mean, stdev, Snapshot};
+use vcoord_api::stats::{mean, stdev};
+use vcoord_api::{CpuPlan, CpuPolicy, CpuSet, ParamError, Policy, Snapshot, VcpuPin};
 
-/// The policy with its parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GreedyLpt {
-    /// Act when stdev > `trigger_rel` x mean pCPU load.
-    pub trigger_rel: f64,
-    /// If set, also require stdev > this many percent points.
-    pub trigger_abs_points: Option<f64>,
-}
-
-impl Default for GreedyLpt {
-    fn default() -> Self {
-        Self {
-            trigger_rel: 0.05,
-            trigger_abs_points: None,
-        }
+vcoord_api::params! {
+    /// Parameters of `greedy-lpt`.
+    pub struct GreedyLptParams {
+        /// re-pin when the stdev of pCPU loads exceeds this share of their mean
+        pub trigger_rel: f64 = 0.05, unit "ratio of mean load", range 0.0..=10.0;
+        /// when set, the stdev must also exceed this many points (off by default)
+        pub trigger_abs_points: Option<f64> = None, unit "percent points", range 0.0..=100.0;
     }
 }
 
-/// Parameters of `greedy-lpt`.
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::number(
-        "trigger_rel",
-        "0.05",
-        "ratio of mean load",
-        (0.0, 10.0),
-        "re-pin when the stdev of pCPU loads exceeds this share of their mean",
-    ),
-    ParamSpec::number(
-        "trigger_abs_points",
-        "",
-        "percent points",
-        (0.0, 100.0),
-        "when set, the stdev must also exceed this many points (off by default)",
-    ),
-];
+/// The policy with its parameters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GreedyLpt {
+    /// Its parameters.
+    pub params: GreedyLptParams,
+}
+
+impl Policy for GreedyLpt {
+    const NAME: &'static str = "greedy-lpt";
+    const DESCRIPTION: &'static str = "original design: when pCPU load stdev > 5% of mean, re-pin all vCPUs largest-first onto the least-loaded pCPU";
+    type Params = GreedyLptParams;
+
+    fn new(params: GreedyLptParams) -> Result<Self, ParamError> {
+        Ok(Self { params })
+    }
+}
 
 /// Assigns loads longest-first onto `bins` bins; returns the bin of each item. Ties go to the
 /// lowest bin; items are taken in the order given when their loads are equal.
@@ -67,7 +56,7 @@ pub fn lpt_assign(loads: &[f64], bins: usize) -> Vec<usize> {
 
 impl CpuPolicy for GreedyLpt {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
-        let loads = &snapshot.host.pcpu_load_pct;
+        let loads = &snapshot.pcpu_loads();
         if !snapshot.has_cpu_loads() || loads.is_empty() {
             return CpuPlan {
                 pins: Vec::new(),
@@ -76,7 +65,7 @@ impl CpuPolicy for GreedyLpt {
         }
         let sd = stdev(loads);
         let m = mean(loads);
-        let threshold = (self.trigger_rel * m).max(self.trigger_abs_points.unwrap_or(0.0));
+        let threshold = (self.params.trigger_rel * m).max(self.params.trigger_abs_points.unwrap_or(0.0));
         if sd <= threshold {
             return CpuPlan {
                 pins: Vec::new(),
@@ -85,7 +74,7 @@ impl CpuPolicy for GreedyLpt {
         }
         // vCPUs without a load yet count as idle; VMs are in name order, so ties are stable.
         let vcpus: Vec<(&str, u32, f64)> = snapshot
-            .vms
+            .vms()
             .iter()
             .flat_map(|vm| {
                 vm.vcpus
@@ -94,14 +83,14 @@ impl CpuPolicy for GreedyLpt {
             })
             .collect();
         let item_loads: Vec<f64> = vcpus.iter().map(|v| v.2).collect();
-        let assignment = lpt_assign(&item_loads, snapshot.host.pcpus.len());
+        let assignment = lpt_assign(&item_loads, snapshot.host().pcpus.len());
         let pins = vcpus
             .iter()
             .zip(assignment)
             .map(|(&(vm, vcpu, _), bin)| VcpuPin {
                 vm: vm.to_string(),
                 vcpu,
-                cpus: CpuSet::single(snapshot.host.pcpus[bin].id),
+                cpus: CpuSet::single(snapshot.host().pcpus[bin].pcpu.id),
             })
             .collect();
         CpuPlan {
@@ -111,21 +100,7 @@ impl CpuPolicy for GreedyLpt {
     }
 }
 
-fn build(params: &Params) -> Result<Box<dyn CpuPolicy>, ParamError> {
-    Ok(Box::new(GreedyLpt {
-        trigger_rel: params.number("trigger_rel").unwrap_or(0.05),
-        trigger_abs_points: params.number("trigger_abs_points"),
-    }))
-}
-
-inventory::submit! {
-    CpuPolicyInfo {
-        name: "greedy-lpt",
-        description: "original design: when pCPU load stdev > 5% of mean, re-pin all vCPUs largest-first onto the least-loaded pCPU",
-        params: PARAMS,
-        build,
-    }
-}
+vcoord_api::builtin_cpu_policy!(GreedyLpt);
 
 #[cfg(test)]
 mod tests {
@@ -172,8 +147,10 @@ mod tests {
         let snap = cpu_snapshot(2, &[(28.0, 0), (32.0, 1)]);
         assert!(!GreedyLpt::default().decide(&snap).pins.is_empty());
         let mut with_abs = GreedyLpt {
-            trigger_abs_points: Some(5.0),
-            ..Default::default()
+            params: GreedyLptParams {
+                trigger_abs_points: Some(5.0),
+                ..Default::default()
+            },
         };
         assert!(with_abs.decide(&snap).pins.is_empty());
     }

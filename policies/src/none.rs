@@ -1,21 +1,29 @@
 //! Policies that never act: for hosts where one side should be left alone.
 
-use vcoord_core::params::{ParamError, Params};
-use vcoord_core::policy::{
-    CpuPlan, CpuPolicy, CpuPolicyInfo, MemoryPlan, MemoryPolicy, MemoryPolicyInfo,
-};
-use vcoord_core::snapshot::Snapshot;
+use vcoord_api::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, ParamError, Policy, Snapshot};
+
+vcoord_api::params! {
+    /// `none` takes no parameters.
+    pub struct NoParams {}
+}
 
 /// Never pins anything.
 #[derive(Debug, Default)]
 pub struct NoCpuPolicy;
 
+impl Policy for NoCpuPolicy {
+    const NAME: &'static str = "none";
+    const DESCRIPTION: &'static str = "never pins anything (observe only)";
+    type Params = NoParams;
+
+    fn new(_: NoParams) -> Result<Self, ParamError> {
+        Ok(Self)
+    }
+}
+
 impl CpuPolicy for NoCpuPolicy {
     fn decide(&mut self, _: &Snapshot) -> CpuPlan {
-        CpuPlan {
-            pins: Vec::new(),
-            reason: "none: observe only".into(),
-        }
+        CpuPlan::keep("none: observe only")
     }
 }
 
@@ -23,37 +31,21 @@ impl CpuPolicy for NoCpuPolicy {
 #[derive(Debug, Default)]
 pub struct NoMemoryPolicy;
 
+impl Policy for NoMemoryPolicy {
+    const NAME: &'static str = "none";
+    const DESCRIPTION: &'static str = "never changes a balloon (observe only)";
+    type Params = NoParams;
+
+    fn new(_: NoParams) -> Result<Self, ParamError> {
+        Ok(Self)
+    }
+}
+
 impl MemoryPolicy for NoMemoryPolicy {
     fn decide(&mut self, _: &Snapshot) -> MemoryPlan {
-        MemoryPlan {
-            targets: Vec::new(),
-            reason: "none: observe only".into(),
-        }
+        MemoryPlan::keep("none: observe only")
     }
 }
 
-fn build_cpu(_: &Params) -> Result<Box<dyn CpuPolicy>, ParamError> {
-    Ok(Box::new(NoCpuPolicy))
-}
-
-fn build_memory(_: &Params) -> Result<Box<dyn MemoryPolicy>, ParamError> {
-    Ok(Box::new(NoMemoryPolicy))
-}
-
-inventory::submit! {
-    CpuPolicyInfo {
-        name: "none",
-        description: "never pins anything (observe only)",
-        params: &[],
-        build: build_cpu,
-    }
-}
-
-inventory::submit! {
-    MemoryPolicyInfo {
-        name: "none",
-        description: "never changes a balloon (observe only)",
-        params: &[],
-        build: build_memory,
-    }
-}
+vcoord_api::builtin_cpu_policy!(NoCpuPolicy);
+vcoord_api::builtin_memory_policy!(NoMemoryPolicy);

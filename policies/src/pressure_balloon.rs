@@ -21,50 +21,88 @@
 //!   still landing; a reading with more unused memory than the VM has (guest figures newer
 //!   than the balloon size) is skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use vcoord_core::params::{ParamError, ParamSpec, Params};
-use vcoord_core::policy::{BalloonTarget, MemoryPlan, MemoryPolicy, MemoryPolicyInfo};
-use vcoord_core::snapshot::{Snapshot, VmView};
+use vcoord_api::units::KIB_PER_MIB_F64 as MIB;
+use vcoord_api::{
+    BalloonTarget, MemoryPlan, MemoryPolicy, Mib, ParamError, PerVm, Policy, Snapshot, VmView,
+};
 
-const MIB: f64 = 1024.0;
 /// A balloon counts as moving when it gets this much closer to its target.
 const PROGRESS_KIB: f64 = 8.0 * MIB;
 /// A VM given memory is not asked to give any back for this many ticks (its figures lag).
 const SETTLE_TICKS: u32 = 5;
 
+vcoord_api::params! {
+    /// Parameters of `pressure-balloon`. The guest floor and the host reserve are the guard's
+    /// (`[host.guard]`), seen in each snapshot.
+    pub struct PressureBalloonParams {
+        /// unused memory every VM keeps at least
+        pub threshold_mib: Mib = Mib(100.0), unit "MiB", range 1.0..=1e7;
+        /// growth covered ahead: a growing VM also keeps rate x lead_s unused
+        pub lead_s: f64 = 4.0, unit "s", range 0.0..=600.0;
+        /// an idle VM keeps up to this many thresholds unused
+        pub band_factor: f64 = 2.0, unit "thresholds", range 1.0..=100.0;
+        /// share of the excess above the band given back per tick
+        pub release_ratio: f64 = 0.25, unit "ratio", range 0.01..=1.0;
+        /// most a VM gives back per tick
+        pub max_release_mib: Mib = Mib(128.0), unit "MiB", range 1.0..=1e7;
+        /// most a VM gets per tick
+        pub max_grant_mib: Mib = Mib(512.0), unit "MiB", range 1.0..=1e7;
+        /// host under pressure below this much grantable memory (share of guest memory): idle VMs give back twice as fast
+        pub pressure_pct: f64 = 20.0, unit "percent", range 0.0..=100.0;
+        /// host critical below this: every VM that is not needy gives back its excess
+        pub critical_pct: f64 = 5.0, unit "percent", range 0.0..=100.0;
+        /// major faults in a tick that mark a VM as pressured
+        pub fault_threshold: f64 = 100.0, unit "faults per tick", range 0.0..=1e9;
+        /// per-VM minimum size, e.g. { web = 1024 }
+        pub min_mib: PerVm<Mib> = PerVm::default(), unit "MiB", range 0.0..=1e8;
+        /// per-VM maximum size (below the domain's own maximum)
+        pub max_mib: PerVm<Mib> = PerVm::default(), unit "MiB", range 0.0..=1e8;
+        /// per-VM weight when memory is short (default 1)
+        pub shares: PerVm<f64> = PerVm::default(), unit "weight", range 0.001..=1e6;
+    }
+}
+
 /// The policy with its parameters and what it remembers of each VM.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PressureBalloon {
-    /// Unused memory every VM keeps at least (before growth allowance), KiB.
-    pub threshold_kib: f64,
-    /// Growth covered ahead, seconds.
-    pub lead_s: f64,
-    /// Idle VMs keep up to this many thresholds unused.
-    pub band_factor: f64,
-    /// Share of the excess above the band an idle VM gives back per tick.
-    pub release_ratio: f64,
-    /// Most a VM gives back per tick, KiB.
-    pub max_release_kib: f64,
-    /// Most a VM gets per tick, KiB.
-    pub max_grant_kib: f64,
-    /// No VM below this, KiB.
-    pub guest_floor_kib: f64,
-    /// Host memory never handed out, KiB.
-    pub host_reserve_kib: f64,
-    /// Host pressure level: grantable memory below this share of guest memory, percent.
-    pub pressure_pct: f64,
-    /// Host critical level, percent.
-    pub critical_pct: f64,
-    /// Major faults per tick that mark a VM as pressured.
-    pub fault_threshold: f64,
-    /// Per-VM minimum, KiB.
-    pub min_kib: BTreeMap<String, f64>,
-    /// Per-VM maximum, KiB.
-    pub max_kib: BTreeMap<String, f64>,
-    /// Per-VM weight when memory is short.
-    pub shares: BTreeMap<String, f64>,
+    /// Its parameters.
+    pub params: PressureBalloonParams,
     seen: HashMap<String, VmState>,
+}
+
+impl Policy for PressureBalloon {
+    const NAME: &'static str = "pressure-balloon";
+    const DESCRIPTION: &'static str = "grants sized to each VM's growth rate, gradual reclaim, pressure signals, host levels, per-VM min/max/shares";
+    type Params = PressureBalloonParams;
+
+    fn new(params: PressureBalloonParams) -> Result<Self, ParamError> {
+        if params.critical_pct > params.pressure_pct {
+            return Err(ParamError::new(
+                "critical_pct",
+                format!(
+                    "{} is above pressure_pct ({})",
+                    params.critical_pct, params.pressure_pct
+                ),
+            ));
+        }
+        if let Some((vm, min)) = params.min_mib.iter().find(|(vm, min)| {
+            params
+                .max_mib
+                .get(vm.as_str())
+                .is_some_and(|max| max.get() < min.get())
+        }) {
+            return Err(ParamError::new(
+                format!("min_mib.{vm}"),
+                format!("{} is above max_mib.{vm}", min.get()),
+            ));
+        }
+        Ok(Self {
+            params,
+            seen: HashMap::new(),
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -83,46 +121,6 @@ struct VmState {
     since_grant: u32,
 }
 
-impl Default for PressureBalloon {
-    fn default() -> Self {
-        Self {
-            threshold_kib: 100.0 * MIB,
-            lead_s: 4.0,
-            band_factor: 2.0,
-            release_ratio: 0.25,
-            max_release_kib: 128.0 * MIB,
-            max_grant_kib: 512.0 * MIB,
-            guest_floor_kib: 200.0 * MIB,
-            host_reserve_kib: 200.0 * MIB,
-            pressure_pct: 20.0,
-            critical_pct: 5.0,
-            fault_threshold: 100.0,
-            min_kib: BTreeMap::new(),
-            max_kib: BTreeMap::new(),
-            shares: BTreeMap::new(),
-            seen: HashMap::new(),
-        }
-    }
-}
-
-/// Parameters of `pressure-balloon`.
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::number("threshold_mib", "100", "MiB", (1.0, 1e7), "unused memory every VM keeps at least"),
-    ParamSpec::number("lead_s", "4", "s", (0.0, 600.0), "growth covered ahead: a growing VM also keeps rate x lead_s unused"),
-    ParamSpec::number("band_factor", "2", "thresholds", (1.0, 100.0), "an idle VM keeps up to this many thresholds unused"),
-    ParamSpec::number("release_ratio", "0.25", "ratio", (0.01, 1.0), "share of the excess above the band given back per tick"),
-    ParamSpec::number("max_release_mib", "128", "MiB", (1.0, 1e7), "most a VM gives back per tick"),
-    ParamSpec::number("max_grant_mib", "512", "MiB", (1.0, 1e7), "most a VM gets per tick"),
-    ParamSpec::number("guest_floor_mib", "200", "MiB", (0.0, 1e7), "no VM is shrunk below this"),
-    ParamSpec::number("host_reserve_mib", "200", "MiB", (0.0, 1e8), "host memory never handed to guests"),
-    ParamSpec::number("pressure_pct", "20", "percent", (0.0, 100.0), "host under pressure below this much grantable memory (share of guest memory): idle VMs give back twice as fast"),
-    ParamSpec::number("critical_pct", "5", "percent", (0.0, 100.0), "host critical below this: every VM that is not needy gives back its excess"),
-    ParamSpec::number("fault_threshold", "100", "faults per tick", (0.0, 1e9), "major faults in a tick that mark a VM as pressured"),
-    ParamSpec::per_vm("min_mib", "MiB", (0.0, 1e8), "per-VM minimum size, e.g. { web = 1024 }"),
-    ParamSpec::per_vm("max_mib", "MiB", (0.0, 1e8), "per-VM maximum size (below the domain's own maximum)"),
-    ParamSpec::per_vm("shares", "weight", (0.001, 1e6), "per-VM weight when memory is short (default 1)"),
-];
-
 /// One VM's decision inputs this tick.
 struct Need<'a> {
     vm: &'a VmView,
@@ -140,17 +138,20 @@ struct Need<'a> {
 }
 
 impl PressureBalloon {
-    fn bounds(&self, vm: &VmView) -> (f64, f64) {
+    /// The smallest and largest size `vm` may be given; `floor_kib` is the guard's floor.
+    fn bounds(&self, vm: &VmView, floor_kib: f64) -> (f64, f64) {
         let max = (vm.memory.max_kib as f64).min(
-            self.max_kib
+            self.params
+                .max_mib
                 .get(&vm.name)
-                .map_or(f64::INFINITY, |m| m * MIB),
+                .map_or(f64::INFINITY, |m| m.kib()),
         );
         let min = self
-            .min_kib
+            .params
+            .min_mib
             .get(&vm.name)
-            .map_or(0.0, |m| m * MIB)
-            .max(self.guest_floor_kib)
+            .map_or(0.0, |m| m.kib())
+            .max(floor_kib)
             .min(max);
         (min, max)
     }
@@ -159,7 +160,7 @@ impl PressureBalloon {
     fn needs<'a>(&mut self, snapshot: &'a Snapshot) -> Vec<Need<'a>> {
         let mut out = Vec::new();
         let mut seen = HashMap::new();
-        for vm in &snapshot.vms {
+        for vm in snapshot.vms() {
             // Guest figures newer than the balloon size can report more unused than the VM
             // has: such a reading says nothing; the VM keeps what it has this tick.
             let consistent = vm
@@ -185,7 +186,7 @@ impl PressureBalloon {
                     uuid: vm.uuid.clone(),
                     used_kib: used,
                     unused_kib: -1.0,
-                    read_at_s: snapshot.wall_s,
+                    read_at_s: snapshot.wall_s(),
                     actual_kib: actual,
                     rate_kib_s: 0.0,
                     asked: None,
@@ -196,7 +197,7 @@ impl PressureBalloon {
             // Guest statistics arrive every period (2 s or so on real hosts), not every tick:
             // the growth rate is measured between new readings only.
             let unused = vm.memory.unused_kib.unwrap_or(0) as f64;
-            let dt = snapshot.wall_s - state.read_at_s;
+            let dt = snapshot.wall_s() - state.read_at_s;
             if unused != state.unused_kib && dt > 0.0 {
                 let inst = (used - state.used_kib) / dt;
                 // While a balloon inflates, the guest's figures and the balloon size are read at
@@ -213,10 +214,10 @@ impl PressureBalloon {
                     0.7 * state.rate_kib_s + 0.3 * inst.min(state.rate_kib_s)
                 };
                 state.used_kib = used;
-                state.read_at_s = snapshot.wall_s;
+                state.read_at_s = snapshot.wall_s();
             } else if unused != state.unused_kib {
                 state.used_kib = used;
-                state.read_at_s = snapshot.wall_s;
+                state.read_at_s = snapshot.wall_s();
             }
             state.unused_kib = unused;
             state.actual_kib = actual;
@@ -237,10 +238,10 @@ impl PressureBalloon {
             }
             let pressured = vm.memory.swap_in_kib.unwrap_or(0) > 0
                 || vm.memory.swap_out_kib.unwrap_or(0) > 0
-                || vm.memory.major_faults.unwrap_or(0) as f64 > self.fault_threshold;
-            let growth = state.rate_kib_s.max(0.0) * self.lead_s;
-            let keep = self.threshold_kib * if pressured { 2.0 } else { 1.0 } + growth;
-            let (lo, hi) = self.bounds(vm);
+                || vm.memory.major_faults.unwrap_or(0) as f64 > self.params.fault_threshold;
+            let growth = state.rate_kib_s.max(0.0) * self.params.lead_s;
+            let keep = self.params.threshold_mib.kib() * if pressured { 2.0 } else { 1.0 } + growth;
+            let (lo, hi) = self.bounds(vm, snapshot.host().limits.guest_floor_kib as f64);
             out.push(Need {
                 vm,
                 used,
@@ -273,13 +274,14 @@ impl MemoryPolicy for PressureBalloon {
                 reason: "no VM with fresh statistics".into(),
             };
         }
-        let available = snapshot.host.guest_free_kib as f64 - self.host_reserve_kib;
+        let host = snapshot.host();
+        let available = host.guest_free_kib as f64 - host.limits.host_reserve_kib as f64;
         let guest_total: f64 =
-            needs.iter().map(|n| n.actual).sum::<f64>() + snapshot.host.guest_free_kib as f64;
+            needs.iter().map(|n| n.actual).sum::<f64>() + snapshot.host().guest_free_kib as f64;
         let share = 100.0 * available / guest_total.max(1.0);
-        let level = if share < self.critical_pct {
+        let level = if share < self.params.critical_pct {
             "critical"
-        } else if share < self.pressure_pct {
+        } else if share < self.params.pressure_pct {
             "pressure"
         } else {
             "comfortable"
@@ -294,7 +296,7 @@ impl MemoryPolicy for PressureBalloon {
                     return 0.0;
                 }
                 let want = (n.used + n.keep).clamp(n.lo, n.hi);
-                (want - n.actual).clamp(0.0, self.max_grant_kib)
+                (want - n.actual).clamp(0.0, self.params.max_grant_mib.kib())
             })
             .collect();
         let asked: f64 = asks.iter().sum();
@@ -317,12 +319,12 @@ impl MemoryPolicy for PressureBalloon {
             let target = if claim_all && !n.growing {
                 floor
             } else {
-                let band = self.threshold_kib * self.band_factor;
+                let band = self.params.threshold_mib.kib() * self.params.band_factor;
                 if n.growing || unused <= band + PROGRESS_KIB {
                     continue;
                 }
-                let ratio = self.release_ratio * if level == "pressure" { 2.0 } else { 1.0 };
-                let cap = self.max_release_kib * if level == "pressure" { 2.0 } else { 1.0 };
+                let ratio = self.params.release_ratio * if level == "pressure" { 2.0 } else { 1.0 };
+                let cap = self.params.max_release_mib.kib() * if level == "pressure" { 2.0 } else { 1.0 };
                 let give = (ratio * (unused - band)).clamp(PROGRESS_KIB, cap);
                 (n.actual - give).max(n.used + band).max(n.lo)
             };
@@ -343,7 +345,7 @@ impl MemoryPolicy for PressureBalloon {
         let grants = if short {
             let weights: Vec<f64> = needs
                 .iter()
-                .map(|n| self.shares.get(&n.vm.name).copied().unwrap_or(1.0))
+                .map(|n| self.params.shares.get(&n.vm.name).copied().unwrap_or(1.0))
                 .collect();
             share_out(&asks, &weights, available.max(0.0))
         } else {
@@ -440,63 +442,12 @@ fn share_out(asks: &[f64], weights: &[f64], pool: f64) -> Vec<f64> {
     out
 }
 
-fn build(params: &Params) -> Result<Box<dyn MemoryPolicy>, ParamError> {
-    let d = PressureBalloon::default();
-    let mib = |key: &str, default: f64| params.number(key).map_or(default, |v| v * MIB);
-    let p = PressureBalloon {
-        threshold_kib: mib("threshold_mib", d.threshold_kib),
-        lead_s: params.number("lead_s").unwrap_or(d.lead_s),
-        band_factor: params.number("band_factor").unwrap_or(d.band_factor),
-        release_ratio: params.number("release_ratio").unwrap_or(d.release_ratio),
-        max_release_kib: mib("max_release_mib", d.max_release_kib),
-        max_grant_kib: mib("max_grant_mib", d.max_grant_kib),
-        guest_floor_kib: mib("guest_floor_mib", d.guest_floor_kib),
-        host_reserve_kib: mib("host_reserve_mib", d.host_reserve_kib),
-        pressure_pct: params.number("pressure_pct").unwrap_or(d.pressure_pct),
-        critical_pct: params.number("critical_pct").unwrap_or(d.critical_pct),
-        fault_threshold: params
-            .number("fault_threshold")
-            .unwrap_or(d.fault_threshold),
-        min_kib: params.per_vm("min_mib"),
-        max_kib: params.per_vm("max_mib"),
-        shares: params.per_vm("shares"),
-        seen: HashMap::new(),
-    };
-    if p.critical_pct > p.pressure_pct {
-        return Err(ParamError::new(
-            "critical_pct",
-            format!(
-                "{} is above pressure_pct ({})",
-                p.critical_pct, p.pressure_pct
-            ),
-        ));
-    }
-    if let Some((vm, min)) = p
-        .min_kib
-        .iter()
-        .find(|(vm, min)| p.max_kib.get(*vm).is_some_and(|max| max < *min))
-    {
-        return Err(ParamError::new(
-            format!("min_mib.{vm}"),
-            format!("{min} is above max_mib.{vm}"),
-        ));
-    }
-    Ok(Box::new(p))
-}
-
-inventory::submit! {
-    MemoryPolicyInfo {
-        name: "pressure-balloon",
-        description: "grants sized to each VM's growth rate, gradual reclaim, pressure signals, host levels, per-VM min/max/shares",
-        params: PARAMS,
-        build,
-    }
-}
+vcoord_api::builtin_memory_policy!(PressureBalloon);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{mem_vm, snapshot};
+    use crate::testutil::{at, mem_vm, snapshot};
 
     fn target_of(plan: &MemoryPlan, vm: &str) -> Option<f64> {
         plan.targets
@@ -511,13 +462,11 @@ mod tests {
         // 20 MiB/s growth: used 400 -> 420 MiB in a second.
         let s1 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(200))], 4096);
         p.decide(&s1);
-        let mut s2 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096);
-        s2.wall_s = 1.0;
+        let s2 = at(1.0, snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096));
         let plan = p.decide(&s2);
         // Keeps 100 + 20 x 4 = 180 unused: it has 180, so nothing yet...
         assert_eq!(target_of(&plan, "g"), None, "{plan:?}");
-        let mut s3 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096);
-        s3.wall_s = 2.0;
+        let s3 = at(2.0, snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096));
         let plan = p.decide(&s3);
         // ...then it gets what it lacks: used 440 + 180.
         assert_eq!(target_of(&plan, "g"), Some(620.0), "{plan:?}");
@@ -560,7 +509,10 @@ mod tests {
     #[test]
     fn when_short_donors_give_and_the_needy_share_by_weight() {
         let mut p = PressureBalloon {
-            shares: [("a".to_string(), 3.0)].into(),
+            params: PressureBalloonParams {
+                shares: [("a".to_string(), 3.0)].into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let vms = || {
@@ -593,11 +545,14 @@ mod tests {
             let mut p = PressureBalloon::default();
             for i in 0..n {
                 if next() % 2 == 0 {
-                    p.min_kib.insert(format!("vm{i}"), (next() % 1500) as f64);
+                    p.params
+                        .min_mib
+                        .insert(format!("vm{i}"), Mib((next() % 1500) as f64));
                 }
                 if next() % 2 == 0 {
-                    p.max_kib
-                        .insert(format!("vm{i}"), 1500.0 + (next() % 3000) as f64);
+                    p.params
+                        .max_mib
+                        .insert(format!("vm{i}"), Mib(1500.0 + (next() % 3000) as f64));
                 }
             }
             let free = next() % 3000;
@@ -620,7 +575,8 @@ mod tests {
             let mut granted = 0.0;
             for t in &plan.targets {
                 let vm = s.vm(&t.vm).unwrap();
-                let (lo, hi) = p.bounds(vm);
+                let limits = s.host().limits;
+                let (lo, hi) = p.bounds(vm, limits.guest_floor_kib as f64);
                 let target = t.target_kib as f64;
                 let actual = vm.memory.actual_kib as f64;
                 assert!(target <= hi + 1.0, "{} above max: {target} > {hi}", t.vm);
@@ -630,7 +586,9 @@ mod tests {
                     granted += target - actual;
                 }
             }
-            let available = (s.host.guest_free_kib as f64 - p.host_reserve_kib).max(0.0);
+            let host = s.host();
+            let available =
+                (host.guest_free_kib as f64 - host.limits.host_reserve_kib as f64).max(0.0);
             assert!(
                 granted <= available + 2.0,
                 "granted {granted} of {available}"

@@ -17,89 +17,48 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use vcoord_core::cpuset::CpuSet;
-use vcoord_core::params::{ParamError, ParamSpec, Params};
-use vcoord_core::placement::{fewest_moves, loads_of, local_search, Search};
-use vcoord_core::policy::{CpuPlan, CpuPolicy, CpuPolicyInfo, VcpuPin};
-use vcoord_core::snapshot::{mean, stdev, Snapshot};
+use vcoord_api::placement::{fewest_moves, loads_of, local_search, Search};
+use vcoord_api::stats::{mean, stdev};
+use vcoord_api::{CpuPlan, CpuPolicy, CpuSet, ParamError, Policy, Snapshot, VcpuPin};
 
-/// The policy with its parameters and the demand history.
-#[derive(Clone, Debug)]
-pub struct StableBalance {
-    /// Act only when the spread exceeds this many points...
-    pub trigger_points: f64,
-    /// ...and this share of the mean pCPU demand.
-    pub trigger_rel: f64,
-    /// Weight of the newest sample in the smoothed demand.
-    pub smoothing: f64,
-    /// Aim for a spread below this share of the trigger.
-    pub aim_ratio: f64,
-    /// Act only if the predicted spread falls by at least this many points.
-    pub min_gain_points: f64,
-    /// Largest exact search, in placements visited.
-    pub exact_limit: u64,
-    demand: HashMap<(String, u32), f64>,
-}
-
-impl Default for StableBalance {
-    fn default() -> Self {
-        Self {
-            trigger_points: 5.0,
-            trigger_rel: 0.05,
-            smoothing: 0.5,
-            aim_ratio: 0.5,
-            min_gain_points: 2.0,
-            exact_limit: 200_000,
-            demand: HashMap::new(),
-        }
+vcoord_api::params! {
+    /// Parameters of `stable-balance`.
+    pub struct StableBalanceParams {
+        /// act only when the stdev of pCPU demand exceeds this
+        pub trigger_points: f64 = 5.0, unit "percent points", range 0.0..=100.0;
+        /// ... and this share of the mean pCPU demand
+        pub trigger_rel: f64 = 0.05, unit "ratio of mean demand", range 0.0..=10.0;
+        /// weight of the newest sample in each vCPU's smoothed demand (1 = no smoothing)
+        pub smoothing: f64 = 0.5, unit "weight", range 0.05..=1.0;
+        /// when acting, aim for a stdev below this share of the trigger
+        pub aim_ratio: f64 = 0.5, unit "ratio of the trigger", range 0.1..=1.0;
+        /// act only if the predicted stdev falls by at least this much
+        pub min_gain_points: f64 = 2.0, unit "percent points", range 0.0..=100.0;
+        /// largest exact fewest-moves search; larger instances use the local search
+        pub exact_limit: u64 = 200_000, unit "placements", range 0..=1e9;
     }
 }
 
-/// Parameters of `stable-balance`.
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::number(
-        "trigger_points",
-        "5",
-        "percent points",
-        (0.0, 100.0),
-        "act only when the stdev of pCPU demand exceeds this",
-    ),
-    ParamSpec::number(
-        "trigger_rel",
-        "0.05",
-        "ratio of mean demand",
-        (0.0, 10.0),
-        "... and this share of the mean pCPU demand",
-    ),
-    ParamSpec::number(
-        "smoothing",
-        "0.5",
-        "weight",
-        (0.05, 1.0),
-        "weight of the newest sample in each vCPU's smoothed demand (1 = no smoothing)",
-    ),
-    ParamSpec::number(
-        "aim_ratio",
-        "0.5",
-        "ratio of the trigger",
-        (0.1, 1.0),
-        "when acting, aim for a stdev below this share of the trigger",
-    ),
-    ParamSpec::number(
-        "min_gain_points",
-        "2",
-        "percent points",
-        (0.0, 100.0),
-        "act only if the predicted stdev falls by at least this much",
-    ),
-    ParamSpec::number(
-        "exact_limit",
-        "200000",
-        "placements",
-        (0.0, 1e9),
-        "largest exact fewest-moves search; larger instances use the local search",
-    ),
-];
+/// The policy with its parameters and the demand history.
+#[derive(Clone, Debug, Default)]
+pub struct StableBalance {
+    /// Its parameters.
+    pub params: StableBalanceParams,
+    demand: HashMap<(String, u32), f64>,
+}
+
+impl Policy for StableBalance {
+    const NAME: &'static str = "stable-balance";
+    const DESCRIPTION: &'static str = "balances smoothed vCPU demand (load + run-queue wait) with the fewest moves, then stays still";
+    type Params = StableBalanceParams;
+
+    fn new(params: StableBalanceParams) -> Result<Self, ParamError> {
+        Ok(Self {
+            params,
+            demand: HashMap::new(),
+        })
+    }
+}
 
 /// One vCPU as this policy sees it.
 struct Item {
@@ -116,15 +75,15 @@ struct Item {
 impl StableBalance {
     fn update_demand(&mut self, snapshot: &Snapshot) -> Vec<Item> {
         let index: HashMap<u32, usize> = snapshot
-            .host
+            .host()
             .pcpus
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.id, i))
+            .map(|(i, p)| (p.pcpu.id, i))
             .collect();
         let mut seen = HashMap::new();
         let mut items = Vec::new();
-        for (vi, vm) in snapshot.vms.iter().enumerate() {
+        for (vi, vm) in snapshot.vms().iter().enumerate() {
             for v in &vm.vcpus {
                 let key = (vm.uuid.clone(), v.id);
                 let previous = self.demand.get(&key).copied();
@@ -132,7 +91,7 @@ impl StableBalance {
                     Some(load) => {
                         let raw = (load + v.wait_pct.unwrap_or(0.0)).min(100.0);
                         Some(match previous {
-                            Some(p) => self.smoothing * raw + (1.0 - self.smoothing) * p,
+                            Some(p) => self.params.smoothing * raw + (1.0 - self.params.smoothing) * p,
                             None => raw,
                         })
                     }
@@ -159,7 +118,7 @@ impl StableBalance {
 
 impl CpuPolicy for StableBalance {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
-        let m = snapshot.host.pcpus.len();
+        let m = snapshot.host().pcpus.len();
         let mut items = self.update_demand(snapshot);
         if m == 0 || items.is_empty() {
             return CpuPlan {
@@ -186,14 +145,14 @@ impl CpuPolicy for StableBalance {
         let current: Vec<usize> = demands.iter().map(|d| d.0).collect();
         let loads = loads_of(&demands, &current, m);
         let spread = stdev(&loads);
-        let trigger = self.trigger_points.max(self.trigger_rel * mean(&loads));
+        let trigger = self.params.trigger_points.max(self.params.trigger_rel * mean(&loads));
 
         let mut target = current.clone();
         let mut reason = format!("steady: demand stdev {spread:.1} <= {trigger:.1}");
         let measured = items.iter().any(|it| it.demand.is_some());
         if measured && spread > trigger {
-            let aim = trigger * self.aim_ratio;
-            let (candidate, how) = match fewest_moves(&demands, m, aim, self.exact_limit) {
+            let aim = trigger * self.params.aim_ratio;
+            let (candidate, how) = match fewest_moves(&demands, m, aim, self.params.exact_limit) {
                 Search::Found { assignment, .. } => (assignment, "exact"),
                 Search::Impossible | Search::TooLarge => {
                     let penalty = topology_penalty(snapshot, &items, &demands);
@@ -204,7 +163,7 @@ impl CpuPolicy for StableBalance {
                 }
             };
             let predicted = stdev(&loads_of(&demands, &candidate, m));
-            if spread - predicted >= self.min_gain_points {
+            if spread - predicted >= self.params.min_gain_points {
                 let moves = candidate
                     .iter()
                     .zip(&current)
@@ -226,9 +185,9 @@ impl CpuPolicy for StableBalance {
             .zip(&target)
             .filter(|(it, &to)| !it.pinned || it.home != Some(to))
             .map(|(it, &to)| VcpuPin {
-                vm: snapshot.vms[it.vm].name.clone(),
+                vm: snapshot.vms()[it.vm].name.clone(),
                 vcpu: it.vcpu,
-                cpus: CpuSet::single(snapshot.host.pcpus[to].id),
+                cpus: CpuSet::single(snapshot.host().pcpus[to].pcpu.id),
             })
             .collect();
         CpuPlan { pins, reason }
@@ -243,7 +202,8 @@ fn topology_penalty<'a>(
     items: &'a [Item],
     demands: &'a [(usize, f64)],
 ) -> impl Fn(usize, usize) -> f64 + 'a {
-    let pcpus = &snapshot.host.pcpus;
+    let host = snapshot.host();
+    let pcpus = &host.pcpus;
     let load = loads_of(
         demands,
         &demands.iter().map(|d| d.0).collect::<Vec<_>>(),
@@ -252,19 +212,11 @@ fn topology_penalty<'a>(
     // The node most of each VM's vCPUs are on now.
     let mut vm_node: BTreeMap<usize, Option<u32>> = BTreeMap::new();
     for (it, d) in items.iter().zip(demands) {
-        vm_node.entry(it.vm).or_insert(pcpus[d.0].node_id);
+        vm_node.entry(it.vm).or_insert(pcpus[d.0].pcpu.node_id);
     }
     move |i: usize, to: usize| {
-        let p = &pcpus[to];
-        let siblings: f64 = match p.core_id {
-            Some(core) => pcpus
-                .iter()
-                .enumerate()
-                .filter(|(j, q)| *j != to && q.core_id == Some(core) && q.socket_id == p.socket_id)
-                .map(|(j, _)| load[j])
-                .sum(),
-            None => 0.0,
-        };
+        let p = &pcpus[to].pcpu;
+        let siblings: f64 = host.siblings(to).map(|j| load[j]).sum();
         let off_node = match vm_node.get(&items[i].vm).copied().flatten() {
             Some(node) if p.node_id.is_some_and(|n| n != node) => 1.0,
             _ => 0.0,
@@ -273,31 +225,7 @@ fn topology_penalty<'a>(
     }
 }
 
-fn build(params: &Params) -> Result<Box<dyn CpuPolicy>, ParamError> {
-    let d = StableBalance::default();
-    Ok(Box::new(StableBalance {
-        trigger_points: params.number("trigger_points").unwrap_or(d.trigger_points),
-        trigger_rel: params.number("trigger_rel").unwrap_or(d.trigger_rel),
-        smoothing: params.number("smoothing").unwrap_or(d.smoothing),
-        aim_ratio: params.number("aim_ratio").unwrap_or(d.aim_ratio),
-        min_gain_points: params
-            .number("min_gain_points")
-            .unwrap_or(d.min_gain_points),
-        exact_limit: params
-            .number("exact_limit")
-            .map_or(d.exact_limit, |v| v as u64),
-        demand: HashMap::new(),
-    }))
-}
-
-inventory::submit! {
-    CpuPolicyInfo {
-        name: "stable-balance",
-        description: "balances smoothed vCPU demand (load + run-queue wait) with the fewest moves, then stays still",
-        params: PARAMS,
-        build,
-    }
-}
+vcoord_api::builtin_cpu_policy!(StableBalance);
 
 #[cfg(test)]
 mod tests {

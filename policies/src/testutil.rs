@@ -1,11 +1,8 @@
 //! Snapshots for policy unit tests.
 
-use vcoord_core::cpuset::CpuSet;
-use vcoord_core::model::Pcpu;
-use vcoord_core::policy::CpuPlan;
-use vcoord_core::snapshot::{HostView, MemoryView, Snapshot, VcpuView, VmView};
-
-const MIB: u64 = 1024;
+use vcoord_api::snapshot::HostView;
+use vcoord_api::units::KIB_PER_MIB as MIB;
+use vcoord_api::{CpuPlan, CpuSet, MemoryView, Pcpu, Snapshot, VcpuView, VmView};
 
 /// A host with `pcpus` pCPUs and one single-vCPU VM (`vm0`, `vm1`, ...) per `(load, pcpu)`.
 pub fn cpu_snapshot(pcpus: u32, vcpus: &[(f64, u32)]) -> Snapshot {
@@ -41,32 +38,30 @@ pub fn memory(max_mib: u64, actual_mib: u64, unused_mib: Option<u64>) -> MemoryV
         swap_out_kib: Some(0),
         major_faults: Some(0),
         stats_fresh: unused_mib.is_some(),
+        last_report_s: unused_mib.map(|_| 0.0),
     }
 }
 
-/// A snapshot of the given VMs (sorted by name) with `guest_free_mib` grantable.
-pub fn snapshot(pcpus: u32, mut vms: Vec<VmView>, guest_free_mib: u64) -> Snapshot {
-    vms.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut load = vec![0.0; pcpus as usize];
-    for v in vms.iter().flat_map(|vm| vm.vcpus.iter()) {
-        if let (Some(l), Some(p)) = (v.load_pct, v.placed_on()) {
-            load[p as usize] += l;
-        }
-    }
-    Snapshot {
-        tick: 1,
-        interval_s: 1.0,
-        wall_s: 0.0,
-        host: HostView {
-            pcpus: (0..pcpus).map(Pcpu::plain).collect(),
-            pcpu_load_pct: load,
-            mem_total_kib: 16384 * MIB,
-            mem_free_kib: guest_free_mib * MIB,
-            guest_free_kib: guest_free_mib * MIB,
-            guest_budget_kib: None,
-        },
-        vms,
-    }
+/// A snapshot of the given VMs with `guest_free_mib` grantable, pCPU loads summed from the
+/// vCPUs, default guard limits.
+pub fn snapshot(pcpus: u32, vms: Vec<VmView>, guest_free_mib: u64) -> Snapshot {
+    let host = HostView::new(
+        (0..pcpus).map(Pcpu::plain).collect(),
+        16384 * MIB,
+        guest_free_mib * MIB,
+    );
+    Snapshot::builder(host)
+        .tick(1)
+        .interval_s(1.0)
+        .vms(vms)
+        .loads_from_vcpus()
+        .build()
+        .unwrap()
+}
+
+/// `snapshot` as seen at wall-clock time `wall_s`.
+pub fn at(wall_s: f64, snapshot: Snapshot) -> Snapshot {
+    snapshot.to_builder().wall_s(wall_s).build().unwrap()
 }
 
 /// A single-vCPU VM with only memory figures that matter.

@@ -14,89 +14,44 @@
 
 use std::collections::HashMap;
 
-use vcoord_core::params::{ParamError, ParamSpec, Params};
-use vcoord_core::policy::{BalloonTarget, MemoryPlan, MemoryPolicy, MemoryPolicyInfo};
-use vcoord_core::snapshot::Snapshot;
+use vcoord_api::units::KIB_PER_MIB_F64 as MIB;
+use vcoord_api::{BalloonTarget, MemoryPlan, MemoryPolicy, Mib, ParamError, Policy, Snapshot};
 
-const MIB: f64 = 1024.0;
-
-/// The policy with its parameters and the unused memory each VM had last tick.
-#[derive(Clone, Debug)]
-pub struct ThresholdBalloon {
-    /// Unused memory every VM should keep.
-    pub threshold_mib: f64,
-    /// No VM is shrunk below this.
-    pub guest_floor_mib: f64,
-    /// Host memory never handed out.
-    pub host_reserve_mib: f64,
-    /// Idle VMs keep up to this many thresholds unused.
-    pub band_factor: f64,
-    /// Share of its unused memory an idle VM gives back per tick.
-    pub release_ratio: f64,
-    /// A needy VM asks for this many times its shortfall.
-    pub grow_factor: f64,
-    previous_unused_kib: HashMap<String, u64>,
-}
-
-impl Default for ThresholdBalloon {
-    fn default() -> Self {
-        Self {
-            threshold_mib: 100.0,
-            guest_floor_mib: 200.0,
-            host_reserve_mib: 200.0,
-            band_factor: 2.0,
-            release_ratio: 0.1,
-            grow_factor: 2.0,
-            previous_unused_kib: HashMap::new(),
-        }
+vcoord_api::params! {
+    /// Parameters of `threshold-balloon`. The guest floor and the host reserve are the guard's
+    /// (`[host.guard]`), seen in each snapshot.
+    pub struct ThresholdBalloonParams {
+        /// unused memory every VM should keep
+        pub threshold_mib: Mib = Mib(100.0), unit "MiB", range 1.0..=1e7;
+        /// idle VMs keep up to this many thresholds unused before giving back
+        pub band_factor: f64 = 2.0, unit "x threshold", range 1.0..=100.0;
+        /// share of its unused memory an idle VM gives back per tick
+        pub release_ratio: f64 = 0.1, unit "ratio of unused", range 0.0..=1.0;
+        /// a needy VM gets this many times (threshold - unused)
+        pub grow_factor: f64 = 2.0, unit "x shortfall", range 0.0..=100.0;
     }
 }
 
-/// Parameters of `threshold-balloon`.
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::number(
-        "threshold_mib",
-        "100",
-        "MiB",
-        (1.0, 1e7),
-        "unused memory every VM should keep",
-    ),
-    ParamSpec::number(
-        "guest_floor_mib",
-        "200",
-        "MiB",
-        (0.0, 1e7),
-        "no VM is shrunk below this",
-    ),
-    ParamSpec::number(
-        "host_reserve_mib",
-        "200",
-        "MiB",
-        (0.0, 1e8),
-        "host memory never handed to guests",
-    ),
-    ParamSpec::number(
-        "band_factor",
-        "2",
-        "x threshold",
-        (1.0, 100.0),
-        "idle VMs keep up to this many thresholds unused before giving back",
-    ),
-    ParamSpec::number(
-        "release_ratio",
-        "0.1",
-        "ratio of unused",
-        (0.0, 1.0),
-        "share of its unused memory an idle VM gives back per tick",
-    ),
-    ParamSpec::number(
-        "grow_factor",
-        "2",
-        "x shortfall",
-        (0.0, 100.0),
-        "a needy VM gets this many times (threshold - unused)",
-    ),
-];
+/// The policy with its parameters and the unused memory each VM had last tick.
+#[derive(Clone, Debug, Default)]
+pub struct ThresholdBalloon {
+    /// Its parameters.
+    pub params: ThresholdBalloonParams,
+    previous_unused_kib: HashMap<String, u64>,
+}
+
+impl Policy for ThresholdBalloon {
+    const NAME: &'static str = "threshold-balloon";
+    const DESCRIPTION: &'static str = "original design: keep 100-200 MiB unused per VM; idle VMs give back 10% of unused, needy ones get 2x their shortfall; host keeps a reserve";
+    type Params = ThresholdBalloonParams;
+
+    fn new(params: ThresholdBalloonParams) -> Result<Self, ParamError> {
+        Ok(Self {
+            params,
+            previous_unused_kib: HashMap::new(),
+        })
+    }
+}
 
 struct Candidate<'a> {
     name: &'a str,
@@ -108,10 +63,10 @@ struct Candidate<'a> {
 
 impl MemoryPolicy for ThresholdBalloon {
     fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
-        let threshold = self.threshold_mib * MIB;
-        let floor = self.guest_floor_mib * MIB;
+        let threshold = self.params.threshold_mib.kib();
+        let floor = snapshot.host().limits.guest_floor_kib as f64;
         let candidates: Vec<Candidate> = snapshot
-            .vms
+            .vms()
             .iter()
             .filter_map(|vm| {
                 let unused = vm.memory.unused_kib?;
@@ -131,14 +86,15 @@ impl MemoryPolicy for ThresholdBalloon {
         for c in &candidates {
             if c.unused_kib <= threshold && c.falling {
                 let need =
-                    (self.grow_factor * (threshold - c.unused_kib)).min(c.max_kib - c.actual_kib);
+                    (self.params.grow_factor * (threshold - c.unused_kib)).min(c.max_kib - c.actual_kib);
                 if need > 0.0 {
                     needs.push((c, need));
                 }
             }
         }
         let available =
-            (snapshot.host.guest_free_kib as f64 - self.host_reserve_mib * MIB).max(0.0);
+            (snapshot.host().guest_free_kib as f64 - snapshot.host().limits.host_reserve_kib as f64)
+                .max(0.0);
         let total_need: f64 = needs.iter().map(|n| n.1).sum();
         let crunch = total_need > available;
         let needy = |name: &str| needs.iter().any(|n| n.0.name == name);
@@ -149,8 +105,8 @@ impl MemoryPolicy for ThresholdBalloon {
             }
             let give = if crunch && c.unused_kib > threshold {
                 c.unused_kib - threshold
-            } else if c.unused_kib > self.band_factor * threshold {
-                self.release_ratio * c.unused_kib
+            } else if c.unused_kib > self.params.band_factor * threshold {
+                self.params.release_ratio * c.unused_kib
             } else {
                 0.0
             };
@@ -166,7 +122,7 @@ impl MemoryPolicy for ThresholdBalloon {
                         if crunch {
                             threshold
                         } else {
-                            self.band_factor * threshold
+                            self.params.band_factor * threshold
                         } / MIB,
                         (c.actual_kib - target) / MIB
                     ),
@@ -228,28 +184,7 @@ fn split_evenly(needs: &[(&Candidate, f64)], available: f64) -> Vec<f64> {
     grants
 }
 
-fn build(params: &Params) -> Result<Box<dyn MemoryPolicy>, ParamError> {
-    let p = |key: &str| params.number(key).unwrap_or_default();
-    let policy = ThresholdBalloon {
-        threshold_mib: p("threshold_mib"),
-        guest_floor_mib: p("guest_floor_mib"),
-        host_reserve_mib: p("host_reserve_mib"),
-        band_factor: p("band_factor"),
-        release_ratio: p("release_ratio"),
-        grow_factor: p("grow_factor"),
-        previous_unused_kib: HashMap::new(),
-    };
-    Ok(Box::new(policy))
-}
-
-inventory::submit! {
-    MemoryPolicyInfo {
-        name: "threshold-balloon",
-        description: "original design: keep 100-200 MiB unused per VM; idle VMs give back 10% of unused, needy ones get 2x their shortfall; host keeps a reserve",
-        params: PARAMS,
-        build,
-    }
-}
+vcoord_api::builtin_memory_policy!(ThresholdBalloon);
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,9 @@ pub enum BackendError {
     /// The simulator scenario could not be loaded.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// What the backend reported cannot be true (a VM listed twice, say).
+    #[error(transparent)]
+    Inconsistent(#[from] crate::snapshot::InvalidSnapshot),
 }
 
 /// Counters of what the backend did during the last tick (for cost accounting).

@@ -3,7 +3,7 @@
 //! placement (any size). Items are `(home, demand)`: the pCPU index a vCPU is on now and what it
 //! wants, in percent of one pCPU. Loads are summed without a cap, so an overloaded pCPU shows.
 
-use crate::snapshot::stdev;
+use crate::stats::stdev;
 
 /// Largest instance [`fewest_moves`] searches, in items.
 pub const MAX_EXACT_ITEMS: usize = 64;

@@ -6,8 +6,21 @@ use serde::{Deserialize, Serialize};
 
 /// A set of pCPU ids, kept sorted and without duplicates.
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(from = "Vec<u32>", into = "Vec<u32>")]
 pub struct CpuSet(Vec<u32>);
+
+/// Sorts and deduplicates (a set read from a file may be written in any order).
+impl From<Vec<u32>> for CpuSet {
+    fn from(cpus: Vec<u32>) -> Self {
+        cpus.into_iter().collect()
+    }
+}
+
+impl From<CpuSet> for Vec<u32> {
+    fn from(set: CpuSet) -> Self {
+        set.0
+    }
+}
 
 impl CpuSet {
     /// The empty set.

@@ -1,0 +1,146 @@
+//! What a policy is: a decision over an immutable snapshot that returns a plan. Policies keep
+//! their own state between ticks but never touch the backend.
+//!
+//! A policy type implements [`Policy`] (its name, its parameter struct, how it is built) and
+//! [`CpuPolicy`] or [`MemoryPolicy`]. The same type then becomes a built-in with
+//! [`builtin_cpu_policy!`](crate::builtin_cpu_policy) /
+//! [`builtin_memory_policy!`](crate::builtin_memory_policy), or part of a plugin with
+//! `vcoord_plugin::export_plugin!`, without a change to its source.
+
+use crate::params::{ParamError, ParamSpec, Params, Table};
+use crate::plan::{CpuPlan, MemoryPlan};
+use crate::snapshot::Snapshot;
+
+/// Decides where vCPUs run.
+pub trait CpuPolicy: Send {
+    /// Returns this tick's plan.
+    fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan;
+}
+
+/// Decides how much memory each VM has.
+pub trait MemoryPolicy: Send {
+    /// Returns this tick's plan.
+    fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan;
+}
+
+/// How a policy is named, described and built from its parameters.
+pub trait Policy: Sized + Send + 'static {
+    /// Name used in configurations.
+    const NAME: &'static str;
+    /// One line on what it does.
+    const DESCRIPTION: &'static str;
+    /// Its parameters.
+    type Params: Params;
+
+    /// Builds the policy; checks that involve several parameters belong here.
+    fn new(params: Self::Params) -> Result<Self, ParamError>;
+}
+
+/// A registered CPU policy.
+#[derive(Debug)]
+pub struct CpuPolicyEntry {
+    /// Name used in configurations.
+    pub name: &'static str,
+    /// One line on what it does.
+    pub description: &'static str,
+    /// Its parameters.
+    pub params: fn() -> Vec<ParamSpec>,
+    /// Builds an instance from a `params` table.
+    pub build: fn(&Table) -> Result<Box<dyn CpuPolicy>, ParamError>,
+}
+
+/// A registered memory policy.
+#[derive(Debug)]
+pub struct MemoryPolicyEntry {
+    /// Name used in configurations.
+    pub name: &'static str,
+    /// One line on what it does.
+    pub description: &'static str,
+    /// Its parameters.
+    pub params: fn() -> Vec<ParamSpec>,
+    /// Builds an instance from a `params` table.
+    pub build: fn(&Table) -> Result<Box<dyn MemoryPolicy>, ParamError>,
+}
+
+inventory::collect!(CpuPolicyEntry);
+inventory::collect!(MemoryPolicyEntry);
+
+/// Builds `T` from a `params` table.
+pub fn build<T: Policy>(table: &Table) -> Result<T, ParamError> {
+    T::new(T::Params::from_table(table)?)
+}
+
+#[doc(hidden)]
+pub fn build_cpu<T: Policy + CpuPolicy>(table: &Table) -> Result<Box<dyn CpuPolicy>, ParamError> {
+    Ok(Box::new(build::<T>(table)?))
+}
+
+#[doc(hidden)]
+pub fn build_memory<T: Policy + MemoryPolicy>(
+    table: &Table,
+) -> Result<Box<dyn MemoryPolicy>, ParamError> {
+    Ok(Box::new(build::<T>(table)?))
+}
+
+#[doc(hidden)]
+pub fn specs<T: Policy>() -> Vec<ParamSpec> {
+    T::Params::specs()
+}
+
+/// Registers a type implementing [`Policy`] and [`CpuPolicy`] as a built-in CPU policy.
+#[macro_export]
+macro_rules! builtin_cpu_policy {
+    ($policy:ty) => {
+        $crate::inventory::submit! {
+            $crate::policy::CpuPolicyEntry {
+                name: <$policy as $crate::Policy>::NAME,
+                description: <$policy as $crate::Policy>::DESCRIPTION,
+                params: $crate::policy::specs::<$policy>,
+                build: $crate::policy::build_cpu::<$policy>,
+            }
+        }
+    };
+}
+
+/// Registers a type implementing [`Policy`] and [`MemoryPolicy`] as a built-in memory policy.
+#[macro_export]
+macro_rules! builtin_memory_policy {
+    ($policy:ty) => {
+        $crate::inventory::submit! {
+            $crate::policy::MemoryPolicyEntry {
+                name: <$policy as $crate::Policy>::NAME,
+                description: <$policy as $crate::Policy>::DESCRIPTION,
+                params: $crate::policy::specs::<$policy>,
+                build: $crate::policy::build_memory::<$policy>,
+            }
+        }
+    };
+}
+
+/// Built-in CPU policies, sorted by name.
+pub fn cpu_policies() -> Vec<&'static CpuPolicyEntry> {
+    let mut all: Vec<_> = inventory::iter::<CpuPolicyEntry>.into_iter().collect();
+    all.sort_by_key(|p| p.name);
+    all
+}
+
+/// Built-in memory policies, sorted by name.
+pub fn memory_policies() -> Vec<&'static MemoryPolicyEntry> {
+    let mut all: Vec<_> = inventory::iter::<MemoryPolicyEntry>.into_iter().collect();
+    all.sort_by_key(|p| p.name);
+    all
+}
+
+/// The built-in CPU policy called `name`.
+pub fn find_cpu_policy(name: &str) -> Option<&'static CpuPolicyEntry> {
+    inventory::iter::<CpuPolicyEntry>
+        .into_iter()
+        .find(|p| p.name == name)
+}
+
+/// The built-in memory policy called `name`.
+pub fn find_memory_policy(name: &str) -> Option<&'static MemoryPolicyEntry> {
+    inventory::iter::<MemoryPolicyEntry>
+        .into_iter()
+        .find(|p| p.name == name)
+}

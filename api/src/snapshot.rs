@@ -1,0 +1,537 @@
+//! The immutable view a policy decides on. A [`Snapshot`] is made only by [`Builder::build`],
+//! which sorts what must be sorted and refuses what cannot be true, so a policy may rely on:
+//! pCPUs ascending by id and unique, VMs ascending by name and unique, vCPUs of each VM
+//! ascending by id and unique, every figure finite and not negative.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cpuset::CpuSet;
+use crate::units::Kib;
+
+/// One physical CPU and where it sits in the host topology (NUMA node -> socket -> core ->
+/// pCPU), where known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pcpu {
+    /// pCPU id as libvirt numbers it.
+    pub id: u32,
+    /// Core id (SMT siblings share it).
+    pub core_id: Option<u32>,
+    /// Socket (package) id.
+    pub socket_id: Option<u32>,
+    /// NUMA node id.
+    pub node_id: Option<u32>,
+}
+
+impl Pcpu {
+    /// A pCPU with unknown topology.
+    pub fn plain(id: u32) -> Self {
+        Self {
+            id,
+            core_id: None,
+            socket_id: None,
+            node_id: None,
+        }
+    }
+
+    /// Whether `other` is an SMT sibling of this pCPU (same core of the same socket).
+    pub fn is_sibling_of(&self, other: &Pcpu) -> bool {
+        self.id != other.id
+            && self.core_id.is_some()
+            && self.core_id == other.core_id
+            && self.socket_id == other.socket_id
+    }
+}
+
+/// One pCPU in a snapshot: its place in the topology and its load this tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PcpuView {
+    /// Where it sits.
+    #[serde(flatten)]
+    pub pcpu: Pcpu,
+    /// The sum of the loads of the vCPUs that last ran here, percent of one pCPU, at most 100.
+    pub load_pct: f64,
+}
+
+/// Limits the guard enforces on every plan; policies read them here instead of repeating them
+/// in their own parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardLimits {
+    /// No balloon target below this.
+    pub guest_floor_kib: u64,
+    /// Grants never take the memory available to guests below this.
+    pub host_reserve_kib: u64,
+}
+
+impl Default for GuardLimits {
+    fn default() -> Self {
+        Self {
+            guest_floor_kib: Kib::from_mib(200).get(),
+            host_reserve_kib: Kib::from_mib(200).get(),
+        }
+    }
+}
+
+/// Host-wide figures of a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    /// pCPUs guests may run on, ascending by id.
+    pub pcpus: Vec<PcpuView>,
+    /// Host memory in total.
+    pub mem_total_kib: u64,
+    /// Host memory free, as the host reports it.
+    pub mem_free_kib: u64,
+    /// Memory the coordinator may hand to guests: the host's free memory, or less when a guest
+    /// memory budget is set (`min(free, budget - sum of guests' actual)`), less what earlier
+    /// grants still in flight (balloons deflating toward a higher target) will take.
+    pub guest_free_kib: u64,
+    /// The configured guest memory budget, if any.
+    pub guest_budget_kib: Option<u64>,
+    /// The guard's limits.
+    pub limits: GuardLimits,
+}
+
+impl HostView {
+    /// A host with these pCPUs (all idle) and memory figures, and default guard limits.
+    pub fn new(pcpus: Vec<Pcpu>, mem_total_kib: u64, mem_free_kib: u64) -> Self {
+        Self {
+            pcpus: pcpus
+                .into_iter()
+                .map(|pcpu| PcpuView {
+                    pcpu,
+                    load_pct: 0.0,
+                })
+                .collect(),
+            mem_total_kib,
+            mem_free_kib,
+            guest_free_kib: mem_free_kib,
+            guest_budget_kib: None,
+            limits: GuardLimits::default(),
+        }
+    }
+
+    /// The SMT siblings of pCPU `id` (pCPUs of the same core), as indices into `pcpus`.
+    pub fn siblings(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        let me = self.pcpus.get(index).map(|p| &p.pcpu);
+        self.pcpus
+            .iter()
+            .enumerate()
+            .filter(move |(_, q)| me.is_some_and(|me| me.is_sibling_of(&q.pcpu)))
+            .map(|(j, _)| j)
+    }
+}
+
+/// One vCPU as a policy sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VcpuView {
+    /// vCPU number inside its VM.
+    pub id: u32,
+    /// Time it ran over the last interval, percent of one pCPU; `None` before the second sample.
+    pub load_pct: Option<f64>,
+    /// Time it waited for a pCPU while runnable over the last interval, percent; `None` when
+    /// unknown.
+    pub wait_pct: Option<f64>,
+    /// pCPU it last ran on.
+    pub pcpu: Option<u32>,
+    /// pCPUs it may run on now.
+    pub affinity: CpuSet,
+}
+
+impl VcpuView {
+    /// The pCPU this vCPU is counted on: where it last ran, or its only allowed pCPU.
+    pub fn placed_on(&self) -> Option<u32> {
+        self.pcpu.or_else(|| self.affinity.only())
+    }
+}
+
+/// Memory of one VM as a policy sees it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryView {
+    /// Most memory the VM may have.
+    pub max_kib: u64,
+    /// Memory the VM has now.
+    pub actual_kib: u64,
+    /// Memory the guest leaves unused (`None` when no fresh guest statistics).
+    pub unused_kib: Option<u64>,
+    /// Memory the guest could use without swapping.
+    pub usable_kib: Option<u64>,
+    /// Swapped in over the last interval.
+    pub swap_in_kib: Option<u64>,
+    /// Swapped out over the last interval.
+    pub swap_out_kib: Option<u64>,
+    /// Major faults over the last interval.
+    pub major_faults: Option<u64>,
+    /// Whether the guest's statistics are recent enough to act on. Never balloon a VM without
+    /// fresh statistics.
+    pub stats_fresh: bool,
+    /// When the guest last reported its statistics (wall clock, seconds since the Unix epoch),
+    /// where known. Guests report every few seconds, not every tick, and an idle guest reports
+    /// the same figures again: state that ages should age with this time.
+    #[serde(default)]
+    pub last_report_s: Option<f64>,
+}
+
+impl MemoryView {
+    /// Guest memory in use (`actual - unused`), when the guest reported.
+    pub fn used_kib(&self) -> Option<u64> {
+        self.unused_kib
+            .map(|unused| self.actual_kib.saturating_sub(unused))
+    }
+}
+
+/// One VM as a policy sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmView {
+    /// Domain name.
+    pub name: String,
+    /// Domain UUID.
+    pub uuid: String,
+    /// vCPUs, ordered by id.
+    pub vcpus: Vec<VcpuView>,
+    /// Memory figures.
+    pub memory: MemoryView,
+    /// OOM kills in the guest over the last interval, where the backend can tell.
+    pub oom_events: Option<u64>,
+    /// True on the first tick this VM is seen (it has no utilization yet).
+    pub is_new: bool,
+}
+
+/// What one tick sees of the host and its VMs. Utilizations come from counter deltas between
+/// this sample and the previous one; a VM seen for the first time has none yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Parts")]
+pub struct Snapshot {
+    tick: u64,
+    interval_s: f64,
+    wall_s: f64,
+    host: HostView,
+    vms: Vec<VmView>,
+}
+
+impl Snapshot {
+    /// A builder for a snapshot of `host`.
+    pub fn builder(host: HostView) -> Builder {
+        Builder {
+            sum_loads: false,
+            parts: Parts {
+                tick: 0,
+                interval_s: 0.0,
+                wall_s: 0.0,
+                host,
+                vms: Vec::new(),
+            },
+        }
+    }
+
+    /// Tick number, from 0.
+    pub fn tick(&self) -> u64 {
+        self.tick
+    }
+
+    /// Time since the previous sample; 0 on the first tick.
+    pub fn interval_s(&self) -> f64 {
+        self.interval_s
+    }
+
+    /// Wall-clock time of the sample, seconds since the Unix epoch.
+    pub fn wall_s(&self) -> f64 {
+        self.wall_s
+    }
+
+    /// Host-wide figures.
+    pub fn host(&self) -> &HostView {
+        &self.host
+    }
+
+    /// The VMs, ascending by name.
+    pub fn vms(&self) -> &[VmView] {
+        &self.vms
+    }
+
+    /// The VM called `name`.
+    pub fn vm(&self, name: &str) -> Option<&VmView> {
+        self.vms
+            .binary_search_by(|vm| vm.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.vms[i])
+    }
+
+    /// Index of pCPU `id` in `host().pcpus`.
+    pub fn pcpu_index(&self, id: u32) -> Option<usize> {
+        self.host.pcpus.binary_search_by_key(&id, |p| p.pcpu.id).ok()
+    }
+
+    /// Ids of the pCPUs, ascending.
+    pub fn pcpu_ids(&self) -> Vec<u32> {
+        self.host.pcpus.iter().map(|p| p.pcpu.id).collect()
+    }
+
+    /// Load of each pCPU, in the order of `host().pcpus`.
+    pub fn pcpu_loads(&self) -> Vec<f64> {
+        self.host.pcpus.iter().map(|p| p.load_pct).collect()
+    }
+
+    /// Whether any vCPU has a measured load yet.
+    pub fn has_cpu_loads(&self) -> bool {
+        self.vms
+            .iter()
+            .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()))
+    }
+
+    /// A builder holding this snapshot's parts, to derive a changed one (tests, tools).
+    pub fn to_builder(&self) -> Builder {
+        Builder {
+            sum_loads: false,
+            parts: Parts {
+                tick: self.tick,
+                interval_s: self.interval_s,
+                wall_s: self.wall_s,
+                host: self.host.clone(),
+                vms: self.vms.clone(),
+            },
+        }
+    }
+}
+
+/// Why parts cannot make a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSnapshot(pub String);
+
+impl fmt::Display for InvalidSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid snapshot: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidSnapshot {}
+
+/// The parts of a snapshot, as written in records.
+#[derive(Clone, Debug, Deserialize)]
+struct Parts {
+    tick: u64,
+    interval_s: f64,
+    wall_s: f64,
+    host: HostView,
+    vms: Vec<VmView>,
+}
+
+impl TryFrom<Parts> for Snapshot {
+    type Error = InvalidSnapshot;
+
+    fn try_from(parts: Parts) -> Result<Self, Self::Error> {
+        Builder {
+            parts,
+            sum_loads: false,
+        }
+        .build()
+    }
+}
+
+/// Assembles a [`Snapshot`] and checks it (see the module's documentation).
+#[derive(Clone, Debug)]
+pub struct Builder {
+    parts: Parts,
+    sum_loads: bool,
+}
+
+impl Builder {
+    /// Tick number.
+    pub fn tick(mut self, tick: u64) -> Self {
+        self.parts.tick = tick;
+        self
+    }
+
+    /// Time since the previous sample.
+    pub fn interval_s(mut self, interval_s: f64) -> Self {
+        self.parts.interval_s = interval_s;
+        self
+    }
+
+    /// Wall-clock time of the sample.
+    pub fn wall_s(mut self, wall_s: f64) -> Self {
+        self.parts.wall_s = wall_s;
+        self
+    }
+
+    /// Adds a VM.
+    pub fn vm(mut self, vm: VmView) -> Self {
+        self.parts.vms.push(vm);
+        self
+    }
+
+    /// Adds VMs.
+    pub fn vms(mut self, vms: impl IntoIterator<Item = VmView>) -> Self {
+        self.parts.vms.extend(vms);
+        self
+    }
+
+    /// Replaces the host view.
+    pub fn host(mut self, host: HostView) -> Self {
+        self.parts.host = host;
+        self
+    }
+
+    /// Sets each pCPU's load, when built, to the sum of the loads of the vCPUs placed on it
+    /// (VMs by name, vCPUs by id), capped at 100.
+    pub fn loads_from_vcpus(mut self) -> Self {
+        self.sum_loads = true;
+        self
+    }
+
+    /// Sorts, checks and freezes the snapshot.
+    pub fn build(self) -> Result<Snapshot, InvalidSnapshot> {
+        let Parts {
+            tick,
+            interval_s,
+            wall_s,
+            mut host,
+            mut vms,
+        } = self.parts;
+        let sum_loads = self.sum_loads;
+        let bad = |what: String| Err(InvalidSnapshot(what));
+        for (name, v) in [("interval_s", interval_s), ("wall_s", wall_s)] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!("{name} is {v}"));
+            }
+        }
+        host.pcpus.sort_by_key(|p| p.pcpu.id);
+        if let Some(w) = host.pcpus.windows(2).find(|w| w[0].pcpu.id == w[1].pcpu.id) {
+            return bad(format!("pCPU {} appears twice", w[0].pcpu.id));
+        }
+        if let Some(p) = host.pcpus.iter().find(|p| !is_figure(p.load_pct)) {
+            return bad(format!("pCPU {} has load {}", p.pcpu.id, p.load_pct));
+        }
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = vms.windows(2).find(|w| w[0].name == w[1].name) {
+            return bad(format!("VM `{}` appears twice", w[0].name));
+        }
+        for vm in &mut vms {
+            vm.vcpus.sort_by_key(|v| v.id);
+            if let Some(w) = vm.vcpus.windows(2).find(|w| w[0].id == w[1].id) {
+                return bad(format!("VM `{}` has vCPU {} twice", vm.name, w[0].id));
+            }
+            for v in &vm.vcpus {
+                for (what, value) in [("load", v.load_pct), ("wait", v.wait_pct)] {
+                    if let Some(x) = value.filter(|x| !is_figure(*x)) {
+                        return bad(format!("VM `{}` vCPU {} has {what} {x}", vm.name, v.id));
+                    }
+                }
+            }
+            if let Some(t) = vm.memory.last_report_s.filter(|t| !t.is_finite()) {
+                return bad(format!("VM `{}` has report time {t}", vm.name));
+            }
+        }
+        if sum_loads {
+            for p in &mut host.pcpus {
+                p.load_pct = 0.0;
+            }
+            for vcpu in vms.iter().flat_map(|vm| vm.vcpus.iter()) {
+                if let (Some(load), Some(cpu)) = (vcpu.load_pct, vcpu.placed_on()) {
+                    if let Ok(i) = host.pcpus.binary_search_by_key(&cpu, |p| p.pcpu.id) {
+                        host.pcpus[i].load_pct += load;
+                    }
+                }
+            }
+            for p in &mut host.pcpus {
+                p.load_pct = p.load_pct.min(100.0);
+            }
+        }
+        Ok(Snapshot {
+            tick,
+            interval_s,
+            wall_s,
+            host,
+            vms,
+        })
+    }
+}
+
+/// A measured figure: finite and not negative.
+fn is_figure(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str, vcpus: &[(u32, f64, u32)]) -> VmView {
+        VmView {
+            name: name.into(),
+            uuid: format!("u-{name}"),
+            vcpus: vcpus
+                .iter()
+                .map(|&(id, load, pcpu)| VcpuView {
+                    id,
+                    load_pct: Some(load),
+                    wait_pct: None,
+                    pcpu: Some(pcpu),
+                    affinity: CpuSet::single(pcpu),
+                })
+                .collect(),
+            memory: MemoryView::default(),
+            oom_events: None,
+            is_new: false,
+        }
+    }
+
+    fn host(ids: &[u32]) -> HostView {
+        HostView::new(ids.iter().copied().map(Pcpu::plain).collect(), 8 << 20, 4 << 20)
+    }
+
+    #[test]
+    fn builder_sorts_and_sums_loads() {
+        let s = Snapshot::builder(host(&[1, 0]))
+            .vm(vm("b", &[(1, 30.0, 1), (0, 20.0, 0)]))
+            .vm(vm("a", &[(0, 90.0, 0)]))
+            .loads_from_vcpus()
+            .build()
+            .unwrap();
+        assert_eq!(s.pcpu_ids(), vec![0, 1]);
+        assert_eq!(s.pcpu_loads(), vec![100.0, 30.0]);
+        assert_eq!(s.vms()[0].name, "a");
+        assert_eq!(s.vm("b").unwrap().vcpus[0].id, 0);
+        assert_eq!(s.pcpu_index(1), Some(1));
+        assert_eq!(s.pcpu_index(7), None);
+    }
+
+    #[test]
+    fn builder_refuses_what_cannot_be() {
+        let dup = Snapshot::builder(host(&[0])).vm(vm("a", &[])).vm(vm("a", &[]));
+        assert!(dup.build().unwrap_err().0.contains("`a` appears twice"));
+        let nan = Snapshot::builder(host(&[0])).vm(vm("a", &[(0, f64::NAN, 0)]));
+        assert!(nan.build().unwrap_err().0.contains("load NaN"));
+        assert!(Snapshot::builder(host(&[2, 2])).build().is_err());
+        assert!(Snapshot::builder(host(&[0]))
+            .vm(vm("a", &[(0, 1.0, 0), (0, 2.0, 0)]))
+            .build()
+            .is_err());
+        assert!(Snapshot::builder(host(&[0])).interval_s(-1.0).build().is_err());
+    }
+
+    #[test]
+    fn deserializing_goes_through_the_checks() {
+        let s = Snapshot::builder(host(&[0, 1]))
+            .vm(vm("a", &[(0, 10.0, 1)]))
+            .loads_from_vcpus()
+            .build()
+            .unwrap();
+        let text = serde_json::to_string(&s).unwrap();
+        let back: Snapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        let twice = text.replace(r#""vms":["#, &format!(r#""vms":[{},"#, serde_json::to_string(&s.vms()[0]).unwrap()));
+        assert!(serde_json::from_str::<Snapshot>(&twice).is_err());
+    }
+
+    #[test]
+    fn siblings_share_a_core() {
+        let mut h = host(&[0, 1, 2]);
+        for (i, core) in [(0, 0), (1, 0), (2, 1)] {
+            h.pcpus[i].pcpu.core_id = Some(core);
+            h.pcpus[i].pcpu.socket_id = Some(0);
+        }
+        assert_eq!(h.siblings(0).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(h.siblings(2).count(), 0);
+    }
+}

@@ -1,0 +1,328 @@
+//! The one place that converts between vcoord-api's types and their FFI-safe mirrors, in both
+//! directions: vcoord sends snapshots and receives plans; a plugin receives snapshots and sends
+//! plans. A snapshot that comes back through [`snapshot_from_abi`] goes through the same checks
+//! as any other.
+
+use abi_stable::std_types::{RString, RVec};
+use vcoord_api::snapshot::{GuardLimits, HostView, InvalidSnapshot, PcpuView};
+use vcoord_api::{
+    BalloonTarget, CpuPlan, CpuSet, MemoryPlan, MemoryView, ParamError, ParamSpec, Pcpu, Snapshot,
+    VcpuPin, VcpuView, VmView,
+};
+
+use crate::abi;
+
+/// A snapshot as plugins receive it.
+pub fn snapshot_to_abi(snapshot: &Snapshot) -> abi::Snapshot {
+    let host = snapshot.host();
+    abi::Snapshot {
+        tick: snapshot.tick(),
+        interval_s: snapshot.interval_s(),
+        wall_s: snapshot.wall_s(),
+        pcpus: host
+            .pcpus
+            .iter()
+            .map(|p| abi::Pcpu {
+                id: p.pcpu.id,
+                core_id: p.pcpu.core_id.into(),
+                socket_id: p.pcpu.socket_id.into(),
+                node_id: p.pcpu.node_id.into(),
+                load_pct: p.load_pct,
+            })
+            .collect(),
+        mem_total_kib: host.mem_total_kib,
+        mem_free_kib: host.mem_free_kib,
+        guest_free_kib: host.guest_free_kib,
+        guest_budget_kib: host.guest_budget_kib.into(),
+        guest_floor_kib: host.limits.guest_floor_kib,
+        host_reserve_kib: host.limits.host_reserve_kib,
+        vms: snapshot.vms().iter().map(vm_to_abi).collect(),
+    }
+}
+
+fn vm_to_abi(vm: &VmView) -> abi::Vm {
+    let m = &vm.memory;
+    abi::Vm {
+        name: vm.name.as_str().into(),
+        uuid: vm.uuid.as_str().into(),
+        vcpus: vm
+            .vcpus
+            .iter()
+            .map(|v| abi::Vcpu {
+                id: v.id,
+                load_pct: v.load_pct.into(),
+                wait_pct: v.wait_pct.into(),
+                pcpu: v.pcpu.into(),
+                affinity: v.affinity.iter().collect(),
+            })
+            .collect(),
+        memory: abi::Memory {
+            max_kib: m.max_kib,
+            actual_kib: m.actual_kib,
+            unused_kib: m.unused_kib.into(),
+            usable_kib: m.usable_kib.into(),
+            swap_in_kib: m.swap_in_kib.into(),
+            swap_out_kib: m.swap_out_kib.into(),
+            major_faults: m.major_faults.into(),
+            stats_fresh: m.stats_fresh,
+            last_report_s: m.last_report_s.into(),
+        },
+        oom_events: vm.oom_events.into(),
+        is_new: vm.is_new,
+    }
+}
+
+/// A snapshot received across the boundary, checked like any other.
+pub fn snapshot_from_abi(s: &abi::Snapshot) -> Result<Snapshot, InvalidSnapshot> {
+    let host = HostView {
+        pcpus: s
+            .pcpus
+            .iter()
+            .map(|p| PcpuView {
+                pcpu: Pcpu {
+                    id: p.id,
+                    core_id: p.core_id.into_option(),
+                    socket_id: p.socket_id.into_option(),
+                    node_id: p.node_id.into_option(),
+                },
+                load_pct: p.load_pct,
+            })
+            .collect(),
+        mem_total_kib: s.mem_total_kib,
+        mem_free_kib: s.mem_free_kib,
+        guest_free_kib: s.guest_free_kib,
+        guest_budget_kib: s.guest_budget_kib.into_option(),
+        limits: GuardLimits {
+            guest_floor_kib: s.guest_floor_kib,
+            host_reserve_kib: s.host_reserve_kib,
+        },
+    };
+    Snapshot::builder(host)
+        .tick(s.tick)
+        .interval_s(s.interval_s)
+        .wall_s(s.wall_s)
+        .vms(s.vms.iter().map(vm_from_abi))
+        .build()
+}
+
+fn vm_from_abi(vm: &abi::Vm) -> VmView {
+    let m = &vm.memory;
+    VmView {
+        name: vm.name.as_str().to_owned(),
+        uuid: vm.uuid.as_str().to_owned(),
+        vcpus: vm
+            .vcpus
+            .iter()
+            .map(|v| VcpuView {
+                id: v.id,
+                load_pct: v.load_pct.into_option(),
+                wait_pct: v.wait_pct.into_option(),
+                pcpu: v.pcpu.into_option(),
+                affinity: v.affinity.iter().copied().collect(),
+            })
+            .collect(),
+        memory: MemoryView {
+            max_kib: m.max_kib,
+            actual_kib: m.actual_kib,
+            unused_kib: m.unused_kib.into_option(),
+            usable_kib: m.usable_kib.into_option(),
+            swap_in_kib: m.swap_in_kib.into_option(),
+            swap_out_kib: m.swap_out_kib.into_option(),
+            major_faults: m.major_faults.into_option(),
+            stats_fresh: m.stats_fresh,
+            last_report_s: m.last_report_s.into_option(),
+        },
+        oom_events: vm.oom_events.into_option(),
+        is_new: vm.is_new,
+    }
+}
+
+/// A CPU plan as it crosses the boundary.
+pub fn cpu_plan_to_abi(plan: CpuPlan) -> abi::CpuPlan {
+    abi::CpuPlan {
+        pins: plan
+            .pins
+            .into_iter()
+            .map(|p| abi::VcpuPin {
+                vm: p.vm.into(),
+                vcpu: p.vcpu,
+                cpus: p.cpus.iter().collect(),
+            })
+            .collect(),
+        reason: plan.reason.into(),
+    }
+}
+
+/// A plugin's CPU plan in vcoord's terms (unchecked: the guard checks it like any plan).
+pub fn cpu_plan_from_abi(plan: abi::CpuPlan) -> CpuPlan {
+    CpuPlan {
+        pins: plan
+            .pins
+            .into_iter()
+            .map(|p| VcpuPin {
+                vm: p.vm.into_string(),
+                vcpu: p.vcpu,
+                cpus: p.cpus.into_iter().collect::<CpuSet>(),
+            })
+            .collect(),
+        reason: plan.reason.into_string(),
+    }
+}
+
+/// A memory plan as it crosses the boundary.
+pub fn memory_plan_to_abi(plan: MemoryPlan) -> abi::MemoryPlan {
+    abi::MemoryPlan {
+        targets: plan
+            .targets
+            .into_iter()
+            .map(|t| abi::BalloonTarget {
+                vm: t.vm.into(),
+                target_kib: t.target_kib,
+                reason: t.reason.into(),
+            })
+            .collect(),
+        reason: plan.reason.into(),
+    }
+}
+
+/// A plugin's memory plan in vcoord's terms (unchecked).
+pub fn memory_plan_from_abi(plan: abi::MemoryPlan) -> MemoryPlan {
+    MemoryPlan {
+        targets: plan
+            .targets
+            .into_iter()
+            .map(|t| BalloonTarget {
+                vm: t.vm.into_string(),
+                target_kib: t.target_kib,
+                reason: t.reason.into_string(),
+            })
+            .collect(),
+        reason: plan.reason.into_string(),
+    }
+}
+
+/// A parameter error as it crosses the boundary.
+pub fn param_error_to_abi(e: ParamError) -> abi::BuildError {
+    abi::BuildError {
+        key: e.key.into(),
+        message: e.message.into(),
+    }
+}
+
+/// A build failure with no parameter at fault (a panic, a missing policy kind).
+pub fn build_failure(message: impl Into<String>) -> abi::BuildError {
+    abi::BuildError {
+        key: RString::new(),
+        message: message.into().into(),
+    }
+}
+
+/// Parameter listings as they cross the boundary.
+pub fn specs_to_abi(specs: Vec<ParamSpec>) -> RVec<abi::ParamSpec> {
+    specs
+        .into_iter()
+        .map(|s| abi::ParamSpec {
+            key: s.key.into(),
+            kind: s.kind.into(),
+            default: s.default.into(),
+            unit: s.unit.into(),
+            min: s.min,
+            max: s.max,
+            doc: s.doc.into(),
+        })
+        .collect()
+}
+
+/// Parameter listings received from a plugin.
+pub fn specs_from_abi(specs: RVec<abi::ParamSpec>) -> Vec<ParamSpec> {
+    specs
+        .into_iter()
+        .map(|s| ParamSpec {
+            key: s.key.into_string(),
+            kind: s.kind.into_string(),
+            default: s.default.into_string(),
+            unit: s.unit.into_string(),
+            min: s.min,
+            max: s.max,
+            doc: s.doc.into_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let mut host = HostView::new(
+            vec![Pcpu {
+                id: 3,
+                core_id: Some(1),
+                socket_id: Some(0),
+                node_id: None,
+            }],
+            8 << 20,
+            4 << 20,
+        );
+        host.limits.host_reserve_kib = 12345;
+        Snapshot::builder(host)
+            .tick(4)
+            .interval_s(1.0)
+            .wall_s(100.0)
+            .vm(VmView {
+                name: "vm1".into(),
+                uuid: "u1".into(),
+                vcpus: vec![VcpuView {
+                    id: 0,
+                    load_pct: Some(50.0),
+                    wait_pct: Some(1.5),
+                    pcpu: Some(3),
+                    affinity: CpuSet::single(3),
+                }],
+                memory: MemoryView {
+                    max_kib: 2 << 20,
+                    actual_kib: 1 << 20,
+                    unused_kib: Some(300 << 10),
+                    stats_fresh: true,
+                    last_report_s: Some(99.0),
+                    ..MemoryView::default()
+                },
+                oom_events: Some(0),
+                is_new: false,
+            })
+            .loads_from_vcpus()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn snapshots_cross_both_ways_unchanged() {
+        let s = snapshot();
+        let a = snapshot_to_abi(&s);
+        assert_eq!(a.pcpus[0].core_id.into_option(), Some(1));
+        assert_eq!(a.pcpus[0].load_pct, 50.0);
+        assert_eq!(a.host_reserve_kib, 12345);
+        assert_eq!(snapshot_from_abi(&a).unwrap(), s);
+    }
+
+    #[test]
+    fn a_malformed_abi_snapshot_is_refused() {
+        let mut a = snapshot_to_abi(&snapshot());
+        let twin = a.vms[0].clone();
+        a.vms.push(twin);
+        assert!(snapshot_from_abi(&a).is_err());
+    }
+
+    #[test]
+    fn plans_cross_both_ways_unchecked() {
+        let mut p = CpuPlan::keep("r");
+        p.pin("vm1", 0, &[5, 2]);
+        p.pin("vm1", 1, &[]);
+        let back = cpu_plan_from_abi(cpu_plan_to_abi(p.clone()));
+        assert_eq!(back, p);
+        assert_eq!(back.pins[0].cpus.as_slice(), &[2, 5]);
+        let mut m = MemoryPlan::keep("m");
+        m.target("vm1", -5, "neg");
+        assert_eq!(memory_plan_from_abi(memory_plan_to_abi(m.clone())), m);
+    }
+}
