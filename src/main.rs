@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use vcoord_core::config::{Config, DEFAULT_PATH};
 use vcoord_core::params::ParamSpec;
+use vcoord_core::plugin::Kind;
 use vcoord_core::policy::{cpu_policies, memory_policies};
 use vcoord_core::runtime::{run_host, RunOptions};
 
@@ -196,11 +197,7 @@ fn bench(args: cli::BenchArgs) -> Result<()> {
 fn list_policies(config: Option<&Path>) -> Result<()> {
     let print_params = |params: &[ParamSpec]| {
         for p in params {
-            let default = if p.default.is_empty() {
-                "off"
-            } else {
-                p.default
-            };
+            let default = &p.default;
             let unit = if p.unit.is_empty() {
                 String::new()
             } else {
@@ -212,12 +209,12 @@ fn list_policies(config: Option<&Path>) -> Result<()> {
     println!("CPU policies (built-in):");
     for p in cpu_policies() {
         println!("  {:<20} {}", p.name, p.description);
-        print_params(p.params);
+        print_params(&(p.params)());
     }
     println!("\nMemory policies (built-in):");
     for p in memory_policies() {
         println!("  {:<20} {}", p.name, p.description);
-        print_params(p.params);
+        print_params(&(p.params)());
     }
     if let Some(path) = config {
         let config = Config::from_file(path)?;
@@ -254,6 +251,13 @@ fn list_policies(config: Option<&Path>) -> Result<()> {
                 plugin.path.display(),
                 plugin.info.description
             );
+            for kind in [Kind::Cpu, Kind::Memory] {
+                let params = plugin.params(kind);
+                if !params.is_empty() {
+                    println!("    {kind} policy parameters:");
+                    print_params(&params);
+                }
+            }
             seen.push(plugin.path);
         }
     }

@@ -263,13 +263,7 @@ impl<T: ParamValue> ParamValue for PerVm<T> {
         let mut out = BTreeMap::new();
         for (vm, v) in table {
             let key = format!("{}.{vm}", field.key);
-            let parsed = T::parse(
-                v,
-                Field {
-                    key: &key,
-                    ..field
-                },
-            )?;
+            let parsed = T::parse(v, Field { key: &key, ..field })?;
             out.insert(vm.clone(), parsed);
         }
         Ok(Self(out))
@@ -414,7 +408,10 @@ mod tests {
     fn defaults_fill_in_and_are_listed() {
         let p = parse("").unwrap();
         assert_eq!(p, TestParams::default());
-        assert_eq!((p.rate, p.limit_mib, p.loud, p.count), (0.5, None, false, 3));
+        assert_eq!(
+            (p.rate, p.limit_mib, p.loud, p.count),
+            (0.5, None, false, 3)
+        );
         let specs = TestParams::specs();
         let shown: Vec<(&str, &str)> = specs
             .iter()
@@ -422,7 +419,13 @@ mod tests {
             .collect();
         assert_eq!(
             shown,
-            [("rate", "0.5"), ("limit_mib", "off"), ("loud", "false"), ("shares", "none"), ("count", "3")]
+            [
+                ("rate", "0.5"),
+                ("limit_mib", "off"),
+                ("loud", "false"),
+                ("shares", "none"),
+                ("count", "3")
+            ]
         );
         assert_eq!(specs[1].doc, "optional limit");
         assert!(NoParams::specs().is_empty());
@@ -441,7 +444,9 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = parse("rat = 0.1").unwrap_err();
         assert_eq!(err.key, "rat");
-        assert!(err.message.contains("known: rate, limit_mib, loud, shares, count"));
+        assert!(err
+            .message
+            .contains("known: rate, limit_mib, loud, shares, count"));
         let err = NoParams::from_table(&"x = 1".parse().unwrap()).unwrap_err();
         assert!(err.message.contains("takes none"));
     }
@@ -449,7 +454,10 @@ mod tests {
     #[test]
     fn bad_types_and_ranges_are_named() {
         let err = parse("rate = \"x\"").unwrap_err();
-        assert_eq!((err.key.as_str(), err.message.as_str()), ("rate", "expected a number, found string"));
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            ("rate", "expected a number, found string")
+        );
         let err = parse("rate = 1.5").unwrap_err();
         assert_eq!(err.message, "1.5 is out of range [0, 1] ratio");
         let err = parse("rate = nan").unwrap_err();

@@ -259,7 +259,10 @@ impl Snapshot {
 
     /// Index of pCPU `id` in `host().pcpus`.
     pub fn pcpu_index(&self, id: u32) -> Option<usize> {
-        self.host.pcpus.binary_search_by_key(&id, |p| p.pcpu.id).ok()
+        self.host
+            .pcpus
+            .binary_search_by_key(&id, |p| p.pcpu.id)
+            .ok()
     }
 
     /// Ids of the pCPUs, ascending.
@@ -477,7 +480,11 @@ mod tests {
     }
 
     fn host(ids: &[u32]) -> HostView {
-        HostView::new(ids.iter().copied().map(Pcpu::plain).collect(), 8 << 20, 4 << 20)
+        HostView::new(
+            ids.iter().copied().map(Pcpu::plain).collect(),
+            8 << 20,
+            4 << 20,
+        )
     }
 
     #[test]
@@ -498,7 +505,9 @@ mod tests {
 
     #[test]
     fn builder_refuses_what_cannot_be() {
-        let dup = Snapshot::builder(host(&[0])).vm(vm("a", &[])).vm(vm("a", &[]));
+        let dup = Snapshot::builder(host(&[0]))
+            .vm(vm("a", &[]))
+            .vm(vm("a", &[]));
         assert!(dup.build().unwrap_err().0.contains("`a` appears twice"));
         let nan = Snapshot::builder(host(&[0])).vm(vm("a", &[(0, f64::NAN, 0)]));
         assert!(nan.build().unwrap_err().0.contains("load NaN"));
@@ -507,7 +516,10 @@ mod tests {
             .vm(vm("a", &[(0, 1.0, 0), (0, 2.0, 0)]))
             .build()
             .is_err());
-        assert!(Snapshot::builder(host(&[0])).interval_s(-1.0).build().is_err());
+        assert!(Snapshot::builder(host(&[0]))
+            .interval_s(-1.0)
+            .build()
+            .is_err());
     }
 
     #[test]
@@ -520,7 +532,10 @@ mod tests {
         let text = serde_json::to_string(&s).unwrap();
         let back: Snapshot = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
-        let twice = text.replace(r#""vms":["#, &format!(r#""vms":[{},"#, serde_json::to_string(&s.vms()[0]).unwrap()));
+        let twice = text.replace(
+            r#""vms":["#,
+            &format!(r#""vms":[{},"#, serde_json::to_string(&s.vms()[0]).unwrap()),
+        );
         assert!(serde_json::from_str::<Snapshot>(&twice).is_err());
     }
 

@@ -11,7 +11,9 @@ pub const KIB_PER_MIB: u64 = 1024;
 pub const KIB_PER_MIB_F64: f64 = KIB_PER_MIB as f64;
 
 /// A memory size in KiB (the internal unit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Kib(pub u64);
 

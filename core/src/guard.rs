@@ -271,6 +271,7 @@ mod tests {
                 swap_out_kib: None,
                 major_faults: None,
                 stats_fresh: unused_mib.is_some(),
+                last_report_s: None,
             },
             oom_events: None,
             is_new: false,
@@ -278,20 +279,17 @@ mod tests {
     }
 
     fn snapshot(guest_free_mib: u64, vms: Vec<VmView>) -> Snapshot {
-        Snapshot {
-            tick: 1,
-            interval_s: 1.0,
-            wall_s: 0.0,
-            host: HostView {
-                pcpus: (0..2).map(Pcpu::plain).collect(),
-                pcpu_load_pct: vec![0.0, 0.0],
-                mem_total_kib: 8192 * MIB,
-                mem_free_kib: guest_free_mib * MIB,
-                guest_free_kib: guest_free_mib * MIB,
-                guest_budget_kib: None,
-            },
-            vms,
-        }
+        let host = HostView::new(
+            (0..2).map(Pcpu::plain).collect(),
+            8192 * MIB,
+            guest_free_mib * MIB,
+        );
+        Snapshot::builder(host)
+            .tick(1)
+            .interval_s(1.0)
+            .vms(vms)
+            .build()
+            .unwrap()
     }
 
     fn targets(list: &[(&str, i64)]) -> MemoryPlan {

@@ -26,5 +26,5 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 
-pub use vcoord_api::{cpuset, params, placement, stats, units};
 pub use vcoord_api;
+pub use vcoord_api::{cpuset, params, placement, stats, units};

@@ -2,6 +2,6 @@
 
 pub use vcoord_api::plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
 pub use vcoord_api::policy::{
-    cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy,
-    CpuPolicyEntry, MemoryPolicy, MemoryPolicyEntry, Policy,
+    cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy, CpuPolicyEntry,
+    MemoryPolicy, MemoryPolicyEntry, Policy,
 };

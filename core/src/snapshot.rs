@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 pub use vcoord_api::snapshot::{
-    GuardLimits, InvalidSnapshot, HostView, MemoryView, PcpuView, Snapshot, VcpuView, VmView,
+    GuardLimits, HostView, InvalidSnapshot, MemoryView, PcpuView, Snapshot, VcpuView, VmView,
 };
 pub use vcoord_api::stats::{mean, stdev};
 
@@ -256,17 +256,20 @@ mod tests {
             stats_max_age_s: 2.0,
             ..Default::default()
         });
-        build(&mut b, sample(
-            0,
-            vec![vm("a", &[1_000, 0], &[0, 1]), vm("b", &[0], &[0])],
-        ));
-        let snap = build(&mut b, sample(
-            1_000_000_000,
-            vec![
-                vm("a", &[1_000 + 500_000_000, 250_000_000], &[0, 1]),
-                vm("b", &[300_000_000], &[0]),
-            ],
-        ));
+        build(
+            &mut b,
+            sample(0, vec![vm("a", &[1_000, 0], &[0, 1]), vm("b", &[0], &[0])]),
+        );
+        let snap = build(
+            &mut b,
+            sample(
+                1_000_000_000,
+                vec![
+                    vm("a", &[1_000 + 500_000_000, 250_000_000], &[0, 1]),
+                    vm("b", &[300_000_000], &[0]),
+                ],
+            ),
+        );
         let a = snap.vm("a").unwrap();
         assert!(!a.is_new);
         assert!((a.vcpus[0].load_pct.unwrap() - 50.0).abs() < 1e-9);
@@ -285,12 +288,18 @@ mod tests {
             stats_max_age_s: 2.0,
             ..Default::default()
         });
-        build(&mut b, sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[0])]));
+        build(
+            &mut b,
+            sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[0])]),
+        );
         // 60% + 55% measured on pCPU0: jitter, not a pCPU doing 115%
-        let snap = build(&mut b, sample(
-            1_000_000_000,
-            vec![vm("a", &[600_000_000], &[0]), vm("b", &[550_000_000], &[0])],
-        ));
+        let snap = build(
+            &mut b,
+            sample(
+                1_000_000_000,
+                vec![vm("a", &[600_000_000], &[0]), vm("b", &[550_000_000], &[0])],
+            ),
+        );
         assert_eq!(snap.pcpu_loads(), vec![100.0, 0.0]);
     }
 
@@ -316,8 +325,14 @@ mod tests {
             stats_max_age_s: 2.0,
             ..Default::default()
         });
-        build(&mut b, sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]));
-        let snap = build(&mut b, sample(1_000_000_000, vec![vm("b", &[1_100_000_000], &[1])]));
+        build(
+            &mut b,
+            sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]),
+        );
+        let snap = build(
+            &mut b,
+            sample(1_000_000_000, vec![vm("b", &[1_100_000_000], &[1])]),
+        );
         assert_eq!(snap.vms().len(), 1);
         assert_eq!(snap.vms()[0].vcpus[0].load_pct, Some(100.0));
     }
@@ -342,7 +357,10 @@ mod tests {
             stats_max_age_s: 2.0,
             ..Default::default()
         });
-        let snap = build(&mut b, sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]));
+        let snap = build(
+            &mut b,
+            sample(0, vec![vm("a", &[0], &[0]), vm("b", &[0], &[1])]),
+        );
         // budget 1536 MiB - 2 x 512 MiB actual = 512 MiB, less than the 4 GiB really free
         assert_eq!(snap.host().guest_free_kib, 512 << 10);
     }

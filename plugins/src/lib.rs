@@ -24,8 +24,8 @@ pub use vcoord_api::*;
 pub mod __private {
     pub use crate::abi::{Plugin, PluginInfo, PluginRef};
     pub use crate::sdk::{
-        new_cpu_policy, new_memory_policy, no_cpu_policy, no_memory_policy, no_params,
-        params_of, set_log_sink,
+        new_cpu_policy, new_memory_policy, no_cpu_policy, no_memory_policy, no_params, params_of,
+        set_log_sink,
     };
     pub use abi_stable::prefix_type::PrefixTypeTrait;
     pub use abi_stable::std_types::{RStr, RString};

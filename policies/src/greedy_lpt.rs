@@ -65,7 +65,8 @@ impl CpuPolicy for GreedyLpt {
         }
         let sd = stdev(loads);
         let m = mean(loads);
-        let threshold = (self.params.trigger_rel * m).max(self.params.trigger_abs_points.unwrap_or(0.0));
+        let threshold =
+            (self.params.trigger_rel * m).max(self.params.trigger_abs_points.unwrap_or(0.0));
         if sd <= threshold {
             return CpuPlan {
                 pins: Vec::new(),

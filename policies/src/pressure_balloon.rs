@@ -324,7 +324,8 @@ impl MemoryPolicy for PressureBalloon {
                     continue;
                 }
                 let ratio = self.params.release_ratio * if level == "pressure" { 2.0 } else { 1.0 };
-                let cap = self.params.max_release_mib.kib() * if level == "pressure" { 2.0 } else { 1.0 };
+                let cap =
+                    self.params.max_release_mib.kib() * if level == "pressure" { 2.0 } else { 1.0 };
                 let give = (ratio * (unused - band)).clamp(PROGRESS_KIB, cap);
                 (n.actual - give).max(n.used + band).max(n.lo)
             };
@@ -462,11 +463,17 @@ mod tests {
         // 20 MiB/s growth: used 400 -> 420 MiB in a second.
         let s1 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(200))], 4096);
         p.decide(&s1);
-        let s2 = at(1.0, snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096));
+        let s2 = at(
+            1.0,
+            snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096),
+        );
         let plan = p.decide(&s2);
         // Keeps 100 + 20 x 4 = 180 unused: it has 180, so nothing yet...
         assert_eq!(target_of(&plan, "g"), None, "{plan:?}");
-        let s3 = at(2.0, snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096));
+        let s3 = at(
+            2.0,
+            snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096),
+        );
         let plan = p.decide(&s3);
         // ...then it gets what it lacks: used 440 + 180.
         assert_eq!(target_of(&plan, "g"), Some(620.0), "{plan:?}");

@@ -91,7 +91,9 @@ impl StableBalance {
                     Some(load) => {
                         let raw = (load + v.wait_pct.unwrap_or(0.0)).min(100.0);
                         Some(match previous {
-                            Some(p) => self.params.smoothing * raw + (1.0 - self.params.smoothing) * p,
+                            Some(p) => {
+                                self.params.smoothing * raw + (1.0 - self.params.smoothing) * p
+                            }
                             None => raw,
                         })
                     }
@@ -145,7 +147,10 @@ impl CpuPolicy for StableBalance {
         let current: Vec<usize> = demands.iter().map(|d| d.0).collect();
         let loads = loads_of(&demands, &current, m);
         let spread = stdev(&loads);
-        let trigger = self.params.trigger_points.max(self.params.trigger_rel * mean(&loads));
+        let trigger = self
+            .params
+            .trigger_points
+            .max(self.params.trigger_rel * mean(&loads));
 
         let mut target = current.clone();
         let mut reason = format!("steady: demand stdev {spread:.1} <= {trigger:.1}");

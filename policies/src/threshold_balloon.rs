@@ -85,16 +85,16 @@ impl MemoryPolicy for ThresholdBalloon {
         let mut needs: Vec<(&Candidate, f64)> = Vec::new();
         for c in &candidates {
             if c.unused_kib <= threshold && c.falling {
-                let need =
-                    (self.params.grow_factor * (threshold - c.unused_kib)).min(c.max_kib - c.actual_kib);
+                let need = (self.params.grow_factor * (threshold - c.unused_kib))
+                    .min(c.max_kib - c.actual_kib);
                 if need > 0.0 {
                     needs.push((c, need));
                 }
             }
         }
-        let available =
-            (snapshot.host().guest_free_kib as f64 - snapshot.host().limits.host_reserve_kib as f64)
-                .max(0.0);
+        let available = (snapshot.host().guest_free_kib as f64
+            - snapshot.host().limits.host_reserve_kib as f64)
+            .max(0.0);
         let total_need: f64 = needs.iter().map(|n| n.1).sum();
         let crunch = total_need > available;
         let needy = |name: &str| needs.iter().any(|n| n.0.name == name);

@@ -6,36 +6,56 @@
 
 use std::collections::HashMap;
 
-use vcoord_plugin::{MemoryPlan, MemoryPolicy, Params, Snapshot};
+use vcoord_plugin::units::KIB_PER_MIB_F64 as MIB;
+use vcoord_plugin::{MemoryPlan, MemoryPolicy, Mib, ParamError, PerVm, Policy, Snapshot, VmView};
 
-const MIB: f64 = 1024.0;
+vcoord_plugin::params! {
+    /// Parameters of `proportional-share`. The host reserve is the guard's.
+    pub struct ProportionalShareParams {
+        /// what each VM wants above what it uses
+        pub headroom_mib: Mib = Mib(256.0), unit "MiB", range 0.0..=1e6;
+        /// no VM is shared less than this
+        pub min_mib: Mib = Mib(256.0), unit "MiB", range 0.0..=1e6;
+        /// most a balloon moves per tick
+        pub max_step_mib: Mib = Mib(128.0), unit "MiB", range 1.0..=1e6;
+        /// smaller moves are skipped
+        pub deadband_mib: Mib = Mib(16.0), unit "MiB", range 0.0..=1e5;
+        /// per-VM weight when memory is short (default 1)
+        pub shares: PerVm<f64> = PerVm::default(), unit "weight", range 0.01..=1e4;
+    }
+}
 
 /// Parameters, in KiB.
 pub struct ProportionalShare {
     headroom_kib: f64,
     min_kib: f64,
-    reserve_kib: f64,
     max_step_kib: f64,
     deadband_kib: f64,
     shares: HashMap<String, f64>,
 }
 
-impl MemoryPolicy for ProportionalShare {
-    fn new(params: &mut Params) -> Result<Self, String> {
+impl Policy for ProportionalShare {
+    const NAME: &'static str = "proportional-share";
+    const DESCRIPTION: &'static str =
+        "used + headroom per VM; when short, shared by weight above a minimum";
+    type Params = ProportionalShareParams;
+
+    fn new(params: ProportionalShareParams) -> Result<Self, ParamError> {
         Ok(Self {
-            headroom_kib: params.number("headroom_mib", 256.0, 0.0, 1e6)? * MIB,
-            min_kib: params.number("min_mib", 256.0, 0.0, 1e6)? * MIB,
-            reserve_kib: params.number("reserve_mib", 200.0, 0.0, 1e7)? * MIB,
-            max_step_kib: params.number("max_step_mib", 128.0, 1.0, 1e6)? * MIB,
-            deadband_kib: params.number("deadband_mib", 16.0, 0.0, 1e5)? * MIB,
-            shares: params.numbers("shares", 0.01, 1e4)?.into_iter().collect(),
+            headroom_kib: params.headroom_mib.kib(),
+            min_kib: params.min_mib.kib(),
+            max_step_kib: params.max_step_mib.kib(),
+            deadband_kib: params.deadband_mib.kib(),
+            shares: params.shares.0.into_iter().collect(),
         })
     }
+}
 
+impl MemoryPolicy for ProportionalShare {
     fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
         // Only VMs with fresh statistics take part; the others keep what they have.
         let vms: Vec<_> = snapshot
-            .vms
+            .vms()
             .iter()
             .filter(|vm| vm.memory.stats_fresh)
             .filter_map(|vm| Some((vm, vm.memory.used_kib()? as f64)))
@@ -43,15 +63,17 @@ impl MemoryPolicy for ProportionalShare {
         if vms.is_empty() {
             return MemoryPlan::keep("no VM with fresh statistics");
         }
-        let max = |vm: &vcoord_plugin::Vm| vm.memory.max_kib as f64;
-        let min = |vm: &vcoord_plugin::Vm| self.min_kib.min(max(vm));
+        let max = |vm: &VmView| vm.memory.max_kib as f64;
+        let min = |vm: &VmView| self.min_kib.min(max(vm));
         let want: Vec<f64> = vms
             .iter()
             .map(|(vm, used)| (used + self.headroom_kib).clamp(min(vm), max(vm)))
             .collect();
         // What these VMs may hold in all: what they have now plus what the host can still give.
         let held: f64 = vms.iter().map(|(vm, _)| vm.memory.actual_kib as f64).sum();
-        let pool = (held + snapshot.guest_free_kib as f64 - self.reserve_kib).max(0.0);
+        let host = snapshot.host();
+        let pool =
+            (held + host.guest_free_kib as f64 - host.limits.host_reserve_kib as f64).max(0.0);
         let targets = if want.iter().sum::<f64>() <= pool {
             want.clone()
         } else {
@@ -86,8 +108,7 @@ impl MemoryPolicy for ProportionalShare {
             vms.len(),
             want.iter().sum::<f64>() / MIB,
             pool / MIB
-        )
-        .into();
+        );
         plan
     }
 }

@@ -9,7 +9,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use vcoord_plugin::{CpuPlan, CpuPolicy, Params, Pcpu, Snapshot};
+use vcoord_plugin::{CpuPlan, CpuPolicy, ParamError, Pcpu, Policy, Snapshot};
+
+vcoord_plugin::params! {
+    /// Parameters of `spread`.
+    pub struct SpreadParams {
+        /// move vCPUs again when VMs leave and pCPU counts differ by two or more
+        pub rebalance: bool = true, unit "", range 0..=1;
+    }
+}
 
 /// Where each vCPU (by VM name and vCPU id) is pinned by this policy.
 pub struct Spread {
@@ -17,27 +25,34 @@ pub struct Spread {
     rebalance: bool,
 }
 
-impl CpuPolicy for Spread {
-    fn new(params: &mut Params) -> Result<Self, String> {
+impl Policy for Spread {
+    const NAME: &'static str = "spread";
+    const DESCRIPTION: &'static str =
+        "pins each vCPU once, evenly across pCPUs, cores before SMT siblings (ignores load)";
+    type Params = SpreadParams;
+
+    fn new(params: SpreadParams) -> Result<Self, ParamError> {
         Ok(Self {
             placed: HashMap::new(),
-            rebalance: params.boolean("rebalance", true)?,
+            rebalance: params.rebalance,
         })
     }
+}
 
+impl CpuPolicy for Spread {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
-        let pcpus: Vec<&Pcpu> = snapshot.pcpus.iter().collect();
+        let pcpus: Vec<&Pcpu> = snapshot.host().pcpus.iter().map(|p| &p.pcpu).collect();
         if pcpus.is_empty() {
             return CpuPlan::keep("no pCPUs");
         }
         // Forget vCPUs that are gone and placements on pCPUs that are gone.
         let alive: HashMap<(String, u32), Option<u32>> = snapshot
-            .vms
+            .vms()
             .iter()
             .flat_map(|vm| {
                 vm.vcpus
                     .iter()
-                    .map(move |v| ((vm.name.to_string(), v.id), single(&v.affinity)))
+                    .map(move |v| ((vm.name.to_string(), v.id), v.affinity.only()))
             })
             .collect();
         self.placed.retain(|key, pcpu| {
@@ -53,14 +68,14 @@ impl CpuPolicy for Spread {
 
         let mut plan = CpuPlan::default();
         let mut moved = 0;
-        for vm in snapshot.vms.iter() {
+        for vm in snapshot.vms() {
             for v in vm.vcpus.iter() {
                 let key = (vm.name.to_string(), v.id);
                 if self.placed.contains_key(&key) {
                     continue;
                 }
                 // Adopt an existing single-pCPU pin while that pCPU has room.
-                if let Some(p) = single(&v.affinity) {
+                if let Some(p) = v.affinity.only() {
                     if count.get(&p).is_some_and(|&c| c < quota) {
                         *count.get_mut(&p).expect("known pCPU") += 1;
                         self.placed.insert(key, p);
@@ -81,8 +96,7 @@ impl CpuPolicy for Spread {
             format!("{total} vCPUs spread, at most {quota} per pCPU")
         } else {
             format!("placed {moved} vCPUs, at most {quota} per pCPU")
-        }
-        .into();
+        };
         plan
     }
 }
@@ -91,12 +105,7 @@ impl Spread {
     /// The best pCPU for a new vCPU of `vm`: fewest vCPUs, then fewest on its core, then on the
     /// node where the VM already is, then without another vCPU of the VM, then lowest id.
     fn choose(&self, pcpus: &[&Pcpu], count: &BTreeMap<u32, usize>, vm: &str) -> u32 {
-        let node_of = |id: u32| {
-            pcpus
-                .iter()
-                .find(|p| p.id == id)
-                .and_then(|p| p.node_id.into_option())
-        };
+        let node_of = |id: u32| pcpus.iter().find(|p| p.id == id).and_then(|p| p.node_id);
         let mine: Vec<u32> = self
             .placed
             .iter()
@@ -105,11 +114,11 @@ impl Spread {
             .collect();
         let my_node = mine.iter().find_map(|&p| node_of(p));
         let core_load = |p: &Pcpu| -> usize {
-            match (p.core_id.into_option(), p.socket_id.into_option()) {
+            match (p.core_id, p.socket_id) {
                 (Some(core), socket) => pcpus
                     .iter()
-                    .filter(|q| q.core_id.into_option() == Some(core))
-                    .filter(|q| q.socket_id.into_option() == socket)
+                    .filter(|q| q.core_id == Some(core))
+                    .filter(|q| q.socket_id == socket)
                     .map(|q| count[&q.id])
                     .sum(),
                 _ => count[&p.id],
@@ -121,7 +130,7 @@ impl Spread {
                 (
                     count[&p.id],
                     core_load(p),
-                    my_node.is_some() && p.node_id.into_option() != my_node,
+                    my_node.is_some() && p.node_id != my_node,
                     mine.contains(&p.id),
                     p.id,
                 )
@@ -158,17 +167,10 @@ impl Spread {
             *count.get_mut(&most).expect("known") -= 1;
             *count.get_mut(&least).expect("known") += 1;
             plan.pins
-                .retain(|p| !(p.vm.as_str() == victim.0 && p.vcpu == victim.1));
+                .retain(|p| !(p.vm == victim.0 && p.vcpu == victim.1));
             plan.pin(&victim.0, victim.1, &[least]);
             moved += 1;
         }
-    }
-}
-
-fn single(cpus: &[u32]) -> Option<u32> {
-    match cpus {
-        [only] => Some(*only),
-        _ => None,
     }
 }
 
