@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
+    vcoord_core::policy::route_logs_to_tracing();
     let result = match command {
         Command::Help => {
             println!("{}", cli::USAGE);

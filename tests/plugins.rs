@@ -438,21 +438,24 @@ fn readme_block(marker: &str, lang: &str) -> String {
 }
 
 #[test]
-fn the_readme_plugin_is_the_one_built_and_tested_here() {
+fn the_readme_policy_is_the_one_built_and_tested_here() {
     let dir = root().join("plugins/examples/minimal");
-    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
-    assert_eq!(readme_block("`src/lib.rs`:", "rust"), lib);
-    // Cargo.toml: the same but for where vcoord-plugin is found.
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(
+        readme_block("The policy, `one_move.rs`:", "rust"),
+        read("src/one_move.rs")
+    );
+    assert_eq!(readme_block("`src/lib.rs`:", "rust"), read("src/lib.rs"));
+    // Cargo.toml: the same but for where vcoord's crates are found.
     let strip = |t: &str| -> Vec<String> {
         t.lines()
-            .filter(|l| !l.starts_with("vcoord-plugin"))
+            .filter(|l| !l.starts_with("vcoord-"))
             .map(|l| l.split('#').next().unwrap().trim_end().to_owned())
             .collect()
     };
-    let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     assert_eq!(
-        strip(&readme_block("A complete plugin", "toml")),
-        strip(&cargo)
+        strip(&readme_block("**As a plugin**", "toml")),
+        strip(&read("Cargo.toml"))
     );
 }
 
@@ -477,4 +480,81 @@ fn the_readme_plugin_balances_t2_one_move_at_a_time() {
     assert!(!ok);
     assert!(err.contains("`host[0].cpu_policy.params.gap_pct`"), "{err}");
     assert!(err.contains("500 is out of range [1, 100]"), "{err}");
+}
+
+/// Every shipped scenario, by path.
+fn all_scenarios() -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("examples/scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    all.sort();
+    assert!(all.len() >= 10, "{all:?}");
+    all
+}
+
+#[test]
+fn built_in_policies_and_their_plugin_twins_decide_the_same_tick_for_tick() {
+    // The twins plugin is compiled from the built-ins' own source files. A generous budget:
+    // this compares decisions, not speed, on a machine that may be busy.
+    let twins = plugin("vcoord_twins");
+    let builtin = "[host.cpu_policy]\nname = \"stable-balance\"\n\
+                   [host.memory_policy]\nname = \"pressure-balloon\"\n";
+    let as_plugin = format!(
+        "[host.cpu_policy]\nplugin = \"{0}\"\ndecide_budget_ms = 10000\n\
+         [host.memory_policy]\nplugin = \"{0}\"\ndecide_budget_ms = 10000\n",
+        twins.display()
+    );
+    for scenario in all_scenarios() {
+        let a = common::run_scenario(&scenario, builtin);
+        let b = common::run_scenario(&scenario, &as_plugin);
+        assert_eq!(a.len(), b.len(), "{}", scenario.display());
+        assert!(!a.is_empty());
+        for (x, y) in a.iter().zip(&b) {
+            let at = format!("{} tick {}", scenario.display(), x.tick);
+            assert_eq!(x.pins, y.pins, "{at}");
+            assert_eq!(x.balloons, y.balloons, "{at}");
+            assert_eq!(x.rejected, y.rejected, "{at}");
+            assert_eq!(x.cpu_reason, y.cpu_reason, "{at}");
+            assert_eq!(x.memory_reason, y.memory_reason, "{at}");
+            assert_eq!(x.vms, y.vms, "{at}");
+        }
+    }
+
+    // And `vcoord compare` scores the two alike on every scenario.
+    let dir = root().join("examples/scenarios");
+    let out = common::vcoord(&[
+        "compare",
+        dir.to_str().unwrap(),
+        "--cpu",
+        "stable-balance",
+        "--cpu",
+        twins.to_str().unwrap(),
+        "--memory",
+        "pressure-balloon",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let by_scenario = |s: &str| -> Vec<&serde_json::Value> {
+        rows.iter().filter(|r| r["scenario"] == s).collect()
+    };
+    for scenario in all_scenarios() {
+        let name = scenario.file_stem().unwrap().to_str().unwrap();
+        let pair = by_scenario(name);
+        assert_eq!(pair.len(), 2, "{name}: {pair:?}");
+        let strip = |row: &serde_json::Value| {
+            let mut row = row.clone();
+            row.as_object_mut().unwrap().remove("policy");
+            row
+        };
+        assert_eq!(strip(pair[0]), strip(pair[1]), "{name}");
+        assert!(pair[0]["error"].is_null() && pair[1]["error"].is_null());
+    }
 }

@@ -10,11 +10,13 @@
 //! - [`params!`]: typed parameters, defaults written once, validated with the key at fault.
 //! - [`units`]: memory sizes as types; KiB (libvirt's unit) inside.
 //! - [`placement`]: searches for balanced vCPU placements.
+//! - [`log`]: log lines from policies ([`info!`] and friends), wherever the policy runs.
 //!
 //! This crate has no libvirt, no FFI and no I/O.
 #![forbid(unsafe_code)]
 
 pub mod cpuset;
+pub mod log;
 pub mod params;
 pub mod placement;
 pub mod plan;

@@ -1,11 +1,11 @@
-//! What `export_plugin!` expands to, and the log macros. A plugin author writes policies
-//! against vcoord-api (re-exported from this crate's root) exactly as a built-in is written;
-//! this module adapts them to the ABI: converting snapshots and plans, turning panics into
-//! errors, forwarding log lines. Nothing here is needed by vcoord itself.
+//! What `export_plugin!` expands to. A plugin author writes policies against vcoord-api
+//! (re-exported from this crate's root) exactly as a built-in is written, logging with
+//! `vcoord_api::info!` and friends; this module adapts them to the ABI: converting snapshots
+//! and plans, turning panics into errors, forwarding log lines. Nothing here is needed by
+//! vcoord itself.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::RwLock;
 
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use vcoord_api::{policy, CpuPolicy, MemoryPolicy, Policy};
@@ -16,44 +16,12 @@ use crate::abi::{
 };
 use crate::convert;
 
-static LOG: RwLock<Option<(LogSink, String)>> = RwLock::new(None);
-
 #[doc(hidden)]
 pub extern "C" fn set_log_sink(sink: LogSink, label: RStr<'_>) {
-    if let Ok(mut slot) = LOG.write() {
-        *slot = Some((sink, label.as_str().to_owned()));
-    }
-}
-
-/// Sends one line to vcoord's log (use the [`crate::info!`] family of macros).
-pub fn log(level: LogLevel, message: std::fmt::Arguments<'_>) {
-    if let Ok(slot) = LOG.read() {
-        if let Some((sink, label)) = slot.as_ref() {
-            let text = message.to_string();
-            (sink.func)(level, label.as_str().into(), text.as_str().into());
-        }
-    }
-}
-
-/// Logs an error line into vcoord's log.
-#[macro_export]
-macro_rules! error {
-    ($($arg:tt)*) => { $crate::sdk::log(1, format_args!($($arg)*)) };
-}
-/// Logs a warning into vcoord's log.
-#[macro_export]
-macro_rules! warn {
-    ($($arg:tt)*) => { $crate::sdk::log(2, format_args!($($arg)*)) };
-}
-/// Logs an informational line into vcoord's log.
-#[macro_export]
-macro_rules! info {
-    ($($arg:tt)*) => { $crate::sdk::log(3, format_args!($($arg)*)) };
-}
-/// Logs a debug line into vcoord's log.
-#[macro_export]
-macro_rules! debug {
-    ($($arg:tt)*) => { $crate::sdk::log(4, format_args!($($arg)*)) };
+    let label = label.as_str().to_owned();
+    vcoord_api::log::set_logger(move |level, message| {
+        (sink.func)(level as LogLevel, label.as_str().into(), message.into());
+    });
 }
 
 /// The message of a caught panic.

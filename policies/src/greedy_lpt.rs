@@ -101,8 +101,6 @@ impl CpuPolicy for GreedyLpt {
     }
 }
 
-vcoord_api::builtin_cpu_policy!(GreedyLpt);
-
 #[cfg(test)]
 mod tests {
     use super::*;

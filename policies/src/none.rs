@@ -46,6 +46,3 @@ impl MemoryPolicy for NoMemoryPolicy {
         MemoryPlan::keep("none: observe only")
     }
 }
-
-vcoord_api::builtin_cpu_policy!(NoCpuPolicy);
-vcoord_api::builtin_memory_policy!(NoMemoryPolicy);

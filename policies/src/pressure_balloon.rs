@@ -443,8 +443,6 @@ fn share_out(asks: &[f64], weights: &[f64], pool: f64) -> Vec<f64> {
     out
 }
 
-vcoord_api::builtin_memory_policy!(PressureBalloon);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,8 +230,6 @@ fn topology_penalty<'a>(
     }
 }
 
-vcoord_api::builtin_cpu_policy!(StableBalance);
-
 #[cfg(test)]
 mod tests {
     use super::*;

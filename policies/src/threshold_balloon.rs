@@ -184,8 +184,6 @@ fn split_evenly(needs: &[(&Candidate, f64)], available: f64) -> Vec<f64> {
     grants
 }
 
-vcoord_api::builtin_memory_policy!(ThresholdBalloon);
-
 #[cfg(test)]
 mod tests {
     use super::*;
