@@ -25,4 +25,4 @@ step "unit, simulator and plugin tests"
 cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins --test compare
 
 step "end-to-end tests on real QEMU guests (one at a time: they measure CPU time)"
-cargo test --release --test e2e -- --test-threads=1
+VCOORD_REQUIRE_E2E=1 cargo test --release --test e2e -- --test-threads=1

@@ -1,334 +1,273 @@
-//! Command-line parsing (small enough to do by hand).
+//! The command line (clap derive): one struct per command, help per command, shell completions
+//! and the manual page generated from the same definitions. `-c` always means `--config`.
 
 use std::path::PathBuf;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::Level;
 
-pub const USAGE: &str = "\
-vcoord: host-level vCPU and memory coordinator for libvirt/QEMU hosts
+/// Host-level vCPU and memory coordinator for libvirt/QEMU hosts.
+///
+/// Every tick, vcoord samples the vCPUs and memory of all VMs of a host, lets a CPU policy
+/// pin vCPUs and a memory policy size balloons, checks the plan against safety guards and
+/// applies it through libvirt. Policies are built in or loaded from plugins; the embedded
+/// simulator (`sim:` hosts) runs reproducible scenarios.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vcoord",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-Usage:
-  vcoord run [--config FILE] [--host NAME] [--ticks N] [--dry-run] [--record FILE]
-             [--realtime] [--log-level LEVEL]
-      Coordinate the configured hosts (default config /etc/vcoord/vcoord.toml).
-      --ticks N        stop after N ticks (a simulated host stops at the scenario's end)
-      --dry-run        decide and log, change nothing
-      --record FILE    write one JSON line per tick
-      --realtime       run simulated hosts in real time
-      --log-level L    error, warn, info (default), debug, trace
-  vcoord compare SCENARIO... (--config FILE... | [--cpu POLICY...] [--memory POLICY...])
-               [--format table|json|csv] [--plot DIR] [--jobs N] [--threshold-mib N]
-      Run each policy choice on each scenario (files or folders) on the simulator and compare.
-      POLICY is a built-in name or a plugin file (a path with `/` or ending in .so).
-      --config FILE    a contender: the policies (and guard) of each host of FILE
-      --plot DIR       write <scenario>-cpu.svg and <scenario>-memory.svg into DIR
-      --jobs N         parallel runs (default: the number of CPUs)
-      --threshold-mib  unused memory a VM should keep, for the memory figures (default 100)
-  vcoord replay TRACE --config FILE [--host NAME] [--format table|json]
-      Feed the snapshots of a recording (vcoord run --record) to FILE's policies and report
-      what they would have done beside what was done (open loop).
-  vcoord bench collect --connect URI [--ticks N]
-      What collection costs per tick on a live host: vcoord's CPU-path and full ticks, the
-      libvirt-only path, a per-domain poller and the bare bulk call (time, calls, libvirtd CPU).
-  vcoord bench policies [--repeat N]
-      Decision time of each built-in CPU policy at 1,000 and 10,000 vCPUs on 64 and 256 pCPUs.
-  vcoord bench soak --config FILE [--host NAME] [--ticks N] [--every N]
-      Dry-run ticks against a live host; vcoord's and libvirtd's memory and descriptors.
-  vcoord status --connect URI [--window-s S]
-      One-shot table of the VMs of a host: vCPU load over a short window, pinning, memory.
-  vcoord policies [--config FILE]
-      List the built-in policies with their parameters (and what each host of FILE uses).
-  vcoord check-config FILE
-      Validate a configuration file.
-  vcoord --help | --version";
+/// vcoord's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Coordinate the configured hosts (the daemon).
+    Run(RunArgs),
+    /// Run policy choices on simulator scenarios and compare them.
+    Compare(CompareArgs),
+    /// Feed a recording's snapshots to a configuration's policies (open loop).
+    Replay(ReplayArgs),
+    /// Measure collection cost, decision time and long-run footprint.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// One-shot table of the VMs of a host: vCPU load, pinning, memory.
+    Status(StatusArgs),
+    /// List the built-in policies with their parameters (and what a configuration uses).
+    Policies {
+        /// Also list the hosts of FILE and the plugins it names, with their parameters.
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file: syntax, keys, policies, plugins and their parameters.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    Man,
+}
 
+/// `vcoord run`.
+#[derive(Debug, Args)]
 pub struct RunArgs {
-    pub config: Option<PathBuf>,
-    pub host: Option<String>,
-    pub ticks: Option<u64>,
-    pub dry_run: bool,
-    pub record: Option<PathBuf>,
-    pub realtime: bool,
-    pub log_level: Level,
-}
-
-pub struct StatusArgs {
-    pub uri: String,
-    pub window_s: f64,
-    pub log_level: Level,
-}
-
-pub struct CompareArgs {
-    pub scenarios: Vec<PathBuf>,
-    pub configs: Vec<PathBuf>,
-    pub cpu: Vec<String>,
-    pub memory: Vec<String>,
-    pub format: Format,
-    pub plot: Option<PathBuf>,
-    pub jobs: Option<usize>,
-    pub threshold_mib: f64,
-}
-
-pub struct ReplayArgs {
-    pub trace: PathBuf,
+    /// Configuration file.
+    #[arg(short = 'c', long, value_name = "FILE", default_value = vcoord_core::config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Run only this host of the configuration.
+    #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
-    pub format: Format,
+    /// Stop after N ticks (a simulated host stops at its scenario's end).
+    #[arg(long, value_name = "N")]
+    pub ticks: Option<u64>,
+    /// Decide and log, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write one JSON line per tick (with the snapshot, for `vcoord replay`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Run simulated hosts in real time.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Log level: error, warn, info, debug or trace (default: $VCOORD_LOG, else info).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    pub log_level: Option<Level>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// How `compare` prints its results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Aligned tables per scenario.
     Table,
+    /// A JSON array of rows.
     Json,
+    /// Comma-separated rows with a header.
     Csv,
 }
 
-fn format(text: &str) -> Result<Format, String> {
-    match text {
-        "table" => Ok(Format::Table),
-        "json" => Ok(Format::Json),
-        "csv" => Ok(Format::Csv),
-        other => Err(format!("--format: `{other}` is not table, json or csv")),
-    }
+/// How `replay` prints its results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFormat {
+    /// A readable report.
+    Table,
+    /// JSON.
+    Json,
 }
 
-pub enum BenchArgs {
+/// `vcoord compare`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each --config FILE is one contender (the policies and guard of each of its hosts); \
+otherwise every --cpu choice is paired with every --memory choice. POLICY is a built-in name or \
+a plugin file (a path with `/` or ending in .so)."
+)]
+pub struct CompareArgs {
+    /// Scenario files, or folders of them.
+    #[arg(value_name = "SCENARIO", required = true)]
+    pub scenarios: Vec<PathBuf>,
+    /// A contender: the policies of each host of FILE (give two or more, or one with two hosts).
+    #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with_all = ["cpu", "memory"])]
+    pub configs: Vec<PathBuf>,
+    /// A CPU policy to compare (repeat).
+    #[arg(long, value_name = "POLICY")]
+    pub cpu: Vec<String>,
+    /// A memory policy to compare (repeat).
+    #[arg(long, value_name = "POLICY")]
+    pub memory: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write <scenario>-cpu.svg and <scenario>-memory.svg into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Parallel runs (default: the number of CPUs).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// Unused memory a VM should keep, for the memory figures.
+    #[arg(long, value_name = "MIB", default_value_t = 100.0, value_parser = parse_mib)]
+    pub threshold_mib: f64,
+}
+
+/// `vcoord replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A recording (`vcoord run --record FILE`).
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// The configuration whose policies replay it.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The host of the configuration (and of the recording, when it holds several).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReplayFormat::Table)]
+    pub format: ReplayFormat,
+}
+
+/// `vcoord bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// What collection costs per tick on a live host (time, calls, libvirtd CPU).
     Collect {
-        uri: String,
+        /// libvirt URI of the host.
+        #[arg(long, value_name = "URI")]
+        connect: String,
+        /// Ticks to measure.
+        #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         ticks: u32,
     },
+    /// Decision time of each built-in CPU policy at 1,000 and 10,000 vCPUs.
     Policies {
+        /// Best of N runs.
+        #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
     },
+    /// Dry-run ticks against a live host: vcoord's and libvirtd's memory and descriptors.
     Soak {
+        /// Configuration file.
+        #[arg(short = 'c', long, value_name = "FILE")]
         config: PathBuf,
+        /// The host of the configuration (default: its first).
+        #[arg(long, value_name = "NAME")]
         host: Option<String>,
+        /// Ticks to run.
+        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
         ticks: u64,
+        /// Report every N ticks.
+        #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         every: u64,
     },
 }
 
-pub enum Command {
-    Bench(BenchArgs),
-    Compare(CompareArgs),
-    Replay(ReplayArgs),
-    Help,
-    Version,
-    Run(RunArgs),
-    Status(StatusArgs),
-    Policies { config: Option<PathBuf> },
-    CheckConfig { path: PathBuf },
+/// `vcoord status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// libvirt URI of the host, or `sim:SCENARIO`.
+    #[arg(long, value_name = "URI")]
+    pub connect: String,
+    /// Seconds between the two samples.
+    #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_window)]
+    pub window_s: f64,
+    /// Log level.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level, default_value = "warn")]
+    pub log_level: Level,
 }
 
-struct Args<I: Iterator<Item = String>> {
-    it: I,
-}
-
-impl<I: Iterator<Item = String>> Args<I> {
-    fn value(&mut self, flag: &str) -> Result<String, String> {
-        self.it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))
-    }
-    fn number<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T, String> {
-        let v = self.value(flag)?;
-        v.parse()
-            .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-    }
-}
-
-fn level(text: &str) -> Result<Level, String> {
+fn parse_level(text: &str) -> Result<Level, String> {
     text.parse()
-        .map_err(|_| format!("--log-level: unknown level `{text}`"))
+        .map_err(|_| format!("`{text}` is not error, warn, info, debug or trace"))
 }
 
-fn default_level() -> Level {
+fn parse_mib(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(v),
+        _ => Err(format!("`{text}` is not a size in MiB (a number above 0)")),
+    }
+}
+
+fn parse_window(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.1..=60.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not between 0.1 and 60 seconds")),
+    }
+}
+
+/// The log level of `run` when none is given.
+pub fn default_level() -> Level {
     std::env::var("VCOORD_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(Level::INFO)
 }
 
-pub fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let mut args = Args { it: args };
-    let Some(sub) = args.it.next() else {
-        return Ok(Command::Help);
-    };
-    match sub.as_str() {
-        "-h" | "--help" | "help" => Ok(Command::Help),
-        "-V" | "--version" => Ok(Command::Version),
-        "run" => {
-            let mut run = RunArgs {
-                config: None,
-                host: None,
-                ticks: None,
-                dry_run: false,
-                record: None,
-                realtime: false,
-                log_level: default_level(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vcoord").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_takes_both_spellings_and_dash_c() {
+        for args in [
+            &["run", "--config", "x.toml"][..],
+            &["run", "--config=x.toml"],
+            &["run", "-c", "x.toml"],
+        ] {
+            let Command::Run(run) = parse(args).unwrap().command else {
+                panic!("not run")
             };
-            while let Some(flag) = args.it.next() {
-                match flag.as_str() {
-                    "--config" | "-c" => run.config = Some(args.value(&flag)?.into()),
-                    "--host" => run.host = Some(args.value(&flag)?),
-                    "--ticks" => run.ticks = Some(args.number(&flag)?),
-                    "--dry-run" => run.dry_run = true,
-                    "--record" => run.record = Some(args.value(&flag)?.into()),
-                    "--realtime" => run.realtime = true,
-                    "--log-level" => run.log_level = level(&args.value(&flag)?)?,
-                    other => return Err(format!("run: unknown argument `{other}`")),
-                }
-            }
-            Ok(Command::Run(run))
+            assert_eq!(run.config, PathBuf::from("x.toml"));
         }
-        "compare" => {
-            let mut c = CompareArgs {
-                scenarios: Vec::new(),
-                configs: Vec::new(),
-                cpu: Vec::new(),
-                memory: Vec::new(),
-                format: Format::Table,
-                plot: None,
-                jobs: None,
-                threshold_mib: 100.0,
-            };
-            while let Some(arg) = args.it.next() {
-                match arg.as_str() {
-                    "--config" | "-c" => c.configs.push(args.value(&arg)?.into()),
-                    "--cpu" => c.cpu.push(args.value(&arg)?),
-                    "--memory" => c.memory.push(args.value(&arg)?),
-                    "--format" => c.format = format(&args.value(&arg)?)?,
-                    "--plot" => c.plot = Some(args.value(&arg)?.into()),
-                    "--jobs" | "-j" => c.jobs = Some(args.number(&arg)?),
-                    "--threshold-mib" => c.threshold_mib = args.number(&arg)?,
-                    flag if flag.starts_with('-') => {
-                        return Err(format!("compare: unknown argument `{flag}`"))
-                    }
-                    path => c.scenarios.push(path.into()),
-                }
-            }
-            if c.scenarios.is_empty() {
-                return Err("compare needs at least one scenario file or folder".into());
-            }
-            let by_flag = !c.cpu.is_empty() || !c.memory.is_empty();
-            if !c.configs.is_empty() && by_flag {
-                return Err("compare: give either --config files or --cpu/--memory choices".into());
-            }
-            let contenders = if c.configs.is_empty() {
-                c.cpu.len().max(1) * c.memory.len().max(1)
-            } else {
-                c.configs.len()
-            };
-            if contenders < 2 && c.configs.len() < 2 {
-                return Err(
-                    "compare needs two or more choices (--config twice, or --cpu / --memory twice)"
-                        .into(),
-                );
-            }
-            Ok(Command::Compare(c))
-        }
-        "bench" => {
-            let what = args
-                .it
-                .next()
-                .ok_or("bench needs collect, policies or soak")?;
-            let mut uri = None;
-            let mut config = None;
-            let mut host = None;
-            let mut ticks: Option<u64> = None;
-            let mut every = 1000;
-            let mut repeat = 3;
-            while let Some(flag) = args.it.next() {
-                match flag.as_str() {
-                    "--connect" | "-c" if what == "collect" => uri = Some(args.value(&flag)?),
-                    "--config" if what == "soak" => config = Some(args.value(&flag)?.into()),
-                    "--host" if what == "soak" => host = Some(args.value(&flag)?),
-                    "--ticks" if what != "policies" => ticks = Some(args.number(&flag)?),
-                    "--every" if what == "soak" => every = args.number(&flag)?,
-                    "--repeat" if what == "policies" => repeat = args.number(&flag)?,
-                    other => return Err(format!("bench {what}: unknown argument `{other}`")),
-                }
-            }
-            match what.as_str() {
-                "collect" => Ok(Command::Bench(BenchArgs::Collect {
-                    uri: uri.ok_or("bench collect needs --connect URI")?,
-                    ticks: ticks.unwrap_or(50).max(1) as u32,
-                })),
-                "policies" => Ok(Command::Bench(BenchArgs::Policies { repeat })),
-                "soak" => Ok(Command::Bench(BenchArgs::Soak {
-                    config: config.ok_or("bench soak needs --config FILE")?,
-                    host,
-                    ticks: ticks.unwrap_or(10_000).max(1),
-                    every: every.max(1),
-                })),
-                other => Err(format!("bench: `{other}` is not collect, policies or soak")),
-            }
-        }
-        "replay" => {
-            let mut trace = None;
-            let mut config = None;
-            let mut host = None;
-            let mut fmt = Format::Table;
-            while let Some(arg) = args.it.next() {
-                match arg.as_str() {
-                    "--config" | "-c" => config = Some(args.value(&arg)?.into()),
-                    "--host" => host = Some(args.value(&arg)?),
-                    "--format" => fmt = format(&args.value(&arg)?)?,
-                    flag if flag.starts_with('-') => {
-                        return Err(format!("replay: unknown argument `{flag}`"))
-                    }
-                    path if trace.is_none() => trace = Some(path.into()),
-                    extra => return Err(format!("replay: unexpected argument `{extra}`")),
-                }
-            }
-            if fmt == Format::Csv {
-                return Err("replay: --format is table or json".into());
-            }
-            Ok(Command::Replay(ReplayArgs {
-                trace: trace.ok_or("replay needs a recording (vcoord run --record FILE)")?,
-                config: config.ok_or("replay needs --config FILE")?,
-                host,
-                format: fmt,
-            }))
-        }
-        "status" => {
-            let mut uri = None;
-            let mut window_s = 1.0;
-            let mut log_level = Level::WARN;
-            while let Some(flag) = args.it.next() {
-                match flag.as_str() {
-                    "--connect" | "-c" => uri = Some(args.value(&flag)?),
-                    "--window-s" => window_s = args.number(&flag)?,
-                    "--log-level" => log_level = level(&args.value(&flag)?)?,
-                    other => return Err(format!("status: unknown argument `{other}`")),
-                }
-            }
-            if !(0.1..=60.0).contains(&window_s) {
-                return Err("--window-s must be between 0.1 and 60".into());
-            }
-            Ok(Command::Status(StatusArgs {
-                uri: uri.ok_or("status needs --connect URI")?,
-                window_s,
-                log_level,
-            }))
-        }
-        "policies" => {
-            let mut config = None;
-            while let Some(flag) = args.it.next() {
-                match flag.as_str() {
-                    "--config" | "-c" => config = Some(args.value(&flag)?.into()),
-                    other => return Err(format!("policies: unknown argument `{other}`")),
-                }
-            }
-            Ok(Command::Policies { config })
-        }
-        "check-config" => {
-            let path = args.it.next().ok_or("check-config needs a FILE")?;
-            if let Some(extra) = args.it.next() {
-                return Err(format!("check-config: unexpected argument `{extra}`"));
-            }
-            Ok(Command::CheckConfig { path: path.into() })
-        }
-        other => Err(format!("unknown command `{other}`")),
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["compare", "s", "--cpu", "a", "--jobs", "0"]).is_err());
+        assert!(parse(&["compare", "s", "--cpu", "a", "--threshold-mib", "nan"]).is_err());
+        assert!(parse(&["status", "--connect", "x", "--window-s", "100"]).is_err());
+        assert!(parse(&["run", "--log-level", "loud"]).is_err());
+        assert!(parse(&["compare", "s", "-c", "a.toml", "--cpu", "x"]).is_err());
+        assert!(parse(&["replay", "t", "-c", "c.toml", "--format", "csv"]).is_err());
     }
 }

@@ -10,11 +10,17 @@ use vcoord_core::config::{Config, HostConfig, PolicyChoice};
 use vcoord_core::policy::{cpu_policies, find_cpu_policy, find_memory_policy, memory_policies};
 use vcoord_core::record::TickRecord;
 
-use crate::cli::{CompareArgs, Format, ReplayArgs};
+use crate::cli::{CompareArgs, Format, ReplayArgs, ReplayFormat};
 
 pub fn compare(args: CompareArgs) -> Result<()> {
     let scenarios = compare::scenario_files(&args.scenarios).map_err(anyhow::Error::msg)?;
     let contenders = contenders(&args)?;
+    if contenders.len() < 2 {
+        bail!(
+            "compare needs two or more contenders: --cpu or --memory twice, two --config files, \
+             or one with two hosts"
+        );
+    }
     // Build every contender's policies once now: a bad choice fails here, not in every run.
     for c in &contenders {
         c.host
@@ -22,11 +28,14 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             .and_then(|_| c.host.build_memory_policy())
             .map_err(|e| anyhow::anyhow!("{}: {e}", c.label))?;
     }
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = args.jobs.map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        },
+        |j| j as usize,
+    );
     let show = std::io::stderr().is_terminal();
     let progress = |done: usize, total: usize| {
         if show {
@@ -158,32 +167,39 @@ fn short(spec: &str) -> String {
 }
 
 pub fn replay(args: ReplayArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.trace)
-        .with_context(|| format!("reading {}", args.trace.display()))?;
-    let mut records: Vec<TickRecord> = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        records.push(serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}:{}: not a vcoord tick record",
-                args.trace.display(),
-                i + 1
-            )
-        })?);
-    }
+    let records = vcoord_core::record::read_trace(&args.trace)?;
     let config = Config::from_file(&args.config)?;
     let host = pick_host(&config, &records, args.host.as_deref(), &args.config)?;
+    let records = of_host(records, &host.name, &args.trace)?;
     let ticks = vcoord_core::replay::replay(&records, host)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
     let out = match args.format {
-        Format::Json => serde_json::to_string_pretty(&ticks)? + "\n",
-        _ => vcoord_core::replay::report(&ticks, host, &args.trace.display().to_string()),
+        ReplayFormat::Json => serde_json::to_string_pretty(&ticks)? + "\n",
+        ReplayFormat::Table => {
+            vcoord_core::replay::report(&ticks, host, &args.trace.display().to_string())
+        }
     };
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(())
+}
+
+/// The records of host `name`: a recording of several hosts holds each host's ticks, and a host's
+/// policies see only its own. A recording of one host replays through any host's policies.
+fn of_host(records: Vec<TickRecord>, name: &str, trace: &Path) -> Result<Vec<TickRecord>> {
+    let mut hosts: Vec<&str> = records.iter().map(|r| r.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    if hosts.len() <= 1 {
+        return Ok(records);
+    }
+    if !hosts.contains(&name) {
+        bail!(
+            "{}: holds the hosts {}, not `{name}`: pick one with --host",
+            trace.display(),
+            hosts.join(", ")
+        );
+    }
+    Ok(records.into_iter().filter(|r| r.host == name).collect())
 }
 
 /// The host whose policies replay the recording: `--host`, else the one named like the

@@ -5,30 +5,25 @@ mod compare;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use vcoord_core::config::{Config, DEFAULT_PATH};
+use vcoord_core::config::Config;
 use vcoord_core::params::ParamSpec;
 use vcoord_core::plugin::Kind;
 use vcoord_core::policy::{cpu_policies, memory_policies};
 use vcoord_core::runtime::{run_host, RunOptions};
 
-use cli::{Command, RunArgs};
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command, RunArgs};
 
 fn main() -> ExitCode {
     vcoord_policies::link();
-    let command = match cli::parse(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(message) => {
-            eprintln!("vcoord: {message}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
-    let level = match &command {
-        Command::Run(args) => args.log_level,
+    let cli = Cli::parse();
+    let level = match &cli.command {
+        Command::Run(args) => args.log_level.unwrap_or_else(cli::default_level),
         Command::Status(args) => args.log_level,
         _ => tracing::Level::WARN,
     };
@@ -38,23 +33,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     vcoord_core::policy::route_logs_to_tracing();
-    let result = match command {
-        Command::Help => {
-            println!("{}", cli::USAGE);
-            Ok(())
-        }
-        Command::Version => {
-            println!("vcoord {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+    let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Compare(args) => compare::compare(args),
         Command::Bench(args) => bench(args),
         Command::Replay(args) => compare::replay(args),
         Command::Policies { config } => list_policies(config.as_deref()),
-        Command::CheckConfig { path } => check_config(&path),
-        Command::Status(args) => vcoord_core::status::print_status(&args.uri, args.window_s)
-            .with_context(|| format!("status of {}", args.uri)),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Status(args) => vcoord_core::status::print_status(&args.connect, args.window_s)
+            .with_context(|| format!("status of {}", args.connect)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vcoord", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .context("writing the manual page"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,10 +60,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let config_path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    let config_path = args.config.clone();
     let config = Config::from_file(&config_path)?;
     let hosts: Vec<_> = match &args.host {
         Some(name) => {
@@ -156,15 +147,18 @@ impl<W: Write> Write for LockedWriter<'_, W> {
     }
 }
 
-fn bench(args: cli::BenchArgs) -> Result<()> {
+fn bench(args: cli::BenchCommand) -> Result<()> {
     use vcoord_core::bench;
     match args {
-        cli::BenchArgs::Collect { uri, ticks } => {
+        cli::BenchCommand::Collect {
+            connect: uri,
+            ticks,
+        } => {
             let (rows, domains, vcpus) =
                 bench::collect(&uri, ticks).map_err(|e| anyhow::anyhow!("{uri}: {e}"))?;
             print!("{}", bench::collect_table(&rows, domains, vcpus, ticks));
         }
-        cli::BenchArgs::Policies { repeat } => {
+        cli::BenchCommand::Policies { repeat } => {
             println!(
                 "{:<18} {:>7} {:>6} {:>12}",
                 "policy", "vCPUs", "pCPUs", "ms/decision"
@@ -173,7 +167,7 @@ fn bench(args: cli::BenchArgs) -> Result<()> {
                 println!("{name:<18} {vcpus:>7} {pcpus:>6} {ms:>12.3}");
             }
         }
-        cli::BenchArgs::Soak {
+        cli::BenchCommand::Soak {
             config,
             host,
             ticks,

@@ -246,3 +246,88 @@ fn bench_policies_times_every_cpu_policy_at_scale() {
         }
     }
 }
+
+#[test]
+fn every_command_has_its_own_help_and_completions_and_man_page_come_from_it() {
+    for cmd in [
+        &["run"][..],
+        &["compare"],
+        &["replay"],
+        &["bench", "collect"],
+        &["bench", "soak"],
+        &["status"],
+        &["policies"],
+        &["check-config"],
+    ] {
+        let out = vcoord(&[cmd, &["--help"][..]].concat());
+        assert!(out.status.success(), "{cmd:?} --help failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("Usage: vcoord {}", cmd.join(" "))),
+            "{text}"
+        );
+    }
+    let run_help = String::from_utf8_lossy(&vcoord(&["run", "--help"]).stdout).into_owned();
+    assert!(run_help.contains("--record <FILE>") && run_help.contains("-c, --config"));
+
+    let bash = vcoord(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        bash.contains("check-config") && bash.contains("--dry-run"),
+        "{bash}"
+    );
+    let man = vcoord(&["man"]);
+    assert!(man.status.success());
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.contains(".TH vcoord 1") && man.contains("check\\-config"),
+        "{man}"
+    );
+}
+
+#[test]
+fn config_is_given_either_way_and_bad_numbers_are_usage_errors() {
+    let demo = root().join("examples/sim-demo.toml");
+    let out = vcoord(&[
+        "run",
+        &format!("--config={}", demo.display()),
+        "--ticks",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vcoord(&["run", "-c", demo.to_str().unwrap(), "--ticks", "1"]);
+    assert!(out.status.success());
+    for bad in [
+        &[
+            "compare",
+            "x",
+            "--cpu",
+            "none",
+            "--cpu",
+            "greedy-lpt",
+            "--jobs",
+            "0",
+        ][..],
+        &[
+            "compare",
+            "x",
+            "--cpu",
+            "none",
+            "--cpu",
+            "greedy-lpt",
+            "--threshold-mib",
+            "nan",
+        ],
+        &["status", "--connect", "sim:x", "--window-s", "0"],
+    ] {
+        let out = vcoord(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+    }
+}

@@ -1,7 +1,10 @@
 //! What each tick saw and did, as one JSON line (`--record FILE`) and as data for tests and
 //! comparisons.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::cpuset::CpuSet;
 use crate::guard::{BalloonChange, Rejection};
@@ -66,9 +69,17 @@ pub struct ShadowRecord {
     pub rejected: Vec<Rejection>,
 }
 
+/// The version of the record format this vcoord writes and reads. Bump it whenever a record's
+/// fields change in a way an older or newer reader would misread (the snapshot's shape
+/// included).
+pub const SCHEMA: u32 = 2;
+
 /// Everything about one tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TickRecord {
+    /// Record format version ([`SCHEMA`]); 0 when the line has none (written before versions).
+    #[serde(default)]
+    pub schema: u32,
     /// Host name.
     pub host: String,
     /// Tick number, from 0.
@@ -142,6 +153,7 @@ impl TickRecord {
             })
             .collect();
         Self {
+            schema: SCHEMA,
             host: host.to_string(),
             tick: snapshot.tick(),
             time_s: snapshot.wall_s() - start_wall_s,
@@ -163,5 +175,140 @@ impl TickRecord {
             shadow: None,
             snapshot: None,
         }
+    }
+}
+
+/// Why a recording cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not a record this vcoord reads.
+    #[error("{}:{line}: {message}", path.display())]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads a recording (`vcoord run --record`): one record per line, each of schema [`SCHEMA`].
+/// A last line cut short (the writer was killed mid-line) is skipped with a warning.
+pub fn read_trace(path: &Path) -> Result<Vec<TickRecord>, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let mut records = Vec::with_capacity(lines.len());
+    for (k, &(i, line)) in lines.iter().enumerate() {
+        let bad = |message: String| TraceError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) if e.is_eof() && k + 1 == lines.len() => {
+                warn!(file = %path.display(), line = i + 1, "last record cut short (the recording was interrupted); skipped");
+                break;
+            }
+            Err(e) => return Err(bad(format!("not a vcoord tick record: {e}"))),
+        };
+        match value.get("schema").and_then(|v| v.as_u64()) {
+            Some(n) if n == u64::from(SCHEMA) => {}
+            Some(n) => {
+                return Err(bad(format!(
+                    "record schema {n}; this vcoord reads schema {SCHEMA} (record and replay with the same version)"
+                )))
+            }
+            None if value.get("tick").is_some() => {
+                return Err(bad(format!(
+                    "a record from before schema versions; this vcoord reads schema {SCHEMA} (record it again)"
+                )))
+            }
+            None => return Err(bad("not a vcoord tick record".into())),
+        }
+        let record = serde_json::from_value(value)
+            .map_err(|e| bad(format!("not a vcoord tick record of schema {SCHEMA}: {e}")))?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcoord_api::snapshot::HostView;
+    use vcoord_api::Pcpu;
+
+    fn line(tick: u64) -> String {
+        let snap = Snapshot::builder(HostView::new(vec![Pcpu::plain(0)], 1 << 20, 1 << 19))
+            .tick(tick)
+            .build()
+            .unwrap();
+        serde_json::to_string(&TickRecord::from_snapshot("h", &snap, 0.0)).unwrap()
+    }
+
+    fn read(text: &str) -> Result<Vec<TickRecord>, TraceError> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("vcoord-trace-{}-{n}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let out = read_trace(&path);
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn records_read_back_with_their_schema() {
+        let records = read(&format!("{}\n{}\n", line(0), line(1))).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].schema, SCHEMA);
+    }
+
+    #[test]
+    fn a_cut_last_line_is_skipped_but_a_cut_middle_line_is_an_error() {
+        let full = line(1);
+        let cut = &full[..full.len() / 2];
+        assert_eq!(read(&format!("{}\n{cut}", line(0))).unwrap().len(), 1);
+        let err = read(&format!("{cut}\n{}\n", line(0)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1: not a vcoord tick record"), "{err}");
+    }
+
+    #[test]
+    fn other_schemas_are_refused_by_line() {
+        let future = line(0).replace(&format!("\"schema\":{SCHEMA}"), "\"schema\":99");
+        let err = read(&format!("{}\n{future}\n", line(0)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2: record schema 99; this vcoord reads schema 2"),
+            "{err}"
+        );
+        let old = line(0).replace(&format!("\"schema\":{SCHEMA},"), "");
+        let err = read(&old).unwrap_err().to_string();
+        assert!(
+            err.contains(":1: a record from before schema versions"),
+            "{err}"
+        );
+        let err = read("{\"a\": 1}\n").unwrap_err().to_string();
+        assert!(err.ends_with(":1: not a vcoord tick record"), "{err}");
     }
 }

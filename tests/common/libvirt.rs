@@ -11,21 +11,33 @@ use std::time::{Duration, Instant};
 
 pub const URI: &str = "qemu:///system";
 
-/// Whether the end-to-end tests should run. On CI they always do (and fail when libvirtd is
-/// not there); elsewhere `VCOORD_SKIP_E2E=1` skips them.
+/// Whether the end-to-end tests should run: when libvirtd answers at `URI` and the guest image
+/// is there. Otherwise each test says so on stderr and passes, so that `cargo test` works on a
+/// machine without libvirt, unless they are required (`VCOORD_REQUIRE_E2E=1`, set by
+/// `scripts/test.sh`, or `CI`), in which case a missing libvirtd fails them.
 pub fn e2e_enabled() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    if !ci && std::env::var("VCOORD_SKIP_E2E").is_ok_and(|v| v == "1") {
-        eprintln!("VCOORD_SKIP_E2E=1: skipping a real-libvirt test");
-        return false;
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let required = set("VCOORD_REQUIRE_E2E") || set("CI");
+    let missing = match virsh(&["version"]) {
+        Err(e) => Some(format!("libvirtd is not available at {URI}: {}", e.trim())),
+        Ok(_) if !guest_dir().join("vmlinuz").exists() => {
+            Some(format!("no guest image in {}", guest_dir().display()))
+        }
+        Ok(_) => None,
+    };
+    match missing {
+        None => true,
+        Some(why) if required => {
+            panic!(
+                "{why}; run scripts/setup-host.sh as root (real-libvirt tests are required here)"
+            )
+        }
+        Some(why) => {
+            eprintln!("SKIPPED (real libvirt): {why}; run scripts/setup-host.sh as root to run it");
+            false
+        }
     }
-    let out = virsh(&["version"]);
-    assert!(
-        out.is_ok(),
-        "libvirtd is not available at {URI}: {}; run scripts/setup-host.sh as root",
-        out.unwrap_err()
-    );
-    true
 }
 
 /// Runs virsh against `URI`; stdout on success, stderr on failure.
