@@ -1,14 +1,15 @@
 //! `vcoord compare` and `vcoord replay`: argument handling and output around
-//! `vcoord_core::compare` and `vcoord_core::replay`.
+//! `vcoord_core::tools::compare` and `vcoord_core::tools::replay`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use vcoord_core::compare::{self, Contender};
+use indicatif::{ProgressBar, ProgressStyle};
 use vcoord_core::config::{Config, HostConfig, PolicyChoice};
 use vcoord_core::policy::{cpu_policies, find_cpu_policy, find_memory_policy, memory_policies};
-use vcoord_core::record::TickRecord;
+use vcoord_core::runtime::record::TickRecord;
+use vcoord_core::tools::compare::{self, Contender};
 
 use crate::cli::{CompareArgs, Format, ReplayArgs, ReplayFormat};
 
@@ -36,22 +37,14 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         },
         |j| j as usize,
     );
-    let show = std::io::stderr().is_terminal();
-    let progress = |done: usize, total: usize| {
-        if show {
-            let width = 30;
-            let filled = done * width / total.max(1);
-            eprint!(
-                "\r[{}{}] {done}/{total} runs",
-                "#".repeat(filled),
-                ".".repeat(width - filled)
-            );
-            if done == total {
-                eprintln!();
-            }
-        }
-    };
+    // A progress bar on a terminal; nothing when stderr is a file or a pipe.
+    let bar = ProgressBar::new((scenarios.len() * contenders.len()) as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let progress = |done: usize, _total: usize| bar.set_position(done as u64);
     let outcomes = compare::run_all(&scenarios, &contenders, jobs, args.threshold_mib, &progress);
+    bar.finish_and_clear();
     let text = match args.format {
         Format::Table => compare::table(&outcomes),
         Format::Json => compare::json(&outcomes) + "\n",
@@ -167,16 +160,16 @@ fn short(spec: &str) -> String {
 }
 
 pub fn replay(args: ReplayArgs) -> Result<()> {
-    let records = vcoord_core::record::read_trace(&args.trace)?;
+    let records = vcoord_core::runtime::record::read_trace(&args.trace)?;
     let config = Config::from_file(&args.config)?;
     let host = pick_host(&config, &records, args.host.as_deref(), &args.config)?;
     let records = of_host(records, &host.name, &args.trace)?;
-    let ticks = vcoord_core::replay::replay(&records, host)
+    let ticks = vcoord_core::tools::replay::replay(&records, host)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
     let out = match args.format {
         ReplayFormat::Json => serde_json::to_string_pretty(&ticks)? + "\n",
         ReplayFormat::Table => {
-            vcoord_core::replay::report(&ticks, host, &args.trace.display().to_string())
+            vcoord_core::tools::replay::report(&ticks, host, &args.trace.display().to_string())
         }
     };
     std::io::stdout().write_all(out.as_bytes())?;

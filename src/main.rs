@@ -40,8 +40,10 @@ fn main() -> ExitCode {
         Command::Replay(args) => compare::replay(args),
         Command::Policies { config } => list_policies(config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Status(args) => vcoord_core::status::print_status(&args.connect, args.window_s)
-            .with_context(|| format!("status of {}", args.connect)),
+        Command::Status(args) => {
+            vcoord_core::tools::status::print_status(&args.connect, args.window_s)
+                .with_context(|| format!("status of {}", args.connect))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vcoord", &mut std::io::stdout());
             Ok(())
@@ -148,7 +150,7 @@ impl<W: Write> Write for LockedWriter<'_, W> {
 }
 
 fn bench(args: cli::BenchCommand) -> Result<()> {
-    use vcoord_core::bench;
+    use vcoord_core::tools::bench;
     match args {
         cli::BenchCommand::Collect {
             connect: uri,

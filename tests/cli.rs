@@ -150,7 +150,7 @@ fn demo_runs_and_balances() {
     );
     let lines = std::fs::read_to_string(&record).unwrap();
     assert_eq!(lines.lines().count(), 6);
-    let last: vcoord_core::record::TickRecord =
+    let last: vcoord_core::runtime::record::TickRecord =
         serde_json::from_str(lines.lines().last().unwrap()).unwrap();
     assert!(last.pcpu_stdev_pct <= 5.0, "{}", last.pcpu_stdev_pct);
 }
@@ -171,7 +171,7 @@ fn dry_run_changes_nothing() {
         record.to_str().unwrap(),
     ]);
     assert!(out.status.success());
-    let records: Vec<vcoord_core::record::TickRecord> = std::fs::read_to_string(&record)
+    let records: Vec<vcoord_core::runtime::record::TickRecord> = std::fs::read_to_string(&record)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

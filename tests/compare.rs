@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{root, scratch, vcoord};
-use vcoord_core::record::TickRecord;
+use vcoord_core::runtime::record::TickRecord;
 
 fn spread_plugin() -> String {
     Path::new(env!("CARGO_BIN_EXE_vcoord"))

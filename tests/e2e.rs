@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::libvirt::{affinity, balloons, e2e_enabled, host_free_mib, GuestSpec, Guests, URI};
-use vcoord_core::record::TickRecord;
+use vcoord_core::runtime::record::TickRecord;
 
 /// A running vcoord, killed if the test ends early.
 struct Daemon {

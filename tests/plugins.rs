@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{root, run_sim, scratch, Run};
-use vcoord_core::metrics::{cpu_metrics, memory_metrics};
+use vcoord_core::tools::metrics::{cpu_metrics, memory_metrics};
 
 /// A plugin file built by the workspace.
 fn plugin(stem: &str) -> PathBuf {

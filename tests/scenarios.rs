@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{pinned_cpu, root, run_scenario};
-use vcoord_core::metrics::{cpu_metrics, memory_metrics, CpuMetrics};
-use vcoord_core::record::TickRecord;
+use vcoord_core::runtime::record::TickRecord;
+use vcoord_core::tools::metrics::{cpu_metrics, memory_metrics, CpuMetrics};
 
 /// The original design's policies (the defaults are the newer ones).
 const SEED: &str = "[host.cpu_policy]\nname = \"greedy-lpt\"\n[host.memory_policy]\nname = \"threshold-balloon\"\n";
@@ -253,8 +253,8 @@ fn runs_are_reproducible() {
 /// threshold where the seed has any.
 #[test]
 fn new_policies_match_or_beat_the_seed_on_every_shipped_scenario() {
-    use vcoord_core::compare::{run_one, Contender};
     use vcoord_core::config::{HostConfig, PolicyChoice};
+    use vcoord_core::tools::compare::{run_one, Contender};
     vcoord_policies::link();
     let contender = |label: &str, cpu: &str, memory: &str| {
         let mut host = HostConfig::new("x", "sim:", &root());

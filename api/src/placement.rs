@@ -224,6 +224,7 @@ pub fn loads_of(items: &[(usize, f64)], assignment: &[usize], pcpus: usize) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Every assignment of `items` to `m` pCPUs: the fewest moves among balanced ones.
     fn brute_force(items: &[(usize, f64)], m: usize, bound: f64) -> Option<usize> {
@@ -246,42 +247,48 @@ mod tests {
         best
     }
 
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut state = seed;
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
+    /// An instance: a pCPU count in `pcpus` and up to `items` vCPUs, each on one of them with a
+    /// demand of 0 to 100.
+    fn instance(
+        pcpus: std::ops::RangeInclusive<usize>,
+        items: std::ops::RangeInclusive<usize>,
+    ) -> impl Strategy<Value = (usize, Vec<(usize, f64)>)> {
+        pcpus.prop_flat_map(move |m| {
+            let item = (0..m, 0u32..=100).prop_map(|(home, demand)| (home, f64::from(demand)));
+            (Just(m), proptest::collection::vec(item, items.clone()))
+        })
     }
 
-    #[test]
-    fn exact_search_equals_brute_force_on_random_small_instances() {
-        let mut next = rng(0x2545_f491_4f6c_dd1d);
-        for _ in 0..400 {
-            let m = 2 + (next() % 3) as usize;
-            let n = 1 + (next() % 7) as usize;
-            let items: Vec<(usize, f64)> = (0..n)
-                .map(|_| ((next() % m as u64) as usize, (next() % 101) as f64))
-                .collect();
-            let bound = [5.0, 15.0, 40.0][(next() % 3) as usize];
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn exact_search_equals_brute_force_on_small_instances(
+            (m, items) in instance(2..=4, 1..=7),
+            bound in proptest::sample::select(vec![5.0, 15.0, 40.0]),
+        ) {
             let found = match fewest_moves(&items, m, bound, u64::MAX) {
-                Search::Found {
-                    assignment, moves, ..
-                } => {
+                Search::Found { assignment, moves } => {
                     let loads = loads_of(&items, &assignment, m);
-                    assert!(stdev(&loads) <= bound, "{items:?}: {assignment:?}");
+                    prop_assert!(stdev(&loads) <= bound, "{:?}", assignment);
                     Some(moves)
                 }
                 Search::Impossible => None,
-                Search::TooLarge => unreachable!(),
+                Search::TooLarge => return Err(TestCaseError::fail("gave up without a limit")),
             };
-            assert_eq!(
-                found,
-                brute_force(&items, m, bound),
-                "{items:?} on {m}, bound {bound}"
-            );
+            prop_assert_eq!(found, brute_force(&items, m, bound));
+        }
+
+        #[test]
+        fn local_search_never_worsens_and_stays_on_real_pcpus(
+            (m, items) in instance(1..=8, 0..=24),
+        ) {
+            let home: Vec<usize> = items.iter().map(|i| i.0).collect();
+            let before = stdev(&loads_of(&items, &home, m));
+            let at = local_search(&items, m, 5.0, 100, &|_, _| 0.0);
+            prop_assert!(at.iter().all(|&p| p < m));
+            let after = stdev(&loads_of(&items, &at, m));
+            prop_assert!(after <= before + 1e-9, "{} -> {}", before, after);
         }
     }
 
@@ -292,27 +299,6 @@ mod tests {
             panic!()
         };
         assert_eq!(moves, 6);
-    }
-
-    #[test]
-    fn local_search_never_worsens_and_stays_on_real_pcpus() {
-        let mut next = rng(77);
-        for _ in 0..300 {
-            let m = 1 + (next() % 8) as usize;
-            let n = (next() % 24) as usize;
-            let items: Vec<(usize, f64)> = (0..n)
-                .map(|_| ((next() % m as u64) as usize, (next() % 101) as f64))
-                .collect();
-            let before = stdev(&loads_of(
-                &items,
-                &items.iter().map(|i| i.0).collect::<Vec<_>>(),
-                m,
-            ));
-            let at = local_search(&items, m, 5.0, 100, &|_, _| 0.0);
-            assert!(at.iter().all(|&p| p < m));
-            let after = stdev(&loads_of(&items, &at, m));
-            assert!(after <= before + 1e-9, "{before} -> {after}");
-        }
     }
 
     #[test]

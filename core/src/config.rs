@@ -10,11 +10,11 @@ use toml::Spanned;
 
 use tracing::error;
 
-use crate::guard::GuardSettings;
 use crate::plugin::{self, DecideLimits, PluginError, PluginSpec};
 use crate::policy::{
     cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy, MemoryPolicy,
 };
+use crate::runtime::guard::GuardSettings;
 use crate::source::Located;
 
 /// Where the daemon looks for its configuration by default.

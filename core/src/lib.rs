@@ -1,30 +1,26 @@
-//! vcoord's core: the model of a host, backends (simulator and libvirt), the snapshot policies
-//! decide on, policy traits and registry, the guard, and the loop that ties them together.
+//! vcoord's core, by role:
 //!
-//! A tick is: [`backend::Backend::sample`] -> [`snapshot::SnapshotBuilder::build`] ->
-//! [`policy::CpuPolicy::decide`] / [`policy::MemoryPolicy::decide`] -> [`guard::Guard::check`]
-//! -> actuate -> [`record::TickRecord`]; see [`runtime::Coordinator::tick`].
+//! - [`runtime`]: the loop ([`runtime::Coordinator::tick`]) and its stages: samples to
+//!   [`runtime::snapshot`], decide (policies), [`runtime::guard`], actuate, [`runtime::record`].
+//! - [`backend`]: where samples come from and actions go: [`backend::libvirt`] (any libvirt
+//!   URI) and [`backend::sim`] (the embedded simulator), chosen by the host's URI.
+//! - [`plugin`]: policies from `.so` files: finding, vetting and loading them, and supervising
+//!   their calls.
+//! - [`config`]: the configuration file, validated with every error located.
+//! - [`tools`]: what the commands other than `run` do: compare, plot, replay, bench, status.
 //!
-//! `unsafe` code is denied everywhere but in `backend::libvirt::ffi`.
+//! The snapshot, plans, policy traits and parameters are vcoord-api's; [`model`] holds the raw
+//! samples backends report. `unsafe` code is denied everywhere but in `backend::libvirt::ffi`.
 #![deny(unsafe_code)]
 
 pub mod backend;
-pub mod bench;
-pub mod compare;
 pub mod config;
-pub mod guard;
-pub mod metrics;
 pub mod model;
-pub mod plot;
 pub mod plugin;
 pub mod policy;
-pub mod record;
-pub mod replay;
 pub mod runtime;
-pub mod sim;
-pub mod snapshot;
 pub mod source;
-pub mod status;
+pub mod tools;
 
 pub use vcoord_api;
 pub use vcoord_api::{cpuset, params, placement, stats, units};

@@ -447,6 +447,7 @@ fn share_out(asks: &[f64], weights: &[f64], pool: f64) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::testutil::{at, mem_vm, snapshot};
+    use proptest::prelude::{prop_assert, Strategy};
 
     fn target_of(plan: &MemoryPlan, vm: &str) -> Option<f64> {
         plan.targets
@@ -536,39 +537,46 @@ mod tests {
         assert_eq!(target_of(&plan, "idle"), Some(600.0));
     }
 
-    #[test]
-    fn plans_respect_min_max_and_the_reserve_on_random_hosts() {
-        let mut state = 12345u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for _ in 0..300 {
-            let n = 1 + (next() % 6) as usize;
+    /// One VM's per-VM limits: an optional minimum and an optional maximum, MiB.
+    fn limits() -> impl Strategy<Value = (Option<u64>, Option<u64>)> {
+        (
+            proptest::option::of(0u64..1500),
+            proptest::option::of(1500u64..4500),
+        )
+    }
+
+    /// One VM's figures in one tick: maximum, actual and unused MiB (actual within the maximum,
+    /// unused within actual).
+    fn figures() -> impl Strategy<Value = (u64, u64, u64)> {
+        (512u64..4608, 0u64..4608, 0u64..4708)
+            .prop_map(|(max, a, u)| (max, 100 + a % max, u))
+            .prop_map(|(max, actual, u)| (max, actual, u % (actual + 1)))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn plans_respect_min_max_and_the_reserve_on_random_hosts(
+            vm_limits in proptest::collection::vec(limits(), 1..=6),
+            ticks in proptest::collection::vec(proptest::collection::vec(figures(), 6), 3),
+            free in 0u64..3000,
+        ) {
             let mut p = PressureBalloon::default();
-            for i in 0..n {
-                if next() % 2 == 0 {
-                    p.params
-                        .min_mib
-                        .insert(format!("vm{i}"), Mib((next() % 1500) as f64));
+            for (i, (min, max)) in vm_limits.iter().enumerate() {
+                if let Some(min) = min {
+                    p.params.min_mib.insert(format!("vm{i}"), Mib(*min as f64));
                 }
-                if next() % 2 == 0 {
-                    p.params
-                        .max_mib
-                        .insert(format!("vm{i}"), Mib(1500.0 + (next() % 3000) as f64));
+                if let Some(max) = max {
+                    p.params.max_mib.insert(format!("vm{i}"), Mib(*max as f64));
                 }
             }
-            let free = next() % 3000;
             let mut plan = MemoryPlan::default();
             let mut snap = None;
-            for _ in 0..3 {
-                let vms: Vec<VmView> = (0..n)
+            for tick in &ticks {
+                let vms: Vec<VmView> = (0..vm_limits.len())
                     .map(|i| {
-                        let max = 512 + next() % 4096;
-                        let actual = 100 + next() % max;
-                        let unused = next() % (actual + 1);
+                        let (max, actual, unused) = tick[i];
                         mem_vm(&format!("vm{i}"), max, actual, Some(unused))
                     })
                     .collect();
@@ -580,13 +588,12 @@ mod tests {
             let mut granted = 0.0;
             for t in &plan.targets {
                 let vm = s.vm(&t.vm).unwrap();
-                let limits = s.host().limits;
-                let (lo, hi) = p.bounds(vm, limits.guest_floor_kib as f64);
+                let (lo, hi) = p.bounds(vm, s.host().limits.guest_floor_kib as f64);
                 let target = t.target_kib as f64;
                 let actual = vm.memory.actual_kib as f64;
-                assert!(target <= hi + 1.0, "{} above max: {target} > {hi}", t.vm);
+                prop_assert!(target <= hi + 1.0, "{} above max: {} > {}", t.vm, target, hi);
                 if target < actual {
-                    assert!(target >= lo - 1.0, "{} below min: {target} < {lo}", t.vm);
+                    prop_assert!(target >= lo - 1.0, "{} below min: {} < {}", t.vm, target, lo);
                 } else {
                     granted += target - actual;
                 }
@@ -594,10 +601,7 @@ mod tests {
             let host = s.host();
             let available =
                 (host.guest_free_kib as f64 - host.limits.host_reserve_kib as f64).max(0.0);
-            assert!(
-                granted <= available + 2.0,
-                "granted {granted} of {available}"
-            );
+            prop_assert!(granted <= available + 2.0, "granted {} of {}", granted, available);
         }
     }
 }

@@ -234,6 +234,7 @@ fn topology_penalty<'a>(
 mod tests {
     use super::*;
     use crate::testutil::{cpu_snapshot, pins_of};
+    use proptest::prelude::{prop_assert, Just, Strategy};
 
     #[test]
     fn balanced_host_is_left_alone_under_noise() {
@@ -280,27 +281,22 @@ mod tests {
         assert_eq!(plan.pins.len(), 2, "{}", plan.reason);
     }
 
-    #[test]
-    fn plans_name_only_existing_pcpus_on_random_hosts() {
-        let mut state = 99u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for _ in 0..200 {
-            let m = 1 + (next() % 12) as u32;
-            let n = (next() % 40) as usize;
-            let vcpus: Vec<(f64, u32)> = (0..n)
-                .map(|_| ((next() % 101) as f64, (next() % m as u64) as u32))
-                .collect();
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn plans_name_only_existing_pcpus_on_random_hosts(
+            (m, vcpus) in (1u32..=12).prop_flat_map(|m| {
+                let vcpu = (0u32..=100, 0..m).prop_map(|(load, pcpu)| (f64::from(load), pcpu));
+                (Just(m), proptest::collection::vec(vcpu, 0..40))
+            }),
+        ) {
             let mut p = StableBalance::default();
             let s = cpu_snapshot(m, &vcpus);
             for pin in p.decide(&s).pins {
-                let cpu = pin.cpus.only().expect("one pCPU");
-                assert!(cpu < m, "pCPU {cpu} of {m}");
-                assert!(s.vm(&pin.vm).is_some());
+                let cpu = pin.cpus.only();
+                prop_assert!(cpu.is_some_and(|c| c < m), "{:?} of {}", cpu, m);
+                prop_assert!(s.vm(&pin.vm).is_some());
             }
         }
     }

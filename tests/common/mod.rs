@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use vcoord_core::record::TickRecord;
+use vcoord_core::runtime::record::TickRecord;
 
 /// The repository root.
 pub fn root() -> PathBuf {

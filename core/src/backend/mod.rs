@@ -2,15 +2,16 @@
 //! `sim:<scenario.toml>` for the embedded simulator, anything else is a libvirt URI.
 
 pub mod libvirt;
+pub mod sim;
 
 use std::path::Path;
 use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::backend::sim::{ScenarioError, SimBackend};
 use crate::cpuset::CpuSet;
 use crate::model::Sample;
-use crate::sim::{ScenarioError, SimBackend};
 
 /// A failure of one backend operation, naming what it was about.
 #[derive(Debug, Error)]
@@ -44,7 +45,7 @@ pub enum BackendError {
     Scenario(#[from] ScenarioError),
     /// What the backend reported cannot be true (a VM listed twice, say).
     #[error(transparent)]
-    Inconsistent(#[from] crate::snapshot::InvalidSnapshot),
+    Inconsistent(#[from] crate::runtime::snapshot::InvalidSnapshot),
 }
 
 /// Counters of what the backend did during the last tick (for cost accounting).

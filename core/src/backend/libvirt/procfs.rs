@@ -107,9 +107,13 @@ impl ProcReader {
     ) -> Result<Threads, String> {
         let xml =
             std::fs::read_to_string(status).map_err(|e| format!("{}: {e}", status.display()))?;
-        let (pid, vcpus) = parse_status(&xml)
+        let DomainStatus {
+            pid,
+            vcpus,
+            uuid: found,
+        } = parse_status(&xml)
             .ok_or_else(|| format!("{}: no QEMU pid or vCPU threads", status.display()))?;
-        if !xml.contains(&format!("<uuid>{uuid}</uuid>")) {
+        if found.as_deref() != Some(uuid) {
             return Err(format!("{}: not domain {uuid}", status.display()));
         }
         let start = self.start_time(pid)?;
@@ -165,32 +169,41 @@ impl ProcReader {
     }
 }
 
-/// QEMU pid and (vCPU, thread id) pairs from a domain status file: `<domstatus ... pid='N'>`
-/// and `<vcpus><vcpu id='0' pid='T'/>...</vcpus>`.
-pub fn parse_status(xml: &str) -> Option<(u32, Vec<(u32, u32)>)> {
-    let head = &xml[xml.find("<domstatus")?..];
-    let head = &head[..head.find('>')?];
-    let pid = attr(head, "pid")?;
-    let block = &xml[xml.find("<vcpus>")?..];
-    let block = &block[..block.find("</vcpus>")?];
-    let mut vcpus = Vec::new();
-    for tag in block.split("<vcpu ").skip(1) {
-        let tag = format!(" {}", &tag[..tag.find('>')?]);
-        vcpus.push((attr(&tag, "id")?, attr(&tag, "pid")?));
-    }
-    vcpus.sort_unstable();
-    (!vcpus.is_empty()).then_some((pid, vcpus))
+/// What vcoord reads of a domain status file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainStatus {
+    /// The QEMU process.
+    pub pid: u32,
+    /// (vCPU, thread id) pairs, by vCPU.
+    pub vcpus: Vec<(u32, u32)>,
+    /// The domain's UUID.
+    pub uuid: Option<String>,
 }
 
-fn attr(tag: &str, name: &str) -> Option<u32> {
-    for quote in ['\'', '"'] {
-        let key = format!(" {name}={quote}");
-        if let Some(i) = tag.find(&key) {
-            let rest = &tag[i + key.len()..];
-            return rest[..rest.find(quote)?].parse().ok();
-        }
+/// QEMU pid, (vCPU, thread id) pairs and UUID from a domain status file:
+/// `<domstatus ... pid='N'><vcpus><vcpu id='0' pid='T'/>...</vcpus>...<domain><uuid>`.
+pub fn parse_status(xml: &str) -> Option<DomainStatus> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let root = doc.root_element();
+    if !root.has_tag_name("domstatus") {
+        return None;
     }
-    None
+    let number = |n: roxmltree::Node<'_, '_>, name: &str| n.attribute(name)?.parse().ok();
+    let pid = number(root, "pid")?;
+    let mut vcpus: Vec<(u32, u32)> = root
+        .children()
+        .filter(|n| n.has_tag_name("vcpus"))
+        .flat_map(|n| n.children().filter(|c| c.has_tag_name("vcpu")))
+        .map(|v| Some((number(v, "id")?, number(v, "pid")?)))
+        .collect::<Option<_>>()?;
+    vcpus.sort_unstable();
+    let uuid = root
+        .children()
+        .find(|n| n.has_tag_name("domain"))
+        .and_then(|d| d.children().find(|n| n.has_tag_name("uuid")))
+        .and_then(|u| u.text())
+        .map(|t| t.trim().to_owned());
+    (!vcpus.is_empty()).then_some(DomainStatus { pid, vcpus, uuid })
 }
 
 /// Field `n` (1-based, as in proc(5)) of a /proc stat line; the command name in parentheses
@@ -239,8 +252,17 @@ mod tests {
     #[test]
     fn status_file_gives_pid_and_vcpu_threads() {
         let xml = "<domstatus state='running' reason='booted' pid='4242'>\n  <monitor path='x'/>\n  <vcpus>\n    <vcpu id='1' pid='4250'/>\n    <vcpu id='0' pid='4249'/>\n  </vcpus>\n  <domain type='qemu'><uuid>u</uuid></domain></domstatus>";
-        assert_eq!(parse_status(xml), Some((4242, vec![(0, 4249), (1, 4250)])));
+        let status = parse_status(xml).unwrap();
+        assert_eq!(
+            (status.pid, status.vcpus),
+            (4242, vec![(0, 4249), (1, 4250)])
+        );
+        assert_eq!(status.uuid.as_deref(), Some("u"));
         assert_eq!(parse_status("<domstatus pid='1'>"), None);
+        // A domain's own <vcpus> (inside <domain>) holds no threads.
+        let nested =
+            "<domstatus pid='7'><domain><vcpus><vcpu id='0' pid='9'/></vcpus></domain></domstatus>";
+        assert_eq!(parse_status(nested), None);
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::config::HostConfig;
-use crate::metrics::{cpu_metrics, fewest_moves, memory_metrics, CpuMetrics, MemoryMetrics};
-use crate::plot::{render, Panel, Series};
-use crate::record::TickRecord;
+use crate::runtime::record::TickRecord;
 use crate::runtime::{Coordinator, RunOptions};
+use crate::tools::metrics::{cpu_metrics, fewest_moves, memory_metrics, CpuMetrics, MemoryMetrics};
+use crate::tools::plot::{render, Panel, Series};
 
 /// Balance bound, stdev of pCPU loads in points.
 pub const BALANCE_BOUND_PCT: f64 = 5.0;
@@ -537,15 +537,16 @@ fn memory_panel(o: &Outcome) -> Panel {
     }
     let mut series = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let points = |f: &dyn Fn(&crate::record::VmRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-            o.records
-                .iter()
-                .filter_map(|r| {
-                    let vm = r.vms.iter().find(|v| v.name == *name)?;
-                    Some((r.time_s, f(vm)?))
-                })
-                .collect()
-        };
+        let points =
+            |f: &dyn Fn(&crate::runtime::record::VmRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+                o.records
+                    .iter()
+                    .filter_map(|r| {
+                        let vm = r.vms.iter().find(|v| v.name == *name)?;
+                        Some((r.time_s, f(vm)?))
+                    })
+                    .collect()
+            };
         series.push(Series {
             label: format!("{name} actual"),
             points: points(&|vm| Some(vm.actual_mib)),

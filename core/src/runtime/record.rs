@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::cpuset::CpuSet;
-use crate::guard::{BalloonChange, Rejection};
 use crate::policy::VcpuPin;
-use crate::snapshot::{stdev, Snapshot};
+use crate::runtime::guard::{BalloonChange, Rejection};
+use crate::runtime::snapshot::{stdev, Snapshot};
 
-const MIB: f64 = 1024.0;
+use crate::units::KIB_PER_MIB_F64 as MIB;
 
 /// One vCPU in a tick record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

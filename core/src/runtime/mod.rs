@@ -1,5 +1,9 @@
 //! The loop: collect -> snapshot -> decide -> guard -> actuate -> record, once per tick.
 
+pub mod guard;
+pub mod record;
+pub mod snapshot;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
@@ -8,10 +12,11 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::config::HostConfig;
-use crate::guard::{Guard, GuardedPlan};
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
-use crate::record::{ShadowRecord, TickRecord};
-use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
+use crate::runtime::guard::{Guard, GuardedPlan};
+use crate::runtime::record::{ShadowRecord, TickRecord};
+use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
+use crate::units::{Kib, KIB_PER_MIB};
 
 /// A host that cannot be coordinated at all (as opposed to a tick that fails and is retried).
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +135,7 @@ impl Coordinator {
         dry_run: bool,
     ) -> Self {
         let settings = SnapshotSettings {
-            guest_budget_kib: host.guest_memory_budget_mib.map(|m| m * 1024),
+            guest_budget_kib: host.guest_memory_budget_mib.map(|m| Kib::from_mib(m).get()),
             // Guest statistics older than two intervals (or two stats periods) are stale.
             stats_max_age_s: 2.0
                 * host
@@ -344,7 +349,7 @@ impl Coordinator {
                 }
             }
             debug!(host = %self.host.name, vm = %change.vm,
-                from_mib = change.actual_kib / 1024, to_mib = change.target_kib / 1024,
+                from_mib = change.actual_kib / KIB_PER_MIB, to_mib = change.target_kib / KIB_PER_MIB,
                 reason = %change.reason, "balloon");
             record.balloons.push(change);
         }

@@ -7,10 +7,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::HostConfig;
-use crate::guard::{BalloonChange, Guard};
 use crate::policy::VcpuPin;
-use crate::record::TickRecord;
 use crate::runtime::changed_pins;
+use crate::runtime::guard::{BalloonChange, Guard};
+use crate::runtime::record::TickRecord;
+use crate::units::KIB_PER_MIB_F64;
 
 /// One replayed tick.
 #[derive(Clone, Debug, Serialize)]
@@ -123,7 +124,7 @@ pub fn report(ticks: &[ReplayTick], host: &HostConfig, recording: &str) -> Strin
         ticks
             .iter()
             .flat_map(|t| changes(t).iter())
-            .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / 1024.0)
+            .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / KIB_PER_MIB_F64)
             .sum::<f64>()
     };
     let _ = writeln!(

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{CpuPlan, MemoryPlan, VcpuPin};
-use crate::snapshot::{GuardLimits, Snapshot};
+use crate::runtime::snapshot::{GuardLimits, Snapshot};
 use crate::units::Kib;
 
-const MIB: u64 = 1024;
+use crate::units::KIB_PER_MIB as MIB;
 
 /// Limits the guard enforces, from the host configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -249,7 +249,7 @@ mod tests {
     use crate::cpuset::CpuSet;
     use crate::model::Pcpu;
     use crate::policy::BalloonTarget;
-    use crate::snapshot::{HostView, MemoryView, VcpuView, VmView};
+    use crate::runtime::snapshot::{HostView, MemoryView, VcpuView, VmView};
 
     fn vm(name: &str, actual_mib: u64, unused_mib: Option<u64>) -> VmView {
         VmView {

@@ -5,14 +5,14 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::backend::libvirt::{LibvirtBackend, LibvirtOptions};
+use crate::backend::libvirt::{ffi, LibvirtBackend, LibvirtOptions};
 use crate::backend::Backend;
 use crate::config::HostConfig;
 use crate::cpuset::CpuSet;
 use crate::model::Pcpu;
 use crate::policy::cpu_policies;
+use crate::runtime::snapshot::{HostView, MemoryView, Snapshot, VcpuView, VmView};
 use crate::runtime::Coordinator;
-use crate::snapshot::{HostView, MemoryView, Snapshot, VcpuView, VmView};
 
 /// Clock ticks per second of /proc stat times (USER_HZ; 100 on Linux).
 const USER_HZ: f64 = 100.0;
@@ -87,12 +87,12 @@ pub fn collect(uri: &str, ticks: u32) -> Result<(Vec<CollectRow>, usize, usize),
         (
             "per-domain poller (vCPU info + memory stats + info)",
             fast(0.0),
-            Box::new(|b: &mut LibvirtBackend| b.poll_per_domain().map_err(|e| e.to_string())),
+            Box::new(|b: &mut LibvirtBackend| poll_per_domain(b)),
         ),
         (
             "bare bulk call (VCPU+BALLOON)",
             fast(0.0),
-            Box::new(|b: &mut LibvirtBackend| b.poll_bulk_call().map_err(|e| e.to_string())),
+            Box::new(|b: &mut LibvirtBackend| poll_bulk_call(b)),
         ),
     ];
     let daemon = libvirtd_pid();
@@ -126,6 +126,38 @@ pub fn collect(uri: &str, ticks: u32) -> Result<(Vec<CollectRow>, usize, usize),
         });
     }
     Ok((rows, seen.0, seen.1))
+}
+
+/// One round of a per-domain poller in the style of the original design: list the domains,
+/// then per domain its vCPU info, memory statistics and domain info. Returns the libvirt calls
+/// made.
+fn poll_per_domain(b: &mut LibvirtBackend) -> Result<u32, String> {
+    let maplen = b.cpumap_len();
+    let conn = b.connection().map_err(|e| e.to_string())?;
+    let doms = conn
+        .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        .map_err(|e| e.to_string())?;
+    let mut calls = 1;
+    for dom in &doms {
+        let _ = ffi::domain_vcpus(dom, maplen);
+        let _ = dom.memory_stats(0);
+        let _ = dom.info();
+        calls += 3;
+    }
+    Ok(calls)
+}
+
+/// One bare bulk statistics call (VCPU + BALLOON), nothing else. Returns the calls made.
+fn poll_bulk_call(b: &mut LibvirtBackend) -> Result<u32, String> {
+    let conn = b.connection().map_err(|e| e.to_string())?;
+    ffi::all_domain_stats(
+        conn,
+        virt::sys::VIR_DOMAIN_STATS_VCPU | virt::sys::VIR_DOMAIN_STATS_BALLOON,
+        virt::sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+        0,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(1)
 }
 
 fn sample_calls(b: &mut LibvirtBackend) -> Result<u32, String> {

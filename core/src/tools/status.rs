@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
-use crate::snapshot::{SnapshotBuilder, SnapshotSettings};
+use crate::runtime::snapshot::{SnapshotBuilder, SnapshotSettings};
+use crate::units::KIB_PER_MIB;
 
 /// Samples the host behind `uri` twice, `window_s` apart, and renders the table.
 pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, BackendError> {
@@ -19,7 +20,7 @@ pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, 
     backend.wait(Duration::from_secs_f64(window_s));
     let snap = builder.build(backend.sample()?)?;
     let mut out = String::new();
-    let mib = |kib: u64| kib / 1024;
+    let mib = |kib: u64| kib / KIB_PER_MIB;
     let _ = writeln!(
         out,
         "host: {} pCPUs, {} MiB total, {} MiB free; {} VMs",

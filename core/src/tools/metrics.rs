@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::record::TickRecord;
+use crate::runtime::record::TickRecord;
+use crate::units::KIB_PER_MIB_F64;
 
 /// How a run balanced CPU load.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -159,7 +160,7 @@ pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetri
         m.moved_mib += r
             .balloons
             .iter()
-            .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / 1024.0)
+            .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / KIB_PER_MIB_F64)
             .sum::<f64>();
     }
     if m.lowest_guest_free_mib.is_infinite() {

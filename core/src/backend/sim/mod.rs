@@ -20,7 +20,7 @@ use crate::backend::{Backend, BackendError};
 use crate::cpuset::CpuSet;
 use crate::model::{HostSample, MemorySample, Pcpu, Sample, VcpuSample, VmSample};
 
-const MIB: f64 = 1024.0;
+use crate::units::{KIB_PER_MIB, KIB_PER_MIB_F64 as MIB};
 /// Wall-clock time the simulation starts at (any fixed value keeps runs identical).
 const EPOCH_S: f64 = 1_700_000_000.0;
 /// Model step: workloads and balloons move in steps this long.
@@ -485,7 +485,7 @@ impl Backend for SimBackend {
                         })
                         .collect(),
                     memory: MemorySample {
-                        max_kib: vm.spec.max_memory_mib * 1024,
+                        max_kib: vm.spec.max_memory_mib * KIB_PER_MIB,
                         actual_kib: kib(vm.actual_mib),
                         unused_kib: guest(unused),
                         available_kib: guest(available),
@@ -507,7 +507,7 @@ impl Backend for SimBackend {
             wall_s,
             host: HostSample {
                 pcpus: self.pcpus.clone(),
-                mem_total_kib: host.memory_mib * 1024,
+                mem_total_kib: host.memory_mib * KIB_PER_MIB,
                 mem_free_kib: kib(free_mib),
             },
             vms,
@@ -540,7 +540,7 @@ impl Backend for SimBackend {
 
     fn set_balloon_target(&mut self, vm: &str, target_kib: u64) -> Result<(), BackendError> {
         let state = self.vm_mut(vm)?;
-        let max_kib = state.spec.max_memory_mib * 1024;
+        let max_kib = state.spec.max_memory_mib * KIB_PER_MIB;
         if target_kib > max_kib {
             return Err(BackendError::Refused {
                 vm: vm.into(),

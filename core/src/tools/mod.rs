@@ -1,0 +1,8 @@
+//! What the commands other than `run` do, on top of the runtime and the backends.
+
+pub mod bench;
+pub mod compare;
+pub mod metrics;
+pub mod plot;
+pub mod replay;
+pub mod status;
