@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tracing::Level;
 
 /// Host-level vCPU and memory coordinator for libvirt/QEMU hosts.
 ///
@@ -81,9 +80,23 @@ pub struct RunArgs {
     /// Run simulated hosts in real time.
     #[arg(long)]
     pub realtime: bool,
-    /// Log level: error, warn, info, debug or trace (default: $VCOORD_LOG, else info).
-    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
-    pub log_level: Option<Level>,
+    /// Log level (error, warn, info, debug, trace) or filter directives such as
+    /// `info,vcoord_core::plugin=debug` (default: $RUST_LOG, else $VCOORD_LOG, else info).
+    #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
+    pub log_level: Option<String>,
+    /// Log format: `text` (colored on a terminal only; NO_COLOR honoured) or `json` (one object
+    /// per line, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How `compare` prints its results.
@@ -201,14 +214,22 @@ pub struct StatusArgs {
     /// Seconds between the two samples.
     #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_window)]
     pub window_s: f64,
-    /// Log level.
-    #[arg(long, value_name = "LEVEL", value_parser = parse_level, default_value = "warn")]
-    pub log_level: Level,
+    /// Log level or filter directives.
+    #[arg(long, value_name = "FILTER", value_parser = parse_filter, default_value = "warn")]
+    pub log_level: String,
 }
 
-fn parse_level(text: &str) -> Result<Level, String> {
-    text.parse()
-        .map_err(|_| format!("`{text}` is not error, warn, info, debug or trace"))
+fn parse_filter(text: &str) -> Result<String, String> {
+    // A bare word would be taken as a target name: only level names are words here.
+    let levels = ["off", "error", "warn", "info", "debug", "trace"];
+    if !text.contains(['=', ',']) && !levels.contains(&text.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "`{text}` is not a log level (error, warn, info, debug, trace) or filter"
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("`{text}` is not a log level or filter: {e}"))
 }
 
 fn parse_mib(text: &str) -> Result<f64, String> {
@@ -225,12 +246,13 @@ fn parse_window(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The log level of `run` when none is given.
-pub fn default_level() -> Level {
-    std::env::var("VCOORD_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(Level::INFO)
+/// The log filter of `run` when none is given: `$RUST_LOG`, else `$VCOORD_LOG`, else info.
+pub fn default_filter() -> String {
+    ["RUST_LOG", "VCOORD_LOG"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty() && parse_filter(v).is_ok())
+        .unwrap_or_else(|| "info".to_owned())
 }
 
 #[cfg(test)]

@@ -3,35 +3,39 @@
 mod cli;
 mod compare;
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use vcoord_core::config::Config;
 use vcoord_core::params::ParamSpec;
 use vcoord_core::plugin::Kind;
 use vcoord_core::policy::{cpu_policies, memory_policies};
-use vcoord_core::runtime::{run_host, RunOptions};
+use vcoord_core::runtime::record::Recorder;
+use vcoord_core::runtime::RunOptions;
+use vcoord_core::service::control::Control;
+use vcoord_core::service::daemon::{self, DaemonOptions};
+use vcoord_core::service::lock;
+use vcoord_core::service::notify::Notifier;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, LogFormat, RunArgs};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     vcoord_policies::link();
     let cli = Cli::parse();
-    let level = match &cli.command {
-        Command::Run(args) => args.log_level.unwrap_or_else(cli::default_level),
-        Command::Status(args) => args.log_level,
-        _ => tracing::Level::WARN,
+    let (filter, format) = match &cli.command {
+        Command::Run(args) => (
+            args.log_level.clone().unwrap_or_else(cli::default_filter),
+            args.log_format,
+        ),
+        Command::Status(args) => (args.log_level.clone(), LogFormat::Text),
+        _ => ("warn".to_owned(), LogFormat::Text),
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&filter, format);
     vcoord_core::policy::route_logs_to_tracing();
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -61,92 +65,51 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> Result<()> {
-    let config_path = args.config.clone();
-    let config = Config::from_file(&config_path)?;
-    let hosts: Vec<_> = match &args.host {
-        Some(name) => {
-            let host = config
-                .hosts
-                .iter()
-                .find(|h| &h.name == name)
-                .with_context(|| format!("{}: no host named `{name}`", config_path.display()))?;
-            vec![host.clone()]
-        }
-        None => config.hosts.clone(),
-    };
-    let record: Option<Mutex<BufWriter<File>>> = match &args.record {
-        Some(path) => Some(Mutex::new(BufWriter::new(
-            File::create(path).with_context(|| format!("creating record {}", path.display()))?,
-        ))),
-        None => None,
-    };
-    let options = RunOptions {
-        ticks: args.ticks,
-        dry_run: args.dry_run,
-        realtime: args.realtime,
-        record_snapshots: args.record.is_some(),
-    };
-    let results: Vec<Result<u64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
-            .iter()
-            .map(|host| {
-                let record = record.as_ref();
-                let options = &options;
-                scope.spawn(move || {
-                    let mut sink = record.map(LockedWriter);
-                    run_host(
-                        host,
-                        options,
-                        sink.as_mut().map(|s| s as &mut (dyn Write + Send)),
-                    )
-                    .map_err(anyhow::Error::from)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| bail!("a host thread panicked")))
-            .collect()
-    });
-    if let Some(record) = record {
-        record
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("record writer poisoned"))?
-            .flush()
-            .context("flushing the record")?;
+/// Logs to stderr: colored text on a terminal (unless NO_COLOR is set), plain text elsewhere
+/// (a file, the journal), or one JSON object per line.
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(color);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
-    let mut failed = false;
-    for r in results {
-        if let Err(e) = r {
-            eprintln!("vcoord: error: {e:#}");
-            failed = true;
-        }
-    }
-    if failed {
-        bail!("at least one host failed");
-    }
-    Ok(())
 }
 
-/// Writes whole lines into a shared writer, so hosts running in parallel do not interleave.
-struct LockedWriter<'a, W: Write>(&'a Mutex<W>);
-
-impl<W: Write> Write for LockedWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_all(buf)?;
-        Ok(buf.len())
-    }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let mut w = self
-            .0
-            .lock()
-            .map_err(|_| std::io::Error::other("record writer poisoned"))?;
-        w.write_all(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+fn run(args: RunArgs) -> Result<()> {
+    let control = Control::with_signals().context("installing signal handlers")?;
+    let notifier = Notifier::from_env();
+    let recorder = match &args.record {
+        Some(path) => {
+            Some(Arc::new(Recorder::create(path).with_context(|| {
+                format!("creating record {}", path.display())
+            })?))
+        }
+        None => None,
+    };
+    let options = DaemonOptions {
+        config: args.config,
+        only_host: args.host,
+        run: RunOptions {
+            ticks: args.ticks,
+            dry_run: args.dry_run,
+            realtime: args.realtime,
+            record_snapshots: args.record.is_some(),
+        },
+        lock_dir: lock::run_dir(),
+    };
+    daemon::run(&options, recorder, &control, &notifier)?;
+    Ok(())
 }
 
 fn bench(args: cli::BenchCommand) -> Result<()> {

@@ -30,7 +30,8 @@ pub use params::{ParamError, ParamSpec, Params, PerVm};
 pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
 pub use policy::{CpuPolicy, MemoryPolicy, Policy};
 pub use snapshot::{
-    GuardLimits, HostView, InvalidSnapshot, MemoryView, Pcpu, PcpuView, Snapshot, VcpuView, VmView,
+    Core, GuardLimits, HostView, InvalidSnapshot, MemoryView, Node, Pcpu, PcpuView, Snapshot,
+    VcpuView, VmView,
 };
 pub use units::{Kib, Mib};
 

@@ -73,6 +73,26 @@ impl Default for GuardLimits {
     }
 }
 
+/// One NUMA node of the host and its cores (see [`HostView::topology`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Node id, where known (`None` gathers the pCPUs of unknown node).
+    pub id: Option<u32>,
+    /// Its cores, by socket and core id.
+    pub cores: Vec<Core>,
+}
+
+/// One core: its pCPUs (SMT siblings), as indices into [`HostView::pcpus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Core {
+    /// Socket id, where known.
+    pub socket_id: Option<u32>,
+    /// Core id, where known (a pCPU of unknown core is a core of its own).
+    pub core_id: Option<u32>,
+    /// Indices of its pCPUs in [`HostView::pcpus`], ascending.
+    pub pcpus: Vec<usize>,
+}
+
 /// Host-wide figures of a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostView {
@@ -111,7 +131,44 @@ impl HostView {
         }
     }
 
-    /// The SMT siblings of pCPU `id` (pCPUs of the same core), as indices into `pcpus`.
+    /// The host as NUMA node -> core -> pCPU, nodes and cores in id order. Each pCPU's load is
+    /// `pcpus[index].load_pct`.
+    pub fn topology(&self) -> Vec<Node> {
+        let mut nodes: Vec<Node> = Vec::new();
+        for (index, p) in self.pcpus.iter().enumerate() {
+            let p = &p.pcpu;
+            let node = match nodes.iter().position(|n| n.id == p.node_id) {
+                Some(i) => &mut nodes[i],
+                None => {
+                    nodes.push(Node {
+                        id: p.node_id,
+                        cores: Vec::new(),
+                    });
+                    nodes.last_mut().expect("just pushed")
+                }
+            };
+            let same_core = |c: &Core| {
+                p.core_id.is_some() && c.core_id == p.core_id && c.socket_id == p.socket_id
+            };
+            match node.cores.iter_mut().find(|c| same_core(c)) {
+                Some(core) => core.pcpus.push(index),
+                None => node.cores.push(Core {
+                    socket_id: p.socket_id,
+                    core_id: p.core_id,
+                    pcpus: vec![index],
+                }),
+            }
+        }
+        nodes.sort_by_key(|n| n.id);
+        for n in &mut nodes {
+            n.cores
+                .sort_by_key(|c| (c.socket_id, c.core_id, c.pcpus[0]));
+        }
+        nodes
+    }
+
+    /// The SMT siblings of the pCPU at `index` (pCPUs of the same core), as indices into
+    /// `pcpus`.
     pub fn siblings(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
         let me = self.pcpus.get(index).map(|p| &p.pcpu);
         self.pcpus
@@ -548,5 +605,15 @@ mod tests {
         }
         assert_eq!(h.siblings(0).collect::<Vec<_>>(), vec![1]);
         assert_eq!(h.siblings(2).count(), 0);
+        h.pcpus[2].pcpu.node_id = Some(1);
+        let t = h.topology();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].id, t[1].id), (None, Some(1)));
+        assert_eq!(t[0].cores.len(), 1);
+        assert_eq!(t[0].cores[0].pcpus, vec![0, 1]);
+        assert_eq!(t[1].cores[0].pcpus, vec![2]);
+        // Unknown cores are cores of their own.
+        let plain = host(&[0, 1]).topology();
+        assert_eq!(plain[0].cores.len(), 2);
     }
 }

@@ -238,7 +238,7 @@ impl PolicyChoice {
 }
 
 /// One host's settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HostConfig {
     /// Name used in logs and records.
     pub name: String,

@@ -7,6 +7,8 @@
 //! - [`plugin`]: policies from `.so` files: finding, vetting and loading them, and supervising
 //!   their calls.
 //! - [`config`]: the configuration file, validated with every error located.
+//! - [`service`]: `vcoord run` as a host service: supervising hosts, signals, reload, systemd
+//!   notifications, one instance per host.
 //! - [`tools`]: what the commands other than `run` do: compare, plot, replay, bench, status.
 //!
 //! The snapshot, plans, policy traits and parameters are vcoord-api's; [`model`] holds the raw
@@ -19,6 +21,7 @@ pub mod model;
 pub mod plugin;
 pub mod policy;
 pub mod runtime;
+pub mod service;
 pub mod source;
 pub mod tools;
 

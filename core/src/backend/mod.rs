@@ -57,6 +57,11 @@ pub struct BackendCalls {
     pub actuate_calls: u32,
 }
 
+/// Sleeps for `duration`, uninterrupted (for callers with no stop to watch).
+pub fn plain_sleep(duration: Duration) {
+    std::thread::sleep(duration);
+}
+
 /// A source of samples and a sink of actions for one host.
 pub trait Backend: Send {
     /// A short description (URI and what it drives) for logs.
@@ -74,9 +79,9 @@ pub trait Backend: Send {
     /// Asks the guest to report memory statistics every `period_s` seconds.
     fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError>;
 
-    /// Lets `interval` pass before the next tick (a real backend sleeps; the simulator advances
-    /// its virtual clock).
-    fn wait(&mut self, interval: Duration);
+    /// Lets `interval` pass before the next tick: a real backend sleeps (through `sleep`, which
+    /// the daemon cuts short on a stop request); the simulator advances its virtual clock.
+    fn wait(&mut self, interval: Duration, sleep: &dyn Fn(Duration));
 
     /// True when the backend has nothing more to show (the end of a simulated scenario).
     fn finished(&self) -> bool {

@@ -5,8 +5,7 @@ pub mod record;
 pub mod snapshot;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -14,8 +13,9 @@ use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::config::HostConfig;
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
 use crate::runtime::guard::{Guard, GuardedPlan};
-use crate::runtime::record::{ShadowRecord, TickRecord};
+use crate::runtime::record::{Recorder, ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
+use crate::service::control::Control;
 use crate::units::{Kib, KIB_PER_MIB};
 
 /// A host that cannot be coordinated at all (as opposed to a tick that fails and is retried).
@@ -79,12 +79,95 @@ pub struct Coordinator {
     builder: SnapshotBuilder,
     known: HashMap<String, KnownVm>,
     dry_run: bool,
+    /// Dry run by the command line, whatever the configuration says.
+    dry_run_forced: bool,
+    throttle: Throttle,
     start_wall_s: Option<f64>,
+}
+
+/// Lets a repeated warning through at most once a minute, saying how many were held back.
+/// Warnings that differ only in their figures count as the same.
+#[derive(Debug, Default)]
+struct Throttle {
+    seen: HashMap<String, (Instant, u64)>,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(held back since the last one)` when `message` may be logged now.
+    fn allow(&mut self, message: &str) -> Option<u64> {
+        let key: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let now = Instant::now();
+        if self.seen.len() > 10_000 {
+            self.seen
+                .retain(|_, (last, _)| now.duration_since(*last) < Self::EVERY);
+        }
+        match self.seen.get_mut(&key) {
+            Some((last, held)) if now.duration_since(*last) < Self::EVERY => {
+                *held += 1;
+                None
+            }
+            Some((last, held)) => {
+                *last = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.seen.insert(key, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// A new configuration for a running host (see [`Coordinator::reconfigure`]).
+pub struct Update {
+    /// The host's new settings.
+    pub host: HostConfig,
+    /// A new CPU policy, or `None` to keep the running one.
+    pub cpu_policy: Option<Box<dyn CpuPolicy>>,
+    /// A new memory policy, or `None` to keep the running one.
+    pub memory_policy: Option<Box<dyn MemoryPolicy>>,
+    /// New shadow policies (`Some(None)`: none any more), or `None` to keep them.
+    pub shadow: Option<Option<Shadow>>,
+}
+
+/// How snapshots are made for `host`.
+fn snapshot_settings(host: &HostConfig) -> SnapshotSettings {
+    SnapshotSettings {
+        guest_budget_kib: host.guest_memory_budget_mib.map(|m| Kib::from_mib(m).get()),
+        // Guest statistics older than two intervals (or two stats periods) are stale.
+        stats_max_age_s: 2.0
+            * host
+                .interval_s
+                .max(host.memory_stats_period_s as f64)
+                .max(host.memory_interval_s)
+            + 1.0,
+        limits: host.guard.limits(),
+    }
 }
 
 impl Coordinator {
     /// Opens the host's backend and builds its policies.
     pub fn open(host: &HostConfig, options: &RunOptions) -> Result<Self, RunError> {
+        let policy_err = |message| RunError::Policy {
+            host: host.name.clone(),
+            message,
+        };
+        let cpu_policy = host.build_cpu_policy().map_err(policy_err)?;
+        let memory_policy = host.build_memory_policy().map_err(policy_err)?;
+        let shadow = Shadow::build(host).map_err(policy_err)?;
+        Self::open_with(host, options, cpu_policy, memory_policy, shadow)
+    }
+
+    /// Opens the host's backend, with policies built already.
+    pub fn open_with(
+        host: &HostConfig,
+        options: &RunOptions,
+        cpu_policy: Box<dyn CpuPolicy>,
+        memory_policy: Box<dyn MemoryPolicy>,
+        shadow: Option<Shadow>,
+    ) -> Result<Self, RunError> {
         let backend_options = BackendOptions {
             realtime: options.realtime,
             libvirt: crate::backend::libvirt::LibvirtOptions {
@@ -100,28 +183,8 @@ impl Coordinator {
                     source,
                 }
             })?;
-        let policy_err = |message| RunError::Policy {
-            host: host.name.clone(),
-            message,
-        };
-        let cpu_policy = host.build_cpu_policy().map_err(policy_err)?;
-        let memory_policy = host.build_memory_policy().map_err(policy_err)?;
         let mut coordinator = Self::new(host, backend, cpu_policy, memory_policy, options.dry_run);
-        if host.shadow_cpu_policy.is_some() || host.shadow_memory_policy.is_some() {
-            let cpu = host
-                .shadow_cpu_policy
-                .as_ref()
-                .map(|c| Ok::<_, String>((c.label(), c.build_cpu()?)))
-                .transpose()
-                .map_err(policy_err)?;
-            let memory = host
-                .shadow_memory_policy
-                .as_ref()
-                .map(|c| Ok::<_, String>((c.label(), c.build_memory()?)))
-                .transpose()
-                .map_err(policy_err)?;
-            coordinator.shadow = Some(Shadow { cpu, memory });
-        }
+        coordinator.shadow = shadow;
         coordinator.record_snapshots = options.record_snapshots;
         Ok(coordinator)
     }
@@ -134,17 +197,7 @@ impl Coordinator {
         memory_policy: Box<dyn MemoryPolicy>,
         dry_run: bool,
     ) -> Self {
-        let settings = SnapshotSettings {
-            guest_budget_kib: host.guest_memory_budget_mib.map(|m| Kib::from_mib(m).get()),
-            // Guest statistics older than two intervals (or two stats periods) are stale.
-            stats_max_age_s: 2.0
-                * host
-                    .interval_s
-                    .max(host.memory_stats_period_s as f64)
-                    .max(host.memory_interval_s)
-                + 1.0,
-            limits: host.guard.limits(),
-        };
+        let settings = snapshot_settings(host);
         Self {
             host: host.clone(),
             backend,
@@ -156,6 +209,8 @@ impl Coordinator {
             builder: SnapshotBuilder::new(settings),
             known: HashMap::new(),
             dry_run: dry_run || host.dry_run,
+            dry_run_forced: dry_run,
+            throttle: Throttle::default(),
             start_wall_s: None,
         }
     }
@@ -165,16 +220,63 @@ impl Coordinator {
         self.backend.finished()
     }
 
-    /// Runs until `ticks` ticks are done or the backend is finished, passing each tick's record
-    /// to `on_tick`.
+    /// The host's configuration as this coordinator runs it.
+    pub fn host(&self) -> &HostConfig {
+        &self.host
+    }
+
+    /// What drives this host, for logs.
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// Waits for the next tick; `control` cuts the wait short when a stop is asked for.
+    pub fn wait(&mut self, control: &Control) {
+        let interval = Duration::from_secs_f64(self.host.interval_s);
+        self.backend.wait(interval, &|d| {
+            control.sleep(d);
+        });
+    }
+
+    /// Takes a new configuration of this host at a tick boundary. Policies given replace the
+    /// running ones (whose state is lost); `None` keeps a running policy and its state. The
+    /// backend and what was learnt of the VMs are kept: `update.host.uri` must be the same.
+    pub fn reconfigure(&mut self, update: Update) {
+        let Update {
+            host,
+            cpu_policy,
+            memory_policy,
+            shadow,
+        } = update;
+        if let Some(p) = cpu_policy {
+            self.cpu_policy = p;
+        }
+        if let Some(p) = memory_policy {
+            self.memory_policy = p;
+        }
+        if let Some(shadow) = shadow {
+            self.shadow = shadow;
+        }
+        self.guard = Guard::new(host.guard.clone());
+        self.builder.set_settings(snapshot_settings(&host));
+        self.dry_run = self.dry_run_forced || host.dry_run;
+        self.host = host;
+    }
+
+    /// Runs until `ticks` ticks are done, the backend is finished or `control` asks for a
+    /// stop, passing each tick's record to `on_tick`. A stop lets the tick in progress finish.
     pub fn run(
         &mut self,
         ticks: Option<u64>,
+        control: &Control,
         mut on_tick: impl FnMut(&TickRecord) -> std::io::Result<()>,
     ) -> Result<u64, RunError> {
         info!(host = %self.host.name, backend = %self.backend.describe(), dry_run = self.dry_run, "coordinating");
         let mut done = 0;
-        while ticks.is_none_or(|n| done < n) && !self.backend.finished() {
+        while ticks.is_none_or(|n| done < n)
+            && !self.backend.finished()
+            && !control.stop_requested()
+        {
             if let Some(record) = self.tick() {
                 on_tick(&record).map_err(|source| RunError::Record {
                     host: self.host.name.clone(),
@@ -182,8 +284,9 @@ impl Coordinator {
                 })?;
             }
             done += 1;
-            self.backend
-                .wait(Duration::from_secs_f64(self.host.interval_s));
+            if ticks.is_none_or(|n| done < n) {
+                self.wait(control);
+            }
         }
         Ok(done)
     }
@@ -193,7 +296,10 @@ impl Coordinator {
         let sample = match self.backend.sample() {
             Ok(sample) => sample,
             Err(e) => {
-                warn!(host = %self.host.name, error = %e, "sampling failed; retrying next tick");
+                let text = e.to_string();
+                if let Some(held) = self.throttle.allow(&text) {
+                    warn!(host = %self.host.name, error = %text, held_back = held, "sampling failed; retrying next tick");
+                }
                 return None;
             }
         };
@@ -213,7 +319,9 @@ impl Coordinator {
         let memory_plan = self.memory_policy.decide(&snapshot);
         let guarded = self.guard.check(&snapshot, &cpu_plan, &memory_plan);
         for r in &guarded.rejected {
-            warn!(host = %self.host.name, action = %r.action, why = %r.why, "guard");
+            if let Some(held) = self.throttle.allow(&format!("{} {}", r.action, r.why)) {
+                warn!(host = %self.host.name, action = %r.action, why = %r.why, held_back = held, "guard");
+            }
         }
 
         let mut record = TickRecord::from_snapshot(&self.host.name, &snapshot, start);
@@ -318,7 +426,9 @@ impl Coordinator {
         for pin in changed_pins(snapshot, plan.pins) {
             if !self.dry_run {
                 if let Err(e) = self.backend.pin_vcpu(&pin.vm, pin.vcpu, &pin.cpus) {
-                    warn!(host = %self.host.name, error = %e, "pin failed");
+                    if let Some(held) = self.throttle.allow(&e.to_string()) {
+                        warn!(host = %self.host.name, error = %e, held_back = held, "pin failed");
+                    }
                     record.failed.push(e.to_string());
                     continue;
                 }
@@ -340,7 +450,9 @@ impl Coordinator {
                     .backend
                     .set_balloon_target(&change.vm, change.target_kib)
                 {
-                    warn!(host = %self.host.name, error = %e, "balloon failed");
+                    if let Some(held) = self.throttle.allow(&e.to_string()) {
+                        warn!(host = %self.host.name, error = %e, held_back = held, "balloon failed");
+                    }
                     record.failed.push(e.to_string());
                     continue;
                 }
@@ -357,9 +469,29 @@ impl Coordinator {
 }
 
 /// Policies run in shadow, with the labels they are recorded under.
-struct Shadow {
+pub struct Shadow {
     cpu: Option<(String, Box<dyn CpuPolicy>)>,
     memory: Option<(String, Box<dyn MemoryPolicy>)>,
+}
+
+impl Shadow {
+    /// The shadow policies `host` configures, if any.
+    pub fn build(host: &HostConfig) -> Result<Option<Self>, String> {
+        if host.shadow_cpu_policy.is_none() && host.shadow_memory_policy.is_none() {
+            return Ok(None);
+        }
+        let cpu = host
+            .shadow_cpu_policy
+            .as_ref()
+            .map(|c| Ok::<_, String>((c.label(), c.build_cpu()?)))
+            .transpose()?;
+        let memory = host
+            .shadow_memory_policy
+            .as_ref()
+            .map(|c| Ok::<_, String>((c.label(), c.build_memory()?)))
+            .transpose()?;
+        Ok(Some(Self { cpu, memory }))
+    }
 }
 
 /// The pins that would change a vCPU's current affinity.
@@ -375,42 +507,85 @@ pub fn changed_pins(snapshot: &Snapshot, pins: Vec<VcpuPin>) -> Vec<VcpuPin> {
         .collect()
 }
 
+/// One short line per tick at info level (at most ~200 characters whatever the host's size),
+/// the per-VM detail at debug level.
 fn log_tick(r: &TickRecord) {
-    let loads: Vec<String> = r.pcpu_load_pct.iter().map(|l| format!("{l:.0}")).collect();
-    let mem: Vec<String> = r
-        .vms
-        .iter()
-        .map(|vm| match vm.unused_mib {
-            Some(u) => format!("{} {:.0}/{:.0}", vm.name, vm.actual_mib, u),
-            None => format!("{} {:.0}/-", vm.name, vm.actual_mib),
-        })
-        .collect();
-    info!(
-        "{} tick {} | pcpu% [{}] sd {:.1} | pins {} | mem actual/unused MiB: {} | balloons {}{}",
-        r.host,
-        r.tick,
-        loads.join(" "),
-        r.pcpu_stdev_pct,
-        r.pins.len(),
-        mem.join(", "),
-        r.balloons.len(),
-        if r.dry_run { " (dry run)" } else { "" }
-    );
-    debug!(host = %r.host, cpu = %r.cpu_reason, memory = %r.memory_reason, "decisions");
+    info!(host = %r.host, tick = r.tick, "{}", tick_summary(r));
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let loads: Vec<String> = r.pcpu_load_pct.iter().map(|l| format!("{l:.0}")).collect();
+        let mem: Vec<String> = r
+            .vms
+            .iter()
+            .map(|vm| match vm.unused_mib {
+                Some(u) => format!("{} {:.0}/{:.0}", vm.name, vm.actual_mib, u),
+                None => format!("{} {:.0}/-", vm.name, vm.actual_mib),
+            })
+            .collect();
+        debug!(host = %r.host, tick = r.tick, pcpu_load_pct = %loads.join(" "), mem_actual_unused_mib = %mem.join(", "), "detail");
+        debug!(host = %r.host, tick = r.tick, cpu = %r.cpu_reason, memory = %r.memory_reason, "decisions");
+    }
 }
 
-/// Runs one host to the end, writing each tick's record as a JSON line to `record` if given.
+/// `tick 3 | 8 VMs | pCPU% mean 54 sd 3.1 max 99 | unused MiB min 132 (vm3) | pins 0 | balloons 2`.
+fn tick_summary(r: &TickRecord) -> String {
+    let n = r.pcpu_load_pct.len().max(1) as f64;
+    let mean = r.pcpu_load_pct.iter().sum::<f64>() / n;
+    let max = r.pcpu_load_pct.iter().copied().fold(0.0, f64::max);
+    let lowest = r
+        .vms
+        .iter()
+        .filter_map(|vm| Some((vm.unused_mib?, vm.name.as_str())))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    let unused = match lowest {
+        Some((mib, vm)) => {
+            let vm: String = vm.chars().take(40).collect();
+            format!("unused MiB min {mib:.0} ({vm})")
+        }
+        None => "unused MiB -".to_owned(),
+    };
+    format!(
+        "tick {} | {} VMs | pCPU% mean {mean:.0} sd {:.1} max {max:.0} | {unused} | pins {} | balloons {}{}{}",
+        r.tick,
+        r.vms.len(),
+        r.pcpu_stdev_pct,
+        r.pins.len(),
+        r.balloons.len(),
+        if r.rejected.is_empty() {
+            String::new()
+        } else {
+            format!(" | refused {}", r.rejected.len())
+        },
+        if r.dry_run { " (dry run)" } else { "" }
+    )
+}
+
+/// Runs one host to the end (or a stop), writing each tick's record to `recorder` if given.
 pub fn run_host(
     host: &HostConfig,
     options: &RunOptions,
-    mut record: Option<&mut (dyn Write + Send)>,
+    recorder: Option<&Recorder>,
+    control: &Control,
 ) -> Result<u64, RunError> {
     let mut coordinator = Coordinator::open(host, options)?;
-    coordinator.run(options.ticks, |tick| {
-        if let Some(out) = record.as_deref_mut() {
-            let line = serde_json::to_string(tick).map_err(std::io::Error::other)?;
-            writeln!(out, "{line}")?;
-        }
-        Ok(())
+    coordinator.run(options.ticks, control, |tick| match recorder {
+        Some(r) => r.write(tick),
+        None => Ok(()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_warnings_are_let_through_once_a_minute() {
+        let mut t = Throttle::default();
+        assert_eq!(t.allow("grant 37 MiB to a trimmed"), Some(0));
+        assert_eq!(t.allow("grant 12 MiB to a trimmed"), None);
+        assert_eq!(t.allow("balloon of b refused"), Some(0));
+        // A minute later the next one gets through with the count held back.
+        let key: String = "grant  MiB to a trimmed".into();
+        t.seen.get_mut(&key).unwrap().0 -= Duration::from_secs(61);
+        assert_eq!(t.allow("grant 5 MiB to a trimmed"), Some(1));
+    }
 }

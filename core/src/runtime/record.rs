@@ -1,7 +1,10 @@
 //! What each tick saw and did, as one JSON line (`--record FILE`) and as data for tests and
 //! comparisons.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -175,6 +178,48 @@ impl TickRecord {
             shadow: None,
             snapshot: None,
         }
+    }
+}
+
+/// Writes tick records to a file, one JSON line each, from any number of host threads: each
+/// line goes out in one write under a lock, so lines of different hosts never interleave.
+#[derive(Debug)]
+pub struct Recorder {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+}
+
+impl Recorder {
+    /// Creates (or truncates) `path`.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: Mutex::new(BufWriter::new(File::create(path)?)),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record.
+    pub fn write(&self, record: &TickRecord) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+        line.push('\n');
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| std::io::Error::other("record writer poisoned"))?;
+        out.write_all(line.as_bytes())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.out
+            .lock()
+            .map_err(|_| std::io::Error::other("record writer poisoned"))?
+            .flush()
     }
 }
 

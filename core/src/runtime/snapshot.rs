@@ -40,6 +40,11 @@ impl SnapshotBuilder {
         }
     }
 
+    /// Takes new settings from the next snapshot on.
+    pub fn set_settings(&mut self, settings: SnapshotSettings) {
+        self.settings = settings;
+    }
+
     /// Turns the next sample into a snapshot; a sample that cannot make one (a backend that
     /// reports a VM twice, say) is an error naming what is wrong.
     pub fn build(&mut self, sample: Sample) -> Result<Snapshot, InvalidSnapshot> {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::config::HostConfig;
 use crate::runtime::record::TickRecord;
 use crate::runtime::{Coordinator, RunOptions};
+use crate::service::control::Control;
 use crate::tools::metrics::{cpu_metrics, fewest_moves, memory_metrics, CpuMetrics, MemoryMetrics};
 use crate::tools::plot::{render, Panel, Series};
 
@@ -135,7 +136,7 @@ pub fn run_one(scenario: &Path, contender: &Contender, threshold_mib: f64) -> Ou
     };
     let mut records = Vec::new();
     let result = Coordinator::open(&host, &RunOptions::default()).and_then(|mut c| {
-        c.run(None, |r| {
+        c.run(None, &Control::new(), |r| {
             records.push(r.clone());
             Ok(())
         })

@@ -17,7 +17,10 @@ pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, 
         ..SnapshotSettings::default()
     });
     builder.build(backend.sample()?)?;
-    backend.wait(Duration::from_secs_f64(window_s));
+    backend.wait(
+        Duration::from_secs_f64(window_s),
+        &crate::backend::plain_sleep,
+    );
     let snap = builder.build(backend.sample()?)?;
     let mut out = String::new();
     let mib = |kib: u64| kib / KIB_PER_MIB;

@@ -269,7 +269,7 @@ impl Backend for LibvirtBackend {
             .map_err(|e| Self::refused(vm, "set memory stats period", e))
     }
 
-    fn wait(&mut self, interval: Duration) {
+    fn wait(&mut self, interval: Duration, sleep: &dyn Fn(Duration)) {
         // Keep a steady cadence: sleep until the next tick is due, not a full interval after
         // this tick's work.
         let now = Instant::now();
@@ -277,7 +277,7 @@ impl Backend for LibvirtBackend {
             Some(t) if t > now => t,
             _ => now + interval,
         };
-        std::thread::sleep(due.saturating_duration_since(now));
+        sleep(due.saturating_duration_since(now));
         self.next_tick = Some(due + interval);
     }
 

@@ -557,9 +557,9 @@ impl Backend for SimBackend {
         Ok(())
     }
 
-    fn wait(&mut self, interval: Duration) {
+    fn wait(&mut self, interval: Duration, sleep: &dyn Fn(Duration)) {
         if self.realtime {
-            std::thread::sleep(interval);
+            sleep(interval);
         }
         let mut left = interval.as_nanos() as u64;
         while left > 0 {
@@ -595,7 +595,7 @@ mod tests {
         let mut s = sim_with("pinning = \"all-on-0\"", &format!(
             "{HOST}[[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
         ));
-        s.wait(Duration::from_secs(1));
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
         let sample = s.sample().unwrap();
         for vm in &sample.vms {
             let v = &vm.vcpus[0];
@@ -610,7 +610,7 @@ mod tests {
         let mut s = sim(&format!(
             "{HOST}[[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
         ));
-        s.wait(Duration::from_secs(1));
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
         let sample = s.sample().unwrap();
         let cpus: Vec<_> = sample.vms.iter().map(|vm| vm.vcpus[0].pcpu).collect();
         assert_eq!(cpus, vec![Some(0), Some(1)]);
@@ -626,7 +626,7 @@ mod tests {
         let mut s = sim_with("pinning = \"all-on-1\"", &format!(
             "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 30 }}]\n[[vm]]\nname = \"b\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
         ));
-        s.wait(Duration::from_secs(2));
+        s.wait(Duration::from_secs(2), &crate::backend::plain_sleep);
         let sample = s.sample().unwrap();
         assert_eq!(sample.vms[0].vcpus[0].run_time_ns, 600_000_000);
         assert_eq!(sample.vms[1].vcpus[0].run_time_ns, 1_400_000_000);
@@ -638,11 +638,11 @@ mod tests {
         let mut s = sim(&format!(
             "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 512\n"
         ));
-        s.wait(Duration::from_secs(1));
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
         assert_eq!(s.sample().unwrap().vms[0].memory.unused_kib, None);
         s.set_memory_stats_period("a", 1).unwrap();
         s.set_balloon_target("a", 1024 * 1024).unwrap();
-        s.wait(Duration::from_secs(1));
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
         let m = s.sample().unwrap().vms[0].memory.clone();
         assert_eq!(m.actual_kib, (512 + 256) * 1024);
         // unused = actual - reserved - base used
@@ -655,7 +655,7 @@ mod tests {
         let mut s = sim(&format!(
             "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 512\nmemory = [{{ grow_mib_s = 100, to_mib = 1000 }}, {{ hold_s = 100 }}]\n"
         ));
-        s.wait(Duration::from_secs(6));
+        s.wait(Duration::from_secs(6), &crate::backend::plain_sleep);
         let vm = &s.sample().unwrap().vms[0];
         assert_eq!(vm.oom_events, Some(1));
         // the workload was killed: only the base system is left in use
@@ -668,7 +668,7 @@ mod tests {
             "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 1024\nmemory = [{{ use_mib = 600 }}]\n"
         ));
         s.set_balloon_target("a", 300 * 1024).unwrap();
-        s.wait(Duration::from_secs(5));
+        s.wait(Duration::from_secs(5), &crate::backend::plain_sleep);
         let vm = &s.sample().unwrap().vms[0];
         // stalls at used (660) + reserved (30)
         assert_eq!(vm.memory.actual_kib, 690 * 1024);
@@ -681,9 +681,9 @@ mod tests {
             "{HOST}[[vm]]\nname = \"late\"\nmax_memory_mib = 1024\nmemory_mib = 512\nstart_s = 2\nstop_s = 4\n"
         ));
         assert!(s.sample().unwrap().vms.is_empty());
-        s.wait(Duration::from_secs(2));
+        s.wait(Duration::from_secs(2), &crate::backend::plain_sleep);
         assert_eq!(s.sample().unwrap().vms.len(), 1);
-        s.wait(Duration::from_secs(2));
+        s.wait(Duration::from_secs(2), &crate::backend::plain_sleep);
         assert!(s.sample().unwrap().vms.is_empty());
         assert!(matches!(
             s.set_balloon_target("late", 1024),
@@ -698,7 +698,7 @@ mod tests {
         );
         let run = || {
             let mut s = sim_with("seed = 3\npinning = \"random\"", &text);
-            s.wait(Duration::from_secs(3));
+            s.wait(Duration::from_secs(3), &crate::backend::plain_sleep);
             s.sample().unwrap()
         };
         assert_eq!(run(), run());

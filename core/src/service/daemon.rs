@@ -1,0 +1,541 @@
+//! `vcoord run`: every host of a configuration on a thread of its own, under one supervisor
+//! that answers stop and reload requests, holds the host locks, keeps the service manager
+//! informed (ready, status, watchdog) and flushes the record on the way out.
+//!
+//! - A host that cannot start is logged at once. When its backend is merely unreachable
+//!   (libvirtd down), it is retried with backoff; a host that can never start (a bad scenario)
+//!   is given up, and the others keep running.
+//! - A reload re-reads the configuration and builds every policy and plugin it names first. If
+//!   anything fails, the running configuration stays and the error is logged with its place.
+//!   Otherwise each host takes its new settings at a tick boundary: a host whose policy choices
+//!   did not change keeps its policies and their state; hosts added start, hosts removed stop.
+//! - A stop lets every host finish the tick in progress; pins and balloon sizes stay as they
+//!   are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::backend::BackendError;
+use crate::config::{Config, ConfigError, HostConfig};
+use crate::policy::{CpuPolicy, MemoryPolicy};
+use crate::runtime::record::Recorder;
+use crate::runtime::{Coordinator, RunError, RunOptions, Shadow, Update};
+use crate::service::control::Control;
+use crate::service::lock::{HostLock, LockError};
+use crate::service::notify::Notifier;
+
+/// The longest wait between attempts to start a host whose backend is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Why the daemon could not run (as opposed to a host that failed while it ran).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--host` names no host of the configuration.
+    #[error("{}: no host named `{name}`", path.display())]
+    NoSuchHost {
+        /// The configuration.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+    },
+    /// A host's policies cannot be built.
+    #[error("host {host}: {message}")]
+    Policy {
+        /// Host name.
+        host: String,
+        /// What failed.
+        message: String,
+    },
+    /// Another process coordinates a host.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Some hosts failed (each was logged when it did).
+    #[error("{0} of the hosts failed (see the log)")]
+    HostsFailed(usize),
+}
+
+/// What `vcoord run` was asked to do, beyond the configuration.
+#[derive(Debug)]
+pub struct DaemonOptions {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// Run only this host.
+    pub only_host: Option<String>,
+    /// Tick limit, dry run, real time, snapshots in records.
+    pub run: RunOptions,
+    /// Where host locks go.
+    pub lock_dir: PathBuf,
+}
+
+/// What a host thread tells the supervisor.
+#[derive(Debug, Default)]
+struct HostStatus {
+    /// Ticks done.
+    ticks: AtomicU64,
+    /// VMs seen at the last tick.
+    vms: AtomicUsize,
+    /// When the host's loop last went round (its first tick attempt counts).
+    last_loop: Mutex<Option<Instant>>,
+    /// The host's thread has ended or has given up starting.
+    ended: AtomicBool,
+    /// It could not start (yet).
+    start_failed: AtomicBool,
+}
+
+impl HostStatus {
+    fn looped(&self) {
+        if let Ok(mut t) = self.last_loop.lock() {
+            *t = Some(Instant::now());
+        }
+    }
+
+    fn last_loop(&self) -> Option<Instant> {
+        self.last_loop.lock().ok().and_then(|t| *t)
+    }
+}
+
+/// A running host.
+struct Worker {
+    config: HostConfig,
+    control: Control,
+    updates: Sender<Update>,
+    status: Arc<HostStatus>,
+    handle: JoinHandle<Result<u64, RunError>>,
+    _lock: Option<HostLock>,
+}
+
+/// Hosts a configuration names, each with its policies built (a reload builds everything
+/// before it swaps anything).
+struct Plan {
+    hosts: Vec<(HostConfig, Policies)>,
+}
+
+/// Runs the hosts of `options.config` until they end (tick limit, end of scenario) or a stop is
+/// asked for through `control`, reloading on request.
+pub fn run(
+    options: &DaemonOptions,
+    recorder: Option<Arc<Recorder>>,
+    control: &Control,
+    notifier: &Notifier,
+) -> Result<(), DaemonError> {
+    let plan = load(options)?;
+    let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+    let mut failed = 0;
+    // Locks first: a second instance refuses before it touches anything.
+    let mut locks = BTreeMap::new();
+    for (host, _) in &plan.hosts {
+        locks.insert(host.name.clone(), lock_for(host, options)?);
+    }
+    for (host, policies) in plan.hosts {
+        let lock = locks.remove(&host.name).flatten();
+        let worker = spawn(host, lock, Some(policies), options, recorder.clone());
+        workers.insert(worker.config.name.clone(), worker);
+    }
+
+    let mut ready = false;
+    let watchdog_every = notifier.watchdog_every();
+    let mut last_pet = Instant::now();
+    let mut last_status = Instant::now();
+    loop {
+        if control.stop_requested() {
+            info!("stop requested: finishing the tick in progress");
+            notifier.stopping();
+            break;
+        }
+        if control.take_reload() {
+            notifier.reloading();
+            reload(options, &mut workers, recorder.clone());
+            notifier.ready(&status_line(&workers));
+        }
+        // Hosts that ended (tick limit, end of scenario, or a failure).
+        let ended: Vec<String> = workers
+            .iter()
+            .filter(|(_, w)| w.handle.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ended {
+            if let Some(w) = workers.remove(&name) {
+                if finish(w).is_err() {
+                    failed += 1;
+                }
+            }
+        }
+        if workers.is_empty() {
+            break;
+        }
+        if !ready && workers.values().all(|w| started_or_failed(&w.status)) {
+            ready = true;
+            notifier.ready(&status_line(&workers));
+            info!(hosts = workers.len(), "ready");
+        }
+        if let Some(every) = watchdog_every {
+            if last_pet.elapsed() >= every && all_alive(&workers) {
+                notifier.watchdog();
+                last_pet = Instant::now();
+            }
+        }
+        if ready && last_status.elapsed() >= Duration::from_secs(10) {
+            notifier.status(&status_line(&workers));
+            last_status = Instant::now();
+        }
+        control.sleep(Duration::from_millis(100));
+    }
+    for w in workers.values() {
+        w.control.request_stop();
+    }
+    for (_, w) in std::mem::take(&mut workers) {
+        if finish(w).is_err() {
+            failed += 1;
+        }
+    }
+    if let Some(r) = &recorder {
+        if let Err(e) = r.flush() {
+            error!(file = %r.path().display(), error = %e, "cannot write the record");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(DaemonError::HostsFailed(failed));
+    }
+    Ok(())
+}
+
+/// Reads the configuration and builds every host's policies (and plugins) once, to refuse a
+/// configuration that cannot run before anything starts or changes.
+fn load(options: &DaemonOptions) -> Result<Plan, DaemonError> {
+    let config = Config::from_file(&options.config)?;
+    let hosts: Vec<HostConfig> = match &options.only_host {
+        Some(name) => vec![config
+            .hosts
+            .iter()
+            .find(|h| &h.name == name)
+            .cloned()
+            .ok_or_else(|| DaemonError::NoSuchHost {
+                path: options.config.clone(),
+                name: name.clone(),
+            })?],
+        None => config.hosts,
+    };
+    let hosts = hosts
+        .into_iter()
+        .map(|host| {
+            let policies = build_policies(&host)?;
+            Ok((host, policies))
+        })
+        .collect::<Result<_, DaemonError>>()?;
+    Ok(Plan { hosts })
+}
+
+type Policies = (Box<dyn CpuPolicy>, Box<dyn MemoryPolicy>, Option<Shadow>);
+
+fn build_policies(host: &HostConfig) -> Result<Policies, DaemonError> {
+    let policy = |message| DaemonError::Policy {
+        host: host.name.clone(),
+        message,
+    };
+    Ok((
+        host.build_cpu_policy().map_err(policy)?,
+        host.build_memory_policy().map_err(policy)?,
+        Shadow::build(host).map_err(policy)?,
+    ))
+}
+
+/// The host lock of an acting host on a real backend; none for dry runs and the simulator.
+fn lock_for(host: &HostConfig, options: &DaemonOptions) -> Result<Option<HostLock>, LockError> {
+    if options.run.dry_run || host.dry_run || host.uri.starts_with("sim:") {
+        return Ok(None);
+    }
+    HostLock::acquire(&options.lock_dir, &host.uri).map(Some)
+}
+
+/// Starts `host` on a thread of its own.
+fn spawn(
+    host: HostConfig,
+    lock: Option<HostLock>,
+    policies: Option<Policies>,
+    options: &DaemonOptions,
+    recorder: Option<Arc<Recorder>>,
+) -> Worker {
+    let control = Control::new();
+    let status = Arc::new(HostStatus::default());
+    let (updates, incoming) = mpsc::channel();
+    let handle = {
+        let (host, control, status) = (host.clone(), control.clone(), status.clone());
+        let run = options.run.clone();
+        std::thread::Builder::new()
+            .name(format!("host {}", host.name))
+            .spawn(move || host_loop(host, policies, run, control, incoming, recorder, status))
+            .expect("spawning a host thread")
+    };
+    Worker {
+        config: host,
+        control,
+        updates,
+        status,
+        handle,
+        _lock: lock,
+    }
+}
+
+/// One host: start (retrying while its backend is unreachable), then tick until the end or a
+/// stop, taking new settings between ticks.
+fn host_loop(
+    host: HostConfig,
+    policies: Option<Policies>,
+    options: RunOptions,
+    control: Control,
+    updates: Receiver<Update>,
+    recorder: Option<Arc<Recorder>>,
+    status: Arc<HostStatus>,
+) -> Result<u64, RunError> {
+    let mut coordinator = match start(&host, policies, &options, &control, &status) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            status.ended.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        None => return Ok(0),
+    };
+    status.start_failed.store(false, Ordering::SeqCst);
+    let mut done = 0;
+    let result = loop {
+        if options.ticks.is_some_and(|n| done >= n)
+            || coordinator.finished()
+            || control.stop_requested()
+        {
+            break Ok(done);
+        }
+        while let Ok(update) = updates.try_recv() {
+            info!(host = %host.name, "new configuration taken");
+            coordinator.reconfigure(update);
+        }
+        if let Some(record) = coordinator.tick() {
+            status.vms.store(record.vms.len(), Ordering::Relaxed);
+            if let Some(r) = &recorder {
+                if let Err(source) = r.write(&record) {
+                    break Err(RunError::Record {
+                        host: host.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        done += 1;
+        status.ticks.store(done, Ordering::Relaxed);
+        status.looped();
+        if options.ticks.is_none_or(|n| done < n) {
+            coordinator.wait(&control);
+        }
+    };
+    status.ended.store(true, Ordering::SeqCst);
+    result
+}
+
+/// Opens the host; `None` when a stop came first. An unreachable backend is retried with
+/// backoff, anything else is final.
+fn start(
+    host: &HostConfig,
+    policies: Option<Policies>,
+    options: &RunOptions,
+    control: &Control,
+    status: &HostStatus,
+) -> Option<Result<Coordinator, RunError>> {
+    let mut policies = policies;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let opened = match policies.take() {
+            Some((cpu, memory, shadow)) => {
+                Coordinator::open_with(host, options, cpu, memory, shadow)
+            }
+            None => Coordinator::open(host, options),
+        };
+        match opened {
+            Ok(c) => {
+                info!(host = %host.name, backend = %c.describe(), "host started");
+                return Some(Ok(c));
+            }
+            Err(
+                e @ RunError::Backend {
+                    source: BackendError::Connection { .. },
+                    ..
+                },
+            ) => {
+                let first = !status.start_failed.swap(true, Ordering::SeqCst);
+                if first {
+                    error!(host = %host.name, error = %e, "cannot start; retrying with backoff");
+                } else {
+                    warn!(host = %host.name, error = %e, retry_in_s = backoff.as_secs(), "still cannot start");
+                }
+                status.looped();
+                if !control.sleep(backoff) {
+                    return None;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                error!(host = %host.name, error = %e, "cannot start; giving this host up");
+                status.start_failed.store(true, Ordering::SeqCst);
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// Joins a host's thread; its failure was logged, and is counted.
+fn finish(worker: Worker) -> Result<(), ()> {
+    let name = worker.config.name.clone();
+    match worker.handle.join() {
+        Ok(Ok(ticks)) => {
+            info!(host = %name, ticks, "host stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            // Start failures were logged when they happened; others now.
+            if !matches!(e, RunError::Backend { .. } | RunError::Policy { .. }) {
+                error!(host = %name, error = %e, "host failed");
+            }
+            Err(())
+        }
+        Err(_) => {
+            error!(host = %name, "host thread panicked");
+            Err(())
+        }
+    }
+}
+
+/// Re-reads the configuration and applies it, or keeps the running one if it cannot run.
+fn reload(
+    options: &DaemonOptions,
+    workers: &mut BTreeMap<String, Worker>,
+    recorder: Option<Arc<Recorder>>,
+) {
+    info!(config = %options.config.display(), "reloading the configuration");
+    let plan = match load(options) {
+        Ok(plan) => plan,
+        Err(e) => {
+            error!(error = %e, "reload refused: keeping the running configuration");
+            return;
+        }
+    };
+    let configured: Vec<String> = plan.hosts.iter().map(|h| h.0.name.clone()).collect();
+    // Take what changes (locks of new backends) before touching anything.
+    let mut staged = Vec::new();
+    for (host, policies) in plan.hosts {
+        let running = workers.get(&host.name);
+        if running.is_some_and(|w| w.config == host) {
+            continue;
+        }
+        let same_backend = running.is_some_and(|w| w.config.uri == host.uri);
+        let lock = if same_backend {
+            None
+        } else {
+            match lock_for(&host, options) {
+                Ok(l) => l,
+                Err(e) => {
+                    error!(error = %e, "reload refused: keeping the running configuration");
+                    return;
+                }
+            }
+        };
+        staged.push((host, same_backend, policies, lock));
+    }
+    // Hosts no longer configured stop.
+    let gone: Vec<String> = workers
+        .keys()
+        .filter(|n| !configured.contains(n))
+        .cloned()
+        .collect();
+    for name in gone {
+        if let Some(w) = workers.remove(&name) {
+            info!(host = %name, "host removed by the new configuration: stopping it");
+            w.control.request_stop();
+            let _ = finish(w);
+        }
+    }
+    for (host, same_backend, (cpu, memory, shadow), lock) in staged {
+        let name = host.name.clone();
+        if same_backend {
+            let w = workers.get_mut(&name).expect("running host");
+            let keep_cpu = w.config.cpu_policy == host.cpu_policy;
+            let keep_memory = w.config.memory_policy == host.memory_policy;
+            let keep_shadow = w.config.shadow_cpu_policy == host.shadow_cpu_policy
+                && w.config.shadow_memory_policy == host.shadow_memory_policy;
+            let update = Update {
+                host: host.clone(),
+                cpu_policy: (!keep_cpu).then_some(cpu),
+                memory_policy: (!keep_memory).then_some(memory),
+                shadow: (!keep_shadow).then_some(shadow),
+            };
+            info!(host = %name, new_cpu_policy = !keep_cpu, new_memory_policy = !keep_memory, "host reconfigured");
+            if w.updates.send(update).is_ok() {
+                w.config = host;
+            }
+        } else {
+            if let Some(w) = workers.remove(&name) {
+                info!(host = %name, "host's backend changed: restarting it");
+                w.control.request_stop();
+                let _ = finish(w);
+            }
+            info!(host = %name, "host added by the new configuration");
+            let worker = spawn(
+                host,
+                lock,
+                Some((cpu, memory, shadow)),
+                options,
+                recorder.clone(),
+            );
+            workers.insert(name, worker);
+        }
+    }
+    info!("configuration reloaded");
+}
+
+fn started_or_failed(status: &HostStatus) -> bool {
+    status.ticks.load(Ordering::Relaxed) > 0
+        || status.start_failed.load(Ordering::SeqCst)
+        || status.ended.load(Ordering::SeqCst)
+}
+
+/// Whether every running host's loop went round recently (a loop stuck in a call is not).
+fn all_alive(workers: &BTreeMap<String, Worker>) -> bool {
+    workers.values().all(|w| {
+        let limit = Duration::from_secs_f64((3.0 * w.config.interval_s).max(10.0));
+        w.status.ended.load(Ordering::SeqCst)
+            || w.status.last_loop().is_none_or(|t| t.elapsed() <= limit)
+    })
+}
+
+/// A short summary for the service manager.
+fn status_line(workers: &BTreeMap<String, Worker>) -> String {
+    let parts: Vec<String> = workers
+        .iter()
+        .map(|(name, w)| {
+            if w.status.start_failed.load(Ordering::SeqCst)
+                && w.status.ticks.load(Ordering::Relaxed) == 0
+            {
+                format!("{name}: cannot start")
+            } else {
+                format!(
+                    "{name}: {} VMs, tick {}",
+                    w.status.vms.load(Ordering::Relaxed),
+                    w.status.ticks.load(Ordering::Relaxed)
+                )
+            }
+        })
+        .collect();
+    let mut line = parts.join("; ");
+    if line.len() > 200 {
+        line = format!("{} hosts", workers.len());
+    }
+    line
+}

@@ -1,0 +1,316 @@
+//! `vcoord run` as a service, through the real binary and real signals: the systemd notify
+//! protocol against a real datagram listener (READY, STATUS, WATCHDOG, RELOADING, STOPPING),
+//! SIGTERM finishing the tick and leaving a complete record, SIGHUP reloading a good
+//! configuration and refusing a broken one, and one instance per host.
+//!
+//! The binary is the workspace's, or the installed one when `VCOORD_BIN` names it (CI runs
+//! these tests against the installed package too).
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{root, scratch};
+use vcoord_core::runtime::record::read_trace;
+
+fn binary() -> PathBuf {
+    std::env::var_os("VCOORD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcoord")))
+}
+
+/// A `vcoord run` in the background with a notify socket of its own.
+struct Service {
+    child: Child,
+    notify: UnixDatagram,
+    dir: PathBuf,
+}
+
+impl Service {
+    /// Starts `vcoord run -c CONFIG ARGS` in `dir` with NOTIFY_SOCKET and a watchdog of
+    /// `watchdog`.
+    fn start(dir: &Path, config: &Path, args: &[&str], watchdog: Duration) -> Self {
+        let socket = dir.join("notify.sock");
+        let notify = UnixDatagram::bind(&socket).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let child = Command::new(binary())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .args(args)
+            .env("NOTIFY_SOCKET", &socket)
+            .env("WATCHDOG_USEC", watchdog.as_micros().to_string())
+            .env("VCOORD_RUN_DIR", dir.join("run"))
+            .env_remove("WATCHDOG_PID")
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            notify,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Notify messages until one contains `what` (all of them, in order), or panics after
+    /// `timeout`.
+    fn until(&mut self, what: &str, timeout: Duration) -> Vec<String> {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while started.elapsed() < timeout {
+            if let Ok(len) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
+                let done = msg.contains(what);
+                seen.push(msg);
+                if done {
+                    return seen;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "vcoord exited ({status}) before `{what}`: {seen:?}\n{}",
+                    self.log()
+                );
+            }
+        }
+        panic!("no `{what}` within {timeout:?}: {seen:?}");
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits for the exit, at most `timeout`.
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far (once it has exited).
+    fn log(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(err) = self.child.stderr.as_mut() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A one-host configuration on the T2 scenario, run in real time with short ticks.
+fn sim_config(dir: &Path, memory_params: &str) -> PathBuf {
+    let path = dir.join("vcoord.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n\
+             [host.memory_policy]\nname = \"pressure-balloon\"\nparams = {{ {memory_params} }}\n",
+            root()
+                .join("examples/scenarios/cpu-t2-all-on-one.toml")
+                .display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn ready_watchdog_and_a_clean_stop_that_keeps_the_whole_record() {
+    let dir = scratch("service-stop");
+    let config = sim_config(&dir, "");
+    let record = dir.join("trace.jsonl");
+    let mut s = Service::start(
+        &dir,
+        &config,
+        &["--realtime", "--record", record.to_str().unwrap()],
+        Duration::from_secs(1),
+    );
+    let seen = s.until("READY=1", Duration::from_secs(20));
+    let ready = seen.last().unwrap();
+    assert!(ready.contains("STATUS=sim: 8 VMs, tick 1"), "{ready}");
+    // The watchdog is petted at half its period while the tick loop runs.
+    s.until("WATCHDOG=1", Duration::from_secs(5));
+    s.until("WATCHDOG=1", Duration::from_secs(5));
+
+    let stop_sent = Instant::now();
+    s.signal("TERM");
+    s.until("STOPPING=1", Duration::from_secs(5));
+    let status = s.wait(Duration::from_secs(5));
+    // Within one interval and a second, with exit code 0.
+    assert!(status.success(), "{status}: {}", s.log());
+    assert!(stop_sent.elapsed() < Duration::from_millis(1200 + 500));
+    // Every tick done is in the record, the last line complete.
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.ends_with('\n'));
+    let records = read_trace(&record).unwrap();
+    assert!(records.len() >= 3, "{} records", records.len());
+    assert_eq!(records.len(), text.lines().count());
+    let ticks: Vec<u64> = records.iter().map(|r| r.tick).collect();
+    assert_eq!(ticks, (0..records.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn sigint_stops_as_cleanly_as_sigterm() {
+    let dir = scratch("service-int");
+    let config = sim_config(&dir, "");
+    let record = dir.join("trace.jsonl");
+    let mut s = Service::start(
+        &dir,
+        &config,
+        &["--realtime", "--record", record.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    s.until("READY=1", Duration::from_secs(20));
+    s.signal("INT");
+    assert!(s.wait(Duration::from_secs(5)).success());
+    assert!(!read_trace(&record).unwrap().is_empty());
+}
+
+#[test]
+fn sighup_applies_a_good_configuration_and_refuses_a_broken_one() {
+    let dir = scratch("service-reload");
+    let config = sim_config(&dir, "threshold_mib = 100");
+    let record = dir.join("trace.jsonl");
+    let mut s = Service::start(
+        &dir,
+        &config,
+        &[
+            "--realtime",
+            "--record",
+            record.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+        Duration::from_secs(10),
+    );
+    s.until("READY=1", Duration::from_secs(20));
+
+    // A broken configuration: refused, the running one kept.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("threshold_mib = 100", "threshold_mib = -5"),
+    )
+    .unwrap();
+    s.signal("HUP");
+    s.until("RELOADING=1", Duration::from_secs(5));
+    s.until("READY=1", Duration::from_secs(5));
+
+    // A good one: taken at a tick boundary, the CPU policy (unchanged) keeps its state.
+    sim_config(&dir, "threshold_mib = 150");
+    s.signal("HUP");
+    s.until("RELOADING=1", Duration::from_secs(5));
+    s.until("READY=1", Duration::from_secs(5));
+    // Still ticking afterwards.
+    s.until("WATCHDOG=1", Duration::from_secs(10));
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(5)).success());
+    let log = s.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let with = |msg: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.contains(msg)))
+            .collect()
+    };
+    let refused = with("reload refused");
+    assert_eq!(refused.len(), 1, "{log}");
+    let why = refused[0]["error"].as_str().unwrap();
+    assert!(
+        why.contains("vcoord.toml:7:") && why.contains("threshold_mib") && why.contains("-5"),
+        "{why}"
+    );
+    assert_eq!(with("configuration reloaded").len(), 1, "{log}");
+    let reconfigured = with("host reconfigured");
+    assert_eq!(reconfigured.len(), 1, "{log}");
+    assert_eq!(reconfigured[0]["new_cpu_policy"], false);
+    assert_eq!(reconfigured[0]["new_memory_policy"], true);
+    // Tick lines carry host and tick fields.
+    let tick = with("tick ");
+    assert!(!tick.is_empty());
+    assert_eq!(tick[0]["host"], "sim");
+    assert!(tick[0]["tick"].is_u64());
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log that is not a terminal"
+    );
+}
+
+#[test]
+fn a_second_acting_instance_on_the_same_host_is_refused() {
+    let dir = scratch("service-lock");
+    // libvirt's in-process test driver: a real backend (so a lock) without a daemon.
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        "[[host]]\nname = \"t\"\nuri = \"test:///default\"\ninterval_s = 0.5\n\
+         [host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n",
+    )
+    .unwrap();
+    let mut first = Service::start(&dir, &config, &[], Duration::from_secs(10));
+    first.until("READY=1", Duration::from_secs(20));
+    let second = Command::new(binary())
+        .args(["run", "--config", config.to_str().unwrap(), "--ticks", "1"])
+        .env("VCOORD_RUN_DIR", dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!("another vcoord (pid {})", first.child.id()))
+            && err.contains("test:///default"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error").count(), 1, "{err}");
+    // A dry run does not take the lock.
+    let dry = Command::new(binary())
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--ticks",
+            "1",
+            "--dry-run",
+        ])
+        .env("VCOORD_RUN_DIR", dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    first.signal("TERM");
+    assert!(first.wait(Duration::from_secs(5)).success());
+}
