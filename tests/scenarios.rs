@@ -322,3 +322,75 @@ fn new_policies_match_or_beat_the_seed_on_every_shipped_scenario() {
         }
     }
 }
+
+#[test]
+fn vms_the_operator_set_aside_are_never_touched_and_the_rest_balance_around_them() {
+    let scenario = root().join("examples/scenarios/cpu-t2-all-on-one.toml");
+    let records = common::run_scenario(
+        &scenario,
+        "[[host.vm]]\nmatch = \"vm1\"\ncpu = \"ignore\"\nmemory = \"ignore\"\n\
+         [[host.vm]]\nmatch = \"vm[2-3]\"\ncpu = \"ignore\"\n",
+    );
+    // `vm[2-3]` is a literal name here (no such VM): only vm1 is set aside.
+    assert!(!records.is_empty());
+    for r in &records {
+        assert!(
+            r.pins.iter().all(|p| p.vm != "vm1"),
+            "tick {}: {:?}",
+            r.tick,
+            r.pins
+        );
+        assert!(r.balloons.iter().all(|b| b.vm != "vm1"), "tick {}", r.tick);
+        assert_eq!(common::pinned_cpu(r, "vm1"), Some(0), "tick {}", r.tick);
+    }
+    // The seven others spread over the three other pCPUs and pCPU 0 beside vm1.
+    let last = records.last().unwrap();
+    assert!(
+        last.pcpu_stdev_pct <= 5.0 + 25.0,
+        "{:?}",
+        last.pcpu_load_pct
+    );
+    let on_zero = last
+        .vms
+        .iter()
+        .filter(|vm| vm.vcpus[0].affinity.only() == Some(0))
+        .count();
+    assert!(on_zero <= 2, "{on_zero} VMs left on pCPU 0");
+}
+
+#[test]
+fn operator_rules_are_checked_and_located() {
+    let scenario = root().join("examples/scenarios/cpu-t2-all-on-one.toml");
+    let dir = common::scratch("vm-rules");
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[host]]\nname = \"a\"\nuri = \"sim:{}\"\n[[host.vm]]\nmatch = \"db-*\"\nmin_mib = 900\nmax_mib = 100\n",
+            scenario.display()
+        ),
+    )
+    .unwrap();
+    let out = common::vcoord(&["check-config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("c.toml:4:")
+            && err.contains("host[0].vm[0].min_mib")
+            && err.contains("above max_mib"),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "[[host]]\nname = \"a\"\nuri = \"sim:{}\"\n[[host.vm]]\nmatch = \"db-*\"\ncpu = \"off\"\n",
+            scenario.display()
+        ),
+    )
+    .unwrap();
+    let out = common::vcoord(&["check-config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("off") && err.contains("c.toml:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

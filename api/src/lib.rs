@@ -31,7 +31,7 @@ pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
 pub use policy::{CpuPolicy, MemoryPolicy, Policy};
 pub use snapshot::{
     Core, GuardLimits, HostView, InvalidSnapshot, MemoryView, Node, Pcpu, PcpuView, Snapshot,
-    VcpuView, VmView,
+    VcpuView, VmControl, VmView,
 };
 pub use units::{Kib, Mib};
 

@@ -2,6 +2,8 @@
 //! fewest vCPUs moved (small instances), and a move-by-move local search from the current
 //! placement (any size). Items are `(home, demand)`: the pCPU index a vCPU is on now and what it
 //! wants, in percent of one pCPU. Loads are summed without a cap, so an overloaded pCPU shows.
+//! The `_over` variants start from a base load per pCPU: what vCPUs that must not move (an
+//! operator's ignored VMs) put there.
 
 use crate::stats::stdev;
 
@@ -29,6 +31,12 @@ pub enum Search {
 /// `bound` and that moves the fewest items from their home. Exact: iterative deepening over the
 /// number of moves, trying for each item its home first. Gives up after `limit` visits.
 pub fn fewest_moves(items: &[(usize, f64)], pcpus: usize, bound: f64, limit: u64) -> Search {
+    fewest_moves_over(items, &vec![0.0; pcpus], bound, limit)
+}
+
+/// [`fewest_moves`] on pCPUs that carry `base` load already (one figure per pCPU).
+pub fn fewest_moves_over(items: &[(usize, f64)], base: &[f64], bound: f64, limit: u64) -> Search {
+    let pcpus = base.len();
     if pcpus == 0 || items.iter().any(|&(home, _)| home >= pcpus) {
         return Search::Impossible;
     }
@@ -42,7 +50,7 @@ pub fn fewest_moves(items: &[(usize, f64)], pcpus: usize, bound: f64, limit: u64
     let mut search = MoveSearch {
         items,
         order: &order,
-        loads: vec![0.0; pcpus],
+        loads: base.to_vec(),
         chosen: items.iter().map(|i| i.0).collect(),
         bound,
         visited: 0,
@@ -125,6 +133,18 @@ pub fn local_search(
     max_steps: usize,
     penalty: &dyn Fn(usize, usize) -> f64,
 ) -> Vec<usize> {
+    local_search_over(items, &vec![0.0; pcpus], bound, max_steps, penalty)
+}
+
+/// [`local_search`] on pCPUs that carry `base` load already (one figure per pCPU).
+pub fn local_search_over(
+    items: &[(usize, f64)],
+    base: &[f64],
+    bound: f64,
+    max_steps: usize,
+    penalty: &dyn Fn(usize, usize) -> f64,
+) -> Vec<usize> {
+    let pcpus = base.len();
     let mut at: Vec<usize> = items
         .iter()
         .map(|i| i.0.min(pcpus.saturating_sub(1)))
@@ -132,7 +152,7 @@ pub fn local_search(
     if pcpus < 2 {
         return at;
     }
-    let mut loads = vec![0.0; pcpus];
+    let mut loads = base.to_vec();
     let mut on: Vec<Vec<usize>> = vec![Vec::new(); pcpus];
     for (i, &(_, d)) in items.iter().enumerate() {
         loads[at[i]] += d;
@@ -212,7 +232,13 @@ pub fn local_search(
 
 /// Loads of `pcpus` pCPUs under an assignment.
 pub fn loads_of(items: &[(usize, f64)], assignment: &[usize], pcpus: usize) -> Vec<f64> {
-    let mut loads = vec![0.0; pcpus];
+    loads_of_over(items, assignment, &vec![0.0; pcpus])
+}
+
+/// Loads under an assignment of pCPUs that carry `base` load already.
+pub fn loads_of_over(items: &[(usize, f64)], assignment: &[usize], base: &[f64]) -> Vec<f64> {
+    let pcpus = base.len();
+    let mut loads = base.to_vec();
     for (&(_, d), &p) in items.iter().zip(assignment) {
         if p < pcpus {
             loads[p] += d;
@@ -299,6 +325,20 @@ mod tests {
             panic!()
         };
         assert_eq!(moves, 6);
+    }
+
+    #[test]
+    fn fixed_load_is_worked_around() {
+        // pCPU 0 carries 100 that cannot move; two movable 50s go to pCPU 1.
+        let items = vec![(0, 50.0), (0, 50.0)];
+        let base = [100.0, 0.0];
+        let Search::Found { assignment, moves } = fewest_moves_over(&items, &base, 30.0, u64::MAX)
+        else {
+            panic!()
+        };
+        assert_eq!((assignment, moves), (vec![1, 1], 2));
+        let at = local_search_over(&items, &base, 5.0, 10, &|_, _| 0.0);
+        assert_eq!(loads_of_over(&items, &at, &base), vec![100.0, 100.0]);
     }
 
     #[test]

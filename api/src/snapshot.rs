@@ -237,6 +237,35 @@ impl MemoryView {
     }
 }
 
+/// What the operator lets vcoord do with one VM, and the limits they set for it (from the
+/// host configuration's `[[host.vm]]` rules and the domain's own vcoord metadata). The guard
+/// enforces it whatever a policy plans; policies should plan within it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmControl {
+    /// vcoord may pin this VM's vCPUs. An ignored VM's load still counts on its pCPUs.
+    pub cpu_managed: bool,
+    /// vcoord may change this VM's balloon target.
+    pub memory_managed: bool,
+    /// The VM is never made smaller than this.
+    pub min_kib: Option<u64>,
+    /// The VM is never made larger than this.
+    pub max_kib: Option<u64>,
+    /// Its weight when memory is short (1 when unset).
+    pub shares: Option<f64>,
+}
+
+impl Default for VmControl {
+    fn default() -> Self {
+        Self {
+            cpu_managed: true,
+            memory_managed: true,
+            min_kib: None,
+            max_kib: None,
+            shares: None,
+        }
+    }
+}
+
 /// One VM as a policy sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmView {
@@ -252,6 +281,9 @@ pub struct VmView {
     pub oom_events: Option<u64>,
     /// True on the first tick this VM is seen (it has no utilization yet).
     pub is_new: bool,
+    /// What the operator lets vcoord do with it.
+    #[serde(default)]
+    pub control: VmControl,
 }
 
 /// What one tick sees of the host and its VMs. Utilizations come from counter deltas between
@@ -481,6 +513,9 @@ impl Builder {
             if let Some(t) = vm.memory.last_report_s.filter(|t| !t.is_finite()) {
                 return bad(format!("VM `{}` has report time {t}", vm.name));
             }
+            if let Some(s) = vm.control.shares.filter(|s| !(s.is_finite() && *s > 0.0)) {
+                return bad(format!("VM `{}` has shares {s}", vm.name));
+            }
         }
         if sum_loads {
             for p in &mut host.pcpus {
@@ -533,6 +568,7 @@ mod tests {
             memory: MemoryView::default(),
             oom_events: None,
             is_new: false,
+            control: VmControl::default(),
         }
     }
 

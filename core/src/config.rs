@@ -16,6 +16,7 @@ use crate::policy::{
 };
 use crate::runtime::guard::GuardSettings;
 use crate::source::Located;
+use crate::vmcontrol::{Mode, VmRule, VmSettings};
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/vcoord/vcoord.toml";
@@ -64,6 +65,21 @@ struct RawHost {
     shadow_memory_policy: Option<Spanned<RawPolicy>>,
     #[serde(default)]
     guard: GuardSettings,
+    #[serde(rename = "vm", default)]
+    vm_rules: Vec<Spanned<RawVmRule>>,
+}
+
+/// A `[[host.vm]]` rule as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVmRule {
+    #[serde(rename = "match")]
+    pattern: String,
+    cpu: Option<Mode>,
+    memory: Option<Mode>,
+    min_mib: Option<f64>,
+    max_mib: Option<f64>,
+    shares: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -266,6 +282,8 @@ pub struct HostConfig {
     pub shadow_memory_policy: Option<PolicyChoice>,
     /// Guard limits.
     pub guard: GuardSettings,
+    /// The operator's per-VM rules, in file order.
+    pub vm_rules: Vec<VmRule>,
     /// Directory relative paths (scenarios) are resolved against.
     pub base_dir: PathBuf,
 }
@@ -287,6 +305,7 @@ impl HostConfig {
             shadow_cpu_policy: None,
             shadow_memory_policy: None,
             guard: GuardSettings::default(),
+            vm_rules: Vec::new(),
             base_dir: base_dir.to_path_buf(),
         }
     }
@@ -416,6 +435,28 @@ impl Config {
                 host.fast_path = fast;
             }
             host.guard = h.guard;
+            for (j, rule) in h.vm_rules.into_iter().enumerate() {
+                let span = rule.span();
+                let raw = rule.into_inner();
+                let rule_key = |k: &str| key(&format!("vm[{j}].{k}"));
+                if raw.pattern.trim().is_empty() {
+                    return Err(err(span, rule_key("match"), "must not be empty".into()));
+                }
+                let settings = VmSettings {
+                    cpu: raw.cpu,
+                    memory: raw.memory,
+                    min_mib: raw.min_mib,
+                    max_mib: raw.max_mib,
+                    shares: raw.shares,
+                };
+                if let Err((field, why)) = settings.check() {
+                    return Err(err(span, rule_key(field), why));
+                }
+                host.vm_rules.push(VmRule {
+                    pattern: raw.pattern,
+                    settings,
+                });
+            }
             if let Some(policy) = h.cpu_policy {
                 host.cpu_policy = check_policy(policy, &key("cpu_policy"), &ctx, true)?;
             }

@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod service;
 pub mod source;
 pub mod tools;
+pub mod vmcontrol;
 
 pub use vcoord_api;
 pub use vcoord_api::{cpuset, params, placement, stats, units};

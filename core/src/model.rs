@@ -69,6 +69,9 @@ pub struct VmSample {
     pub memory: MemorySample,
     /// Cumulative OOM kills seen in the guest, where the backend can tell (the simulator can).
     pub oom_events: Option<u64>,
+    /// The operator's settings in the domain's own metadata, where there are some.
+    #[serde(skip)]
+    pub metadata: Option<crate::vmcontrol::VmSettings>,
 }
 
 /// One sample of a whole host, taken at one instant.

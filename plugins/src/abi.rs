@@ -88,6 +88,24 @@ pub struct Vm {
     pub oom_events: ROption<u64>,
     /// True on the first tick this VM is seen.
     pub is_new: bool,
+    /// What the operator lets vcoord do with it, and its limits.
+    pub control: Control,
+}
+
+/// What the operator lets vcoord do with one VM.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Control {
+    /// vcoord may pin its vCPUs.
+    pub cpu_managed: bool,
+    /// vcoord may change its balloon target.
+    pub memory_managed: bool,
+    /// Never smaller than this.
+    pub min_kib: ROption<u64>,
+    /// Never larger than this.
+    pub max_kib: ROption<u64>,
+    /// Weight when memory is short.
+    pub shares: ROption<f64>,
 }
 
 /// What one tick sees of the host. Immutable for the plugin.

@@ -7,7 +7,7 @@ use abi_stable::std_types::{RString, RVec};
 use vcoord_api::snapshot::{GuardLimits, HostView, InvalidSnapshot, PcpuView};
 use vcoord_api::{
     BalloonTarget, CpuPlan, CpuSet, MemoryPlan, MemoryView, ParamError, ParamSpec, Pcpu, Snapshot,
-    VcpuPin, VcpuView, VmView,
+    VcpuPin, VcpuView, VmControl, VmView,
 };
 
 use crate::abi;
@@ -69,6 +69,13 @@ fn vm_to_abi(vm: &VmView) -> abi::Vm {
         },
         oom_events: vm.oom_events.into(),
         is_new: vm.is_new,
+        control: abi::Control {
+            cpu_managed: vm.control.cpu_managed,
+            memory_managed: vm.control.memory_managed,
+            min_kib: vm.control.min_kib.into(),
+            max_kib: vm.control.max_kib.into(),
+            shares: vm.control.shares.into(),
+        },
     }
 }
 
@@ -134,6 +141,13 @@ fn vm_from_abi(vm: &abi::Vm) -> VmView {
         },
         oom_events: vm.oom_events.into_option(),
         is_new: vm.is_new,
+        control: VmControl {
+            cpu_managed: vm.control.cpu_managed,
+            memory_managed: vm.control.memory_managed,
+            min_kib: vm.control.min_kib.into_option(),
+            max_kib: vm.control.max_kib.into_option(),
+            shares: vm.control.shares.into_option(),
+        },
     }
 }
 
@@ -289,6 +303,12 @@ mod tests {
                 },
                 oom_events: Some(0),
                 is_new: false,
+                control: VmControl {
+                    cpu_managed: false,
+                    min_kib: Some(300 << 10),
+                    shares: Some(2.5),
+                    ..VmControl::default()
+                },
             })
             .loads_from_vcpus()
             .build()

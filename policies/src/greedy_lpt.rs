@@ -40,9 +40,15 @@ impl Policy for GreedyLpt {
 /// Assigns loads longest-first onto `bins` bins; returns the bin of each item. Ties go to the
 /// lowest bin; items are taken in the order given when their loads are equal.
 pub fn lpt_assign(loads: &[f64], bins: usize) -> Vec<usize> {
+    lpt_assign_over(loads, &vec![0.0; bins])
+}
+
+/// [`lpt_assign`] onto bins that hold `base` already.
+pub fn lpt_assign_over(loads: &[f64], base: &[f64]) -> Vec<usize> {
+    let bins = base.len();
     let mut order: Vec<usize> = (0..loads.len()).collect();
     order.sort_by(|&a, &b| loads[b].total_cmp(&loads[a]).then(a.cmp(&b)));
-    let mut bin_load = vec![0.0f64; bins];
+    let mut bin_load = base.to_vec();
     let mut assignment = vec![0; loads.len()];
     for item in order {
         let bin = (0..bins)
@@ -74,17 +80,21 @@ impl CpuPolicy for GreedyLpt {
             };
         }
         // vCPUs without a load yet count as idle; VMs are in name order, so ties are stable.
-        let vcpus: Vec<(&str, u32, f64)> = snapshot
-            .vms()
-            .iter()
-            .flat_map(|vm| {
-                vm.vcpus
-                    .iter()
-                    .map(move |v| (vm.name.as_str(), v.id, v.load_pct.unwrap_or(0.0)))
-            })
-            .collect();
+        // vCPUs of VMs the operator left alone stay, their load counted where they are.
+        let mut base = vec![0.0; snapshot.host().pcpus.len()];
+        let mut vcpus: Vec<(&str, u32, f64)> = Vec::new();
+        for vm in snapshot.vms() {
+            for v in &vm.vcpus {
+                let load = v.load_pct.unwrap_or(0.0);
+                if vm.control.cpu_managed {
+                    vcpus.push((vm.name.as_str(), v.id, load));
+                } else if let Some(i) = v.placed_on().and_then(|p| snapshot.pcpu_index(p)) {
+                    base[i] += load;
+                }
+            }
+        }
         let item_loads: Vec<f64> = vcpus.iter().map(|v| v.2).collect();
-        let assignment = lpt_assign(&item_loads, snapshot.host().pcpus.len());
+        let assignment = lpt_assign_over(&item_loads, &base);
         let pins = vcpus
             .iter()
             .zip(assignment)

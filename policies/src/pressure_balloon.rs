@@ -139,21 +139,28 @@ struct Need<'a> {
 
 impl PressureBalloon {
     /// The smallest and largest size `vm` may be given; `floor_kib` is the guard's floor.
+    /// The operator's per-VM settings come first, then this policy's per-VM tables.
     fn bounds(&self, vm: &VmView, floor_kib: f64) -> (f64, f64) {
-        let max = (vm.memory.max_kib as f64).min(
-            self.params
-                .max_mib
-                .get(&vm.name)
-                .map_or(f64::INFINITY, |m| m.kib()),
-        );
-        let min = self
-            .params
-            .min_mib
-            .get(&vm.name)
-            .map_or(0.0, |m| m.kib())
-            .max(floor_kib)
-            .min(max);
+        let operator = &vm.control;
+        let max_kib = operator
+            .max_kib
+            .map(|k| k as f64)
+            .or_else(|| self.params.max_mib.get(&vm.name).map(|m| m.kib()));
+        let min_kib = operator
+            .min_kib
+            .map(|k| k as f64)
+            .or_else(|| self.params.min_mib.get(&vm.name).map(|m| m.kib()));
+        let max = (vm.memory.max_kib as f64).min(max_kib.unwrap_or(f64::INFINITY));
+        let min = min_kib.unwrap_or(0.0).max(floor_kib).min(max);
         (min, max)
+    }
+
+    /// A VM's weight when memory is short.
+    fn shares(&self, vm: &VmView) -> f64 {
+        vm.control
+            .shares
+            .or_else(|| self.params.shares.get(&vm.name).copied())
+            .unwrap_or(1.0)
     }
 
     /// Updates the memory of each VM with fresh statistics and says what it needs.
@@ -167,9 +174,11 @@ impl PressureBalloon {
                 .memory
                 .unused_kib
                 .is_some_and(|u| u < vm.memory.actual_kib);
-            let (Some(used), true) = (
+            // A VM whose memory the operator left alone is neither given nor asked anything.
+            let (Some(used), true, true) = (
                 vm.memory.used_kib().filter(|_| consistent),
                 vm.memory.stats_fresh,
+                vm.control.memory_managed,
             ) else {
                 if let Some(s) = self.seen.remove(&vm.name) {
                     if s.uuid == vm.uuid {
@@ -344,10 +353,7 @@ impl MemoryPolicy for PressureBalloon {
         }
         // Then the needy, within what the host has: all of it when it fits, else by shares.
         let grants = if short {
-            let weights: Vec<f64> = needs
-                .iter()
-                .map(|n| self.params.shares.get(&n.vm.name).copied().unwrap_or(1.0))
-                .collect();
+            let weights: Vec<f64> = needs.iter().map(|n| self.shares(n.vm)).collect();
             share_out(&asks, &weights, available.max(0.0))
         } else {
             asks.clone()
@@ -493,6 +499,18 @@ mod tests {
         let s = snapshot(1, vec![mem_vm("i", 2048, 305, Some(205))], 4096);
         let plan = PressureBalloon::default().decide(&s);
         assert_eq!(target_of(&plan, "i"), None);
+    }
+
+    #[test]
+    fn the_operators_settings_come_first() {
+        let mut ignored = mem_vm("ignored", 2048, 1024, Some(924));
+        ignored.control.memory_managed = false;
+        let mut kept = mem_vm("kept", 2048, 1024, Some(924));
+        kept.control.min_kib = Some(1000 * 1024);
+        let plan = PressureBalloon::default().decide(&snapshot(1, vec![ignored, kept], 4096));
+        assert_eq!(target_of(&plan, "ignored"), None, "{plan:?}");
+        // Idle: would give back 128 MiB, but the operator's min is 1000.
+        assert_eq!(target_of(&plan, "kept"), Some(1000.0), "{plan:?}");
     }
 
     #[test]

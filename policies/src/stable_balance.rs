@@ -17,7 +17,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use vcoord_api::placement::{fewest_moves, loads_of, local_search, Search};
+use vcoord_api::placement::{
+    fewest_moves_over, loads_of, loads_of_over, local_search_over, Search,
+};
 use vcoord_api::stats::{mean, stdev};
 use vcoord_api::{CpuPlan, CpuPolicy, CpuSet, ParamError, Policy, Snapshot, VcpuPin};
 
@@ -121,7 +123,21 @@ impl StableBalance {
 impl CpuPolicy for StableBalance {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
         let m = snapshot.host().pcpus.len();
-        let mut items = self.update_demand(snapshot);
+        let all = self.update_demand(snapshot);
+        // vCPUs of VMs the operator left alone stay where they are, but their demand counts.
+        let mut base = vec![0.0; m];
+        let mut count = vec![0usize; m];
+        let mut items = Vec::with_capacity(all.len());
+        for it in all {
+            if let Some(h) = it.home {
+                count[h] += 1;
+            }
+            if snapshot.vms()[it.vm].control.cpu_managed {
+                items.push(it);
+            } else if let Some(h) = it.home {
+                base[h] += it.demand.unwrap_or(0.0);
+            }
+        }
         if m == 0 || items.is_empty() {
             return CpuPlan {
                 pins: Vec::new(),
@@ -129,12 +145,6 @@ impl CpuPolicy for StableBalance {
             };
         }
         // vCPUs with no place yet go where the fewest vCPUs are (first sight, before loads).
-        let mut count = vec![0usize; m];
-        for it in &items {
-            if let Some(h) = it.home {
-                count[h] += 1;
-            }
-        }
         for it in items.iter_mut().filter(|it| it.home.is_none()) {
             let p = (0..m).min_by_key(|&p| (count[p], p)).unwrap_or(0);
             count[p] += 1;
@@ -145,7 +155,7 @@ impl CpuPolicy for StableBalance {
             .map(|it| (it.home.unwrap_or(0), it.demand.unwrap_or(0.0)))
             .collect();
         let current: Vec<usize> = demands.iter().map(|d| d.0).collect();
-        let loads = loads_of(&demands, &current, m);
+        let loads = loads_of_over(&demands, &current, &base);
         let spread = stdev(&loads);
         let trigger = self
             .params
@@ -157,17 +167,18 @@ impl CpuPolicy for StableBalance {
         let measured = items.iter().any(|it| it.demand.is_some());
         if measured && spread > trigger {
             let aim = trigger * self.params.aim_ratio;
-            let (candidate, how) = match fewest_moves(&demands, m, aim, self.params.exact_limit) {
-                Search::Found { assignment, .. } => (assignment, "exact"),
-                Search::Impossible | Search::TooLarge => {
-                    let penalty = topology_penalty(snapshot, &items, &demands);
-                    (
-                        local_search(&demands, m, aim, 4 * items.len() + 8, &penalty),
-                        "local",
-                    )
-                }
-            };
-            let predicted = stdev(&loads_of(&demands, &candidate, m));
+            let (candidate, how) =
+                match fewest_moves_over(&demands, &base, aim, self.params.exact_limit) {
+                    Search::Found { assignment, .. } => (assignment, "exact"),
+                    Search::Impossible | Search::TooLarge => {
+                        let penalty = topology_penalty(snapshot, &items, &demands);
+                        (
+                            local_search_over(&demands, &base, aim, 4 * items.len() + 8, &penalty),
+                            "local",
+                        )
+                    }
+                };
+            let predicted = stdev(&loads_of_over(&demands, &candidate, &base));
             if spread - predicted >= self.params.min_gain_points {
                 let moves = candidate
                     .iter()
@@ -279,6 +290,26 @@ mod tests {
         let s = cpu_snapshot(2, &[(60.0, 0), (60.0, 0), (20.0, 1), (20.0, 1)]);
         let plan = p.decide(&s);
         assert_eq!(plan.pins.len(), 2, "{}", plan.reason);
+    }
+
+    #[test]
+    fn an_ignored_vm_stays_and_the_others_balance_around_it() {
+        // Four 50% vCPUs on pCPU 0 of 2; vm0 is the operator's and must stay.
+        let s = cpu_snapshot(2, &[(50.0, 0), (50.0, 0), (50.0, 0), (50.0, 0)]);
+        let mut vms = s.vms().to_vec();
+        vms[0].control.cpu_managed = false;
+        let s = Snapshot::builder(s.host().clone())
+            .tick(1)
+            .interval_s(1.0)
+            .vms(vms)
+            .loads_from_vcpus()
+            .build()
+            .unwrap();
+        let plan = StableBalance::default().decide(&s);
+        assert!(plan.pins.iter().all(|p| p.vm != "vm0"), "{plan:?}");
+        // vm0's 50 stays on pCPU 0: one more there, two on pCPU 1.
+        let moved: Vec<u32> = pins_of(&plan);
+        assert_eq!(moved.iter().filter(|&&c| c == 1).count(), 2, "{plan:?}");
     }
 
     proptest::proptest! {

@@ -2,7 +2,7 @@
 
 use vcoord_api::snapshot::HostView;
 use vcoord_api::units::KIB_PER_MIB as MIB;
-use vcoord_api::{CpuPlan, CpuSet, MemoryView, Pcpu, Snapshot, VcpuView, VmView};
+use vcoord_api::{CpuPlan, CpuSet, MemoryView, Pcpu, Snapshot, VcpuView, VmControl, VmView};
 
 /// A host with `pcpus` pCPUs and one single-vCPU VM (`vm0`, `vm1`, ...) per `(load, pcpu)`.
 pub fn cpu_snapshot(pcpus: u32, vcpus: &[(f64, u32)]) -> Snapshot {
@@ -22,6 +22,7 @@ pub fn cpu_snapshot(pcpus: u32, vcpus: &[(f64, u32)]) -> Snapshot {
             memory: memory(1024, 512, Some(200)),
             oom_events: None,
             is_new: false,
+            control: VmControl::default(),
         })
         .collect();
     snapshot(pcpus, vms, 8192)
@@ -79,6 +80,7 @@ pub fn mem_vm(name: &str, max_mib: u64, actual_mib: u64, unused_mib: Option<u64>
         memory: memory(max_mib, actual_mib, unused_mib),
         oom_events: None,
         is_new: false,
+        control: VmControl::default(),
     }
 }
 

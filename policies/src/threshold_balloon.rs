@@ -68,6 +68,7 @@ impl MemoryPolicy for ThresholdBalloon {
         let candidates: Vec<Candidate> = snapshot
             .vms()
             .iter()
+            .filter(|vm| vm.control.memory_managed)
             .filter_map(|vm| {
                 let unused = vm.memory.unused_kib?;
                 let previous = self.previous_unused_kib.get(&vm.name).copied();

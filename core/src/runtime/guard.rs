@@ -126,6 +126,11 @@ impl Guard {
                 out.rejected.push(reject("no such domain".into()));
                 continue;
             };
+            if !vm.control.cpu_managed {
+                out.rejected
+                    .push(reject("the operator set this VM's CPU to ignore".into()));
+                continue;
+            }
             if !vm.vcpus.iter().any(|v| v.id == pin.vcpu) {
                 out.rejected
                     .push(reject(format!("domain has no vCPU {}", pin.vcpu)));
@@ -172,6 +177,11 @@ impl Guard {
                 out.rejected.push(reject("negative target".into()));
                 continue;
             }
+            if !vm.control.memory_managed {
+                out.rejected
+                    .push(reject("the operator set this VM's memory to ignore".into()));
+                continue;
+            }
             if !vm.memory.stats_fresh {
                 out.rejected
                     .push(reject("no fresh guest memory statistics".into()));
@@ -184,21 +194,33 @@ impl Guard {
             }
             let actual = vm.memory.actual_kib;
             let asked = target.target_kib as u64;
-            let mut allowed = asked.min(vm.memory.max_kib);
+            // The operator's bounds: never larger than their max, never made smaller than their
+            // min (a VM already outside them is only moved toward them).
+            let max_kib = vm
+                .control
+                .max_kib
+                .map_or(vm.memory.max_kib, |m| m.min(vm.memory.max_kib));
+            let min_kib = vm.control.min_kib.unwrap_or(0);
+            let mut allowed = asked.min(max_kib.max(actual.min(asked)));
             if allowed < actual {
-                // A shrink stops at the floor and short of what the guest uses; it never turns
-                // into a grow.
+                // A shrink stops at the floor, at the operator's min and short of what the guest
+                // uses; it never turns into a grow.
                 let used = vm.memory.used_kib().unwrap_or(actual);
-                let lowest = floor_kib.max(used + margin_kib).min(actual);
+                let lowest = floor_kib.max(min_kib).max(used + margin_kib).min(actual);
                 allowed = allowed.max(lowest);
             }
             if allowed != asked {
                 out.rejected.push(reject(format!(
-                    "trimmed to {} MiB (floor {} MiB, shrink margin {} MiB, max {} MiB)",
+                    "trimmed to {} MiB (floor {} MiB, shrink margin {} MiB, max {} MiB{})",
                     allowed / MIB,
                     self.settings.guest_floor_mib,
                     self.settings.shrink_margin_mib,
-                    vm.memory.max_kib / MIB
+                    max_kib / MIB,
+                    if min_kib > 0 {
+                        format!(", operator's min {} MiB", min_kib / MIB)
+                    } else {
+                        String::new()
+                    }
                 )));
             }
             if allowed != actual {
@@ -250,6 +272,7 @@ mod tests {
     use crate::model::Pcpu;
     use crate::policy::BalloonTarget;
     use crate::runtime::snapshot::{HostView, MemoryView, VcpuView, VmView};
+    use vcoord_api::VmControl;
 
     fn vm(name: &str, actual_mib: u64, unused_mib: Option<u64>) -> VmView {
         VmView {
@@ -275,6 +298,7 @@ mod tests {
             },
             oom_events: None,
             is_new: false,
+            control: VmControl::default(),
         }
     }
 
@@ -365,6 +389,66 @@ mod tests {
             .collect();
         assert_eq!(got, vec![("a", 200), ("b", 864), ("c", 2048)]);
         assert_eq!(out.rejected.len(), 3);
+    }
+
+    #[test]
+    fn operator_settings_hold_whatever_the_plan() {
+        let mut cpu_off = vm("cpu-off", 1024, Some(500));
+        cpu_off.control.cpu_managed = false;
+        let mut mem_off = vm("mem-off", 1024, Some(500));
+        mem_off.control.memory_managed = false;
+        let mut bounded = vm("bounded", 1024, Some(700));
+        bounded.control.min_kib = Some(900 * MIB);
+        bounded.control.max_kib = Some(1100 * MIB);
+        let mut above = vm("above", 1024, Some(100));
+        above.control.max_kib = Some(800 * MIB);
+        let snap = snapshot(8192, vec![cpu_off, mem_off, bounded, above]);
+        let pins = CpuPlan {
+            pins: vec![VcpuPin {
+                vm: "cpu-off".into(),
+                vcpu: 0,
+                cpus: CpuSet::single(1),
+            }],
+            reason: String::new(),
+        };
+        let out = Guard::default().check(
+            &snap,
+            &pins,
+            &targets(&[
+                ("cpu-off", 600),
+                ("mem-off", 600),
+                ("bounded", 300),
+                ("above", 2000),
+            ]),
+        );
+        assert!(out.pins.is_empty());
+        let got: Vec<_> = out
+            .balloons
+            .iter()
+            .map(|b| (b.vm.as_str(), b.target_kib / MIB))
+            .collect();
+        // cpu-off's memory is managed; bounded stops at its min; above (already over its max)
+        // is not grown.
+        assert_eq!(got, vec![("cpu-off", 600), ("bounded", 900)]);
+        let whys: Vec<_> = out.rejected.iter().map(|r| r.why.as_str()).collect();
+        assert!(
+            whys.contains(&"the operator set this VM's CPU to ignore"),
+            "{whys:?}"
+        );
+        assert!(
+            whys.contains(&"the operator set this VM's memory to ignore"),
+            "{whys:?}"
+        );
+        assert!(
+            whys.iter().any(|w| w.contains("operator's min 900 MiB")),
+            "{whys:?}"
+        );
+        // A grant stops at the operator's max.
+        let mut capped = vm("capped", 600, Some(10));
+        capped.control.max_kib = Some(700 * MIB);
+        let snap = snapshot(8192, vec![capped]);
+        let out = Guard::default().check(&snap, &CpuPlan::default(), &targets(&[("capped", 1000)]));
+        assert_eq!(out.balloons[0].target_kib, 700 * MIB);
     }
 
     #[test]

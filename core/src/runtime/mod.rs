@@ -144,6 +144,7 @@ fn snapshot_settings(host: &HostConfig) -> SnapshotSettings {
                 .max(host.memory_interval_s)
             + 1.0,
         limits: host.guard.limits(),
+        vm_rules: host.vm_rules.clone(),
     }
 }
 

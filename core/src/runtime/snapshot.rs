@@ -10,6 +10,7 @@ pub use vcoord_api::snapshot::{
 pub use vcoord_api::stats::{mean, stdev};
 
 use crate::model::{Sample, VmSample};
+use crate::vmcontrol::{resolve, VmRule};
 
 /// Settings the snapshot builder needs from the host configuration.
 #[derive(Clone, Debug, Default)]
@@ -20,6 +21,8 @@ pub struct SnapshotSettings {
     pub stats_max_age_s: f64,
     /// The guard's limits, shown to policies.
     pub limits: GuardLimits,
+    /// The operator's `[[host.vm]]` rules.
+    pub vm_rules: Vec<VmRule>,
 }
 
 /// Builds snapshots from consecutive samples, remembering the previous one.
@@ -177,6 +180,7 @@ impl SnapshotBuilder {
             memory,
             oom_events: delta(vm.oom_events, prev.map(|p| p.oom_events)),
             is_new: prev.is_none(),
+            control: resolve(&self.settings.vm_rules, &vm.name, vm.metadata.as_ref()),
         }
     }
 }
@@ -226,6 +230,7 @@ mod tests {
                 ..Default::default()
             },
             oom_events: None,
+            metadata: None,
         }
     }
 

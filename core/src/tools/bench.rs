@@ -251,6 +251,7 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
                 },
                 oom_events: None,
                 is_new: false,
+                control: Default::default(),
             }
         })
         .collect();

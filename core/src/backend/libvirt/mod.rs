@@ -10,6 +10,7 @@
 //! and one `virDomainGetVcpus` per domain per tick, and one node free-memory call.
 
 pub(crate) mod ffi;
+mod metadata;
 pub mod procfs;
 mod sample;
 mod topology;
@@ -54,6 +55,8 @@ pub struct LibvirtBackend {
     balloon_cache: HashMap<String, MemorySample>,
     balloon_at: Option<Instant>,
     memory_interval: Duration,
+    /// The operator's settings read from each domain's metadata.
+    metadata: metadata::MetadataCache,
 }
 
 /// A domain's bulk statistics fields and vCPU placement.
@@ -127,6 +130,7 @@ impl LibvirtBackend {
             balloon_cache: HashMap::new(),
             balloon_at: None,
             memory_interval: options.memory_interval,
+            metadata: Default::default(),
         };
         backend.open()?;
         Ok(backend)

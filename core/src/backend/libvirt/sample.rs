@@ -67,6 +67,7 @@ impl LibvirtBackend {
             };
             vms.push(vm_sample(dom.name, dom.uuid, &dom.params, &placement));
         }
+        self.attach_metadata(&mut vms);
         Ok(self.finish_sample(taken, mem_free_kib, vms))
     }
 
@@ -190,6 +191,7 @@ impl LibvirtBackend {
                         .collect(),
                     memory,
                     oom_events: None,
+                    metadata: None,
                 }
             } else if let Some((params, placement)) = bulk_vcpus.remove(&name) {
                 let mut vm = vm_sample(name, uuid, &params, &placement);
@@ -201,6 +203,7 @@ impl LibvirtBackend {
             };
             vms.push(vm);
         }
+        self.attach_metadata(&mut vms);
         Ok(self.finish_sample(taken, mem_free_kib, vms))
     }
 }
@@ -247,6 +250,7 @@ fn vm_sample(
         vcpus,
         memory,
         oom_events: None,
+        metadata: None,
     }
 }
 

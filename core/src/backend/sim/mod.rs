@@ -499,6 +499,7 @@ impl Backend for SimBackend {
                             .map(|t| (EPOCH_S + t).floor() as i64),
                     },
                     oom_events: Some(vm.oom_events),
+                    metadata: None,
                 }
             })
             .collect();

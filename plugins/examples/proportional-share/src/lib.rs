@@ -53,18 +53,27 @@ impl Policy for ProportionalShare {
 
 impl MemoryPolicy for ProportionalShare {
     fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
-        // Only VMs with fresh statistics take part; the others keep what they have.
+        // Only VMs with fresh statistics whose memory the operator did not set aside take part;
+        // the others keep what they have.
         let vms: Vec<_> = snapshot
             .vms()
             .iter()
-            .filter(|vm| vm.memory.stats_fresh)
+            .filter(|vm| vm.memory.stats_fresh && vm.control.memory_managed)
             .filter_map(|vm| Some((vm, vm.memory.used_kib()? as f64)))
             .collect();
         if vms.is_empty() {
             return MemoryPlan::keep("no VM with fresh statistics");
         }
-        let max = |vm: &VmView| vm.memory.max_kib as f64;
-        let min = |vm: &VmView| self.min_kib.min(max(vm));
+        // The operator's per-VM bounds come first.
+        let max = |vm: &VmView| {
+            (vm.memory.max_kib as f64).min(vm.control.max_kib.map_or(f64::INFINITY, |k| k as f64))
+        };
+        let min = |vm: &VmView| {
+            vm.control
+                .min_kib
+                .map_or(self.min_kib, |k| k as f64)
+                .min(max(vm))
+        };
         let want: Vec<f64> = vms
             .iter()
             .map(|(vm, used)| (used + self.headroom_kib).clamp(min(vm), max(vm)))
@@ -79,7 +88,12 @@ impl MemoryPolicy for ProportionalShare {
         } else {
             let weights: Vec<f64> = vms
                 .iter()
-                .map(|(vm, _)| self.shares.get(vm.name.as_str()).copied().unwrap_or(1.0))
+                .map(|(vm, _)| {
+                    vm.control
+                        .shares
+                        .or_else(|| self.shares.get(vm.name.as_str()).copied())
+                        .unwrap_or(1.0)
+                })
                 .collect();
             let floors: Vec<f64> = vms.iter().map(|(vm, _)| min(vm)).collect();
             water_fill(&floors, &want, &weights, pool)

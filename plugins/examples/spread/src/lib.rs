@@ -45,10 +45,12 @@ impl CpuPolicy for Spread {
         if pcpus.is_empty() {
             return CpuPlan::keep("no pCPUs");
         }
-        // Forget vCPUs that are gone and placements on pCPUs that are gone.
+        // Forget vCPUs that are gone and placements on pCPUs that are gone. VMs the operator
+        // left alone are not placed.
         let alive: HashMap<(String, u32), Option<u32>> = snapshot
             .vms()
             .iter()
+            .filter(|vm| vm.control.cpu_managed)
             .flat_map(|vm| {
                 vm.vcpus
                     .iter()
@@ -68,7 +70,7 @@ impl CpuPolicy for Spread {
 
         let mut plan = CpuPlan::default();
         let mut moved = 0;
-        for vm in snapshot.vms() {
+        for vm in snapshot.vms().iter().filter(|vm| vm.control.cpu_managed) {
             for v in vm.vcpus.iter() {
                 let key = (vm.name.to_string(), v.id);
                 if self.placed.contains_key(&key) {
