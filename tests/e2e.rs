@@ -48,6 +48,15 @@ impl Daemon {
         }
     }
 
+    /// Asks vcoord to stop (SIGTERM), as systemd does.
+    fn stop(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+    }
+
     fn running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -1122,4 +1131,101 @@ fn bench_collect_and_a_short_soak_run_on_the_live_host() {
     );
     let rows: Vec<&str> = text.lines().filter(|l| l.contains("KiB")).collect();
     assert_eq!(rows.len(), 3, "{text}");
+}
+
+#[test]
+fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("optout");
+    for n in ["a", "b", "c"] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
+    }
+    let out = guests.start(GuestSpec::new("d", BUSY).pinned(&[0]).metadata(
+        "<vcoord:vm xmlns:vcoord='https://vcoord.dev/xmlns/vm/1' cpu='ignore' memory='ignore'/>",
+    ));
+    guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let names = guests.names.clone();
+    let balloon_of = |vm: &str| balloons(std::slice::from_ref(&vm.to_owned()))[vm]["current"];
+    let d_before = balloon_of(&out);
+
+    // The defaults on four busy guests pinned to pCPU 0, the fourth set aside by its metadata,
+    // until the host is settled (four ticks in a row without a pin or a balloon change); then a
+    // stop.
+    let mut daemon = Daemon::start(&guests.dir, "", 150);
+    let settled = |d: &Daemon| {
+        let r = d.records();
+        r.len() >= 10
+            && r[r.len() - 4..]
+                .iter()
+                .all(|t| t.pins.is_empty() && t.balloons.is_empty())
+    };
+    let mut polls = Vec::new();
+    let started = Instant::now();
+    while !settled(&daemon) {
+        assert!(daemon.running(), "vcoord ended early: {}", log_of(&guests));
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "never settled"
+        );
+        polls.push(
+            names
+                .iter()
+                .map(|n| (n.clone(), affinity(n)))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    daemon.stop();
+    assert!(
+        daemon.wait(Duration::from_secs(10)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    polls.push(names.iter().map(|n| (n.clone(), affinity(n))).collect());
+    assert!(
+        polls.iter().all(|p| p[&out] == vec![0]),
+        "{out} moved: {polls:?}"
+    );
+    assert_eq!(affinity(&out), vec![0]);
+    assert_eq!(balloon_of(&out), d_before, "{out}'s balloon changed");
+    let records = daemon.records();
+    for r in &records {
+        assert!(
+            r.pins.iter().all(|p| p.vm != out),
+            "tick {}: {:?}",
+            r.tick,
+            r.pins
+        );
+        assert!(r.balloons.iter().all(|b| b.vm != out), "tick {}", r.tick);
+    }
+    // The others balanced around it: two per pCPU at the end.
+    assert!(two_each(polls.last().unwrap()), "{polls:?}");
+    assert!(log_of(&guests).contains("operator settings from the domain's metadata"));
+
+    // A restart on the settled host adopts it as it is: no pin and no balloon move.
+    let mut again = Daemon::start(&guests.dir, "", 6);
+    assert!(
+        again.wait(Duration::from_secs(60)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    let records = again.records();
+    assert_eq!(records.len(), 6);
+    for r in &records {
+        assert!(
+            r.pins.is_empty(),
+            "restart re-pinned at tick {}: {:?}",
+            r.tick,
+            r.pins
+        );
+        assert!(
+            r.balloons.is_empty(),
+            "restart moved balloons at tick {}: {:?}",
+            r.tick,
+            r.balloons
+        );
+    }
 }

@@ -80,6 +80,8 @@ pub struct GuestSpec {
     pub balloon_driver: bool,
     /// Stats period in the domain XML (0: none; vcoord sets it).
     pub stats_period_s: u32,
+    /// Elements of the domain's `<metadata>`.
+    pub metadata: String,
 }
 
 impl GuestSpec {
@@ -93,7 +95,14 @@ impl GuestSpec {
             workload: workload.into(),
             balloon_driver: true,
             stats_period_s: 0,
+            metadata: String::new(),
         }
+    }
+
+    /// Adds an element to the domain's `<metadata>`.
+    pub fn metadata(mut self, element: &str) -> Self {
+        self.metadata.push_str(element);
+        self
     }
 
     pub fn pinned(mut self, pins: &[u32]) -> Self {
@@ -120,7 +129,7 @@ impl GuestSpec {
             " vc.noballoon"
         };
         format!(
-            "<domain type='qemu'><name>{name}</name>\
+            "<domain type='qemu'><name>{name}</name><metadata>{metadata}</metadata>\
              <memory unit='MiB'>{max}</memory><currentMemory unit='MiB'>{start}</currentMemory>\
              <vcpu>{vcpus}</vcpu><cputune>{cputune}</cputune>\
              <features><acpi/><apic/></features>\
@@ -135,6 +144,7 @@ impl GuestSpec {
             vcpus = self.vcpus,
             dir = dir.display(),
             workload = self.workload,
+            metadata = self.metadata,
         )
     }
 }
