@@ -12,8 +12,9 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# systemd: systemd-analyze for the unit checks (systemd need not run); man-db: the unit's man: link.
 packages=(pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-          qemu-system-x86 cpio)
+          qemu-system-x86 cpio systemd man-db)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -81,7 +81,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub realtime: bool,
     /// Log level (error, warn, info, debug, trace) or filter directives such as
-    /// `info,vcoord_core::plugin=debug` (default: $RUST_LOG, else $VCOORD_LOG, else info).
+    /// `info,vcoord_core::plugin=debug` (default: $RUST_LOG, else $VCOORD_LOG, else the
+    /// configuration's `log_level`, else info).
     #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
     pub log_level: Option<String>,
     /// Log format: `text` (colored on a terminal only; NO_COLOR honoured) or `json` (one object
@@ -246,13 +247,12 @@ fn parse_window(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The log filter of `run` when none is given: `$RUST_LOG`, else `$VCOORD_LOG`, else info.
-pub fn default_filter() -> String {
+/// The log filter in `$RUST_LOG`, else in `$VCOORD_LOG`, if either is set and valid.
+pub fn filter_from_env() -> Option<String> {
     ["RUST_LOG", "VCOORD_LOG"]
         .iter()
         .filter_map(|v| std::env::var(v).ok())
         .find(|v| !v.trim().is_empty() && parse_filter(v).is_ok())
-        .unwrap_or_else(|| "info".to_owned())
 }
 
 #[cfg(test)]

@@ -29,7 +29,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (filter, format) = match &cli.command {
         Command::Run(args) => (
-            args.log_level.clone().unwrap_or_else(cli::default_filter),
+            args.log_level
+                .clone()
+                .or_else(cli::filter_from_env)
+                .or_else(|| {
+                    // The configuration's own level (its errors are reported later, once).
+                    Config::from_file(&args.config).ok()?.log_level
+                })
+                .unwrap_or_else(|| "info".to_owned()),
             args.log_format,
         ),
         Command::Status(args) => (args.log_level.clone(), LogFormat::Text),

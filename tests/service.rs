@@ -314,3 +314,70 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
     first.signal("TERM");
     assert!(first.wait(Duration::from_secs(5)).success());
 }
+
+/// Runs against the installed package only (`VCOORD_INSTALLED=1`, set by `scripts/test.sh`
+/// after it installs the `.deb`): the command line of the installed unit, on the installed
+/// default configuration and the local libvirtd, with a notify listener as systemd would.
+#[test]
+fn the_installed_package_runs_the_way_its_unit_says() {
+    if std::env::var("VCOORD_INSTALLED").as_deref() != Ok("1") {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (installed package): set VCOORD_INSTALLED=1 after installing the .deb"
+        );
+        return;
+    }
+    let unit = std::fs::read_to_string("/lib/systemd/system/vcoord.service").unwrap();
+    let exec: Vec<&str> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        exec,
+        [
+            "/usr/bin/vcoord",
+            "run",
+            "--config",
+            "/etc/vcoord/vcoord.toml"
+        ]
+    );
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
+    // The configuration is a conffile: upgrades keep local edits.
+    let status = Command::new("dpkg")
+        .args(["-s", "vcoord"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("/etc/vcoord/vcoord.toml"));
+
+    let dir = scratch("installed");
+    let mut s = Service::start(
+        &dir,
+        Path::new("/etc/vcoord/vcoord.toml"),
+        &[],
+        Duration::from_secs(4),
+    );
+    let seen = s.until("READY=1", Duration::from_secs(60));
+    assert!(seen.last().unwrap().contains("STATUS=local:"), "{seen:?}");
+    s.until("WATCHDOG=1", Duration::from_secs(10));
+    // A reload of the (unchanged, valid) configuration.
+    s.signal("HUP");
+    s.until("RELOADING=1", Duration::from_secs(5));
+    s.until("READY=1", Duration::from_secs(10));
+    // A second acting instance on the same host is refused.
+    let second = Command::new("/usr/bin/vcoord")
+        .args(["run", "--config", "/etc/vcoord/vcoord.toml", "--ticks", "1"])
+        .env("VCOORD_RUN_DIR", dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr)
+        .contains(&format!("another vcoord (pid {})", s.child.id())));
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(5)).success(), "{}", s.log());
+    let log = s.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(!log.contains('\u{1b}'));
+}

@@ -21,6 +21,10 @@ use crate::vmcontrol::{Mode, VmRule, VmSettings};
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/vcoord/vcoord.toml";
 
+/// Where the package installs plugins; always the last place a relative plugin path is looked
+/// for.
+pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/vcoord/plugins";
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +47,8 @@ struct RawConfig {
     /// Directories relative plugin paths are looked up in, after the configuration's own.
     #[serde(default)]
     plugin_dirs: Vec<String>,
+    /// Log level or filter of `vcoord run` (the command line and $RUST_LOG come first).
+    log_level: Option<Spanned<String>>,
     #[serde(rename = "host", default)]
     hosts: Vec<RawHost>,
 }
@@ -333,6 +339,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Its hosts, in file order.
     pub hosts: Vec<HostConfig>,
+    /// `log_level`, if set: a level name.
+    pub log_level: Option<String>,
 }
 
 impl Config {
@@ -366,9 +374,11 @@ impl Config {
                 "no [[host]] table: nothing to coordinate",
             )));
         }
-        // Relative plugin paths: under the configuration's directory, then each plugin_dirs.
+        // Relative plugin paths: under the configuration's directory, then each plugin_dirs,
+        // then where the package puts plugins.
         let mut plugin_dirs = vec![base_dir.clone()];
         plugin_dirs.extend(raw.plugin_dirs.iter().map(|d| base_dir.join(d)));
+        plugin_dirs.push(PathBuf::from(DEFAULT_PLUGIN_DIR));
         let ctx = PolicyContext {
             path,
             text,
@@ -477,9 +487,27 @@ impl Config {
             }
             hosts.push(host);
         }
+        let log_level = match raw.log_level {
+            None => None,
+            Some(level) => {
+                let name = level.get_ref().trim().to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace"].contains(&name.as_str()) {
+                    return Err(err(
+                        level.span(),
+                        "log_level".into(),
+                        format!(
+                            "`{}` is not error, warn, info, debug or trace",
+                            level.get_ref()
+                        ),
+                    ));
+                }
+                Some(name)
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             hosts,
+            log_level,
         })
     }
 }
