@@ -12,9 +12,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# systemd: systemd-analyze for the unit checks (systemd need not run); man-db: the unit's man: link.
+# systemd: systemd-analyze for the unit checks (systemd need not run); man-db: the unit's man: link;
+# prometheus: promtool, to check the metrics endpoint and the alert rules.
 packages=(pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-          qemu-system-x86 cpio systemd man-db)
+          qemu-system-x86 cpio systemd man-db prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -28,7 +29,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if apt-cache policy qemu-utils 2>/dev/null | grep -q 'bookworm '; then
         extra+=(qemu-utils/bookworm)
     fi
+    # Packages with services (prometheus) are installed, not started.
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
     apt-get install -y -qq --allow-downgrades --no-install-recommends "${missing[@]}" "${extra[@]}" >/dev/null
+    if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # libvirtd's QEMU driver refuses to start without these (normally made by libvirt-daemon-system).

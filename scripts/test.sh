@@ -22,7 +22,7 @@ step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
 step "unit, simulator, plugin and service tests"
-cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins --test compare --test service
+VCOORD_REQUIRE_TOOLS=1 cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins --test compare --test service
 
 step "package: build and install the .deb, check its unit, run the service tests on it"
 deb=$(bash scripts/package.sh)
@@ -32,7 +32,7 @@ exposure=$(systemd-analyze security --offline=true /lib/systemd/system/vcoord.se
     | sed -n 's/.*Overall exposure level for vcoord.service: \([0-9.]*\).*/\1/p')
 echo "systemd-analyze security: exposure $exposure"
 awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 4.0) }' || { echo "exposure above 4.0"; exit 1; }
-VCOORD_BIN=/usr/bin/vcoord VCOORD_INSTALLED=1 cargo test --release --test service
+VCOORD_BIN=/usr/bin/vcoord VCOORD_INSTALLED=1 VCOORD_REQUIRE_TOOLS=1 cargo test --release --test service
 
 step "end-to-end tests on real QEMU guests (one at a time: they measure CPU time)"
 VCOORD_REQUIRE_E2E=1 cargo test --release --test e2e -- --test-threads=1

@@ -36,7 +36,7 @@ pub enum Command {
     /// Measure collection cost, decision time and long-run footprint.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// One-shot table of the VMs of a host: vCPU load, pinning, memory.
+    /// One-shot table of the VMs of a host (or of a running daemon): vCPU load, pinning, memory.
     Status(StatusArgs),
     /// List the built-in policies with their parameters (and what a configuration uses).
     Policies {
@@ -209,9 +209,13 @@ pub enum BenchCommand {
 /// `vcoord status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// libvirt URI of the host, or `sim:SCENARIO`.
+    /// libvirt URI of the host, `sim:SCENARIO`, or a running daemon's metrics endpoint
+    /// (`http://127.0.0.1:9477`: what the daemon saw at its last tick).
     #[arg(long, value_name = "URI")]
     pub connect: String,
+    /// Print the status document as JSON (what the daemon serves at /status.json).
+    #[arg(long)]
+    pub json: bool,
     /// Seconds between the two samples.
     #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_window)]
     pub window_s: f64,

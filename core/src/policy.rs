@@ -3,7 +3,7 @@
 pub use vcoord_api::plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
 pub use vcoord_api::policy::{
     cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy, CpuPolicyEntry,
-    MemoryPolicy, MemoryPolicyEntry, Policy,
+    MemoryPolicy, MemoryPolicyEntry, Policy, PolicyHealth,
 };
 
 /// Sends built-in policies' log lines (`vcoord_api::info!` and friends) to vcoord's log.

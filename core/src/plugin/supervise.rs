@@ -15,7 +15,7 @@ use vcoord_plugin::convert::{self, cpu_plan_from_abi, memory_plan_from_abi};
 use vcoord_plugin::host::{Library, Refusal};
 
 use super::{load, Kind, PluginError, PluginSpec};
-use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy};
+use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, PolicyHealth};
 use crate::runtime::snapshot::Snapshot;
 
 /// How long a plugin's `decide` may take.
@@ -164,6 +164,17 @@ impl<P: Send + 'static> Supervisor<P> {
         }
     }
 
+    /// How the plugin is.
+    fn health(&self, fallback: bool) -> PolicyHealth {
+        match &self.quarantined {
+            None => PolicyHealth::Ok,
+            Some(reason) => PolicyHealth::Quarantined {
+                reason: reason.clone(),
+                fallback,
+            },
+        }
+    }
+
     /// The plugin's plan, or why it is (now) quarantined.
     fn call(&mut self, snapshot: &Snapshot) -> Result<P, String> {
         if let Some(why) = &self.quarantined {
@@ -283,6 +294,10 @@ impl CpuPolicy for SupervisedCpu {
         self.supervisor
             .plan_or_fallback(snapshot, cpu_plan_from_abi, fallback)
     }
+
+    fn health(&self) -> PolicyHealth {
+        self.supervisor.health(self.fallback.is_some())
+    }
 }
 
 struct SupervisedMemory {
@@ -295,5 +310,9 @@ impl MemoryPolicy for SupervisedMemory {
         let fallback = self.fallback.as_mut().map(|f| |s: &Snapshot| f.decide(s));
         self.supervisor
             .plan_or_fallback(snapshot, memory_plan_from_abi, fallback)
+    }
+
+    fn health(&self) -> PolicyHealth {
+        self.supervisor.health(self.fallback.is_some())
     }
 }

@@ -5,6 +5,7 @@ pub mod record;
 pub mod snapshot;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -16,6 +17,8 @@ use crate::runtime::guard::{Guard, GuardedPlan};
 use crate::runtime::record::{Recorder, ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::service::control::Control;
+use crate::service::metrics::{Metrics, TickCost};
+use crate::service::status::StatusBoard;
 use crate::units::{Kib, KIB_PER_MIB};
 
 /// A host that cannot be coordinated at all (as opposed to a tick that fails and is retried).
@@ -82,6 +85,7 @@ pub struct Coordinator {
     /// Dry run by the command line, whatever the configuration says.
     dry_run_forced: bool,
     throttle: Throttle,
+    observers: Option<Observers>,
     start_wall_s: Option<f64>,
 }
 
@@ -118,6 +122,15 @@ impl Throttle {
             }
         }
     }
+}
+
+/// Where a coordinator reports its ticks: metrics and the status board.
+#[derive(Clone, Debug)]
+pub struct Observers {
+    /// Prometheus metrics and host health.
+    pub metrics: Arc<Metrics>,
+    /// The last snapshot of each host.
+    pub status: Arc<StatusBoard>,
 }
 
 /// A new configuration for a running host (see [`Coordinator::reconfigure`]).
@@ -212,6 +225,7 @@ impl Coordinator {
             dry_run: dry_run || host.dry_run,
             dry_run_forced: dry_run,
             throttle: Throttle::default(),
+            observers: None,
             start_wall_s: None,
         }
     }
@@ -294,6 +308,7 @@ impl Coordinator {
 
     /// One tick; `None` when the host could not be sampled (logged; the next tick retries).
     pub fn tick(&mut self) -> Option<TickRecord> {
+        let started = Instant::now();
         let sample = match self.backend.sample() {
             Ok(sample) => sample,
             Err(e) => {
@@ -301,9 +316,13 @@ impl Coordinator {
                 if let Some(held) = self.throttle.allow(&text) {
                     warn!(host = %self.host.name, error = %text, held_back = held, "sampling failed; retrying next tick");
                 }
+                if let Some(o) = &self.observers {
+                    o.metrics.tick_failed(&self.host.name);
+                }
                 return None;
             }
         };
+        let collect = started.elapsed();
         self.first_sight(&sample.vms);
         let pending = self.pending_grants_kib(&sample.vms);
         let snapshot = match self.builder.build_with_pending(sample, pending) {
@@ -335,10 +354,32 @@ impl Coordinator {
         record.sample_calls = sample_calls;
         record.actuate_calls = self.backend.take_calls().actuate_calls;
         log_tick(&record);
+        if let Some(o) = &self.observers {
+            let cost = TickCost {
+                tick: started.elapsed(),
+                collect,
+                calls: u64::from(record.sample_calls) + u64::from(record.actuate_calls),
+            };
+            let (cpu, memory) = (
+                self.host.cpu_policy.label(),
+                self.host.memory_policy.label(),
+            );
+            let policies = [
+                ("cpu", cpu.as_str(), self.cpu_policy.health()),
+                ("memory", memory.as_str(), self.memory_policy.health()),
+            ];
+            o.metrics.tick(&snapshot, &record, &cost, &policies);
+            o.status.update(&self.host.name, &snapshot);
+        }
         if self.record_snapshots {
             record.snapshot = Some(snapshot);
         }
         Some(record)
+    }
+
+    /// Reports every tick to `observers` from now on.
+    pub fn observe(&mut self, observers: Observers) {
+        self.observers = Some(observers);
     }
 
     /// What the shadow policies would do on this snapshot: decided and guarded, never applied.
@@ -577,6 +618,20 @@ pub fn run_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tick_line_stays_short_on_big_hosts() {
+        let snap = crate::tools::bench::synthetic_snapshot(10_000, 256, 7);
+        let mut r = TickRecord::from_snapshot("a-host-with-a-long-name", &snap, 0.0);
+        r.vms[0].name = "x".repeat(300);
+        r.vms[0].unused_mib = Some(0.0);
+        let line = tick_summary(&r);
+        assert!(line.len() <= 200, "{} chars: {line}", line.len());
+        assert!(
+            line.starts_with("tick 1 | 10000 VMs | pCPU% mean"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn repeated_warnings_are_let_through_once_a_minute() {

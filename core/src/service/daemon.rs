@@ -26,10 +26,13 @@ use crate::backend::BackendError;
 use crate::config::{Config, ConfigError, HostConfig};
 use crate::policy::{CpuPolicy, MemoryPolicy};
 use crate::runtime::record::Recorder;
-use crate::runtime::{Coordinator, RunError, RunOptions, Shadow, Update};
+use crate::runtime::{Coordinator, Observers, RunError, RunOptions, Shadow, Update};
 use crate::service::control::Control;
+use crate::service::http::Endpoint;
 use crate::service::lock::{HostLock, LockError};
+use crate::service::metrics::Metrics;
 use crate::service::notify::Notifier;
+use crate::service::status::StatusBoard;
 
 /// The longest wait between attempts to start a host whose backend is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -62,6 +65,14 @@ pub enum DaemonError {
     /// Some hosts failed (each was logged when it did).
     #[error("{0} of the hosts failed (see the log)")]
     HostsFailed(usize),
+    /// The metrics endpoint cannot listen.
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        /// Where it was to listen.
+        addr: std::net::SocketAddr,
+        /// Why it cannot.
+        source: std::io::Error,
+    },
 }
 
 /// What `vcoord run` was asked to do, beyond the configuration.
@@ -118,6 +129,7 @@ struct Worker {
 /// before it swaps anything).
 struct Plan {
     hosts: Vec<(HostConfig, Policies)>,
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs the hosts of `options.config` until they end (tick limit, end of scenario) or a stop is
@@ -129,6 +141,17 @@ pub fn run(
     notifier: &Notifier,
 ) -> Result<(), DaemonError> {
     let plan = load(options)?;
+    let observers = plan.metrics_listen.map(|_| Observers {
+        metrics: Arc::new(Metrics::new()),
+        status: Arc::new(StatusBoard::default()),
+    });
+    let endpoint = match (plan.metrics_listen, &observers) {
+        (Some(addr), Some(o)) => Some(
+            Endpoint::start(addr, o.metrics.clone(), o.status.clone(), control.clone())
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        _ => None,
+    };
     let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
     let mut failed = 0;
     // Locks first: a second instance refuses before it touches anything.
@@ -138,7 +161,14 @@ pub fn run(
     }
     for (host, policies) in plan.hosts {
         let lock = locks.remove(&host.name).flatten();
-        let worker = spawn(host, lock, Some(policies), options, recorder.clone());
+        let worker = spawn(
+            host,
+            lock,
+            Some(policies),
+            options,
+            recorder.clone(),
+            observers.clone(),
+        );
         workers.insert(worker.config.name.clone(), worker);
     }
 
@@ -154,7 +184,10 @@ pub fn run(
         }
         if control.take_reload() {
             notifier.reloading();
-            reload(options, &mut workers, recorder.clone());
+            let ok = reload(options, &mut workers, recorder.clone(), observers.as_ref());
+            if let Some(o) = &observers {
+                o.metrics.reload(ok);
+            }
             notifier.ready(&status_line(&workers));
         }
         // Hosts that ended (tick limit, end of scenario, or a failure).
@@ -165,7 +198,7 @@ pub fn run(
             .collect();
         for name in ended {
             if let Some(w) = workers.remove(&name) {
-                if finish(w).is_err() {
+                if finish(w, observers.as_ref()).is_err() {
                     failed += 1;
                 }
             }
@@ -194,9 +227,12 @@ pub fn run(
         w.control.request_stop();
     }
     for (_, w) in std::mem::take(&mut workers) {
-        if finish(w).is_err() {
+        if finish(w, observers.as_ref()).is_err() {
             failed += 1;
         }
+    }
+    if let Some(e) = endpoint {
+        e.join();
     }
     if let Some(r) = &recorder {
         if let Err(e) = r.flush() {
@@ -233,7 +269,10 @@ fn load(options: &DaemonOptions) -> Result<Plan, DaemonError> {
             Ok((host, policies))
         })
         .collect::<Result<_, DaemonError>>()?;
-    Ok(Plan { hosts })
+    Ok(Plan {
+        hosts,
+        metrics_listen: config.metrics_listen,
+    })
 }
 
 type Policies = (Box<dyn CpuPolicy>, Box<dyn MemoryPolicy>, Option<Shadow>);
@@ -265,7 +304,12 @@ fn spawn(
     policies: Option<Policies>,
     options: &DaemonOptions,
     recorder: Option<Arc<Recorder>>,
+    observers: Option<Observers>,
 ) -> Worker {
+    if let Some(o) = &observers {
+        o.metrics
+            .host_started(&host.name, Duration::from_secs_f64(host.interval_s));
+    }
     let control = Control::new();
     let status = Arc::new(HostStatus::default());
     let (updates, incoming) = mpsc::channel();
@@ -274,7 +318,11 @@ fn spawn(
         let run = options.run.clone();
         std::thread::Builder::new()
             .name(format!("host {}", host.name))
-            .spawn(move || host_loop(host, policies, run, control, incoming, recorder, status))
+            .spawn(move || {
+                host_loop(
+                    host, policies, run, control, incoming, recorder, status, observers,
+                )
+            })
             .expect("spawning a host thread")
     };
     Worker {
@@ -289,6 +337,7 @@ fn spawn(
 
 /// One host: start (retrying while its backend is unreachable), then tick until the end or a
 /// stop, taking new settings between ticks.
+#[allow(clippy::too_many_arguments)]
 fn host_loop(
     host: HostConfig,
     policies: Option<Policies>,
@@ -297,8 +346,16 @@ fn host_loop(
     updates: Receiver<Update>,
     recorder: Option<Arc<Recorder>>,
     status: Arc<HostStatus>,
+    observers: Option<Observers>,
 ) -> Result<u64, RunError> {
-    let mut coordinator = match start(&host, policies, &options, &control, &status) {
+    let mut coordinator = match start(
+        &host,
+        policies,
+        &options,
+        &control,
+        &status,
+        observers.as_ref(),
+    ) {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             status.ended.store(true, Ordering::SeqCst);
@@ -306,6 +363,9 @@ fn host_loop(
         }
         None => return Ok(0),
     };
+    if let Some(o) = observers {
+        coordinator.observe(o);
+    }
     status.start_failed.store(false, Ordering::SeqCst);
     let mut done = 0;
     let result = loop {
@@ -349,7 +409,13 @@ fn start(
     options: &RunOptions,
     control: &Control,
     status: &HostStatus,
+    observers: Option<&Observers>,
 ) -> Option<Result<Coordinator, RunError>> {
+    let failed = |why: &RunError| {
+        if let Some(o) = observers {
+            o.metrics.host_failed(&host.name, &why.to_string());
+        }
+    };
     let mut policies = policies;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -370,6 +436,7 @@ fn start(
                     ..
                 },
             ) => {
+                failed(&e);
                 let first = !status.start_failed.swap(true, Ordering::SeqCst);
                 if first {
                     error!(host = %host.name, error = %e, "cannot start; retrying with backoff");
@@ -383,6 +450,7 @@ fn start(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => {
+                failed(&e);
                 error!(host = %host.name, error = %e, "cannot start; giving this host up");
                 status.start_failed.store(true, Ordering::SeqCst);
                 return Some(Err(e));
@@ -391,9 +459,13 @@ fn start(
     }
 }
 
-/// Joins a host's thread; its failure was logged, and is counted.
-fn finish(worker: Worker) -> Result<(), ()> {
+/// Joins a host's thread; its failure was logged, and is counted. Its series go.
+fn finish(worker: Worker, observers: Option<&Observers>) -> Result<(), ()> {
     let name = worker.config.name.clone();
+    if let Some(o) = observers {
+        o.metrics.host_removed(&name);
+        o.status.remove(&name);
+    }
     match worker.handle.join() {
         Ok(Ok(ticks)) => {
             info!(host = %name, ticks, "host stopped");
@@ -414,19 +486,25 @@ fn finish(worker: Worker) -> Result<(), ()> {
 }
 
 /// Re-reads the configuration and applies it, or keeps the running one if it cannot run.
+/// Returns whether it was applied.
 fn reload(
     options: &DaemonOptions,
     workers: &mut BTreeMap<String, Worker>,
     recorder: Option<Arc<Recorder>>,
-) {
+    observers: Option<&Observers>,
+) -> bool {
     info!(config = %options.config.display(), "reloading the configuration");
     let plan = match load(options) {
         Ok(plan) => plan,
         Err(e) => {
             error!(error = %e, "reload refused: keeping the running configuration");
-            return;
+            return false;
         }
     };
+    let serving = observers.is_some();
+    if plan.metrics_listen.is_some() != serving {
+        warn!("a change of [metrics] applies at the next start, not at a reload");
+    }
     let configured: Vec<String> = plan.hosts.iter().map(|h| h.0.name.clone()).collect();
     // Take what changes (locks of new backends) before touching anything.
     let mut staged = Vec::new();
@@ -443,7 +521,7 @@ fn reload(
                 Ok(l) => l,
                 Err(e) => {
                     error!(error = %e, "reload refused: keeping the running configuration");
-                    return;
+                    return false;
                 }
             }
         };
@@ -459,7 +537,7 @@ fn reload(
         if let Some(w) = workers.remove(&name) {
             info!(host = %name, "host removed by the new configuration: stopping it");
             w.control.request_stop();
-            let _ = finish(w);
+            let _ = finish(w, observers);
         }
     }
     for (host, same_backend, (cpu, memory, shadow), lock) in staged {
@@ -478,13 +556,17 @@ fn reload(
             };
             info!(host = %name, new_cpu_policy = !keep_cpu, new_memory_policy = !keep_memory, "host reconfigured");
             if w.updates.send(update).is_ok() {
+                if let Some(o) = observers {
+                    o.metrics
+                        .host_started(&name, Duration::from_secs_f64(host.interval_s));
+                }
                 w.config = host;
             }
         } else {
             if let Some(w) = workers.remove(&name) {
                 info!(host = %name, "host's backend changed: restarting it");
                 w.control.request_stop();
-                let _ = finish(w);
+                let _ = finish(w, observers);
             }
             info!(host = %name, "host added by the new configuration");
             let worker = spawn(
@@ -493,11 +575,13 @@ fn reload(
                 Some((cpu, memory, shadow)),
                 options,
                 recorder.clone(),
+                observers.cloned(),
             );
             workers.insert(name, worker);
         }
     }
     info!("configuration reloaded");
+    true
 }
 
 fn started_or_failed(status: &HostStatus) -> bool {

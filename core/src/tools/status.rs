@@ -1,16 +1,37 @@
-//! `vcoord status`: a one-shot table of a host's VMs (like virt-top), from two samples a short
-//! window apart.
+//! `vcoord status`: a one-shot table of a host's VMs (like virt-top). From a host URI it takes
+//! two samples a short window apart; from a running daemon's endpoint (`http://ADDR`) it shows
+//! what the daemon saw at its last tick, so both views come from one source of truth.
+//! `--json` prints the same document the daemon serves at `/status.json`.
 
 use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
-use crate::runtime::snapshot::{SnapshotBuilder, SnapshotSettings};
+use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
+use crate::service::status::{HostStatus, StatusDocument};
 use crate::units::KIB_PER_MIB;
 
-/// Samples the host behind `uri` twice, `window_s` apart, and renders the table.
-pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, BackendError> {
+/// Why a status could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The host could not be sampled.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The daemon's endpoint could not be read.
+    #[error("{url}: {message}")]
+    Endpoint {
+        /// What was asked.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Samples the host behind `backend` twice, `window_s` apart.
+pub fn sample_twice(backend: &mut dyn Backend, window_s: f64) -> Result<Snapshot, BackendError> {
     let mut builder = SnapshotBuilder::new(SnapshotSettings {
         guest_budget_kib: None,
         stats_max_age_s: 2.0 * window_s.max(1.0) + 1.0,
@@ -21,12 +42,79 @@ pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, 
         Duration::from_secs_f64(window_s),
         &crate::backend::plain_sleep,
     );
-    let snap = builder.build(backend.sample()?)?;
+    Ok(builder.build(backend.sample()?)?)
+}
+
+/// The status document of `target`: a host URI (sampled over `window_s`) or a daemon's
+/// endpoint (`http://ADDR`).
+pub fn status(target: &str, window_s: f64) -> Result<StatusDocument, StatusError> {
+    if let Some(addr) = target.strip_prefix("http://") {
+        let addr = addr.trim_end_matches('/');
+        let url = format!("http://{addr}/status.json");
+        let body = http_get(addr, "/status.json").map_err(|message| StatusError::Endpoint {
+            url: url.clone(),
+            message,
+        })?;
+        return serde_json::from_str(&body).map_err(|e| StatusError::Endpoint {
+            url,
+            message: format!("not a vcoord status document: {e}"),
+        });
+    }
+    let mut backend = backend::open(target, Path::new("."), &BackendOptions::default())?;
+    let snapshot = sample_twice(backend.as_mut(), window_s)?;
+    Ok(StatusDocument {
+        hosts: vec![HostStatus {
+            host: target.to_owned(),
+            window_s,
+            snapshot,
+        }],
+    })
+}
+
+/// A plain HTTP/1.0 GET of `path` on `addr` (a daemon on this machine or the operator's
+/// network): the body of a 200 answer.
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .take(64 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "not an HTTP answer".to_owned())?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("answered `{status}`"));
+    }
+    Ok(body.to_owned())
+}
+
+/// The table of every host of a status document.
+pub fn render(doc: &StatusDocument) -> String {
+    let mut out = String::new();
+    for h in &doc.hosts {
+        out.push_str(&render_host(h));
+    }
+    out
+}
+
+fn render_host(h: &HostStatus) -> String {
+    let snap = &h.snapshot;
     let mut out = String::new();
     let mib = |kib: u64| kib / KIB_PER_MIB;
     let _ = writeln!(
         out,
-        "host: {} pCPUs, {} MiB total, {} MiB free; {} VMs",
+        "host {}: {} pCPUs, {} MiB total, {} MiB free; {} VMs",
+        h.host,
         snap.host().pcpus.len(),
         mib(snap.host().mem_total_kib),
         mib(snap.host().mem_free_kib),
@@ -38,7 +126,12 @@ pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, 
         .iter()
         .map(|p| format!("{}:{:.0}%", p.pcpu.id, p.load_pct))
         .collect();
-    let _ = writeln!(out, "pCPU load over {window_s:.1} s: {}", loads.join("  "));
+    let _ = writeln!(
+        out,
+        "pCPU load over {:.1} s: {}",
+        h.window_s,
+        loads.join("  ")
+    );
     let _ = writeln!(
         out,
         "{:<24} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
@@ -75,12 +168,16 @@ pub fn status_table(backend: &mut dyn Backend, window_s: f64) -> Result<String, 
             );
         }
     }
-    Ok(out)
+    out
 }
 
-/// Opens `uri` and prints its status table to stdout.
-pub fn print_status(uri: &str, window_s: f64) -> Result<(), BackendError> {
-    let mut backend = backend::open(uri, Path::new("."), &BackendOptions::default())?;
-    print!("{}", status_table(backend.as_mut(), window_s)?);
+/// Prints the status of `target` as a table, or as JSON.
+pub fn print_status(target: &str, window_s: f64, json: bool) -> Result<(), StatusError> {
+    let doc = status(target, window_s)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print!("{}", render(&doc));
+    }
     Ok(())
 }

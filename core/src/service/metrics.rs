@@ -1,0 +1,582 @@
+//! What the daemon sees and decides, as Prometheus metrics (`vcoord_` prefix, units in names,
+//! labels `host`, `vm`, `vcpu`, `pcpu`, `kind`, `reason`), and the health of every host. Hosts
+//! update them after each tick; the HTTP endpoint ([`super::http`]) encodes them on a scrape.
+//! Series of a VM that is gone (or of a host that was removed) are removed with it, so the
+//! number of series follows what runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::policy::PolicyHealth;
+use crate::runtime::record::TickRecord;
+use crate::runtime::snapshot::Snapshot;
+
+/// Bytes in one KiB.
+const KIB: f64 = 1024.0;
+
+/// Every metric of the daemon, and the health of its hosts.
+pub struct Metrics {
+    registry: Registry,
+    pcpu_load: GaugeVec,
+    vcpu_utilization: GaugeVec,
+    vcpu_wait: GaugeVec,
+    vcpu_pcpu: IntGaugeVec,
+    balloon_actual: GaugeVec,
+    balloon_target: GaugeVec,
+    memory_unused: GaugeVec,
+    memory_usable: GaugeVec,
+    stats_age: GaugeVec,
+    swap_in: IntCounterVec,
+    swap_out: IntCounterVec,
+    major_faults: IntCounterVec,
+    vm_managed: IntGaugeVec,
+    pin_changes: IntCounterVec,
+    balloon_grants: IntCounterVec,
+    balloon_reclaims: IntCounterVec,
+    guard_refusals: IntCounterVec,
+    actuation_errors: IntCounterVec,
+    policy_quarantined: IntGaugeVec,
+    policy_fallback: IntGaugeVec,
+    shadow_disagreements: IntCounterVec,
+    tick_duration: HistogramVec,
+    collect_duration: HistogramVec,
+    libvirt_calls: IntCounterVec,
+    backend_up: IntGaugeVec,
+    backend_reconnects: IntCounterVec,
+    ticks: IntCounterVec,
+    last_tick: GaugeVec,
+    reload_success: IntGauge,
+    reload_timestamp: prometheus::Gauge,
+    reloads: IntCounterVec,
+    build_info: IntGaugeVec,
+    /// What series each host has, to remove those of VMs that are gone.
+    series: Mutex<BTreeMap<String, HostSeries>>,
+    health: Mutex<BTreeMap<String, HostHealth>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct HostSeries {
+    vcpus: BTreeSet<(String, String)>,
+    vms: BTreeSet<String>,
+    pcpus: BTreeSet<String>,
+}
+
+/// How one host is doing, for `/healthz`.
+#[derive(Clone, Debug)]
+struct HostHealth {
+    interval: Duration,
+    last_ok_tick: Option<Instant>,
+    started: Instant,
+    problem: Option<String>,
+}
+
+/// What one tick did, beyond its record.
+#[derive(Debug, Default)]
+pub struct TickCost {
+    /// The whole tick.
+    pub tick: Duration,
+    /// Sampling the host.
+    pub collect: Duration,
+    /// Hypervisor calls made.
+    pub calls: u64,
+}
+
+/// A policy's kind and how it is.
+pub type PolicyState<'a> = (&'a str, &'a str, PolicyHealth);
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric")
+}
+
+fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric")
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric")
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["host"])
+        .expect("a valid metric")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered, at zero.
+    pub fn new() -> Self {
+        let h = &["host"];
+        let vm = &["host", "vm"];
+        let vcpu = &["host", "vm", "vcpu"];
+        let seconds = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let m = Self {
+            registry: Registry::new(),
+            pcpu_load: gauge("vcoord_pcpu_load_percent", "Load of a pCPU over the last tick: the sum of its vCPUs' run time, percent of one pCPU (at most 100).", &["host", "pcpu"]),
+            vcpu_utilization: gauge("vcoord_vcpu_utilization_percent", "Time a vCPU ran over the last tick, percent of one pCPU.", vcpu),
+            vcpu_wait: gauge("vcoord_vcpu_wait_percent", "Time a vCPU waited runnable for a pCPU over the last tick (run-queue wait), percent.", vcpu),
+            vcpu_pcpu: int_gauge("vcoord_vcpu_pcpu", "The pCPU a vCPU last ran on.", vcpu),
+            balloon_actual: gauge("vcoord_vm_balloon_actual_bytes", "Memory the VM has now (balloon current).", vm),
+            balloon_target: gauge("vcoord_vm_balloon_target_bytes", "The balloon target vcoord last set for the VM (absent until it sets one).", vm),
+            memory_unused: gauge("vcoord_vm_memory_unused_bytes", "Memory the guest leaves unused, from fresh guest statistics.", vm),
+            memory_usable: gauge("vcoord_vm_memory_usable_bytes", "Memory the guest could use without swapping, from fresh guest statistics.", vm),
+            stats_age: gauge("vcoord_vm_guest_stats_age_seconds", "Age of the guest's last memory statistics report.", vm),
+            swap_in: counter("vcoord_vm_swap_in_bytes_total", "Memory the guest swapped in, since vcoord saw it first.", vm),
+            swap_out: counter("vcoord_vm_swap_out_bytes_total", "Memory the guest swapped out, since vcoord saw it first.", vm),
+            major_faults: counter("vcoord_vm_major_faults_total", "Major page faults in the guest, since vcoord saw it first.", vm),
+            vm_managed: int_gauge("vcoord_vm_managed", "1 when vcoord may act on this side (kind cpu or memory) of the VM, 0 when the operator set it to ignore.", &["host", "vm", "kind"]),
+            pin_changes: counter("vcoord_pin_changes_total", "vCPU pins changed (carried out, or decided in a dry run).", h),
+            balloon_grants: counter("vcoord_balloon_grants_bytes_total", "Memory given to VMs by raising balloon targets.", h),
+            balloon_reclaims: counter("vcoord_balloon_reclaims_bytes_total", "Memory taken back from VMs by lowering balloon targets.", h),
+            guard_refusals: counter("vcoord_guard_refusals_total", "Plan actions the guard refused or trimmed, by reason.", &["host", "reason"]),
+            actuation_errors: counter("vcoord_actuation_errors_total", "Pins and balloon targets the hypervisor refused.", h),
+            policy_quarantined: int_gauge("vcoord_policy_quarantined", "1 when the host's plugin policy of this kind is quarantined (a panic, a stall, too slow).", &["host", "kind", "policy"]),
+            policy_fallback: int_gauge("vcoord_policy_fallback_active", "1 when a built-in fallback decides in place of a quarantined plugin policy.", &["host", "kind", "policy"]),
+            shadow_disagreements: counter("vcoord_shadow_disagreements_total", "Ticks on which the shadow policy of this kind would have done something the active one did not.", &["host", "kind"]),
+            tick_duration: histogram("vcoord_tick_duration_seconds", "Time of a whole tick: collect, decide, guard, actuate, record.", seconds.clone()),
+            collect_duration: histogram("vcoord_collect_duration_seconds", "Time to sample the host.", seconds),
+            libvirt_calls: counter("vcoord_libvirt_calls_total", "Hypervisor calls made.", h),
+            backend_up: int_gauge("vcoord_backend_up", "1 when the last sample of the host succeeded.", h),
+            backend_reconnects: counter("vcoord_backend_reconnects_total", "Times the connection to the host's hypervisor was lost and sampling failed.", h),
+            ticks: counter("vcoord_ticks_total", "Ticks done, by outcome (ok: sampled and decided; failed: sampling failed).", &["host", "outcome"]),
+            last_tick: gauge("vcoord_last_tick_timestamp_seconds", "When the host last ticked successfully (Unix time).", h),
+            reload_success: IntGauge::new("vcoord_config_last_reload_successful", "1 when the last configuration reload succeeded (or none was asked), 0 when it was refused.").expect("a valid metric"),
+            reload_timestamp: prometheus::Gauge::new("vcoord_config_last_reload_timestamp_seconds", "When the configuration was last reloaded or refused (Unix time); the start time before any reload.").expect("a valid metric"),
+            reloads: counter("vcoord_config_reloads_total", "Configuration reloads, by result.", &["result"]),
+            build_info: int_gauge("vcoord_build_info", "Always 1; the labels say which vcoord runs.", &["version"]),
+            series: Mutex::default(),
+            health: Mutex::default(),
+        };
+        let r = &m.registry;
+        let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.pcpu_load.clone()),
+            Box::new(m.vcpu_utilization.clone()),
+            Box::new(m.vcpu_wait.clone()),
+            Box::new(m.vcpu_pcpu.clone()),
+            Box::new(m.balloon_actual.clone()),
+            Box::new(m.balloon_target.clone()),
+            Box::new(m.memory_unused.clone()),
+            Box::new(m.memory_usable.clone()),
+            Box::new(m.stats_age.clone()),
+            Box::new(m.swap_in.clone()),
+            Box::new(m.swap_out.clone()),
+            Box::new(m.major_faults.clone()),
+            Box::new(m.vm_managed.clone()),
+            Box::new(m.pin_changes.clone()),
+            Box::new(m.balloon_grants.clone()),
+            Box::new(m.balloon_reclaims.clone()),
+            Box::new(m.guard_refusals.clone()),
+            Box::new(m.actuation_errors.clone()),
+            Box::new(m.policy_quarantined.clone()),
+            Box::new(m.policy_fallback.clone()),
+            Box::new(m.shadow_disagreements.clone()),
+            Box::new(m.tick_duration.clone()),
+            Box::new(m.collect_duration.clone()),
+            Box::new(m.libvirt_calls.clone()),
+            Box::new(m.backend_up.clone()),
+            Box::new(m.backend_reconnects.clone()),
+            Box::new(m.ticks.clone()),
+            Box::new(m.last_tick.clone()),
+            Box::new(m.reload_success.clone()),
+            Box::new(m.reload_timestamp.clone()),
+            Box::new(m.reloads.clone()),
+            Box::new(m.build_info.clone()),
+        ];
+        for c in all {
+            r.register(c).expect("metric names are unique");
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.reload_success.set(1);
+        for result in ["success", "failure"] {
+            m.reloads.with_label_values(&[result]);
+        }
+        m.reload_timestamp.set(unix_now());
+        m
+    }
+
+    /// Starts following `host`, which ticks every `interval`.
+    pub fn host_started(&self, host: &str, interval: Duration) {
+        if let Ok(mut h) = self.health.lock() {
+            let entry = h.entry(host.to_owned()).or_insert(HostHealth {
+                interval,
+                last_ok_tick: None,
+                started: Instant::now(),
+                problem: None,
+            });
+            entry.interval = interval;
+        }
+        // Counters exist from the start at 0, so that rates and alerts see them before their
+        // first event.
+        for c in [
+            &self.pin_changes,
+            &self.balloon_grants,
+            &self.balloon_reclaims,
+            &self.actuation_errors,
+            &self.libvirt_calls,
+            &self.backend_reconnects,
+        ] {
+            c.with_label_values(&[host]);
+        }
+        for outcome in ["ok", "failed"] {
+            self.ticks.with_label_values(&[host, outcome]);
+        }
+        for reason in REFUSAL_REASONS {
+            self.guard_refusals.with_label_values(&[host, reason]);
+        }
+        for kind in ["cpu", "memory"] {
+            self.shadow_disagreements.with_label_values(&[host, kind]);
+        }
+    }
+
+    /// `host` cannot start (or run): `/healthz` says why.
+    pub fn host_failed(&self, host: &str, why: &str) {
+        if let Ok(mut h) = self.health.lock() {
+            if let Some(entry) = h.get_mut(host) {
+                entry.problem = Some(why.to_owned());
+            }
+        }
+    }
+
+    /// Forgets `host` and every series it had (it was removed or stopped).
+    pub fn host_removed(&self, host: &str) {
+        if let Ok(mut h) = self.health.lock() {
+            h.remove(host);
+        }
+        let gone = self
+            .series
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(host))
+            .unwrap_or_default();
+        for (vm, vcpu) in &gone.vcpus {
+            self.remove_vcpu(host, vm, vcpu);
+        }
+        for vm in &gone.vms {
+            self.remove_vm(host, vm);
+        }
+        for pcpu in &gone.pcpus {
+            let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
+        }
+        let _ = self.backend_up.remove_label_values(&[host]);
+        let _ = self.last_tick.remove_label_values(&[host]);
+    }
+
+    /// A tick whose sampling failed.
+    pub fn tick_failed(&self, host: &str) {
+        self.ticks.with_label_values(&[host, "failed"]).inc();
+        let was_up = self.backend_up.with_label_values(&[host]).get();
+        if was_up == 1 {
+            self.backend_reconnects.with_label_values(&[host]).inc();
+        }
+        self.backend_up.with_label_values(&[host]).set(0);
+    }
+
+    /// What one tick saw and did.
+    pub fn tick(
+        &self,
+        snapshot: &Snapshot,
+        record: &TickRecord,
+        cost: &TickCost,
+        policies: &[PolicyState<'_>],
+    ) {
+        let host = record.host.as_str();
+        self.ticks.with_label_values(&[host, "ok"]).inc();
+        self.backend_up.with_label_values(&[host]).set(1);
+        self.last_tick.with_label_values(&[host]).set(unix_now());
+        self.tick_duration
+            .with_label_values(&[host])
+            .observe(cost.tick.as_secs_f64());
+        self.collect_duration
+            .with_label_values(&[host])
+            .observe(cost.collect.as_secs_f64());
+        self.libvirt_calls
+            .with_label_values(&[host])
+            .inc_by(cost.calls);
+
+        let mut now = HostSeries::default();
+        for p in &snapshot.host().pcpus {
+            let id = p.pcpu.id.to_string();
+            self.pcpu_load
+                .with_label_values(&[host, &id])
+                .set(p.load_pct);
+            now.pcpus.insert(id);
+        }
+        for vm in snapshot.vms() {
+            let name = vm.name.as_str();
+            for v in &vm.vcpus {
+                let id = v.id.to_string();
+                let labels = [host, name, id.as_str()];
+                set_or_remove(&self.vcpu_utilization, &labels, v.load_pct);
+                set_or_remove(&self.vcpu_wait, &labels, v.wait_pct);
+                match v.pcpu {
+                    Some(p) => self.vcpu_pcpu.with_label_values(&labels).set(i64::from(p)),
+                    None => {
+                        let _ = self.vcpu_pcpu.remove_label_values(&labels);
+                    }
+                }
+                now.vcpus.insert((name.to_owned(), id));
+            }
+            let m = &vm.memory;
+            let labels = [host, name];
+            let bytes = |kib: u64| kib as f64 * KIB;
+            self.balloon_actual
+                .with_label_values(&labels)
+                .set(bytes(m.actual_kib));
+            set_or_remove(&self.memory_unused, &labels, m.unused_kib.map(bytes));
+            set_or_remove(&self.memory_usable, &labels, m.usable_kib.map(bytes));
+            set_or_remove(
+                &self.stats_age,
+                &labels,
+                m.last_report_s
+                    .filter(|t| *t > 0.0)
+                    .map(|t| (snapshot.wall_s() - t).max(0.0)),
+            );
+            let add = |c: &IntCounterVec, v: Option<u64>| {
+                c.with_label_values(&labels).inc_by(v.unwrap_or(0));
+            };
+            add(&self.swap_in, m.swap_in_kib.map(|k| k * 1024));
+            add(&self.swap_out, m.swap_out_kib.map(|k| k * 1024));
+            add(&self.major_faults, m.major_faults);
+            for (kind, managed) in [
+                ("cpu", vm.control.cpu_managed),
+                ("memory", vm.control.memory_managed),
+            ] {
+                self.vm_managed
+                    .with_label_values(&[host, name, kind])
+                    .set(i64::from(managed));
+            }
+            now.vms.insert(name.to_owned());
+        }
+        // Decisions.
+        self.pin_changes
+            .with_label_values(&[host])
+            .inc_by(record.pins.len() as u64);
+        for b in &record.balloons {
+            let labels = [host, b.vm.as_str()];
+            self.balloon_target
+                .with_label_values(&labels)
+                .set(b.target_kib as f64 * KIB);
+            let (counter, diff) = if b.target_kib >= b.actual_kib {
+                (&self.balloon_grants, b.target_kib - b.actual_kib)
+            } else {
+                (&self.balloon_reclaims, b.actual_kib - b.target_kib)
+            };
+            counter.with_label_values(&[host]).inc_by(diff * 1024);
+        }
+        for r in &record.rejected {
+            self.guard_refusals
+                .with_label_values(&[host, refusal_reason(&r.why)])
+                .inc();
+        }
+        self.actuation_errors
+            .with_label_values(&[host])
+            .inc_by(record.failed.len() as u64);
+        for &(kind, policy, ref health) in policies {
+            let labels = [host, kind, policy];
+            let (quarantined, fallback) = match health {
+                PolicyHealth::Ok => (0, 0),
+                PolicyHealth::Quarantined { fallback, .. } => (1, i64::from(*fallback)),
+            };
+            self.policy_quarantined
+                .with_label_values(&labels)
+                .set(quarantined);
+            self.policy_fallback
+                .with_label_values(&labels)
+                .set(fallback);
+            if let (Ok(mut h), PolicyHealth::Quarantined { reason, .. }) =
+                (self.health.lock(), health)
+            {
+                if let Some(entry) = h.get_mut(host) {
+                    entry.problem = Some(format!("{kind} policy {policy} quarantined: {reason}"));
+                }
+            }
+        }
+        if let Some(shadow) = &record.shadow {
+            let pins_differ = shadow.cpu_policy.is_some() && shadow.pins != record.pins;
+            let balloons_differ =
+                shadow.memory_policy.is_some() && shadow.balloons != record.balloons;
+            for (kind, differ) in [("cpu", pins_differ), ("memory", balloons_differ)] {
+                if differ {
+                    self.shadow_disagreements
+                        .with_label_values(&[host, kind])
+                        .inc();
+                }
+            }
+        }
+        // VMs and vCPUs that are gone lose their series.
+        let before = self
+            .series
+            .lock()
+            .ok()
+            .and_then(|mut s| s.insert(host.to_owned(), now))
+            .unwrap_or_default();
+        let now_seen = self.series.lock().ok();
+        if let Some(now_seen) = now_seen {
+            if let Some(now) = now_seen.get(host) {
+                for (vm, vcpu) in before.vcpus.difference(&now.vcpus) {
+                    self.remove_vcpu(host, vm, vcpu);
+                }
+                for vm in before.vms.difference(&now.vms) {
+                    self.remove_vm(host, vm);
+                }
+                for pcpu in before.pcpus.difference(&now.pcpus) {
+                    let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
+                }
+            }
+        }
+        if let Ok(mut h) = self.health.lock() {
+            if let Some(entry) = h.get_mut(host) {
+                entry.last_ok_tick = Some(Instant::now());
+                if policies.iter().all(|p| matches!(p.2, PolicyHealth::Ok)) {
+                    entry.problem = None;
+                }
+            }
+        }
+    }
+
+    fn remove_vcpu(&self, host: &str, vm: &str, vcpu: &str) {
+        let labels = [host, vm, vcpu];
+        let _ = self.vcpu_utilization.remove_label_values(&labels);
+        let _ = self.vcpu_wait.remove_label_values(&labels);
+        let _ = self.vcpu_pcpu.remove_label_values(&labels);
+    }
+
+    fn remove_vm(&self, host: &str, vm: &str) {
+        let labels = [host, vm];
+        for g in [
+            &self.balloon_actual,
+            &self.balloon_target,
+            &self.memory_unused,
+            &self.memory_usable,
+            &self.stats_age,
+        ] {
+            let _ = g.remove_label_values(&labels);
+        }
+        for c in [&self.swap_in, &self.swap_out, &self.major_faults] {
+            let _ = c.remove_label_values(&labels);
+        }
+        for kind in ["cpu", "memory"] {
+            let _ = self.vm_managed.remove_label_values(&[host, vm, kind]);
+        }
+    }
+
+    /// A configuration reload was applied (`ok`) or refused.
+    pub fn reload(&self, ok: bool) {
+        self.reload_success.set(i64::from(ok));
+        self.reload_timestamp.set(unix_now());
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// `Ok` when every host ticked within 3 intervals and none has a quarantined policy;
+    /// otherwise one line per failing host saying why.
+    pub fn health(&self) -> Result<String, String> {
+        let h = self
+            .health
+            .lock()
+            .map_err(|_| "health state unavailable".to_owned())?;
+        let mut problems = Vec::new();
+        for (name, host) in h.iter() {
+            let limit = (host.interval * 3).max(Duration::from_secs(3));
+            let since = host.last_ok_tick.unwrap_or(host.started).elapsed();
+            if let Some(p) = &host.problem {
+                problems.push(format!("{name}: {p}"));
+            } else if since > limit {
+                problems.push(format!(
+                    "{name}: no successful tick for {:.0} s (limit {:.0} s)",
+                    since.as_secs_f64(),
+                    limit.as_secs_f64()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(format!("ok: {} hosts\n", h.len()))
+        } else {
+            Err(problems.join("\n") + "\n")
+        }
+    }
+}
+
+fn set_or_remove(g: &GaugeVec, labels: &[&str], value: Option<f64>) {
+    match value {
+        Some(v) => g.with_label_values(labels).set(v),
+        None => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
+}
+
+/// Every value of the `reason` label of `vcoord_guard_refusals_total`.
+const REFUSAL_REASONS: [&str; 9] = [
+    "operator_ignore",
+    "host_reserve",
+    "trimmed",
+    "unknown_vm",
+    "bad_pin",
+    "stale_stats",
+    "duplicate",
+    "bad_target",
+    "other",
+];
+
+/// A refusal's reason as a label: a few fixed words, never free text.
+fn refusal_reason(why: &str) -> &'static str {
+    let w = why.to_ascii_lowercase();
+    if w.contains("operator") && w.contains("ignore") {
+        "operator_ignore"
+    } else if w.contains("host reserve") {
+        "host_reserve"
+    } else if w.contains("trimmed") {
+        "trimmed"
+    } else if w.contains("no such domain") {
+        "unknown_vm"
+    } else if w.contains("does not exist") || w.contains("empty pcpu") || w.contains("no vcpu") {
+        "bad_pin"
+    } else if w.contains("statistics") {
+        "stale_stats"
+    } else if w.contains("twice") {
+        "duplicate"
+    } else if w.contains("negative") {
+        "bad_target"
+    } else {
+        "other"
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
