@@ -189,6 +189,18 @@ pub enum BenchCommand {
         #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
     },
+    /// What metrics cost: ms per tick without and with metrics and a scrape every tick.
+    Metrics {
+        /// The host (default: a simulated host of 32 VMs on 8 pCPUs).
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The host of the configuration (default: its first).
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// Ticks per run.
+        #[arg(long, value_name = "N", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+        ticks: u64,
+    },
     /// Dry-run ticks against a live host: vcoord's and libvirtd's memory and descriptors.
     Soak {
         /// Configuration file.

@@ -139,6 +139,51 @@ fn bench(args: cli::BenchCommand) -> Result<()> {
                 println!("{name:<18} {vcpus:>7} {pcpus:>6} {ms:>12.3}");
             }
         }
+        cli::BenchCommand::Metrics {
+            config,
+            host,
+            ticks,
+        } => {
+            let dir = std::env::temp_dir().join(format!("vcoord-bench-{}", std::process::id()));
+            let h = match &config {
+                Some(path) => {
+                    let cfg = Config::from_file(path)?;
+                    match &host {
+                        Some(n) => cfg.hosts.iter().find(|h| &h.name == n).cloned(),
+                        None => cfg.hosts.first().cloned(),
+                    }
+                    .with_context(|| format!("{}: no such host", path.display()))?
+                }
+                None => {
+                    std::fs::create_dir_all(&dir)?;
+                    let scenario = dir.join("32-vms.toml");
+                    std::fs::write(
+                        &scenario,
+                        "name = \"32 VMs\"\nduration_s = 100000\nseed = 3\n[host]\npcpus = 8\nmemory_mib = 65536\n\
+                         [[vm]]\nname = \"vm\"\ncount = 32\nmax_memory_mib = 2048\nmemory_mib = 1024\ncpu = [{ pct = 40 }]\ncpu_noise_pct = 10\n",
+                    )?;
+                    vcoord_core::config::HostConfig::new(
+                        "sim32",
+                        &format!("sim:{}", scenario.display()),
+                        &dir,
+                    )
+                }
+            };
+            let o = bench::metrics_overhead(&h, ticks, 3).map_err(anyhow::Error::msg)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            println!(
+                "{:<10} {:>5} {:>14} {:>17} {:>12}",
+                "host", "VMs", "ms/tick", "ms/tick+metrics", "added ms"
+            );
+            println!(
+                "{:<10} {:>5} {:>14.3} {:>17.3} {:>12.3}",
+                h.name,
+                o.vms,
+                o.plain_ms,
+                o.observed_ms,
+                o.observed_ms - o.plain_ms
+            );
+        }
         cli::BenchCommand::Soak {
             config,
             host,

@@ -354,3 +354,81 @@ pub fn soak(
     }
     Ok(())
 }
+
+/// What observing cost: ms per tick without and with metrics (every tick observed, and one
+/// scrape of `/metrics` and `/status.json` encoded per tick), best of `rounds` alternating runs.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsOverhead {
+    /// VMs on the host.
+    pub vms: usize,
+    /// ms per tick, plain.
+    pub plain_ms: f64,
+    /// ms per tick, observed and scraped.
+    pub observed_ms: f64,
+}
+
+/// Ticks `host` (dry run) `ticks` times plainly and with metrics and a scrape per tick.
+pub fn metrics_overhead(
+    host: &HostConfig,
+    ticks: u64,
+    rounds: u32,
+) -> Result<MetricsOverhead, String> {
+    use std::sync::Arc;
+
+    use crate::runtime::{Observers, RunOptions};
+    use crate::service::control::Control;
+    use crate::service::metrics::Metrics;
+    use crate::service::status::StatusBoard;
+
+    let options = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let control = Control::new();
+    let run = |observed: bool| -> Result<(f64, usize), String> {
+        let mut c = Coordinator::open(host, &options).map_err(|e| e.to_string())?;
+        let observers = Observers {
+            metrics: Arc::new(Metrics::new()),
+            status: Arc::new(StatusBoard::default()),
+        };
+        if observed {
+            observers
+                .metrics
+                .host_started(&host.name, Duration::from_secs_f64(host.interval_s));
+            c.observe(observers.clone());
+        }
+        // Warm up: the first ticks learn the VMs.
+        for _ in 0..3 {
+            c.tick();
+            c.wait(&control);
+        }
+        let mut vms = 0;
+        let mut busy = Duration::ZERO;
+        for _ in 0..ticks {
+            let started = Instant::now();
+            if let Some(r) = c.tick() {
+                vms = r.vms.len();
+            }
+            if observed {
+                std::hint::black_box(observers.metrics.encode());
+                std::hint::black_box(observers.status.to_json());
+            }
+            busy += started.elapsed();
+            c.wait(&control);
+        }
+        Ok((busy.as_secs_f64() * 1000.0 / ticks.max(1) as f64, vms))
+    };
+    let (mut plain_ms, mut observed_ms, mut vms) = (f64::INFINITY, f64::INFINITY, 0);
+    for _ in 0..rounds.max(1) {
+        let (p, n) = run(false)?;
+        let (o, _) = run(true)?;
+        plain_ms = plain_ms.min(p);
+        observed_ms = observed_ms.min(o);
+        vms = n;
+    }
+    Ok(MetricsOverhead {
+        vms,
+        plain_ms,
+        observed_ms,
+    })
+}
