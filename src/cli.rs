@@ -77,6 +77,12 @@ pub struct RunArgs {
     /// Write one JSON line per tick (with the snapshot, for `vcoord replay`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Rotate the record past this size (FILE -> FILE.1 -> ...).
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub record_max_mib: u64,
+    /// Older record files kept when rotating.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub record_keep: u32,
     /// Run simulated hosts in real time.
     #[arg(long)]
     pub realtime: bool,

@@ -15,6 +15,10 @@ use crate::cli::{CompareArgs, Format, ReplayArgs, ReplayFormat};
 
 pub fn compare(args: CompareArgs) -> Result<()> {
     let scenarios = compare::scenario_files(&args.scenarios).map_err(anyhow::Error::msg)?;
+    // Every scenario is read first: a bad one is an error of its own, before any run.
+    for path in &scenarios {
+        vcoord_core::backend::sim::Scenario::from_file(path)?;
+    }
     let contenders = contenders(&args)?;
     if contenders.len() < 2 {
         bail!(

@@ -66,10 +66,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vcoord: error: {e:#}");
+            eprintln!("vcoord: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: a cause already in the text is not repeated
+/// (`config x: Is a directory (os error 21)`, not twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Logs to stderr: colored text on a terminal (unless NO_COLOR is set), plain text elsewhere
@@ -97,11 +111,10 @@ fn run(args: RunArgs) -> Result<()> {
     let control = Control::with_signals().context("installing signal handlers")?;
     let notifier = Notifier::from_env();
     let recorder = match &args.record {
-        Some(path) => {
-            Some(Arc::new(Recorder::create(path).with_context(|| {
-                format!("creating record {}", path.display())
-            })?))
-        }
+        Some(path) => Some(Arc::new(
+            Recorder::rotating(path, args.record_max_mib << 20, args.record_keep)
+                .with_context(|| format!("creating record {}", path.display()))?,
+        )),
         None => None,
     };
     let options = DaemonOptions {
@@ -285,18 +298,11 @@ fn choice_key(choice: &vcoord_core::config::PolicyChoice) -> String {
 }
 
 fn check_config(path: &Path) -> Result<()> {
-    let config = Config::from_file(path)?;
-    for host in &config.hosts {
-        host.build_cpu_policy()
-            .map_err(|e| anyhow::anyhow!("host {}: {e}", host.name))?;
-        host.build_memory_policy()
-            .map_err(|e| anyhow::anyhow!("host {}: {e}", host.name))?;
-    }
+    let hosts = daemon::check(path)?;
     println!(
-        "{}: ok ({} host{})",
+        "{}: ok ({hosts} host{})",
         path.display(),
-        config.hosts.len(),
-        if config.hosts.len() == 1 { "" } else { "s" }
+        if hosts == 1 { "" } else { "s" }
     );
     Ok(())
 }

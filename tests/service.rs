@@ -627,6 +627,10 @@ fn a_quarantined_plugin_turns_health_to_503() {
         value(&scrape, "vcoord_policy_fallback_active", &["kind=\"cpu\""]),
         Some(1.0)
     );
+    assert_eq!(
+        value(&scrape, "vcoord_policy_errors_total", &["kind=\"cpu\""]),
+        Some(1.0)
+    );
     s.signal("TERM");
     assert!(s.wait(Duration::from_secs(5)).success());
 }

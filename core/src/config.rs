@@ -439,6 +439,17 @@ impl Config {
                 }
                 host.memory_stats_period_s = *period.get_ref();
             }
+            if let Some(budget) = &h.guest_memory_budget_mib {
+                if *budget.get_ref() == 0 {
+                    return Err(err(
+                        budget.span(),
+                        key("guest_memory_budget_mib"),
+                        "must be at least 1 MiB (0 would squeeze every guest to its floor); \
+                         leave it out for no budget"
+                            .into(),
+                    ));
+                }
+            }
             host.guest_memory_budget_mib = h.guest_memory_budget_mib.map(|b| b.into_inner());
             if let Some(mi) = h.memory_interval_s {
                 let v = *mi.get_ref();

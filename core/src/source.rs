@@ -45,6 +45,81 @@ impl Located {
     }
 }
 
+/// Where `key` (a dotted path such as `duration_s`, `host.memory_mib` or `vm[2].cpu`, as
+/// validation names it) is written in TOML `text`: the key of its line in its table, else the
+/// table's header. `None` when neither is found (the key was left to its default).
+pub fn find_key(text: &str, key: &str) -> Option<Range<usize>> {
+    let (table, index, field) = split_key(key);
+    // Lines with their byte offsets.
+    let mut offset = 0;
+    let lines: Vec<(usize, &str)> = text
+        .split_inclusive('\n')
+        .map(|l| {
+            let at = offset;
+            offset += l.len();
+            (at, l)
+        })
+        .collect();
+    let header = |l: &str| l.trim_start().starts_with('[');
+    // The lines of the table: after its header (the index-th for arrays of tables) up to the
+    // next header; the top level runs up to the first header.
+    let (start, header_span) = match table {
+        None => (0, None),
+        Some(name) => {
+            let single = format!("[{name}]");
+            let array = format!("[[{name}]]");
+            let mut seen = 0;
+            let mut found = None;
+            for (i, (at, l)) in lines.iter().enumerate() {
+                let t = l.trim();
+                let matches = match index {
+                    Some(_) => t.starts_with(&array),
+                    None => t.starts_with(&single),
+                };
+                if matches {
+                    if index.is_none_or(|n| n == seen) {
+                        let col = l.len() - l.trim_start().len();
+                        found = Some((i + 1, Some(at + col..at + col + t.len())));
+                        break;
+                    }
+                    seen += 1;
+                }
+            }
+            found?
+        }
+    };
+    for (at, l) in lines.iter().skip(start) {
+        if header(l) {
+            break;
+        }
+        let t = l.trim_start();
+        if let Some(rest) = t.strip_prefix(field) {
+            if rest.trim_start().starts_with('=') {
+                let col = l.len() - t.len();
+                return Some(at + col..at + col + field.len());
+            }
+        }
+    }
+    header_span
+}
+
+/// `vm[2].cpu` -> (Some("vm"), Some(2), "cpu"); `host.pcpus` -> (Some("host"), None, "pcpus");
+/// `duration_s` -> (None, None, "duration_s"). Indices on the field (`memory[1]`) are dropped.
+fn split_key(key: &str) -> (Option<&str>, Option<usize>, &str) {
+    let (table, field) = match key.split_once('.') {
+        Some((t, f)) => (Some(t), f),
+        None => (None, key),
+    };
+    let field = field.split(['[', '.']).next().unwrap_or(field);
+    match table {
+        None => (None, None, field),
+        Some(t) => match t.split_once('[') {
+            Some((name, rest)) => (Some(name), rest.trim_end_matches(']').parse().ok(), field),
+            None => (Some(t), None, field),
+        },
+    }
+}
+
 impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.path.display())?;
@@ -72,6 +147,21 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_found_in_their_tables() {
+        let text = "name = \"x\"\nduration_s = 5\n[host]\npcpus = 2\n[[vm]]\nname = \"a\"\n[[vm]]\nname = \"b\"\ncount = 0\n";
+        let line = |key: &str| find_key(text, key).map(|s| line_col(text, s.start));
+        assert_eq!(line("duration_s"), Some((2, 1)));
+        assert_eq!(line("host.pcpus"), Some((4, 1)));
+        assert_eq!(line("vm[1].count"), Some((9, 1)));
+        assert_eq!(line("vm[0].name"), Some((6, 1)));
+        // Not written (a default): the table's header.
+        assert_eq!(line("vm[0].count"), Some((5, 1)));
+        assert_eq!(line("host.memory_mib"), Some((3, 1)));
+        assert_eq!(line("vm[1].memory[2]"), Some((7, 1)));
+        assert_eq!(line("seed"), None);
+    }
 
     #[test]
     fn line_col_counts_from_one() {

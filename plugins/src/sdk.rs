@@ -18,6 +18,10 @@ use crate::convert;
 
 #[doc(hidden)]
 pub extern "C" fn set_log_sink(sink: LogSink, label: RStr<'_>) {
+    // Panics in the plugin come back to vcoord as errors with their message (see `guarded`);
+    // the default hook would also print raw `thread '<unnamed>' panicked at` text. The hook is
+    // the plugin's own (its standard library is its own copy), so vcoord's is untouched.
+    std::panic::set_hook(Box::new(|_| {}));
     let label = label.as_str().to_owned();
     vcoord_api::log::set_logger(move |level, message| {
         (sink.func)(level as LogLevel, label.as_str().into(), message.into());

@@ -182,20 +182,65 @@ impl TickRecord {
 }
 
 /// Writes tick records to a file, one JSON line each, from any number of host threads: each
-/// line goes out in one write under a lock, so lines of different hosts never interleave.
+/// line goes out in one write under a lock, so lines of different hosts never interleave. A
+/// file that reaches its size limit is rotated (`FILE` -> `FILE.1` -> ... -> `FILE.<keep>`,
+/// the oldest dropped), so a long recording never fills the disk; each file starts on a line.
 #[derive(Debug)]
 pub struct Recorder {
     path: PathBuf,
-    out: Mutex<BufWriter<File>>,
+    out: Mutex<Output>,
+    max_bytes: u64,
+    keep: u32,
+}
+
+#[derive(Debug)]
+struct Output {
+    file: BufWriter<File>,
+    written: u64,
 }
 
 impl Recorder {
-    /// Creates (or truncates) `path`.
+    /// Creates (or truncates) `path`, never rotated.
     pub fn create(path: &Path) -> std::io::Result<Self> {
+        Self::rotating(path, u64::MAX, 0)
+    }
+
+    /// Creates (or truncates) `path`, rotated past `max_bytes`, keeping `keep` older files.
+    pub fn rotating(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
         Ok(Self {
             path: path.to_path_buf(),
-            out: Mutex::new(BufWriter::new(File::create(path)?)),
+            out: Mutex::new(Output {
+                file: BufWriter::new(File::create(path)?),
+                written: 0,
+            }),
+            max_bytes: max_bytes.max(1),
+            keep,
         })
+    }
+
+    /// `FILE.n`.
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&self, out: &mut Output) -> std::io::Result<()> {
+        out.file.flush()?;
+        if self.keep == 0 {
+            out.file = BufWriter::new(File::create(&self.path)?);
+        } else {
+            for n in (1..self.keep).rev() {
+                let from = self.rotated(n);
+                if from.exists() {
+                    std::fs::rename(&from, self.rotated(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, self.rotated(1))?;
+            out.file = BufWriter::new(File::create(&self.path)?);
+        }
+        out.written = 0;
+        Ok(())
     }
 
     /// The file.
@@ -211,7 +256,12 @@ impl Recorder {
             .out
             .lock()
             .map_err(|_| std::io::Error::other("record writer poisoned"))?;
-        out.write_all(line.as_bytes())
+        if out.written > 0 && out.written + line.len() as u64 > self.max_bytes {
+            self.rotate(&mut out)?;
+        }
+        out.file.write_all(line.as_bytes())?;
+        out.written += line.len() as u64;
+        Ok(())
     }
 
     /// Writes out what is buffered.
@@ -219,6 +269,7 @@ impl Recorder {
         self.out
             .lock()
             .map_err(|_| std::io::Error::other("record writer poisoned"))?
+            .file
             .flush()
     }
 }
@@ -317,6 +368,31 @@ mod tests {
         let out = read_trace(&path);
         let _ = std::fs::remove_file(&path);
         out
+    }
+
+    #[test]
+    fn a_long_recording_rotates_and_keeps_whole_lines() {
+        let dir = std::env::temp_dir().join(format!("vcoord-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.jsonl");
+        let one = line(0).len() as u64 + 1;
+        let r = Recorder::rotating(&path, 3 * one, 2).unwrap();
+        let snap = Snapshot::builder(HostView::new(vec![Pcpu::plain(0)], 1 << 20, 1 << 19))
+            .build()
+            .unwrap();
+        for tick in 0..10 {
+            let mut rec = TickRecord::from_snapshot("h", &snap, 0.0);
+            rec.tick = tick;
+            r.write(&rec).unwrap();
+        }
+        r.flush().unwrap();
+        let ticks =
+            |p: &Path| -> Vec<u64> { read_trace(p).unwrap().iter().map(|r| r.tick).collect() };
+        assert_eq!(ticks(&path), vec![9]);
+        assert_eq!(ticks(&r.rotated(1)), vec![6, 7, 8]);
+        assert_eq!(ticks(&r.rotated(2)), vec![3, 4, 5]);
+        assert!(!r.rotated(3).exists(), "older files are dropped");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

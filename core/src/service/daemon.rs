@@ -141,6 +141,11 @@ pub fn run(
     notifier: &Notifier,
 ) -> Result<(), DaemonError> {
     let plan = load(options)?;
+    // Locks first: a second instance refuses before it touches anything.
+    let mut locks = BTreeMap::new();
+    for (host, _) in &plan.hosts {
+        locks.insert(host.name.clone(), lock_for(host, options)?);
+    }
     let observers = plan.metrics_listen.map(|_| Observers {
         metrics: Arc::new(Metrics::new()),
         status: Arc::new(StatusBoard::default()),
@@ -154,11 +159,6 @@ pub fn run(
     };
     let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
     let mut failed = 0;
-    // Locks first: a second instance refuses before it touches anything.
-    let mut locks = BTreeMap::new();
-    for (host, _) in &plan.hosts {
-        locks.insert(host.name.clone(), lock_for(host, options)?);
-    }
     for (host, policies) in plan.hosts {
         let lock = locks.remove(&host.name).flatten();
         let worker = spawn(
@@ -244,6 +244,30 @@ pub fn run(
         return Err(DaemonError::HostsFailed(failed));
     }
     Ok(())
+}
+
+/// What `vcoord check-config` checks: exactly what `run` builds before it starts (every
+/// policy, shadow policy and plugin with its parameters, the metrics address) and every
+/// simulated host's scenario; libvirt hosts are not contacted. Returns the number of hosts.
+pub fn check(config: &std::path::Path) -> Result<usize, DaemonError> {
+    let options = DaemonOptions {
+        config: config.to_path_buf(),
+        only_host: None,
+        run: RunOptions::default(),
+        lock_dir: PathBuf::new(),
+    };
+    let plan = load(&options)?;
+    for (host, _) in &plan.hosts {
+        if host.uri.starts_with("sim:") {
+            crate::backend::open(&host.uri, &host.base_dir, &Default::default()).map_err(|e| {
+                DaemonError::Policy {
+                    host: host.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        }
+    }
+    Ok(plan.hosts.len())
 }
 
 /// Reads the configuration and builds every host's policies (and plugins) once, to refuse a

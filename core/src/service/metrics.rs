@@ -43,6 +43,7 @@ pub struct Metrics {
     actuation_errors: IntCounterVec,
     policy_quarantined: IntGaugeVec,
     policy_fallback: IntGaugeVec,
+    policy_errors: IntCounterVec,
     shadow_disagreements: IntCounterVec,
     tick_duration: HistogramVec,
     collect_duration: HistogramVec,
@@ -150,6 +151,7 @@ impl Metrics {
             actuation_errors: counter("vcoord_actuation_errors_total", "Pins and balloon targets the hypervisor refused.", h),
             policy_quarantined: int_gauge("vcoord_policy_quarantined", "1 when the host's plugin policy of this kind is quarantined (a panic, a stall, too slow).", &["host", "kind", "policy"]),
             policy_fallback: int_gauge("vcoord_policy_fallback_active", "1 when a built-in fallback decides in place of a quarantined plugin policy.", &["host", "kind", "policy"]),
+            policy_errors: counter("vcoord_policy_errors_total", "Plugin policy failures (a panic, a stall, too many slow calls), each of which quarantined it.", &["host", "kind", "policy"]),
             shadow_disagreements: counter("vcoord_shadow_disagreements_total", "Ticks on which the shadow policy of this kind would have done something the active one did not.", &["host", "kind"]),
             tick_duration: histogram("vcoord_tick_duration_seconds", "Time of a whole tick: collect, decide, guard, actuate, record.", seconds.clone()),
             collect_duration: histogram("vcoord_collect_duration_seconds", "Time to sample the host.", seconds),
@@ -187,6 +189,7 @@ impl Metrics {
             Box::new(m.actuation_errors.clone()),
             Box::new(m.policy_quarantined.clone()),
             Box::new(m.policy_fallback.clone()),
+            Box::new(m.policy_errors.clone()),
             Box::new(m.shadow_disagreements.clone()),
             Box::new(m.tick_duration.clone()),
             Box::new(m.collect_duration.clone()),
@@ -393,10 +396,15 @@ impl Metrics {
             .inc_by(record.failed.len() as u64);
         for &(kind, policy, ref health) in policies {
             let labels = [host, kind, policy];
+            let errors = self.policy_errors.with_label_values(&labels);
+            let was = self.policy_quarantined.with_label_values(&labels).get();
             let (quarantined, fallback) = match health {
                 PolicyHealth::Ok => (0, 0),
                 PolicyHealth::Quarantined { fallback, .. } => (1, i64::from(*fallback)),
             };
+            if quarantined == 1 && was == 0 {
+                errors.inc();
+            }
             self.policy_quarantined
                 .with_label_values(&labels)
                 .set(quarantined);

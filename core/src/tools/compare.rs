@@ -3,9 +3,11 @@
 //! order whatever the thread timing), then tables, JSON or CSV, summaries and plots.
 
 use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -84,6 +86,28 @@ pub fn run_all(
     threshold_mib: f64,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Vec<Outcome> {
+    run_all_within(
+        scenarios,
+        contenders,
+        jobs,
+        threshold_mib,
+        RUN_TIME_LIMIT,
+        progress,
+    )
+}
+
+/// Wall-clock time one run may take before it is stopped and reported as failed.
+pub const RUN_TIME_LIMIT: Duration = Duration::from_secs(300);
+
+/// [`run_all`] with a time limit per run.
+pub fn run_all_within(
+    scenarios: &[PathBuf],
+    contenders: &[Contender],
+    jobs: usize,
+    threshold_mib: f64,
+    limit: Duration,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Vec<Outcome> {
     let work: Vec<(&PathBuf, &Contender)> = scenarios
         .iter()
         .flat_map(|s| contenders.iter().map(move |c| (s, c)))
@@ -98,7 +122,18 @@ pub fn run_all(
                 let Some((scenario, contender)) = work.get(i) else {
                     break;
                 };
-                let outcome = run_one(scenario, contender, threshold_mib);
+                // A run that panics (a policy's bug) is reported as failed; the others go on.
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    run_one_within(scenario, contender, threshold_mib, limit)
+                }))
+                .unwrap_or_else(|payload| {
+                    let why = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    failed_run(scenario, contender, format!("the run panicked: {why}"))
+                });
                 *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
                 progress(done.fetch_add(1, Ordering::SeqCst) + 1, work.len());
             });
@@ -114,8 +149,34 @@ pub fn run_all(
         .collect()
 }
 
+/// An outcome that says why a run failed.
+fn failed_run(scenario: &Path, contender: &Contender, why: String) -> Outcome {
+    Outcome {
+        scenario: scenario
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        policy: contender.label.clone(),
+        error: Some(why),
+        cpu: None,
+        memory: None,
+        fewest_moves: None,
+        records: Vec::new(),
+    }
+}
+
 /// Runs one contender on one scenario to the scenario's end.
 pub fn run_one(scenario: &Path, contender: &Contender, threshold_mib: f64) -> Outcome {
+    run_one_within(scenario, contender, threshold_mib, RUN_TIME_LIMIT)
+}
+
+/// [`run_one`], stopped (and reported as failed) after `limit` of wall-clock time.
+pub fn run_one_within(
+    scenario: &Path,
+    contender: &Contender,
+    threshold_mib: f64,
+    limit: Duration,
+) -> Outcome {
     let name = scenario
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -135,14 +196,29 @@ pub fn run_one(scenario: &Path, contender: &Contender, threshold_mib: f64) -> Ou
         records: Vec::new(),
     };
     let mut records = Vec::new();
+    let control = Control::new();
+    let started = Instant::now();
+    let mut timed_out = false;
     let result = Coordinator::open(&host, &RunOptions::default()).and_then(|mut c| {
-        c.run(None, &Control::new(), |r| {
+        c.run(None, &control, |r| {
             records.push(r.clone());
+            if started.elapsed() > limit {
+                timed_out = true;
+                control.request_stop();
+            }
             Ok(())
         })
     });
     if let Err(e) = result {
         outcome.error = Some(e.to_string());
+        return outcome;
+    }
+    if timed_out {
+        outcome.error = Some(format!(
+            "stopped after {} s of wall-clock time at tick {} (the limit per run)",
+            limit.as_secs(),
+            records.len()
+        ));
         return outcome;
     }
     outcome.cpu = Some(cpu_metrics(&records, BALANCE_BOUND_PCT));

@@ -6,13 +6,14 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::source::Located;
+use crate::params::show_number;
+use crate::source::{find_key, Located};
 
 /// A scenario file that cannot be used, with the place and key at fault.
 #[derive(Debug, Error)]
 pub enum ScenarioError {
     /// The file cannot be read.
-    #[error("scenario {path}: {source}")]
+    #[error("scenario {}: cannot read", path.display())]
     Read {
         /// File path.
         path: PathBuf,
@@ -220,54 +221,154 @@ impl Scenario {
 
     fn validate(&self, path: &Path, text: &str) -> Result<(), ScenarioError> {
         let invalid = |span: Option<std::ops::Range<usize>>, key: &str, msg: String| {
+            let span = span.or_else(|| find_key(text, key));
             ScenarioError::Invalid(Located::new(path, text, span, key, msg))
         };
-        if self.host.pcpus == 0 {
-            return Err(invalid(None, "host.pcpus", "must be at least 1".into()));
-        }
-        if self.host.threads_per_core == 0
-            || !self.host.pcpus.is_multiple_of(self.host.threads_per_core)
-        {
+        // A finite number in [lo, hi], or an error about `key` stating the range.
+        let within = |key: &str, v: f64, lo: f64, hi: f64, unit: &str| {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    None,
+                    key,
+                    format!(
+                        "{} is out of range [{}, {}] {unit}",
+                        show_number(v),
+                        show_number(lo),
+                        show_number(hi)
+                    ),
+                ))
+            }
+        };
+        let h = &self.host;
+        within("duration_s", self.duration_s, 1.0, MAX_DURATION_S, "s")?;
+        within(
+            "host.pcpus",
+            f64::from(h.pcpus),
+            1.0,
+            f64::from(MAX_PCPUS),
+            "pCPUs",
+        )?;
+        within(
+            "host.memory_mib",
+            h.memory_mib as f64,
+            1.0,
+            MAX_MEMORY_MIB,
+            "MiB",
+        )?;
+        within(
+            "host.host_used_mib",
+            h.host_used_mib as f64,
+            0.0,
+            h.memory_mib as f64 - 1.0,
+            "MiB (below host.memory_mib)",
+        )?;
+        within(
+            "host.balloon_rate_mib_s",
+            h.balloon_rate_mib_s,
+            0.001,
+            1e7,
+            "MiB/s",
+        )?;
+        if h.threads_per_core == 0 || !h.pcpus.is_multiple_of(h.threads_per_core) {
             return Err(invalid(
                 None,
                 "host.threads_per_core",
                 "must divide host.pcpus".into(),
             ));
         }
-        if self.host.numa_nodes == 0 || !self.host.pcpus.is_multiple_of(self.host.numa_nodes) {
+        if h.numa_nodes == 0 || !h.pcpus.is_multiple_of(h.numa_nodes) {
             return Err(invalid(
                 None,
                 "host.numa_nodes",
                 "must divide host.pcpus".into(),
             ));
         }
-        if self.duration_s.is_nan() || self.duration_s <= 0.0 {
-            return Err(invalid(None, "duration_s", "must be positive".into()));
-        }
         if let Some(Pinning::AllOn(cpu)) = self.pinning.as_ref().map(|p| p.get_ref()) {
-            if *cpu >= self.host.pcpus {
+            if *cpu >= h.pcpus {
                 return Err(invalid(
                     self.pinning.as_ref().map(|p| p.span()),
                     "pinning",
-                    format!("pCPU {cpu} does not exist (host has {})", self.host.pcpus),
+                    format!("pCPU {cpu} does not exist (host has {})", h.pcpus),
                 ));
             }
         }
         let mut names = std::collections::HashSet::new();
+        let mut total_vcpus: u64 = 0;
         for (i, vm) in self.vms.iter().enumerate() {
             let key = |k: &str| format!("vm[{i}].{k}");
-            if vm.vcpus == 0 {
-                return Err(invalid(None, &key("vcpus"), "must be at least 1".into()));
+            within(
+                &key("count"),
+                f64::from(vm.count),
+                1.0,
+                f64::from(MAX_VMS),
+                "VMs",
+            )?;
+            within(
+                &key("vcpus"),
+                f64::from(vm.vcpus),
+                1.0,
+                f64::from(MAX_VCPUS_PER_VM),
+                "vCPUs",
+            )?;
+            total_vcpus += u64::from(vm.count) * u64::from(vm.vcpus);
+            if total_vcpus > MAX_TOTAL_VCPUS {
+                return Err(invalid(
+                    None,
+                    &key("count"),
+                    format!("the scenario has over {MAX_TOTAL_VCPUS} vCPUs in all"),
+                ));
             }
-            if vm.memory_mib > vm.max_memory_mib {
+            let max = vm.max_memory_mib as f64;
+            within(&key("max_memory_mib"), max, 1.0, MAX_MEMORY_MIB, "MiB")?;
+            if vm.memory_mib > vm.max_memory_mib || vm.memory_mib == 0 {
                 return Err(invalid(
                     None,
                     &key("memory_mib"),
                     format!(
-                        "{} exceeds max_memory_mib {}",
+                        "{} is out of range [1, max_memory_mib = {}] MiB",
                         vm.memory_mib, vm.max_memory_mib
                     ),
                 ));
+            }
+            within(
+                &key("base_used_mib"),
+                vm.base_used_mib,
+                0.0,
+                vm.memory_mib as f64,
+                "MiB (within memory_mib)",
+            )?;
+            within(&key("swap_mib"), vm.swap_mib, 0.0, MAX_MEMORY_MIB, "MiB")?;
+            within(
+                &key("cpu_noise_pct"),
+                vm.cpu_noise_pct,
+                0.0,
+                100.0,
+                "percent points",
+            )?;
+            within(
+                &key("start_s"),
+                vm.start_s,
+                0.0,
+                self.duration_s,
+                "s (within duration_s)",
+            )?;
+            if let Some(stop) = vm.stop_s {
+                within(
+                    &key("stop_s"),
+                    stop,
+                    vm.start_s,
+                    self.duration_s.max(vm.start_s),
+                    "s (after start_s)",
+                )?;
+                if stop <= vm.start_s {
+                    return Err(invalid(
+                        None,
+                        &key("stop_s"),
+                        format!("{stop} is not after start_s ({})", vm.start_s),
+                    ));
+                }
             }
             if let Some(pins) = &vm.pins {
                 if pins.get_ref().len() != vm.vcpus as usize {
@@ -281,11 +382,11 @@ impl Scenario {
                         ),
                     ));
                 }
-                if let Some(bad) = pins.get_ref().iter().find(|&&c| c >= self.host.pcpus) {
+                if let Some(bad) = pins.get_ref().iter().find(|&&c| c >= h.pcpus) {
                     return Err(invalid(
                         Some(pins.span()),
                         &key("pins"),
-                        format!("pCPU {bad} does not exist (host has {})", self.host.pcpus),
+                        format!("pCPU {bad} does not exist (host has {})", h.pcpus),
                     ));
                 }
             }
@@ -297,15 +398,13 @@ impl Scenario {
                 ));
             }
             for phase in vm.cpu.iter().chain(vm.vcpu_cpu.iter().flatten()) {
-                if !(0.0..=100.0).contains(&phase.pct) {
-                    return Err(invalid(
-                        None,
-                        &key("cpu"),
-                        format!("demand {} is outside 0..=100 percent", phase.pct),
-                    ));
+                within(&key("cpu"), phase.pct, 0.0, 100.0, "percent")?;
+                if let Some(f) = phase.for_s {
+                    within(&key("cpu"), f, 0.001, MAX_DURATION_S, "s (a phase's for_s)")?;
                 }
             }
             for (j, phase) in vm.memory.iter().enumerate() {
+                let mkey = key(&format!("memory[{j}]"));
                 let set = [
                     phase.use_mib.is_some(),
                     phase.grow_mib_s.is_some(),
@@ -317,10 +416,22 @@ impl Scenario {
                 {
                     return Err(invalid(
                         None,
-                        &key(&format!("memory[{j}]")),
+                        &mkey,
                         "a phase is one of {use_mib}, {grow_mib_s, to_mib}, {hold_s} or {free = true}"
                             .into(),
                     ));
+                }
+                if let Some(v) = phase.use_mib {
+                    within(&mkey, v, 0.0, max, "MiB (use_mib, within max_memory_mib)")?;
+                }
+                if let Some(v) = phase.grow_mib_s {
+                    within(&mkey, v, 0.001, 1e6, "MiB/s (grow_mib_s)")?;
+                }
+                if let Some(v) = phase.to_mib {
+                    within(&mkey, v, 0.0, max, "MiB (to_mib, within max_memory_mib)")?;
+                }
+                if let Some(v) = phase.hold_s {
+                    within(&mkey, v, 0.001, MAX_DURATION_S, "s (hold_s)")?;
                 }
             }
             for n in vm.instance_names() {
@@ -336,6 +447,19 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// Longest scenario: 7 simulated days (a run ticks once per simulated second).
+pub const MAX_DURATION_S: f64 = 7.0 * 86_400.0;
+/// Most pCPUs of a simulated host.
+pub const MAX_PCPUS: u32 = 4096;
+/// Most VMs of one `[[vm]]` entry.
+pub const MAX_VMS: u32 = 10_000;
+/// Most vCPUs of one VM.
+pub const MAX_VCPUS_PER_VM: u32 = 1024;
+/// Most vCPUs of a whole scenario.
+pub const MAX_TOTAL_VCPUS: u64 = 100_000;
+/// Largest memory size, MiB (64 TiB).
+pub const MAX_MEMORY_MIB: f64 = 64.0 * 1024.0 * 1024.0;
 
 impl SimVm {
     /// Names of the VMs this entry stands for.
