@@ -1188,9 +1188,16 @@ fn fast_path_and_libvirt_give_the_same_utilization_and_fallback_works() {
         (vm(&b.0) - vm(&a.0)) as f64 / (b.2 - a.1).as_nanos() as f64 * 100.0
     };
     let (pf, ps) = (busy(&f0, &f1), busy(&s0, &s1));
+    // The two windows differ by the time each read took: so may the figures, by that share.
+    let offset = (s0.1.max(f0.1) - s0.1.min(f0.1)) + (s1.2.max(f1.2) - s1.2.min(f1.2));
+    let bound = 5.0 + 100.0 * offset.as_secs_f64() / 3.0;
     assert!(
-        pf > 75.0 && ps > 75.0,
+        pf > 10.0 && ps > 10.0,
         "busy guest at {pf:.1}% (/proc), {ps:.1}% (libvirt)"
+    );
+    assert!(
+        (pf - ps).abs() <= bound,
+        "busy guest at {pf:.1}% (/proc) vs {ps:.1}% (libvirt), bound {bound:.1}"
     );
     eprintln!("busy guest over 3 s: /proc {pf:.1}%, libvirt {ps:.1}%");
 }
