@@ -380,7 +380,26 @@ fn the_installed_package_runs_the_way_its_unit_says() {
     let seen = s.until("READY=1", Duration::from_secs(60));
     assert!(seen.last().unwrap().contains("STATUS=local:"), "{seen:?}");
     s.until("WATCHDOG=1", Duration::from_secs(10));
-    // A reload of the (unchanged, valid) configuration.
+    // A reload of a broken configuration is refused (the installed file is put back after,
+    // whatever happens), then one of the valid file is applied.
+    let installed = Path::new("/etc/vcoord/vcoord.toml");
+    let good = std::fs::read_to_string(installed).unwrap();
+    struct PutBack<'a>(&'a Path, String);
+    impl Drop for PutBack<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0, &self.1);
+        }
+    }
+    let put_back = PutBack(installed, good.clone());
+    std::fs::write(
+        installed,
+        good.replace("interval_s = 1.0", "interval_s = -1.0"),
+    )
+    .unwrap();
+    s.signal("HUP");
+    s.until("RELOADING=1", Duration::from_secs(5));
+    s.until("READY=1", Duration::from_secs(10));
+    drop(put_back);
     s.signal("HUP");
     s.until("RELOADING=1", Duration::from_secs(5));
     s.until("READY=1", Duration::from_secs(10));
@@ -396,6 +415,8 @@ fn the_installed_package_runs_the_way_its_unit_says() {
     s.signal("TERM");
     assert!(s.wait(Duration::from_secs(5)).success(), "{}", s.log());
     let log = s.log();
+    assert!(log.contains("reload refused"), "{log}");
+    assert!(log.contains("/etc/vcoord/vcoord.toml:"), "{log}");
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(!log.contains('\u{1b}'));
 }
@@ -513,6 +534,7 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
         ),
         ("vcoord_vcpu_wait_percent", &["vm=\"busy\""]),
         ("vcoord_vcpu_pcpu", &["vm=\"idle\""]),
+        ("vcoord_vcpu_time_seconds_total", &["vm=\"busy\""]),
         ("vcoord_vm_balloon_actual_bytes", &["vm=\"idle\""]),
         ("vcoord_vm_memory_unused_bytes", &["vm=\"idle\""]),
         ("vcoord_vm_managed", &["vm=\"idle\"", "kind=\"cpu\""]),

@@ -325,6 +325,18 @@ impl Coordinator {
         let collect = started.elapsed();
         self.first_sight(&sample.vms);
         let pending = self.pending_grants_kib(&sample.vms);
+        let run_times: Vec<(String, u32, u64)> = match &self.observers {
+            Some(_) => sample
+                .vms
+                .iter()
+                .flat_map(|vm| {
+                    vm.vcpus
+                        .iter()
+                        .map(move |v| (vm.name.clone(), v.id, v.run_time_ns))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let snapshot = match self.builder.build_with_pending(sample, pending) {
             Ok(snapshot) => snapshot,
             Err(e) => {
@@ -368,7 +380,8 @@ impl Coordinator {
                 ("cpu", cpu.as_str(), self.cpu_policy.health()),
                 ("memory", memory.as_str(), self.memory_policy.health()),
             ];
-            o.metrics.tick(&snapshot, &record, &cost, &policies);
+            o.metrics
+                .tick(&snapshot, &run_times, &record, &cost, &policies);
             o.status.update(&self.host.name, &snapshot);
         }
         if self.record_snapshots {

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::policy::PolicyHealth;
@@ -27,6 +27,7 @@ pub struct Metrics {
     vcpu_utilization: GaugeVec,
     vcpu_wait: GaugeVec,
     vcpu_pcpu: IntGaugeVec,
+    vcpu_time: CounterVec,
     balloon_actual: GaugeVec,
     balloon_target: GaugeVec,
     memory_unused: GaugeVec,
@@ -135,6 +136,7 @@ impl Metrics {
             vcpu_utilization: gauge("vcoord_vcpu_utilization_percent", "Time a vCPU ran over the last tick, percent of one pCPU.", vcpu),
             vcpu_wait: gauge("vcoord_vcpu_wait_percent", "Time a vCPU waited runnable for a pCPU over the last tick (run-queue wait), percent.", vcpu),
             vcpu_pcpu: int_gauge("vcoord_vcpu_pcpu", "The pCPU a vCPU last ran on.", vcpu),
+            vcpu_time: CounterVec::new(Opts::new("vcoord_vcpu_time_seconds_total", "Cumulative run time of a vCPU, as last sampled (the hypervisor's counter)."), vcpu).expect("a valid metric"),
             balloon_actual: gauge("vcoord_vm_balloon_actual_bytes", "Memory the VM has now (balloon current).", vm),
             balloon_target: gauge("vcoord_vm_balloon_target_bytes", "The balloon target vcoord last set for the VM (absent until it sets one).", vm),
             memory_unused: gauge("vcoord_vm_memory_unused_bytes", "Memory the guest leaves unused, from fresh guest statistics.", vm),
@@ -173,6 +175,7 @@ impl Metrics {
             Box::new(m.vcpu_utilization.clone()),
             Box::new(m.vcpu_wait.clone()),
             Box::new(m.vcpu_pcpu.clone()),
+            Box::new(m.vcpu_time.clone()),
             Box::new(m.balloon_actual.clone()),
             Box::new(m.balloon_target.clone()),
             Box::new(m.memory_unused.clone()),
@@ -294,10 +297,12 @@ impl Metrics {
         self.backend_up.with_label_values(&[host]).set(0);
     }
 
-    /// What one tick saw and did.
+    /// What one tick saw and did; `run_times` are the sampled cumulative run times of the vCPUs
+    /// (VM, vCPU, ns).
     pub fn tick(
         &self,
         snapshot: &Snapshot,
+        run_times: &[(String, u32, u64)],
         record: &TickRecord,
         cost: &TickCost,
         policies: &[PolicyState<'_>],
@@ -323,6 +328,20 @@ impl Metrics {
                 .with_label_values(&[host, &id])
                 .set(p.load_pct);
             now.pcpus.insert(id);
+        }
+        for (vm, vcpu, ns) in run_times {
+            let id = vcpu.to_string();
+            let labels = [host, vm.as_str(), id.as_str()];
+            let counter = self.vcpu_time.with_label_values(&labels);
+            let now = *ns as f64 / 1e9;
+            let before = counter.get();
+            if now >= before {
+                counter.inc_by(now - before);
+            } else {
+                // The counter went back (a restarted domain): start the series again.
+                let _ = self.vcpu_time.remove_label_values(&labels);
+                self.vcpu_time.with_label_values(&labels).inc_by(now);
+            }
         }
         for vm in snapshot.vms() {
             let name = vm.name.as_str();
@@ -467,6 +486,7 @@ impl Metrics {
         let _ = self.vcpu_utilization.remove_label_values(&labels);
         let _ = self.vcpu_wait.remove_label_values(&labels);
         let _ = self.vcpu_pcpu.remove_label_values(&labels);
+        let _ = self.vcpu_time.remove_label_values(&labels);
     }
 
     fn remove_vm(&self, host: &str, vm: &str) {
