@@ -260,3 +260,42 @@ fn replay_through_the_same_policy_repeats_the_run_and_others_differ() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no snapshots"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_run_over_its_time_limit_is_stopped_and_reported_while_the_others_report() {
+    use std::time::Duration;
+    use vcoord_core::config::HostConfig;
+    use vcoord_core::tools::compare::{run_all_within, Contender};
+
+    vcoord_policies::link();
+    let scenario = root().join("examples/scenarios/cpu-t2-all-on-one.toml");
+    let contender = |label: &str| Contender {
+        label: label.into(),
+        host: HostConfig::new("x", "sim:", Path::new(".")),
+    };
+    let contenders = [contender("a"), contender("b")];
+    // No time at all: every run stops at its first tick and says why.
+    let out = run_all_within(
+        std::slice::from_ref(&scenario),
+        &contenders,
+        2,
+        100.0,
+        Duration::ZERO,
+        &|_, _| {},
+    );
+    assert_eq!(out.len(), 2);
+    for o in &out {
+        let why = o.error.as_deref().unwrap_or_default();
+        assert!(why.contains("the limit per run"), "{why}");
+    }
+    // Enough time: the same runs finish.
+    let out = run_all_within(
+        &[scenario],
+        &contenders,
+        2,
+        100.0,
+        Duration::from_secs(300),
+        &|_, _| {},
+    );
+    assert!(out.iter().all(|o| o.error.is_none() && o.cpu.is_some()));
+}
