@@ -1047,19 +1047,22 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
     let mut longest = 0;
     let mut unfed = Vec::new();
     let mut previous_actual: Option<f64> = None;
+    // The latest target decided for the grower: a grant still landing feeds it too.
+    let mut target_mib: Option<f64> = None;
     for r in &records {
         let Some(vm) = r.vms.iter().find(|v| v.name == grower) else {
             continue;
         };
+        let granted = r
+            .balloons
+            .iter()
+            .any(|b| b.vm == grower && b.target_kib > b.actual_kib);
+        let in_flight = target_mib.is_some_and(|t| t > vm.actual_mib + 1.0);
         match vm.unused_mib {
             Some(u) if u < 100.0 => {
                 run += 1;
-                let granted = r
-                    .balloons
-                    .iter()
-                    .any(|b| b.vm == grower && b.target_kib > b.actual_kib);
                 let landing = previous_actual.is_some_and(|p| vm.actual_mib > p + 1.0);
-                if run > 2 && !granted && !landing {
+                if run > 2 && !granted && !landing && !in_flight {
                     unfed.push(r.tick);
                 }
             }
@@ -1068,6 +1071,9 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
         }
         longest = longest.max(run);
         previous_actual = Some(vm.actual_mib);
+        if let Some(b) = r.balloons.iter().find(|b| b.vm == grower) {
+            target_mib = Some(b.target_kib as f64 / 1024.0);
+        }
     }
     let lowest = g.iter().filter_map(|s| s.1).fold(f64::INFINITY, f64::min);
     assert!(
