@@ -14,7 +14,7 @@ use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::config::HostConfig;
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
 use crate::runtime::guard::{Guard, GuardedPlan};
-use crate::runtime::record::{Recorder, ShadowRecord, TickRecord};
+use crate::runtime::record::{ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::service::control::Control;
 use crate::service::metrics::{Metrics, TickCost};
@@ -612,20 +612,6 @@ fn tick_summary(r: &TickRecord) -> String {
         },
         if r.dry_run { " (dry run)" } else { "" }
     )
-}
-
-/// Runs one host to the end (or a stop), writing each tick's record to `recorder` if given.
-pub fn run_host(
-    host: &HostConfig,
-    options: &RunOptions,
-    recorder: Option<&Recorder>,
-    control: &Control,
-) -> Result<u64, RunError> {
-    let mut coordinator = Coordinator::open(host, options)?;
-    coordinator.run(options.ticks, control, |tick| match recorder {
-        Some(r) => r.write(tick),
-        None => Ok(()),
-    })
 }
 
 #[cfg(test)]

@@ -200,11 +200,6 @@ struct Output {
 }
 
 impl Recorder {
-    /// Creates (or truncates) `path`, never rotated.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
-        Self::rotating(path, u64::MAX, 0)
-    }
-
     /// Creates (or truncates) `path`, rotated past `max_bytes`, keeping `keep` older files.
     pub fn rotating(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
         Ok(Self {
