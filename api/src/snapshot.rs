@@ -209,8 +209,18 @@ pub struct MemoryView {
     pub max_kib: u64,
     /// Memory the VM has now.
     pub actual_kib: u64,
-    /// Memory the guest leaves unused (`None` when no fresh guest statistics).
+    /// Memory the guest leaves unused (`None` when no fresh guest statistics), as of its last
+    /// report.
     pub unused_kib: Option<u64>,
+    /// Memory the guest counts as its own (its total), as of the same report: it follows the
+    /// balloon, so `available - unused` is what the guest used then, whatever the balloon did
+    /// since.
+    #[serde(default)]
+    pub available_kib: Option<u64>,
+    /// Memory the VM has that its guest does not count in `available_kib` (kernel, firmware),
+    /// as measured while the balloon stood still; `None` until measured.
+    #[serde(default)]
+    pub unavailable_kib: Option<u64>,
     /// Memory the guest could use without swapping.
     pub usable_kib: Option<u64>,
     /// Swapped in over the last interval.
@@ -230,10 +240,26 @@ pub struct MemoryView {
 }
 
 impl MemoryView {
-    /// Guest memory in use (`actual - unused`), when the guest reported.
+    /// Memory in use in the VM, in the balloon's terms (so `actual - used` is what is unused
+    /// now), when the guest reported. From the guest's own figures of one report where they
+    /// are known (`unavailable + available - unused`): guests report every few seconds while
+    /// the balloon size is read live, so `actual - unused` mixes two moments and reads a
+    /// balloon's move as growth or as a free. Otherwise `actual - unused`.
     pub fn used_kib(&self) -> Option<u64> {
-        self.unused_kib
-            .map(|unused| self.actual_kib.saturating_sub(unused))
+        let unused = self.unused_kib?;
+        Some(match (self.available_kib, self.unavailable_kib) {
+            (Some(available), Some(unavailable)) => {
+                (unavailable + available).saturating_sub(unused)
+            }
+            _ => self.actual_kib.saturating_sub(unused),
+        })
+    }
+
+    /// Memory unused in the VM now: `actual - used`, when the guest reported (negative when
+    /// the balloon took more than was unused at the last report).
+    pub fn unused_now_kib(&self) -> Option<i64> {
+        self.used_kib()
+            .map(|used| self.actual_kib as i64 - used as i64)
     }
 }
 

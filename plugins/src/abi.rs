@@ -58,6 +58,10 @@ pub struct Memory {
     pub actual_kib: u64,
     /// Memory the guest leaves unused; none without fresh guest statistics.
     pub unused_kib: ROption<u64>,
+    /// The guest's own total, as of the same report.
+    pub available_kib: ROption<u64>,
+    /// Memory outside the guest's total, measured with the balloon still.
+    pub unavailable_kib: ROption<u64>,
     /// Memory the guest could use without swapping.
     pub usable_kib: ROption<u64>,
     /// Swapped in over the last interval.

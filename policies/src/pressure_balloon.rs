@@ -17,9 +17,15 @@
 //! - Per-VM `min_mib`, `max_mib` and `shares` tables; `guest_floor_mib` for all.
 //! - Stuck balloons: a VM whose size has not moved toward its target over two ticks is no
 //!   longer asked to give memory back, and is named in the plan's reason.
-//! - Lag: a VM given memory is not asked to give any back for 5 ticks, nor while a grant is
+//! - Lag: a VM given memory is not asked to give any back for 5 s, nor while a grant is
 //!   still landing; a reading with more unused memory than the VM has (guest figures newer
 //!   than the balloon size) is skipped.
+//! - Time, not changes: a reading is new when the guest's report time moves (or, without one,
+//!   when a figure changes or 3 s pass), so a guest reporting the same figures again is a guest
+//!   that is not growing: its rate falls with time (halving every 2 s or so) and a free ends it
+//!   at once. Stuck balloons, grants and settling are judged in seconds, not ticks.
+//! - Caution first: a VM seen for the first time (or after a restart of vcoord) keeps the band
+//!   (`band_factor` thresholds) until its growth rate has been measured.
 
 use std::collections::HashMap;
 
@@ -30,8 +36,41 @@ use vcoord_api::{
 
 /// A balloon counts as moving when it gets this much closer to its target.
 const PROGRESS_KIB: f64 = 8.0 * MIB;
-/// A VM given memory is not asked to give any back for this many ticks (its figures lag).
-const SETTLE_TICKS: u32 = 5;
+/// A VM given memory is not asked to give any back for this long (its figures lag), s.
+const SETTLE_S: f64 = 5.0;
+/// Without report times, unchanged figures for this long count as a reading, s.
+const QUIET_S: f64 = 3.0;
+/// Time constant of a falling growth rate, s.
+const RATE_FALL_S: f64 = 3.0;
+/// A drop in use this large between two readings is a free: growth has ended.
+const FREED_KIB: f64 = 32.0 * MIB;
+/// A balloon that has not moved toward its target for this long is stuck, s.
+const STUCK_S: f64 = 2.5;
+/// A stuck balloon is tried again as a donor after this long, s.
+const RETRY_S: f64 = 20.0;
+
+/// Earlier behaviours of this policy, each of which failed on real hosts. They are kept only so
+/// that regression tests can show each flaw in the simulator; configuration cannot set them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Earlier {
+    /// Growth seen while a balloon inflates is believed (the balloon's own inflation read as
+    /// guest growth holds back reclaim).
+    pub believe_inflation: bool,
+    /// Readings with more unused memory than the VM has are used (a grant in flight is clawed
+    /// back from a growing guest).
+    pub use_inconsistent: bool,
+    /// A VM may give memory back right after a grant.
+    pub no_settle: bool,
+    /// The growth rate changes only when a figure changes (an idle guest that stopped growing
+    /// stays "growing" for ever).
+    pub rate_on_change_only: bool,
+    /// A VM seen for the first time is trusted to need only the threshold.
+    pub trust_first_sight: bool,
+    /// Use is judged as `actual - unused`, the balloon size read now and the guest's figures
+    /// from its last report, even where the host gives the report's own total.
+    pub mixed_moments: bool,
+}
 
 vcoord_api::params! {
     /// Parameters of `pressure-balloon`. The guest floor and the host reserve are the guard's
@@ -70,6 +109,8 @@ pub struct PressureBalloon {
     /// Its parameters.
     pub params: PressureBalloonParams,
     seen: HashMap<String, VmState>,
+    #[doc(hidden)]
+    pub earlier: Earlier,
 }
 
 impl Policy for PressureBalloon {
@@ -101,6 +142,7 @@ impl Policy for PressureBalloon {
         Ok(Self {
             params,
             seen: HashMap::new(),
+            earlier: Earlier::default(),
         })
     }
 }
@@ -109,16 +151,22 @@ impl Policy for PressureBalloon {
 struct VmState {
     uuid: String,
     used_kib: f64,
-    /// The guest's unused memory at its last new reading, and when that was.
+    /// The guest's unused memory at its last new reading, and when that was (the guest's
+    /// report time where known, else the snapshot's).
     unused_kib: f64,
     read_at_s: f64,
+    /// The report time of the last reading, where the host gives one.
+    report_s: Option<f64>,
+    /// Readings so far: the growth rate is known from the second on.
+    readings: u32,
     actual_kib: f64,
     rate_kib_s: f64,
     /// Target this policy last asked for, with the distance to it then.
     asked: Option<(f64, f64)>,
-    no_progress: u32,
-    /// Ticks since this VM was last given memory.
-    since_grant: u32,
+    /// Since when the balloon has not moved toward the target asked for.
+    still_since_s: Option<f64>,
+    /// When this VM was last given memory.
+    granted_at_s: f64,
 }
 
 /// One VM's decision inputs this tick.
@@ -163,20 +211,93 @@ impl PressureBalloon {
             .unwrap_or(1.0)
     }
 
+    /// Whether `vm`'s use can be judged from one report's figures alone.
+    fn one_moment(&self, vm: &VmView) -> bool {
+        !self.earlier.mixed_moments
+            && vm.memory.available_kib.is_some()
+            && vm.memory.unavailable_kib.is_some()
+    }
+
+    /// Takes a VM's figures this tick into its state: on a new reading, its growth rate.
+    fn read(&self, state: &mut VmState, vm: &VmView, used: f64, actual: f64, now: f64) {
+        let unused = vm.memory.unused_kib.unwrap_or(0) as f64;
+        let report = vm
+            .memory
+            .last_report_s
+            .filter(|_| !self.earlier.rate_on_change_only);
+        let changed = unused != state.unused_kib;
+        let new = match (report, state.report_s) {
+            (Some(t), Some(previous)) => t > previous,
+            (Some(_), None) => true,
+            _ if self.earlier.rate_on_change_only => changed,
+            (None, _) => changed || now - state.read_at_s >= QUIET_S,
+        };
+        if !new {
+            state.actual_kib = actual;
+            return;
+        }
+        let at = report.unwrap_or(now);
+        let dt = at - state.read_at_s;
+        if state.readings > 0 && dt > 0.0 {
+            let inst = (used - state.used_kib) / dt;
+            // While a balloon inflates, the guest's figures and the balloon size are read at
+            // different moments, so use seems to grow by what the balloon took: an increase
+            // seen then is not believed.
+            let inflating = !self.earlier.believe_inflation
+                && !self.one_moment(vm)
+                && (actual < state.actual_kib - MIB
+                    || state
+                        .asked
+                        .is_some_and(|(target, _)| target < actual - PROGRESS_KIB));
+            state.rate_kib_s = if inst > state.rate_kib_s && !inflating {
+                // Rise at once (a working set grows fast)...
+                inst
+            } else if self.earlier.rate_on_change_only {
+                0.7 * state.rate_kib_s + 0.3 * inst.min(state.rate_kib_s)
+            } else if used < state.used_kib - FREED_KIB {
+                // ...a free ends growth...
+                0.0
+            } else {
+                // ...and otherwise fall with time, toward what this reading shows.
+                let w = 1.0 - (-dt / RATE_FALL_S).exp();
+                let toward = inst.clamp(0.0, state.rate_kib_s.max(0.0));
+                state.rate_kib_s + w * (toward - state.rate_kib_s)
+            };
+        }
+        state.readings = state.readings.saturating_add(1);
+        state.used_kib = used;
+        state.unused_kib = unused;
+        state.read_at_s = at;
+        state.report_s = report;
+        state.actual_kib = actual;
+    }
+
     /// Updates the memory of each VM with fresh statistics and says what it needs.
     fn needs<'a>(&mut self, snapshot: &'a Snapshot) -> Vec<Need<'a>> {
         let mut out = Vec::new();
         let mut seen = HashMap::new();
         for vm in snapshot.vms() {
-            // Guest figures newer than the balloon size can report more unused than the VM
-            // has: such a reading says nothing; the VM keeps what it has this tick.
-            let consistent = vm
-                .memory
-                .unused_kib
-                .is_some_and(|u| u < vm.memory.actual_kib);
+            // Use from one report's own figures (see `MemoryView::used_kib`), or else, where the
+            // host cannot tell, from the guest's unused and the balloon's size read at another
+            // moment: such figures can report more unused than the VM has, and then say
+            // nothing; the VM keeps what it has this tick.
+            let one_moment = self.one_moment(vm);
+            let consistent = one_moment
+                || self.earlier.use_inconsistent
+                || vm
+                    .memory
+                    .unused_kib
+                    .is_some_and(|u| u < vm.memory.actual_kib);
+            let used = if one_moment {
+                vm.memory.used_kib()
+            } else {
+                vm.memory
+                    .unused_kib
+                    .map(|u| vm.memory.actual_kib.saturating_sub(u))
+            };
             // A VM whose memory the operator left alone is neither given nor asked anything.
             let (Some(used), true, true) = (
-                vm.memory.used_kib().filter(|_| consistent),
+                used.filter(|_| consistent),
                 vm.memory.stats_fresh,
                 vm.control.memory_managed,
             ) else {
@@ -189,67 +310,52 @@ impl PressureBalloon {
             };
             let used = used as f64;
             let actual = vm.memory.actual_kib as f64;
+            let now = snapshot.wall_s();
             let mut state = match self.seen.remove(&vm.name) {
                 Some(s) if s.uuid == vm.uuid => s,
                 _ => VmState {
                     uuid: vm.uuid.clone(),
                     used_kib: used,
                     unused_kib: -1.0,
-                    read_at_s: snapshot.wall_s(),
+                    read_at_s: now,
+                    report_s: None,
+                    readings: 0,
                     actual_kib: actual,
                     rate_kib_s: 0.0,
                     asked: None,
-                    no_progress: 0,
-                    since_grant: u32::MAX,
+                    still_since_s: None,
+                    granted_at_s: f64::NEG_INFINITY,
                 },
             };
-            // Guest statistics arrive every period (2 s or so on real hosts), not every tick:
-            // the growth rate is measured between new readings only.
-            let unused = vm.memory.unused_kib.unwrap_or(0) as f64;
-            let dt = snapshot.wall_s() - state.read_at_s;
-            if unused != state.unused_kib && dt > 0.0 {
-                let inst = (used - state.used_kib) / dt;
-                // While a balloon inflates, the guest's figures and the balloon size are read at
-                // different moments, so use seems to grow by what the balloon took: an increase
-                // seen then is not believed.
-                let inflating = actual < state.actual_kib - MIB
-                    || state
-                        .asked
-                        .is_some_and(|(target, _)| target < actual - PROGRESS_KIB);
-                // Rise at once, fall slowly (a working set grows fast and shrinks lazily).
-                state.rate_kib_s = if inst > state.rate_kib_s && !inflating {
-                    inst
-                } else {
-                    0.7 * state.rate_kib_s + 0.3 * inst.min(state.rate_kib_s)
-                };
-                state.used_kib = used;
-                state.read_at_s = snapshot.wall_s();
-            } else if unused != state.unused_kib {
-                state.used_kib = used;
-                state.read_at_s = snapshot.wall_s();
-            }
-            state.unused_kib = unused;
-            state.actual_kib = actual;
-            state.since_grant = state.since_grant.saturating_add(1);
-            // Stuck: no progress toward the last target over two ticks.
+            self.read(&mut state, vm, used, actual, now);
+            // Stuck: no progress toward the last target for a while.
             if let Some((target, gap_then)) = state.asked {
                 let gap = (target - actual).abs();
-                if state.no_progress >= 20 {
+                if gap <= PROGRESS_KIB || gap <= gap_then - PROGRESS_KIB {
+                    state.still_since_s = None;
+                    state.asked = (gap > PROGRESS_KIB).then_some((target, gap));
+                } else if state
+                    .still_since_s
+                    .is_some_and(|since| now - since >= RETRY_S)
+                {
                     // Stuck for long: forget, and try it again as a donor.
                     state.asked = None;
-                    state.no_progress = 0;
-                } else if gap > PROGRESS_KIB && gap > gap_then - PROGRESS_KIB {
-                    state.no_progress += 1;
-                } else {
-                    state.no_progress = 0;
-                    state.asked = (gap > PROGRESS_KIB).then_some((target, gap));
+                    state.still_since_s = None;
+                } else if state.still_since_s.is_none() {
+                    state.still_since_s = Some(now);
                 }
             }
             let pressured = vm.memory.swap_in_kib.unwrap_or(0) > 0
                 || vm.memory.swap_out_kib.unwrap_or(0) > 0
                 || vm.memory.major_faults.unwrap_or(0) as f64 > self.params.fault_threshold;
+            let threshold = self.params.threshold_mib.kib();
             let growth = state.rate_kib_s.max(0.0) * self.params.lead_s;
-            let keep = self.params.threshold_mib.kib() * if pressured { 2.0 } else { 1.0 } + growth;
+            let mut keep = threshold * if pressured { 2.0 } else { 1.0 } + growth;
+            let measured = state.readings >= 2 || self.earlier.trust_first_sight;
+            if !measured {
+                // Growth not measured yet: keep the band meanwhile.
+                keep = keep.max(threshold * self.params.band_factor);
+            }
             let (lo, hi) = self.bounds(vm, snapshot.host().limits.guest_floor_kib as f64);
             out.push(Need {
                 vm,
@@ -258,13 +364,16 @@ impl PressureBalloon {
                 keep,
                 lo,
                 hi,
-                growing: state.rate_kib_s > 1.0 * MIB,
+                growing: state.rate_kib_s > 1.0 * MIB || !measured,
                 pressured,
-                stuck: state.no_progress >= 2,
-                settling: state.since_grant < SETTLE_TICKS
-                    || state
-                        .asked
-                        .is_some_and(|(target, _)| target > actual + PROGRESS_KIB),
+                stuck: state
+                    .still_since_s
+                    .is_some_and(|since| now - since >= STUCK_S),
+                settling: !self.earlier.no_settle
+                    && (now - state.granted_at_s < SETTLE_S
+                        || state
+                            .asked
+                            .is_some_and(|(target, _)| target > actual + PROGRESS_KIB)),
             });
             seen.insert(vm.name.clone(), state);
         }
@@ -361,7 +470,7 @@ impl MemoryPolicy for PressureBalloon {
         for (i, n) in needs.iter().enumerate() {
             if grants[i] >= 1.0 * MIB {
                 if let Some(state) = self.seen.get_mut(&n.vm.name) {
-                    state.since_grant = 0;
+                    state.granted_at_s = snapshot.wall_s();
                 }
                 let rate = self
                     .seen
@@ -392,7 +501,7 @@ impl MemoryPolicy for PressureBalloon {
                     .is_some_and(|(old, _)| (old - target).abs() < PROGRESS_KIB);
                 if !same {
                     state.asked = Some((*target, (target - n.actual).abs()));
-                    state.no_progress = 0;
+                    state.still_since_s = None;
                 }
             }
         }
@@ -462,12 +571,22 @@ mod tests {
             .map(|t| t.target_kib as f64 / MIB)
     }
 
+    /// The plan for `vms` after the policy has seen them twice (growth measured: none).
+    fn settled(p: &mut PressureBalloon, vms: impl Fn() -> Vec<VmView>, free: u64) -> MemoryPlan {
+        p.decide(&at(0.0, snapshot(1, vms(), free)));
+        p.decide(&at(2.0, snapshot(1, vms(), free)))
+    }
+
     #[test]
     fn a_steady_grower_is_fed_ahead_of_its_rate() {
         let mut p = PressureBalloon::default();
         // 20 MiB/s growth: used 400 -> 420 MiB in a second.
-        let s1 = snapshot(1, vec![mem_vm("g", 2048, 600, Some(200))], 4096);
-        p.decide(&s1);
+        let s1 = at(
+            0.0,
+            snapshot(1, vec![mem_vm("g", 2048, 600, Some(200))], 4096),
+        );
+        // Not measured yet: it keeps the band (200), which it has.
+        assert_eq!(target_of(&p.decide(&s1), "g"), None);
         let s2 = at(
             1.0,
             snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096),
@@ -485,29 +604,148 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_seen_for_the_first_time_keeps_the_band_until_its_growth_is_known() {
+        let mut p = PressureBalloon::default();
+        // 120 MiB unused, under the band of 200: topped up to it at once, not reclaimed.
+        let plan = p.decide(&at(
+            0.0,
+            snapshot(1, vec![mem_vm("n", 2048, 600, Some(120))], 4096),
+        ));
+        assert_eq!(target_of(&plan, "n"), Some(680.0), "{plan:?}");
+        // A lot unused: not taken before a second reading...
+        let mut p = PressureBalloon::default();
+        let vms = || vec![mem_vm("n", 2048, 1024, Some(924))];
+        let plan = p.decide(&at(0.0, snapshot(1, vms(), 4096)));
+        assert_eq!(target_of(&plan, "n"), None, "{plan:?}");
+        // ...and then given back.
+        let plan = p.decide(&at(2.0, snapshot(1, vms(), 4096)));
+        assert_eq!(target_of(&plan, "n"), Some(1024.0 - 128.0), "{plan:?}");
+    }
+
+    #[test]
+    fn a_guest_that_stops_growing_and_reports_the_same_figures_stops_growing() {
+        let mut p = PressureBalloon::default();
+        // Grows 50 MiB/s for 10 s (reports every 2 s), fed as it goes.
+        let mut actual = 600;
+        let mut used = 400;
+        let mut t = 0.0;
+        for _ in 0..5 {
+            let plan = p.decide(&at(
+                t,
+                snapshot(
+                    1,
+                    vec![mem_vm("g", 4096, actual, Some(actual - used))],
+                    8192,
+                ),
+            ));
+            if let Some(target) = target_of(&plan, "g") {
+                actual = target as u64;
+            }
+            used += 100;
+            t += 2.0;
+        }
+        let rate = p.seen["g"].rate_kib_s / MIB;
+        assert!(rate > 40.0, "{rate}");
+        // Then it holds: every report the same figures, while time goes by.
+        let mut given_back_at = None;
+        for tick in 0..40 {
+            let now = t + f64::from(tick);
+            // A report every 2 s: the same figures.
+            let report = t + f64::from(tick / 2 * 2);
+            let mut vm = mem_vm("g", 4096, actual, Some(actual - used));
+            vm.memory.last_report_s = Some(report);
+            let s = snapshot(1, vec![vm], 8192)
+                .to_builder()
+                .wall_s(now)
+                .build()
+                .unwrap();
+            let plan = p.decide(&s);
+            if let Some(target) = target_of(&plan, "g") {
+                if target < actual as f64 && given_back_at.is_none() {
+                    given_back_at = Some(tick);
+                }
+                actual = target as u64;
+            }
+        }
+        // Its rate fell to nothing, and the excess it was fed ahead came back to the band.
+        assert!(
+            p.seen["g"].rate_kib_s < MIB,
+            "{}",
+            p.seen["g"].rate_kib_s / MIB
+        );
+        let given = given_back_at.expect("never given back");
+        assert!(
+            given <= 20,
+            "first given back {given} s after the growth stopped"
+        );
+        assert!(actual - used <= 208, "unused {} after 40 s", actual - used);
+        // The earlier behaviour kept its last rate for ever.
+        let mut old = PressureBalloon::default();
+        old.earlier.rate_on_change_only = true;
+        old.seen = p.seen.clone();
+        old.seen.get_mut("g").unwrap().rate_kib_s = 50.0 * MIB;
+        for tick in 0..40 {
+            let mut vm = mem_vm("g", 4096, actual, Some(actual - used));
+            vm.memory.last_report_s = Some(100.0 + f64::from(tick / 2 * 2));
+            let s = snapshot(1, vec![vm], 8192)
+                .to_builder()
+                .wall_s(100.0 + f64::from(tick))
+                .build()
+                .unwrap();
+            old.decide(&s);
+        }
+        assert!(old.seen["g"].rate_kib_s > 40.0 * MIB);
+    }
+
+    #[test]
+    fn a_free_ends_growth_at_once() {
+        let mut p = PressureBalloon::default();
+        for (t, unused) in [(0.0, 500), (2.0, 400), (4.0, 300)] {
+            p.decide(&at(
+                t,
+                snapshot(1, vec![mem_vm("g", 4096, 1000, Some(unused))], 8192),
+            ));
+        }
+        assert!(p.seen["g"].rate_kib_s > 40.0 * MIB);
+        p.decide(&at(
+            6.0,
+            snapshot(1, vec![mem_vm("g", 4096, 1000, Some(800))], 8192),
+        ));
+        assert_eq!(p.seen["g"].rate_kib_s, 0.0);
+    }
+
+    #[test]
     fn idle_memory_comes_back_gradually_down_to_the_band() {
         let mut p = PressureBalloon::default();
-        let s = snapshot(1, vec![mem_vm("i", 2048, 1024, Some(924))], 4096);
-        let plan = p.decide(&s);
+        let plan = settled(&mut p, || vec![mem_vm("i", 2048, 1024, Some(924))], 4096);
         // excess over the 200 MiB band is 724: a quarter, capped at 128 MiB.
         assert_eq!(target_of(&plan, "i"), Some(1024.0 - 128.0));
-        let s = snapshot(1, vec![mem_vm("i", 2048, 340, Some(240))], 4096);
-        let plan = PressureBalloon::default().decide(&s);
+        let plan = settled(
+            &mut PressureBalloon::default(),
+            || vec![mem_vm("i", 2048, 340, Some(240))],
+            4096,
+        );
         // 40 MiB over the band: a quarter of it.
         assert_eq!(target_of(&plan, "i"), Some(330.0));
         // Within 8 MiB of the band nothing moves.
-        let s = snapshot(1, vec![mem_vm("i", 2048, 305, Some(205))], 4096);
-        let plan = PressureBalloon::default().decide(&s);
+        let plan = settled(
+            &mut PressureBalloon::default(),
+            || vec![mem_vm("i", 2048, 305, Some(205))],
+            4096,
+        );
         assert_eq!(target_of(&plan, "i"), None);
     }
 
     #[test]
     fn the_operators_settings_come_first() {
-        let mut ignored = mem_vm("ignored", 2048, 1024, Some(924));
-        ignored.control.memory_managed = false;
-        let mut kept = mem_vm("kept", 2048, 1024, Some(924));
-        kept.control.min_kib = Some(1000 * 1024);
-        let plan = PressureBalloon::default().decide(&snapshot(1, vec![ignored, kept], 4096));
+        let vms = || {
+            let mut ignored = mem_vm("ignored", 2048, 1024, Some(924));
+            ignored.control.memory_managed = false;
+            let mut kept = mem_vm("kept", 2048, 1024, Some(924));
+            kept.control.min_kib = Some(1000 * 1024);
+            vec![ignored, kept]
+        };
+        let plan = settled(&mut PressureBalloon::default(), vms, 4096);
         assert_eq!(target_of(&plan, "ignored"), None, "{plan:?}");
         // Idle: would give back 128 MiB, but the operator's min is 1000.
         assert_eq!(target_of(&plan, "kept"), Some(1000.0), "{plan:?}");
@@ -516,18 +754,21 @@ mod tests {
     #[test]
     fn stuck_balloons_are_not_asked_again_and_are_reported() {
         let mut p = PressureBalloon::default();
-        for _ in 0..3 {
-            let s = snapshot(1, vec![mem_vm("s", 2048, 1024, Some(924))], 4096);
-            p.decide(&s);
-        }
-        let s = snapshot(1, vec![mem_vm("s", 2048, 1024, Some(924))], 4096);
-        let plan = p.decide(&s);
+        let vms = || vec![mem_vm("s", 2048, 1024, Some(924))];
+        // Asked at 2 s; the balloon never moves.
+        let plan = settled(&mut p, vms, 4096);
+        assert!(target_of(&plan, "s").is_some());
+        p.decide(&at(3.0, snapshot(1, vms(), 4096)));
+        let plan = p.decide(&at(6.0, snapshot(1, vms(), 4096)));
         assert_eq!(target_of(&plan, "s"), None, "{plan:?}");
         assert!(
             plan.reason.contains("stuck balloons (not donors): s"),
             "{}",
             plan.reason
         );
+        // Tried again 20 s later.
+        let plan = p.decide(&at(24.0, snapshot(1, vms(), 4096)));
+        assert!(target_of(&plan, "s").is_some(), "{plan:?}");
     }
 
     #[test]
@@ -546,8 +787,7 @@ mod tests {
                 mem_vm("idle", 4096, 2000, Some(1500)),
             ]
         };
-        p.decide(&snapshot(1, vms(), 300));
-        let plan = p.decide(&snapshot(1, vms(), 300));
+        let plan = settled(&mut p, vms, 300);
         // 100 MiB grantable above the reserve, split 3:1.
         assert_eq!(target_of(&plan, "a"), Some(1075.0));
         assert_eq!(target_of(&plan, "b"), Some(1025.0));

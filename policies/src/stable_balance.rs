@@ -30,8 +30,8 @@ vcoord_api::params! {
         pub trigger_points: f64 = 5.0, unit "percent points", range 0.0..=100.0;
         /// ... and this share of the mean pCPU demand
         pub trigger_rel: f64 = 0.05, unit "ratio of mean demand", range 0.0..=10.0;
-        /// weight of the newest sample in each vCPU's smoothed demand (1 = no smoothing)
-        pub smoothing: f64 = 0.5, unit "weight", range 0.05..=1.0;
+        /// weight of the newest second in each vCPU's smoothed demand (1 = no smoothing); a tick of n seconds weighs 1 - (1 - smoothing)^n
+        pub smoothing: f64 = 0.5, unit "weight per second", range 0.05..=1.0;
         /// when acting, aim for a stdev below this share of the trigger
         pub aim_ratio: f64 = 0.5, unit "ratio of the trigger", range 0.1..=1.0;
         /// act only if the predicted stdev falls by at least this much
@@ -46,8 +46,12 @@ vcoord_api::params! {
 pub struct StableBalance {
     /// Its parameters.
     pub params: StableBalanceParams,
-    demand: HashMap<(String, u32), f64>,
+    /// Smoothed demand of each vCPU, and when it was last measured.
+    demand: HashMap<(String, u32), (f64, f64)>,
 }
+
+/// A vCPU's demand not measured for this long is forgotten, s.
+const FORGET_S: f64 = 30.0;
 
 impl Policy for StableBalance {
     const NAME: &'static str = "stable-balance";
@@ -88,21 +92,28 @@ impl StableBalance {
         for (vi, vm) in snapshot.vms().iter().enumerate() {
             for v in &vm.vcpus {
                 let key = (vm.uuid.clone(), v.id);
+                let now = snapshot.wall_s();
+                // Smoothing ages with time: what a tick weighs depends on how long it was.
                 let previous = self.demand.get(&key).copied();
-                let demand = match v.load_pct {
-                    Some(load) => {
+                let measured = match (v.load_pct, previous) {
+                    (Some(load), previous) => {
                         let raw = (load + v.wait_pct.unwrap_or(0.0)).min(100.0);
                         Some(match previous {
-                            Some(p) => {
-                                self.params.smoothing * raw + (1.0 - self.params.smoothing) * p
+                            Some((p, at)) => {
+                                let dt = (now - at).max(0.0).max(snapshot.interval_s());
+                                let w = 1.0 - (1.0 - self.params.smoothing).powf(dt);
+                                (w * raw + (1.0 - w) * p, now)
                             }
-                            None => raw,
+                            None => (raw, now),
                         })
                     }
-                    None => previous,
+                    // Not measured this tick: the last figure, until it is too old to trust.
+                    (None, Some((p, at))) if now - at < FORGET_S => Some((p, at)),
+                    (None, _) => None,
                 };
-                if let Some(d) = demand {
-                    seen.insert(key, d);
+                let demand = measured.map(|(d, _)| d);
+                if let Some(m) = measured {
+                    seen.insert(key, m);
                 }
                 let home = v.placed_on().and_then(|p| index.get(&p).copied());
                 items.push(Item {

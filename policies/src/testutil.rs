@@ -34,6 +34,8 @@ pub fn memory(max_mib: u64, actual_mib: u64, unused_mib: Option<u64>) -> MemoryV
         max_kib: max_mib * MIB,
         actual_kib: actual_mib * MIB,
         unused_kib: unused_mib.map(|u| u * MIB),
+        available_kib: None,
+        unavailable_kib: None,
         usable_kib: unused_mib.map(|u| u * MIB),
         swap_in_kib: Some(0),
         swap_out_kib: Some(0),
@@ -60,9 +62,24 @@ pub fn snapshot(pcpus: u32, vms: Vec<VmView>, guest_free_mib: u64) -> Snapshot {
         .unwrap()
 }
 
-/// `snapshot` as seen at wall-clock time `wall_s`.
+/// `snapshot` as seen at wall-clock time `wall_s`, with every guest's report made then.
 pub fn at(wall_s: f64, snapshot: Snapshot) -> Snapshot {
-    snapshot.to_builder().wall_s(wall_s).build().unwrap()
+    let vms: Vec<VmView> = snapshot
+        .vms()
+        .iter()
+        .cloned()
+        .map(|mut vm| {
+            vm.memory.last_report_s = vm.memory.last_report_s.map(|_| wall_s);
+            vm
+        })
+        .collect();
+    Snapshot::builder(snapshot.host().clone())
+        .tick(snapshot.tick())
+        .interval_s(snapshot.interval_s())
+        .wall_s(wall_s)
+        .vms(vms)
+        .build()
+        .unwrap()
 }
 
 /// A single-vCPU VM with only memory figures that matter.

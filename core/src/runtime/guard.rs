@@ -289,6 +289,8 @@ mod tests {
                 max_kib: 2048 * MIB,
                 actual_kib: actual_mib * MIB,
                 unused_kib: unused_mib.map(|u| u * MIB),
+                available_kib: None,
+                unavailable_kib: None,
                 usable_kib: None,
                 swap_in_kib: None,
                 swap_out_kib: None,

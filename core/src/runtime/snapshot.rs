@@ -31,6 +31,9 @@ pub struct SnapshotBuilder {
     settings: SnapshotSettings,
     previous: Option<Sample>,
     tick: u64,
+    /// Each VM's memory outside what its guest counts as available (by UUID), measured with
+    /// the balloon standing still.
+    unavailable: HashMap<String, u64>,
 }
 
 impl SnapshotBuilder {
@@ -40,6 +43,7 @@ impl SnapshotBuilder {
             settings,
             previous: None,
             tick: 0,
+            unavailable: HashMap::new(),
         }
     }
 
@@ -74,6 +78,8 @@ impl SnapshotBuilder {
             .unwrap_or(0);
         let interval_s = interval_ns as f64 / 1e9;
 
+        let prev_wall_s = self.previous.as_ref().map(|p| p.wall_s);
+        let mut unavailable = HashMap::new();
         let vms: Vec<VmView> = sample
             .vms
             .iter()
@@ -83,9 +89,28 @@ impl SnapshotBuilder {
                     .get(vm.name.as_str())
                     .copied()
                     .filter(|prev| prev.uuid == vm.uuid);
-                self.vm_view(vm, prev, interval_ns, sample.wall_s)
+                // What the VM has outside the guest's own total: measured from a report made
+                // while the balloon stood still (same size now as at the previous sample, and
+                // the report newer than that sample), else the last such measurement.
+                let m = &vm.memory;
+                let still = prev.is_some_and(|p| p.memory.actual_kib.abs_diff(m.actual_kib) < 1024);
+                let report_after_prev = m
+                    .stats_updated_s
+                    .zip(prev_wall_s)
+                    .is_some_and(|(at, prev)| at as f64 >= prev);
+                let measured = match m.available_kib {
+                    Some(available) if still && report_after_prev => {
+                        Some(m.actual_kib.saturating_sub(available))
+                    }
+                    _ => self.unavailable.get(&vm.uuid).copied(),
+                };
+                if let Some(u) = measured {
+                    unavailable.insert(vm.uuid.clone(), u);
+                }
+                self.vm_view(vm, prev, interval_ns, sample.wall_s, measured)
             })
             .collect();
+        self.unavailable = unavailable;
 
         let guests_actual_kib: u64 = vms.iter().map(|vm| vm.memory.actual_kib).sum();
         let guest_free_kib = match self.settings.guest_budget_kib {
@@ -129,6 +154,7 @@ impl SnapshotBuilder {
         prev: Option<&VmSample>,
         interval_ns: u64,
         wall_s: f64,
+        unavailable_kib: Option<u64>,
     ) -> VmView {
         let vcpus = vm
             .vcpus
@@ -166,6 +192,8 @@ impl SnapshotBuilder {
             max_kib: mem.max_kib,
             actual_kib: mem.actual_kib,
             unused_kib: mem.unused_kib.filter(|_| stats_fresh),
+            available_kib: mem.available_kib.filter(|_| stats_fresh),
+            unavailable_kib,
             usable_kib: mem.usable_kib.filter(|_| stats_fresh),
             swap_in_kib: delta(mem.swap_in_kib, prev_mem.map(|p| p.swap_in_kib)),
             swap_out_kib: delta(mem.swap_out_kib, prev_mem.map(|p| p.swap_out_kib)),

@@ -242,6 +242,8 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
                     max_kib: 1 << 20,
                     actual_kib: 1 << 19,
                     unused_kib: Some(1 << 18),
+                    available_kib: Some((1 << 19) - (30 << 10)),
+                    unavailable_kib: Some(30 << 10),
                     usable_kib: Some(1 << 18),
                     swap_in_kib: Some(0),
                     swap_out_kib: Some(0),

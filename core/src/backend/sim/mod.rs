@@ -4,10 +4,18 @@
 //! CPU: a pCPU delivers at most 100%; the vCPUs placed on one pCPU share it max-min fairly and
 //! what a vCPU wanted but did not get accumulates as run-queue wait. vCPUs allowed on several
 //! pCPUs are spread the way an OS balancer would: heaviest first, each to the least-committed
-//! allowed pCPU. Memory: a balloon moves toward its target at a fixed rate; it cannot take
-//! memory the guest uses (it stalls instead, as a real driver does), except into guest swap.
-//! Guest use above its memory goes to swap; above memory + swap it is an OOM kill, which frees
-//! the workload's memory and ends its current phase.
+//! allowed pCPU. Duty-cycle vCPUs sharing a pCPU collide (when both want it at once, one
+//! waits), so together they run less than the sum of their demands.
+//!
+//! Memory: a new balloon target starts moving the balloon after a delay, then at a fixed rate;
+//! the balloon cannot take memory the guest uses (it stalls instead, as a real driver does),
+//! except into guest swap. Guest use above its memory goes to swap; above memory + swap it is an
+//! OOM kill, which frees the workload's memory and ends its current phase.
+//!
+//! Timing as on real hosts: a guest delivers its statistics every `guest_report_s` (or its
+//! period, if longer) with the time of the report; between deliveries, and for an idle guest,
+//! they stay the same, while the balloon size is read live, so the two are from different
+//! moments.
 
 mod scenario;
 
@@ -83,6 +91,20 @@ struct VmState {
     oom_events: u64,
     stats_period_s: u32,
     stats_updated_s: Option<f64>,
+    /// The guest's figures as last delivered.
+    report: Option<GuestReport>,
+    /// Balloon targets sent and not yet acting: (when they act, target MiB).
+    pending: Vec<(f64, f64)>,
+}
+
+/// What a guest reports of its memory, frozen at delivery.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GuestReport {
+    unused_mib: f64,
+    available_mib: f64,
+    swap_in_mib: f64,
+    swap_out_mib: f64,
+    major_faults: u64,
 }
 
 impl VmState {
@@ -93,6 +115,18 @@ impl VmState {
     /// Guest memory resident in RAM (used minus what sits in swap).
     fn resident_mib(&self) -> f64 {
         (self.used_mib() - self.swapped_mib).max(0.0)
+    }
+
+    /// What the guest would report now.
+    fn figures(&self) -> GuestReport {
+        let available = self.actual_mib - GUEST_RESERVED_MIB;
+        GuestReport {
+            unused_mib: (available - self.resident_mib()).max(0.0),
+            available_mib: available,
+            swap_in_mib: self.swap_in_total_mib,
+            swap_out_mib: self.swap_out_total_mib,
+            major_faults: self.major_faults,
+        }
     }
 }
 
@@ -184,6 +218,8 @@ impl SimBackend {
                     oom_events: 0,
                     stats_period_s: 0,
                     stats_updated_s: None,
+                    report: None,
+                    pending: Vec::new(),
                 });
             }
         }
@@ -219,6 +255,10 @@ impl SimBackend {
         let now = self.now_s();
         for vm in &mut self.vms {
             let should_run = now >= vm.spec.start_s && vm.spec.stop_s.is_none_or(|stop| now < stop);
+            if should_run && !vm.running && vm.phase == 0 && now > 0.0 {
+                // A VM starting late runs its first instant phases (use, free) as it starts.
+                apply_instant_phases(vm, now);
+            }
             vm.running = should_run;
         }
     }
@@ -242,16 +282,26 @@ impl SimBackend {
     fn step(&mut self, dt_s: f64) {
         let now = self.now_s();
         self.step_cpu(now, dt_s);
+        let host = &self.scenario.host;
         for vm in self.vms.iter_mut().filter(|vm| vm.running) {
-            step_balloon(vm, self.scenario.host.balloon_rate_mib_s, dt_s);
+            // Targets whose delay has passed start acting, in the order they were sent.
+            while let Some(&(due, target)) = vm.pending.first() {
+                if due > now + 1e-9 {
+                    break;
+                }
+                vm.target_mib = target;
+                vm.pending.remove(0);
+            }
+            step_balloon(vm, host.balloon_rate_mib_s, dt_s);
             step_memory(vm, now, dt_s);
             if vm.spec.balloon && vm.stats_period_s > 0 {
-                let period = vm.stats_period_s as f64;
+                let period = f64::from(vm.stats_period_s).max(host.guest_report_s);
                 let due = vm
                     .stats_updated_s
                     .is_none_or(|t| now + dt_s - t >= period - 1e-9);
                 if due {
                     vm.stats_updated_s = Some(now + dt_s);
+                    vm.report = Some(vm.figures());
                 }
             }
         }
@@ -325,8 +375,15 @@ impl SimBackend {
                 .filter(|e| e.2 == p)
                 .map(|&(vi, ci, _, d)| (vi, ci, d))
                 .collect();
+            // Colliding duty cycles: the pCPU idles only when no vCPU on it wants to run; with
+            // duty cycles in independent phases that is the product of their idle shares, so
+            // two 50% vCPUs get 75% between them, not 100%.
+            let mut capacity = if self.scenario.host.cpu_collisions {
+                100.0 * (1.0 - on_p.iter().map(|e| 1.0 - e.2 / 100.0).product::<f64>())
+            } else {
+                100.0
+            };
             on_p.sort_by(|a, b| a.2.total_cmp(&b.2));
-            let mut capacity = 100.0;
             let mut left = on_p.len();
             for (vi, ci, demand) in on_p {
                 let fair = capacity / left as f64;
@@ -467,8 +524,12 @@ impl Backend for SimBackend {
             .map(|vm| {
                 let reports = vm.spec.balloon && vm.stats_updated_s.is_some();
                 let guest = |v: f64| reports.then(|| kib(v));
-                let available = vm.actual_mib - GUEST_RESERVED_MIB;
-                let unused = (available - vm.resident_mib()).max(0.0);
+                // Figures as delivered, or live for an idealised guest.
+                let live = vm.figures();
+                let figures = match vm.report {
+                    Some(r) if host.guest_report_s > 0.0 => r,
+                    _ => live,
+                };
                 VmSample {
                     name: vm.name.clone(),
                     uuid: vm.uuid.clone(),
@@ -487,12 +548,12 @@ impl Backend for SimBackend {
                     memory: MemorySample {
                         max_kib: vm.spec.max_memory_mib * KIB_PER_MIB,
                         actual_kib: kib(vm.actual_mib),
-                        unused_kib: guest(unused),
-                        available_kib: guest(available),
-                        usable_kib: guest(unused),
-                        swap_in_kib: guest(vm.swap_in_total_mib),
-                        swap_out_kib: guest(vm.swap_out_total_mib),
-                        major_faults: reports.then_some(vm.major_faults),
+                        unused_kib: guest(figures.unused_mib),
+                        available_kib: guest(figures.available_mib),
+                        usable_kib: guest(figures.unused_mib),
+                        swap_in_kib: guest(figures.swap_in_mib),
+                        swap_out_kib: guest(figures.swap_out_mib),
+                        major_faults: reports.then_some(figures.major_faults),
                         stats_updated_s: vm
                             .stats_updated_s
                             .filter(|_| reports)
@@ -549,7 +610,15 @@ impl Backend for SimBackend {
                 message: format!("{target_kib} KiB exceeds the maximum {max_kib} KiB"),
             });
         }
-        state.target_mib = target_kib as f64 / MIB;
+        let delay = self.scenario.host.balloon_delay_s;
+        let due = self.now_ns as f64 / 1e9 + delay;
+        let state = self.vm_mut(vm)?;
+        let target = target_kib as f64 / MIB;
+        if delay > 0.0 {
+            state.pending.push((due, target));
+        } else {
+            state.target_mib = target;
+        }
         Ok(())
     }
 
@@ -634,10 +703,14 @@ mod tests {
         assert_eq!(sample.vms[1].vcpus[0].wait_time_ns, Some(600_000_000));
     }
 
+    /// A host whose guests report live and whose balloons act at once.
+    const IDEAL: &str =
+        "[host]\npcpus = 2\nmemory_mib = 4096\nguest_report_s = 0\nballoon_delay_s = 0\n";
+
     #[test]
     fn balloon_moves_at_its_rate_and_stats_need_a_period() {
         let mut s = sim(&format!(
-            "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 512\n"
+            "{IDEAL}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 512\n"
         ));
         s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
         assert_eq!(s.sample().unwrap().vms[0].memory.unused_kib, None);
@@ -649,6 +722,89 @@ mod tests {
         // unused = actual - reserved - base used
         assert_eq!(m.unused_kib, Some((768 - 30 - 60) * 1024));
         assert!(s.set_balloon_target("a", 3 * 1024 * 1024).is_err());
+    }
+
+    #[test]
+    fn a_new_target_acts_after_the_delay() {
+        let mut s = sim(&format!(
+            "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 512\n"
+        ));
+        s.set_balloon_target("a", 1024 * 1024).unwrap();
+        s.wait(Duration::from_millis(300), &crate::backend::plain_sleep);
+        assert_eq!(s.sample().unwrap().vms[0].memory.actual_kib, 512 * 1024);
+        s.wait(Duration::from_millis(700), &crate::backend::plain_sleep);
+        // 0.7 s at 256 MiB/s
+        let actual = s.sample().unwrap().vms[0].memory.actual_kib as f64 / 1024.0;
+        assert!((actual - (512.0 + 0.7 * 256.0)).abs() < 1.0, "{actual}");
+    }
+
+    #[test]
+    fn guest_figures_arrive_every_two_seconds_and_the_balloon_is_read_live() {
+        let mut s = sim(&format!(
+            "{HOST}[[vm]]\nname = \"a\"\nmax_memory_mib = 2048\nmemory_mib = 1024\n\
+             memory = [{{ hold_s = 3 }}, {{ grow_mib_s = 50, to_mib = 400 }}]\n"
+        ));
+        s.set_memory_stats_period("a", 1).unwrap();
+        let mut readings = Vec::new();
+        for i in 0..12 {
+            if i == 9 {
+                // At 4.5 s: the balloon grows from 4.8 s on, the next report is at 6.1 s.
+                s.set_balloon_target("a", 1536 * 1024).unwrap();
+            }
+            s.wait(Duration::from_millis(500), &crate::backend::plain_sleep);
+            let m = s.sample().unwrap().vms[0].memory.clone();
+            readings.push((m.stats_updated_s, m.unused_kib, m.actual_kib));
+        }
+        // A new report every 2 s (4 samples), never in between.
+        let mut times: Vec<i64> = readings.iter().filter_map(|r| r.0).collect();
+        times.dedup();
+        assert_eq!(times.len(), 3, "{readings:?}");
+        assert!(times.windows(2).all(|w| w[1] - w[0] == 2), "{times:?}");
+        for w in readings.windows(2) {
+            if w[0].0 == w[1].0 {
+                assert_eq!(w[0].1, w[1].1, "figures changed between reports");
+            }
+        }
+        // Idle (holding) at first: two reports with the very same figures.
+        assert_eq!(readings[0].1, readings[4].1);
+        // Then growing: a later report shows less unused.
+        assert!(readings[8].1 < readings[4].1, "{readings:?}");
+        // The balloon size is read live, while the figures wait for the next report.
+        assert_eq!(readings[8].2, 1024 * 1024);
+        assert!(readings[11].2 > 1124 * 1024, "{readings:?}");
+        assert_eq!(readings[11].1, readings[8].1);
+    }
+
+    #[test]
+    fn duty_cycles_sharing_a_pcpu_collide() {
+        let text = |collide: bool| {
+            format!(
+                "[host]\npcpus = 2\nmemory_mib = 4096\ncpu_collisions = {collide}\n\
+                 [[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\n\
+                 pins = [0]\ncpu = [{{ pct = 50 }}]\n"
+            )
+        };
+        let run = |collide: bool| {
+            let mut s = sim(&text(collide));
+            s.wait(Duration::from_secs(10), &crate::backend::plain_sleep);
+            let sample = s.sample().unwrap();
+            let run: u64 = sample.vms.iter().map(|v| v.vcpus[0].run_time_ns).sum();
+            let wait: u64 = sample
+                .vms
+                .iter()
+                .map(|v| v.vcpus[0].wait_time_ns.unwrap())
+                .sum();
+            (run as f64 / 1e9, wait as f64 / 1e9)
+        };
+        // Two 50% duty cycles on one pCPU: 75% between them, and what is lost is waited.
+        let (run_c, wait_c) = run(true);
+        assert!((run_c - 7.5).abs() < 0.01, "{run_c}");
+        assert!((run_c + wait_c - 10.0).abs() < 0.01, "{wait_c}");
+        let (run_n, wait_n) = run(false);
+        assert!(
+            (run_n - 10.0).abs() < 0.01 && wait_n < 0.01,
+            "{run_n} {wait_n}"
+        );
     }
 
     #[test]

@@ -102,6 +102,18 @@ pub struct SimHost {
     /// How fast a balloon moves toward its target.
     #[serde(default = "default_balloon_rate")]
     pub balloon_rate_mib_s: f64,
+    /// How long a new balloon target takes to start moving the balloon.
+    #[serde(default = "default_balloon_delay")]
+    pub balloon_delay_s: f64,
+    /// How often a guest with a statistics period delivers its figures (at least its period;
+    /// real guests asked for every second deliver every ~2 s). The figures stay as delivered
+    /// until the next delivery. 0: figures are read live at every sample (an idealised guest).
+    #[serde(default = "default_guest_report")]
+    pub guest_report_s: f64,
+    /// Whether duty-cycle vCPUs sharing a pCPU collide: when two want the pCPU at once one
+    /// waits, so together they run less than the sum of their demands (as on real hosts).
+    #[serde(default = "yes")]
+    pub cpu_collisions: bool,
 }
 
 fn one() -> u32 {
@@ -110,6 +122,14 @@ fn one() -> u32 {
 
 fn default_balloon_rate() -> f64 {
     256.0
+}
+
+fn default_balloon_delay() -> f64 {
+    0.3
+}
+
+fn default_guest_report() -> f64 {
+    2.0
 }
 
 /// One phase of a vCPU's demand.
@@ -271,6 +291,8 @@ impl Scenario {
             1e7,
             "MiB/s",
         )?;
+        within("host.balloon_delay_s", h.balloon_delay_s, 0.0, 600.0, "s")?;
+        within("host.guest_report_s", h.guest_report_s, 0.0, 3600.0, "s")?;
         if h.threads_per_core == 0 || !h.pcpus.is_multiple_of(h.threads_per_core) {
             return Err(invalid(
                 None,
