@@ -36,6 +36,8 @@ vcoord_api::params! {
         pub aim_ratio: f64 = 0.5, unit "ratio of the trigger", range 0.1..=1.0;
         /// act only if the predicted stdev falls by at least this much
         pub min_gain_points: f64 = 2.0, unit "percent points", range 0.0..=100.0;
+        /// a spread between one and two triggers is acted on only if some vCPU's demand moved by more than this since the placement was last judged steady (noise crosses a trigger; a real change moves demand)
+        pub change_points: f64 = 10.0, unit "percent points", range 0.0..=100.0;
         /// largest exact fewest-moves search; larger instances use the local search
         pub exact_limit: u64 = 200_000, unit "placements", range 0..=1e9;
     }
@@ -47,8 +49,30 @@ pub struct StableBalance {
     /// Its parameters.
     pub params: StableBalanceParams,
     /// Smoothed demand of each vCPU, and when it was last measured.
-    demand: HashMap<(String, u32), (f64, f64)>,
+    demand: HashMap<(String, u32), Smoothed>,
+    /// Each vCPU's demand when the placement was last judged steady (after a rebalance, or
+    /// when the spread first fell within the trigger).
+    steady_demand: Option<HashMap<(String, u32), f64>>,
+    /// Since when a spread just over the trigger has lasted, with no steady placement known.
+    marginal_since_s: Option<f64>,
 }
+
+/// One vCPU's smoothed demand.
+#[derive(Clone, Copy, Debug)]
+struct Smoothed {
+    value: f64,
+    /// When it was last measured.
+    at_s: f64,
+    /// Measurements so far.
+    samples: u32,
+}
+
+/// A spread just over the trigger is acted on only with this many measurements of every vCPU.
+const MARGINAL_SAMPLES: u32 = 3;
+
+/// With no steady placement known (at a start), a spread just over the trigger is acted on only
+/// once it has lasted this long, s: a placement that is steady dips under the trigger first.
+const MARGINAL_PERSIST_S: f64 = 10.0;
 
 /// A vCPU's demand not measured for this long is forgotten, s.
 const FORGET_S: f64 = 30.0;
@@ -62,6 +86,8 @@ impl Policy for StableBalance {
         Ok(Self {
             params,
             demand: HashMap::new(),
+            steady_demand: None,
+            marginal_since_s: None,
         })
     }
 }
@@ -76,6 +102,8 @@ struct Item {
     pinned: bool,
     /// Smoothed demand, percent of one pCPU; `None` before its first measurement.
     demand: Option<f64>,
+    /// Measurements behind `demand`.
+    samples: u32,
 }
 
 impl StableBalance {
@@ -99,19 +127,28 @@ impl StableBalance {
                     (Some(load), previous) => {
                         let raw = (load + v.wait_pct.unwrap_or(0.0)).min(100.0);
                         Some(match previous {
-                            Some((p, at)) => {
-                                let dt = (now - at).max(0.0).max(snapshot.interval_s());
+                            Some(p) => {
+                                let dt = (now - p.at_s).max(0.0).max(snapshot.interval_s());
                                 let w = 1.0 - (1.0 - self.params.smoothing).powf(dt);
-                                (w * raw + (1.0 - w) * p, now)
+                                Smoothed {
+                                    value: w * raw + (1.0 - w) * p.value,
+                                    at_s: now,
+                                    samples: p.samples.saturating_add(1),
+                                }
                             }
-                            None => (raw, now),
+                            None => Smoothed {
+                                value: raw,
+                                at_s: now,
+                                samples: 1,
+                            },
                         })
                     }
                     // Not measured this tick: the last figure, until it is too old to trust.
-                    (None, Some((p, at))) if now - at < FORGET_S => Some((p, at)),
+                    (None, Some(p)) if now - p.at_s < FORGET_S => Some(p),
                     (None, _) => None,
                 };
-                let demand = measured.map(|(d, _)| d);
+                let demand = measured.map(|m| m.value);
+                let samples = measured.map_or(0, |m| m.samples);
                 if let Some(m) = measured {
                     seen.insert(key, m);
                 }
@@ -122,6 +159,7 @@ impl StableBalance {
                     home,
                     pinned: v.affinity.only().is_some() && home.is_some(),
                     demand,
+                    samples,
                 });
             }
         }
@@ -176,7 +214,57 @@ impl CpuPolicy for StableBalance {
         let mut target = current.clone();
         let mut reason = format!("steady: demand stdev {spread:.1} <= {trigger:.1}");
         let measured = items.iter().any(|it| it.demand.is_some());
-        if measured && spread > trigger {
+        // Demand now, by vCPU, and the largest change since the placement was judged steady.
+        let now_demand: HashMap<(String, u32), f64> = items
+            .iter()
+            .filter_map(|it| {
+                let vm = &snapshot.vms()[it.vm];
+                Some(((vm.uuid.clone(), it.vcpu), it.demand?))
+            })
+            .collect();
+        // (A vCPU that came or went moved by its whole demand.)
+        let moved = self.steady_demand.as_ref().map(|steady| {
+            let came_or_changed = now_demand
+                .iter()
+                .map(|(k, d)| (d - steady.get(k).copied().unwrap_or(0.0)).abs());
+            let went = steady
+                .iter()
+                .filter(|(k, _)| !now_demand.contains_key(*k))
+                .map(|(_, s)| *s);
+            came_or_changed.chain(went).fold(0.0, f64::max)
+        });
+        // A steady placement is the reference that later changes are measured from: set when
+        // the spread is first within the trigger, and again after a real change.
+        let settled = items.iter().all(|it| it.samples >= MARGINAL_SAMPLES);
+        let noise = moved.is_some_and(|m| m <= self.params.change_points);
+        if spread <= trigger && settled && !noise {
+            self.steady_demand = Some(now_demand.clone());
+        }
+        // Noise crosses a trigger for a moment; a real change moves some vCPU's demand. A
+        // spread just over the trigger counts only when measured a few times and after such a
+        // change; twice the trigger counts at once.
+        let marginal = measured && spread > trigger && spread <= 2.0 * trigger;
+        let now = snapshot.wall_s();
+        let marginal_for = if marginal && self.steady_demand.is_none() {
+            now - *self.marginal_since_s.get_or_insert(now)
+        } else {
+            self.marginal_since_s = None;
+            0.0
+        };
+        if marginal && !settled {
+            reason = format!(
+                "wait: demand stdev {spread:.1} > {trigger:.1}, measuring (fewer than {MARGINAL_SAMPLES} samples)"
+            );
+        } else if marginal && self.steady_demand.is_none() && marginal_for < MARGINAL_PERSIST_S {
+            reason = format!(
+                "wait: demand stdev {spread:.1} > {trigger:.1} for {marginal_for:.0} s of {MARGINAL_PERSIST_S:.0} (no steady placement known yet)"
+            );
+        } else if marginal && noise {
+            reason = format!(
+                "hold: demand stdev {spread:.1} > {trigger:.1}, but no vCPU's demand moved more than {:.0} points since it was steady",
+                self.params.change_points
+            );
+        } else if measured && spread > trigger {
             let aim = trigger * self.params.aim_ratio;
             let (candidate, how) =
                 match fewest_moves_over(&demands, &base, aim, self.params.exact_limit) {
@@ -200,6 +288,7 @@ impl CpuPolicy for StableBalance {
                     "rebalance ({how}): demand stdev {spread:.1} > {trigger:.1}, predicted {predicted:.1} after {moves} moves"
                 );
                 target = candidate;
+                self.steady_demand = None;
             } else {
                 reason = format!(
                     "hold: demand stdev {spread:.1} > {trigger:.1} but the best placement found only reaches {predicted:.1}"

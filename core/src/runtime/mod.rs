@@ -278,6 +278,24 @@ impl Coordinator {
         self.host = host;
     }
 
+    /// Starts over as a new vcoord process would on the same host: policies built afresh from
+    /// the configuration, no previous sample, nothing learnt of the VMs. The backend goes on
+    /// (a simulated host does not restart with vcoord): this is how restarts are simulated.
+    pub fn restart(&mut self) -> Result<(), RunError> {
+        let policy_err = |message| RunError::Policy {
+            host: self.host.name.clone(),
+            message,
+        };
+        self.cpu_policy = self.host.build_cpu_policy().map_err(policy_err)?;
+        self.memory_policy = self.host.build_memory_policy().map_err(policy_err)?;
+        self.shadow = Shadow::build(&self.host).map_err(policy_err)?;
+        self.guard = Guard::new(self.host.guard.clone());
+        self.builder = SnapshotBuilder::new(snapshot_settings(&self.host));
+        self.known.clear();
+        self.throttle = Throttle::default();
+        Ok(())
+    }
+
     /// Runs until `ticks` ticks are done, the backend is finished or `control` asks for a
     /// stop, passing each tick's record to `on_tick`. A stop lets the tick in progress finish.
     pub fn run(

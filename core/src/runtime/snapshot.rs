@@ -90,10 +90,18 @@ impl SnapshotBuilder {
                     .copied()
                     .filter(|prev| prev.uuid == vm.uuid);
                 // What the VM has outside the guest's own total: measured from a report made
-                // while the balloon stood still (same size now as at the previous sample, and
-                // the report newer than that sample), else the last such measurement.
+                // while the balloon stood still, else the last such measurement. Still: the
+                // same size and the same guest total as at the previous sample, with a report
+                // newer than that sample (libvirt reads the balloon size about a second after
+                // the guest's figures show a move, so a size alone can be stale).
                 let m = &vm.memory;
-                let still = prev.is_some_and(|p| p.memory.actual_kib.abs_diff(m.actual_kib) < 1024);
+                let still = prev.is_some_and(|p| {
+                    p.memory.actual_kib.abs_diff(m.actual_kib) < 1024
+                        && p.memory
+                            .available_kib
+                            .zip(m.available_kib)
+                            .is_some_and(|(a, b)| a.abs_diff(b) < 1024)
+                });
                 let report_after_prev = m
                     .stats_updated_s
                     .zip(prev_wall_s)

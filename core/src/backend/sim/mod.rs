@@ -95,6 +95,8 @@ struct VmState {
     report: Option<GuestReport>,
     /// Balloon targets sent and not yet acting: (when they act, target MiB).
     pending: Vec<(f64, f64)>,
+    /// Recent balloon sizes (time, MiB), for reading the size with the host's lag.
+    sizes: std::collections::VecDeque<(f64, f64)>,
 }
 
 /// What a guest reports of its memory, frozen at delivery.
@@ -115,6 +117,16 @@ impl VmState {
     /// Guest memory resident in RAM (used minus what sits in swap).
     fn resident_mib(&self) -> f64 {
         (self.used_mib() - self.swapped_mib).max(0.0)
+    }
+
+    /// The balloon size as it was at `at_s` (as read with the host's lag).
+    fn size_read_at(&self, at_s: f64) -> f64 {
+        self.sizes
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= at_s + 1e-6)
+            .or(self.sizes.front())
+            .map_or(self.actual_mib, |&(_, mib)| mib)
     }
 
     /// What the guest would report now.
@@ -220,6 +232,7 @@ impl SimBackend {
                     stats_updated_s: None,
                     report: None,
                     pending: Vec::new(),
+                    sizes: std::collections::VecDeque::new(),
                 });
             }
         }
@@ -294,6 +307,11 @@ impl SimBackend {
             }
             step_balloon(vm, host.balloon_rate_mib_s, dt_s);
             step_memory(vm, now, dt_s);
+            vm.sizes.push_back((now + dt_s, vm.actual_mib));
+            while vm.sizes.len() > 2 && vm.sizes[1].0 <= now + dt_s - host.balloon_read_lag_s + 1e-6
+            {
+                vm.sizes.pop_front();
+            }
             if vm.spec.balloon && vm.stats_period_s > 0 {
                 let period = f64::from(vm.stats_period_s).max(host.guest_report_s);
                 let due = vm
@@ -378,16 +396,24 @@ impl SimBackend {
             // Colliding duty cycles: the pCPU idles only when no vCPU on it wants to run; with
             // duty cycles in independent phases that is the product of their idle shares, so
             // two 50% vCPUs get 75% between them, not 100%.
-            let mut capacity = if self.scenario.host.cpu_collisions {
-                100.0 * (1.0 - on_p.iter().map(|e| 1.0 - e.2 / 100.0).product::<f64>())
+            // Measured collisions are a share (`cpu_collision`) of that. Below saturation each
+            // vCPU gets its share of what is left in proportion to its demand (as measured);
+            // above, max-min fairly.
+            let sum: f64 = on_p.iter().map(|e| e.2).sum();
+            let independent =
+                100.0 * (1.0 - on_p.iter().map(|e| 1.0 - e.2 / 100.0).product::<f64>());
+            let mut capacity =
+                sum.min(100.0) - self.scenario.host.cpu_collision * (sum.min(100.0) - independent);
+            let scale = if sum > 0.0 && sum <= 100.0 {
+                capacity / sum
             } else {
-                100.0
+                1.0
             };
             on_p.sort_by(|a, b| a.2.total_cmp(&b.2));
             let mut left = on_p.len();
             for (vi, ci, demand) in on_p {
                 let fair = capacity / left as f64;
-                let got = demand.min(fair);
+                let got = (demand * scale).min(fair);
                 capacity -= got;
                 left -= 1;
                 let vcpu = &mut self.vms[vi].vcpus[ci];
@@ -547,7 +573,7 @@ impl Backend for SimBackend {
                         .collect(),
                     memory: MemorySample {
                         max_kib: vm.spec.max_memory_mib * KIB_PER_MIB,
-                        actual_kib: kib(vm.actual_mib),
+                        actual_kib: kib(vm.size_read_at(self.now_s() - host.balloon_read_lag_s)),
                         unused_kib: guest(figures.unused_mib),
                         available_kib: guest(figures.available_mib),
                         usable_kib: guest(figures.unused_mib),
@@ -705,7 +731,7 @@ mod tests {
 
     /// A host whose guests report live and whose balloons act at once.
     const IDEAL: &str =
-        "[host]\npcpus = 2\nmemory_mib = 4096\nguest_report_s = 0\nballoon_delay_s = 0\n";
+        "[host]\npcpus = 2\nmemory_mib = 4096\nguest_report_s = 0\nballoon_delay_s = 0\nballoon_read_lag_s = 0\n";
 
     #[test]
     fn balloon_moves_at_its_rate_and_stats_need_a_period() {
@@ -731,11 +757,15 @@ mod tests {
         ));
         s.set_balloon_target("a", 1024 * 1024).unwrap();
         s.wait(Duration::from_millis(300), &crate::backend::plain_sleep);
-        assert_eq!(s.sample().unwrap().vms[0].memory.actual_kib, 512 * 1024);
+        assert_eq!(s.vms[0].actual_mib, 512.0);
         s.wait(Duration::from_millis(700), &crate::backend::plain_sleep);
-        // 0.7 s at 256 MiB/s
-        let actual = s.sample().unwrap().vms[0].memory.actual_kib as f64 / 1024.0;
-        assert!((actual - (512.0 + 0.7 * 256.0)).abs() < 1.0, "{actual}");
+        // 0.7 s at 256 MiB/s...
+        assert!((s.vms[0].actual_mib - (512.0 + 0.7 * 256.0)).abs() < 1.0);
+        // ...and read 0.9 s late: at 1.5 s the read size is the one at 0.6 s.
+        assert_eq!(s.sample().unwrap().vms[0].memory.actual_kib, 512 * 1024);
+        s.wait(Duration::from_millis(500), &crate::backend::plain_sleep);
+        let read = s.sample().unwrap().vms[0].memory.actual_kib as f64 / 1024.0;
+        assert!((read - (512.0 + 0.3 * 256.0)).abs() < 1.0, "{read}");
     }
 
     #[test]
@@ -748,7 +778,8 @@ mod tests {
         let mut readings = Vec::new();
         for i in 0..12 {
             if i == 9 {
-                // At 4.5 s: the balloon grows from 4.8 s on, the next report is at 6.1 s.
+                // At 4.5 s: the balloon grows from 4.8 s on (read from 5.7 s on), the next
+                // report is at 6.1 s.
                 s.set_balloon_target("a", 1536 * 1024).unwrap();
             }
             s.wait(Duration::from_millis(500), &crate::backend::plain_sleep);
@@ -771,40 +802,62 @@ mod tests {
         assert!(readings[8].1 < readings[4].1, "{readings:?}");
         // The balloon size is read live, while the figures wait for the next report.
         assert_eq!(readings[8].2, 1024 * 1024);
-        assert!(readings[11].2 > 1124 * 1024, "{readings:?}");
+        assert!(readings[11].2 > 1074 * 1024, "{readings:?}");
         assert_eq!(readings[11].1, readings[8].1);
+    }
+
+    /// Run and wait seconds of each VM over 10 s of `vms` (`name = pct`) on pCPU 0, with
+    /// `collision` (None: the default).
+    fn shared_pcpu(vms: &[(&str, u32)], collision: Option<f64>) -> Vec<(f64, f64)> {
+        let mut text = String::from("[host]\npcpus = 2\nmemory_mib = 4096\n");
+        if let Some(c) = collision {
+            text.push_str(&format!("cpu_collision = {c}\n"));
+        }
+        for (name, pct) in vms {
+            text.push_str(&format!(
+                "[[vm]]\nname = \"{name}\"\nmax_memory_mib = 1024\nmemory_mib = 512\npins = [0]\ncpu = [{{ pct = {pct} }}]\n"
+            ));
+        }
+        let mut s = sim(&text);
+        s.wait(Duration::from_secs(10), &crate::backend::plain_sleep);
+        let sample = s.sample().unwrap();
+        sample
+            .vms
+            .iter()
+            .map(|v| {
+                let c = &v.vcpus[0];
+                (
+                    c.run_time_ns as f64 / 1e9,
+                    c.wait_time_ns.unwrap() as f64 / 1e9,
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn duty_cycles_sharing_a_pcpu_collide() {
-        let text = |collide: bool| {
-            format!(
-                "[host]\npcpus = 2\nmemory_mib = 4096\ncpu_collisions = {collide}\n\
-                 [[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\n\
-                 pins = [0]\ncpu = [{{ pct = 50 }}]\n"
-            )
-        };
-        let run = |collide: bool| {
-            let mut s = sim(&text(collide));
-            s.wait(Duration::from_secs(10), &crate::backend::plain_sleep);
-            let sample = s.sample().unwrap();
-            let run: u64 = sample.vms.iter().map(|v| v.vcpus[0].run_time_ns).sum();
-            let wait: u64 = sample
-                .vms
-                .iter()
-                .map(|v| v.vcpus[0].wait_time_ns.unwrap())
-                .sum();
-            (run as f64 / 1e9, wait as f64 / 1e9)
-        };
-        // Two 50% duty cycles on one pCPU: 75% between them, and what is lost is waited.
-        let (run_c, wait_c) = run(true);
-        assert!((run_c - 7.5).abs() < 0.01, "{run_c}");
-        assert!((run_c + wait_c - 10.0).abs() < 0.01, "{wait_c}");
-        let (run_n, wait_n) = run(false);
+        // Independent phases: two 50% duty cycles on one pCPU get 75% between them, and what
+        // is lost is waited.
+        let got = shared_pcpu(&[("a", 50), ("b", 50)], Some(1.0));
+        let run: f64 = got.iter().map(|g| g.0).sum();
+        let wait: f64 = got.iter().map(|g| g.1).sum();
+        assert!((run - 7.5).abs() < 0.01, "{got:?}");
+        assert!((run + wait - 10.0).abs() < 0.01, "{got:?}");
+        let got = shared_pcpu(&[("a", 50), ("b", 50)], Some(0.0));
         assert!(
-            (run_n - 10.0).abs() < 0.01 && wait_n < 0.01,
-            "{run_n} {wait_n}"
+            got.iter().all(|g| (g.0 - 5.0).abs() < 0.01 && g.1 < 0.01),
+            "{got:?}"
         );
+        // The default, as measured on the test guests: 50 + 50 -> 81%; 70 + 20 -> 63 + 17.
+        let got = shared_pcpu(&[("a", 50), ("b", 50)], None);
+        let run: f64 = got.iter().map(|g| g.0).sum();
+        assert!((run / 10.0 * 100.0 - 81.0).abs() < 2.0, "{got:?}");
+        let got = shared_pcpu(&[("heavy", 70), ("light", 20)], None);
+        assert!((got[0].0 * 10.0 - 63.0).abs() < 2.0, "{got:?}");
+        assert!((got[1].0 * 10.0 - 17.0).abs() < 2.0, "{got:?}");
+        // Saturated: busy vCPUs share the pCPU whole.
+        let got = shared_pcpu(&[("a", 100), ("b", 100)], None);
+        assert!(got.iter().all(|g| (g.0 - 5.0).abs() < 0.01), "{got:?}");
     }
 
     #[test]
