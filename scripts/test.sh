@@ -22,7 +22,7 @@ step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
 step "unit, simulator, plugin and service tests"
-VCOORD_REQUIRE_TOOLS=1 cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins --test compare --test service --test bad_input
+VCOORD_REQUIRE_TOOLS=1 cargo test --release --workspace --lib --bins --test scenarios --test cli --test plugins --test compare --test service --test bad_input --test regressions --test day_in_the_life
 
 step "package: build and install the .deb, check its unit, run the service tests on it"
 deb=$(bash scripts/package.sh)

@@ -895,9 +895,26 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
         g.values_mut().for_each(|v| v.sort());
         g
     };
+    // Balance judged on demand (utilization plus run-queue wait, as the policy sees it): on a
+    // busy machine what the guests get of a pCPU moves with the other work, what they ask for
+    // does not.
     let settled_sd = |records: &[TickRecord]| -> f64 {
         let tail = &records[records.len() - 5..];
-        tail.iter().map(|r| r.pcpu_stdev_pct).sum::<f64>() / tail.len() as f64
+        let sds: Vec<f64> = tail
+            .iter()
+            .map(|r| {
+                let mut demand = [0.0f64; 2];
+                for vm in &r.vms {
+                    let v = &vm.vcpus[0];
+                    if let Some(cpu) = v.affinity.only().filter(|&c| c < 2) {
+                        demand[cpu as usize] +=
+                            v.load_pct.unwrap_or(0.0) + v.wait_pct.unwrap_or(0.0);
+                    }
+                }
+                (demand[0] - demand[1]).abs() / 2.0
+            })
+            .collect();
+        sds.iter().sum::<f64>() / sds.len() as f64
     };
     // (actual, unused) of each VM at the end.
     let final_memory = |records: &[TickRecord]| -> BTreeMap<String, (f64, f64)> {
@@ -926,7 +943,7 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
     // duty cycles under TCG differ by a few points, and pCPU sums move from second to second).
     assert!(
         sim_sd <= 5.0 && real_sd <= 10.0,
-        "settled stdev real {real_sd:.1}, sim {sim_sd:.1}"
+        "settled demand stdev real {real_sd:.1}, sim {sim_sd:.1}"
     );
     // Same memory outcome: every VM shrunk from 512 MiB into the policy's band (unused between
     // the 100 MiB threshold and 2 thresholds, plus slack), both ways. (Sizes
@@ -1558,4 +1575,189 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     );
     daemon.stop();
     assert!(daemon.wait(Duration::from_secs(10)).success());
+}
+
+/// Long-run memory on real guests with the default policy: a guest grows (vcoord is restarted
+/// in the middle of the growth), frees, and then idles, reporting the same figures at every
+/// report. Across the restart it keeps its unused memory above the threshold; after the free,
+/// its excess comes back down to the band within 30 s.
+#[test]
+fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("longrun");
+    let grower = guests.start(GuestSpec::new(
+        "grower",
+        "vc.mem=hold:20,grow:20:600,hold:10,free",
+    ));
+    guests.start(GuestSpec::new("idle", ""));
+    guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let memory =
+        "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"pressure-balloon\"\n";
+    let unused_of = |r: &TickRecord| {
+        r.vms
+            .iter()
+            .find(|v| v.name == grower)
+            .and_then(|v| Some((v.actual_mib, v.unused_mib?)))
+    };
+    // First run: until the grower has been given 150 MiB above its smallest size.
+    let mut first = Daemon::start(&guests.dir, memory, 200);
+    first.wait_until("growth under way", Duration::from_secs(120), &|d| {
+        let sizes: Vec<f64> = d
+            .records()
+            .iter()
+            .filter_map(|r| unused_of(r).map(|u| u.0))
+            .collect();
+        let low = sizes.iter().copied().fold(f64::INFINITY, f64::min);
+        sizes.last().is_some_and(|&last| last > low + 150.0)
+    });
+    first.stop();
+    assert!(first.wait(Duration::from_secs(30)).success());
+    // The restart: a new process, nothing remembered.
+    let dir = guests.dir.join("after-restart");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut second = Daemon::start(&dir, memory, 200);
+    second.wait_until("the free", Duration::from_secs(120), &|d| {
+        d.records()
+            .windows(2)
+            .any(|w| match (unused_of(&w[0]), unused_of(&w[1])) {
+                (Some(a), Some(b)) => b.1 > a.1 + 300.0,
+                _ => false,
+            })
+    });
+    // Then 40 s more of it idling.
+    let freed = std::time::Instant::now();
+    while freed.elapsed() < Duration::from_secs(40) {
+        assert!(second.running(), "vcoord stopped");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    second.stop();
+    assert!(second.wait(Duration::from_secs(30)).success());
+    assert_no_oom(&guests);
+    let records = second.records();
+    let series: Vec<(f64, f64, f64)> = records
+        .iter()
+        .filter_map(|r| unused_of(r).map(|(a, u)| (r.time_s, a, u)))
+        .collect();
+    let free_at = series
+        .windows(2)
+        .position(|w| w[1].2 > w[0].2 + 300.0)
+        .expect("the free is recorded")
+        + 1;
+    // Growing across the restart: never under the threshold.
+    let lowest = series[..free_at]
+        .iter()
+        .map(|s| s.2)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        lowest >= 100.0,
+        "grower down to {lowest:.0} MiB unused after the restart: {series:?}"
+    );
+    // Freed: back in the band (2 thresholds, and a step's slack) within 30 s.
+    let (t_free, _, _) = series[free_at];
+    let back = series[free_at..]
+        .iter()
+        .find(|s| s.2 <= 216.0)
+        .unwrap_or_else(|| panic!("never back in the band: {:?}", &series[free_at..]));
+    assert!(
+        back.0 - t_free <= 30.0,
+        "back in the band {:.0} s after the free: {:?}",
+        back.0 - t_free,
+        &series[free_at..]
+    );
+    // ...and stays there.
+    assert!(
+        series.last().unwrap().2 <= 216.0,
+        "{:?}",
+        &series[free_at..]
+    );
+    let real_back_s = back.0 - t_free;
+    // The same shape on the simulator (its timing calibrated on these guests): the grower's
+    // base use as the real one reported, the same restart rule.
+    // (The first consistent reading: figures from before the balloon settled can show more
+    // unused than the VM has. The simulator keeps 30 MiB for the guest kernel on its own.)
+    let base = first
+        .records()
+        .iter()
+        .filter_map(|r| unused_of(r).filter(|(a, u)| u < a))
+        .map(|(a, u)| a - u - 30.0)
+        .next()
+        .expect("grower statistics")
+        .max(0.0);
+    let (sim_lowest, sim_back_s) = simulate_long_run(&guests.dir, base);
+    eprintln!(
+        "long run: lowest unused after the restart real {lowest:.0} MiB, sim {sim_lowest:.0}; back in the band after the free real {real_back_s:.0} s, sim {sim_back_s:.0} s (first ticks {:?})",
+        &series[..series.len().min(6)],
+    );
+    // Tolerances: a real guest's figures and grants land up to a report (1-2 s) later or
+    // sooner than the simulator's, at 20 MiB/s of growth; reclaim moves wait for the guest to
+    // show each one.
+    assert!(
+        (lowest - sim_lowest).abs() <= 80.0,
+        "lowest unused real {lowest:.0}, sim {sim_lowest:.0}"
+    );
+    assert!(
+        (real_back_s - sim_back_s).abs() <= 15.0,
+        "reclaim real {real_back_s:.0} s, sim {sim_back_s:.0} s"
+    );
+}
+
+/// The long-run workload on the simulator: (lowest unused after the restart, seconds from the
+/// free back into the band).
+fn simulate_long_run(dir: &Path, base_used_mib: f64) -> (f64, f64) {
+    use vcoord_core::config::HostConfig;
+    use vcoord_core::runtime::{Coordinator, RunOptions};
+    use vcoord_core::service::control::Control;
+    let scenario = dir.join("long-run.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"long run\"\nduration_s = 150\nseed = 1\n[host]\npcpus = 2\nmemory_mib = 16384\n\
+             [[vm]]\nname = \"grower\"\nmax_memory_mib = 1024\nmemory_mib = 512\nbase_used_mib = {base_used_mib:.0}\n\
+             memory = [{{ hold_s = 20 }}, {{ grow_mib_s = 20, to_mib = 600 }}, {{ hold_s = 10 }}, {{ free = true }}]\n\
+             [[vm]]\nname = \"idle\"\nmax_memory_mib = 1024\nmemory_mib = 512\nbase_used_mib = {base_used_mib:.0}\n"
+        ),
+    )
+    .unwrap();
+    vcoord_policies::link();
+    let host = HostConfig::new("sim", &format!("sim:{}", scenario.display()), dir);
+    let mut c = Coordinator::open(&host, &RunOptions::default()).expect("simulator");
+    let control = Control::new();
+    let mut low = f64::INFINITY;
+    let mut restarted = false;
+    let mut after: Vec<(f64, f64, f64)> = Vec::new();
+    while !c.finished() {
+        if let Some(r) = c.tick() {
+            if let Some(g) = r.vms.iter().find(|v| v.name == "grower") {
+                if let Some(u) = g.unused_mib {
+                    if restarted {
+                        after.push((r.time_s, g.actual_mib, u));
+                    } else {
+                        low = low.min(g.actual_mib);
+                        if g.actual_mib > low + 150.0 {
+                            c.restart().expect("restarts");
+                            restarted = true;
+                        }
+                    }
+                }
+            }
+        }
+        c.wait(&control);
+    }
+    let free_at = after
+        .windows(2)
+        .position(|w| w[1].2 > w[0].2 + 300.0)
+        .expect("the free")
+        + 1;
+    let lowest = after[..free_at]
+        .iter()
+        .map(|s| s.2)
+        .fold(f64::INFINITY, f64::min);
+    let back = after[free_at..]
+        .iter()
+        .find(|s| s.2 <= 216.0)
+        .expect("back in the band");
+    (lowest, back.0 - after[free_at].0)
 }

@@ -25,10 +25,13 @@ macro_rules! earlier_variant {
             const DESCRIPTION: &'static str = "pressure-balloon with an earlier flaw (tests only)";
             type Params = PressureBalloonParams;
 
-            fn new(params: PressureBalloonParams) -> Result<Self, ParamError> {
+            fn new(mut params: PressureBalloonParams) -> Result<Self, ParamError> {
+                // The earlier default, and the earlier lead, whatever else is switched back.
+                params.release_ratio = 0.25;
                 let mut policy = PressureBalloon::new(params)?;
                 policy.earlier = Earlier {
                     $($flag: true,)+
+                    fixed_lead: true,
                     ..Earlier::default()
                 };
                 Ok(Self(policy))

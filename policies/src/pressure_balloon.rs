@@ -44,6 +44,8 @@ const QUIET_S: f64 = 3.0;
 const RATE_FALL_S: f64 = 3.0;
 /// A drop in use this large between two readings is a free: growth has ended.
 const FREED_KIB: f64 = 32.0 * MIB;
+/// The time between guest reports `lead_s` allows for, s.
+const NOMINAL_GAP_S: f64 = 2.0;
 /// A balloon that has not moved toward its target for this long is stuck, s.
 const STUCK_S: f64 = 2.5;
 /// A stuck balloon is tried again as a donor after this long, s.
@@ -70,6 +72,8 @@ pub struct Earlier {
     /// Use is judged as `actual - unused`, the balloon size read now and the guest's figures
     /// from its last report, even where the host gives the report's own total.
     pub mixed_moments: bool,
+    /// Growth is covered `lead_s` ahead however slowly the guest reports.
+    pub fixed_lead: bool,
 }
 
 vcoord_api::params! {
@@ -78,12 +82,12 @@ vcoord_api::params! {
     pub struct PressureBalloonParams {
         /// unused memory every VM keeps at least
         pub threshold_mib: Mib = Mib(100.0), unit "MiB", range 1.0..=1e7;
-        /// growth covered ahead: a growing VM also keeps rate x lead_s unused
+        /// growth covered ahead: a growing VM also keeps rate x lead_s unused (plus what its reports come later than every 2 s)
         pub lead_s: f64 = 4.0, unit "s", range 0.0..=600.0;
         /// an idle VM keeps up to this many thresholds unused
         pub band_factor: f64 = 2.0, unit "thresholds", range 1.0..=100.0;
         /// share of the excess above the band given back per tick
-        pub release_ratio: f64 = 0.25, unit "ratio", range 0.01..=1.0;
+        pub release_ratio: f64 = 0.5, unit "ratio", range 0.01..=1.0;
         /// most a VM gives back per tick
         pub max_release_mib: Mib = Mib(128.0), unit "MiB", range 1.0..=1e7;
         /// most a VM gets per tick
@@ -159,6 +163,8 @@ struct VmState {
     report_s: Option<f64>,
     /// Readings so far: the growth rate is known from the second on.
     readings: u32,
+    /// Time between new readings, smoothed: a guest that reports slowly is seen late.
+    report_gap_s: f64,
     actual_kib: f64,
     rate_kib_s: f64,
     /// Target this policy last asked for, with the distance to it then.
@@ -174,6 +180,8 @@ struct Need<'a> {
     vm: &'a VmView,
     used: f64,
     actual: f64,
+    /// Its size as the guest shows it when that is smaller (a shrink libvirt reads late).
+    size: f64,
     /// Unused memory it must keep.
     keep: f64,
     lo: f64,
@@ -239,6 +247,7 @@ impl PressureBalloon {
         let at = report.unwrap_or(now);
         let dt = at - state.read_at_s;
         if state.readings > 0 && dt > 0.0 {
+            state.report_gap_s = 0.7 * state.report_gap_s + 0.3 * dt.min(60.0);
             let inst = (used - state.used_kib) / dt;
             // While a balloon inflates, the guest's figures and the balloon size are read at
             // different moments, so use seems to grow by what the balloon took: an increase
@@ -320,6 +329,7 @@ impl PressureBalloon {
                     read_at_s: now,
                     report_s: None,
                     readings: 0,
+                    report_gap_s: NOMINAL_GAP_S,
                     actual_kib: actual,
                     rate_kib_s: 0.0,
                     asked: None,
@@ -328,9 +338,17 @@ impl PressureBalloon {
                 },
             };
             self.read(&mut state, vm, used, actual, now);
+            // libvirt reads the balloon size about a second after the guest's own total shows a
+            // move: a balloon counts as where the guest says it is when the guest says it is
+            // smaller.
+            let guest_size = match (vm.memory.available_kib, vm.memory.unavailable_kib) {
+                (Some(a), Some(u)) if self.one_moment(vm) => Some((a + u) as f64),
+                _ => None,
+            };
+            let size = guest_size.map_or(actual, |g| g.min(actual));
             // Stuck: no progress toward the last target for a while.
             if let Some((target, gap_then)) = state.asked {
-                let gap = (target - actual).abs();
+                let gap = (target - actual).abs().min((target - size).abs());
                 if gap <= PROGRESS_KIB || gap <= gap_then - PROGRESS_KIB {
                     state.still_since_s = None;
                     state.asked = (gap > PROGRESS_KIB).then_some((target, gap));
@@ -349,7 +367,15 @@ impl PressureBalloon {
                 || vm.memory.swap_out_kib.unwrap_or(0) > 0
                 || vm.memory.major_faults.unwrap_or(0) as f64 > self.params.fault_threshold;
             let threshold = self.params.threshold_mib.kib();
-            let growth = state.rate_kib_s.max(0.0) * self.params.lead_s;
+            // `lead_s` assumes reports every 2 s or so; a guest reporting more slowly is seen
+            // later, and its growth is covered further ahead.
+            let late = if self.earlier.fixed_lead {
+                0.0
+            } else {
+                (state.report_gap_s - NOMINAL_GAP_S).max(0.0)
+            };
+            let lead = self.params.lead_s + late;
+            let growth = state.rate_kib_s.max(0.0) * lead;
             let mut keep = threshold * if pressured { 2.0 } else { 1.0 } + growth;
             let measured = state.readings >= 2 || self.earlier.trust_first_sight;
             if !measured {
@@ -361,6 +387,7 @@ impl PressureBalloon {
                 vm,
                 used,
                 actual,
+                size,
                 keep,
                 lo,
                 hi,
@@ -432,7 +459,8 @@ impl MemoryPolicy for PressureBalloon {
                 stuck.push(n.vm.name.as_str());
                 continue;
             }
-            let unused = n.actual - n.used;
+            // From the size the guest shows, so each shrink builds on the last one it saw.
+            let unused = n.size - n.used;
             let floor = (n.used + n.keep).max(n.lo);
             let target = if claim_all && !n.growing {
                 floor
@@ -445,10 +473,10 @@ impl MemoryPolicy for PressureBalloon {
                 let cap =
                     self.params.max_release_mib.kib() * if level == "pressure" { 2.0 } else { 1.0 };
                 let give = (ratio * (unused - band)).clamp(PROGRESS_KIB, cap);
-                (n.actual - give).max(n.used + band).max(n.lo)
+                (n.size - give).max(n.used + band).max(n.lo)
             };
             let target = target.min(n.hi);
-            if n.actual - target >= PROGRESS_KIB {
+            if n.size - target >= PROGRESS_KIB {
                 let why = if claim_all {
                     format!(
                         "{level}: gives back all above its need ({:.0} MiB unused)",
@@ -718,15 +746,15 @@ mod tests {
     fn idle_memory_comes_back_gradually_down_to_the_band() {
         let mut p = PressureBalloon::default();
         let plan = settled(&mut p, || vec![mem_vm("i", 2048, 1024, Some(924))], 4096);
-        // excess over the 200 MiB band is 724: a quarter, capped at 128 MiB.
+        // excess over the 200 MiB band is 724: half, capped at 128 MiB.
         assert_eq!(target_of(&plan, "i"), Some(1024.0 - 128.0));
         let plan = settled(
             &mut PressureBalloon::default(),
             || vec![mem_vm("i", 2048, 340, Some(240))],
             4096,
         );
-        // 40 MiB over the band: a quarter of it.
-        assert_eq!(target_of(&plan, "i"), Some(330.0));
+        // 40 MiB over the band: half of it.
+        assert_eq!(target_of(&plan, "i"), Some(320.0));
         // Within 8 MiB of the band nothing moves.
         let plan = settled(
             &mut PressureBalloon::default(),

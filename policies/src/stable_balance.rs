@@ -369,6 +369,88 @@ mod tests {
         }
     }
 
+    /// Two pCPUs, four vCPUs (heavy and light on each), at wall-clock time `t`.
+    fn pair_at(t: f64, loads: [f64; 4]) -> Snapshot {
+        crate::testutil::at(
+            t,
+            cpu_snapshot(
+                2,
+                &[(loads[0], 0), (loads[1], 1), (loads[2], 0), (loads[3], 1)],
+            ),
+        )
+    }
+
+    #[test]
+    fn a_spread_just_over_the_trigger_counts_only_after_a_real_change() {
+        let mut p = StableBalance::default();
+        let mut t = 0.0;
+        // Six vCPUs, three per pCPU, their loads each tick.
+        let mut run = |p: &mut StableBalance, loads: [f64; 6], ticks: usize| {
+            let mut plans = Vec::new();
+            for _ in 0..ticks {
+                let vcpus: Vec<(f64, u32)> = loads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| (l, (i / 3) as u32))
+                    .collect();
+                plans.push(p.decide(&crate::testutil::at(t, cpu_snapshot(2, &vcpus))));
+                t += 1.0;
+            }
+            plans
+        };
+        // Steady: 80 / 80.
+        let plans = run(&mut p, [30.0, 30.0, 20.0, 30.0, 30.0, 20.0], 4);
+        assert!(plans.iter().all(|pl| pl.pins.is_empty()));
+        // Noise: 92 / 78 (stdev 7, trigger 5), no vCPU moved more than 6 points.
+        let plans = run(&mut p, [34.0, 34.0, 24.0, 26.0, 32.0, 20.0], 10);
+        assert!(
+            plans.iter().all(|pl| pl.pins.is_empty()),
+            "{:?}",
+            plans.last()
+        );
+        let last = &plans.last().unwrap().reason;
+        assert!(
+            last.starts_with("hold:") && last.contains("moved"),
+            "{last}"
+        );
+        // A real change: one vCPU 14 points up (94 / 80): an exchange brings it to 90 / 84.
+        let plans = run(&mut p, [30.0, 30.0, 34.0, 30.0, 30.0, 20.0], 6);
+        assert!(
+            plans.iter().any(|pl| !pl.pins.is_empty()),
+            "{:?}",
+            plans.last()
+        );
+    }
+
+    #[test]
+    fn at_a_start_a_spread_just_over_the_trigger_must_last() {
+        // A restart on a placement that was steady: the spread wanders around the trigger.
+        let mut p = StableBalance::default();
+        for (t, loads) in [
+            [56.0, 50.0, 34.0, 26.0],
+            [55.0, 51.0, 33.0, 27.0],
+            [56.0, 50.0, 34.0, 26.0],
+            [52.0, 50.0, 31.0, 28.0],
+            [53.0, 50.0, 31.0, 28.0],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let plan = p.decide(&pair_at(t as f64, *loads));
+            assert!(plan.pins.is_empty(), "tick {t}: {}", plan.reason);
+        }
+        // A start that stays marginally unbalanced is balanced once that has lasted 10 s.
+        let mut p = StableBalance::default();
+        let acted = (0..15)
+            .position(|t| {
+                !p.decide(&pair_at(t as f64, [56.0, 50.0, 34.0, 26.0]))
+                    .pins
+                    .is_empty()
+            })
+            .expect("balanced in the end");
+        assert!((10..=12).contains(&acted), "acted at tick {acted}");
+    }
+
     #[test]
     fn all_on_one_spreads_with_the_fewest_moves() {
         let mut p = StableBalance::default();
