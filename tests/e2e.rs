@@ -992,9 +992,19 @@ fn stable_balance_spreads_with_the_fewest_moves_then_never_repins() {
         polls[first..].iter().all(two_each),
         "balance lost: {polls:?}"
     );
-    let (quiet, moves) = quiet_tail(&daemon.records());
+    let records = daemon.records();
+    let (quiet, moves) = quiet_tail(&records);
     // Four on one of two pCPUs: two must move, and nothing after.
     assert_eq!(moves, 2, "{}", log_of(&guests));
+    // From a saturated start (utilization reads 100% on pCPU 0 whatever it carries) balanced
+    // within 3 ticks, by its own records: the run-queue wait shows the demand.
+    let last_move = records.iter().rfind(|r| !r.pins.is_empty()).unwrap();
+    assert!(
+        last_move.tick <= 3,
+        "last move at tick {}: {}",
+        last_move.tick,
+        log_of(&guests)
+    );
     assert!(
         quiet >= 10,
         "only {quiet} ticks without pin changes at the end"
