@@ -119,13 +119,17 @@ fn offset(time_s: f64) -> u64 {
     time_s as u64 % CYCLE_S
 }
 
-/// Runs `cycles` cycles with the default policies, restarting vcoord as listed; the records.
-fn run(cycles: u64) -> Vec<TickRecord> {
+/// Runs `cycles` cycles with the default policies (or `memory` as the memory policy),
+/// restarting vcoord as listed; the records.
+fn run(cycles: u64, memory: Option<&str>) -> Vec<TickRecord> {
     vcoord_policies::link();
     let dir = common::scratch("day");
     let path = dir.join("day.toml");
     std::fs::write(&path, scenario(cycles)).unwrap();
-    let host = HostConfig::new("day", &format!("sim:{}", path.display()), &dir);
+    let mut host = HostConfig::new("day", &format!("sim:{}", path.display()), &dir);
+    if let Some(name) = memory {
+        host.memory_policy = vcoord_core::config::PolicyChoice::builtin(name, toml::Table::new());
+    }
     let mut c = Coordinator::open(&host, &RunOptions::default()).expect("opens");
     let control = Control::new();
     let mut records = Vec::new();
@@ -216,7 +220,7 @@ fn violations(records: &[TickRecord]) -> Vec<String> {
 #[test]
 fn a_simulated_day_keeps_every_invariant() {
     let started = Instant::now();
-    let records = run(72);
+    let records = run(72, None);
     let elapsed = started.elapsed();
     assert_eq!(
         records.len() as u64,
@@ -250,21 +254,7 @@ fn a_simulated_day_keeps_every_invariant() {
 /// The invariants can fail: an hour of the day run with no memory policy breaks them.
 #[test]
 fn the_invariants_catch_a_policy_that_does_nothing() {
-    vcoord_policies::link();
-    let dir = common::scratch("day-none");
-    let path = dir.join("day.toml");
-    std::fs::write(&path, scenario(3)).unwrap();
-    let mut host = HostConfig::new("day", &format!("sim:{}", path.display()), &dir);
-    host.memory_policy = vcoord_core::config::PolicyChoice::builtin("none", toml::Table::new());
-    let mut c = Coordinator::open(&host, &RunOptions::default()).expect("opens");
-    let control = Control::new();
-    let mut records = Vec::new();
-    while !c.finished() {
-        records.extend(c.tick());
-        c.wait(&control);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let found = violations(&records);
+    let found = violations(&run(3, Some("none")));
     assert!(
         found.iter().any(|v| v.contains("grower freed")),
         "{found:?}"

@@ -1651,30 +1651,18 @@ fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s(
         .iter()
         .filter_map(|r| unused_of(r).map(|(a, u)| (r.time_s, a, u)))
         .collect();
-    let free_at = series
-        .windows(2)
-        .position(|w| w[1].2 > w[0].2 + 300.0)
-        .expect("the free is recorded")
-        + 1;
+    let (free_at, lowest, back_s) = free_and_back(&series);
     // Growing across the restart: never under the threshold.
-    let lowest = series[..free_at]
-        .iter()
-        .map(|s| s.2)
-        .fold(f64::INFINITY, f64::min);
     assert!(
         lowest >= 100.0,
         "grower down to {lowest:.0} MiB unused after the restart: {series:?}"
     );
     // Freed: back in the band (2 thresholds, and a step's slack) within 30 s.
-    let (t_free, _, _) = series[free_at];
-    let back = series[free_at..]
-        .iter()
-        .find(|s| s.2 <= 216.0)
-        .unwrap_or_else(|| panic!("never back in the band: {:?}", &series[free_at..]));
+    let real_back_s =
+        back_s.unwrap_or_else(|| panic!("never back in the band: {:?}", &series[free_at..]));
     assert!(
-        back.0 - t_free <= 30.0,
-        "back in the band {:.0} s after the free: {:?}",
-        back.0 - t_free,
+        real_back_s <= 30.0,
+        "back in the band {real_back_s:.0} s after the free: {:?}",
         &series[free_at..]
     );
     // ...and stays there.
@@ -1683,7 +1671,6 @@ fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s(
         "{:?}",
         &series[free_at..]
     );
-    let real_back_s = back.0 - t_free;
     // The same shape on the simulator (its timing calibrated on these guests): the grower's
     // base use as the real one reported, the same restart rule.
     // (The first consistent reading: figures from before the balloon settled can show more
@@ -1756,18 +1743,27 @@ fn simulate_long_run(dir: &Path, base_used_mib: f64) -> (f64, f64) {
         }
         c.wait(&control);
     }
-    let free_at = after
+    let (_, lowest, back_s) = free_and_back(&after);
+    (lowest, back_s.expect("back in the band"))
+}
+
+/// In a grower's (time s, actual MiB, unused MiB) series: where it freed (the first jump of
+/// over 300 MiB in unused memory), its lowest unused memory before that, and how long after the
+/// free its unused memory was back in the band (216 MiB: 2 thresholds and a step's slack).
+fn free_and_back(series: &[(f64, f64, f64)]) -> (usize, f64, Option<f64>) {
+    let free_at = series
         .windows(2)
         .position(|w| w[1].2 > w[0].2 + 300.0)
-        .expect("the free")
+        .expect("the free is recorded")
         + 1;
-    let lowest = after[..free_at]
+    let lowest = series[..free_at]
         .iter()
         .map(|s| s.2)
         .fold(f64::INFINITY, f64::min);
-    let back = after[free_at..]
+    let t_free = series[free_at].0;
+    let back_s = series[free_at..]
         .iter()
         .find(|s| s.2 <= 216.0)
-        .expect("back in the band");
-    (lowest, back.0 - after[free_at].0)
+        .map(|s| s.0 - t_free);
+    (free_at, lowest, back_s)
 }
