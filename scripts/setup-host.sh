@@ -13,9 +13,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # systemd: systemd-analyze for the unit checks (systemd need not run); man-db: the unit's man: link;
-# prometheus: promtool, to check the metrics endpoint and the alert rules.
+# prometheus: promtool, to check the metrics endpoint and the alert rules; chromium and a font:
+# a real headless browser for the compare report.
 packages=(pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-          qemu-system-x86 cpio systemd man-db prometheus)
+          qemu-system-x86 cpio systemd man-db prometheus chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -152,6 +152,13 @@ pub struct CompareArgs {
     /// Write <scenario>-cpu.svg and <scenario>-memory.svg into DIR.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Run each scenario under N noise seeds (its own seed and the next N-1): figures become
+    /// means with 95% confidence intervals, verdicts a paired t-test.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub seeds: u32,
+    /// Write a self-contained HTML report (summary, tables, charts, what was run) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Parallel runs (default: the number of CPUs).
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,

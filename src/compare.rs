@@ -10,6 +10,8 @@ use vcoord_core::config::{Config, HostConfig, PolicyChoice};
 use vcoord_core::policy::{cpu_policies, find_cpu_policy, find_memory_policy, memory_policies};
 use vcoord_core::runtime::record::TickRecord;
 use vcoord_core::tools::compare::{self, Contender};
+use vcoord_core::tools::report;
+use vcoord_core::tools::study::{self, Meta, Study};
 
 use crate::cli::{CompareArgs, Format, ReplayArgs, ReplayFormat};
 
@@ -47,23 +49,59 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let progress = |done: usize, _total: usize| bar.set_position(done as u64);
-    let outcomes = compare::run_all(&scenarios, &contenders, jobs, args.threshold_mib, &progress);
+    let plan = compare::Plan {
+        scenarios: &scenarios,
+        contenders: &contenders,
+        seeds: args.seeds as usize,
+        jobs,
+        threshold_mib: args.threshold_mib,
+        limit: compare::RUN_TIME_LIMIT,
+    };
+    let outcomes = compare::run_seeds(&plan, &progress);
     bar.finish_and_clear();
+    let meta = Meta {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        command: command_line(),
+        seeds: args.seeds as usize,
+        threshold_mib: args.threshold_mib,
+    };
+    let study = Study::new(meta, &contenders, &outcomes);
     let text = match args.format {
-        Format::Table => compare::table(&outcomes),
-        Format::Json => compare::json(&outcomes) + "\n",
-        Format::Csv => compare::csv(&outcomes),
+        Format::Table => study::table(&study),
+        Format::Json => study::json(&study) + "\n",
+        Format::Csv => study::csv(&study),
     };
     std::io::stdout().write_all(text.as_bytes())?;
     if let Some(dir) = &args.plot {
-        let files = compare::plots(&outcomes, dir)
+        let files = report::plots(&study, dir)
             .with_context(|| format!("writing plots into {}", dir.display()))?;
         eprintln!("wrote {} plots into {}", files.len(), dir.display());
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, report::html(&study))
+            .with_context(|| format!("writing the report {}", path.display()))?;
+        eprintln!("wrote the report {}", path.display());
     }
     if outcomes.iter().any(|o| o.error.is_some()) {
         bail!("some runs failed (see the table)");
     }
     Ok(())
+}
+
+/// The command line as given, words with spaces or quotes quoted, for the record of what ran.
+fn command_line() -> String {
+    let words: Vec<String> = std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "vcoord".to_owned() } else { a };
+            if a.is_empty() || a.contains([' ', '"', '\'', '\\']) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect();
+    words.join(" ")
 }
 
 /// A policy named on the command line: a plugin file if it looks like a path, else a built-in.

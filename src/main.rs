@@ -125,6 +125,7 @@ fn run(args: RunArgs) -> Result<()> {
             dry_run: args.dry_run,
             realtime: args.realtime,
             record_snapshots: args.record.is_some(),
+            sim_seed: None,
         },
         lock_dir: lock::run_dir(),
     };

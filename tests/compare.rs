@@ -49,17 +49,31 @@ fn compare_prints_a_table_per_scenario_writes_plots_and_repeats_exactly() {
     let shipped = std::fs::read_dir(root().join("examples/scenarios"))
         .unwrap()
         .count();
-    assert_eq!(first.matches("\n== ").count() + 1, shipped, "{first}");
-    assert!(first.contains("== cpu-t2-all-on-one (40 ticks)"), "{first}");
-    assert!(first.contains("greedy-lpt vs vcoord_spread:"), "{first}");
+    let headers: Vec<&str> = first
+        .lines()
+        .filter(|l| l.starts_with("== ") && !l.starts_with("== summary"))
+        .collect();
+    assert_eq!(headers.len(), shipped, "{first}");
+    // The summary comes first, then the scenarios.
+    assert!(first.find("== summary").unwrap() < first.find("\n== cpu-").unwrap());
     // T2: eight vCPUs on one of four pCPUs need six moves at least.
+    assert!(
+        first.contains(
+            "== cpu-t2-all-on-one (40 ticks; seed 11; fewest moves to balance the start: 6)"
+        ),
+        "{first}"
+    );
     let t2 = &first[first.find("== cpu-t2-all-on-one (").unwrap()..];
     let greedy = t2
         .lines()
         .find(|l| l.trim_start().starts_with("greedy-lpt "))
         .unwrap();
     let cols: Vec<&str> = greedy.split_whitespace().collect();
-    assert_eq!(cols[6], "6", "fewest moves column: {greedy}");
+    assert_eq!(cols[2], "6", "moves column: {greedy}");
+    // One memory row: both contenders run the same memory policy with the same figures.
+    assert!(t2.contains("pressure-balloon (x2)"), "{t2}");
+    // One seed: nothing is tested, and the output says so.
+    assert!(first.contains("none is tested"), "{first}");
     let svgs: Vec<PathBuf> = std::fs::read_dir(&plots)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -81,10 +95,16 @@ fn compare_results_do_not_depend_on_the_number_of_threads() {
         "--cpu",
         "none",
     ];
-    let one = stdout_of(&[&base[..], &["--format", "json", "--jobs", "1"]].concat());
-    let four = stdout_of(&[&base[..], &["--format", "json", "--jobs", "4"]].concat());
-    assert_eq!(one, four);
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&one).unwrap();
+    // Everything but the command line that asked for it.
+    let figures = |jobs: &str| {
+        let out = stdout_of(&[&base[..], &["--format", "json", "--jobs", jobs]].concat());
+        let mut doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        doc["command"].take();
+        doc
+    };
+    let doc = figures("1");
+    assert_eq!(doc, figures("4"));
+    let rows = doc["runs"].as_array().unwrap();
     assert_eq!(rows.len() % 2, 0);
     let row = &rows[0];
     for key in [
@@ -99,10 +119,17 @@ fn compare_results_do_not_depend_on_the_number_of_threads() {
     let csv = stdout_of(&[&base[..], &["--format", "csv"]].concat());
     let header = csv.lines().next().unwrap();
     assert!(
-        header.starts_with("scenario,policy,error,ticks_to_balance,"),
+        header.starts_with(
+            "vcoord_version,scenario,policy,seed,cpu_policy,memory_policy,error,ticks_to_balance,"
+        ),
         "{header}"
     );
     assert_eq!(csv.lines().count(), rows.len() + 1);
+    let first_row = csv.lines().nth(1).unwrap();
+    assert!(
+        first_row.starts_with(&format!("{},", env!("CARGO_PKG_VERSION"))),
+        "{first_row}"
+    );
 }
 
 #[test]
@@ -126,7 +153,26 @@ fn compare_by_config_files_and_bad_choices() {
         "--config",
         dir.join("b.toml").to_str().unwrap(),
     ]);
-    assert!(out.contains("a vs b: better"), "{out}");
+    // Different thresholds, different memory figures: two memory rows, one CPU row.
+    assert!(out.contains(" better than "), "{out}");
+    assert!(out.contains("\n  stable-balance (x2) "), "{out}");
+    // One file with two hosts: each host is a contender.
+    std::fs::write(
+        dir.join("two.toml"),
+        "[[host]]\nname = \"seed\"\nuri = \"sim:unused.toml\"\n[host.cpu_policy]\nname = \"greedy-lpt\"\n\
+         [[host]]\nname = \"new\"\nuri = \"sim:unused.toml\"\n",
+    )
+    .unwrap();
+    let two = stdout_of(&[
+        "compare",
+        m1.to_str().unwrap(),
+        "--config",
+        dir.join("two.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        two.contains("two/seed: greedy-lpt") && two.contains("two/new: stable-balance"),
+        "{two}"
+    );
     let bad = vcoord(&[
         "compare",
         m1.to_str().unwrap(),
@@ -298,4 +344,208 @@ fn a_run_over_its_time_limit_is_stopped_and_reported_while_the_others_report() {
         &|_, _| {},
     );
     assert!(out.iter().all(|o| o.error.is_none() && o.cpu.is_some()));
+}
+
+/// Runs `compare` on T2 and T3 with greedy-lpt against none under 4 seeds, as JSON.
+fn seeded(extra: &[&str]) -> String {
+    let t2 = root().join("examples/scenarios/cpu-t2-all-on-one.toml");
+    let t3 = root().join("examples/scenarios/cpu-t3-heavy-light.toml");
+    let args = [
+        &[
+            "compare",
+            t2.to_str().unwrap(),
+            t3.to_str().unwrap(),
+            "--cpu",
+            "greedy-lpt",
+            "--cpu",
+            "none",
+            "--seeds",
+            "4",
+        ][..],
+        extra,
+    ]
+    .concat();
+    stdout_of(&args)
+}
+
+#[test]
+fn compare_with_seeds_gives_intervals_tested_verdicts_and_a_summary() {
+    let json = seeded(&["--format", "json"]);
+    let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut again: serde_json::Value =
+        serde_json::from_str(&seeded(&["--format", "json", "--jobs", "1"])).unwrap();
+    // The same seeds give the same figures whatever the threads (the command line differs).
+    assert!(again["command"].as_str().unwrap().ends_with("--jobs 1"));
+    again["command"] = doc["command"].take();
+    doc["command"] = again["command"].clone();
+    assert_eq!(doc, again, "not deterministic");
+    assert_eq!(doc["vcoord"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(doc["seeds_per_run"], 4);
+    assert!(doc["test"].as_str().unwrap().contains("paired t-test"));
+    assert!(doc["command"].as_str().unwrap().contains("--seeds 4"));
+    assert_eq!(doc["contenders"][0]["cpu_policy"]["name"], "greedy-lpt");
+    assert_eq!(doc["runs"].as_array().unwrap().len(), 2 * 2 * 4);
+    let scenarios = doc["scenarios"].as_array().unwrap();
+    // T2's own seed is 11: seeds 11..14, each run under its seed.
+    let t2 = &scenarios[0];
+    assert_eq!(t2["seeds"], serde_json::json!([11, 12, 13, 14]));
+    let runs: Vec<u64> = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["scenario"] == "cpu-t2-all-on-one" && r["policy"] == "none")
+        .map(|r| r["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runs, [11, 12, 13, 14]);
+    // Means with intervals; noise differs between seeds, so the interval is not zero.
+    let greedy = &t2["cpu"][0];
+    assert_eq!(greedy["row"], "greedy-lpt");
+    let sd = &greedy["figures"]["demand_stdev_pct"];
+    assert_eq!(sd["n"], 4);
+    assert!(sd["ci95"].as_f64().unwrap() > 0.0, "{sd}");
+    // All eight vCPUs on one pCPU: leaving them there is significantly worse on balance.
+    assert_eq!(
+        greedy["better_than"]["demand_stdev_pct"],
+        serde_json::json!(["none"])
+    );
+    assert_eq!(
+        t2["cpu"][1]["better_than"]["demand_stdev_pct"],
+        serde_json::json!([])
+    );
+    // The summary counts each scenario once per figure.
+    for row in doc["summary"]["cpu"].as_array().unwrap() {
+        let t = &row["figures"]["demand_stdev_pct"];
+        let n =
+            t["won"].as_u64().unwrap() + t["lost"].as_u64().unwrap() + t["tied"].as_u64().unwrap();
+        assert_eq!(n, 2, "{row}");
+    }
+    assert_eq!(
+        doc["summary"]["cpu"][0]["figures"]["demand_stdev_pct"]["won"],
+        2
+    );
+    // The table says the same, with the intervals.
+    let table = seeded(&[]);
+    assert!(table.contains("seeds 11..14"), "{table}");
+    assert!(table.contains(" ±"), "{table}");
+    assert!(
+        table.contains("demand sd: greedy-lpt better than none"),
+        "{table}"
+    );
+    let summary = &table[table.find("== summary").unwrap()..table.find("worst case").unwrap()];
+    let greedy_line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("greedy-lpt"))
+        .unwrap();
+    // balanced@: T2 won, T3 tied (greedy-lpt balances there under some seeds only); demand
+    // sd: both won.
+    assert!(
+        greedy_line.contains("1/0/1") && greedy_line.contains("2/0/0"),
+        "{greedy_line}"
+    );
+}
+
+/// A headless browser, if there is one (`VCOORD_REQUIRE_TOOLS=1` makes a missing one fail).
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var("VCOORD_REQUIRE_TOOLS").is_err(),
+            "no chromium: run scripts/setup-host.sh"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (no chromium): the report's browser check"
+        );
+    }
+    found
+}
+
+/// The report in a real headless browser: it renders (the browser's DOM holds the summary
+/// tables, every scenario and its two charts, nothing fetched from the network), and a
+/// screenshot of the first screen shows the summary (its bottom edge, measured by the browser,
+/// is within the screenshot).
+#[test]
+fn the_report_renders_in_a_real_browser_with_the_summary_on_its_first_screen() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let dir = scratch("report");
+    let report = dir.join("report.html");
+    let _ = seeded(&["--report", report.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    for fetch in ["src=\"http", "href=\"http", "@import", "url("] {
+        assert!(
+            !html.contains(fetch),
+            "the report fetches something: {fetch}"
+        );
+    }
+    assert!(!html.contains("<script"), "the report needs no script");
+    // The page as the browser lays it out, with a probe that writes what it measured into the DOM.
+    let probe = dir.join("probe.html");
+    std::fs::write(
+        &probe,
+        html.replace(
+            "</body>",
+            "<script>const s = document.getElementById('summary-memory').getBoundingClientRect();\
+             document.documentElement.setAttribute('data-summary-bottom', Math.ceil(s.bottom));\
+             document.documentElement.setAttribute('data-svgs', document.querySelectorAll('figure svg').length);</script></body>",
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(browser)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1400,1000",
+            ])
+            .args(args)
+            .output()
+            .expect("the browser runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = run(&["--dump-dom", &format!("file://{}", probe.display())]);
+    for needle in [
+        "id=\"summary-cpu\"",
+        "id=\"summary-memory\"",
+        "scenario-cpu-t2-all-on-one",
+        "scenario-cpu-t3-heavy-light",
+        "data-svgs=\"4\"",
+        "<th scope=\"row\">greedy-lpt</th><td>1/0/1</td>",
+        "--seeds 4",
+    ] {
+        assert!(dom.contains(needle), "{needle} not in the rendered page");
+    }
+    let bottom: f64 = dom
+        .split("data-summary-bottom=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("the probe measured the summary");
+    assert!(
+        bottom > 0.0 && bottom <= 1000.0,
+        "summary ends at {bottom} px"
+    );
+    let shot = dir.join("shot.png");
+    run(&[
+        &format!("--screenshot={}", shot.display()),
+        &format!("file://{}", report.display()),
+    ]);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    let _ = std::fs::remove_dir_all(&dir);
 }

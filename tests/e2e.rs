@@ -163,6 +163,27 @@ fn two_each(poll: &BTreeMap<String, Vec<u32>>) -> bool {
     g.len() == 2 && g.values().all(|v| v.len() == 2)
 }
 
+/// The placement a tick left behind: what it saw, with its own pins applied.
+fn decided(r: &TickRecord) -> BTreeMap<String, Vec<u32>> {
+    let mut placed: BTreeMap<String, Vec<u32>> = r
+        .vms
+        .iter()
+        .map(|vm| (vm.name.clone(), vm.vcpus[0].affinity.iter().collect()))
+        .collect();
+    for pin in &r.pins {
+        placed.insert(pin.vm.clone(), pin.cpus.iter().collect());
+    }
+    placed
+}
+
+/// libvirt's placement, read once vcoord has stopped (a poll while it pins can catch half of
+/// a re-pin), must be what the last tick decided.
+fn assert_libvirt_has_the_last_decision(names: &[String], records: &[TickRecord]) {
+    let end: BTreeMap<String, Vec<u32>> = names.iter().map(|n| (n.clone(), affinity(n))).collect();
+    let last = records.last().expect("ticks recorded");
+    assert_eq!(end, decided(last), "libvirt and vcoord disagree");
+}
+
 /// Trigger floor of the seed CPU policy in these tests, in stdev points.
 const TRIGGER_POINTS: f64 = 10.0;
 
@@ -225,16 +246,21 @@ fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
     for n in ["a", "b", "c", "d"] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
     }
-    let (daemon, polls, first) = spread_four_on_pcpu0(&mut guests, CPU_ONLY, 18);
-    assert!(first <= 5, "two per pCPU only at poll {first}: {polls:?}");
-    let later = &polls[first..];
-    assert!(
-        later.len() >= 10,
-        "too few polls after balance: {}",
-        later.len()
-    );
-    assert!(later.iter().all(two_each), "balance lost: {polls:?}");
-    let repins = repins_justified(&daemon.records(), 2);
+    let (daemon, _, _) = spread_four_on_pcpu0(&mut guests, CPU_ONLY, 18);
+    // Judged on its own records (how many polls fit in a tick depends on the machine's load):
+    // two per pCPU decided by tick 3, and every later decision keeps two per pCPU.
+    let records = daemon.records();
+    assert_eq!(records.len(), 18);
+    let first = records
+        .iter()
+        .position(|r| two_each(&decided(r)))
+        .unwrap_or_else(|| panic!("never two per pCPU\n{}", log_of(&guests)));
+    assert!(first <= 3, "two per pCPU only at tick {first}");
+    for r in &records[first..] {
+        assert!(two_each(&decided(r)), "tick {}: {:?}", r.tick, decided(r));
+    }
+    assert_libvirt_has_the_last_decision(&guests.names, &records);
+    let repins = repins_justified(&records, 2);
     eprintln!("re-pins after balance (noise above the trigger): ticks {repins:?}");
 }
 
@@ -252,7 +278,6 @@ fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
     let mut daemon = Daemon::start(&guests.dir, CPU_ONLY, 14);
     let polls = poll_pins(&mut daemon, &names);
     assert!(daemon.wait(Duration::from_secs(30)).success());
-    assert!(polls.len() >= 8);
     // Judged by the policy's own records, not by what a busy machine's noise does between two
     // polls: every re-pin was on its trigger (a measured stdev above it), ...
     let records = daemon.records();
@@ -260,14 +285,14 @@ fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
     let repins = repins_justified(&records, 0);
     // ... and until the first such re-pin, the start stayed exactly as it was.
     let first_repin = repins.first().copied().unwrap_or(u64::MAX);
-    for r in records.iter().filter(|r| r.tick <= first_repin) {
-        let placed: BTreeMap<String, Vec<u32>> = r
-            .vms
-            .iter()
-            .map(|vm| (vm.name.clone(), vm.vcpus[0].affinity.iter().collect()))
-            .collect();
-        assert!(two_each(&placed), "tick {}: {placed:?}", r.tick);
+    for r in records.iter().filter(|r| r.tick < first_repin) {
+        assert!(two_each(&decided(r)), "tick {}: {:?}", r.tick, decided(r));
     }
+    // Every decision, re-pins included, keeps two per pCPU; libvirt ends with the last one.
+    for r in &records {
+        assert!(two_each(&decided(r)), "tick {}: {:?}", r.tick, decided(r));
+    }
+    assert_libvirt_has_the_last_decision(&names, &records);
     if repins.is_empty() {
         assert!(
             polls.iter().all(two_each),
@@ -299,21 +324,11 @@ fn cpu_heavy_and_light_are_paired() {
     let mut daemon = Daemon::start(&guests.dir, CPU_ONLY, 14);
     let _ = poll_pins(&mut daemon, &names);
     assert!(daemon.wait(Duration::from_secs(30)).success());
-    // Read once vcoord has stopped: a poll while it pins can catch half of a re-pin.
-    let end: BTreeMap<String, Vec<u32>> = names.iter().map(|n| (n.clone(), affinity(n))).collect();
     let records = daemon.records();
     repins_justified(&records, 0);
-    // What vcoord decided is what libvirt has: the last record's placement with its pins.
-    let last = records.last().unwrap();
-    let mut decided: BTreeMap<String, Vec<u32>> = last
-        .vms
-        .iter()
-        .map(|vm| (vm.name.clone(), vm.vcpus[0].affinity.iter().collect()))
-        .collect();
-    for pin in &last.pins {
-        decided.insert(pin.vm.clone(), pin.cpus.iter().collect());
-    }
-    assert_eq!(end, decided, "libvirt and vcoord disagree");
+    // What vcoord decided is what libvirt has.
+    assert_libvirt_has_the_last_decision(&names, &records);
+    let end = decided(records.last().unwrap());
     // Its rule, judged on what it measured: the last re-pin (LPT on measured loads) pairs a
     // heavy with a light whenever it measured both heavies above both lights; and then so
     // does the end.
@@ -603,7 +618,7 @@ fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
         "{}",
         log_of(&guests)
     );
-    assert!(polls.len() > 60, "too few polls: {}", polls.len());
+    assert!(polls.len() >= 30, "too few polls: {}", polls.len());
 
     let limit_kib = (BUDGET_MIB - RESERVE_MIB) * 1024;
     let totals: Vec<u64> = polls.iter().map(|(a, _)| a.iter().sum()).collect();
@@ -1766,4 +1781,252 @@ fn free_and_back(series: &[(f64, f64, f64)]) -> (usize, f64, Option<f64>) {
         .find(|s| s.2 <= 216.0)
         .map(|s| s.0 - t_free);
     (free_at, lowest, back_s)
+}
+
+/// Times of the real-guest day, s after the guests' workloads started.
+mod day {
+    /// The grower grows 20 MiB/s to 500 MiB from GROW1 and GROW2 (25 s), frees 30 s later.
+    pub const GROW: [f64; 2] = [60.0, 445.0];
+    /// The burst VM runs at 70% instead of 10% for 60 s from here.
+    pub const BURST: f64 = 150.0;
+    /// A visitor (30% busy) is there between these.
+    pub const VISITOR: (f64, f64) = (240.0, 400.0);
+    /// A driverless 1 GiB guest squeezes the memory budget between these.
+    pub const HOG: (f64, f64) = (430.0, 560.0);
+    /// vcoord is stopped and started again at these: mid-growth, steady, mid-growth in the
+    /// crunch.
+    pub const RESTARTS: [f64; 3] = [72.0, 300.0, 457.0];
+    pub const END: f64 = 600.0;
+    /// Guest memory budget and reserve (MiB): the hog and the second growth crowd it.
+    pub const BUDGET_MIB: f64 = 3800.0;
+    pub const RESERVE_MIB: f64 = 200.0;
+
+    /// When the CPU load changes: starts and ends of growths, the burst, the visitor, the hog.
+    pub fn load_changes() -> Vec<f64> {
+        let mut t = vec![0.0, BURST, BURST + 60.0, VISITOR.0, VISITOR.1, HOG.0, HOG.1];
+        for g in GROW {
+            t.extend([g, g + 25.0]);
+        }
+        t
+    }
+
+    /// A steady moment: no load change in the 30 s before it or the 5 s after.
+    pub fn steady(t: f64) -> bool {
+        load_changes()
+            .iter()
+            .all(|&c| !(t - 30.0..=t + 5.0).contains(&c))
+    }
+}
+
+/// In a grower's (time s, actual MiB, unused MiB) series: each free (a jump of over 300 MiB in
+/// unused memory) with the seconds until its unused memory was back in the band (216 MiB), if
+/// it got there.
+fn frees_and_backs(series: &[(f64, f64, f64)]) -> Vec<(f64, Option<f64>)> {
+    let mut out = Vec::new();
+    for (i, w) in series.windows(2).enumerate() {
+        if w[1].2 > w[0].2 + 300.0 {
+            let t_free = w[1].0;
+            let back = series[i + 1..]
+                .iter()
+                .find(|s| s.2 <= 216.0)
+                .map(|s| s.0 - t_free);
+            out.push((t_free, back));
+        }
+    }
+    out
+}
+
+/// What the day's invariants found in its ticks (guest time, record), as lines.
+fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
+    const THRESHOLD: f64 = 100.0;
+    let mut out = Vec::new();
+    let mut below: BTreeMap<&str, u32> = BTreeMap::new();
+    for (i, (t, r)) in ticks.iter().enumerate() {
+        // The reserve under the budget (8 MiB of slack for balloons in motion).
+        let guests: f64 = r.vms.iter().map(|v| v.actual_mib).sum();
+        if guests > day::BUDGET_MIB - day::RESERVE_MIB + 8.0 {
+            out.push(format!(
+                "{t:.0} s: guests hold {guests:.0} MiB, the budget leaves {:.0}",
+                day::BUDGET_MIB - day::RESERVE_MIB
+            ));
+        }
+        let grantable = r.guest_free_mib - day::RESERVE_MIB;
+        for vm in &r.vms {
+            if vm.oom_events.unwrap_or(0) > 0 {
+                out.push(format!("{t:.0} s: {} OOM-killed", vm.name));
+            }
+            let run = below.entry(vm.name.as_str()).or_default();
+            match vm.unused_mib {
+                Some(u)
+                    if u < THRESHOLD && grantable > 256.0 && vm.actual_mib < vm.max_mib - 1.0 =>
+                {
+                    *run += 1;
+                    if *run == 4 {
+                        out.push(format!(
+                            "{t:.0} s: {} under the threshold ({u:.0} MiB) for 4 ticks with {grantable:.0} MiB to give",
+                            vm.name
+                        ));
+                    }
+                }
+                _ => *run = 0,
+            }
+        }
+        // Steady moments: no VM that was there a tick ago is re-pinned.
+        if day::steady(*t) && i > 0 {
+            for pin in &r.pins {
+                if ticks[i - 1].1.vms.iter().any(|v| v.name == pin.vm) {
+                    out.push(format!(
+                        "{t:.0} s: {} re-pinned in a steady phase: {} (loads {:?})",
+                        pin.vm, r.cpu_reason, r.pcpu_load_pct
+                    ));
+                }
+            }
+        }
+    }
+    let series: Vec<(f64, f64, f64)> = ticks
+        .iter()
+        .filter_map(|(t, r)| {
+            let v = r.vms.iter().find(|v| v.name == grower)?;
+            Some((*t, v.actual_mib, v.unused_mib?))
+        })
+        .collect();
+    let frees = frees_and_backs(&series);
+    if frees.len() != 2 {
+        out.push(format!("{} frees of the grower seen, not 2", frees.len()));
+    }
+    for (t, back) in frees {
+        match back {
+            Some(s) if s <= 30.0 => {}
+            _ => out.push(format!(
+                "{t:.0} s: the grower's free was back in the band only after {back:?} s"
+            )),
+        }
+    }
+    out
+}
+
+/// Ten minutes of a host's life on real guests with the default policies: steady loads, a CPU
+/// burst, a guest that grows and frees twice, a visitor that comes and goes, a guest without a
+/// balloon driver, a memory crunch under a budget (a driverless 1 GiB guest arrives while the
+/// grower grows) and three restarts of vcoord (two mid-growth). The invariants of the
+/// simulated day hold at every tick: no OOM, no guest short for more than 3 ticks while memory
+/// can be given, a free back in the band within 30 s, no re-pin in a steady phase (restarts
+/// included), the reserve kept under the budget.
+#[test]
+fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("day");
+    let mem = format!(
+        "vc.mem=hold:{},grow:20:500,hold:30,free,hold:{},grow:20:500,hold:30,free",
+        day::GROW[0],
+        day::GROW[1] - day::GROW[0] - 55.0
+    );
+    let grower = guests.start(GuestSpec::new("grower", &mem));
+    guests.start(GuestSpec::new("web1", "vc.cpu=40"));
+    guests.start(GuestSpec::new("web2", "vc.cpu=25"));
+    guests.start(GuestSpec::new(
+        "burst",
+        &format!("vc.cpu=10@{},70@60,10", day::BURST),
+    ));
+    let mut nodriver = GuestSpec::new("nodriver", "vc.cpu=20");
+    nodriver.balloon_driver = false;
+    guests.start(nodriver);
+    guests.wait_booted(Duration::from_secs(120));
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_secs_f64();
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let config = format!(
+        "guest_memory_budget_mib = {}\n[host.guard]\nhost_reserve_mib = {}\n",
+        day::BUDGET_MIB,
+        day::RESERVE_MIB
+    );
+    // One daemon per stretch between restarts, each with its own record; the guest time its
+    // first tick stands for.
+    let mut stretches: Vec<(f64, Daemon)> = Vec::new();
+    let base = guests.dir.clone();
+    let start_stretch = |n: usize| {
+        let dir = base.join(format!("stretch{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        (now(), Daemon::start(&dir, &config, 100_000))
+    };
+    stretches.push(start_stretch(0));
+    let mut restarts = day::RESTARTS.to_vec();
+    // Guests that come and go: (short name, CPU load, driver, from, to), and whether each is
+    // still to come (0), there (1) or gone (2).
+    let visitors = [
+        ("visitor", "vc.cpu=30", true, day::VISITOR),
+        ("hog", "", false, day::HOG),
+    ];
+    let mut stage = [0u8; 2];
+    while now() < day::END {
+        let running = stretches.last_mut().unwrap();
+        assert!(running.1.running(), "vcoord exited");
+        let t = now();
+        if restarts.first().is_some_and(|&r| t >= r) {
+            restarts.remove(0);
+            running.1.stop();
+            assert!(running.1.wait(Duration::from_secs(30)).success());
+            let n = stretches.len();
+            stretches.push(start_stretch(n));
+        }
+        for (i, &(name, load, driver, (from, to))) in visitors.iter().enumerate() {
+            if stage[i] == 0 && t >= from {
+                let mut spec = GuestSpec::new(name, load);
+                spec.balloon_driver = driver;
+                guests.start(spec);
+                stage[i] = 1;
+            } else if stage[i] == 1 && t >= to {
+                guests.destroy(&guests.name(name));
+                stage[i] = 2;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let last = stretches.last_mut().unwrap();
+    last.1.stop();
+    assert!(last.1.wait(Duration::from_secs(30)).success());
+    assert_no_oom(&guests);
+    let mut ticks: Vec<(f64, TickRecord)> = Vec::new();
+    for (at, d) in &stretches {
+        let records = d.records();
+        assert!(records.len() > 20, "a stretch of {} ticks", records.len());
+        ticks.extend(records.into_iter().map(|r| (at + r.time_s, r)));
+    }
+    let found = day_violations(&ticks, &grower);
+    let pins: usize = ticks.iter().map(|(_, r)| r.pins.len()).sum();
+    let moved: f64 = ticks
+        .iter()
+        .flat_map(|(_, r)| &r.balloons)
+        .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / 1024.0)
+        .sum();
+    let lowest = ticks
+        .iter()
+        .flat_map(|(_, r)| r.vms.iter().filter_map(|v| v.unused_mib))
+        .fold(f64::INFINITY, f64::min);
+    let peak = ticks
+        .iter()
+        .map(|(_, r)| r.vms.iter().map(|v| v.actual_mib).sum::<f64>())
+        .fold(0.0, f64::max);
+    let steady = ticks.iter().filter(|(t, _)| day::steady(*t)).count();
+    eprintln!(
+        "real day: {} ticks ({steady} steady) over {:.0} s, {pins} pins, {moved:.0} MiB of balloon moves, lowest unused {lowest:.0} MiB, guests' peak {peak:.0} MiB of {:.0}, {} violations",
+        ticks.len(),
+        now(),
+        day::BUDGET_MIB - day::RESERVE_MIB,
+        found.len()
+    );
+    // The day did what it says: the crunch squeezed the budget, steady phases were long.
+    assert!(
+        peak > day::BUDGET_MIB - day::RESERVE_MIB - 400.0,
+        "no crunch: guests' peak {peak:.0} MiB"
+    );
+    assert!(steady > 150, "only {steady} steady ticks");
+    assert!(
+        found.is_empty(),
+        "{}\n{}",
+        found[..found.len().min(20)].join("\n"),
+        std::fs::read_to_string(base.join("stretch3/vcoord.log")).unwrap_or_default()
+    );
 }

@@ -99,6 +99,8 @@ pub trait Backend: Send {
 pub struct BackendOptions {
     /// Run the simulator in real time instead of as fast as possible.
     pub realtime: bool,
+    /// The simulator's noise seed instead of the scenario's.
+    pub sim_seed: Option<u64>,
     /// How a libvirt host is sampled.
     pub libvirt: libvirt::LibvirtOptions,
 }
@@ -112,8 +114,11 @@ pub fn open(
 ) -> Result<Box<dyn Backend>, BackendError> {
     match uri.strip_prefix("sim:") {
         Some(path) => {
-            let path = base_dir.join(path);
-            Ok(Box::new(SimBackend::from_file(&path, options.realtime)?))
+            let mut scenario = sim::Scenario::from_file(&base_dir.join(path))?;
+            if let Some(seed) = options.sim_seed {
+                scenario.seed = seed;
+            }
+            Ok(Box::new(SimBackend::new(scenario, options.realtime)))
         }
         None => Ok(Box::new(libvirt::LibvirtBackend::connect_with(
             uri,

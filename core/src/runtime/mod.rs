@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub realtime: bool,
     /// Put each tick's snapshot into its record (for `vcoord replay`).
     pub record_snapshots: bool,
+    /// A simulated host's noise seed instead of its scenario's (`vcoord compare --seeds`).
+    pub sim_seed: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -184,6 +186,7 @@ impl Coordinator {
     ) -> Result<Self, RunError> {
         let backend_options = BackendOptions {
             realtime: options.realtime,
+            sim_seed: options.sim_seed,
             libvirt: crate::backend::libvirt::LibvirtOptions {
                 fast_path: host.fast_path,
                 memory_interval: Duration::from_secs_f64(host.memory_interval_s),

@@ -8,15 +8,21 @@ use serde::Serialize;
 use crate::runtime::record::TickRecord;
 use crate::units::KIB_PER_MIB_F64;
 
-/// How a run balanced CPU load.
+/// How a run balanced CPU load. Balance is judged on demand (see [`demand_stdev`]):
+/// utilization alone reads 100% on a saturated pCPU whatever it carries.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CpuMetrics {
-    /// First tick from which the pCPU load stdev stayed within the bound to the end.
+    /// First tick from which the pCPU demand stdev stayed within the bound to the end.
     pub ticks_to_balance: Option<u64>,
-    /// pCPU load stdev at the last tick, percent points.
+    /// pCPU load (utilization) stdev at the last tick, percent points.
     pub final_stdev_pct: f64,
-    /// Mean stdev from balance on, percent points.
+    /// pCPU demand stdev at the last tick, percent points.
+    pub final_demand_stdev_pct: f64,
+    /// Mean demand stdev from balance on, percent points.
     pub mean_stdev_after_balance_pct: Option<f64>,
+    /// Fairness: at each measured tick the share of its demand the worst-served busy vCPU
+    /// got (utilization / (utilization + run-queue wait)), averaged over ticks, percent.
+    pub fairness_pct: f64,
     /// vCPU pin changes carried out in all.
     pub vcpu_moves: usize,
     /// vCPU pin changes carried out from the balance tick on.
@@ -29,7 +35,56 @@ pub struct CpuMetrics {
     pub mean_wait_pct: f64,
 }
 
-/// Computes CPU figures; `bound_pct` is the stdev that counts as balanced (5 points).
+/// A vCPU's demand at a tick: utilization plus run-queue wait, at most one pCPU's worth.
+fn vcpu_demand(v: &crate::runtime::record::VcpuRecord) -> Option<f64> {
+    let load = v.load_pct?;
+    Some((load + v.wait_pct.unwrap_or(0.0)).min(100.0))
+}
+
+/// Standard deviation, in percent points, of the demand the pCPUs carry at one tick: each
+/// pCPU carries the demand of the vCPUs placed on it (pinned to it alone, else where they last
+/// ran), summed without a cap so that an overloaded pCPU shows. Falls back to the utilization
+/// stdev when no vCPU's demand and place are known.
+pub fn demand_stdev(r: &TickRecord) -> f64 {
+    let ids: Vec<u32> = if r.pcpus.is_empty() {
+        (0..r.pcpu_load_pct.len() as u32).collect()
+    } else {
+        r.pcpus.clone()
+    };
+    let mut carried = vec![0.0; ids.len()];
+    let mut placed = false;
+    for v in r.vms.iter().flat_map(|vm| &vm.vcpus) {
+        let (Some(d), Some(home)) = (vcpu_demand(v), v.affinity.only().or(v.pcpu)) else {
+            continue;
+        };
+        if let Some(i) = ids.iter().position(|&p| p == home) {
+            carried[i] += d;
+            placed = true;
+        }
+    }
+    if !placed || carried.is_empty() {
+        return r.pcpu_stdev_pct;
+    }
+    let n = carried.len() as f64;
+    let mean = carried.iter().sum::<f64>() / n;
+    (carried.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / n).sqrt()
+}
+
+/// Share of its demand the worst-served busy vCPU (demand of 5% or more) got at one tick,
+/// percent; `None` when no vCPU was busy.
+fn worst_served_pct(r: &TickRecord) -> Option<f64> {
+    r.vms
+        .iter()
+        .flat_map(|vm| &vm.vcpus)
+        .filter_map(|v| {
+            let load = v.load_pct?;
+            let demand = load + v.wait_pct.unwrap_or(0.0);
+            (demand >= 5.0).then(|| (100.0 * load / demand).min(100.0))
+        })
+        .reduce(f64::min)
+}
+
+/// Computes CPU figures; `bound_pct` is the demand stdev that counts as balanced (5 points).
 pub fn cpu_metrics(records: &[TickRecord], bound_pct: f64) -> CpuMetrics {
     // Tick 0 has no loads: judge from the first tick that has some.
     let measured: Vec<&TickRecord> = records
@@ -40,14 +95,16 @@ pub fn cpu_metrics(records: &[TickRecord], bound_pct: f64) -> CpuMetrics {
                 .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()))
         })
         .collect();
-    let balanced_from = measured
+    let demand: Vec<f64> = measured.iter().map(|r| demand_stdev(r)).collect();
+    let balanced_from = demand
         .iter()
-        .rposition(|r| r.pcpu_stdev_pct > bound_pct)
+        .rposition(|&sd| sd > bound_pct)
         .map_or(0, |i| i + 1);
     let ticks_to_balance = measured.get(balanced_from).map(|r| r.tick);
-    let after: Vec<f64> = measured[balanced_from.min(measured.len())..]
+    let after: Vec<f64> = demand[balanced_from.min(demand.len())..].to_vec();
+    let served: Vec<f64> = measured
         .iter()
-        .map(|r| r.pcpu_stdev_pct)
+        .filter_map(|r| worst_served_pct(r))
         .collect();
     let balance_tick = ticks_to_balance.unwrap_or(u64::MAX);
 
@@ -85,8 +142,14 @@ pub fn cpu_metrics(records: &[TickRecord], bound_pct: f64) -> CpuMetrics {
     CpuMetrics {
         ticks_to_balance,
         final_stdev_pct: records.last().map_or(0.0, |r| r.pcpu_stdev_pct),
+        final_demand_stdev_pct: demand.last().copied().unwrap_or(0.0),
         mean_stdev_after_balance_pct: (!after.is_empty())
             .then(|| after.iter().sum::<f64>() / after.len() as f64),
+        fairness_pct: if served.is_empty() {
+            100.0
+        } else {
+            served.iter().sum::<f64>() / served.len() as f64
+        },
         vcpu_moves: records.iter().map(|r| r.pins.len()).sum(),
         vcpu_moves_after_balance: records
             .iter()

@@ -5,4 +5,7 @@ pub mod compare;
 pub mod metrics;
 pub mod plot;
 pub mod replay;
+pub mod report;
+pub mod stats;
 pub mod status;
+pub mod study;
