@@ -36,6 +36,9 @@ pub enum Command {
     /// Measure collection cost, decision time and long-run footprint.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Make simulator scenarios (from a live recording: A/B on a host's own workload).
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
     /// One-shot table of the VMs of a host (or of a running daemon): vCPU load, pinning, memory.
     Status(StatusArgs),
     /// List the built-in policies with their parameters (and what a configuration uses).
@@ -156,6 +159,9 @@ pub struct CompareArgs {
     /// means with 95% confidence intervals, verdicts a paired t-test.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub seeds: u32,
+    /// In the table, only the summary across scenarios (no per-scenario tables).
+    #[arg(long)]
+    pub summary_only: bool,
     /// Write a self-contained HTML report (summary, tables, charts, what was run) to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -182,6 +188,30 @@ pub struct ReplayArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReplayFormat::Table)]
     pub format: ReplayFormat,
+}
+
+/// `vcoord scenario`.
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// Turn a recording (`vcoord run --record`) into a scenario: each VM's vCPU demand
+    /// (utilization + run-queue wait) and guest memory use over time, its size, pins, arrival
+    /// and departure; the host's pCPUs, topology and memory. Then `vcoord compare FILE
+    /// --config a.toml --config b.toml` is A/B on that host's workload.
+    #[command(name = "from-record")]
+    FromRecord {
+        /// The recording.
+        #[arg(value_name = "TRACE")]
+        trace: PathBuf,
+        /// Where to write the scenario (TOML).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: PathBuf,
+        /// The host to take, when the recording holds several.
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// The scenario's name (default: the output file's stem).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 /// `vcoord bench`.

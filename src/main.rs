@@ -49,6 +49,12 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::compare(args),
         Command::Bench(args) => bench(args),
         Command::Replay(args) => compare::replay(args),
+        Command::Scenario(cli::ScenarioCommand::FromRecord {
+            trace,
+            output,
+            host,
+            name,
+        }) => compare::scenario_from_record(&trace, &output, host.as_deref(), name.as_deref()),
         Command::Policies { config } => list_policies(config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => {

@@ -496,6 +496,80 @@ fn bad_command_lines_and_recordings_are_refused_once() {
             vec!["status", "--connect", "http://127.0.0.1:1"],
             vec!["127.0.0.1:1"],
         ),
+        (
+            "--seeds 0",
+            vec![
+                "compare",
+                "x",
+                "--cpu",
+                "none",
+                "--cpu",
+                "greedy-lpt",
+                "--seeds",
+                "0",
+            ],
+            vec!["--seeds"],
+        ),
+        (
+            "--seeds a word",
+            vec![
+                "compare",
+                "x",
+                "--cpu",
+                "none",
+                "--cpu",
+                "greedy-lpt",
+                "--seeds",
+                "many",
+            ],
+            vec!["--seeds"],
+        ),
+        (
+            "report into a directory",
+            vec![
+                "compare",
+                &sim,
+                "--cpu",
+                "none",
+                "--cpu",
+                "greedy-lpt",
+                "--report",
+                "a-directory",
+            ],
+            vec!["a-directory"],
+        ),
+        (
+            "scenario from no trace",
+            vec![
+                "scenario",
+                "from-record",
+                "not-a-trace.jsonl",
+                "-o",
+                "s.toml",
+            ],
+            vec!["not-a-trace.jsonl:1", "not a vcoord tick record"],
+        ),
+        (
+            "scenario from an empty trace",
+            vec!["scenario", "from-record", "empty.jsonl", "-o", "s.toml"],
+            vec!["empty.jsonl"],
+        ),
+        (
+            "scenario from a future schema",
+            vec![
+                "scenario",
+                "from-record",
+                "future.jsonl",
+                "-o",
+                "a-directory",
+            ],
+            vec!["future.jsonl:1", "schema 99"],
+        ),
+        (
+            "scenario without output",
+            vec!["scenario", "from-record", "empty.jsonl"],
+            vec!["--output"],
+        ),
     ];
     for (what, args, expect) in &cases {
         let case = Case {

@@ -17,7 +17,7 @@ fn check(config_text: &str) -> (bool, String) {
 
 #[test]
 fn shipped_configs_are_valid() {
-    for name in ["sim-demo.toml", "local.toml"] {
+    for name in ["sim-demo.toml", "local.toml", "ab/seed.toml", "ab/new.toml"] {
         let path = root().join("examples").join(name);
         let out = vcoord(&["check-config", path.to_str().unwrap()]);
         assert!(

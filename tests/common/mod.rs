@@ -102,4 +102,59 @@ pub fn pinned_cpu(record: &TickRecord, vm: &str) -> Option<u32> {
         .find(|v| v.name == vm)
         .and_then(|v| v.vcpus[0].affinity.only())
 }
+/// In a grower's (time s, actual MiB, unused MiB) series: where it freed (the first jump of
+/// over 300 MiB in unused memory), its lowest unused memory before that, and how long after the
+/// free its unused memory was back in the band (216 MiB: 2 thresholds and a step's slack).
+pub fn free_and_back(series: &[(f64, f64, f64)]) -> (usize, f64, Option<f64>) {
+    let free_at = series
+        .windows(2)
+        .position(|w| w[1].2 > w[0].2 + 300.0)
+        .expect("the free is recorded")
+        + 1;
+    let lowest = series[..free_at]
+        .iter()
+        .map(|s| s.2)
+        .fold(f64::INFINITY, f64::min);
+    let t_free = series[free_at].0;
+    let back_s = series[free_at..]
+        .iter()
+        .find(|s| s.2 <= 216.0)
+        .map(|s| s.0 - t_free);
+    (free_at, lowest, back_s)
+}
+
+/// A recording and its simulation from the scenario derived from it make the same decisions
+/// within the stated tolerances: vCPU moves within 1, the last move within 3 ticks, the
+/// grower's lowest unused memory before its free within 80 MiB, and the time from its free back
+/// into the band within 15 s (figures land up to a guest report apart).
+pub fn assert_plays_alike(real: &[TickRecord], sim: &[TickRecord], grower: &str) {
+    let moves = |r: &[TickRecord]| r.iter().map(|t| t.pins.len()).sum::<usize>();
+    let last_move = |r: &[TickRecord]| r.iter().rfind(|t| !t.pins.is_empty()).map_or(0, |t| t.tick);
+    let series = |r: &[TickRecord]| -> Vec<(f64, f64, f64)> {
+        r.iter()
+            .filter_map(|t| {
+                let v = t.vms.iter().find(|v| v.name == grower)?;
+                Some((t.time_s, v.actual_mib, v.unused_mib?))
+            })
+            .collect()
+    };
+    let (_, real_low, real_back) = free_and_back(&series(real));
+    let (_, sim_low, sim_back) = free_and_back(&series(sim));
+    let said = format!(
+        "moves real {} sim {}; last move at tick real {} sim {}; lowest unused real {real_low:.0} sim {sim_low:.0} MiB; back in the band real {real_back:?} sim {sim_back:?} s",
+        moves(real),
+        moves(sim),
+        last_move(real),
+        last_move(sim)
+    );
+    eprintln!("derived scenario vs recording: {said}");
+    assert!(moves(real).abs_diff(moves(sim)) <= 1, "{said}");
+    assert!(last_move(real).abs_diff(last_move(sim)) <= 3, "{said}");
+    assert!((real_low - sim_low).abs() <= 80.0, "{said}");
+    let (Some(real_back), Some(sim_back)) = (real_back, sim_back) else {
+        panic!("a reclaim is missing: {said}");
+    };
+    assert!((real_back - sim_back).abs() <= 15.0, "{said}");
+}
+
 pub mod libvirt;

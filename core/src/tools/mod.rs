@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod derive;
 pub mod metrics;
 pub mod plot;
 pub mod replay;

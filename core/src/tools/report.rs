@@ -230,8 +230,18 @@ fn esc(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// An HTML table: a header row and body rows (the first cell of each a row header).
+/// An HTML table: a header row and body rows (the first cell of each a row header); cells are
+/// text, escaped here.
 fn html_table(id: &str, caption: &str, head: &[String], rows: &[Vec<String>]) -> String {
+    let escaped: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| esc(c)).collect())
+        .collect();
+    html_table_raw(id, caption, head, &escaped)
+}
+
+/// [`html_table`] with cells that are HTML already.
+fn html_table_raw(id: &str, caption: &str, head: &[String], rows: &[Vec<String>]) -> String {
     let mut out = format!(
         "<table id=\"{}\"><caption>{}</caption><thead><tr>",
         esc(id),
@@ -245,9 +255,9 @@ fn html_table(id: &str, caption: &str, head: &[String], rows: &[Vec<String>]) ->
         out.push_str("<tr>");
         for (i, c) in r.iter().enumerate() {
             if i == 0 {
-                let _ = write!(out, "<th scope=\"row\">{}</th>", esc(c));
+                let _ = write!(out, "<th scope=\"row\">{c}</th>");
             } else {
-                let _ = write!(out, "<td>{}</td>", esc(c));
+                let _ = write!(out, "<td>{c}</td>");
             }
         }
         out.push_str("</tr>");
@@ -266,7 +276,8 @@ const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1300p
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}\
 table{border-collapse:collapse;margin:.8em 0}caption{text-align:left;font-weight:bold;padding:.3em 0}\
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}\
-thead th{background:#f0f0f0}tbody th{text-align:left;font-weight:normal}\
+thead th{background:#f0f0f0}thead th:first-child{text-align:left}tbody th{text-align:left;font-weight:normal}\
+.where{font-size:.8em;color:#666}\
 code,pre{background:#f6f6f6;padding:.1em .3em}pre{padding:.6em;overflow-x:auto;white-space:pre-wrap}\
 .diff{margin:.2em 0 .2em 1em;font-size:.95em}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}\
 dt{font-weight:bold}figure{margin:1em 0;overflow-x:auto}";
@@ -326,22 +337,23 @@ pub fn html(study: &Study) -> String {
             .iter()
             .zip(&tallies)
             .map(|(g, t)| {
-                std::iter::once(g.label.clone())
+                std::iter::once(esc(&g.label))
                     .chain(t.iter().map(|t| match (t.worst, &t.worst_scenario) {
                         (Some(w), Some(s)) => format!(
-                            "{} ({s})",
+                            "{}<br><span class=\"where\">{}</span>",
                             show(&Estimate {
                                 mean: w,
                                 ci95: None,
                                 n: 1
-                            })
+                            }),
+                            esc(s)
                         ),
                         _ => "-".into(),
                     }))
                     .collect()
             })
             .collect();
-        body.push_str(&html_table(
+        body.push_str(&html_table_raw(
             &format!("worst-{}", kind.title().to_lowercase()),
             &format!("{} figures: worst scenario mean", kind.title()),
             &head_of(kind),

@@ -555,9 +555,9 @@ fn header(kind: Kind) -> Vec<String> {
         .collect()
 }
 
-/// The human-readable report: the summary across scenarios first, then per scenario a CPU and
-/// a memory table and the significant differences.
-pub fn table(study: &Study) -> String {
+/// The human-readable report: the summary across scenarios first, then (with `detail`) per
+/// scenario a CPU and a memory table and the significant differences.
+pub fn table(study: &Study, detail: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -619,9 +619,11 @@ pub fn table(study: &Study) -> String {
             let _ = writeln!(out, "  {} {}: {}", kind.title(), g.label, parts.join(", "));
         }
     }
-    out.push('\n');
-    for s in &study.scenarios {
-        out.push_str(&scenario_text(study, s));
+    if detail {
+        out.push('\n');
+        for s in &study.scenarios {
+            out.push_str(&scenario_text(study, s));
+        }
     }
     out
 }

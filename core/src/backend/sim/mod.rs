@@ -33,8 +33,9 @@ use crate::units::{KIB_PER_MIB, KIB_PER_MIB_F64 as MIB};
 const EPOCH_S: f64 = 1_700_000_000.0;
 /// Model step: workloads and balloons move in steps this long.
 const STEP_NS: u64 = 100_000_000;
-/// Memory a guest kernel keeps for itself out of what the balloon leaves it.
-const GUEST_RESERVED_MIB: f64 = 30.0;
+/// Memory a guest kernel keeps for itself out of what the balloon leaves it (it shows as used,
+/// beyond `base_used_mib`).
+pub const GUEST_RESERVED_MIB: f64 = 30.0;
 /// How fast swapped-out guest memory comes back once there is room.
 const SWAP_IN_MIB_S: f64 = 100.0;
 
