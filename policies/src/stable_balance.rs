@@ -7,7 +7,7 @@
 //! - Trigger with a dead band: act only when the spread (stdev) of the pCPU demands exceeds
 //!   max(`trigger_points`, `trigger_rel` x mean); then aim below `aim_ratio` x that trigger,
 //!   and only if the predicted spread falls by at least `min_gain_points` (past two triggers,
-//!   by a whole trigger when it would stay over the trigger).
+//!   by two triggers when it would stay over the trigger).
 //! - Fewest moves: for small instances an exact search finds the balanced placement that moves
 //!   the fewest vCPUs from where they are (so equal groups never trade places); beyond
 //!   `exact_limit` placements, a local search moves one vCPU at a time (the move that lowers the
@@ -280,12 +280,12 @@ impl CpuPolicy for StableBalance {
                 };
             let predicted = stdev(&loads_of_over(&demands, &candidate, &base));
             // Past two triggers (acted on at once, with no noise hold), a placement that would
-            // still be over the trigger must gain a whole trigger: on a host whose demand
-            // cannot be split evenly (few pCPUs, a few large vCPUs) the best placements differ
-            // by less than the noise, and moving between them is churn.
+            // still be over the trigger must gain two triggers: on a host whose demand cannot
+            // be split evenly (few pCPUs, a few large vCPUs) the best placements differ by
+            // about what noise moves, and moving between them is churn.
             let gain = spread - predicted;
             let worth = gain >= self.params.min_gain_points
-                && (marginal || predicted <= trigger || gain >= trigger);
+                && (marginal || predicted <= trigger || gain >= 2.0 * trigger);
             if worth {
                 let moves = candidate
                     .iter()
@@ -299,7 +299,7 @@ impl CpuPolicy for StableBalance {
                 self.steady_demand = None;
             } else {
                 reason = format!(
-                    "hold: demand stdev {spread:.1} > {trigger:.1} but the best placement found only reaches {predicted:.1} (over the trigger, less than a trigger better)"
+                    "hold: demand stdev {spread:.1} > {trigger:.1} but the best placement found only reaches {predicted:.1} (over the trigger, less than two triggers better)"
                 );
                 // As good as it gets: the reference later changes are measured from.
                 if settled {
