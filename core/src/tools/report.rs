@@ -12,7 +12,9 @@ use crate::tools::compare::Outcome;
 use crate::tools::metrics::demand_stdev;
 use crate::tools::plot::{merge_coinciding, render, Mark, Panel, Series};
 use crate::tools::stats::Estimate;
-use crate::tools::study::{describe, show, Group, Kind, Study};
+use crate::tools::study::{
+    describe, header, scenario_rows, show, summary_rows, Group, Kind, Study,
+};
 
 /// Whether any vCPU of a tick has a measured load (the first tick has none).
 fn measured(r: &TickRecord) -> bool {
@@ -266,12 +268,6 @@ fn html_table_raw(id: &str, caption: &str, head: &[String], rows: &[Vec<String>]
     out
 }
 
-fn head_of(kind: Kind) -> Vec<String> {
-    std::iter::once(kind.title().to_owned())
-        .chain(kind.metrics().iter().map(|m| m.title.to_owned()))
-        .collect()
-}
-
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1300px;color:#222;padding:0 1em}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}\
 table{border-collapse:collapse;margin:.8em 0}caption{text-align:left;font-weight:bold;padding:.3em 0}\
@@ -312,16 +308,7 @@ pub fn html(study: &Study) -> String {
     body.push_str("</dl>\n<h2 id=\"summary-title\">Summary</h2>\n<div id=\"summary\">");
     for kind in [Kind::Cpu, Kind::Memory] {
         let tallies = study.tallies(kind);
-        let rows: Vec<Vec<String>> = study
-            .groups(kind)
-            .iter()
-            .zip(&tallies)
-            .map(|(g, t)| {
-                std::iter::once(g.label.clone())
-                    .chain(t.iter().map(|t| format!("{}/{}/{}", t.won, t.lost, t.tied)))
-                    .collect()
-            })
-            .collect();
+        let rows = summary_rows(study, kind, &tallies);
         body.push_str(&html_table(
             &format!("summary-{}", kind.title().to_lowercase()),
             &format!(
@@ -329,7 +316,7 @@ pub fn html(study: &Study) -> String {
                 kind.title(),
                 study.scenarios.len()
             ),
-            &head_of(kind),
+            &header(kind),
             &rows,
         ));
         let worst: Vec<Vec<String>> = study
@@ -356,7 +343,7 @@ pub fn html(study: &Study) -> String {
         body.push_str(&html_table_raw(
             &format!("worst-{}", kind.title().to_lowercase()),
             &format!("{} figures: worst scenario mean", kind.title()),
-            &head_of(kind),
+            &header(kind),
             &worst,
         ));
     }
@@ -397,23 +384,11 @@ pub fn html(study: &Study) -> String {
         );
         for kind in [Kind::Cpu, Kind::Memory] {
             let groups = study.groups(kind);
-            let rows: Vec<Vec<String>> = groups
-                .iter()
-                .map(|g| match study.failure(s, g) {
-                    Some(e) => vec![g.label.clone(), format!("failed: {e}")],
-                    None => std::iter::once(g.label.clone())
-                        .chain(
-                            kind.metrics()
-                                .iter()
-                                .map(|m| study.estimate(s, g, m).map_or("-".into(), |e| show(&e))),
-                        )
-                        .collect(),
-                })
-                .collect();
+            let rows = scenario_rows(study, s, kind);
             body.push_str(&html_table(
                 &format!("{s}-{}", kind.title().to_lowercase()),
                 kind.title(),
-                &head_of(kind),
+                &header(kind),
                 &rows,
             ));
             for m in kind.metrics() {

@@ -549,7 +549,41 @@ pub fn grid(header: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn header(kind: Kind) -> Vec<String> {
+/// Rows of the summary table of a kind: per row, won/lost/tied of each figure.
+pub fn summary_rows(study: &Study, kind: Kind, tallies: &[Vec<Tally>]) -> Vec<Vec<String>> {
+    study
+        .groups(kind)
+        .iter()
+        .zip(tallies)
+        .map(|(g, t)| {
+            std::iter::once(g.label.clone())
+                .chain(t.iter().map(|t| format!("{}/{}/{}", t.won, t.lost, t.tied)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Rows of a scenario's table of a kind: per row its figures (mean ±interval), or why its runs
+/// failed.
+pub fn scenario_rows(study: &Study, scenario: &str, kind: Kind) -> Vec<Vec<String>> {
+    study
+        .groups(kind)
+        .iter()
+        .map(|g| match study.failure(scenario, g) {
+            Some(e) => vec![g.label.clone(), format!("failed: {e}")],
+            None => std::iter::once(g.label.clone())
+                .chain(kind.metrics().iter().map(|m| {
+                    study
+                        .estimate(scenario, g, m)
+                        .map_or("-".to_owned(), |e| show(&e))
+                }))
+                .collect(),
+        })
+        .collect()
+}
+
+/// A table's header row: the kind, then each figure's title.
+pub fn header(kind: Kind) -> Vec<String> {
     std::iter::once(kind.title().to_owned())
         .chain(kind.metrics().iter().map(|m| m.title.to_owned()))
         .collect()
@@ -582,27 +616,17 @@ pub fn table(study: &Study, detail: bool) -> String {
         "== summary over {} scenario(s): won/lost/tied per figure",
         study.scenarios.len()
     );
-    for kind in [Kind::Cpu, Kind::Memory] {
-        let tallies = study.tallies(kind);
-        let rows: Vec<Vec<String>> = study
-            .groups(kind)
-            .iter()
-            .zip(&tallies)
-            .map(|(g, t)| {
-                std::iter::once(g.label.clone())
-                    .chain(t.iter().map(|t| format!("{}/{}/{}", t.won, t.lost, t.tied)))
-                    .collect()
-            })
-            .collect();
-        out.push_str(&grid(&header(kind), &rows));
+    let tallies = [study.tallies(Kind::Cpu), study.tallies(Kind::Memory)];
+    for (kind, t) in [Kind::Cpu, Kind::Memory].into_iter().zip(&tallies) {
+        out.push_str(&grid(&header(kind), &summary_rows(study, kind, t)));
     }
     let _ = writeln!(out, "worst case (the worst scenario mean of each figure):");
-    for kind in [Kind::Cpu, Kind::Memory] {
-        for (g, t) in study.groups(kind).iter().zip(study.tallies(kind)) {
+    for (kind, tallies) in [Kind::Cpu, Kind::Memory].into_iter().zip(&tallies) {
+        for (g, t) in study.groups(kind).iter().zip(tallies) {
             let parts: Vec<String> = kind
                 .metrics()
                 .iter()
-                .zip(&t)
+                .zip(t)
                 .filter_map(|(m, t)| {
                     Some(format!(
                         "{} {} ({})",
@@ -659,20 +683,7 @@ pub fn scenario_text(study: &Study, scenario: &str) -> String {
     );
     for kind in [Kind::Cpu, Kind::Memory] {
         let groups = study.groups(kind);
-        let rows: Vec<Vec<String>> = groups
-            .iter()
-            .map(|g| match study.failure(scenario, g) {
-                Some(e) => vec![g.label.clone(), format!("failed: {e}")],
-                None => std::iter::once(g.label.clone())
-                    .chain(kind.metrics().iter().map(|m| {
-                        study
-                            .estimate(scenario, g, m)
-                            .map_or("-".to_owned(), |e| show(&e))
-                    }))
-                    .collect(),
-            })
-            .collect();
-        out.push_str(&grid(&header(kind), &rows));
+        out.push_str(&grid(&header(kind), &scenario_rows(study, scenario, kind)));
         for m in kind.metrics() {
             let diffs = study.differences(scenario, kind, m);
             if diffs.is_empty() {
