@@ -635,3 +635,77 @@ fn a_real_recording_derives_a_scenario_the_simulator_plays_alike() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jsonl"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The free detector behind the derive and real-guest tests, on the shapes real guests report
+/// (from kept real-guest records): a free reported in one step; a free reported half done
+/// (unused 195 -> 343 -> 570 MiB three seconds apart); a stale report after a reclaim (the
+/// balloon already shrunk, unused memory not yet re-read). A grant (unused memory up, use
+/// unchanged) and a reclaim are not frees.
+#[test]
+fn frees_are_found_when_reported_in_one_step_or_half_done_and_grants_are_not_frees() {
+    // (time s, actual MiB, unused MiB)
+    let grow = |from: f64| -> Vec<(f64, f64, f64)> {
+        (0..8)
+            .map(|k| (from + 3.0 * k as f64, 300.0 + 50.0 * k as f64, 120.0))
+            .collect()
+    };
+    let one_step = [
+        grow(0.0),
+        vec![
+            (24.0, 650.0, 600.0),
+            (27.0, 450.0, 400.0),
+            (30.0, 250.0, 170.0),
+        ],
+    ]
+    .concat();
+    let half_done = [
+        grow(0.0),
+        vec![
+            (24.0, 650.0, 343.0),
+            (27.0, 650.0, 570.0),
+            (30.0, 500.0, 420.0),
+            (33.0, 300.0, 200.0),
+        ],
+    ]
+    .concat();
+    let stale = [
+        grow(0.0),
+        vec![
+            (24.0, 650.0, 621.0),
+            (27.0, 400.0, 621.0),
+            (30.0, 330.0, 250.0),
+            (33.0, 250.0, 190.0),
+        ],
+    ]
+    .concat();
+    for (name, series, t, back) in [
+        ("one step", &one_step, 24.0, 6.0),
+        ("half done", &half_done, 24.0, 9.0),
+        ("stale", &stale, 24.0, 9.0),
+    ] {
+        let found = common::frees(series);
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        assert_eq!(found[0].t, t, "{name}");
+        assert_eq!(found[0].back_s, Some(back), "{name}");
+        assert_eq!(found[0].lowest_before, 120.0, "{name}");
+    }
+    // Never back in the band: found, with no time.
+    let kept = [grow(0.0), vec![(24.0, 650.0, 600.0), (27.0, 650.0, 590.0)]].concat();
+    assert_eq!(common::frees(&kept)[0].back_s, None);
+    // A grant of 400 MiB, then its reclaim, then a real free: one free.
+    let mut granted = grow(0.0);
+    granted.extend([(24.0, 1050.0, 520.0), (27.0, 1050.0, 500.0)]);
+    granted.extend([(30.0, 730.0, 200.0), (33.0, 730.0, 190.0)]);
+    granted.extend([(36.0, 730.0, 650.0), (39.0, 280.0, 200.0)]);
+    let found = common::frees(&granted);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].t, 36.0);
+    // Two frees, each reclaimed: two.
+    let twice = [
+        one_step.clone(),
+        grow(40.0),
+        vec![(64.0, 650.0, 600.0), (67.0, 300.0, 150.0)],
+    ]
+    .concat();
+    assert_eq!(common::frees(&twice).len(), 2);
+}

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::free_and_back;
 use common::libvirt::{affinity, balloons, e2e_enabled, host_free_mib, GuestSpec, Guests, URI};
+use common::{frees, the_free};
 use vcoord_core::runtime::record::TickRecord;
 
 /// A running vcoord, killed if the test ends early.
@@ -1648,12 +1648,12 @@ fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s(
     std::fs::create_dir_all(&dir).unwrap();
     let mut second = Daemon::start(&dir, memory, 200);
     second.wait_until("the free", Duration::from_secs(120), &|d| {
-        d.records()
-            .windows(2)
-            .any(|w| match (unused_of(&w[0]), unused_of(&w[1])) {
-                (Some(a), Some(b)) => b.1 > a.1 + 300.0,
-                _ => false,
-            })
+        let series: Vec<(f64, f64, f64)> = d
+            .records()
+            .iter()
+            .filter_map(|r| unused_of(r).map(|(a, u)| (r.time_s, a, u)))
+            .collect();
+        !frees(&series).is_empty()
     });
     // Then 40 s more of it idling.
     let freed = std::time::Instant::now();
@@ -1669,7 +1669,8 @@ fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s(
         .iter()
         .filter_map(|r| unused_of(r).map(|(a, u)| (r.time_s, a, u)))
         .collect();
-    let (free_at, lowest, back_s) = free_and_back(&series);
+    let free = the_free(&series);
+    let (free_at, lowest, back_s) = (free.at, free.lowest_before, free.back_s);
     // Growing across the restart: never under the threshold.
     assert!(
         lowest >= 100.0,
@@ -1761,7 +1762,8 @@ fn simulate_long_run(dir: &Path, base_used_mib: f64) -> (f64, f64) {
         }
         c.wait(&control);
     }
-    let (_, lowest, back_s) = free_and_back(&after);
+    let free = the_free(&after);
+    let (lowest, back_s) = (free.lowest_before, free.back_s);
     (lowest, back_s.expect("back in the band"))
 }
 
@@ -1807,24 +1809,6 @@ mod day {
             .iter()
             .all(|&c| !(t - SETTLE_S..=t + 5.0).contains(&c))
     }
-}
-
-/// In a grower's (time s, actual MiB, unused MiB) series: each free (a jump of over 300 MiB in
-/// unused memory) with the seconds until its unused memory was back in the band (216 MiB), if
-/// it got there.
-fn frees_and_backs(series: &[(f64, f64, f64)]) -> Vec<(f64, Option<f64>)> {
-    let mut out = Vec::new();
-    for (i, w) in series.windows(2).enumerate() {
-        if w[1].2 > w[0].2 + 300.0 {
-            let t_free = w[1].0;
-            let back = series[i + 1..]
-                .iter()
-                .find(|s| s.2 <= 216.0)
-                .map(|s| s.0 - t_free);
-            out.push((t_free, back));
-        }
-    }
-    out
 }
 
 /// What the day's invariants found in its ticks (guest time, record), as lines.
@@ -1881,15 +1865,19 @@ fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
             Some((*t, v.actual_mib, v.unused_mib?))
         })
         .collect();
-    let frees = frees_and_backs(&series);
-    if frees.len() != 1 {
-        out.push(format!("{} frees of the grower seen, not 1", frees.len()));
+    let found = frees(&series);
+    if found.len() != 1 {
+        out.push(format!(
+            "{} frees of the grower seen, not 1: {series:?}",
+            found.len()
+        ));
     }
-    for (t, back) in frees {
-        match back {
+    for free in found {
+        match free.back_s {
             Some(s) if s <= 30.0 => {}
-            _ => out.push(format!(
-                "{t:.0} s: the grower's free was back in the band only after {back:?} s"
+            back => out.push(format!(
+                "{:.0} s: the grower's free was back in the band only after {back:?} s",
+                free.t
             )),
         }
     }

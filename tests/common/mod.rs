@@ -102,25 +102,74 @@ pub fn pinned_cpu(record: &TickRecord, vm: &str) -> Option<u32> {
         .find(|v| v.name == vm)
         .and_then(|v| v.vcpus[0].affinity.only())
 }
-/// In a grower's (time s, actual MiB, unused MiB) series: where it freed (the first jump of
-/// over 300 MiB in unused memory), its lowest unused memory before that, and how long after the
-/// free its unused memory was back in the band (216 MiB: 2 thresholds and a step's slack).
-pub fn free_and_back(series: &[(f64, f64, f64)]) -> (usize, f64, Option<f64>) {
-    let free_at = series
-        .windows(2)
-        .position(|w| w[1].2 > w[0].2 + 300.0)
-        .expect("the free is recorded")
-        + 1;
-    let lowest = series[..free_at]
-        .iter()
-        .map(|s| s.2)
-        .fold(f64::INFINITY, f64::min);
-    let t_free = series[free_at].0;
-    let back_s = series[free_at..]
-        .iter()
-        .find(|s| s.2 <= 216.0)
-        .map(|s| s.0 - t_free);
-    (free_at, lowest, back_s)
+/// One free of a grower's memory, found in its (time s, actual MiB, unused MiB) series.
+#[derive(Debug, Clone, Copy)]
+pub struct Free {
+    /// Index of the first sample that shows the free.
+    pub at: usize,
+    /// Its time (s).
+    pub t: f64,
+    /// The grower's lowest unused memory before the free (MiB).
+    pub lowest_before: f64,
+    /// Seconds from the free until unused memory was back in the band (216 MiB: 2 thresholds
+    /// and a step's slack), if it got there.
+    pub back_s: Option<f64>,
+}
+
+/// Each free in a grower's (time s, actual MiB, unused MiB) series: within 10 s, unused memory
+/// rises by over 300 MiB while the memory the guest uses (actual - unused) falls by as much.
+/// A guest reports its memory every few seconds and may report a free half done, so the rise
+/// is looked for over a window, not between two samples; a grant raises unused memory without
+/// lowering use, a reclaim lowers unused memory, so neither reads as a free.
+pub fn frees(series: &[(f64, f64, f64)]) -> Vec<Free> {
+    const RISE_MIB: f64 = 300.0;
+    const WINDOW_S: f64 = 10.0;
+    const BAND_MIB: f64 = 216.0;
+    let used = |s: &(f64, f64, f64)| s.1 - s.2;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < series.len() {
+        let from = series[i];
+        let done = series[i + 1..]
+            .iter()
+            .take_while(|s| s.0 - from.0 <= WINDOW_S)
+            .position(|s| s.2 > from.2 + RISE_MIB && used(&from) - used(s) > RISE_MIB)
+            .map(|k| i + 1 + k);
+        let Some(done) = done else {
+            i += 1;
+            continue;
+        };
+        // The free shows from the first sample after `from` that rose.
+        let at = (i + 1..=done)
+            .find(|&k| series[k].2 > from.2)
+            .unwrap_or(done);
+        let t = series[at].0;
+        let lowest_before = series[..=i]
+            .iter()
+            .map(|s| s.2)
+            .fold(f64::INFINITY, f64::min);
+        let back = series[done..].iter().position(|s| s.2 <= BAND_MIB);
+        out.push(Free {
+            at,
+            t,
+            lowest_before,
+            back_s: back.map(|k| series[done + k].0 - t),
+        });
+        // The next free starts once this one is reclaimed (or never).
+        i = back.map_or(series.len(), |k| done + k);
+    }
+    out
+}
+
+/// The one free a grower's series must show.
+pub fn the_free(series: &[(f64, f64, f64)]) -> Free {
+    let found = frees(series);
+    assert!(
+        found.len() == 1,
+        "{} frees of the grower, not 1: {series:?}",
+        found.len()
+    );
+    found[0]
 }
 
 /// A recording and its simulation from the scenario derived from it make the same decisions
@@ -138,8 +187,9 @@ pub fn assert_plays_alike(real: &[TickRecord], sim: &[TickRecord], grower: &str)
             })
             .collect()
     };
-    let (_, real_low, real_back) = free_and_back(&series(real));
-    let (_, sim_low, sim_back) = free_and_back(&series(sim));
+    let (real_free, sim_free) = (the_free(&series(real)), the_free(&series(sim)));
+    let (real_low, real_back) = (real_free.lowest_before, real_free.back_s);
+    let (sim_low, sim_back) = (sim_free.lowest_before, sim_free.back_s);
     let said = format!(
         "moves real {} sim {}; last move at tick real {} sim {}; lowest unused real {real_low:.0} sim {sim_low:.0} MiB; back in the band real {real_back:?} sim {sim_back:?} s",
         moves(real),
