@@ -7,7 +7,10 @@
 //! - Trigger with a dead band: act only when the spread (stdev) of the pCPU demands exceeds
 //!   max(`trigger_points`, `trigger_rel` x mean); then aim below `aim_ratio` x that trigger,
 //!   and only if the predicted spread falls by at least `min_gain_points` (past two triggers,
-//!   by two triggers when it would stay over the trigger).
+//!   by two triggers when it would stay over the trigger). A placement held for 10 s because no
+//!   better one was worth the moves stays held until some vCPU's demand really changes: on a
+//!   host whose demand cannot be split evenly, noise alone would sooner or later make the same
+//!   choice look worth it. (The 10 s let smoothed demand settle after a change first.)
 //! - Fewest moves: for small instances an exact search finds the balanced placement that moves
 //!   the fewest vCPUs from where they are (so equal groups never trade places); beyond
 //!   `exact_limit` placements, a local search moves one vCPU at a time (the move that lowers the
@@ -54,6 +57,11 @@ pub struct StableBalance {
     /// Each vCPU's demand when the placement was last judged steady (after a rebalance, or
     /// when the spread first fell within the trigger).
     steady_demand: Option<HashMap<(String, u32), f64>>,
+    /// The placement is held: the best one over the trigger has not been worth the moves for
+    /// `HOLD_LOCK_S`, and the reference is the demand at that moment.
+    held: bool,
+    /// Since when the placement has been held without a real change, before it is locked.
+    holding_since_s: Option<f64>,
     /// Since when a spread just over the trigger has lasted, with no steady placement known.
     marginal_since_s: Option<f64>,
 }
@@ -75,6 +83,9 @@ const MARGINAL_SAMPLES: u32 = 3;
 /// once it has lasted this long, s: a placement that is steady dips under the trigger first.
 const MARGINAL_PERSIST_S: f64 = 10.0;
 
+/// A placement not worth changing for this long is held until a real change, s.
+const HOLD_LOCK_S: f64 = 10.0;
+
 /// A vCPU's demand not measured for this long is forgotten, s.
 const FORGET_S: f64 = 30.0;
 
@@ -88,6 +99,8 @@ impl Policy for StableBalance {
             params,
             demand: HashMap::new(),
             steady_demand: None,
+            held: false,
+            holding_since_s: None,
             marginal_since_s: None,
         })
     }
@@ -240,6 +253,8 @@ impl CpuPolicy for StableBalance {
         let noise = moved.is_some_and(|m| m <= self.params.change_points);
         if spread <= trigger && settled && !noise {
             self.steady_demand = Some(now_demand.clone());
+            self.held = false;
+            self.holding_since_s = None;
         }
         // Noise crosses a trigger for a moment; a real change moves some vCPU's demand. A
         // spread just over the trigger counts only when measured a few times and after such a
@@ -263,6 +278,11 @@ impl CpuPolicy for StableBalance {
         } else if marginal && noise {
             reason = format!(
                 "hold: demand stdev {spread:.1} > {trigger:.1}, but no vCPU's demand moved more than {:.0} points since it was steady",
+                self.params.change_points
+            );
+        } else if measured && spread > trigger && self.held && noise {
+            reason = format!(
+                "hold: demand stdev {spread:.1} > {trigger:.1}, held: no better placement was worth the moves and no vCPU's demand moved more than {:.0} points since",
                 self.params.change_points
             );
         } else if measured && spread > trigger {
@@ -297,13 +317,22 @@ impl CpuPolicy for StableBalance {
                 );
                 target = candidate;
                 self.steady_demand = None;
+                self.held = false;
+                self.holding_since_s = None;
             } else {
                 reason = format!(
                     "hold: demand stdev {spread:.1} > {trigger:.1} but the best placement found only reaches {predicted:.1} (over the trigger, less than two triggers better)"
                 );
-                // As good as it gets: the reference later changes are measured from.
+                // As good as it gets: the reference later changes are measured from, and after
+                // `HOLD_LOCK_S` of this (a real change starts it again), held.
                 if settled {
                     self.steady_demand = Some(now_demand.clone());
+                    if self.held {
+                        self.held = false;
+                        self.holding_since_s = None;
+                    }
+                    let since = *self.holding_since_s.get_or_insert(now);
+                    self.held = now - since >= HOLD_LOCK_S;
                 }
             }
         }
@@ -432,6 +461,36 @@ mod tests {
             "{:?}",
             plans.last()
         );
+    }
+
+    /// A host whose demand cannot be split evenly (seen on real guests in a CPU burst: 70, 27
+    /// on one pCPU; 41, 21, 2 on the other): the best placement stays over the trigger and
+    /// gains less than two triggers, so the placement is held (locked after 10 s). Noise that makes the same move
+    /// look worth two triggers for a while does not undo the hold; a real change does.
+    #[test]
+    fn a_held_placement_stays_held_under_noise_and_a_real_change_reopens_it() {
+        let mut p = StableBalance::default();
+        let mut t = 0.0;
+        // (burst, web2) on pCPU 1, (web1, nodriver, grower) on pCPU 0.
+        let mut run = |p: &mut StableBalance, l: [f64; 5], ticks: usize| {
+            let vcpus = [(l[0], 1), (l[1], 1), (l[2], 0), (l[3], 0), (l[4], 0)];
+            (0..ticks)
+                .map(|_| {
+                    t += 1.0;
+                    p.decide(&crate::testutil::at(t, cpu_snapshot(2, &vcpus)))
+                })
+                .collect::<Vec<_>>()
+        };
+        // 97 / 64: spread 16.5, the best (72 / 89) reaches 8.5: a gain of 8 < 10.
+        let plans = run(&mut p, [70.0, 27.0, 41.0, 21.0, 2.0], 16);
+        assert!(plans.iter().all(|pl| pl.pins.is_empty()), "{plans:?}");
+        // Noise, no vCPU more than 3 points off: 102 / 62 reads as a gain of 13.
+        let plans = run(&mut p, [73.0, 29.0, 39.0, 21.0, 2.0], 8);
+        assert!(plans.iter().all(|pl| pl.pins.is_empty()), "{plans:?}");
+        assert!(plans.last().unwrap().reason.contains("held"), "{plans:?}");
+        // The burst ends (70 -> 10): the placement is reopened and balanced.
+        let plans = run(&mut p, [10.0, 27.0, 41.0, 21.0, 2.0], 6);
+        assert!(plans.iter().any(|pl| !pl.pins.is_empty()), "{plans:?}");
     }
 
     #[test]
