@@ -214,9 +214,14 @@ impl Guests {
     /// its driver inflates the balloon, a freshly booted guest holds its full memory.
     pub fn wait_balloons_settled(&self, start_mib: u64, timeout: Duration) {
         let start = Instant::now();
+        // Within 8 MiB of the start size is near enough (a guest may not give up the last
+        // pages), but a balloon still moving has not settled: a guest at 514 MiB went on to
+        // 512 after a test had taken 514 as its size. Settled is three readings alike, 1 s.
+        let mut alike = 0;
+        let mut last: Option<Vec<Option<u64>>> = None;
         loop {
             let b = balloons(&self.names);
-            let settled = self.names.iter().all(|n| {
+            let near = self.names.iter().all(|n| {
                 let f = b.get(n);
                 // a guest without a driver reports no guest statistics: nothing to wait for
                 let has_driver = f.is_some_and(|f| f.get("last-update").is_some_and(|&t| t > 0));
@@ -224,9 +229,20 @@ impl Guests {
                     || f.and_then(|f| f.get("current"))
                         .is_some_and(|&c| c <= (start_mib + 8) * 1024)
             });
-            if settled {
+            let now: Vec<Option<u64>> = self
+                .names
+                .iter()
+                .map(|n| b.get(n).and_then(|f| f.get("current")).copied())
+                .collect();
+            alike = if near && last.as_ref() == Some(&now) {
+                alike + 1
+            } else {
+                0
+            };
+            if alike >= 2 {
                 return;
             }
+            last = Some(now);
             assert!(
                 start.elapsed() < timeout,
                 "balloons did not settle in {timeout:?}: {b:?}"
