@@ -119,13 +119,15 @@ impl MoveSearch<'_> {
     }
 }
 
-/// Moves items one at a time from their homes until the loads' stdev is within `bound`:
-/// each step takes the most and the least loaded pCPU and moves the item from the first to
-/// the second that narrows their gap most (an item of about half the gap), or, when no single
-/// item fits, exchanges the pair of items that narrows it most. Among equally good targets the
-/// one with the lowest `penalty(item, to)` wins. Every step lowers the spread, so the result is
-/// never worse than the start. Stops when nothing helps or after `max_steps` steps; each step
-/// costs time linear in the items on the two pCPUs. Returns the pCPU index of each item.
+/// Moves items from their homes until the loads' stdev is within `bound`: each step takes the
+/// most loaded pCPU and, of all moves of one of its items to another pCPU and all exchanges of
+/// one of its items with another pCPU's, makes the one that lowers the spread most (a
+/// transfer of about half the difference of the two loads; a single move when an exchange
+/// gains no more). Among equally good single moves the target with the lowest
+/// `penalty(item, to)` wins. Every step lowers the spread, so the result is never worse than
+/// the start. Stops when nothing helps or after `max_steps` steps; each step costs time
+/// proportional to the items on the fullest pCPU times all items. Returns the pCPU index of
+/// each item.
 pub fn local_search(
     items: &[(usize, f64)],
     pcpus: usize,
@@ -166,66 +168,74 @@ pub fn local_search_over(
         let hi = (0..pcpus)
             .max_by(|&a, &b| loads[a].total_cmp(&loads[b]).then(b.cmp(&a)))
             .expect("pCPUs");
-        let low = loads.iter().copied().fold(f64::INFINITY, f64::min);
-        let gap = loads[hi] - low;
-        if gap <= EPS {
-            break;
-        }
-        let targets: Vec<usize> = (0..pcpus)
-            .filter(|&p| p != hi && loads[p] - low <= EPS)
-            .collect();
-        // Best single move: demand in (0, gap), closest to gap / 2; then lowest penalty.
-        let mut best: Option<(f64, f64, usize, usize)> = None;
-        for &i in &on[hi] {
-            let d = items[i].1;
-            if d <= EPS || d >= gap - EPS {
+        // Moving x of demand from the fullest pCPU to one `room` below it lowers the sum of
+        // squared loads (and so the spread) by x(room - x), twice over: best near half the
+        // room. No transfer exceeds the largest item there, which bounds what a pCPU can gain:
+        // the emptiest are tried first, and the rest skipped once they cannot do better.
+        let gain = |x: f64, room: f64| x * (room - x);
+        let largest = on[hi].iter().map(|&i| items[i].1).fold(0.0, f64::max);
+        let mut order: Vec<usize> = (0..pcpus).filter(|&p| p != hi).collect();
+        order.sort_by(|&a, &b| loads[a].total_cmp(&loads[b]).then(a.cmp(&b)));
+        // Best single move (gain, penalty, item, to) and best exchange (gain, item, other).
+        let mut single: Option<(f64, f64, usize, usize)> = None;
+        let mut swap: Option<(f64, usize, usize)> = None;
+        for to in order {
+            let room = loads[hi] - loads[to];
+            let best = single.map_or(0.0, |s| s.0).max(swap.map_or(0.0, |s| s.0));
+            if room <= EPS || gain(largest.min(room / 2.0), room) < best - EPS {
+                break;
+            }
+            for &i in &on[hi] {
+                let d = items[i].1;
+                let g = gain(d, room);
+                if g > EPS {
+                    let pen = penalty(i, to);
+                    if single.is_none_or(|(b, p, ..)| g > b + EPS || (g >= b - EPS && pen < p)) {
+                        single = Some((g, pen, i, to));
+                    }
+                }
+            }
+            let best = single.map_or(0.0, |s| s.0).max(swap.map_or(0.0, |s| s.0));
+            let smallest = on[to]
+                .iter()
+                .map(|&j| items[j].1)
+                .fold(f64::INFINITY, f64::min);
+            if on[to].is_empty() || gain((largest - smallest).min(room / 2.0), room) <= best + EPS {
                 continue;
             }
-            let miss = (d - gap / 2.0).abs();
-            for &to in &targets {
-                let pen = penalty(i, to);
-                if best.is_none_or(|b| (miss, pen) < (b.0, b.1)) {
-                    best = Some((miss, pen, i, to));
-                }
-            }
-        }
-        if let Some((_, _, i, to)) = best {
-            let d = items[i].1;
-            loads[hi] -= d;
-            loads[to] += d;
-            on[hi].retain(|&x| x != i);
-            on[to].push(i);
-            at[i] = to;
-            continue;
-        }
-        // Best exchange between the fullest and an emptiest pCPU.
-        let mut best_swap: Option<(f64, usize, usize, usize)> = None;
-        for &lo in &targets {
             for &i in &on[hi] {
-                for &j in &on[lo] {
-                    let e = items[i].1 - items[j].1;
-                    if e <= EPS || e >= gap - EPS {
-                        continue;
-                    }
-                    let miss = (e - gap / 2.0).abs();
-                    if best_swap.is_none_or(|b| miss < b.0) {
-                        best_swap = Some((miss, i, j, lo));
+                for &j in &on[to] {
+                    let g = gain(items[i].1 - items[j].1, room);
+                    if g > EPS && swap.is_none_or(|(b, ..)| g > b + EPS) {
+                        swap = Some((g, i, j));
                     }
                 }
             }
         }
-        let Some((_, i, j, lo)) = best_swap else {
-            break;
-        };
-        let e = items[i].1 - items[j].1;
-        loads[hi] -= e;
-        loads[lo] += e;
-        on[hi].retain(|&x| x != i);
-        on[lo].retain(|&x| x != j);
-        on[hi].push(j);
-        on[lo].push(i);
-        at[i] = lo;
-        at[j] = hi;
+        // One move rather than two when they gain alike.
+        match (single, swap) {
+            (Some((g, _, i, to)), s) if s.is_none_or(|(gs, ..)| g >= gs - EPS) => {
+                let d = items[i].1;
+                loads[hi] -= d;
+                loads[to] += d;
+                on[hi].retain(|&x| x != i);
+                on[to].push(i);
+                at[i] = to;
+            }
+            (_, Some((_, i, j))) => {
+                let lo = at[j];
+                let e = items[i].1 - items[j].1;
+                loads[hi] -= e;
+                loads[lo] += e;
+                on[hi].retain(|&x| x != i);
+                on[lo].retain(|&x| x != j);
+                on[hi].push(j);
+                on[lo].push(i);
+                at[i] = lo;
+                at[j] = hi;
+            }
+            _ => break,
+        }
     }
     at
 }

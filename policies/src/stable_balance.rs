@@ -7,8 +7,11 @@
 //! - Trigger with a dead band: act only when the spread (stdev) of the pCPU demands exceeds
 //!   max(`trigger_points`, `trigger_rel` x mean); then aim below `aim_ratio` x that trigger,
 //!   and only if the predicted spread falls by at least `min_gain_points` (past two triggers,
-//!   by two triggers when it would stay over the trigger). A placement held for 10 s because no
-//!   better one was worth the moves stays held until some vCPU's demand really changes: on a
+//!   by two triggers when it would stay over the trigger). A spread between one and two
+//!   triggers counts only after a real change: some vCPU's demand more than `change_points`
+//!   from where it was when the placement was last steady, on two ticks in a row (one noisy
+//!   second moves smoothed demand as far as a step does; only a step stays). A placement held
+//!   for 10 s because no better one was worth the moves stays held until such a change: on a
 //!   host whose demand cannot be split evenly, noise alone would sooner or later make the same
 //!   choice look worth it. (The 10 s let smoothed demand settle after a change first.)
 //! - Fewest moves: for small instances an exact search finds the balanced placement that moves
@@ -40,7 +43,7 @@ vcoord_api::params! {
         pub aim_ratio: f64 = 0.5, unit "ratio of the trigger", range 0.1..=1.0;
         /// act only if the predicted stdev falls by at least this much
         pub min_gain_points: f64 = 2.0, unit "percent points", range 0.0..=100.0;
-        /// a spread between one and two triggers is acted on only if some vCPU's demand moved by more than this since the placement was last judged steady (noise crosses a trigger; a real change moves demand)
+        /// a spread between one and two triggers is acted on only if some vCPU's demand has been more than this from where it was when the placement was last judged steady, on two ticks in a row (noise crosses a trigger; a real change moves demand, and stays)
         pub change_points: f64 = 10.0, unit "percent points", range 0.0..=100.0;
         /// largest exact fewest-moves search; larger instances use the local search
         pub exact_limit: u64 = 200_000, unit "placements", range 0..=1e9;
@@ -64,6 +67,11 @@ pub struct StableBalance {
     holding_since_s: Option<f64>,
     /// Since when a spread just over the trigger has lasted, with no steady placement known.
     marginal_since_s: Option<f64>,
+    /// Ticks in a row on which some vCPU's demand has been more than `change_points` from the
+    /// steady reference.
+    changed_ticks: u32,
+    /// When vCPUs were last moved or a real change was last seen.
+    changed_at_s: Option<f64>,
 }
 
 /// One vCPU's smoothed demand.
@@ -82,6 +90,11 @@ const MARGINAL_SAMPLES: u32 = 3;
 /// With no steady placement known (at a start), a spread just over the trigger is acted on only
 /// once it has lasted this long, s: a placement that is steady dips under the trigger first.
 const MARGINAL_PERSIST_S: f64 = 10.0;
+
+/// A change of demand counts as real once it has been measured on this many ticks in a row: a
+/// single reading (a guest descheduled for a second, a burst of run-queue wait on a busy host)
+/// moves smoothed demand as far as a step does, but only a step stays.
+const CHANGE_TICKS: u32 = 2;
 
 /// A placement not worth changing for this long is held until a real change, s.
 const HOLD_LOCK_S: f64 = 10.0;
@@ -102,6 +115,8 @@ impl Policy for StableBalance {
             held: false,
             holding_since_s: None,
             marginal_since_s: None,
+            changed_ticks: 0,
+            changed_at_s: None,
         })
     }
 }
@@ -121,6 +136,18 @@ struct Item {
 }
 
 impl StableBalance {
+    /// How long smoothed demand takes to come within 1% of a step, s (at least two ticks: a
+    /// move shows in the next tick's figures).
+    fn catch_up_s(&self, interval_s: f64) -> f64 {
+        let keep = 1.0 - self.params.smoothing;
+        let steps = if keep > 0.0 {
+            0.01f64.ln() / keep.ln()
+        } else {
+            0.0
+        };
+        steps.max(2.0 * interval_s)
+    }
+
     fn update_demand(&mut self, snapshot: &Snapshot) -> Vec<Item> {
         let index: HashMap<u32, usize> = snapshot
             .host()
@@ -248,19 +275,31 @@ impl CpuPolicy for StableBalance {
             came_or_changed.chain(went).fold(0.0, f64::max)
         });
         // A steady placement is the reference that later changes are measured from: set when
-        // the spread is first within the trigger, and again after a real change.
+        // the spread is first within the trigger, and again after a real change, once smoothed
+        // demand has caught up with the change (or with a rebalance): a reference taken halfway
+        // would call the rest of the change noise.
+        let now = snapshot.wall_s();
         let settled = items.iter().all(|it| it.samples >= MARGINAL_SAMPLES);
-        let noise = moved.is_some_and(|m| m <= self.params.change_points);
-        if spread <= trigger && settled && !noise {
+        self.changed_ticks = match moved {
+            Some(m) if m > self.params.change_points => self.changed_ticks.saturating_add(1),
+            _ => 0,
+        };
+        let noise = moved.is_some() && self.changed_ticks < CHANGE_TICKS;
+        if self.changed_ticks == CHANGE_TICKS {
+            self.changed_at_s = Some(now);
+        }
+        let catching_up = self
+            .changed_at_s
+            .is_some_and(|at| now - at < self.catch_up_s(snapshot.interval_s()));
+        if spread <= trigger && settled && !noise && !catching_up {
             self.steady_demand = Some(now_demand.clone());
             self.held = false;
             self.holding_since_s = None;
         }
-        // Noise crosses a trigger for a moment; a real change moves some vCPU's demand. A
-        // spread just over the trigger counts only when measured a few times and after such a
-        // change; twice the trigger counts at once.
+        // Noise crosses a trigger for a moment; a real change moves some vCPU's demand, and
+        // stays. A spread just over the trigger counts only when measured a few times and after
+        // such a change; twice the trigger counts at once.
         let marginal = measured && spread > trigger && spread <= 2.0 * trigger;
-        let now = snapshot.wall_s();
         let marginal_for = if marginal && self.steady_demand.is_none() {
             now - *self.marginal_since_s.get_or_insert(now)
         } else {
@@ -277,12 +316,12 @@ impl CpuPolicy for StableBalance {
             );
         } else if marginal && noise {
             reason = format!(
-                "hold: demand stdev {spread:.1} > {trigger:.1}, but no vCPU's demand moved more than {:.0} points since it was steady",
+                "hold: demand stdev {spread:.1} > {trigger:.1}, but no vCPU's demand moved more than {:.0} points since it was steady (on {CHANGE_TICKS} ticks in a row)",
                 self.params.change_points
             );
         } else if measured && spread > trigger && self.held && noise {
             reason = format!(
-                "hold: demand stdev {spread:.1} > {trigger:.1}, held: no better placement was worth the moves and no vCPU's demand moved more than {:.0} points since",
+                "hold: demand stdev {spread:.1} > {trigger:.1}, held: no better placement was worth the moves and no vCPU's demand moved more than {:.0} points since (on {CHANGE_TICKS} ticks in a row)",
                 self.params.change_points
             );
         } else if measured && spread > trigger {
@@ -317,6 +356,7 @@ impl CpuPolicy for StableBalance {
                 );
                 target = candidate;
                 self.steady_demand = None;
+                self.changed_at_s = Some(now);
                 self.held = false;
                 self.holding_since_s = None;
             } else {
@@ -461,6 +501,149 @@ mod tests {
             "{:?}",
             plans.last()
         );
+    }
+
+    /// Four single-vCPU guests on two pCPUs at wall-clock time `t`: `(load, wait, pcpu)` each.
+    fn measured_at(t: f64, vcpus: [(f64, f64, u32); 4]) -> Snapshot {
+        let base = cpu_snapshot(2, &vcpus.map(|(load, _, pcpu)| (load, pcpu)));
+        let vms: Vec<_> = base
+            .vms()
+            .iter()
+            .cloned()
+            .zip(vcpus)
+            .map(|(mut vm, (_, wait, _))| {
+                vm.vcpus[0].wait_pct = Some(wait);
+                vm
+            })
+            .collect();
+        let s = Snapshot::builder(base.host().clone())
+            .tick(base.tick())
+            .interval_s(1.0)
+            .vms(vms)
+            .build()
+            .unwrap();
+        crate::testutil::at(t, s)
+    }
+
+    /// Recorded on real guests (two at 70%, two at 20%, all started on pCPU 0; 1 s ticks): the
+    /// first tick splits them heavy + light on each pCPU. At tick 6 every guest read more
+    /// run-queue wait for one second; the spread crossed the trigger by a little (5.8 > 5.5) and
+    /// a light guest's smoothed demand moved 15 points, which once counted as a real change and
+    /// traded the two heavy guests' places. A reading that does not stay is noise.
+    #[test]
+    fn one_noisy_second_does_not_trade_equal_placements() {
+        // (load, wait, pCPU) of heavy1, heavy2, light1, light2, as recorded.
+        let ticks = [
+            [
+                (46.7, 26.6, 0),
+                (29.6, 45.0, 0),
+                (8.1, 18.5, 0),
+                (13.6, 10.2, 0),
+            ],
+            [
+                (67.5, 5.4, 1),
+                (59.6, 12.0, 0),
+                (10.6, 13.1, 0),
+                (21.1, 3.2, 1),
+            ],
+            [
+                (65.3, 6.2, 1),
+                (56.3, 14.3, 0),
+                (13.3, 7.3, 0),
+                (21.4, 1.7, 1),
+            ],
+            [
+                (66.9, 3.8, 1),
+                (59.3, 11.0, 0),
+                (11.9, 8.9, 0),
+                (21.0, 3.4, 1),
+            ],
+            [
+                (56.1, 13.1, 1),
+                (59.1, 11.8, 0),
+                (13.1, 8.9, 0),
+                (14.1, 8.8, 1),
+            ],
+            [
+                (57.2, 29.4, 1),
+                (51.9, 28.7, 0),
+                (26.3, 8.7, 0),
+                (27.0, 24.6, 1),
+            ],
+            // Ticks 7-12's readings, on the placement of tick 2.
+            [
+                (64.3, 6.1, 1),
+                (62.6, 7.2, 0),
+                (15.7, 6.8, 0),
+                (17.1, 5.2, 1),
+            ],
+            [
+                (57.0, 13.8, 1),
+                (64.2, 5.2, 0),
+                (16.1, 5.7, 0),
+                (11.7, 13.5, 1),
+            ],
+            [
+                (60.2, 18.2, 1),
+                (55.5, 20.4, 0),
+                (18.0, 9.8, 0),
+                (30.1, 2.7, 1),
+            ],
+            [
+                (66.5, 4.3, 1),
+                (57.9, 12.4, 0),
+                (10.4, 11.5, 0),
+                (21.2, 2.4, 1),
+            ],
+            [
+                (61.9, 10.1, 1),
+                (57.2, 13.0, 0),
+                (10.9, 10.3, 0),
+                (16.6, 7.4, 1),
+            ],
+            [
+                (51.7, 17.8, 1),
+                (59.7, 13.4, 0),
+                (14.5, 17.3, 0),
+                (19.1, 7.4, 1),
+            ],
+        ];
+        let mut p = StableBalance::default();
+        let first = p.decide(&measured_at(1.0, ticks[0]));
+        // heavy1 and light2 (or the other pair) move to pCPU 1.
+        assert_eq!(first.pins.len(), 2, "{}", first.reason);
+        for (i, tick) in ticks.iter().enumerate().skip(1) {
+            let plan = p.decide(&measured_at(i as f64 + 1.0, *tick));
+            assert!(plan.pins.is_empty(), "tick {}: {}", i + 1, plan.reason);
+        }
+    }
+
+    /// A step that stays is acted on at its second tick.
+    #[test]
+    fn a_marginal_real_change_is_acted_on_at_its_second_tick() {
+        // Six vCPUs, three per pCPU.
+        let six = |t: usize, loads: [f64; 6]| {
+            let vcpus: Vec<(f64, u32)> = loads
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (l, (i / 3) as u32))
+                .collect();
+            crate::testutil::at(t as f64, cpu_snapshot(2, &vcpus))
+        };
+        let mut p = StableBalance::default();
+        // Steady: 80 / 80.
+        for t in 0..6 {
+            let plan = p.decide(&six(t, [30.0, 30.0, 20.0, 30.0, 30.0, 20.0]));
+            assert!(plan.pins.is_empty(), "{}", plan.reason);
+        }
+        // One vCPU steps from 20 to 44 and stays. Smoothed, it reads 32 and then 38: 92 / 80
+        // and 98 / 80, both between one and two triggers; an exchange with a 30 evens it out.
+        let plans: Vec<_> = (6..12)
+            .map(|t| p.decide(&six(t, [30.0, 30.0, 44.0, 30.0, 30.0, 20.0])))
+            .collect();
+        let acted = plans.iter().position(|pl| !pl.pins.is_empty());
+        assert_eq!(acted, Some(1), "{plans:?}");
+        assert!(plans[0].reason.starts_with("hold:"), "{}", plans[0].reason);
     }
 
     /// A host whose demand cannot be split evenly (seen on real guests in a CPU burst: 70, 27
