@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::libvirt::{affinity, balloons, e2e_enabled, host_free_mib, GuestSpec, Guests, URI};
+use common::libvirt::{
+    affinity, balloons, e2e_enabled, host_free_mib, virsh, GuestSpec, Guests, URI,
+};
 use common::{frees, the_free};
 use vcoord_core::runtime::record::TickRecord;
 
@@ -1411,6 +1413,180 @@ fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing
             r.balloons
         );
     }
+}
+
+/// Every mode of the domain metadata on real guests, as libvirt really hands it over (without
+/// its namespace): each side managed or left alone, `min_mib` / `max_mib` / `shares` taken, a
+/// live change with `virsh metadata --live` followed, and metadata vcoord cannot parse
+/// reported with its real reason and the VM left alone. Four idle, unpinned guests at 512 MiB
+/// of 1024; each expectation differs from what a VM with no metadata, or with metadata that is
+/// not understood, would get.
+#[test]
+fn domain_metadata_is_understood_in_every_mode_and_followed_live() {
+    if !e2e_enabled() {
+        return;
+    }
+    const NS: &str = "https://vcoord.dev/xmlns/vm/1";
+    let element = |attrs: &str| format!("<vcoord:vm xmlns:vcoord='{NS}' {attrs}/>");
+    let mut guests = Guests::new("meta");
+    // Defaults: pinned on first sight, memory managed.
+    let plain = guests.start(GuestSpec::new("plain", ""));
+    // CPU left alone; memory managed and held at least at 640 MiB (an idle guest otherwise
+    // stays at or below its 512).
+    let floor = guests.start(
+        GuestSpec::new("floor", "").metadata(&element("cpu='ignore' min_mib='640' shares='3'")),
+    );
+    // CPU managed (pinned), memory left alone; later changed live to memory managed under a
+    // 384 MiB ceiling.
+    let cpuonly = guests
+        .start(GuestSpec::new("cpuonly", "").metadata(&element("cpu='manage' memory='ignore'")));
+    // Not understood: left alone on both sides, and said why.
+    let garbled = guests.start(GuestSpec::new("garbled", "").metadata(&element("cpu='sometimes'")));
+    guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let current_mib =
+        |vm: &str| balloons(std::slice::from_ref(&vm.to_owned()))[vm]["current"] / 1024;
+    let garbled_before = current_mib(&garbled);
+    let cpuonly_before = current_mib(&cpuonly);
+    let unpinned = affinity(&plain);
+    assert!(unpinned.len() > 1, "guests start unpinned: {unpinned:?}");
+
+    let mut daemon = Daemon::start(&guests.dir, "", 400);
+    let actual_of = |r: &TickRecord, vm: &str| {
+        r.vms
+            .iter()
+            .find(|v| v.name == vm)
+            .map_or(0.0, |v| v.actual_mib)
+    };
+    daemon.wait_until(
+        "the floor guest grown to its min_mib",
+        Duration::from_secs(120),
+        &|d| {
+            d.records()
+                .last()
+                .is_some_and(|r| actual_of(r, &floor) >= 636.0)
+        },
+    );
+    let changed_at = daemon.records().last().map_or(0, |r| r.tick);
+    virsh(&[
+        "metadata",
+        &cpuonly,
+        NS,
+        "--key",
+        "vcoord",
+        "--set",
+        "<vm memory='manage' max_mib='384'/>",
+        "--live",
+    ])
+    .expect("virsh metadata --set --live");
+    daemon.wait_until(
+        "the live change taken (cpuonly at its new 384 MiB ceiling)",
+        Duration::from_secs(90),
+        &|d| {
+            d.records()
+                .last()
+                .is_some_and(|r| actual_of(r, &cpuonly) <= 388.0)
+        },
+    );
+    daemon.stop();
+    assert!(
+        daemon.wait(Duration::from_secs(20)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    let records = daemon.records();
+    let log = log_of(&guests);
+
+    let pinned = |vm: &str| records.iter().any(|r| r.pins.iter().any(|p| p.vm == vm));
+    let ballooned_before = |vm: &str, tick: u64| {
+        records
+            .iter()
+            .filter(|r| r.tick <= tick)
+            .any(|r| r.balloons.iter().any(|b| b.vm == vm))
+    };
+    let control = |vm: &str| {
+        let snapshot = records
+            .last()
+            .and_then(|r| r.snapshot.as_ref())
+            .expect("records carry their snapshot");
+        snapshot
+            .vms()
+            .iter()
+            .find(|v| v.name == vm)
+            .unwrap_or_else(|| panic!("{vm} not in the last snapshot"))
+            .control
+            .clone()
+    };
+    const MIB: u64 = 1024;
+
+    // No metadata: the defaults.
+    assert!(pinned(&plain), "{plain} was never pinned");
+    assert_eq!(affinity(&plain).len(), 1, "{plain}: {:?}", affinity(&plain));
+
+    // cpu=ignore, min_mib, shares: never pinned, grown to its floor, settings as written.
+    assert!(
+        !pinned(&floor),
+        "{floor} was pinned though its metadata says cpu=ignore"
+    );
+    assert_eq!(affinity(&floor), unpinned, "{floor}'s affinity changed");
+    assert!(
+        records
+            .iter()
+            .flat_map(|r| r.vms.iter().filter(|v| v.name == floor))
+            .all(|v| v.vcpus.iter().all(|c| c.affinity.len() == unpinned.len())),
+        "{floor} was pinned by someone"
+    );
+    assert!(
+        current_mib(&floor) >= 636,
+        "{floor} at {} MiB",
+        current_mib(&floor)
+    );
+    let c = control(&floor);
+    assert!(!c.cpu_managed && c.memory_managed, "{floor}: {c:?}");
+    assert_eq!(
+        (c.min_kib, c.shares),
+        (Some(640 * MIB), Some(3.0)),
+        "{floor}: {c:?}"
+    );
+
+    // cpu=manage memory=ignore, then memory=manage max_mib=384 live.
+    assert!(
+        pinned(&cpuonly),
+        "{cpuonly} was never pinned though its metadata says cpu=manage"
+    );
+    assert!(
+        !ballooned_before(&cpuonly, changed_at),
+        "{cpuonly}'s balloon moved while its metadata said memory=ignore"
+    );
+    assert_eq!(cpuonly_before, 512);
+    assert!(
+        current_mib(&cpuonly) <= 388,
+        "{cpuonly} at {} MiB",
+        current_mib(&cpuonly)
+    );
+    let c = control(&cpuonly);
+    assert!(c.cpu_managed && c.memory_managed, "{cpuonly}: {c:?}");
+    assert_eq!(c.max_kib, Some(384 * MIB), "{cpuonly}: {c:?}");
+
+    // Not understood: both sides left alone, the reason said once.
+    assert!(
+        !pinned(&garbled) && !ballooned_before(&garbled, u64::MAX),
+        "{garbled} was touched"
+    );
+    assert_eq!(affinity(&garbled), unpinned);
+    assert_eq!(current_mib(&garbled), garbled_before);
+    let c = control(&garbled);
+    assert!(!c.cpu_managed && !c.memory_managed, "{garbled}: {c:?}");
+    let reasons: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&garbled) && l.contains("cpu: `sometimes` is not manage or ignore"))
+        .collect();
+    assert_eq!(reasons.len(), 1, "said {} times: {log}", reasons.len());
+    assert!(log.contains("operator settings from the domain's metadata"));
+    assert!(
+        !log.contains("not a <vm> element"),
+        "metadata refused: {log}"
+    );
 }
 
 /// `GET path` on `addr`: status code and body.

@@ -145,13 +145,21 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|&c| c == '*')
 }
 
-/// Reads vcoord's metadata element (`<vm xmlns="...vm/1" cpu=.. memory=.. min_mib=..
-/// max_mib=.. shares=../>`, whatever its prefix).
+/// Reads vcoord's metadata element (`<vm cpu=.. memory=.. min_mib=.. max_mib=.. shares=../>`).
+///
+/// `virDomainGetMetadata` asked for [`METADATA_NS`] returns the element with its namespace
+/// stripped (`<vm cpu="manage"/>`), so an element in no namespace is vcoord's; one written with
+/// the namespace (as in the domain XML) is too. An element in another namespace is not.
 pub fn parse_metadata(xml: &str) -> Result<VmSettings, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| format!("not XML: {e}"))?;
     let root = doc.root_element();
-    if root.tag_name().namespace() != Some(METADATA_NS) || root.tag_name().name() != "vm" {
-        return Err(format!("not a <vm> element in {METADATA_NS}"));
+    let ns = root.tag_name().namespace();
+    if root.tag_name().name() != "vm" || ns.is_some_and(|ns| ns != METADATA_NS) {
+        let found = match ns {
+            Some(ns) => format!("<{}> in {ns}", root.tag_name().name()),
+            None => format!("<{}>", root.tag_name().name()),
+        };
+        return Err(format!("expected a <vm> element, found {found}"));
     }
     let mut settings = VmSettings::default();
     for attr in root.attributes() {
@@ -227,6 +235,28 @@ mod tests {
         assert_eq!(c.shares, Some(2.0));
     }
 
+    /// What `virsh metadata DOM URI` (virDomainGetMetadata) really returns: no namespace.
+    #[test]
+    fn metadata_as_libvirt_returns_it_is_understood() {
+        let s = parse_metadata(
+            "<vm cpu=\"manage\" memory=\"ignore\" min_mib=\"300\" max_mib=\"400\" shares=\"3\"/>",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            VmSettings {
+                cpu: Some(Mode::Manage),
+                memory: Some(Mode::Ignore),
+                min_mib: Some(300.0),
+                max_mib: Some(400.0),
+                shares: Some(3.0),
+            }
+        );
+        let c = resolve(&[], "x", Some(&s));
+        assert!(c.cpu_managed && !c.memory_managed);
+        assert_eq!((c.min_kib, c.max_kib), (Some(300 << 10), Some(400 << 10)));
+    }
+
     #[test]
     fn bad_metadata_is_refused_with_the_reason() {
         let ns = METADATA_NS;
@@ -251,7 +281,14 @@ mod tests {
                 format!("<vm xmlns=\"{ns}\" shares=\"0\"/>"),
                 "shares: 0 is out of range",
             ),
-            ("<vm cpu=\"ignore\"/>".to_owned(), "not a <vm> element"),
+            (
+                "<machine cpu=\"ignore\"/>".to_owned(),
+                "expected a <vm> element, found <machine>",
+            ),
+            (
+                "<vm xmlns=\"urn:other\" cpu=\"ignore\"/>".to_owned(),
+                "found <vm> in urn:other",
+            ),
         ] {
             let err = parse_metadata(&xml).unwrap_err();
             assert!(err.contains(why), "{xml}: {err}");

@@ -13,12 +13,38 @@ use crate::model::VmSample;
 use crate::vmcontrol::{parse_metadata, Mode, VmSettings, METADATA_NS};
 
 /// How often a domain's metadata is read again.
-pub const REFRESH: Duration = Duration::from_secs(30);
+pub const REFRESH: Duration = Duration::from_secs(10);
 
 /// What was read of each domain (by UUID), and when.
 #[derive(Debug, Default)]
 pub(super) struct MetadataCache {
-    read: HashMap<String, (Instant, Option<VmSettings>)>,
+    read: HashMap<String, (Instant, Read)>,
+}
+
+/// What one domain's metadata said.
+#[derive(Clone, Debug, PartialEq)]
+enum Read {
+    /// No vcoord element.
+    Nothing,
+    /// Settings.
+    Settings(VmSettings),
+    /// An element vcoord cannot understand, and why: the VM is left alone entirely (the
+    /// operator meant to say something about it).
+    Unusable(String),
+}
+
+impl Read {
+    fn settings(&self) -> Option<VmSettings> {
+        match self {
+            Read::Nothing => None,
+            Read::Settings(s) => Some(s.clone()),
+            Read::Unusable(_) => Some(VmSettings {
+                cpu: Some(Mode::Ignore),
+                memory: Some(Mode::Ignore),
+                ..VmSettings::default()
+            }),
+        }
+    }
 }
 
 impl LibvirtBackend {
@@ -35,30 +61,39 @@ impl LibvirtBackend {
                 .get(&vm.uuid)
                 .is_none_or(|(at, _)| at.elapsed() >= REFRESH);
             if due {
-                if let Some(settings) = self.read_metadata(&vm.name) {
-                    let old = self.metadata.read.get(&vm.uuid).map(|(_, s)| s.clone());
-                    if old.as_ref() != Some(&settings) {
-                        if let Some(s) = &settings {
-                            info!(vm = %vm.name, settings = ?s, "operator settings from the domain's metadata");
+                if let Some(read) = self.read_metadata(&vm.name) {
+                    let old = self.metadata.read.get(&vm.uuid).map(|(_, r)| r);
+                    // Said once per change, not at every refresh.
+                    if old != Some(&read) {
+                        match &read {
+                            Read::Nothing if old.is_some() => {
+                                info!(vm = %vm.name, "the domain's vcoord metadata was removed")
+                            }
+                            Read::Nothing => {}
+                            Read::Settings(s) => {
+                                info!(vm = %vm.name, settings = ?s, "operator settings from the domain's metadata")
+                            }
+                            Read::Unusable(why) => {
+                                error!(vm = %vm.name, error = %why, "cannot understand vcoord's metadata of this domain: leaving it alone")
+                            }
                         }
                     }
                     self.metadata
                         .read
-                        .insert(vm.uuid.clone(), (Instant::now(), settings));
+                        .insert(vm.uuid.clone(), (Instant::now(), read));
                 }
             }
             vm.metadata = self
                 .metadata
                 .read
                 .get(&vm.uuid)
-                .and_then(|(_, s)| s.clone());
+                .and_then(|(_, r)| r.settings());
         }
     }
 
-    /// The domain's vcoord metadata: `Some(None)` when it has none, `None` when it could not be
-    /// read this time (kept as it was). Metadata that cannot be understood leaves the VM alone
-    /// entirely: the operator meant to say something about it.
-    fn read_metadata(&mut self, name: &str) -> Option<Option<VmSettings>> {
+    /// The domain's vcoord metadata; `None` when it could not be read this time (kept as it
+    /// was).
+    fn read_metadata(&mut self, name: &str) -> Option<Read> {
         self.calls.sample_calls += 2;
         let conn = self.live().ok()?;
         let dom = conn.lookup_domain_by_name(name).ok()?;
@@ -67,22 +102,15 @@ impl LibvirtBackend {
             Some(METADATA_NS),
             sys::VIR_DOMAIN_AFFECT_LIVE,
         ) {
-            Ok(xml) => match parse_metadata(&xml) {
-                Ok(settings) => Some(Some(settings)),
-                Err(why) => {
-                    error!(vm = %name, error = %why, "cannot understand vcoord's metadata of this domain: leaving it alone");
-                    Some(Some(VmSettings {
-                        cpu: Some(Mode::Ignore),
-                        memory: Some(Mode::Ignore),
-                        ..VmSettings::default()
-                    }))
-                }
-            },
+            Ok(xml) => Some(match parse_metadata(&xml) {
+                Ok(settings) => Read::Settings(settings),
+                Err(why) => Read::Unusable(why),
+            }),
             Err(e)
                 if e.code()
                     .is_known_and(|c| c == ErrorNumber::NoDomainMetadata) =>
             {
-                Some(None)
+                Some(Read::Nothing)
             }
             Err(_) => None,
         }
