@@ -666,3 +666,129 @@ fn the_alert_rules_check_and_fire_as_their_tests_say() {
         assert!(ok, "{out}");
     }
 }
+
+/// A two-host configuration: `good` on a scenario of its own, `broken` on a scenario file that
+/// is not there (so it can never start and is given up).
+fn good_and_broken(dir: &Path, addr: &str, with_broken: bool) -> PathBuf {
+    std::fs::write(
+        dir.join("s.toml"),
+        "name = \"s\"\nduration_s = 600\nseed = 1\n[host]\npcpus = 2\nmemory_mib = 8192\n\
+         [[vm]]\nname = \"a\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 50 }]\n",
+    )
+    .unwrap();
+    let broken = "[[host]]\nname = \"broken\"\nuri = \"sim:not-there.toml\"\ninterval_s = 0.2\n";
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"good\"\nuri = \"sim:s.toml\"\ninterval_s = 0.2\n{}",
+            if with_broken { broken } else { "" }
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_record() {
+    let dir = scratch("failed-host");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = good_and_broken(&dir, &addr, true);
+    let mut s = Service::start(
+        &dir,
+        &config,
+        &["--realtime", "--record", "/dev/full"],
+        Duration::from_secs(10),
+    );
+    s.until("READY=1", Duration::from_secs(20));
+    let ticks = |scrape: &str| {
+        value(
+            scrape,
+            "vcoord_ticks_total",
+            &["host=\"good\"", "outcome=\"ok\""],
+        )
+        .unwrap_or(0.0)
+    };
+    // The record fills its buffer within a few ticks, fails, and stops; `good` goes on.
+    let started = Instant::now();
+    let (code, health) = loop {
+        let (code, health) = http(&addr, "GET", "/healthz");
+        if health.contains("record /dev/full") || started.elapsed() > Duration::from_secs(20) {
+            break (code, health);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("broken: failed: "), "{health}");
+    assert!(
+        health.contains("record /dev/full: stopped at tick") && health.contains("No space left"),
+        "{health}"
+    );
+    let (_, before) = http(&addr, "GET", "/metrics");
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, after) = http(&addr, "GET", "/metrics");
+    assert!(
+        ticks(&after) >= ticks(&before) + 2.0,
+        "good stopped ticking: {} then {}",
+        ticks(&before),
+        ticks(&after)
+    );
+    assert_eq!(
+        value(&after, "vcoord_host_failed", &["host=\"broken\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&after, "vcoord_host_failed", &["host=\"good\""]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&after, "vcoord_record_ok", &["file=\"/dev/full\""]),
+        Some(0.0)
+    );
+    let (_, status) = http(&addr, "GET", "/status.json");
+    let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(doc["hosts"][0]["host"], "good", "{status}");
+    assert_eq!(doc["failed"][0]["host"], "broken", "{status}");
+    assert!(
+        doc["failed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not-there.toml"),
+        "{status}"
+    );
+    s.signal("TERM");
+    let exit = s.wait(Duration::from_secs(10));
+    let log = s.log();
+    assert!(!exit.success(), "{log}");
+    assert!(log.contains("1 host failed"), "{log}");
+    assert!(
+        log.contains("the record /dev/full stopped at tick"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("cannot write the record").count(),
+        1,
+        "said more than once: {log}"
+    );
+    drop(s);
+
+    // A reload that removes the failed host forgets it: health is whole again.
+    let dir = scratch("failed-host-reload");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = good_and_broken(&dir, &addr, true);
+    let mut s = Service::start(&dir, &config, &["--realtime"], Duration::from_secs(10));
+    s.until("READY=1", Duration::from_secs(20));
+    let (code, health) = http(&addr, "GET", "/healthz");
+    assert_eq!(code, 503, "{health}");
+    good_and_broken(&dir, &addr, false);
+    s.signal("HUP");
+    s.until("READY=1", Duration::from_secs(20));
+    let (code, health) = http(&addr, "GET", "/healthz");
+    assert_eq!((code, health.as_str()), (200, "ok: 1 hosts\n"));
+    let (_, scrape) = http(&addr, "GET", "/metrics");
+    assert!(!scrape.contains("host=\"broken\""), "{scrape}");
+    let (_, status) = http(&addr, "GET", "/status.json");
+    assert!(!status.contains("broken"), "{status}");
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(10)).success(), "{}", s.log());
+}

@@ -197,6 +197,9 @@ pub struct Recorder {
 struct Output {
     file: BufWriter<File>,
     written: u64,
+    /// Why the record stopped, once a write failed: nothing more is written (a record with a
+    /// hole in it would replay as if the host had jumped).
+    stopped: Option<String>,
 }
 
 impl Recorder {
@@ -207,6 +210,7 @@ impl Recorder {
             out: Mutex::new(Output {
                 file: BufWriter::new(File::create(path)?),
                 written: 0,
+                stopped: None,
             }),
             max_bytes: max_bytes.max(1),
             keep,
@@ -243,7 +247,8 @@ impl Recorder {
         &self.path
     }
 
-    /// Appends one record.
+    /// Appends one record. The first write that fails stops the record for good and returns
+    /// the error (the caller says so, once); later writes are skipped quietly.
     pub fn write(&self, record: &TickRecord) -> std::io::Result<()> {
         let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
         line.push('\n');
@@ -251,21 +256,44 @@ impl Recorder {
             .out
             .lock()
             .map_err(|_| std::io::Error::other("record writer poisoned"))?;
+        if out.stopped.is_some() {
+            return Ok(());
+        }
+        let result = self.append(&mut out, &line);
+        if let Err(e) = &result {
+            out.stopped = Some(format!("stopped at tick {}: {e}", record.tick));
+        }
+        result
+    }
+
+    fn append(&self, out: &mut Output, line: &str) -> std::io::Result<()> {
         if out.written > 0 && out.written + line.len() as u64 > self.max_bytes {
-            self.rotate(&mut out)?;
+            self.rotate(out)?;
         }
         out.file.write_all(line.as_bytes())?;
         out.written += line.len() as u64;
         Ok(())
     }
 
-    /// Writes out what is buffered.
+    /// Why the record stopped, if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.out.lock().ok().and_then(|o| o.stopped.clone())
+    }
+
+    /// Writes out what is buffered (nothing, once the record has stopped).
     pub fn flush(&self) -> std::io::Result<()> {
-        self.out
+        let mut out = self
+            .out
             .lock()
-            .map_err(|_| std::io::Error::other("record writer poisoned"))?
-            .file
-            .flush()
+            .map_err(|_| std::io::Error::other("record writer poisoned"))?;
+        if out.stopped.is_some() {
+            return Ok(());
+        }
+        let result = out.file.flush();
+        if let Err(e) = &result {
+            out.stopped = Some(format!("stopped at the last flush: {e}"));
+        }
+        result
     }
 }
 

@@ -62,9 +62,14 @@ pub enum DaemonError {
     /// Another process coordinates a host.
     #[error(transparent)]
     Lock(#[from] LockError),
-    /// Some hosts failed (each was logged when it did).
-    #[error("{0} of the hosts failed (see the log)")]
-    HostsFailed(usize),
+    /// Some hosts failed (each was logged when it did), or the record stopped.
+    #[error("{}", failures(*hosts, record.as_deref()))]
+    Failed {
+        /// Hosts that stopped on an error.
+        hosts: usize,
+        /// Why the `--record` file stopped, if it did.
+        record: Option<String>,
+    },
     /// The metrics endpoint cannot listen.
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
@@ -73,6 +78,19 @@ pub enum DaemonError {
         /// Why it cannot.
         source: std::io::Error,
     },
+}
+
+fn failures(hosts: usize, record: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    match hosts {
+        0 => {}
+        1 => parts.push("1 host failed (see the log)".to_owned()),
+        n => parts.push(format!("{n} hosts failed (see the log)")),
+    }
+    if let Some(r) = record {
+        parts.push(r.to_owned());
+    }
+    parts.join("; ")
 }
 
 /// What `vcoord run` was asked to do, beyond the configuration.
@@ -157,8 +175,13 @@ pub fn run(
         ),
         _ => None,
     };
+    if let (Some(o), Some(r)) = (&observers, &recorder) {
+        o.metrics.record_started(&r.path().display().to_string());
+    }
     let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
-    let mut failed = 0;
+    // Hosts that stopped on an error, with why: they stay in health, status and metrics until
+    // a reload starts them again or removes them.
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
     for (host, policies) in plan.hosts {
         let lock = locks.remove(&host.name).flatten();
         let worker = spawn(
@@ -184,7 +207,13 @@ pub fn run(
         }
         if control.take_reload() {
             notifier.reloading();
-            let ok = reload(options, &mut workers, recorder.clone(), observers.as_ref());
+            let ok = reload(
+                options,
+                &mut workers,
+                &mut failed,
+                recorder.clone(),
+                observers.as_ref(),
+            );
             if let Some(o) = &observers {
                 o.metrics.reload(ok);
             }
@@ -198,12 +227,16 @@ pub fn run(
             .collect();
         for name in ended {
             if let Some(w) = workers.remove(&name) {
-                if finish(w, observers.as_ref()).is_err() {
-                    failed += 1;
+                if let Err(why) = finish(w, observers.as_ref()) {
+                    failed.insert(name, why);
                 }
             }
         }
-        if workers.is_empty() {
+        // With every host ended, stay only to show the failed ones through the endpoint (a
+        // service; a run with a tick limit ends).
+        let showing_failures =
+            !failed.is_empty() && endpoint.is_some() && options.run.ticks.is_none();
+        if workers.is_empty() && !showing_failures {
             break;
         }
         if !ready && workers.values().all(|w| started_or_failed(&w.status)) {
@@ -226,22 +259,28 @@ pub fn run(
     for w in workers.values() {
         w.control.request_stop();
     }
-    for (_, w) in std::mem::take(&mut workers) {
-        if finish(w, observers.as_ref()).is_err() {
-            failed += 1;
+    for (name, w) in std::mem::take(&mut workers) {
+        if let Err(why) = finish(w, observers.as_ref()) {
+            failed.insert(name, why);
         }
     }
     if let Some(e) = endpoint {
         e.join();
     }
+    let mut record = None;
     if let Some(r) = &recorder {
         if let Err(e) = r.flush() {
             error!(file = %r.path().display(), error = %e, "cannot write the record");
-            failed += 1;
         }
+        record = r
+            .stopped()
+            .map(|why| format!("the record {} {why}", r.path().display()));
     }
-    if failed > 0 {
-        return Err(DaemonError::HostsFailed(failed));
+    if !failed.is_empty() || record.is_some() {
+        return Err(DaemonError::Failed {
+            hosts: failed.len(),
+            record,
+        });
     }
     Ok(())
 }
@@ -387,8 +426,8 @@ fn host_loop(
         }
         None => return Ok(0),
     };
-    if let Some(o) = observers {
-        coordinator.observe(o);
+    if let Some(o) = &observers {
+        coordinator.observe(o.clone());
     }
     status.start_failed.store(false, Ordering::SeqCst);
     let mut done = 0;
@@ -406,11 +445,15 @@ fn host_loop(
         if let Some(record) = coordinator.tick() {
             status.vms.store(record.vms.len(), Ordering::Relaxed);
             if let Some(r) = &recorder {
-                if let Err(source) = r.write(&record) {
-                    break Err(RunError::Record {
-                        host: host.name.clone(),
-                        source,
-                    });
+                // A record that cannot be written stops, not the host: coordinating goes on,
+                // and health says so until the process ends.
+                if let Err(e) = r.write(&record) {
+                    let file = r.path().display().to_string();
+                    error!(host = %host.name, file = %file, error = %e, "cannot write the record: the record stops here, coordinating goes on");
+                    if let Some(o) = &observers {
+                        o.metrics
+                            .record_stopped(&file, &r.stopped().unwrap_or_else(|| e.to_string()));
+                    }
                 }
             }
         }
@@ -483,14 +526,11 @@ fn start(
     }
 }
 
-/// Joins a host's thread; its failure was logged, and is counted. Its series go.
-fn finish(worker: Worker, observers: Option<&Observers>) -> Result<(), ()> {
+/// Joins a host's thread. A host that stopped cleanly loses its series; one that failed
+/// (logged when it did, or now) keeps them, marked failed with why, which is returned.
+fn finish(worker: Worker, observers: Option<&Observers>) -> Result<(), String> {
     let name = worker.config.name.clone();
-    if let Some(o) = observers {
-        o.metrics.host_removed(&name);
-        o.status.remove(&name);
-    }
-    match worker.handle.join() {
+    let result = match worker.handle.join() {
         Ok(Ok(ticks)) => {
             info!(host = %name, ticks, "host stopped");
             Ok(())
@@ -500,12 +540,33 @@ fn finish(worker: Worker, observers: Option<&Observers>) -> Result<(), ()> {
             if !matches!(e, RunError::Backend { .. } | RunError::Policy { .. }) {
                 error!(host = %name, error = %e, "host failed");
             }
-            Err(())
+            Err(e.to_string())
         }
         Err(_) => {
             error!(host = %name, "host thread panicked");
-            Err(())
+            Err("its thread panicked".to_owned())
         }
+    };
+    if let Some(o) = observers {
+        match &result {
+            Ok(()) => {
+                o.metrics.host_removed(&name);
+                o.status.remove(&name);
+            }
+            Err(why) => {
+                o.metrics.host_stopped_failed(&name, why);
+                o.status.fail(&name, why);
+            }
+        }
+    }
+    result
+}
+
+/// Forgets a host in the observers, whatever state it ended in.
+fn forget(name: &str, observers: Option<&Observers>) {
+    if let Some(o) = observers {
+        o.metrics.host_removed(name);
+        o.status.remove(name);
     }
 }
 
@@ -514,6 +575,7 @@ fn finish(worker: Worker, observers: Option<&Observers>) -> Result<(), ()> {
 fn reload(
     options: &DaemonOptions,
     workers: &mut BTreeMap<String, Worker>,
+    failed: &mut BTreeMap<String, String>,
     recorder: Option<Arc<Recorder>>,
     observers: Option<&Observers>,
 ) -> bool {
@@ -551,6 +613,15 @@ fn reload(
         };
         staged.push((host, same_backend, policies, lock));
     }
+    // Failed hosts are forgotten: those still configured start again below (as added).
+    for name in std::mem::take(failed).into_keys() {
+        if configured.contains(&name) {
+            info!(host = %name, "starting the failed host again");
+        } else {
+            info!(host = %name, "failed host removed by the new configuration");
+        }
+        forget(&name, observers);
+    }
     // Hosts no longer configured stop.
     let gone: Vec<String> = workers
         .keys()
@@ -562,6 +633,7 @@ fn reload(
             info!(host = %name, "host removed by the new configuration: stopping it");
             w.control.request_stop();
             let _ = finish(w, observers);
+            forget(&name, observers);
         }
     }
     for (host, same_backend, (cpu, memory, shadow), lock) in staged {
@@ -591,6 +663,7 @@ fn reload(
                 info!(host = %name, "host's backend changed: restarting it");
                 w.control.request_stop();
                 let _ = finish(w, observers);
+                forget(&name, observers);
             }
             info!(host = %name, "host added by the new configuration");
             let worker = spawn(

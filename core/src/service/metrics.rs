@@ -57,6 +57,10 @@ pub struct Metrics {
     reload_timestamp: prometheus::Gauge,
     reloads: IntCounterVec,
     build_info: IntGaugeVec,
+    failed_host: IntGaugeVec,
+    record_ok: IntGaugeVec,
+    /// Why the `--record` file stopped, if it did.
+    record_problem: Mutex<Option<String>>,
     /// What series each host has, to remove those of VMs that are gone.
     series: Mutex<BTreeMap<String, HostSeries>>,
     health: Mutex<BTreeMap<String, HostHealth>>,
@@ -166,6 +170,9 @@ impl Metrics {
             reload_timestamp: prometheus::Gauge::new("vcoord_config_last_reload_timestamp_seconds", "When the configuration was last reloaded or refused (Unix time); the start time before any reload.").expect("a valid metric"),
             reloads: counter("vcoord_config_reloads_total", "Configuration reloads, by result.", &["result"]),
             build_info: int_gauge("vcoord_build_info", "Always 1; the labels say which vcoord runs.", &["version"]),
+            failed_host: int_gauge("vcoord_host_failed", "1 when the host stopped on an error (it stays so, and /healthz answers 503, until a reload starts it again or removes it).", h),
+            record_ok: int_gauge("vcoord_record_ok", "1 while the --record file is written, 0 once a write failed and the record stopped (the hosts go on coordinating).", &["file"]),
+            record_problem: Mutex::default(),
             series: Mutex::default(),
             health: Mutex::default(),
         };
@@ -205,6 +212,8 @@ impl Metrics {
             Box::new(m.reload_timestamp.clone()),
             Box::new(m.reloads.clone()),
             Box::new(m.build_info.clone()),
+            Box::new(m.failed_host.clone()),
+            Box::new(m.record_ok.clone()),
         ];
         for c in all {
             r.register(c).expect("metric names are unique");
@@ -231,16 +240,10 @@ impl Metrics {
             });
             entry.interval = interval;
         }
+        self.failed_host.with_label_values(&[host]).set(0);
         // Counters exist from the start at 0, so that rates and alerts see them before their
         // first event.
-        for c in [
-            &self.pin_changes,
-            &self.balloon_grants,
-            &self.balloon_reclaims,
-            &self.actuation_errors,
-            &self.libvirt_calls,
-            &self.backend_reconnects,
-        ] {
+        for c in self.host_counters() {
             c.with_label_values(&[host]);
         }
         for outcome in ["ok", "failed"] {
@@ -254,12 +257,42 @@ impl Metrics {
         }
     }
 
-    /// `host` cannot start (or run): `/healthz` says why.
+    /// `host` cannot start (yet): `/healthz` says why.
     pub fn host_failed(&self, host: &str, why: &str) {
         if let Ok(mut h) = self.health.lock() {
             if let Some(entry) = h.get_mut(host) {
                 entry.problem = Some(why.to_owned());
             }
+        }
+    }
+
+    /// `host` stopped on an error: it stays in `/healthz` (503, with why) and in the metrics
+    /// until it is started again or removed.
+    pub fn host_stopped_failed(&self, host: &str, why: &str) {
+        if let Ok(mut h) = self.health.lock() {
+            let entry = h.entry(host.to_owned()).or_insert(HostHealth {
+                interval: Duration::from_secs(1),
+                last_ok_tick: None,
+                started: Instant::now(),
+                problem: None,
+            });
+            entry.problem = Some(format!("failed: {why}"));
+        }
+        self.failed_host.with_label_values(&[host]).set(1);
+        let _ = self.backend_up.remove_label_values(&[host]);
+        self.backend_up.with_label_values(&[host]).set(0);
+    }
+
+    /// The `--record` file is written.
+    pub fn record_started(&self, file: &str) {
+        self.record_ok.with_label_values(&[file]).set(1);
+    }
+
+    /// The `--record` file stopped: `/healthz` says so until the process ends.
+    pub fn record_stopped(&self, file: &str, why: &str) {
+        self.record_ok.with_label_values(&[file]).set(0);
+        if let Ok(mut p) = self.record_problem.lock() {
+            *p = Some(format!("record {file}: {why}"));
         }
     }
 
@@ -285,6 +318,34 @@ impl Metrics {
         }
         let _ = self.backend_up.remove_label_values(&[host]);
         let _ = self.last_tick.remove_label_values(&[host]);
+        let _ = self.failed_host.remove_label_values(&[host]);
+        for c in self.host_counters() {
+            let _ = c.remove_label_values(&[host]);
+        }
+        for outcome in ["ok", "failed"] {
+            let _ = self.ticks.remove_label_values(&[host, outcome]);
+        }
+        for reason in REFUSAL_REASONS {
+            let _ = self.guard_refusals.remove_label_values(&[host, reason]);
+        }
+        for kind in ["cpu", "memory"] {
+            let _ = self.shadow_disagreements.remove_label_values(&[host, kind]);
+        }
+        for h in [&self.tick_duration, &self.collect_duration] {
+            let _ = h.remove_label_values(&[host]);
+        }
+    }
+
+    /// The counters labelled by host alone.
+    fn host_counters(&self) -> [&IntCounterVec; 6] {
+        [
+            &self.pin_changes,
+            &self.balloon_grants,
+            &self.balloon_reclaims,
+            &self.actuation_errors,
+            &self.libvirt_calls,
+            &self.backend_reconnects,
+        ]
     }
 
     /// A tick whose sampling failed.
@@ -547,6 +608,9 @@ impl Metrics {
                     limit.as_secs_f64()
                 ));
             }
+        }
+        if let Some(p) = self.record_problem.lock().ok().and_then(|p| p.clone()) {
+            problems.push(p);
         }
         if problems.is_empty() {
             Ok(format!("ok: {} hosts\n", h.len()))

@@ -12,6 +12,19 @@ use crate::runtime::snapshot::Snapshot;
 pub struct StatusDocument {
     /// One entry per host, by name.
     pub hosts: Vec<HostStatus>,
+    /// Hosts that stopped on an error, by name, with why (until a reload starts or removes
+    /// them).
+    #[serde(default)]
+    pub failed: Vec<FailedHost>,
+}
+
+/// A host that stopped on an error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedHost {
+    /// Host name.
+    pub host: String,
+    /// Why it stopped.
+    pub error: String,
 }
 
 /// One host's last snapshot.
@@ -29,6 +42,7 @@ pub struct HostStatus {
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     hosts: Mutex<BTreeMap<String, HostStatus>>,
+    failed: Mutex<BTreeMap<String, String>>,
 }
 
 impl StatusBoard {
@@ -51,6 +65,19 @@ impl StatusBoard {
         if let Ok(mut hosts) = self.hosts.lock() {
             hosts.remove(host);
         }
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.remove(host);
+        }
+    }
+
+    /// `host` stopped on an error: listed among the failed, its last snapshot gone.
+    pub fn fail(&self, host: &str, error: &str) {
+        if let Ok(mut hosts) = self.hosts.lock() {
+            hosts.remove(host);
+        }
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.insert(host.to_owned(), error.to_owned());
+        }
     }
 
     /// The document, as JSON.
@@ -60,6 +87,18 @@ impl StatusBoard {
             .lock()
             .map(|h| h.values().cloned().collect())
             .unwrap_or_default();
-        serde_json::to_string(&StatusDocument { hosts }).unwrap_or_default()
+        let failed = self
+            .failed
+            .lock()
+            .map(|f| {
+                f.iter()
+                    .map(|(host, error)| FailedHost {
+                        host: host.clone(),
+                        error: error.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::to_string(&StatusDocument { hosts, failed }).unwrap_or_default()
     }
 }

@@ -68,6 +68,7 @@ pub fn status(target: &str, window_s: f64) -> Result<StatusDocument, StatusError
             window_s,
             snapshot,
         }],
+        failed: Vec::new(),
     })
 }
 
@@ -103,6 +104,9 @@ pub fn render(doc: &StatusDocument) -> String {
     let mut out = String::new();
     for h in &doc.hosts {
         out.push_str(&render_host(h));
+    }
+    for f in &doc.failed {
+        let _ = writeln!(out, "host {}: FAILED: {}", f.host, f.error);
     }
     out
 }
