@@ -34,12 +34,31 @@ impl Service {
     /// Starts `vcoord run -c CONFIG ARGS` in `dir` with NOTIFY_SOCKET and a watchdog of
     /// `watchdog`.
     fn start(dir: &Path, config: &Path, args: &[&str], watchdog: Duration) -> Self {
+        Self::start_under(&[], dir, config, args, watchdog)
+    }
+
+    /// The same, run by `wrapper` (e.g. `prlimit --nofile=N`), which execs the binary.
+    fn start_under(
+        wrapper: &[&str],
+        dir: &Path,
+        config: &Path,
+        args: &[&str],
+        watchdog: Duration,
+    ) -> Self {
         let socket = dir.join("notify.sock");
         let notify = UnixDatagram::bind(&socket).unwrap();
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let child = Command::new(binary())
+        let mut command = match wrapper {
+            [] => Command::new(binary()),
+            [program, rest @ ..] => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+        };
+        let child = command
             .args(["run", "--config", config.to_str().unwrap()])
             .args(args)
             .env("NOTIFY_SOCKET", &socket)
@@ -791,4 +810,113 @@ fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_rec
     assert!(!status.contains("broken"), "{status}");
     s.signal("TERM");
     assert!(s.wait(Duration::from_secs(10)).success(), "{}", s.log());
+}
+
+/// `GET /healthz` on `addr` with a deadline: the status code and how long the answer took, or
+/// why there was none.
+fn timed_health(addr: &str, within: Duration) -> Result<(u16, Duration), String> {
+    use std::io::Write as _;
+    let started = Instant::now();
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&sock, within).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(within)).unwrap();
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an answer: {text:?}"))?;
+    Ok((code, started.elapsed()))
+}
+
+#[test]
+fn the_metrics_endpoint_outlasts_a_flood_and_a_slow_loris() {
+    let dir = scratch("flood");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = good_and_broken(&dir, &addr, false);
+    // A descriptor limit far below what the clients open, as a unit without LimitNOFILE has
+    // against a larger flood.
+    let mut s = Service::start_under(
+        &["prlimit", "--nofile=128:128"],
+        &dir,
+        &config,
+        &["--realtime"],
+        Duration::from_secs(10),
+    );
+    s.until("READY=1", Duration::from_secs(20));
+    let second = Duration::from_secs(1);
+    assert_eq!(timed_health(&addr, second).map(|(c, _)| c), Ok(200));
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+
+    // A flood: 400 connections that never send a byte, held open.
+    let flood: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&sock, second).ok())
+        .collect();
+    assert!(flood.len() >= 300, "only {} connections made", flood.len());
+    for _ in 0..5 {
+        let answer = timed_health(&addr, second);
+        assert!(
+            matches!(answer, Ok((200, took)) if took < second),
+            "during the flood: {answer:?}"
+        );
+    }
+
+    // A slow loris besides: 100 more connections each sending its request a byte every 200 ms.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loris: Vec<_> = (0..100)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                use std::io::Write as _;
+                let Ok(mut c) = std::net::TcpStream::connect_timeout(&sock, second) else {
+                    return;
+                };
+                for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                    .iter()
+                    .cycle()
+                {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || c.write_all(&[*b]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+    let during = Instant::now();
+    while during.elapsed() < Duration::from_secs(7) {
+        let answer = timed_health(&addr, second);
+        assert!(
+            matches!(answer, Ok((200, took)) if took < second),
+            "during the slow loris: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Slow and idle connections are cut at the deadline, not held forever.
+    let mut buf = [0u8; 1];
+    let mut first = flood.into_iter().next().unwrap();
+    first.set_read_timeout(Some(second)).unwrap();
+    assert!(
+        matches!(first.read(&mut buf), Ok(0) | Err(_)),
+        "an idle connection is still open"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in loris {
+        t.join().unwrap();
+    }
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = timed_health(&addr, second);
+    assert!(matches!(answer, Ok((200, _))), "after: {answer:?}");
+    let (code, scrape) = http(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(scrape.contains("vcoord_ticks_total"), "{scrape}");
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(10)).success());
+    let log = s.log();
+    assert!(log.contains("max_connections=32"), "{log}");
 }
