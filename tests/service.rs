@@ -820,7 +820,11 @@ fn timed_health(addr: &str, within: Duration) -> Result<(u16, Duration), String>
     let sock: std::net::SocketAddr = addr.parse().unwrap();
     let mut s = std::net::TcpStream::connect_timeout(&sock, within).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(within)).unwrap();
-    write!(s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     let code = text
