@@ -923,4 +923,12 @@ fn the_metrics_endpoint_outlasts_a_flood_and_a_slow_loris() {
     assert!(s.wait(Duration::from_secs(10)).success());
     let log = s.log();
     assert!(log.contains("max_connections=32"), "{log}");
+    // The unit sets its own limit, so the endpoint's budget does not depend on the default.
+    let unit = std::fs::read_to_string(root().join("packaging/vcoord.service")).unwrap();
+    let nofile: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("LimitNOFILE= in the unit");
+    assert!(nofile >= 4096, "LimitNOFILE={nofile}");
 }
