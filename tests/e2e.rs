@@ -1467,6 +1467,22 @@ fn domain_metadata_is_understood_in_every_mode_and_followed_live() {
                 .is_some_and(|r| actual_of(r, &floor) >= 636.0)
         },
     );
+    // A second vcoord on the same libvirtd under another spelling of its URI is refused.
+    let other = guests.dir.join("other.toml");
+    std::fs::write(
+        &other,
+        "[[host]]\nname = \"other\"\nuri = \"qemu+unix:///system\"\ninterval_s = 1.0\n",
+    )
+    .unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        .args(["run", "--config", other.to_str().unwrap(), "--ticks", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("already coordinating"),
+        "a second vcoord ran beside the first: {err}"
+    );
     let changed_at = daemon.records().last().map_or(0, |r| r.tick);
     virsh(&[
         "metadata",

@@ -330,6 +330,26 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
         "{err}"
     );
     assert_eq!(err.matches("error").count(), 1, "{err}");
+    // Another spelling of the same host is the same host.
+    let other = dir.join("other.toml");
+    std::fs::write(
+        &other,
+        "[[host]]\nname = \"u\"\nuri = \"test+unix:///default\"\ninterval_s = 0.5\n",
+    )
+    .unwrap();
+    let second = Command::new(binary())
+        .args(["run", "--config", other.to_str().unwrap(), "--ticks", "1"])
+        .env("VCOORD_RUN_DIR", dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!("another vcoord (pid {})", first.child.id()))
+            && err.contains("test+unix:///default")
+            && err.contains("as test:///default"),
+        "{err}"
+    );
     // A dry run does not take the lock.
     let dry = Command::new(binary())
         .args([

@@ -36,6 +36,14 @@ pub enum ConfigError {
         /// I/O error.
         source: std::io::Error,
     },
+    /// The file could have been written by someone other than root or this user.
+    #[error("config {}: refused: {why}", path.display())]
+    Insecure {
+        /// File path.
+        path: PathBuf,
+        /// What is wrong, and how to fix it.
+        why: String,
+    },
     /// The file is not a valid configuration.
     #[error(transparent)]
     Invalid(#[from] Located),
@@ -356,6 +364,13 @@ pub struct Config {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        // Whoever can write the configuration chooses the plugins vcoord loads.
+        if path.exists() {
+            crate::trust::check_trusted(path).map_err(|why| ConfigError::Insecure {
+                path: path.to_path_buf(),
+                why,
+            })?;
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -505,6 +520,24 @@ impl Config {
                     &ctx,
                     false,
                 )?);
+            }
+            // Two acting coordinators of one host would fight over its guests.
+            if let Some(me) = (!host.dry_run)
+                .then(|| crate::backend::host_identity(&host.uri))
+                .flatten()
+            {
+                if let Some(other) = hosts.iter().find(|o| {
+                    !o.dry_run && crate::backend::host_identity(&o.uri).as_ref() == Some(&me)
+                }) {
+                    return Err(err(
+                        h.uri.span(),
+                        key("uri"),
+                        format!(
+                            "`{}` reaches the same host as host `{}` (`{}`): one vcoord per host (make one of them dry_run = true to watch it twice)",
+                            host.uri, other.name, other.uri
+                        ),
+                    ));
+                }
             }
             hosts.push(host);
         }

@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod service;
 pub mod source;
 pub mod tools;
+pub mod trust;
 pub mod vmcontrol;
 
 pub use vcoord_api;

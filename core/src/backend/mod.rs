@@ -126,3 +126,87 @@ pub fn open(
         )?)),
     }
 }
+
+/// What a libvirt URI really reaches, as a key: two URIs with the same key drive the same
+/// hypervisor on the same machine (`qemu:///system`, `qemu+unix:///system` and
+/// `qemu+ssh://localhost/system` are one host). The transport, the user, the port and the
+/// query are dropped, except a `socket=` path; a host name that is this machine (`localhost`,
+/// a loopback address, its own name) counts as local. `None` for a simulated host.
+pub fn host_identity(uri: &str) -> Option<String> {
+    if uri.starts_with("sim:") {
+        return None;
+    }
+    let uri = uri.trim();
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Some(uri.to_ascii_lowercase());
+    };
+    let driver = scheme
+        .split('+')
+        .next()
+        .unwrap_or(scheme)
+        .to_ascii_lowercase();
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    }
+    .to_ascii_lowercase();
+    let place = if is_this_machine(&host) {
+        "local".to_owned()
+    } else {
+        host
+    };
+    let path = path.trim_matches('/');
+    let socket = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("socket="))
+        .map(|s| format!("?socket={s}"))
+        .unwrap_or_default();
+    Some(format!("{driver}://{place}/{path}{socket}"))
+}
+
+fn is_this_machine(host: &str) -> bool {
+    if host.is_empty() || host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let own = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let own = own.trim().to_ascii_lowercase();
+    !own.is_empty() && (host == own || host.split('.').next() == Some(own.as_str()))
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::host_identity;
+
+    #[test]
+    fn uris_that_reach_one_host_have_one_identity() {
+        let local = host_identity("qemu:///system").unwrap();
+        for same in [
+            "qemu+unix:///system",
+            "qemu:///system/",
+            "QEMU+ssh://root@localhost/system",
+            "qemu+tcp://127.0.0.1:16509/system",
+            "qemu+tls://[::1]/system?no_verify=1",
+        ] {
+            assert_eq!(host_identity(same).unwrap(), local, "{same}");
+        }
+        for other in [
+            "qemu:///session",
+            "qemu+ssh://b/system",
+            "lxc:///system",
+            "qemu:///system?socket=/run/other.sock",
+        ] {
+            assert_ne!(host_identity(other).unwrap(), local, "{other}");
+        }
+        assert_eq!(
+            host_identity("qemu+ssh://admin@B.example:22/system"),
+            host_identity("qemu+tls://b.example/system")
+        );
+        assert_eq!(host_identity("sim:x.toml"), None);
+    }
+}

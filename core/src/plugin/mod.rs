@@ -8,7 +8,6 @@ pub use supervise::{cpu_policy, memory_policy, DecideLimits};
 
 use std::collections::HashMap;
 use std::fmt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -220,49 +219,24 @@ pub fn load(spec: &PluginSpec) -> Result<Plugin, PluginError> {
 }
 
 /// Refuses a file that someone other than root or this user could have written, or that sits
-/// in a directory others may write to (they could swap it).
+/// under a directory others may write to (they could swap it): [`crate::trust`]. With
+/// `allow_insecure` it is loaded anyway, with a warning.
 fn check_permissions(path: &Path, allow_insecure: bool) -> Result<(), PluginError> {
-    if allow_insecure {
-        return Ok(());
-    }
-    let insecure = |why: String| PluginError::Insecure {
-        path: path.to_path_buf(),
-        why,
-    };
-    let me = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
-    let meta = std::fs::metadata(path).map_err(|e| insecure(format!("cannot stat: {e}")))?;
-    if !meta.is_file() {
-        return Err(insecure("not a regular file".into()));
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(insecure(format!(
-            "file is group- or world-writable (mode {:o})",
-            mode & 0o7777
-        )));
-    }
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(insecure(format!(
-            "file is owned by uid {}, not root or this user (uid {me})",
-            meta.uid()
-        )));
-    }
-    if let Some(dir) = path.parent() {
-        if let Ok(dmeta) = std::fs::metadata(dir) {
-            let dmode = dmeta.permissions().mode();
-            let sticky = dmode & 0o1000 != 0;
-            if dmode & 0o022 != 0 && !sticky {
-                return Err(insecure(format!(
-                    "directory {} is group- or world-writable (mode {:o})",
-                    dir.display(),
-                    dmode & 0o7777
-                )));
-            }
+    match crate::trust::check_trusted(path) {
+        Ok(()) if allow_insecure => {
+            warn!(path = %path.display(), "allow_insecure = true: this plugin passes the ownership and mode checks, which are off for it");
+            Ok(())
         }
+        Ok(()) => Ok(()),
+        Err(why) if allow_insecure => {
+            warn!(path = %path.display(), problem = %why, "loading a plugin that fails the ownership and mode checks (allow_insecure = true): whoever can write it runs code as vcoord");
+            Ok(())
+        }
+        Err(why) => Err(PluginError::Insecure {
+            path: path.to_path_buf(),
+            why,
+        }),
     }
-    Ok(())
 }
 
 /// Receives plugin log lines and passes them to `tracing`, tagged with the plugin's name.

@@ -1,6 +1,7 @@
-//! One acting vcoord per host: a lock file per libvirt URI (`flock`, released by the kernel
-//! when the process ends, however it ends). The file holds the holder's pid, so a second
-//! instance can say who holds it.
+//! One acting vcoord per host: a lock file per host that a libvirt URI reaches
+//! ([`crate::backend::host_identity`]: `qemu:///system` and `qemu+unix:///system` are one
+//! lock), taken with `flock`, released by the kernel when the process ends, however it ends.
+//! The file holds the holder's pid and URI, so a second instance can say who holds it.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -20,7 +21,7 @@ pub fn run_dir() -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds it.
-    #[error("another vcoord{} is already coordinating {uri} (lock {})", holder.map(|p| format!(" (pid {p})")).unwrap_or_default(), path.display())]
+    #[error("another vcoord{} is already coordinating the host {uri} reaches{} (lock {})", holder.map(|p| format!(" (pid {p})")).unwrap_or_default(), holder_uri.as_ref().filter(|h| *h != uri).map(|h| format!(", as {h}")).unwrap_or_default(), path.display())]
     Held {
         /// The URI.
         uri: String,
@@ -28,6 +29,8 @@ pub enum LockError {
         path: PathBuf,
         /// The holder's pid, as it wrote it.
         holder: Option<u32>,
+        /// The URI the holder uses, as it wrote it.
+        holder_uri: Option<String>,
     },
     /// The lock file cannot be made or locked.
     #[error("cannot lock {}: {source}", path.display())]
@@ -48,9 +51,10 @@ pub struct HostLock {
 }
 
 impl HostLock {
-    /// Takes the lock of `uri` in `dir`, or says who holds it.
+    /// Takes the lock of the host `uri` reaches in `dir`, or says who holds it.
     pub fn acquire(dir: &Path, uri: &str) -> Result<Self, LockError> {
-        let path = dir.join(format!("{}.lock", file_name(uri)));
+        let key = crate::backend::host_identity(uri).unwrap_or_else(|| uri.to_owned());
+        let path = dir.join(format!("{}.lock", file_name(&key)));
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -68,17 +72,19 @@ impl HostLock {
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
+                let mut lines = text.lines();
                 return Err(LockError::Held {
                     uri: uri.to_owned(),
                     path,
-                    holder: text.trim().parse().ok(),
+                    holder: lines.next().and_then(|l| l.trim().parse().ok()),
+                    holder_uri: lines.next().map(|l| l.trim().to_owned()),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        writeln!(file, "{}\n{uri}", std::process::id()).map_err(io)?;
         Ok(Self { _file: file, path })
     }
 
@@ -109,7 +115,12 @@ mod tests {
     fn a_second_holder_is_refused_with_the_first_ones_pid() {
         let dir = std::env::temp_dir().join(format!("vcoord-lock-{}", std::process::id()));
         let first = HostLock::acquire(&dir, "qemu:///system").unwrap();
-        assert!(first.path().ends_with("qemu____system.lock"));
+        assert!(first.path().ends_with("qemu___local_system.lock"));
+        // Another spelling of the same host is the same lock, and says who holds it as what.
+        let text = HostLock::acquire(&dir, "qemu+unix:///system")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains(", as qemu:///system"), "{text}");
         let err = HostLock::acquire(&dir, "qemu:///system").unwrap_err();
         let text = err.to_string();
         assert!(
