@@ -674,3 +674,51 @@ proptest! {
         }
     }
 }
+
+/// A configuration others could have written chooses the plugins vcoord runs: refused, saying
+/// how to fix it.
+#[test]
+fn configurations_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("config-mode");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[host]]\nname = \"a\"\nuri = \"sim:{}\"\n",
+            scenario_path()
+        ),
+    )
+    .unwrap();
+    let args = ["check-config", path.to_str().unwrap()];
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = run_limited(&dir, &args);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, err) = run_limited(&dir, &args);
+    let case = Case {
+        what: "world-writable configuration",
+        expect: vec![
+            format!("config {}: refused", path.display()),
+            "mode 666; fix: chmod go-w".into(),
+        ],
+    };
+    check(&case, code, &err);
+    let (code, err) = run_limited(&dir, &["run", "-c", path.to_str().unwrap(), "--ticks", "1"]);
+    check(&case, code, &err);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let chowned = Command::new("chown")
+        .args(["65534", path.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if chowned {
+        let (code, err) = run_limited(&dir, &args);
+        let case = Case {
+            what: "configuration owned by another user",
+            expect: vec!["is owned by uid 65534".into(), "fix: chown".into()],
+        };
+        check(&case, code, &err);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -388,6 +388,38 @@ fn writable_plugin_files_are_refused_unless_allowed() {
     assert!(err.contains("allow_insecure"), "{err}");
     let (ok, err) = check("", &format!("{table}allow_insecure = true\n"));
     assert!(ok, "{err}");
+    assert!(
+        err.contains("WARN") && err.contains("fails the ownership and mode checks"),
+        "loading anyway must warn: {err}"
+    );
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, err) = check("", &table);
+    assert!(ok, "{err}");
+
+    // The directories above count too: one owned by someone else, or writable by others
+    // two levels up.
+    let nested = dir.join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    let deep = nested.join("libspread.so");
+    std::fs::copy(&copy, &deep).unwrap();
+    let table = format!("[host.cpu_policy]\nplugin = \"{}\"\n", deep.display());
+    std::fs::set_permissions(dir.join("a"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, err) = check("", &table);
+    assert!(!ok, "a world-writable grandparent was accepted");
+    assert!(
+        err.contains("directory") && err.contains("/a is group- or world-writable"),
+        "{err}"
+    );
+    std::fs::set_permissions(dir.join("a"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let foreign = std::process::Command::new("chown")
+        .args(["65534", nested.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if foreign {
+        let (ok, err) = check("", &table);
+        assert!(!ok, "a directory owned by another user was accepted");
+        assert!(err.contains("is owned by uid 65534"), "{err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

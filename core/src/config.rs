@@ -364,8 +364,9 @@ pub struct Config {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        // Whoever can write the configuration chooses the plugins vcoord loads.
-        if path.exists() {
+        // Whoever can write the configuration chooses the plugins vcoord loads. (What is not
+        // a file is left to the read below, which says what it is.)
+        if path.is_file() {
             crate::trust::check_trusted(path).map_err(|why| ConfigError::Insecure {
                 path: path.to_path_buf(),
                 why,

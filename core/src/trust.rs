@@ -9,7 +9,9 @@ use std::path::Path;
 
 /// Why `path` cannot be trusted, with how to fix it; `Ok` when it can.
 pub fn check_trusted(path: &Path) -> Result<(), String> {
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let me = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     let full = path
         .canonicalize()
         .map_err(|e| format!("cannot resolve: {e}"))?;
@@ -64,11 +66,17 @@ mod tests {
         check_trusted(&file).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
         let why = check_trusted(&file).unwrap_err();
-        assert!(why.contains("world-writable (mode 666; fix: chmod go-w"), "{why}");
+        assert!(
+            why.contains("world-writable (mode 666; fix: chmod go-w"),
+            "{why}"
+        );
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let why = check_trusted(&file).unwrap_err();
-        assert!(why.starts_with("directory ") && why.contains("mode 777"), "{why}");
+        assert!(
+            why.starts_with("directory ") && why.contains("mode 777"),
+            "{why}"
+        );
         // Sticky, as /tmp is: allowed.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         check_trusted(&file).unwrap();
