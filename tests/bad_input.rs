@@ -138,7 +138,8 @@ fn bad_configs() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("shadow policy unknown", format!("{host}[host.shadow_cpu_policy]\nname = \"x\"\n"), vec!["c.toml:5", "unknown CPU policy"]),
         ("shadow plugin missing", format!("{host}[host.shadow_memory_policy]\nplugin = \"libnothing.so\"\n"), vec!["c.toml:5", "not found"]),
         ("fallback unknown", format!("{host}[host.cpu_policy]\nplugin = \"{}\"\nfallback = \"x\"\n", plugin("vcoord_spread")), vec!["c.toml:", "unknown CPU policy `x`"]),
-        ("decide budget of the wrong type", format!("{host}[host.cpu_policy]\nplugin = \"{}\"\ndecide_budget_ms = \"fast\"\n", plugin("vcoord_spread")), vec!["c.toml:6"]),
+        ("decide budget of the wrong type", format!("{host}[host.cpu_policy]\nplugin = \"{}\"\ndecide_budget_ms = \"fast\"\n", plugin("vcoord_spread")), vec!["c.toml:6", "`host.cpu_policy.decide_budget_ms`"]),
+        ("a megabyte value", format!("{host}[host.cpu_policy]\nname = \"{}\"\n", "x".repeat(1 << 20)), vec!["c.toml:5", "characters left out"]),
         ("one host twice under two URIs", "[[host]]\nname = \"a\"\nuri = \"qemu:///system\"\n[[host]]\nname = \"b\"\nuri = \"qemu+unix:///system\"\n".into(), vec!["c.toml:6", "host[1].uri", "`qemu+unix:///system` reaches the same host as host `a` (`qemu:///system`)"]),
         ("missing scenario", "[[host]]\nname = \"a\"\nuri = \"sim:nothing.toml\"\n".into(), vec!["nothing.toml"]),
     ]

@@ -34,15 +34,62 @@ impl Located {
         }
     }
 
-    /// Wraps a TOML parse or type error.
+    /// Wraps a TOML parse or type error, naming the key written where it points (its table
+    /// and its name: `host.cpu_policy.decide_budget_ms`) when there is one.
     pub fn from_toml(path: &Path, text: &str, err: &toml::de::Error) -> Self {
         Self {
             path: path.to_path_buf(),
             line_col: err.span().map(|s| line_col(text, s.start)),
-            key: String::new(),
+            key: err
+                .span()
+                .and_then(|s| key_at(text, s.start))
+                .unwrap_or_default(),
             message: err.message().trim().to_string(),
         }
     }
+}
+
+/// The longest message shown; past it, the middle is cut (a bad value can be megabytes).
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+/// `text` cut to [`MAX_MESSAGE_CHARS`], saying how much was left out.
+pub fn shorten(text: &str) -> String {
+    let n = text.chars().count();
+    if n <= MAX_MESSAGE_CHARS {
+        return text.to_owned();
+    }
+    let keep = MAX_MESSAGE_CHARS / 2;
+    let head: String = text.chars().take(keep).collect();
+    let tail: String = text.chars().skip(n - keep).collect();
+    format!("{head}... ({} characters left out) ...{tail}", n - 2 * keep)
+}
+
+/// The dotted key whose `key = value` line holds byte `offset` of `text`, with the table
+/// header above it (`[[host]]` and `[host.cpu_policy]` give `host.cpu_policy.key`).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let (name, _) = line.split_once('=')?;
+    let name = name.trim().trim_matches('"');
+    if name.is_empty() || name.starts_with('[') || line_start + line.find('=')? > offset {
+        return None;
+    }
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let t = l.trim();
+        t.starts_with('[').then(|| {
+            t.trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{name}"),
+        _ => name.to_owned(),
+    })
 }
 
 /// Where `key` (a dotted path such as `duration_s`, `host.memory_mib` or `vm[2].cpu`, as
@@ -129,7 +176,7 @@ impl fmt::Display for Located {
         if !self.key.is_empty() {
             write!(f, ": `{}`", self.key)?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", shorten(&self.message))
     }
 }
 
@@ -161,6 +208,24 @@ mod tests {
         assert_eq!(line("host.memory_mib"), Some((3, 1)));
         assert_eq!(line("vm[1].memory[2]"), Some((7, 1)));
         assert_eq!(line("seed"), None);
+    }
+
+    #[test]
+    fn type_errors_name_their_key_and_long_values_are_cut() {
+        let text = "[[host]]\nname = \"a\"\n[host.cpu_policy]\ndecide_budget_ms = \"fast\"\n";
+        assert_eq!(
+            key_at(text, text.find("\"fast").unwrap()).as_deref(),
+            Some("host.cpu_policy.decide_budget_ms")
+        );
+        assert_eq!(key_at("x = 1\n", 0), None);
+        let long = "v".repeat(1 << 20);
+        let e = Located::new(Path::new("x.toml"), "", None, "k", format!("bad `{long}`"));
+        let shown = e.to_string();
+        assert!(
+            shown.len() < 400 && shown.contains("characters left out"),
+            "{}",
+            shown.len()
+        );
     }
 
     #[test]

@@ -125,7 +125,8 @@ pub fn report(ticks: &[ReplayTick], host: &HostConfig, recording: &str) -> Strin
             .iter()
             .flat_map(|t| changes(t).iter())
             .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / KIB_PER_MIB_F64)
-            .sum::<f64>()
+            // From +0: an empty f64 sum is -0, printed "-0 MiB".
+            .fold(0.0, |total, mib| total + mib)
     };
     let _ = writeln!(
         out,
