@@ -828,8 +828,29 @@ fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_rec
     assert!(!scrape.contains("host=\"broken\""), "{scrape}");
     let (_, status) = http(&addr, "GET", "/status.json");
     assert!(!status.contains("broken"), "{status}");
+
+    // A reload that moves the endpoint is refused by name (the address changes at a restart
+    // only); the old address keeps answering.
+    let moved = format!("127.0.0.1:{}", free_port());
+    good_and_broken(&dir, &moved, false);
+    s.signal("HUP");
+    s.until("READY=1", Duration::from_secs(20));
+    let (_, scrape) = http(&addr, "GET", "/metrics");
+    assert_eq!(
+        value(&scrape, "vcoord_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    assert!(
+        std::net::TcpStream::connect(&moved).is_err(),
+        "{moved} answers"
+    );
     s.signal("TERM");
-    assert!(s.wait(Duration::from_secs(10)).success(), "{}", s.log());
+    assert!(s.wait(Duration::from_secs(10)).success());
+    let log = s.log();
+    assert!(
+        log.contains("reload refused: `metrics.listen` changed"),
+        "{log}"
+    );
 }
 
 /// `GET /healthz` on `addr` with a deadline: the status code and how long the answer took, or

@@ -159,6 +159,7 @@ pub fn run(
     notifier: &Notifier,
 ) -> Result<(), DaemonError> {
     let plan = load(options)?;
+    let listening = plan.metrics_listen;
     // Locks first: a second instance refuses before it touches anything.
     let mut locks = BTreeMap::new();
     for (host, _) in &plan.hosts {
@@ -209,6 +210,7 @@ pub fn run(
             notifier.reloading();
             let ok = reload(
                 options,
+                listening,
                 &mut workers,
                 &mut failed,
                 recorder.clone(),
@@ -574,6 +576,7 @@ fn forget(name: &str, observers: Option<&Observers>) {
 /// Returns whether it was applied.
 fn reload(
     options: &DaemonOptions,
+    listening: Option<std::net::SocketAddr>,
     workers: &mut BTreeMap<String, Worker>,
     failed: &mut BTreeMap<String, String>,
     recorder: Option<Arc<Recorder>>,
@@ -587,9 +590,18 @@ fn reload(
             return false;
         }
     };
-    let serving = observers.is_some();
-    if plan.metrics_listen.is_some() != serving {
-        warn!("a change of [metrics] applies at the next start, not at a reload");
+    // The endpoint keeps its address for the life of the process: a reload that says
+    // otherwise would report success and keep serving the old one.
+    if plan.metrics_listen != listening {
+        let shown =
+            |a: Option<std::net::SocketAddr>| a.map_or("none".to_owned(), |a| a.to_string());
+        error!(
+            config = %options.config.display(),
+            "reload refused: `metrics.listen` changed ({} -> {}); it takes effect only at a restart: keeping the running configuration",
+            shown(listening),
+            shown(plan.metrics_listen)
+        );
+        return false;
     }
     let configured: Vec<String> = plan.hosts.iter().map(|h| h.0.name.clone()).collect();
     // Take what changes (locks of new backends) before touching anything.
