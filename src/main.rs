@@ -19,6 +19,7 @@ use vcoord_core::service::control::Control;
 use vcoord_core::service::daemon::{self, DaemonOptions};
 use vcoord_core::service::lock;
 use vcoord_core::service::notify::Notifier;
+use vcoord_core::show;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, LogFormat, RunArgs};
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vcoord: error: {}", error_chain(&e));
+            eprintln!("vcoord: error: {}", show::one_line(&error_chain(&e), false));
             ExitCode::FAILURE
         }
     }
@@ -100,7 +101,7 @@ fn init_logging(filter: &str, format: LogFormat) {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(OneLineStderr { colour: color })
         .with_target(false)
         .with_ansi(color);
     match format {
@@ -110,6 +111,33 @@ fn init_logging(filter: &str, format: LogFormat) {
             .flatten_event(true)
             .with_current_span(false)
             .init(),
+    }
+}
+
+/// Stderr for the log: each event stays one line whatever names and errors it carries
+/// (control characters escaped; ESC kept only for the log's own colours on a terminal).
+struct OneLineStderr {
+    colour: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OneLineStderr {
+    type Writer = OneLineStderr;
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLineStderr {
+            colour: self.colour,
+        }
+    }
+}
+
+impl std::io::Write for OneLineStderr {
+    /// The log formats an event whole and writes it in one call.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = show::one_line(&String::from_utf8_lossy(buf), self.colour);
+        std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

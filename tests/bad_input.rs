@@ -102,6 +102,7 @@ fn bad_configs() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("unknown top key", format!("colour = 1\n{host}"), vec!["c.toml:1", "colour"]),
         ("unknown host key", format!("{host}colour = 1\n"), vec!["c.toml:4", "colour"]),
         ("empty host name", format!("[[host]]\nname = \" \"\nuri = \"sim:{sim}\"\n"), vec!["c.toml:2", "host[0].name"]),
+        ("host name with a newline", format!("[[host]]\nname = \"a\\nb\"\nuri = \"sim:{sim}\"\n"), vec!["c.toml:2", "host[0].name", "`a\\nb` has control characters"]),
         ("host name twice", format!("{host}{host}"), vec!["c.toml:5", "used twice"]),
         ("empty uri", "[[host]]\nname = \"a\"\nuri = \"\"\n".into(), vec!["c.toml:3", "host[0].uri"]),
         ("interval 0", format!("{host}interval_s = 0\n"), vec!["c.toml:4", "interval_s"]),
@@ -287,6 +288,11 @@ fn bad_scenarios() -> Vec<(&'static str, String, Vec<&'static str>)> {
             "phase of no length",
             with("cpu = [{ pct = 50, for_s = 0 }, { pct = 10 }]\n"),
             vec!["s.toml:10", "cpu"],
+        ),
+        (
+            "one vCPU's demand above 100",
+            with("vcpus = 2\nvcpu_cpu = [[{ pct = 50 }], [{ pct = 300 }]]\n"),
+            vec!["s.toml:11", "vm[0].vcpu_cpu", "out of range"],
         ),
         (
             "pins out of range",

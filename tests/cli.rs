@@ -221,6 +221,78 @@ fn status_on_the_simulator_prints_a_table() {
     assert!(text.contains("4 pCPUs") && text.contains("vm8"), "{text}");
 }
 
+/// Domain names come from outside: one with a newline and terminal escapes must not forge a log
+/// line or recolour the terminal, and a long one must not shift the table's columns.
+#[test]
+fn hostile_and_long_vm_names_are_escaped_and_fitted() {
+    let dir = scratch("names");
+    let long = "a-very-long-domain-name-of-some-tenant-web-frontend-07";
+    std::fs::write(
+        dir.join("s.toml"),
+        format!(
+            "name = \"names\"\nduration_s = 10\n[host]\npcpus = 2\nmemory_mib = 8192\n\
+             [[vm]]\nname = \"evil\\u001b[31mRED\\u0007\\nFAKE line\"\nmax_memory_mib = 1024\n\
+             memory_mib = 1024\ncpu = [{{ pct = 50 }}]\n\
+             [[vm]]\nname = \"{long}\"\nmax_memory_mib = 1024\nmemory_mib = 1024\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("c.toml"),
+        "[[host]]\nname = \"h\"\nuri = \"sim:s.toml\"\n",
+    )
+    .unwrap();
+    let run = vcoord(&[
+        "run",
+        "--config",
+        dir.join("c.toml").to_str().unwrap(),
+        "--ticks",
+        "3",
+        "--log-level",
+        "info",
+    ]);
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("new domain"), "{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "{log:?}");
+    assert!(
+        log.lines().all(|l| l.starts_with("20")),
+        "a line that is not a log event: {log}"
+    );
+    assert!(
+        log.contains("evil\\u{1b}[31mRED\\u{7}\\nFAKE line"),
+        "{log}"
+    );
+
+    let status = vcoord(&[
+        "status",
+        "--connect",
+        &format!("sim:{}", dir.join("s.toml").display()),
+    ]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    assert!(
+        !table.contains('\u{1b}') && !table.lines().any(|l| l.starts_with("FAKE")),
+        "{table}"
+    );
+    // Every row's vCPU column ends where the header's does.
+    let lines: Vec<&str> = table.lines().skip(2).collect();
+    let end = |l: &str| l.find(" vCPU").map(|i| i + 5);
+    let header_end = end(lines[0]).expect("header");
+    for row in &lines[1..] {
+        let b = row.as_bytes();
+        assert!(
+            b[header_end - 1].is_ascii_digit() && b[header_end] == b' ',
+            "{table}"
+        );
+    }
+    assert!(
+        table.contains("a-very-long-domain-n~ant-web-frontend-07"),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bench_policies_times_every_cpu_policy_at_scale() {
     let out = vcoord(&["bench", "policies", "--repeat", "1"]);

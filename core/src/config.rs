@@ -417,6 +417,16 @@ impl Config {
             if name.is_empty() {
                 return Err(err(h.name.span(), key("name"), "must not be empty".into()));
             }
+            if name.contains(char::is_control) {
+                return Err(err(
+                    h.name.span(),
+                    key("name"),
+                    format!(
+                        "`{}` has control characters (it is shown in logs, labels and tables)",
+                        crate::show::shown(name)
+                    ),
+                ));
+            }
             if hosts.iter().any(|other| other.name == name) {
                 return Err(err(
                     h.name.span(),

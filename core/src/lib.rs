@@ -22,6 +22,7 @@ pub mod plugin;
 pub mod policy;
 pub mod runtime;
 pub mod service;
+pub mod show;
 pub mod source;
 pub mod tools;
 pub mod trust;

@@ -478,13 +478,13 @@ impl Coordinator {
             if self.known.contains_key(&vm.name) {
                 continue;
             }
-            info!(host = %self.host.name, vm = %vm.name, vcpus = vm.vcpus.len(), "new domain");
+            info!(host = %self.host.name, vm = %crate::show::shown(&vm.name), vcpus = vm.vcpus.len(), "new domain");
             // Statistics are observation, not actuation: set them even in a dry run.
             if let Err(e) = self
                 .backend
                 .set_memory_stats_period(&vm.name, self.host.memory_stats_period_s)
             {
-                warn!(host = %self.host.name, vm = %vm.name, error = %e, "cannot set memory stats period");
+                warn!(host = %self.host.name, vm = %crate::show::shown(&vm.name), error = %e, "cannot set memory stats period");
             }
             self.known.insert(
                 vm.name.clone(),
@@ -502,6 +502,11 @@ impl Coordinator {
         for pin in changed_pins(snapshot, plan.pins) {
             if !self.dry_run {
                 if let Err(e) = self.backend.pin_vcpu(&pin.vm, pin.vcpu, &pin.cpus) {
+                    if matches!(e, BackendError::VmGone { .. }) {
+                        // Destroyed or shut down since the sample: nothing to pin, nothing wrong.
+                        debug!(host = %self.host.name, vm = %crate::show::shown(&pin.vm), "gone before its pin");
+                        continue;
+                    }
                     if let Some(held) = self.throttle.allow(&e.to_string()) {
                         warn!(host = %self.host.name, error = %e, held_back = held, "pin failed");
                     }
@@ -526,6 +531,10 @@ impl Coordinator {
                     .backend
                     .set_balloon_target(&change.vm, change.target_kib)
                 {
+                    if matches!(e, BackendError::VmGone { .. }) {
+                        debug!(host = %self.host.name, vm = %crate::show::shown(&change.vm), "gone before its balloon change");
+                        continue;
+                    }
                     if let Some(held) = self.throttle.allow(&e.to_string()) {
                         warn!(host = %self.host.name, error = %e, held_back = held, "balloon failed");
                     }
@@ -536,7 +545,7 @@ impl Coordinator {
                     k.last_target_kib = Some(change.target_kib);
                 }
             }
-            debug!(host = %self.host.name, vm = %change.vm,
+            debug!(host = %self.host.name, vm = %crate::show::shown(&change.vm),
                 from_mib = change.actual_kib / KIB_PER_MIB, to_mib = change.target_kib / KIB_PER_MIB,
                 reason = %change.reason, "balloon");
             record.balloons.push(change);
@@ -638,6 +647,7 @@ fn tick_summary(r: &TickRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpuset::CpuSet;
 
     #[test]
     fn the_tick_line_stays_short_on_big_hosts() {
@@ -651,6 +661,104 @@ mod tests {
             line.starts_with("tick 1 | 10000 VMs | pCPU% mean"),
             "{line}"
         );
+    }
+
+    /// A simulated host whose domain `a` is destroyed between the sample and the actions.
+    struct Vanishing(crate::backend::sim::SimBackend);
+
+    impl Backend for Vanishing {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn sample(&mut self) -> Result<crate::model::Sample, BackendError> {
+            self.0.sample()
+        }
+        fn pin_vcpu(&mut self, vm: &str, vcpu: u32, cpus: &CpuSet) -> Result<(), BackendError> {
+            match vm {
+                "a" => Err(BackendError::VmGone { vm: vm.into() }),
+                _ => self.0.pin_vcpu(vm, vcpu, cpus),
+            }
+        }
+        fn set_balloon_target(&mut self, vm: &str, kib: u64) -> Result<(), BackendError> {
+            match vm {
+                "a" => Err(BackendError::VmGone { vm: vm.into() }),
+                _ => self.0.set_balloon_target(vm, kib),
+            }
+        }
+        fn set_memory_stats_period(&mut self, vm: &str, s: u32) -> Result<(), BackendError> {
+            self.0.set_memory_stats_period(vm, s)
+        }
+        fn wait(&mut self, interval: Duration, sleep: &dyn Fn(Duration)) {
+            self.0.wait(interval, sleep)
+        }
+    }
+
+    /// Pins every vCPU to pCPU 1.
+    struct AllOnOne;
+    impl CpuPolicy for AllOnOne {
+        fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
+            let pins = snapshot.vms().iter().flat_map(|vm| {
+                vm.vcpus.iter().map(|v| VcpuPin {
+                    vm: vm.name.clone(),
+                    vcpu: v.id,
+                    cpus: CpuSet::single(1),
+                })
+            });
+            CpuPlan {
+                pins: pins.collect(),
+                reason: "all on pCPU 1".into(),
+            }
+        }
+    }
+
+    /// Asks every VM to give back 64 MiB.
+    struct TrimAll;
+    impl MemoryPolicy for TrimAll {
+        fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
+            let targets = snapshot.vms().iter().map(|vm| vcoord_api::BalloonTarget {
+                vm: vm.name.clone(),
+                target_kib: vm.memory.actual_kib as i64 - 65_536,
+                reason: "trim".into(),
+            });
+            MemoryPlan {
+                targets: targets.collect(),
+                reason: "trim".into(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_domain_gone_before_its_actions_is_skipped_not_failed() {
+        let path = std::path::Path::new("gone.toml");
+        let vm = |name: &str| {
+            format!("[[vm]]\nname = \"{name}\"\nmax_memory_mib = 2048\nmemory_mib = 2048\npins = [0]\ncpu = [{{ pct = 90 }}]\n")
+        };
+        let text = format!(
+            "name = \"gone\"\nduration_s = 10\n[host]\npcpus = 2\nmemory_mib = 8192\n{}{}",
+            vm("a"),
+            vm("b")
+        );
+        let scenario = crate::backend::sim::Scenario::parse(&text, path).unwrap();
+        let backend = crate::backend::sim::SimBackend::new(scenario, false);
+        let host = HostConfig::new("h", "sim:gone.toml", std::path::Path::new("."));
+        let mut c = Coordinator::new(
+            &host,
+            Box::new(Vanishing(backend)),
+            Box::new(AllOnOne),
+            Box::new(TrimAll),
+            false,
+        );
+        let (mut pinned_b, mut ballooned_b) = (false, false);
+        for _ in 0..4 {
+            let r = c.tick().unwrap();
+            assert!(r.failed.is_empty(), "{:?}", r.failed);
+            assert!(r.pins.iter().all(|p| p.vm != "a"), "{:?}", r.pins);
+            assert!(r.balloons.iter().all(|b| b.vm != "a"), "{:?}", r.balloons);
+            pinned_b |= r.pins.iter().any(|p| p.vm == "b");
+            ballooned_b |= r.balloons.iter().any(|b| b.vm == "b");
+            c.backend.wait(Duration::from_secs(1), &|_| {});
+        }
+        assert!(pinned_b && ballooned_b, "the test needs ticks that act");
     }
 
     #[test]

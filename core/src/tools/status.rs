@@ -12,7 +12,13 @@ use std::time::Duration;
 use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::service::status::{HostStatus, StatusDocument};
+use crate::show;
 use crate::units::KIB_PER_MIB;
+
+/// The VM column is at least this wide ("VM" and short names line up as before)...
+const MIN_NAME_WIDTH: usize = 24;
+/// ...and at most this wide: longer names are cut in the middle.
+const MAX_NAME_WIDTH: usize = 40;
 
 /// Why a status could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +112,12 @@ pub fn render(doc: &StatusDocument) -> String {
         out.push_str(&render_host(h));
     }
     for f in &doc.failed {
-        let _ = writeln!(out, "host {}: FAILED: {}", f.host, f.error);
+        let _ = writeln!(
+            out,
+            "host {}: FAILED: {}",
+            show::shown(&f.host),
+            show::one_line(&f.error, false)
+        );
     }
     out
 }
@@ -118,7 +129,7 @@ fn render_host(h: &HostStatus) -> String {
     let _ = writeln!(
         out,
         "host {}: {} pCPUs, {} MiB total, {} MiB free; {} VMs",
-        h.host,
+        show::shown(&h.host),
         snap.host().pcpus.len(),
         mib(snap.host().mem_total_kib),
         mib(snap.host().mem_free_kib),
@@ -136,9 +147,17 @@ fn render_host(h: &HostStatus) -> String {
         h.window_s,
         loads.join("  ")
     );
+    // The name column fits the longest name, within bounds; longer names are cut.
+    let width = snap
+        .vms()
+        .iter()
+        .map(|vm| show::fit(&vm.name, MAX_NAME_WIDTH).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(MIN_NAME_WIDTH);
     let _ = writeln!(
         out,
-        "{:<24} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "{:<width$} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
         "VM", "vCPU", "load%", "wait%", "pCPU", "affinity", "max MiB", "actual", "unused"
     );
     let fmt_pct = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
@@ -146,7 +165,7 @@ fn render_host(h: &HostStatus) -> String {
         for (i, v) in vm.vcpus.iter().enumerate() {
             let (name, max, actual, unused) = if i == 0 {
                 (
-                    vm.name.as_str(),
+                    show::fit(&vm.name, MAX_NAME_WIDTH),
                     mib(vm.memory.max_kib).to_string(),
                     mib(vm.memory.actual_kib).to_string(),
                     vm.memory
@@ -155,11 +174,11 @@ fn render_host(h: &HostStatus) -> String {
                         .unwrap_or_else(|| "-".into()),
                 )
             } else {
-                ("", String::new(), String::new(), String::new())
+                (String::new(), String::new(), String::new(), String::new())
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
+                "{:<width$} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
                 name,
                 v.id,
                 fmt_pct(v.load_pct),

@@ -67,14 +67,14 @@ impl LibvirtBackend {
                     if old != Some(&read) {
                         match &read {
                             Read::Nothing if old.is_some() => {
-                                info!(vm = %vm.name, "the domain's vcoord metadata was removed")
+                                info!(vm = %crate::show::shown(&vm.name), "the domain's vcoord metadata was removed")
                             }
                             Read::Nothing => {}
                             Read::Settings(s) => {
-                                info!(vm = %vm.name, settings = ?s, "operator settings from the domain's metadata")
+                                info!(vm = %crate::show::shown(&vm.name), settings = ?s, "operator settings from the domain's metadata")
                             }
                             Read::Unusable(why) => {
-                                error!(vm = %vm.name, error = %why, "cannot understand vcoord's metadata of this domain: leaving it alone")
+                                error!(vm = %crate::show::shown(&vm.name), error = %why, "cannot understand vcoord's metadata of this domain: leaving it alone")
                             }
                         }
                     }

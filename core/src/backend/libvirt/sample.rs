@@ -60,7 +60,7 @@ impl LibvirtBackend {
                         .insert(dom.name.clone(), e.to_string())
                         .is_none()
                     {
-                        warn!(vm = %dom.name, error = %e, "cannot read vCPU placement; vCPUs unplaced");
+                        warn!(vm = %crate::show::shown(&dom.name), error = %e, "cannot read vCPU placement; vCPUs unplaced");
                     }
                     Vec::new()
                 }
@@ -116,13 +116,13 @@ impl LibvirtBackend {
             match proc.vcpus(name, uuid) {
                 Ok(v) => {
                     if self.proc_failed.remove(name).is_some() {
-                        info!(vm = %name, "vCPU figures from /proc again");
+                        info!(vm = %crate::show::shown(name), "vCPU figures from /proc again");
                     }
                     figures.insert(name.clone(), v);
                 }
                 Err(e) => {
                     if self.proc_failed.insert(name.clone(), e.clone()).is_none() {
-                        warn!(vm = %name, error = %e, "fast path failed for this domain; sampling it through libvirt");
+                        warn!(vm = %crate::show::shown(name), error = %e, "fast path failed for this domain; sampling it through libvirt");
                     }
                     fallback.push(name.clone());
                 }

@@ -440,10 +440,12 @@ impl Scenario {
                     format!("lists {} vCPUs, the VM has {}", vm.vcpu_cpu.len(), vm.vcpus),
                 ));
             }
-            for phase in vm.cpu.iter().chain(vm.vcpu_cpu.iter().flatten()) {
-                within(&key("cpu"), phase.pct, 0.0, 100.0, "percent")?;
+            let cpu_phases = vm.cpu.iter().map(|p| ("cpu", p));
+            let vcpu_phases = vm.vcpu_cpu.iter().flatten().map(|p| ("vcpu_cpu", p));
+            for (field, phase) in cpu_phases.chain(vcpu_phases) {
+                within(&key(field), phase.pct, 0.0, 100.0, "percent")?;
                 if let Some(f) = phase.for_s {
-                    within(&key("cpu"), f, 0.001, MAX_DURATION_S, "s (a phase's for_s)")?;
+                    within(&key(field), f, 0.001, MAX_DURATION_S, "s (a phase's for_s)")?;
                 }
             }
             for (j, phase) in vm.memory.iter().enumerate() {
