@@ -16,9 +16,9 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use vcoord_core::config::HostConfig;
+use vcoord_core::runtime::control::Control;
 use vcoord_core::runtime::record::TickRecord;
 use vcoord_core::runtime::{Coordinator, RunOptions};
-use vcoord_core::service::control::Control;
 
 /// One cycle of the day, s: 72 of them make 24 hours.
 const CYCLE_S: u64 = 1200;

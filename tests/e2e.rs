@@ -1916,8 +1916,8 @@ fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s(
 /// free back into the band).
 fn simulate_long_run(dir: &Path, base_used_mib: f64) -> (f64, f64) {
     use vcoord_core::config::HostConfig;
+    use vcoord_core::runtime::control::Control;
     use vcoord_core::runtime::{Coordinator, RunOptions};
-    use vcoord_core::service::control::Control;
     let scenario = dir.join("long-run.toml");
     std::fs::write(
         &scenario,
@@ -2208,8 +2208,8 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
 #[test]
 fn a_recording_becomes_a_scenario_that_the_simulator_plays_alike() {
     use vcoord_core::config::HostConfig;
+    use vcoord_core::runtime::control::Control;
     use vcoord_core::runtime::{Coordinator, RunOptions};
-    use vcoord_core::service::control::Control;
     if !e2e_enabled() {
         return;
     }

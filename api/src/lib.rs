@@ -30,8 +30,8 @@ pub use params::{ParamError, ParamSpec, Params, PerVm};
 pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
 pub use policy::{CpuPolicy, MemoryPolicy, Policy, PolicyHealth};
 pub use snapshot::{
-    Core, GuardLimits, HostView, InvalidSnapshot, MemoryView, Node, Pcpu, PcpuView, Snapshot,
-    VcpuView, VmControl, VmView,
+    vcpu_demand_pct, Core, GuardLimits, HostView, InvalidSnapshot, MemoryView, Node, Pcpu,
+    PcpuView, Snapshot, VcpuView, VmControl, VmView,
 };
 pub use units::{Kib, Mib};
 

@@ -200,6 +200,19 @@ impl VcpuView {
     pub fn placed_on(&self) -> Option<u32> {
         self.pcpu.or_else(|| self.affinity.only())
     }
+
+    /// Its demand over the last interval: see [`vcpu_demand_pct`].
+    pub fn demand_pct(&self) -> Option<f64> {
+        vcpu_demand_pct(self.load_pct, self.wait_pct)
+    }
+}
+
+/// A vCPU's demand over an interval, percent of one pCPU: the time it ran plus the time it
+/// waited to run (runnable, but its pCPU busy), at most one pCPU's worth, since one vCPU cannot
+/// use more. Two busy vCPUs sharing a pCPU each show 100, where their run time alone shows 50.
+/// `None` while its run time is unknown (before a second sample); unknown wait counts as none.
+pub fn vcpu_demand_pct(load_pct: Option<f64>, wait_pct: Option<f64>) -> Option<f64> {
+    Some((load_pct? + wait_pct.unwrap_or(0.0)).clamp(0.0, 100.0))
 }
 
 /// Memory of one VM as a policy sees it.

@@ -70,6 +70,62 @@ pub struct BalloonChange {
     pub reason: String,
 }
 
+/// Why the guard refused or trimmed an action: the `reason` label of
+/// `vcoord_guard_refusals_total`, and what repeated warnings are counted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The operator set the VM's CPU or memory to ignore.
+    OperatorIgnore,
+    /// Grants were cut to what the host has above its reserve.
+    HostReserve,
+    /// A target was moved within the floor, the shrink margin or the VM's bounds.
+    Trimmed,
+    /// No such domain on the host.
+    UnknownVm,
+    /// A pin to no pCPU, to a pCPU the host lacks, or of a vCPU the domain lacks.
+    BadPin,
+    /// A balloon target for a guest without fresh memory statistics.
+    StaleStats,
+    /// The same vCPU or domain twice in one plan.
+    Duplicate,
+    /// A negative balloon target.
+    BadTarget,
+    /// Read from a record that did not say.
+    #[default]
+    Other,
+}
+
+impl Refusal {
+    /// Every refusal, in the order metrics list them.
+    pub const ALL: [Refusal; 9] = [
+        Refusal::OperatorIgnore,
+        Refusal::HostReserve,
+        Refusal::Trimmed,
+        Refusal::UnknownVm,
+        Refusal::BadPin,
+        Refusal::StaleStats,
+        Refusal::Duplicate,
+        Refusal::BadTarget,
+        Refusal::Other,
+    ];
+
+    /// Its metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::OperatorIgnore => "operator_ignore",
+            Refusal::HostReserve => "host_reserve",
+            Refusal::Trimmed => "trimmed",
+            Refusal::UnknownVm => "unknown_vm",
+            Refusal::BadPin => "bad_pin",
+            Refusal::StaleStats => "stale_stats",
+            Refusal::Duplicate => "duplicate",
+            Refusal::BadTarget => "bad_target",
+            Refusal::Other => "other",
+        }
+    }
+}
+
 /// An action the guard refused, or trimmed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
@@ -77,6 +133,12 @@ pub struct Rejection {
     pub action: String,
     /// Why it was refused or trimmed.
     pub why: String,
+    /// ... as a kind.
+    #[serde(default)]
+    pub reason: Refusal,
+    /// The domain the action was for.
+    #[serde(default)]
+    pub vm: String,
 }
 
 /// The part of the plans that may be carried out.
@@ -102,11 +164,6 @@ impl Guard {
         Self { settings }
     }
 
-    /// The limits in force.
-    pub fn settings(&self) -> &GuardSettings {
-        &self.settings
-    }
-
     /// Filters both plans.
     pub fn check(&self, snapshot: &Snapshot, cpu: &CpuPlan, memory: &MemoryPlan) -> GuardedPlan {
         let mut out = GuardedPlan::default();
@@ -118,36 +175,48 @@ impl Guard {
     fn check_pins(&self, snapshot: &Snapshot, plan: &CpuPlan, out: &mut GuardedPlan) {
         let mut seen = HashSet::new();
         for pin in &plan.pins {
-            let reject = |why: String| Rejection {
+            let reject = |reason: Refusal, why: String| Rejection {
                 action: format!("pin {}/vcpu{} to {{{}}}", pin.vm, pin.vcpu, pin.cpus),
                 why,
+                reason,
+                vm: pin.vm.clone(),
             };
             let Some(vm) = snapshot.vm(&pin.vm) else {
-                out.rejected.push(reject("no such domain".into()));
+                out.rejected
+                    .push(reject(Refusal::UnknownVm, "no such domain".into()));
                 continue;
             };
             if !vm.control.cpu_managed {
-                out.rejected
-                    .push(reject("the operator set this VM's CPU to ignore".into()));
+                out.rejected.push(reject(
+                    Refusal::OperatorIgnore,
+                    "the operator set this VM's CPU to ignore".into(),
+                ));
                 continue;
             }
             if !vm.vcpus.iter().any(|v| v.id == pin.vcpu) {
-                out.rejected
-                    .push(reject(format!("domain has no vCPU {}", pin.vcpu)));
+                out.rejected.push(reject(
+                    Refusal::BadPin,
+                    format!("domain has no vCPU {}", pin.vcpu),
+                ));
                 continue;
             }
             if pin.cpus.is_empty() {
-                out.rejected.push(reject("empty pCPU set".into()));
+                out.rejected
+                    .push(reject(Refusal::BadPin, "empty pCPU set".into()));
                 continue;
             }
             if let Some(bad) = pin.cpus.iter().find(|&c| snapshot.pcpu_index(c).is_none()) {
-                out.rejected
-                    .push(reject(format!("pCPU {bad} does not exist on this host")));
+                out.rejected.push(reject(
+                    Refusal::BadPin,
+                    format!("pCPU {bad} does not exist on this host"),
+                ));
                 continue;
             }
             if !seen.insert((pin.vm.as_str(), pin.vcpu)) {
-                out.rejected
-                    .push(reject("vCPU pinned twice in one plan".into()));
+                out.rejected.push(reject(
+                    Refusal::Duplicate,
+                    "vCPU pinned twice in one plan".into(),
+                ));
                 continue;
             }
             out.pins.push(pin.clone());
@@ -165,31 +234,41 @@ impl Guard {
                 target.vm,
                 target.target_kib / MIB as i64
             );
-            let reject = |why: String| Rejection {
+            let reject = |reason: Refusal, why: String| Rejection {
                 action: action.clone(),
                 why,
+                reason,
+                vm: target.vm.clone(),
             };
             let Some(vm) = snapshot.vm(&target.vm) else {
-                out.rejected.push(reject("no such domain".into()));
+                out.rejected
+                    .push(reject(Refusal::UnknownVm, "no such domain".into()));
                 continue;
             };
             if target.target_kib < 0 {
-                out.rejected.push(reject("negative target".into()));
+                out.rejected
+                    .push(reject(Refusal::BadTarget, "negative target".into()));
                 continue;
             }
             if !vm.control.memory_managed {
-                out.rejected
-                    .push(reject("the operator set this VM's memory to ignore".into()));
+                out.rejected.push(reject(
+                    Refusal::OperatorIgnore,
+                    "the operator set this VM's memory to ignore".into(),
+                ));
                 continue;
             }
             if !vm.memory.stats_fresh {
-                out.rejected
-                    .push(reject("no fresh guest memory statistics".into()));
+                out.rejected.push(reject(
+                    Refusal::StaleStats,
+                    "no fresh guest memory statistics".into(),
+                ));
                 continue;
             }
             if !seen.insert(target.vm.as_str()) {
-                out.rejected
-                    .push(reject("domain targeted twice in one plan".into()));
+                out.rejected.push(reject(
+                    Refusal::Duplicate,
+                    "domain targeted twice in one plan".into(),
+                ));
                 continue;
             }
             let actual = vm.memory.actual_kib;
@@ -210,18 +289,21 @@ impl Guard {
                 allowed = allowed.max(lowest);
             }
             if allowed != asked {
-                out.rejected.push(reject(format!(
-                    "trimmed to {} MiB (floor {} MiB, shrink margin {} MiB, max {} MiB{})",
-                    allowed / MIB,
-                    self.settings.guest_floor_mib,
-                    self.settings.shrink_margin_mib,
-                    max_kib / MIB,
-                    if min_kib > 0 {
-                        format!(", operator's min {} MiB", min_kib / MIB)
-                    } else {
-                        String::new()
-                    }
-                )));
+                out.rejected.push(reject(
+                    Refusal::Trimmed,
+                    format!(
+                        "trimmed to {} MiB (floor {} MiB, shrink margin {} MiB, max {} MiB{})",
+                        allowed / MIB,
+                        self.settings.guest_floor_mib,
+                        self.settings.shrink_margin_mib,
+                        max_kib / MIB,
+                        if min_kib > 0 {
+                            format!(", operator's min {} MiB", min_kib / MIB)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
             }
             if allowed != actual {
                 changes.push(BalloonChange {
@@ -248,6 +330,8 @@ impl Guard {
                 let grant = change.target_kib - change.actual_kib;
                 let trimmed = (grant as f64 * ratio).floor() as u64;
                 out.rejected.push(Rejection {
+                    reason: Refusal::HostReserve,
+                    vm: change.vm.clone(),
                     action: format!("grant {} MiB to {}", grant / MIB, change.vm),
                     why: format!(
                         "host reserve: trimmed to {} MiB ({} MiB grantable above the {} MiB reserve, {} MiB asked in all)",
@@ -353,17 +437,11 @@ mod tests {
         };
         let out = Guard::default().check(&snap, &plan, &MemoryPlan::default());
         assert_eq!(out.pins, vec![pin("a", 0, &[1])]);
+        let reasons: Vec<_> = out.rejected.iter().map(|r| r.reason).collect();
+        use Refusal::*;
+        assert_eq!(reasons, vec![Duplicate, BadPin, UnknownVm, BadPin, BadPin]);
         let whys: Vec<_> = out.rejected.iter().map(|r| r.why.as_str()).collect();
-        assert_eq!(
-            whys,
-            vec![
-                "vCPU pinned twice in one plan",
-                "domain has no vCPU 3",
-                "no such domain",
-                "pCPU 7 does not exist on this host",
-                "empty pCPU set"
-            ]
-        );
+        assert_eq!(whys[3], "pCPU 7 does not exist on this host");
     }
 
     #[test]
@@ -432,15 +510,24 @@ mod tests {
         // cpu-off's memory is managed; bounded stops at its min; above (already over its max)
         // is not grown.
         assert_eq!(got, vec![("cpu-off", 600), ("bounded", 900)]);
+        let refused: Vec<_> = out
+            .rejected
+            .iter()
+            .map(|r| (r.vm.as_str(), r.reason))
+            .collect();
+        assert!(
+            refused.contains(&("cpu-off", Refusal::OperatorIgnore)),
+            "{refused:?}"
+        );
+        assert!(
+            refused.contains(&("mem-off", Refusal::OperatorIgnore)),
+            "{refused:?}"
+        );
+        assert!(
+            refused.contains(&("bounded", Refusal::Trimmed)),
+            "{refused:?}"
+        );
         let whys: Vec<_> = out.rejected.iter().map(|r| r.why.as_str()).collect();
-        assert!(
-            whys.contains(&"the operator set this VM's CPU to ignore"),
-            "{whys:?}"
-        );
-        assert!(
-            whys.contains(&"the operator set this VM's memory to ignore"),
-            "{whys:?}"
-        );
         assert!(
             whys.iter().any(|w| w.contains("operator's min 900 MiB")),
             "{whys:?}"
@@ -482,6 +569,7 @@ mod tests {
         let snap = snapshot(150, vec![vm("a", 512, Some(50))]);
         let out = Guard::default().check(&snap, &CpuPlan::default(), &targets(&[("a", 700)]));
         assert!(out.balloons.is_empty());
+        assert_eq!(out.rejected[0].reason, Refusal::HostReserve);
         assert!(out.rejected[0].why.starts_with("host reserve"));
     }
 
@@ -494,7 +582,7 @@ mod tests {
             &targets(&[("a", 400), ("b", -5)]),
         );
         assert!(out.balloons.is_empty());
-        assert_eq!(out.rejected[0].why, "no fresh guest memory statistics");
-        assert_eq!(out.rejected[1].why, "negative target");
+        let reasons: Vec<_> = out.rejected.iter().map(|r| r.reason).collect();
+        assert_eq!(reasons, vec![Refusal::StaleStats, Refusal::BadTarget]);
     }
 }

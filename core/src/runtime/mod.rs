@@ -1,5 +1,6 @@
 //! The loop: collect -> snapshot -> decide -> guard -> actuate -> record, once per tick.
 
+pub mod control;
 pub mod guard;
 pub mod record;
 pub mod snapshot;
@@ -12,13 +13,12 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::config::HostConfig;
+use crate::policy::PolicyHealth;
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
-use crate::runtime::guard::{Guard, GuardedPlan};
+use crate::runtime::control::Control;
+use crate::runtime::guard::{Guard, GuardedPlan, Refusal};
 use crate::runtime::record::{ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
-use crate::service::control::Control;
-use crate::service::metrics::{Metrics, TickCost};
-use crate::service::status::StatusBoard;
 use crate::units::{Kib, KIB_PER_MIB};
 
 /// A host that cannot be coordinated at all (as opposed to a tick that fails and is retried).
@@ -87,29 +87,44 @@ pub struct Coordinator {
     /// Dry run by the command line, whatever the configuration says.
     dry_run_forced: bool,
     throttle: Throttle,
-    observers: Option<Observers>,
+    observer: Option<Arc<dyn Observer>>,
     start_wall_s: Option<f64>,
 }
 
-/// Lets a repeated warning through at most once a minute, saying how many were held back.
-/// Warnings that differ only in their figures count as the same.
+/// A kind of warning that may repeat every tick: what [`Throttle`] counts by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Warning {
+    /// The host could not be sampled.
+    Sampling,
+    /// The guard refused or trimmed an action for this VM, for this reason.
+    Guard(Refusal, String),
+    /// The hypervisor refused a pin of this VM.
+    Pin(String),
+    /// The hypervisor refused a balloon target of this VM.
+    Balloon(String),
+}
+
+/// Lets each kind of repeated warning through at most once a minute, saying how many were held
+/// back.
 #[derive(Debug, Default)]
 struct Throttle {
-    seen: HashMap<String, (Instant, u64)>,
+    seen: HashMap<Warning, (Instant, u64)>,
 }
 
 impl Throttle {
     const EVERY: Duration = Duration::from_secs(60);
 
-    /// `Some(held back since the last one)` when `message` may be logged now.
-    fn allow(&mut self, message: &str) -> Option<u64> {
-        let key: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+    /// Kinds remembered at most; older ones are dropped past it.
+    const MAX_KINDS: usize = 10_000;
+
+    /// `Some(held back since the last one)` when a warning of this kind may be logged now.
+    fn allow(&mut self, kind: Warning) -> Option<u64> {
         let now = Instant::now();
-        if self.seen.len() > 10_000 {
+        if self.seen.len() > Self::MAX_KINDS {
             self.seen
                 .retain(|_, (last, _)| now.duration_since(*last) < Self::EVERY);
         }
-        match self.seen.get_mut(&key) {
+        match self.seen.get_mut(&kind) {
             Some((last, held)) if now.duration_since(*last) < Self::EVERY => {
                 *held += 1;
                 None
@@ -119,20 +134,48 @@ impl Throttle {
                 Some(std::mem::take(held))
             }
             None => {
-                self.seen.insert(key, (now, 0));
+                self.seen.insert(kind, (now, 0));
                 Some(0)
             }
         }
     }
 }
 
-/// Where a coordinator reports its ticks: metrics and the status board.
-#[derive(Clone, Debug)]
-pub struct Observers {
-    /// Prometheus metrics and host health.
-    pub metrics: Arc<Metrics>,
-    /// The last snapshot of each host.
-    pub status: Arc<StatusBoard>,
+/// What a tick cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TickCost {
+    /// The whole tick.
+    pub tick: Duration,
+    /// Sampling the host.
+    pub collect: Duration,
+    /// Hypervisor calls made.
+    pub calls: u64,
+}
+
+/// A policy's kind (`cpu`, `memory`), its label and how it is.
+pub type PolicyState<'a> = (&'a str, &'a str, PolicyHealth);
+
+/// One tick as a coordinator reports it.
+pub struct TickReport<'a> {
+    /// What the policies saw.
+    pub snapshot: &'a Snapshot,
+    /// Each vCPU's cumulative run time as sampled: (VM, vCPU, ns).
+    pub run_times: &'a [(String, u32, u64)],
+    /// What was decided and done.
+    pub record: &'a TickRecord,
+    /// What it cost.
+    pub cost: TickCost,
+    /// Both policies.
+    pub policies: [PolicyState<'a>; 2],
+}
+
+/// Whatever watches a coordinator's ticks (the service's metrics and status page). The loop
+/// calls it and knows nothing else of it.
+pub trait Observer: Send + Sync {
+    /// A tick of `host` that could not sample the host.
+    fn tick_failed(&self, host: &str);
+    /// A tick of `host` that ran.
+    fn tick(&self, host: &str, report: &TickReport<'_>);
 }
 
 /// A new configuration for a running host (see [`Coordinator::reconfigure`]).
@@ -228,7 +271,7 @@ impl Coordinator {
             dry_run: dry_run || host.dry_run,
             dry_run_forced: dry_run,
             throttle: Throttle::default(),
-            observers: None,
+            observer: None,
             start_wall_s: None,
         }
     }
@@ -334,11 +377,11 @@ impl Coordinator {
             Ok(sample) => sample,
             Err(e) => {
                 let text = e.to_string();
-                if let Some(held) = self.throttle.allow(&text) {
+                if let Some(held) = self.throttle.allow(Warning::Sampling) {
                     warn!(host = %self.host.name, error = %text, held_back = held, "sampling failed; retrying next tick");
                 }
-                if let Some(o) = &self.observers {
-                    o.metrics.tick_failed(&self.host.name);
+                if let Some(o) = &self.observer {
+                    o.tick_failed(&self.host.name);
                 }
                 return None;
             }
@@ -346,7 +389,7 @@ impl Coordinator {
         let collect = started.elapsed();
         self.first_sight(&sample.vms);
         let pending = self.pending_grants_kib(&sample.vms);
-        let run_times: Vec<(String, u32, u64)> = match &self.observers {
+        let run_times: Vec<(String, u32, u64)> = match &self.observer {
             Some(_) => sample
                 .vms
                 .iter()
@@ -372,7 +415,7 @@ impl Coordinator {
         let memory_plan = self.memory_policy.decide(&snapshot);
         let guarded = self.guard.check(&snapshot, &cpu_plan, &memory_plan);
         for r in &guarded.rejected {
-            if let Some(held) = self.throttle.allow(&format!("{} {}", r.action, r.why)) {
+            if let Some(held) = self.throttle.allow(Warning::Guard(r.reason, r.vm.clone())) {
                 warn!(host = %self.host.name, action = %r.action, why = %r.why, held_back = held, "guard");
             }
         }
@@ -387,7 +430,7 @@ impl Coordinator {
         record.sample_calls = sample_calls;
         record.actuate_calls = self.backend.take_calls().actuate_calls;
         log_tick(&record);
-        if let Some(o) = &self.observers {
+        if let Some(o) = &self.observer {
             let cost = TickCost {
                 tick: started.elapsed(),
                 collect,
@@ -397,13 +440,17 @@ impl Coordinator {
                 self.host.cpu_policy.label(),
                 self.host.memory_policy.label(),
             );
-            let policies = [
-                ("cpu", cpu.as_str(), self.cpu_policy.health()),
-                ("memory", memory.as_str(), self.memory_policy.health()),
-            ];
-            o.metrics
-                .tick(&snapshot, &run_times, &record, &cost, &policies);
-            o.status.update(&self.host.name, &snapshot);
+            let report = TickReport {
+                snapshot: &snapshot,
+                run_times: &run_times,
+                record: &record,
+                cost,
+                policies: [
+                    ("cpu", cpu.as_str(), self.cpu_policy.health()),
+                    ("memory", memory.as_str(), self.memory_policy.health()),
+                ],
+            };
+            o.tick(&self.host.name, &report);
         }
         if self.record_snapshots {
             record.snapshot = Some(snapshot);
@@ -411,9 +458,9 @@ impl Coordinator {
         Some(record)
     }
 
-    /// Reports every tick to `observers` from now on.
-    pub fn observe(&mut self, observers: Observers) {
-        self.observers = Some(observers);
+    /// Reports every tick to `observer` from now on.
+    pub fn observe(&mut self, observer: Arc<dyn Observer>) {
+        self.observer = Some(observer);
     }
 
     /// What the shadow policies would do on this snapshot: decided and guarded, never applied.
@@ -507,7 +554,7 @@ impl Coordinator {
                         debug!(host = %self.host.name, vm = %crate::show::shown(&pin.vm), "gone before its pin");
                         continue;
                     }
-                    if let Some(held) = self.throttle.allow(&e.to_string()) {
+                    if let Some(held) = self.throttle.allow(Warning::Pin(pin.vm.clone())) {
                         warn!(host = %self.host.name, error = %e, held_back = held, "pin failed");
                     }
                     record.failed.push(e.to_string());
@@ -535,7 +582,7 @@ impl Coordinator {
                         debug!(host = %self.host.name, vm = %crate::show::shown(&change.vm), "gone before its balloon change");
                         continue;
                     }
-                    if let Some(held) = self.throttle.allow(&e.to_string()) {
+                    if let Some(held) = self.throttle.allow(Warning::Balloon(change.vm.clone())) {
                         warn!(host = %self.host.name, error = %e, held_back = held, "balloon failed");
                     }
                     record.failed.push(e.to_string());
@@ -764,12 +811,21 @@ mod tests {
     #[test]
     fn repeated_warnings_are_let_through_once_a_minute() {
         let mut t = Throttle::default();
-        assert_eq!(t.allow("grant 37 MiB to a trimmed"), Some(0));
-        assert_eq!(t.allow("grant 12 MiB to a trimmed"), None);
-        assert_eq!(t.allow("balloon of b refused"), Some(0));
+        let trimmed = || Warning::Guard(Refusal::HostReserve, "a".into());
+        assert_eq!(t.allow(trimmed()), Some(0));
+        assert_eq!(t.allow(trimmed()), None);
+        // Another VM, or another reason, is another warning.
+        assert_eq!(
+            t.allow(Warning::Guard(Refusal::HostReserve, "b".into())),
+            Some(0)
+        );
+        assert_eq!(
+            t.allow(Warning::Guard(Refusal::Trimmed, "a".into())),
+            Some(0)
+        );
+        assert_eq!(t.allow(Warning::Balloon("a".into())), Some(0));
         // A minute later the next one gets through with the count held back.
-        let key: String = "grant  MiB to a trimmed".into();
-        t.seen.get_mut(&key).unwrap().0 -= Duration::from_secs(61);
-        assert_eq!(t.allow("grant 5 MiB to a trimmed"), Some(1));
+        t.seen.get_mut(&trimmed()).unwrap().0 -= Duration::from_secs(61);
+        assert_eq!(t.allow(trimmed()), Some(1));
     }
 }

@@ -25,14 +25,13 @@ use tracing::{error, info, warn};
 use crate::backend::BackendError;
 use crate::config::{Config, ConfigError, HostConfig};
 use crate::policy::{CpuPolicy, MemoryPolicy};
+use crate::runtime::control::Control;
 use crate::runtime::record::Recorder;
-use crate::runtime::{Coordinator, Observers, RunError, RunOptions, Shadow, Update};
-use crate::service::control::Control;
+use crate::runtime::{Coordinator, RunError, RunOptions, Shadow, Update};
 use crate::service::http::Endpoint;
 use crate::service::lock::{HostLock, LockError};
-use crate::service::metrics::Metrics;
 use crate::service::notify::Notifier;
-use crate::service::status::StatusBoard;
+use crate::service::Observers;
 
 /// The longest wait between attempts to start a host whose backend is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -165,10 +164,7 @@ pub fn run(
     for (host, _) in &plan.hosts {
         locks.insert(host.name.clone(), lock_for(host, options)?);
     }
-    let observers = plan.metrics_listen.map(|_| Observers {
-        metrics: Arc::new(Metrics::new()),
-        status: Arc::new(StatusBoard::default()),
-    });
+    let observers = plan.metrics_listen.map(|_| Observers::new());
     let endpoint = match (plan.metrics_listen, &observers) {
         (Some(addr), Some(o)) => Some(
             Endpoint::start(addr, o.metrics.clone(), o.status.clone(), control.clone())
@@ -429,7 +425,7 @@ fn host_loop(
         None => return Ok(0),
     };
     if let Some(o) = &observers {
-        coordinator.observe(o.clone());
+        coordinator.observe(Arc::new(o.clone()));
     }
     status.start_failed.store(false, Ordering::SeqCst);
     let mut done = 0;

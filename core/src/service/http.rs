@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::control::Control;
 use super::metrics::Metrics;
 use super::status::StatusBoard;
+use crate::runtime::control::Control;
 
 /// From accept to the last byte of the answer.
 pub const DEADLINE: Duration = Duration::from_secs(5);

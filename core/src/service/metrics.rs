@@ -14,8 +14,10 @@ use prometheus::{
 };
 
 use crate::policy::PolicyHealth;
+use crate::runtime::guard::Refusal;
 use crate::runtime::record::TickRecord;
 use crate::runtime::snapshot::Snapshot;
+use crate::runtime::{PolicyState, TickCost};
 
 /// Bytes in one KiB.
 const KIB: f64 = 1024.0;
@@ -87,20 +89,6 @@ struct HostHealth {
     started: Instant,
     problem: Option<String>,
 }
-
-/// What one tick did, beyond its record.
-#[derive(Debug, Default)]
-pub struct TickCost {
-    /// The whole tick.
-    pub tick: Duration,
-    /// Sampling the host.
-    pub collect: Duration,
-    /// Hypervisor calls made.
-    pub calls: u64,
-}
-
-/// A policy's kind and how it is.
-pub type PolicyState<'a> = (&'a str, &'a str, PolicyHealth);
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric")
@@ -249,8 +237,9 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             self.ticks.with_label_values(&[host, outcome]);
         }
-        for reason in REFUSAL_REASONS {
-            self.guard_refusals.with_label_values(&[host, reason]);
+        for reason in Refusal::ALL {
+            self.guard_refusals
+                .with_label_values(&[host, reason.label()]);
         }
         for kind in ["cpu", "memory"] {
             self.shadow_disagreements.with_label_values(&[host, kind]);
@@ -325,8 +314,10 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             let _ = self.ticks.remove_label_values(&[host, outcome]);
         }
-        for reason in REFUSAL_REASONS {
-            let _ = self.guard_refusals.remove_label_values(&[host, reason]);
+        for reason in Refusal::ALL {
+            let _ = self
+                .guard_refusals
+                .remove_label_values(&[host, reason.label()]);
         }
         for kind in ["cpu", "memory"] {
             let _ = self.shadow_disagreements.remove_label_values(&[host, kind]);
@@ -468,7 +459,7 @@ impl Metrics {
         }
         for r in &record.rejected {
             self.guard_refusals
-                .with_label_values(&[host, refusal_reason(&r.why)])
+                .with_label_values(&[host, r.reason.label()])
                 .inc();
         }
         self.actuation_errors
@@ -626,43 +617,6 @@ fn set_or_remove(g: &GaugeVec, labels: &[&str], value: Option<f64>) {
         None => {
             let _ = g.remove_label_values(labels);
         }
-    }
-}
-
-/// Every value of the `reason` label of `vcoord_guard_refusals_total`.
-const REFUSAL_REASONS: [&str; 9] = [
-    "operator_ignore",
-    "host_reserve",
-    "trimmed",
-    "unknown_vm",
-    "bad_pin",
-    "stale_stats",
-    "duplicate",
-    "bad_target",
-    "other",
-];
-
-/// A refusal's reason as a label: a few fixed words, never free text.
-fn refusal_reason(why: &str) -> &'static str {
-    let w = why.to_ascii_lowercase();
-    if w.contains("operator") && w.contains("ignore") {
-        "operator_ignore"
-    } else if w.contains("host reserve") {
-        "host_reserve"
-    } else if w.contains("trimmed") {
-        "trimmed"
-    } else if w.contains("no such domain") {
-        "unknown_vm"
-    } else if w.contains("does not exist") || w.contains("empty pcpu") || w.contains("no vcpu") {
-        "bad_pin"
-    } else if w.contains("statistics") {
-        "stale_stats"
-    } else if w.contains("twice") {
-        "duplicate"
-    } else if w.contains("negative") {
-        "bad_target"
-    } else {
-        "other"
     }
 }
 

@@ -1,12 +1,53 @@
-//! Running as a host service: the daemon that supervises every host ([`daemon`]), stop and
-//! reload requests from signals ([`control`]), the systemd notify protocol ([`notify`]) and
-//! one instance per host ([`lock`]), and what it shows of itself: Prometheus metrics and health
-//! ([`metrics`]), the last snapshot of each host ([`status`]), served over HTTP ([`http`]).
+//! Running as a host service: the daemon that supervises every host ([`daemon`]), the systemd
+//! notify protocol ([`notify`]) and one instance per host ([`lock`]), and what it shows of
+//! itself: Prometheus metrics and health ([`metrics`]), the last snapshot of each host
+//! ([`status`]), served over HTTP ([`http`]). The loops report to it through
+//! [`crate::runtime::Observer`]; it depends on them, never the other way.
 
-pub mod control;
+use std::sync::Arc;
+
+use crate::runtime::{Observer, TickReport};
+
 pub mod daemon;
 pub mod http;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod status;
+
+/// What the service watches each tick with: metrics and the status board.
+#[derive(Clone, Debug)]
+pub struct Observers {
+    /// Prometheus metrics and host health.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The last snapshot of each host.
+    pub status: Arc<status::StatusBoard>,
+}
+
+impl Observers {
+    /// Fresh metrics and an empty status board.
+    pub fn new() -> Self {
+        Self {
+            metrics: Arc::new(metrics::Metrics::new()),
+            status: Arc::new(status::StatusBoard::default()),
+        }
+    }
+}
+
+impl Default for Observers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Observer for Observers {
+    fn tick_failed(&self, host: &str) {
+        self.metrics.tick_failed(host);
+    }
+
+    fn tick(&self, host: &str, r: &TickReport<'_>) {
+        self.metrics
+            .tick(r.snapshot, r.run_times, r.record, &r.cost, &r.policies);
+        self.status.update(host, r.snapshot);
+    }
+}

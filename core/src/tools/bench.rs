@@ -377,10 +377,9 @@ pub fn metrics_overhead(
 ) -> Result<MetricsOverhead, String> {
     use std::sync::Arc;
 
-    use crate::runtime::{Observers, RunOptions};
-    use crate::service::control::Control;
-    use crate::service::metrics::Metrics;
-    use crate::service::status::StatusBoard;
+    use crate::runtime::control::Control;
+    use crate::runtime::RunOptions;
+    use crate::service::Observers;
 
     let options = RunOptions {
         dry_run: true,
@@ -389,15 +388,12 @@ pub fn metrics_overhead(
     let control = Control::new();
     let run = |observed: bool| -> Result<(f64, usize), String> {
         let mut c = Coordinator::open(host, &options).map_err(|e| e.to_string())?;
-        let observers = Observers {
-            metrics: Arc::new(Metrics::new()),
-            status: Arc::new(StatusBoard::default()),
-        };
+        let observers = Observers::new();
         if observed {
             observers
                 .metrics
                 .host_started(&host.name, Duration::from_secs_f64(host.interval_s));
-            c.observe(observers.clone());
+            c.observe(Arc::new(observers.clone()));
         }
         // Warm up: the first ticks learn the VMs.
         for _ in 0..3 {

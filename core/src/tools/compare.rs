@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::HostConfig;
+use crate::runtime::control::Control;
 use crate::runtime::record::TickRecord;
 use crate::runtime::{Coordinator, RunOptions};
-use crate::service::control::Control;
 use crate::tools::metrics::{cpu_metrics, fewest_moves, memory_metrics, CpuMetrics, MemoryMetrics};
 
 /// Balance bound, stdev of pCPU loads in points.

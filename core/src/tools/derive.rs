@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use vcoord_api::vcpu_demand_pct;
+
 use crate::backend::sim::GUEST_RESERVED_MIB;
 use crate::runtime::record::{TickRecord, VmRecord};
 use crate::units::KIB_PER_MIB_F64;
@@ -171,9 +173,10 @@ pub fn scenario_from_records(
                     .ticks
                     .iter()
                     .map(|(i, vm)| {
-                        let d = vm.vcpus.get(k).and_then(|v| {
-                            Some((v.load_pct? + v.wait_pct.unwrap_or(0.0)).clamp(0.0, 100.0))
-                        });
+                        let d = vm
+                            .vcpus
+                            .get(k)
+                            .and_then(|v| vcpu_demand_pct(v.load_pct, v.wait_pct));
                         (records[*i].time_s - t0, d)
                     })
                     .collect();

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+use vcoord_api::vcpu_demand_pct;
 
 use crate::runtime::record::TickRecord;
 use crate::units::KIB_PER_MIB_F64;
@@ -35,10 +36,9 @@ pub struct CpuMetrics {
     pub mean_wait_pct: f64,
 }
 
-/// A vCPU's demand at a tick: utilization plus run-queue wait, at most one pCPU's worth.
+/// A vCPU's demand at a tick ([`vcpu_demand_pct`]).
 fn vcpu_demand(v: &crate::runtime::record::VcpuRecord) -> Option<f64> {
-    let load = v.load_pct?;
-    Some((load + v.wait_pct.unwrap_or(0.0)).min(100.0))
+    vcpu_demand_pct(v.load_pct, v.wait_pct)
 }
 
 /// Standard deviation, in percent points, of the demand the pCPUs carry at one tick: each
@@ -77,6 +77,7 @@ fn worst_served_pct(r: &TickRecord) -> Option<f64> {
         .iter()
         .flat_map(|vm| &vm.vcpus)
         .filter_map(|v| {
+            // What it wanted, uncapped here: a share served, not a demand to place.
             let load = v.load_pct?;
             let demand = load + v.wait_pct.unwrap_or(0.0);
             (demand >= 5.0).then(|| (100.0 * load / demand).min(100.0))
@@ -266,9 +267,7 @@ pub fn fewest_moves(records: &[TickRecord], bound_pct: f64) -> Option<usize> {
                 .iter()
                 .find(|m| m.name == vm.name)
                 .and_then(|m| m.vcpus.iter().find(|x| x.id == v.id));
-            let demand = now.map_or(0.0, |x| {
-                (x.load_pct.unwrap_or(0.0) + x.wait_pct.unwrap_or(0.0)).min(100.0)
-            });
+            let demand = now.and_then(vcpu_demand).unwrap_or(0.0);
             items.push((at, demand));
         }
     }

@@ -99,7 +99,8 @@ pub fn cpu_chart(study: &Study, scenario: &str) -> String {
         "stdev (points)",
         merge_coinciding(overlay),
     );
-    sd.rules.push((5.0, "balanced: 5 points".into()));
+    let bound = super::compare::BALANCE_BOUND_PCT;
+    sd.rules.push((bound, format!("balanced: {bound} points")));
     panels.push(sd);
     let seed = seed_note(study, scenario);
     render(
