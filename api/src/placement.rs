@@ -125,9 +125,9 @@ impl MoveSearch<'_> {
 /// transfer of about half the difference of the two loads; a single move when an exchange
 /// gains no more). Among equally good single moves the target with the lowest
 /// `penalty(item, to)` wins. Every step lowers the spread, so the result is never worse than
-/// the start. Stops when nothing helps or after `max_steps` steps; each step costs time
-/// proportional to the items on the fullest pCPU times all items. Returns the pCPU index of
-/// each item.
+/// the start. Stops when nothing helps or after `max_steps` steps; a step costs about the
+/// items on the fullest pCPU times the pCPUs it tries (log of their items for exchanges).
+/// Returns the pCPU index of each item.
 pub fn local_search(
     items: &[(usize, f64)],
     pcpus: usize,
@@ -155,12 +155,39 @@ pub fn local_search_over(
         return at;
     }
     let mut loads = base.to_vec();
+    // The items on each pCPU, lightest first, so that the partner of an exchange is found by
+    // bisection rather than by trying every pair.
+    let lighter = |a: usize, b: usize| items[a].1.total_cmp(&items[b].1).then(a.cmp(&b));
     let mut on: Vec<Vec<usize>> = vec![Vec::new(); pcpus];
     for (i, &(_, d)) in items.iter().enumerate() {
         loads[at[i]] += d;
         on[at[i]].push(i);
     }
+    for list in &mut on {
+        list.sort_by(|&a, &b| lighter(a, b));
+    }
+    let take = |list: &mut Vec<usize>, i: usize| {
+        if let Some(k) = list.iter().position(|&x| x == i) {
+            list.remove(k);
+        }
+    };
+    let put = |list: &mut Vec<usize>, i: usize| {
+        let k = list.partition_point(|&x| lighter(x, i).is_lt());
+        list.insert(k, i);
+    };
     const EPS: f64 = 1e-9;
+    // The pCPUs from the emptiest, kept in order as loads change (two per step), rather than
+    // sorted again at every step.
+    let before = |loads: &[f64], a: usize, b: usize| loads[a].total_cmp(&loads[b]).then(a.cmp(&b));
+    let mut by_load: Vec<usize> = (0..pcpus).collect();
+    by_load.sort_by(|&a, &b| before(&loads, a, b));
+    let reorder = |by_load: &mut Vec<usize>, loads: &[f64], p: usize| {
+        if let Some(k) = by_load.iter().position(|&q| q == p) {
+            by_load.remove(k);
+        }
+        let k = by_load.partition_point(|&q| before(loads, q, p).is_lt());
+        by_load.insert(k, p);
+    };
     for _ in 0..max_steps {
         if stdev(&loads) <= bound {
             break;
@@ -173,9 +200,8 @@ pub fn local_search_over(
         // room. No transfer exceeds the largest item there, which bounds what a pCPU can gain:
         // the emptiest are tried first, and the rest skipped once they cannot do better.
         let gain = |x: f64, room: f64| x * (room - x);
-        let largest = on[hi].iter().map(|&i| items[i].1).fold(0.0, f64::max);
-        let mut order: Vec<usize> = (0..pcpus).filter(|&p| p != hi).collect();
-        order.sort_by(|&a, &b| loads[a].total_cmp(&loads[b]).then(a.cmp(&b)));
+        let largest = on[hi].last().map_or(0.0, |&i| items[i].1);
+        let order = by_load.iter().copied().filter(|&p| p != hi);
         // Best single move (gain, penalty, item, to) and best exchange (gain, item, other).
         let mut single: Option<(f64, f64, usize, usize)> = None;
         let mut swap: Option<(f64, usize, usize)> = None;
@@ -185,9 +211,21 @@ pub fn local_search_over(
             if room <= EPS || gain(largest.min(room / 2.0), room) < best - EPS {
                 break;
             }
-            for &i in &on[hi] {
-                let d = items[i].1;
-                let g = gain(d, room);
+            // The best single move is of the item nearest half the room (the gain falls away
+            // from there on both sides); those within EPS of it are ties, broken by penalty.
+            let list = &on[hi];
+            let k = list.partition_point(|&i| items[i].1 < room / 2.0);
+            let peak = [k.checked_sub(1), (k < list.len()).then_some(k)]
+                .into_iter()
+                .flatten()
+                .map(|x| gain(items[list[x]].1, room))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let near = |x: &usize| gain(items[list[*x]].1, room) >= peak - EPS;
+            let left = (0..k).rev().take_while(near);
+            let right = (k..list.len()).take_while(near);
+            for x in left.chain(right) {
+                let i = list[x];
+                let g = gain(items[i].1, room);
                 if g > EPS {
                     let pen = penalty(i, to);
                     if single.is_none_or(|(b, p, ..)| g > b + EPS || (g >= b - EPS && pen < p)) {
@@ -196,15 +234,16 @@ pub fn local_search_over(
                 }
             }
             let best = single.map_or(0.0, |s| s.0).max(swap.map_or(0.0, |s| s.0));
-            let smallest = on[to]
-                .iter()
-                .map(|&j| items[j].1)
-                .fold(f64::INFINITY, f64::min);
+            let smallest = on[to].first().map_or(f64::INFINITY, |&j| items[j].1);
             if on[to].is_empty() || gain((largest - smallest).min(room / 2.0), room) <= best + EPS {
                 continue;
             }
+            // For each item here, the best partner there is the one whose demand is nearest
+            // half the room below it: one of the two either side of that point.
             for &i in &on[hi] {
-                for &j in &on[to] {
+                let want = items[i].1 - room / 2.0;
+                let k = on[to].partition_point(|&j| items[j].1 < want);
+                for &j in &on[to][k.saturating_sub(1)..(k + 1).min(on[to].len())] {
                     let g = gain(items[i].1 - items[j].1, room);
                     if g > EPS && swap.is_none_or(|(b, ..)| g > b + EPS) {
                         swap = Some((g, i, j));
@@ -218,21 +257,25 @@ pub fn local_search_over(
                 let d = items[i].1;
                 loads[hi] -= d;
                 loads[to] += d;
-                on[hi].retain(|&x| x != i);
-                on[to].push(i);
+                take(&mut on[hi], i);
+                put(&mut on[to], i);
                 at[i] = to;
+                reorder(&mut by_load, &loads, hi);
+                reorder(&mut by_load, &loads, to);
             }
             (_, Some((_, i, j))) => {
                 let lo = at[j];
                 let e = items[i].1 - items[j].1;
                 loads[hi] -= e;
                 loads[lo] += e;
-                on[hi].retain(|&x| x != i);
-                on[lo].retain(|&x| x != j);
-                on[hi].push(j);
-                on[lo].push(i);
+                take(&mut on[hi], i);
+                take(&mut on[lo], j);
+                put(&mut on[hi], j);
+                put(&mut on[lo], i);
                 at[i] = lo;
                 at[j] = hi;
+                reorder(&mut by_load, &loads, hi);
+                reorder(&mut by_load, &loads, lo);
             }
             _ => break,
         }

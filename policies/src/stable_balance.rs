@@ -478,20 +478,24 @@ fn gain_noise(
 
 /// Tie-break for the local search: moving item `i` to pCPU `to` costs a little when `to`'s SMT
 /// siblings are busy, and more when it takes a vCPU off the NUMA node most of its VM's vCPUs
-/// are on now.
-fn topology_penalty<'a>(
-    snapshot: &'a Snapshot,
-    items: &'a [Item],
-    demands: &'a [(usize, f64)],
-    loads: &'a [f64],
-) -> impl Fn(usize, usize) -> f64 + 'a {
+/// are on now. Both are worked out once, so that a call costs no more than an index.
+fn topology_penalty(
+    snapshot: &Snapshot,
+    items: &[Item],
+    demands: &[(usize, f64)],
+    loads: &[f64],
+) -> impl Fn(usize, usize) -> f64 {
     let host = snapshot.host();
     let pcpus = &host.pcpus;
+    let sibling_load: Vec<f64> = (0..pcpus.len())
+        .map(|p| host.siblings(p).map(|j| loads[j]).sum())
+        .collect();
+    let node_of: Vec<Option<u32>> = pcpus.iter().map(|p| p.pcpu.node_id).collect();
     // Per VM, how many of its vCPUs each node holds; the node with the most (lowest id on a
     // tie) is the VM's.
     let mut counts: BTreeMap<usize, BTreeMap<u32, usize>> = BTreeMap::new();
     for (it, d) in items.iter().zip(demands) {
-        if let Some(node) = pcpus[d.0].pcpu.node_id {
+        if let Some(node) = node_of[d.0] {
             *counts.entry(it.vm).or_default().entry(node).or_default() += 1;
         }
     }
@@ -504,14 +508,16 @@ fn topology_penalty<'a>(
             Some((vm, best.0))
         })
         .collect();
+    let item_node: Vec<Option<u32>> = items
+        .iter()
+        .map(|it| vm_node.get(&it.vm).copied())
+        .collect();
     move |i: usize, to: usize| {
-        let p = &pcpus[to].pcpu;
-        let siblings: f64 = host.siblings(to).map(|j| loads[j]).sum();
-        let off_node = match vm_node.get(&items[i].vm) {
-            Some(&node) if p.node_id.is_some_and(|n| n != node) => OFF_NODE_PENALTY,
+        let off_node = match (item_node[i], node_of[to]) {
+            (Some(home), Some(n)) if n != home => OFF_NODE_PENALTY,
             _ => 0.0,
         };
-        off_node + SIBLING_LOAD_PENALTY * siblings
+        off_node + SIBLING_LOAD_PENALTY * sibling_load[to]
     }
 }
 
