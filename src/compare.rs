@@ -1,5 +1,4 @@
-//! `vcoord compare` and `vcoord replay`: argument handling and output around
-//! `vcoord_core::tools::compare` and `vcoord_core::tools::replay`.
+//! `vcoord compare`: argument handling and output around `vcoord_core::tools::compare`.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,12 +7,11 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use vcoord_core::config::{Config, HostConfig, PolicyChoice};
 use vcoord_core::policy::{cpu_policies, find_cpu_policy, find_memory_policy, memory_policies};
-use vcoord_core::runtime::record::TickRecord;
 use vcoord_core::tools::compare::{self, Contender};
 use vcoord_core::tools::report;
 use vcoord_core::tools::study::{self, Meta, Study};
 
-use crate::cli::{CompareArgs, Format, ReplayArgs, ReplayFormat};
+use crate::cli::{CompareArgs, Format};
 
 pub fn compare(args: CompareArgs) -> Result<()> {
     let scenarios = compare::scenario_files(&args.scenarios).map_err(anyhow::Error::msg)?;
@@ -198,111 +196,5 @@ fn short(spec: &str) -> String {
         stem.strip_prefix("lib").unwrap_or(&stem).to_owned()
     } else {
         spec.to_owned()
-    }
-}
-
-pub fn replay(args: ReplayArgs) -> Result<()> {
-    let records = vcoord_core::runtime::record::read_trace(&args.trace)?;
-    let config = Config::from_file(&args.config)?;
-    let host = pick_host(&config, &records, args.host.as_deref(), &args.config)?;
-    let records = of_host(records, &host.name, &args.trace)?;
-    let ticks = vcoord_core::tools::replay::replay(&records, host)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
-    let out = match args.format {
-        ReplayFormat::Json => serde_json::to_string_pretty(&ticks)? + "\n",
-        ReplayFormat::Table => {
-            vcoord_core::tools::replay::report(&ticks, host, &args.trace.display().to_string())
-        }
-    };
-    std::io::stdout().write_all(out.as_bytes())?;
-    Ok(())
-}
-
-/// `vcoord scenario from-record`: the scenario is checked by reading it back as the simulator
-/// would before it is written.
-pub fn scenario_from_record(
-    trace: &Path,
-    output: &Path,
-    host: Option<&str>,
-    name: Option<&str>,
-) -> Result<()> {
-    let records = vcoord_core::runtime::record::read_trace(trace)?;
-    let records = match host {
-        Some(h) => of_host(records, h, trace)?,
-        None => {
-            let first = records.first().map(|r| r.host.clone()).unwrap_or_default();
-            if records.iter().any(|r| r.host != first) {
-                bail!(
-                    "{}: holds several hosts: pick one with --host",
-                    trace.display()
-                );
-            }
-            records
-        }
-    };
-    let name = name.map(str::to_owned).unwrap_or_else(|| {
-        output
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "recorded".into())
-    });
-    let text = vcoord_core::tools::derive::scenario_from_records(
-        &records,
-        &name,
-        &trace.display().to_string(),
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", trace.display()))?;
-    vcoord_core::backend::sim::Scenario::parse(&text, output)
-        .map_err(|e| anyhow::anyhow!("the derived scenario is not valid (a bug): {e}"))?;
-    std::fs::write(output, &text).with_context(|| format!("writing {}", output.display()))?;
-    eprintln!(
-        "wrote {} ({} ticks of host {})",
-        output.display(),
-        records.len(),
-        records.first().map_or("", |r| r.host.as_str())
-    );
-    Ok(())
-}
-
-/// The records of host `name`: a recording of several hosts holds each host's ticks, and a host's
-/// policies see only its own. A recording of one host replays through any host's policies.
-fn of_host(records: Vec<TickRecord>, name: &str, trace: &Path) -> Result<Vec<TickRecord>> {
-    let mut hosts: Vec<&str> = records.iter().map(|r| r.host.as_str()).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    if hosts.len() <= 1 {
-        return Ok(records);
-    }
-    if !hosts.contains(&name) {
-        bail!(
-            "{}: holds the hosts {}, not `{name}`: pick one with --host",
-            trace.display(),
-            hosts.join(", ")
-        );
-    }
-    Ok(records.into_iter().filter(|r| r.host == name).collect())
-}
-
-/// The host whose policies replay the recording: `--host`, else the one named like the
-/// recording's host, else the configuration's only host.
-fn pick_host<'a>(
-    config: &'a Config,
-    records: &[TickRecord],
-    name: Option<&str>,
-    path: &Path,
-) -> Result<&'a HostConfig> {
-    let wanted = name.or(records.first().map(|r| r.host.as_str()));
-    if let Some(h) = wanted.and_then(|n| config.hosts.iter().find(|h| h.name == n)) {
-        return Ok(h);
-    }
-    if let Some(n) = name {
-        bail!("{}: no host named `{n}`", path.display());
-    }
-    match config.hosts.as_slice() {
-        [only] => Ok(only),
-        _ => bail!(
-            "{}: several hosts and none named like the recording's; pick one with --host",
-            path.display()
-        ),
     }
 }

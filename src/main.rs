@@ -2,6 +2,8 @@
 
 mod cli;
 mod compare;
+mod replay;
+mod scenario;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -49,13 +51,13 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Compare(args) => compare::compare(args),
         Command::Bench(args) => bench(args),
-        Command::Replay(args) => compare::replay(args),
+        Command::Replay(args) => replay::replay(args),
         Command::Scenario(cli::ScenarioCommand::FromRecord {
             trace,
             output,
             host,
             name,
-        }) => compare::scenario_from_record(&trace, &output, host.as_deref(), name.as_deref()),
+        }) => scenario::scenario_from_record(&trace, &output, host.as_deref(), name.as_deref()),
         Command::Policies { config } => list_policies(config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::libvirt::{
-    affinity, balloons, e2e_enabled, host_free_mib, virsh, GuestSpec, Guests, URI,
+    affinity, balloons, host_free_mib, require_e2e, virsh, GuestSpec, Guests, URI,
 };
 use common::{frees, the_free};
 use vcoord_core::runtime::record::TickRecord;
@@ -241,10 +241,9 @@ fn spread_four_on_pcpu0(
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("spread");
     for n in ["a", "b", "c", "d"] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
@@ -270,10 +269,9 @@ fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("balanced");
     for (n, cpu) in [("a", 0), ("b", 1), ("c", 0), ("d", 1)] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[cpu]));
@@ -308,10 +306,9 @@ fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn cpu_heavy_and_light_are_paired() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("pair");
     // Not saturating (70+70+20+20 < 200): at 100/30 every pCPU can read ~100% whatever the
     // grouping, and utilization alone cannot see an unpaired placement (seen once here, as in
@@ -399,10 +396,9 @@ fn assert_no_oom(guests: &Guests) {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let (guests, grower, idle) = grower_and_two_idle("mem");
     let names = guests.names.clone();
     let mut daemon = Daemon::start(
@@ -509,10 +505,9 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn faults_vanishing_new_and_driverless_guests_are_survived() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("faults");
     let doomed = guests.start(GuestSpec::new("doomed", ""));
     let mut spec = GuestSpec::new("nodriver", "");
@@ -578,10 +573,9 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     const BUDGET_MIB: u64 = 1800;
     const RESERVE_MIB: u64 = 200;
     let mut guests = Guests::new("crunch");
@@ -680,10 +674,9 @@ impl Drop for LibvirtdBack {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn libvirtd_restart_is_survived_by_reconnecting() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("restart");
     // declared after the guests so that it is dropped first: libvirtd must be up to destroy them
     let _back = LibvirtdBack;
@@ -732,10 +725,9 @@ fn libvirtd_restart_is_survived_by_reconnecting() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn plugin_spread_pins_real_guests_once_and_never_again() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let plugin = Path::new(env!("CARGO_BIN_EXE_vcoord"))
         .with_file_name("libvcoord_spread.so")
         .display()
@@ -766,10 +758,9 @@ fn plugin_spread_pins_real_guests_once_and_never_again() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("shadow");
     for n in ["a", "b", "c", "d"] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
@@ -842,10 +833,9 @@ fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
 /// balanced both ways, same memory outcome. Each simulated guest's base memory is its real
 /// twin's first report.
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn simulator_and_real_guests_agree_on_a_scaled_t3() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("fidelity");
     // 70% and 20%, as in simulator T3: at 100/30 both pCPUs saturate and utilization alone
     // cannot tell a heavy+light pair from heavy+light+light (README).
@@ -998,10 +988,9 @@ fn quiet_tail(records: &[TickRecord]) -> (usize, usize) {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn stable_balance_spreads_with_the_fewest_moves_then_never_repins() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("stable");
     for n in ["a", "b", "c", "d"] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
@@ -1032,10 +1021,9 @@ fn stable_balance_spreads_with_the_fewest_moves_then_never_repins() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn stable_balance_leaves_a_balanced_start_alone() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("stable-bal");
     for (n, cpu) in [("a", 0), ("b", 1), ("c", 0), ("d", 1)] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[cpu]));
@@ -1056,10 +1044,9 @@ fn stable_balance_leaves_a_balanced_start_alone() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn pressure_balloon_feeds_a_grower_at_its_defaults() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let (guests, grower, idle) = grower_and_two_idle("pressure");
     let mut daemon = Daemon::start(
         &guests.dir,
@@ -1146,12 +1133,11 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn fast_path_and_libvirt_give_the_same_utilization_and_fallback_works() {
     use vcoord_core::backend::libvirt::{LibvirtBackend, LibvirtOptions};
     use vcoord_core::backend::Backend;
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("fastpath");
     for (n, w, cpu) in [
         ("a", "vc.cpu=100", 0),
@@ -1259,10 +1245,9 @@ fn fast_path_and_libvirt_give_the_same_utilization_and_fallback_works() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn bench_collect_and_a_short_soak_run_on_the_live_host() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("bench");
     guests.start(GuestSpec::new("a", "vc.cpu=30"));
     guests.wait_booted(Duration::from_secs(120));
@@ -1319,10 +1304,9 @@ fn bench_collect_and_a_short_soak_run_on_the_live_host() {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("optout");
     for n in ["a", "b", "c"] {
         guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
@@ -1422,10 +1406,9 @@ fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing
 /// of 1024; each expectation differs from what a VM with no metadata, or with metadata that is
 /// not understood, would get.
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn domain_metadata_is_understood_in_every_mode_and_followed_live() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     const NS: &str = "https://vcoord.dev/xmlns/vm/1";
     let element = |attrs: &str| format!("<vcoord:vm xmlns:vcoord='{NS}' {attrs}/>");
     let mut guests = Guests::new("meta");
@@ -1630,10 +1613,9 @@ fn metric(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("scrape");
     let _back = LibvirtdBack;
     let busy = guests.start(GuestSpec::new("busy", "vc.cpu=100").pinned(&[0]));
@@ -1802,10 +1784,9 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
 /// report. Across the restart it keeps its unused memory above the threshold; after the free,
 /// its excess comes back down to the band within 30 s.
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("longrun");
     let grower = guests.start(GuestSpec::new(
         "grower",
@@ -2084,10 +2065,9 @@ fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
 /// can be given, a free back in the band within 30 s, no re-pin in a steady phase (restarts
 /// included), the reserve kept under the budget.
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("day");
     let mem = format!("vc.mem=hold:{},grow:20:500,hold:30,free", day::GROW);
     let grower = guests.start(GuestSpec::new("grower", &mem));
@@ -2206,13 +2186,12 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
 /// the free within 15 s (the tolerances of the long-run test: figures land up to a report
 /// apart).
 #[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn a_recording_becomes_a_scenario_that_the_simulator_plays_alike() {
     use vcoord_core::config::HostConfig;
     use vcoord_core::runtime::control::Control;
     use vcoord_core::runtime::{Coordinator, RunOptions};
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let mut guests = Guests::new("derive");
     for (n, load) in [("heavy1", 70), ("heavy2", 70), ("light1", 20)] {
         guests.start(GuestSpec::new(n, &format!("vc.cpu={load}")).pinned(&[0]));

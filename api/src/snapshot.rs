@@ -267,13 +267,6 @@ impl MemoryView {
             _ => self.actual_kib.saturating_sub(unused),
         })
     }
-
-    /// Memory unused in the VM now: `actual - used`, when the guest reported (negative when
-    /// the balloon took more than was unused at the last report).
-    pub fn unused_now_kib(&self) -> Option<i64> {
-        self.used_kib()
-            .map(|used| self.actual_kib as i64 - used as i64)
-    }
 }
 
 /// What the operator lets vcoord do with one VM, and the limits they set for it (from the

@@ -77,30 +77,13 @@ pub fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// Runs every contender on every scenario (under its own seed) with `jobs` threads;
-/// `progress(done, total)` is called after each run. Results are in scenario-major,
-/// contender-minor order.
-pub fn run_all(
-    scenarios: &[PathBuf],
-    contenders: &[Contender],
-    jobs: usize,
-    threshold_mib: f64,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Vec<Outcome> {
-    run_all_within(
-        scenarios,
-        contenders,
-        jobs,
-        threshold_mib,
-        RUN_TIME_LIMIT,
-        progress,
-    )
-}
-
 /// Wall-clock time one run may take before it is stopped and reported as failed.
 pub const RUN_TIME_LIMIT: Duration = Duration::from_secs(300);
 
-/// [`run_all`] with a time limit per run.
+/// Runs every contender on every scenario (under its own seed) with `jobs` threads, each run
+/// stopped after `limit`;
+/// `progress(done, total)` is called after each run. Results are in scenario-major,
+/// contender-minor order.
 pub fn run_all_within(
     scenarios: &[PathBuf],
     contenders: &[Contender],
