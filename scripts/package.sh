@@ -29,6 +29,9 @@ install -m 0644 packaging/vcoord.service "$stage/lib/systemd/system/vcoord.servi
 "$bin/vcoord" completions zsh > "$stage/usr/share/zsh/vendor-completions/_vcoord"
 "$bin/vcoord" completions fish > "$stage/usr/share/fish/vendor_completions.d/vcoord.fish"
 gzip -9n < README.md > "$stage/usr/share/doc/vcoord/README.md.gz"
+for page in docs/*.md; do
+    gzip -9n < "$page" > "$stage/usr/share/doc/vcoord/$(basename "$page").gz"
+done
 cat > "$stage/usr/share/doc/vcoord/copyright" <<'COPYRIGHT'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: vcoord

@@ -550,12 +550,12 @@ fn the_report_renders_in_a_real_browser_with_the_summary_on_its_first_screen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// README's compare examples are this build's output: every ```text block of README.md that
-/// starts with `$ vcoord compare ...` is run from the repository's root and must print exactly
-/// what follows the command.
+/// The documentation's compare examples are this build's output: every ```text block of
+/// README.md and docs/*.md that starts with `$ vcoord compare ...` is run from the repository's
+/// root and must print exactly what follows the command.
 #[test]
 fn the_readme_compare_examples_are_this_builds_output() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = common::documentation();
     let mut checked = 0;
     for block in readme.split("```text\n").skip(1) {
         let block = &block[..block.find("```").expect("closed block")];
@@ -579,11 +579,14 @@ fn the_readme_compare_examples_are_this_builds_output() {
         let got = String::from_utf8(out.stdout).unwrap();
         assert!(
             got == expected,
-            "README's output of `{command}` is stale; this build prints:\n{got}"
+            "the documented output of `{command}` is stale; this build prints:\n{got}"
         );
         checked += 1;
     }
-    assert!(checked >= 3, "{checked} compare examples in README");
+    assert!(
+        checked >= 3,
+        "{checked} compare examples in the documentation"
+    );
 }
 
 /// The round trip on a recording of real guests kept in the repository

@@ -459,10 +459,11 @@ fn policies_lists_plugins_with_name_version_and_kind() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The fenced block of `lang` that follows `marker` in README.md.
+/// The fenced block of `lang` that follows `marker` in the documentation (README.md, then
+/// docs/*.md).
 fn readme_block(marker: &str, lang: &str) -> String {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let after = &readme[readme.find(marker).expect("marker in README")..];
+    let readme = common::documentation();
+    let after = &readme[readme.find(marker).expect("marker in the documentation")..];
     let fence = format!("```{lang}\n");
     let start = after.find(&fence).expect("block after marker") + fence.len();
     let len = after[start..].find("```").unwrap();
