@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use vcoord_core::config::{Config, HostConfig, PolicyChoice};
-use vcoord_core::policy::{cpu_policies, find_cpu_policy, find_memory_policy, memory_policies};
+use vcoord_core::policy::{policy_names, Kind};
 use vcoord_core::tools::compare::{self, Contender};
 use vcoord_core::tools::report;
 use vcoord_core::tools::study::{self, Meta, Study};
@@ -103,24 +103,14 @@ fn command_line() -> String {
 }
 
 /// A policy named on the command line: a plugin file if it looks like a path, else a built-in.
-fn choice(spec: &str, cpu: bool) -> Result<PolicyChoice> {
+fn choice(spec: &str, kind: Kind) -> Result<PolicyChoice> {
     if spec.contains('/') || spec.ends_with(".so") {
         return Ok(PolicyChoice::plugin(spec, toml::Table::new()));
     }
-    let known = if cpu {
-        find_cpu_policy(spec).is_some()
-    } else {
-        find_memory_policy(spec).is_some()
-    };
-    if !known {
-        let names: Vec<&str> = if cpu {
-            cpu_policies().iter().map(|p| p.name).collect()
-        } else {
-            memory_policies().iter().map(|p| p.name).collect()
-        };
+    let names = policy_names(kind);
+    if !names.contains(&spec) {
         bail!(
-            "unknown {} policy `{spec}` (built-in: {}; a plugin file is a path with `/` or ending in .so)",
-            if cpu { "CPU" } else { "memory" },
+            "unknown {kind} policy `{spec}` (built-in: {}; a plugin file is a path with `/` or ending in .so)",
             names.join(", ")
         );
     }
@@ -164,13 +154,13 @@ fn contenders(args: &CompareArgs) -> Result<Vec<Contender>> {
             let mut host = default.clone();
             let mut parts = Vec::new();
             if let Some(spec) = cpu {
-                host.cpu_policy = choice(spec, true)?;
+                host.cpu_policy = choice(spec, Kind::Cpu)?;
                 if args.cpu.len() > 1 || args.memory.len() <= 1 {
                     parts.push(short(spec));
                 }
             }
             if let Some(spec) = mem {
-                host.memory_policy = choice(spec, false)?;
+                host.memory_policy = choice(spec, Kind::Memory)?;
                 if args.memory.len() > 1 || args.cpu.is_empty() {
                     parts.push(short(spec));
                 }

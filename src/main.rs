@@ -313,7 +313,7 @@ fn list_policies(config: Option<&Path>) -> Result<()> {
                 plugin.path.display(),
                 plugin.info.description
             );
-            for kind in [Kind::Cpu, Kind::Memory] {
+            for kind in Kind::ALL {
                 let params = plugin.params(kind);
                 if !params.is_empty() {
                     println!("    {kind} policy parameters:");

@@ -593,7 +593,7 @@ fn the_readme_compare_examples_are_this_builds_output() {
 /// (`examples/recorded/t3-grower.jsonl`: the defaults on a scaled T3 whose light guest grows
 /// 20 MiB/s and frees, recorded by the e2e test on a 2-pCPU host): the scenario derived from it,
 /// simulated under the same policies, makes the same decisions within the stated tolerances.
-/// (`tests/e2e.rs` does the same on a live recording.)
+/// (`tests/e2e/` does the same on a live recording.)
 #[test]
 fn a_real_recording_derives_a_scenario_the_simulator_plays_alike() {
     let dir = scratch("derive");

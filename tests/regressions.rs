@@ -5,20 +5,119 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use common::root;
-use vcoord_api::{MemoryPlan, MemoryPolicy, ParamError, Policy, Snapshot};
+use vcoord_api::{MemoryPlan, MemoryPolicy, ParamError, Policy, Snapshot, VmView};
 use vcoord_core::config::{HostConfig, PolicyChoice};
 use vcoord_core::runtime::record::TickRecord;
 use vcoord_core::tools::compare::{run_one, Contender};
 use vcoord_core::tools::metrics::memory_metrics;
-use vcoord_policies::pressure_balloon::{Earlier, PressureBalloon, PressureBalloonParams};
+use vcoord_policies::pressure_balloon::{
+    law, remember, track, Need, PressureBalloonParams, Reading, Tracked, QUIET_S,
+};
 
-/// Declares a test-only variant of `pressure-balloon` with earlier behaviours switched back on.
+/// How earlier versions of `pressure-balloon` read a guest, each of which failed on real hosts.
+/// The law and its parts are today's; only the reading of the guest is taken back.
+#[derive(Clone, Copy, Default)]
+struct Flaws {
+    /// Growth seen while a balloon inflates is believed (the balloon's own inflation read as
+    /// guest growth holds back reclaim).
+    believe_inflation: bool,
+    /// Readings with more unused memory than the VM has are used (a grant in flight is clawed
+    /// back from a growing guest).
+    use_inconsistent: bool,
+    /// A VM may give memory back right after a grant.
+    no_settle: bool,
+    /// A reading is new only when a figure changes, and the rate falls by 0.7/0.3 a reading (an
+    /// idle guest that stopped growing stays "growing" for ever).
+    rate_on_change_only: bool,
+    /// A VM seen for the first time is trusted to need only the threshold.
+    trust_first_sight: bool,
+    /// Use is judged as `actual - unused`, the balloon size read now and the guest's figures
+    /// from its last report, even where the host gives the report's own total.
+    mixed_moments: bool,
+}
+
+/// The law's view of `vm` as an earlier version with `flaws` formed it. Every earlier version
+/// also covered growth `lead_s` ahead however slowly the guest reported.
+fn read_as_before<'a>(
+    flaws: Flaws,
+    params: &PressureBalloonParams,
+    snapshot: &Snapshot,
+    vm: &'a VmView,
+    state: Option<Tracked>,
+) -> (Option<Tracked>, Option<Need<'a>>) {
+    let memory = &vm.memory;
+    let one_moment =
+        !flaws.mixed_moments && memory.available_kib.is_some() && memory.unavailable_kib.is_some();
+    let consistent = one_moment
+        || flaws.use_inconsistent
+        || memory.unused_kib.is_some_and(|u| u < memory.actual_kib);
+    let used = if one_moment {
+        memory.used_kib()
+    } else {
+        memory
+            .unused_kib
+            .map(|u| memory.actual_kib.saturating_sub(u))
+    };
+    let (Some(used), true, true, true) = (
+        used,
+        consistent,
+        memory.stats_fresh,
+        vm.control.memory_managed,
+    ) else {
+        return (state, None);
+    };
+    let (used, actual, now) = (used as f64, memory.actual_kib as f64, snapshot.wall_s());
+    let mut state = state.unwrap_or_else(|| Tracked::new(vm, used, now));
+    let report = memory.last_report_s.filter(|_| !flaws.rate_on_change_only);
+    let changed = memory.unused_kib != state.unused_kib;
+    let new = match (report, state.report_s) {
+        _ if flaws.rate_on_change_only => changed,
+        (Some(t), Some(previous)) => t > previous,
+        (Some(_), None) => true,
+        (None, _) => changed || now - state.growth.at_s >= QUIET_S,
+    };
+    if new {
+        let inflating = actual < state.actual_kib - 1024.0 || state.balloon.inflating(actual);
+        let before = state.growth.clone();
+        let at_s = report.unwrap_or(now);
+        state.growth.update(Reading {
+            at_s,
+            used_kib: used,
+            believable: flaws.believe_inflation || one_moment || !inflating,
+        });
+        let dt = at_s - before.at_s;
+        if flaws.rate_on_change_only && before.readings > 0 && dt > 0.0 {
+            let inst = (used - before.used_kib) / dt;
+            state.growth.rate_kib_s = if inst > before.rate_kib_s {
+                inst
+            } else {
+                0.7 * before.rate_kib_s + 0.3 * inst.min(before.rate_kib_s)
+            };
+        }
+        state.report_s = report;
+        state.unused_kib = memory.unused_kib;
+    }
+    state.actual_kib = actual;
+    let size = match (memory.available_kib, memory.unavailable_kib) {
+        (Some(a), Some(u)) if one_moment => ((a + u) as f64).min(actual),
+        _ => actual,
+    };
+    state.balloon.observe(actual, size, now);
+    let mut need = Need::of(params, snapshot, vm, &state, used, size);
+    need.lead_s = params.lead_s;
+    need.measured |= flaws.trust_first_sight;
+    need.settling &= !flaws.no_settle;
+    (Some(state), Some(need))
+}
+
+/// Declares a test-only memory policy: today's law fed by an earlier reading of the guest.
 macro_rules! earlier_variant {
     ($type:ident, $name:literal, $($flag:ident),+) => {
-        struct $type(PressureBalloon);
+        struct $type(PressureBalloonParams, HashMap<String, Tracked>);
 
         impl Policy for $type {
             const NAME: &'static str = $name;
@@ -26,21 +125,22 @@ macro_rules! earlier_variant {
             type Params = PressureBalloonParams;
 
             fn new(mut params: PressureBalloonParams) -> Result<Self, ParamError> {
-                // The earlier default, and the earlier lead, whatever else is switched back.
+                // The earlier default, whatever else is switched back.
                 params.release_ratio = 0.25;
-                let mut policy = PressureBalloon::new(params)?;
-                policy.earlier = Earlier {
-                    $($flag: true,)+
-                    fixed_lead: true,
-                    ..Earlier::default()
-                };
-                Ok(Self(policy))
+                Ok(Self(params, HashMap::new()))
             }
         }
 
         impl MemoryPolicy for $type {
             fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
-                self.0.decide(snapshot)
+                let flaws = Flaws { $($flag: true,)+ ..Flaws::default() };
+                let params = &self.0;
+                let needs = track(&mut self.1, snapshot, |vm, state| {
+                    read_as_before(flaws, params, snapshot, vm, state)
+                });
+                let plan = law(params, snapshot, &needs);
+                remember(&mut self.1, snapshot, &plan);
+                plan
             }
         }
 

@@ -28,7 +28,7 @@ pub mod units;
 pub use cpuset::CpuSet;
 pub use params::{ParamError, ParamSpec, Params, PerVm};
 pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
-pub use policy::{CpuPolicy, MemoryPolicy, Policy, PolicyHealth};
+pub use policy::{CpuPolicy, Kind, MemoryPolicy, Policy, PolicyHealth};
 pub use snapshot::{
     vcpu_demand_pct, Core, GuardLimits, HostView, InvalidSnapshot, MemoryView, Node, Pcpu,
     PcpuView, Snapshot, VcpuView, VmControl, VmView,

@@ -11,6 +11,39 @@ use crate::params::{ParamError, ParamSpec, Params, Table};
 use crate::plan::{CpuPlan, MemoryPlan};
 use crate::snapshot::Snapshot;
 
+/// The two kinds of policy: where vCPUs run (CPU) and how big VMs are (memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A CPU policy, its plans and figures.
+    Cpu,
+    /// A memory policy, its plans and figures.
+    Memory,
+}
+
+impl Kind {
+    /// Both, CPU first.
+    pub const ALL: [Kind; 2] = [Kind::Cpu, Kind::Memory];
+
+    /// Its name in keys, labels and file names: `cpu`, `memory`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::Cpu => "cpu",
+            Kind::Memory => "memory",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    /// Its name in prose and headings: `CPU`, `memory`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Cpu => "CPU",
+            Kind::Memory => "memory",
+        })
+    }
+}
+
 /// How a running policy is. Policies need not care: the runtime reports on policies it runs
 /// under supervision (plugins).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +187,14 @@ pub fn memory_policies() -> Vec<&'static MemoryPolicyEntry> {
     let mut all: Vec<_> = inventory::iter::<MemoryPolicyEntry>.into_iter().collect();
     all.sort_by_key(|p| p.name);
     all
+}
+
+/// The names of the built-in policies of `kind`, sorted.
+pub fn policy_names(kind: Kind) -> Vec<&'static str> {
+    match kind {
+        Kind::Cpu => cpu_policies().iter().map(|p| p.name).collect(),
+        Kind::Memory => memory_policies().iter().map(|p| p.name).collect(),
+    }
 }
 
 /// The built-in CPU policy called `name`.

@@ -12,7 +12,7 @@ use tracing::error;
 
 use crate::plugin::{self, DecideLimits, PluginError, PluginSpec};
 use crate::policy::{
-    cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy, MemoryPolicy,
+    find_cpu_policy, find_memory_policy, policy_names, CpuPolicy, Kind, MemoryPolicy,
 };
 use crate::runtime::guard::GuardSettings;
 use crate::source::Located;
@@ -515,21 +515,26 @@ impl Config {
                 });
             }
             if let Some(policy) = h.cpu_policy {
-                host.cpu_policy = check_policy(policy, &key("cpu_policy"), &ctx, true)?;
+                host.cpu_policy = check_policy(policy, &key("cpu_policy"), &ctx, Kind::Cpu)?;
             }
             if let Some(policy) = h.memory_policy {
-                host.memory_policy = check_policy(policy, &key("memory_policy"), &ctx, false)?;
+                host.memory_policy =
+                    check_policy(policy, &key("memory_policy"), &ctx, Kind::Memory)?;
             }
             if let Some(policy) = h.shadow_cpu_policy {
-                host.shadow_cpu_policy =
-                    Some(check_policy(policy, &key("shadow_cpu_policy"), &ctx, true)?);
+                host.shadow_cpu_policy = Some(check_policy(
+                    policy,
+                    &key("shadow_cpu_policy"),
+                    &ctx,
+                    Kind::Cpu,
+                )?);
             }
             if let Some(policy) = h.shadow_memory_policy {
                 host.shadow_memory_policy = Some(check_policy(
                     policy,
                     &key("shadow_memory_policy"),
                     &ctx,
-                    false,
+                    Kind::Memory,
                 )?);
             }
             // Two acting coordinators of one host would fight over its guests.
@@ -601,7 +606,7 @@ fn check_policy(
     raw: Spanned<RawPolicy>,
     key: &str,
     ctx: &PolicyContext<'_>,
-    cpu: bool,
+    kind: Kind,
 ) -> Result<PolicyChoice, ConfigError> {
     let (path, text) = (ctx.path, ctx.text);
     let table_span = raw.span();
@@ -619,7 +624,6 @@ fn check_policy(
         .into_iter()
         .map(|(k, v)| (k.into_inner(), v))
         .collect();
-    let kind = if cpu { "CPU" } else { "memory" };
     let mut limits = DecideLimits::default();
     if let Some(ms) = &raw.decide_budget_ms {
         if !(1..=60_000).contains(ms.get_ref()) {
@@ -644,7 +648,7 @@ fn check_policy(
     let (name, plugin, line_span) = match (raw.name, raw.plugin) {
         (Some(name), None) => {
             let n = name.get_ref().clone();
-            check_builtin(&n, &params, &spans, key, ctx, cpu, Some(name.span()))?;
+            check_builtin(&n, &params, &spans, key, ctx, kind, Some(name.span()))?;
             (n, None, name.span())
         }
         (None, Some(file)) => {
@@ -697,7 +701,7 @@ fn check_policy(
                 &BTreeMap::new(),
                 &format!("{key}.fallback"),
                 ctx,
-                cpu,
+                kind,
                 Some(span),
             )?;
             Some(Box::new(PolicyChoice::builtin(&fname, fparams)))
@@ -728,21 +732,16 @@ fn check_builtin(
     spans: &BTreeMap<String, std::ops::Range<usize>>,
     key: &str,
     ctx: &PolicyContext<'_>,
-    cpu: bool,
+    kind: Kind,
     name_span: Option<std::ops::Range<usize>>,
 ) -> Result<(), ConfigError> {
     // Building checks each parameter and the checks that involve several.
-    let built = if cpu {
-        find_cpu_policy(name).map(|p| (p.build)(params).map(drop))
-    } else {
-        find_memory_policy(name).map(|p| (p.build)(params).map(drop))
+    let built = match kind {
+        Kind::Cpu => find_cpu_policy(name).map(|p| (p.build)(params).map(drop)),
+        Kind::Memory => find_memory_policy(name).map(|p| (p.build)(params).map(drop)),
     };
     let Some(built) = built else {
-        let known: Vec<&str> = if cpu {
-            cpu_policies().iter().map(|p| p.name).collect()
-        } else {
-            memory_policies().iter().map(|p| p.name).collect()
-        };
+        let known = policy_names(kind);
         let name_key = if key.ends_with(".fallback") {
             key.to_owned()
         } else {
@@ -754,8 +753,7 @@ fn check_builtin(
             name_span,
             &name_key,
             format!(
-                "unknown {} policy `{name}` (built-in: {}; a plugin is named with `plugin = \"path/libx.so\"`)",
-                if cpu { "CPU" } else { "memory" },
+                "unknown {kind} policy `{name}` (built-in: {}; a plugin is named with `plugin = \"path/libx.so\"`)",
                 known.join(", ")
             ),
         )));

@@ -2,8 +2,8 @@
 
 pub use vcoord_api::plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
 pub use vcoord_api::policy::{
-    cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, CpuPolicy, CpuPolicyEntry,
-    MemoryPolicy, MemoryPolicyEntry, Policy, PolicyHealth,
+    cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, policy_names, CpuPolicy,
+    CpuPolicyEntry, Kind, MemoryPolicy, MemoryPolicyEntry, Policy, PolicyHealth,
 };
 
 /// Sends built-in policies' log lines (`vcoord_api::info!` and friends) to vcoord's log.

@@ -1,31 +1,25 @@
 //! `pressure-balloon`: a memory policy that feeds growing guests ahead of their growth and takes
-//! back idle memory gradually.
+//! back idle memory gradually. Three parts, one law:
 //!
-//! - Rate-aware grants: each VM's memory use is tracked tick to tick; its growth rate (rising
-//!   at once, falling slowly) times `lead_s` (statistics lag plus the time a grant takes to
-//!   land) is added to the unused memory it must keep above `threshold_mib`. A VM short of that
-//!   gets what it lacks, at most `max_grant_mib` a tick.
-//! - Pressure signals: swap-in/out or more than `fault_threshold` major faults in a tick mark a
-//!   VM as pressured: it must keep one more threshold, and it is never a donor.
-//! - Gradual reclaim with a dead band: a VM that is not growing and keeps more than
-//!   `band_factor` thresholds unused gives back `release_ratio` of the excess a tick (at least
-//!   8 MiB, at most `max_release_mib`).
-//! - Host levels: when what the host can still give (above `host_reserve_mib`) falls under
-//!   `pressure_pct` of guest memory, idle VMs give back twice as fast; when grants do not fit,
-//!   or it falls under `critical_pct`, every VM that is not needy gives back all it holds above
-//!   its own need (donors first), and what the host has is shared among the needy by `shares`.
-//! - Per-VM `min_mib`, `max_mib` and `shares` tables; `guest_floor_mib` for all.
-//! - Stuck balloons: a VM whose size has not moved toward its target over two ticks is no
-//!   longer asked to give memory back, and is named in the plan's reason.
-//! - Lag: a VM given memory is not asked to give any back for 5 s, nor while a grant is
-//!   still landing; a reading with more unused memory than the VM has (guest figures newer
-//!   than the balloon size) is skipped.
-//! - Time, not changes: a reading is new when the guest's report time moves (or, without one,
-//!   when a figure changes or 3 s pass), so a guest reporting the same figures again is a guest
-//!   that is not growing: its rate falls with time (halving every 2 s or so) and a free ends it
-//!   at once. Stuck balloons, grants and settling are judged in seconds, not ticks.
-//! - Caution first: a VM seen for the first time (or after a restart of vcoord) keeps the band
-//!   (`band_factor` thresholds) until its growth rate has been measured.
+//! - [`Growth`], the estimator: each VM's memory use at each new guest report, and its growth
+//!   rate: it rises at once to what a reading shows, falls with one half-life
+//!   ([`HALF_LIFE_S`]) and ends at a free. The time between reports is smoothed with the same
+//!   half-life: a guest that reports slowly is seen late, so its growth is covered further ahead.
+//! - [`Balloon`], the tracker: what was last asked of a VM's balloon, and whether it is landing
+//!   (a grant in flight), stuck (no progress for [`STUCK_S`]) or settling (given memory less than
+//!   [`SETTLE_S`] ago). A stuck or settling balloon is never a donor.
+//! - The law, [`law`]: every VM keeps `keep = threshold x (1 + pressured) + rate x lead` unused,
+//!   and its target is `clamp(used + keep, lo, hi)`; a VM that is not growing may hold up to a
+//!   band of `band_factor` thresholds before it is asked to give back. Grants move at most
+//!   `max_grant_mib` a tick and, when the host cannot give them all, are shared by `shares`;
+//!   releases move `release_ratio` of the excess a tick (at most `max_release_mib`), twice as
+//!   fast when the host is under [`Level::Pressure`], and all at once down to `used + keep` when
+//!   it is [`Level::Critical`].
+//!
+//! Use is read from one guest report (`MemoryView::used_kib`); a VM seen for the first time
+//! keeps the band until its rate is measured; swap or major faults above `fault_threshold` a
+//! second mark a VM as pressured. The regression scenarios (`tests/regressions.rs`) each fail
+//! with a test-only variant that reads the guest the way an earlier version did.
 
 use std::collections::HashMap;
 
@@ -34,47 +28,29 @@ use vcoord_api::{
     BalloonTarget, MemoryPlan, MemoryPolicy, Mib, ParamError, PerVm, Policy, Snapshot, VmView,
 };
 
-/// A balloon counts as moving when it gets this much closer to its target.
-const PROGRESS_KIB: f64 = 8.0 * MIB;
-/// A VM given memory is not asked to give any back for this long (its figures lag), s.
-const SETTLE_S: f64 = 5.0;
-/// Without report times, unchanged figures for this long count as a reading, s.
-const QUIET_S: f64 = 3.0;
-/// Time constant of a falling growth rate, s.
-const RATE_FALL_S: f64 = 3.0;
+/// Half-life of every smoothed figure (a falling growth rate, the time between reports), s.
+pub const HALF_LIFE_S: f64 = 2.0;
+/// The smallest balloon move told apart from the guest's own churn and rounding: a move smaller
+/// than this is not asked for, progress smaller is not progress, a balloon this close to its
+/// target has reached it, and an idle VM must hold this much beyond its band to give back.
+pub const RESOLUTION_KIB: f64 = 8.0 * MIB;
 /// A drop in use this large between two readings is a free: growth has ended.
-const FREED_KIB: f64 = 32.0 * MIB;
-/// The time between guest reports `lead_s` allows for, s.
-const NOMINAL_GAP_S: f64 = 2.0;
+pub const FREED_KIB: f64 = 32.0 * MIB;
+/// A VM growing faster than this is growing: it is not a donor, kib/s.
+pub const GROWING_KIB_S: f64 = MIB;
+/// A balloon size that fell this much since the last tick is a balloon inflating: the guest's
+/// figures then mix two moments, and the growth they seem to show is not believed.
+pub const INFLATING_KIB: f64 = MIB;
+/// Without report times, unchanged figures for this long count as a new reading, s.
+pub const QUIET_S: f64 = 3.0;
+/// The time between guest reports that `lead_s` already allows for, s.
+pub const NOMINAL_GAP_S: f64 = 2.0;
+/// A VM given memory is not asked to give any back for this long (its figures lag), s.
+pub const SETTLE_S: f64 = 5.0;
 /// A balloon that has not moved toward its target for this long is stuck, s.
-const STUCK_S: f64 = 2.5;
-/// A stuck balloon is tried again as a donor after this long, s.
-const RETRY_S: f64 = 20.0;
-
-/// Earlier behaviours of this policy, each of which failed on real hosts. They are kept only so
-/// that regression tests can show each flaw in the simulator; configuration cannot set them.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Earlier {
-    /// Growth seen while a balloon inflates is believed (the balloon's own inflation read as
-    /// guest growth holds back reclaim).
-    pub believe_inflation: bool,
-    /// Readings with more unused memory than the VM has are used (a grant in flight is clawed
-    /// back from a growing guest).
-    pub use_inconsistent: bool,
-    /// A VM may give memory back right after a grant.
-    pub no_settle: bool,
-    /// The growth rate changes only when a figure changes (an idle guest that stopped growing
-    /// stays "growing" for ever).
-    pub rate_on_change_only: bool,
-    /// A VM seen for the first time is trusted to need only the threshold.
-    pub trust_first_sight: bool,
-    /// Use is judged as `actual - unused`, the balloon size read now and the guest's figures
-    /// from its last report, even where the host gives the report's own total.
-    pub mixed_moments: bool,
-    /// Growth is covered `lead_s` ahead however slowly the guest reports.
-    pub fixed_lead: bool,
-}
+pub const STUCK_S: f64 = 2.5;
+/// A stuck balloon is forgotten, and tried again as a donor, after this long, s.
+pub const RETRY_S: f64 = 20.0;
 
 vcoord_api::params! {
     /// Parameters of `pressure-balloon`. The guest floor and the host reserve are the guard's
@@ -94,10 +70,10 @@ vcoord_api::params! {
         pub max_grant_mib: Mib = Mib(512.0), unit "MiB", range 1.0..=1e7;
         /// host under pressure below this much grantable memory (share of guest memory): idle VMs give back twice as fast
         pub pressure_pct: f64 = 20.0, unit "percent", range 0.0..=100.0;
-        /// host critical below this: every VM that is not needy gives back its excess
+        /// host critical below this (or when grants do not fit): every VM that is not growing gives back all above its need
         pub critical_pct: f64 = 5.0, unit "percent", range 0.0..=100.0;
-        /// major faults in a tick that mark a VM as pressured
-        pub fault_threshold: f64 = 100.0, unit "faults per tick", range 0.0..=1e9;
+        /// major faults a second that mark a VM as pressured
+        pub fault_threshold: f64 = 100.0, unit "faults per second", range 0.0..=1e9;
         /// per-VM minimum size, e.g. { web = 1024 }
         pub min_mib: PerVm<Mib> = PerVm::default(), unit "MiB", range 0.0..=1e8;
         /// per-VM maximum size (below the domain's own maximum)
@@ -107,14 +83,500 @@ vcoord_api::params! {
     }
 }
 
+impl PressureBalloonParams {
+    /// The smallest and largest size `vm` may be given; `floor_kib` is the guard's floor.
+    /// The operator's per-VM settings come first, then this policy's per-VM tables.
+    pub fn bounds(&self, vm: &VmView, floor_kib: f64) -> (f64, f64) {
+        let operator = &vm.control;
+        let max_kib = operator
+            .max_kib
+            .map(|k| k as f64)
+            .or_else(|| self.max_mib.get(&vm.name).map(|m| m.kib()));
+        let min_kib = operator
+            .min_kib
+            .map(|k| k as f64)
+            .or_else(|| self.min_mib.get(&vm.name).map(|m| m.kib()));
+        let max = (vm.memory.max_kib as f64).min(max_kib.unwrap_or(f64::INFINITY));
+        let min = min_kib.unwrap_or(0.0).max(floor_kib).min(max);
+        (min, max)
+    }
+
+    /// A VM's weight when memory is short.
+    pub fn shares(&self, vm: &VmView) -> f64 {
+        vm.control
+            .shares
+            .or_else(|| self.shares.get(&vm.name).copied())
+            .unwrap_or(1.0)
+    }
+
+    /// Whether `vm` swaps, or faults more than `fault_threshold` a second, over an interval of
+    /// `interval_s`.
+    pub fn pressured(&self, vm: &VmView, interval_s: f64) -> bool {
+        // A snapshot that does not know its interval (a first tick) is read as one second.
+        let interval_s = if interval_s > 0.0 { interval_s } else { 1.0 };
+        vm.memory.swap_in_kib.unwrap_or(0) > 0
+            || vm.memory.swap_out_kib.unwrap_or(0) > 0
+            || vm.memory.major_faults.unwrap_or(0) as f64 / interval_s > self.fault_threshold
+    }
+}
+
+/// How much the host can still give, as a level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Grants fit, and idle VMs give back at their own pace.
+    Comfortable,
+    /// Grantable memory under `pressure_pct` of guest memory: idle VMs give back twice as fast.
+    Pressure,
+    /// Under `critical_pct`, or grants that do not fit: every VM that is not growing gives back
+    /// all above its need at once.
+    Critical,
+}
+
+impl Level {
+    /// The level for `grantable_pct` (grantable memory as a share of guest memory) when `short`
+    /// says whether the grants asked for exceed what the host can give.
+    pub fn of(params: &PressureBalloonParams, grantable_pct: f64, short: bool) -> Self {
+        if short || grantable_pct < params.critical_pct {
+            Self::Critical
+        } else if grantable_pct < params.pressure_pct {
+            Self::Pressure
+        } else {
+            Self::Comfortable
+        }
+    }
+
+    /// Its name in plan reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Comfortable => "comfortable",
+            Self::Pressure => "pressure",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One new reading of a VM's memory, for the estimator.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    /// When the guest made it (its report time where known, else the snapshot's), s.
+    pub at_s: f64,
+    /// Memory in use then.
+    pub used_kib: f64,
+    /// Whether a rise it shows may be believed (not while the balloon inflates and the figures
+    /// mix two moments).
+    pub believable: bool,
+}
+
+/// The estimator: one VM's use at its last reading and its growth rate.
+#[derive(Clone, Debug)]
+pub struct Growth {
+    /// Use at the last reading.
+    pub used_kib: f64,
+    /// When that reading was made, s.
+    pub at_s: f64,
+    /// Growth rate, kib/s (never below 0 for long: a free sets it to 0).
+    pub rate_kib_s: f64,
+    /// Time between readings, smoothed, s.
+    pub gap_s: f64,
+    /// Readings so far: the rate is known from the second on.
+    pub readings: u32,
+}
+
+impl Growth {
+    /// The estimator before any reading, at `now_s`.
+    pub fn new(used_kib: f64, now_s: f64) -> Self {
+        Self {
+            used_kib,
+            at_s: now_s,
+            rate_kib_s: 0.0,
+            gap_s: NOMINAL_GAP_S,
+            readings: 0,
+        }
+    }
+
+    /// Whether the growth rate has been measured (two readings).
+    pub fn measured(&self) -> bool {
+        self.readings >= 2
+    }
+
+    /// How much later than every [`NOMINAL_GAP_S`] the guest reports, s.
+    pub fn late_s(&self) -> f64 {
+        (self.gap_s - NOMINAL_GAP_S).max(0.0)
+    }
+
+    /// Takes in a new reading: the rate rises at once to what it shows, ends at a free, and
+    /// otherwise falls toward it with [`HALF_LIFE_S`].
+    pub fn update(&mut self, reading: Reading) {
+        let dt = reading.at_s - self.at_s;
+        if self.readings > 0 && dt > 0.0 {
+            let w = 1.0 - 0.5f64.powf(dt / HALF_LIFE_S);
+            self.gap_s += w * (dt.min(60.0) - self.gap_s);
+            let inst = (reading.used_kib - self.used_kib) / dt;
+            self.rate_kib_s = if inst > self.rate_kib_s && reading.believable {
+                inst
+            } else if reading.used_kib < self.used_kib - FREED_KIB {
+                0.0
+            } else {
+                let toward = inst.clamp(0.0, self.rate_kib_s.max(0.0));
+                self.rate_kib_s + w * (toward - self.rate_kib_s)
+            };
+        }
+        self.readings = self.readings.saturating_add(1);
+        self.used_kib = reading.used_kib;
+        self.at_s = reading.at_s;
+    }
+}
+
+/// The tracker: what was last asked of one VM's balloon, and how it answered.
+#[derive(Clone, Debug, Default)]
+pub struct Balloon {
+    /// The target last asked for and how far the balloon was from it at its last progress.
+    pub asked: Option<(f64, f64)>,
+    /// Since when the balloon has not moved toward that target.
+    pub still_since_s: Option<f64>,
+    /// When this VM was last given memory.
+    pub granted_at_s: Option<f64>,
+}
+
+impl Balloon {
+    /// Follows the balloon this tick: `actual` is its size as libvirt reads it, `size` as the
+    /// guest shows it (the smaller of the two when they differ).
+    pub fn observe(&mut self, actual: f64, size: f64, now_s: f64) {
+        let Some((target, gap_then)) = self.asked else {
+            return;
+        };
+        let gap = (target - actual).abs().min((target - size).abs());
+        if gap <= RESOLUTION_KIB || gap <= gap_then - RESOLUTION_KIB {
+            self.still_since_s = None;
+            self.asked = (gap > RESOLUTION_KIB).then_some((target, gap));
+        } else if self.still_since_s.is_some_and(|s| now_s - s >= RETRY_S) {
+            self.asked = None;
+            self.still_since_s = None;
+        } else if self.still_since_s.is_none() {
+            self.still_since_s = Some(now_s);
+        }
+    }
+
+    /// Records a target asked for at `now_s` when the balloon is at `actual`.
+    pub fn ask(&mut self, target: f64, actual: f64, now_s: f64) {
+        if target >= actual + MIB {
+            self.granted_at_s = Some(now_s);
+        }
+        // Asking again for about the same keeps counting the time without progress.
+        if !self
+            .asked
+            .is_some_and(|(old, _)| (old - target).abs() < RESOLUTION_KIB)
+        {
+            self.asked = Some((target, (target - actual).abs()));
+            self.still_since_s = None;
+        }
+    }
+
+    /// A grant is still on its way: the target asked for is above the balloon.
+    pub fn landing(&self, actual: f64) -> bool {
+        self.asked
+            .is_some_and(|(target, _)| target > actual + RESOLUTION_KIB)
+    }
+
+    /// The balloon is being inflated: the target asked for is below it.
+    pub fn inflating(&self, actual: f64) -> bool {
+        self.asked
+            .is_some_and(|(target, _)| target < actual - RESOLUTION_KIB)
+    }
+
+    /// No progress toward the target for [`STUCK_S`].
+    pub fn stuck(&self, now_s: f64) -> bool {
+        self.still_since_s.is_some_and(|s| now_s - s >= STUCK_S)
+    }
+
+    /// Given memory less than [`SETTLE_S`] ago, or a grant still landing: not a donor yet.
+    pub fn settling(&self, actual: f64, now_s: f64) -> bool {
+        self.landing(actual) || self.granted_at_s.is_some_and(|t| now_s - t < SETTLE_S)
+    }
+}
+
+/// What the law knows of one VM this tick.
+#[derive(Clone, Debug)]
+pub struct Need<'a> {
+    /// The VM.
+    pub vm: &'a VmView,
+    /// Memory in use, kib.
+    pub used: f64,
+    /// The balloon's size as libvirt reads it, kib.
+    pub actual: f64,
+    /// Its size as the guest shows it when that is smaller (a shrink libvirt reads late), kib.
+    pub size: f64,
+    /// Growth rate, kib/s.
+    pub rate_kib_s: f64,
+    /// How far ahead growth is covered: `lead_s` plus how late the guest reports, s.
+    pub lead_s: f64,
+    /// Its growth rate is measured.
+    pub measured: bool,
+    /// It swaps or faults.
+    pub pressured: bool,
+    /// Its balloon is stuck: not a donor.
+    pub stuck: bool,
+    /// Its balloon is settling after a grant: not a donor.
+    pub settling: bool,
+    /// The smallest size it may be given, kib.
+    pub lo: f64,
+    /// The largest size it may be given, kib.
+    pub hi: f64,
+}
+
+impl<'a> Need<'a> {
+    /// The law's view of `vm` using `used` of `size` (kib), from what `state` knows of it.
+    pub fn of(
+        params: &PressureBalloonParams,
+        snapshot: &Snapshot,
+        vm: &'a VmView,
+        state: &Tracked,
+        used: f64,
+        size: f64,
+    ) -> Self {
+        let (actual, now) = (vm.memory.actual_kib as f64, snapshot.wall_s());
+        let (lo, hi) = params.bounds(vm, snapshot.host().limits.guest_floor_kib as f64);
+        Self {
+            vm,
+            used,
+            actual,
+            size,
+            rate_kib_s: state.growth.rate_kib_s,
+            lead_s: params.lead_s + state.growth.late_s(),
+            measured: state.growth.measured(),
+            pressured: params.pressured(vm, snapshot.interval_s()),
+            stuck: state.balloon.stuck(now),
+            settling: state.balloon.settling(actual, now),
+            lo,
+            hi,
+        }
+    }
+
+    /// Unused memory it must keep: one threshold, two when pressured, plus its growth ahead;
+    /// the band while its growth is not measured yet.
+    pub fn keep(&self, params: &PressureBalloonParams) -> f64 {
+        let threshold = params.threshold_mib.kib();
+        let keep = threshold * if self.pressured { 2.0 } else { 1.0 }
+            + self.rate_kib_s.max(0.0) * self.lead_s;
+        if self.measured {
+            keep
+        } else {
+            keep.max(threshold * params.band_factor)
+        }
+    }
+
+    fn growing(&self) -> bool {
+        self.rate_kib_s > GROWING_KIB_S || !self.measured
+    }
+
+    /// What it lacks of `used + keep` (or of its minimum), at most `max_grant_mib`.
+    fn ask(&self, params: &PressureBalloonParams) -> f64 {
+        let keep = self.keep(params);
+        if self.actual - self.used >= keep && self.actual >= self.lo {
+            return 0.0;
+        }
+        let want = (self.used + keep).clamp(self.lo, self.hi);
+        (want - self.actual).clamp(0.0, params.max_grant_mib.kib())
+    }
+
+    /// Where it is taken down to, if it is a donor at `level`.
+    fn release(&self, params: &PressureBalloonParams, level: Level) -> Option<f64> {
+        if self.pressured || self.settling || self.stuck || self.growing() {
+            return None;
+        }
+        let unused = self.size - self.used;
+        let target = match level {
+            Level::Critical => (self.used + self.keep(params)).max(self.lo),
+            Level::Comfortable | Level::Pressure => {
+                let band = params.threshold_mib.kib() * params.band_factor;
+                if unused <= band + RESOLUTION_KIB {
+                    return None;
+                }
+                let speed = if level == Level::Pressure { 2.0 } else { 1.0 };
+                let give = (speed * params.release_ratio * (unused - band))
+                    .clamp(RESOLUTION_KIB, speed * params.max_release_mib.kib());
+                (self.size - give).max(self.used + band).max(self.lo)
+            }
+        };
+        let target = target.min(self.hi);
+        (self.size - target >= RESOLUTION_KIB).then_some(target)
+    }
+}
+
+/// The law: each VM's target from what it needs and what the host can give.
+pub fn law(params: &PressureBalloonParams, snapshot: &Snapshot, needs: &[Need]) -> MemoryPlan {
+    if needs.is_empty() {
+        return MemoryPlan {
+            targets: Vec::new(),
+            reason: "no VM with fresh statistics".into(),
+        };
+    }
+    let host = snapshot.host();
+    // Below 0 when the guests already eat into the reserve.
+    let above_reserve = host.guest_free_kib as f64 - host.limits.host_reserve_kib as f64;
+    let grantable = above_reserve.max(0.0);
+    let guest_total = needs.iter().map(|n| n.actual).sum::<f64>() + host.guest_free_kib as f64;
+    let asks: Vec<f64> = needs.iter().map(|n| n.ask(params)).collect();
+    let asked: f64 = asks.iter().sum();
+    let short = asked > grantable;
+    let level = Level::of(params, 100.0 * above_reserve / guest_total.max(1.0), short);
+    let grants = if short {
+        let weights: Vec<f64> = needs.iter().map(|n| params.shares(n.vm)).collect();
+        share_out(&asks, &weights, grantable)
+    } else {
+        asks.clone()
+    };
+    let mut targets = Vec::new();
+    let mut stuck = Vec::new();
+    for ((n, &ask), &grant) in needs.iter().zip(&asks).zip(&grants) {
+        let unused = n.actual - n.used;
+        let (target, reason) = if grant >= MIB {
+            let why = format!(
+                "needs {:.0} MiB unused (growing {:.0} MiB/s{}), has {:.0}",
+                n.keep(params) / MIB,
+                n.rate_kib_s.max(0.0) / MIB,
+                if n.pressured {
+                    ", swapping or faulting"
+                } else {
+                    ""
+                },
+                unused / MIB
+            );
+            ((n.actual + grant).min(n.hi), why)
+        } else if ask > 0.0 {
+            continue;
+        } else if let Some(target) = n.release(params, level) {
+            let why = match level {
+                Level::Critical => format!(
+                    "critical: gives back all above its need ({:.0} MiB unused)",
+                    (n.size - n.used) / MIB
+                ),
+                _ => format!("idle: {:.0} MiB unused", (n.size - n.used) / MIB),
+            };
+            (target, why)
+        } else {
+            if n.stuck && !n.pressured && !n.settling {
+                stuck.push(n.vm.name.as_str());
+            }
+            continue;
+        };
+        targets.push(BalloonTarget {
+            vm: n.vm.name.clone(),
+            target_kib: target.round() as i64,
+            reason,
+        });
+    }
+    let mut reason = format!(
+        "host {}: {:.0} MiB grantable, {:.0} MiB asked",
+        level.as_str(),
+        grantable / MIB,
+        asked / MIB
+    );
+    if !stuck.is_empty() {
+        reason.push_str(&format!(
+            "; stuck balloons (not donors): {}",
+            stuck.join(", ")
+        ));
+    }
+    MemoryPlan { targets, reason }
+}
+
+/// Shares `pool` out by weight, never more than each ask; what a VM cannot take goes to the
+/// others.
+fn share_out(asks: &[f64], weights: &[f64], pool: f64) -> Vec<f64> {
+    let mut out = vec![0.0; asks.len()];
+    let mut left = pool;
+    let mut open: Vec<usize> = (0..asks.len()).filter(|&i| asks[i] > 0.0).collect();
+    while left > 1.0 && !open.is_empty() {
+        let total: f64 = open.iter().map(|&i| weights[i]).sum();
+        let mut given = 0.0;
+        for &i in &open {
+            let add = (left * weights[i] / total).min(asks[i] - out[i]);
+            out[i] += add;
+            given += add;
+        }
+        left -= given;
+        open.retain(|&i| asks[i] - out[i] > 1.0);
+        if given < 1.0 {
+            break;
+        }
+    }
+    out
+}
+
+/// What the policy remembers of one VM.
+#[derive(Clone, Debug)]
+pub struct Tracked {
+    /// Its UUID: a VM of the same name with another one is a new VM.
+    pub uuid: String,
+    /// Its use and growth.
+    pub growth: Growth,
+    /// Its balloon.
+    pub balloon: Balloon,
+    /// The guest's report time at the last reading, where the host gives one.
+    pub report_s: Option<f64>,
+    /// The guest's unused memory at the last reading.
+    pub unused_kib: Option<u64>,
+    /// The balloon's size last tick.
+    pub actual_kib: f64,
+}
+
+impl Tracked {
+    /// A VM first seen at `now_s` using `used_kib`.
+    pub fn new(vm: &VmView, used_kib: f64, now_s: f64) -> Self {
+        Self {
+            uuid: vm.uuid.clone(),
+            growth: Growth::new(used_kib, now_s),
+            balloon: Balloon::default(),
+            report_s: None,
+            unused_kib: None,
+            actual_kib: vm.memory.actual_kib as f64,
+        }
+    }
+}
+
+/// Keeps the state of the VMs in `snapshot` that `read` takes, keyed by name; a VM that is
+/// gone, or back with another UUID, is forgotten. `read` gets the VM and its state (`None` the
+/// first time) and gives the law's view of it, or `None` to leave it alone this tick (its state
+/// kept).
+pub fn track<'a>(
+    seen: &mut HashMap<String, Tracked>,
+    snapshot: &'a Snapshot,
+    mut read: impl FnMut(&'a VmView, Option<Tracked>) -> (Option<Tracked>, Option<Need<'a>>),
+) -> Vec<Need<'a>> {
+    let mut kept = HashMap::new();
+    let mut needs = Vec::new();
+    for vm in snapshot.vms() {
+        let state = seen.remove(&vm.name).filter(|s| s.uuid == vm.uuid);
+        let (state, need) = read(vm, state);
+        if let Some(state) = state {
+            kept.insert(vm.name.clone(), state);
+        }
+        needs.extend(need);
+    }
+    *seen = kept;
+    needs
+}
+
+/// Records the plan's targets in each VM's balloon tracker.
+pub fn remember(seen: &mut HashMap<String, Tracked>, snapshot: &Snapshot, plan: &MemoryPlan) {
+    for target in &plan.targets {
+        if let (Some(state), Some(vm)) = (seen.get_mut(&target.vm), snapshot.vm(&target.vm)) {
+            state.balloon.ask(
+                target.target_kib as f64,
+                vm.memory.actual_kib as f64,
+                snapshot.wall_s(),
+            );
+        }
+    }
+}
+
 /// The policy with its parameters and what it remembers of each VM.
 #[derive(Clone, Debug, Default)]
 pub struct PressureBalloon {
     /// Its parameters.
     pub params: PressureBalloonParams,
-    seen: HashMap<String, VmState>,
-    #[doc(hidden)]
-    pub earlier: Earlier,
+    seen: HashMap<String, Tracked>,
 }
 
 impl Policy for PressureBalloon {
@@ -146,444 +608,71 @@ impl Policy for PressureBalloon {
         Ok(Self {
             params,
             seen: HashMap::new(),
-            earlier: Earlier::default(),
         })
     }
 }
 
-#[derive(Clone, Debug)]
-struct VmState {
-    uuid: String,
-    used_kib: f64,
-    /// The guest's unused memory at its last new reading, and when that was (the guest's
-    /// report time where known, else the snapshot's).
-    unused_kib: f64,
-    read_at_s: f64,
-    /// The report time of the last reading, where the host gives one.
-    report_s: Option<f64>,
-    /// Readings so far: the growth rate is known from the second on.
-    readings: u32,
-    /// Time between new readings, smoothed: a guest that reports slowly is seen late.
-    report_gap_s: f64,
-    actual_kib: f64,
-    rate_kib_s: f64,
-    /// Target this policy last asked for, with the distance to it then.
-    asked: Option<(f64, f64)>,
-    /// Since when the balloon has not moved toward the target asked for.
-    still_since_s: Option<f64>,
-    /// When this VM was last given memory.
-    granted_at_s: f64,
-}
-
-/// One VM's decision inputs this tick.
-struct Need<'a> {
+/// The law's view of `vm`, from its figures this tick and its state; `None` when the VM is
+/// left alone this tick (not managed, stale statistics, or figures that say nothing).
+fn read<'a>(
+    params: &PressureBalloonParams,
+    snapshot: &Snapshot,
     vm: &'a VmView,
-    used: f64,
-    actual: f64,
-    /// Its size as the guest shows it when that is smaller (a shrink libvirt reads late).
-    size: f64,
-    /// Unused memory it must keep.
-    keep: f64,
-    lo: f64,
-    hi: f64,
-    growing: bool,
-    pressured: bool,
-    stuck: bool,
-    /// Given memory in the last few ticks, or a grant still landing: not a donor yet.
-    settling: bool,
-}
-
-impl PressureBalloon {
-    /// The smallest and largest size `vm` may be given; `floor_kib` is the guard's floor.
-    /// The operator's per-VM settings come first, then this policy's per-VM tables.
-    fn bounds(&self, vm: &VmView, floor_kib: f64) -> (f64, f64) {
-        let operator = &vm.control;
-        let max_kib = operator
-            .max_kib
-            .map(|k| k as f64)
-            .or_else(|| self.params.max_mib.get(&vm.name).map(|m| m.kib()));
-        let min_kib = operator
-            .min_kib
-            .map(|k| k as f64)
-            .or_else(|| self.params.min_mib.get(&vm.name).map(|m| m.kib()));
-        let max = (vm.memory.max_kib as f64).min(max_kib.unwrap_or(f64::INFINITY));
-        let min = min_kib.unwrap_or(0.0).max(floor_kib).min(max);
-        (min, max)
+    state: Option<Tracked>,
+) -> (Option<Tracked>, Option<Need<'a>>) {
+    let memory = &vm.memory;
+    // Use from one report's own figures where the host gives them (see `used_kib`); else from
+    // the guest's unused and the balloon's size read at another moment, figures that can say
+    // there is more unused than the VM has, and then say nothing.
+    let one_moment = memory.available_kib.is_some() && memory.unavailable_kib.is_some();
+    let used = memory
+        .used_kib()
+        .filter(|_| one_moment || memory.unused_kib.is_some_and(|u| u < memory.actual_kib));
+    let (Some(used), true, true) = (used, memory.stats_fresh, vm.control.memory_managed) else {
+        return (state, None);
+    };
+    let (used, actual, now) = (used as f64, memory.actual_kib as f64, snapshot.wall_s());
+    let mut state = state.unwrap_or_else(|| Tracked::new(vm, used, now));
+    // A reading is new when the guest's report time moves; without one, when a figure changes
+    // or the figures have been quiet for a while.
+    let new = match (memory.last_report_s, state.report_s) {
+        (Some(t), Some(previous)) => t > previous,
+        (Some(_), None) => true,
+        (None, _) => memory.unused_kib != state.unused_kib || now - state.growth.at_s >= QUIET_S,
+    };
+    if new {
+        let inflating =
+            actual < state.actual_kib - INFLATING_KIB || state.balloon.inflating(actual);
+        state.growth.update(Reading {
+            at_s: memory.last_report_s.unwrap_or(now),
+            used_kib: used,
+            believable: one_moment || !inflating,
+        });
+        state.report_s = memory.last_report_s;
+        state.unused_kib = memory.unused_kib;
     }
-
-    /// A VM's weight when memory is short.
-    fn shares(&self, vm: &VmView) -> f64 {
-        vm.control
-            .shares
-            .or_else(|| self.params.shares.get(&vm.name).copied())
-            .unwrap_or(1.0)
-    }
-
-    /// Whether `vm`'s use can be judged from one report's figures alone.
-    fn one_moment(&self, vm: &VmView) -> bool {
-        !self.earlier.mixed_moments
-            && vm.memory.available_kib.is_some()
-            && vm.memory.unavailable_kib.is_some()
-    }
-
-    /// Takes a VM's figures this tick into its state: on a new reading, its growth rate.
-    fn read(&self, state: &mut VmState, vm: &VmView, used: f64, actual: f64, now: f64) {
-        let unused = vm.memory.unused_kib.unwrap_or(0) as f64;
-        let report = vm
-            .memory
-            .last_report_s
-            .filter(|_| !self.earlier.rate_on_change_only);
-        let changed = unused != state.unused_kib;
-        let new = match (report, state.report_s) {
-            (Some(t), Some(previous)) => t > previous,
-            (Some(_), None) => true,
-            _ if self.earlier.rate_on_change_only => changed,
-            (None, _) => changed || now - state.read_at_s >= QUIET_S,
-        };
-        if !new {
-            state.actual_kib = actual;
-            return;
-        }
-        let at = report.unwrap_or(now);
-        let dt = at - state.read_at_s;
-        if state.readings > 0 && dt > 0.0 {
-            state.report_gap_s = 0.7 * state.report_gap_s + 0.3 * dt.min(60.0);
-            let inst = (used - state.used_kib) / dt;
-            // While a balloon inflates, the guest's figures and the balloon size are read at
-            // different moments, so use seems to grow by what the balloon took: an increase
-            // seen then is not believed.
-            let inflating = !self.earlier.believe_inflation
-                && !self.one_moment(vm)
-                && (actual < state.actual_kib - MIB
-                    || state
-                        .asked
-                        .is_some_and(|(target, _)| target < actual - PROGRESS_KIB));
-            state.rate_kib_s = if inst > state.rate_kib_s && !inflating {
-                // Rise at once (a working set grows fast)...
-                inst
-            } else if self.earlier.rate_on_change_only {
-                0.7 * state.rate_kib_s + 0.3 * inst.min(state.rate_kib_s)
-            } else if used < state.used_kib - FREED_KIB {
-                // ...a free ends growth...
-                0.0
-            } else {
-                // ...and otherwise fall with time, toward what this reading shows.
-                let w = 1.0 - (-dt / RATE_FALL_S).exp();
-                let toward = inst.clamp(0.0, state.rate_kib_s.max(0.0));
-                state.rate_kib_s + w * (toward - state.rate_kib_s)
-            };
-        }
-        state.readings = state.readings.saturating_add(1);
-        state.used_kib = used;
-        state.unused_kib = unused;
-        state.read_at_s = at;
-        state.report_s = report;
-        state.actual_kib = actual;
-    }
-
-    /// Updates the memory of each VM with fresh statistics and says what it needs.
-    fn needs<'a>(&mut self, snapshot: &'a Snapshot) -> Vec<Need<'a>> {
-        let mut out = Vec::new();
-        let mut seen = HashMap::new();
-        for vm in snapshot.vms() {
-            // Use from one report's own figures (see `MemoryView::used_kib`), or else, where the
-            // host cannot tell, from the guest's unused and the balloon's size read at another
-            // moment: such figures can report more unused than the VM has, and then say
-            // nothing; the VM keeps what it has this tick.
-            let one_moment = self.one_moment(vm);
-            let consistent = one_moment
-                || self.earlier.use_inconsistent
-                || vm
-                    .memory
-                    .unused_kib
-                    .is_some_and(|u| u < vm.memory.actual_kib);
-            let used = if one_moment {
-                vm.memory.used_kib()
-            } else {
-                vm.memory
-                    .unused_kib
-                    .map(|u| vm.memory.actual_kib.saturating_sub(u))
-            };
-            // A VM whose memory the operator left alone is neither given nor asked anything.
-            let (Some(used), true, true) = (
-                used.filter(|_| consistent),
-                vm.memory.stats_fresh,
-                vm.control.memory_managed,
-            ) else {
-                if let Some(s) = self.seen.remove(&vm.name) {
-                    if s.uuid == vm.uuid {
-                        seen.insert(vm.name.clone(), s);
-                    }
-                }
-                continue;
-            };
-            let used = used as f64;
-            let actual = vm.memory.actual_kib as f64;
-            let now = snapshot.wall_s();
-            let mut state = match self.seen.remove(&vm.name) {
-                Some(s) if s.uuid == vm.uuid => s,
-                _ => VmState {
-                    uuid: vm.uuid.clone(),
-                    used_kib: used,
-                    unused_kib: -1.0,
-                    read_at_s: now,
-                    report_s: None,
-                    readings: 0,
-                    report_gap_s: NOMINAL_GAP_S,
-                    actual_kib: actual,
-                    rate_kib_s: 0.0,
-                    asked: None,
-                    still_since_s: None,
-                    granted_at_s: f64::NEG_INFINITY,
-                },
-            };
-            self.read(&mut state, vm, used, actual, now);
-            // libvirt reads the balloon size about a second after the guest's own total shows a
-            // move: a balloon counts as where the guest says it is when the guest says it is
-            // smaller.
-            let guest_size = match (vm.memory.available_kib, vm.memory.unavailable_kib) {
-                (Some(a), Some(u)) if self.one_moment(vm) => Some((a + u) as f64),
-                _ => None,
-            };
-            let size = guest_size.map_or(actual, |g| g.min(actual));
-            // Stuck: no progress toward the last target for a while.
-            if let Some((target, gap_then)) = state.asked {
-                let gap = (target - actual).abs().min((target - size).abs());
-                if gap <= PROGRESS_KIB || gap <= gap_then - PROGRESS_KIB {
-                    state.still_since_s = None;
-                    state.asked = (gap > PROGRESS_KIB).then_some((target, gap));
-                } else if state
-                    .still_since_s
-                    .is_some_and(|since| now - since >= RETRY_S)
-                {
-                    // Stuck for long: forget, and try it again as a donor.
-                    state.asked = None;
-                    state.still_since_s = None;
-                } else if state.still_since_s.is_none() {
-                    state.still_since_s = Some(now);
-                }
-            }
-            let pressured = vm.memory.swap_in_kib.unwrap_or(0) > 0
-                || vm.memory.swap_out_kib.unwrap_or(0) > 0
-                || vm.memory.major_faults.unwrap_or(0) as f64 > self.params.fault_threshold;
-            let threshold = self.params.threshold_mib.kib();
-            // `lead_s` assumes reports every 2 s or so; a guest reporting more slowly is seen
-            // later, and its growth is covered further ahead.
-            let late = if self.earlier.fixed_lead {
-                0.0
-            } else {
-                (state.report_gap_s - NOMINAL_GAP_S).max(0.0)
-            };
-            let lead = self.params.lead_s + late;
-            let growth = state.rate_kib_s.max(0.0) * lead;
-            let mut keep = threshold * if pressured { 2.0 } else { 1.0 } + growth;
-            let measured = state.readings >= 2 || self.earlier.trust_first_sight;
-            if !measured {
-                // Growth not measured yet: keep the band meanwhile.
-                keep = keep.max(threshold * self.params.band_factor);
-            }
-            let (lo, hi) = self.bounds(vm, snapshot.host().limits.guest_floor_kib as f64);
-            out.push(Need {
-                vm,
-                used,
-                actual,
-                size,
-                keep,
-                lo,
-                hi,
-                growing: state.rate_kib_s > 1.0 * MIB || !measured,
-                pressured,
-                stuck: state
-                    .still_since_s
-                    .is_some_and(|since| now - since >= STUCK_S),
-                settling: !self.earlier.no_settle
-                    && (now - state.granted_at_s < SETTLE_S
-                        || state
-                            .asked
-                            .is_some_and(|(target, _)| target > actual + PROGRESS_KIB)),
-            });
-            seen.insert(vm.name.clone(), state);
-        }
-        // VMs that are gone are forgotten.
-        self.seen = seen;
-        out
-    }
+    state.actual_kib = actual;
+    // libvirt reads the balloon size about a second after the guest's own total shows a move:
+    // the balloon is where the guest says it is when the guest says it is smaller.
+    let size = match (memory.available_kib, memory.unavailable_kib) {
+        (Some(a), Some(u)) => ((a + u) as f64).min(actual),
+        _ => actual,
+    };
+    state.balloon.observe(actual, size, now);
+    let need = Need::of(params, snapshot, vm, &state, used, size);
+    (Some(state), Some(need))
 }
 
 impl MemoryPolicy for PressureBalloon {
     fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
-        let needs = self.needs(snapshot);
-        if needs.is_empty() {
-            return MemoryPlan {
-                targets: Vec::new(),
-                reason: "no VM with fresh statistics".into(),
-            };
-        }
-        let host = snapshot.host();
-        let available = host.guest_free_kib as f64 - host.limits.host_reserve_kib as f64;
-        let guest_total: f64 =
-            needs.iter().map(|n| n.actual).sum::<f64>() + snapshot.host().guest_free_kib as f64;
-        let share = 100.0 * available / guest_total.max(1.0);
-        let level = if share < self.params.critical_pct {
-            "critical"
-        } else if share < self.params.pressure_pct {
-            "pressure"
-        } else {
-            "comfortable"
-        };
-
-        // What each needy VM asks for.
-        let asks: Vec<f64> = needs
-            .iter()
-            .map(|n| {
-                let unused = n.actual - n.used;
-                if unused >= n.keep && n.actual >= n.lo {
-                    return 0.0;
-                }
-                let want = (n.used + n.keep).clamp(n.lo, n.hi);
-                (want - n.actual).clamp(0.0, self.params.max_grant_mib.kib())
-            })
-            .collect();
-        let asked: f64 = asks.iter().sum();
-        let short = asked > available.max(0.0);
-        let claim_all = short || level == "critical";
-
-        let mut targets: Vec<Option<(f64, String)>> = vec![None; needs.len()];
-        // Donors first.
-        let mut stuck = Vec::new();
-        for (i, n) in needs.iter().enumerate() {
-            if asks[i] > 0.0 || n.pressured || n.settling {
-                continue;
-            }
-            if n.stuck {
-                stuck.push(n.vm.name.as_str());
-                continue;
-            }
-            // From the size the guest shows, so each shrink builds on the last one it saw.
-            let unused = n.size - n.used;
-            let floor = (n.used + n.keep).max(n.lo);
-            let target = if claim_all && !n.growing {
-                floor
-            } else {
-                let band = self.params.threshold_mib.kib() * self.params.band_factor;
-                if n.growing || unused <= band + PROGRESS_KIB {
-                    continue;
-                }
-                let ratio = self.params.release_ratio * if level == "pressure" { 2.0 } else { 1.0 };
-                let cap =
-                    self.params.max_release_mib.kib() * if level == "pressure" { 2.0 } else { 1.0 };
-                let give = (ratio * (unused - band)).clamp(PROGRESS_KIB, cap);
-                (n.size - give).max(n.used + band).max(n.lo)
-            };
-            let target = target.min(n.hi);
-            if n.size - target >= PROGRESS_KIB {
-                let why = if claim_all {
-                    format!(
-                        "{level}: gives back all above its need ({:.0} MiB unused)",
-                        unused / MIB
-                    )
-                } else {
-                    format!("idle: {:.0} MiB unused", unused / MIB)
-                };
-                targets[i] = Some((target, why));
-            }
-        }
-        // Then the needy, within what the host has: all of it when it fits, else by shares.
-        let grants = if short {
-            let weights: Vec<f64> = needs.iter().map(|n| self.shares(n.vm)).collect();
-            share_out(&asks, &weights, available.max(0.0))
-        } else {
-            asks.clone()
-        };
-        for (i, n) in needs.iter().enumerate() {
-            if grants[i] >= 1.0 * MIB {
-                if let Some(state) = self.seen.get_mut(&n.vm.name) {
-                    state.granted_at_s = snapshot.wall_s();
-                }
-                let rate = self
-                    .seen
-                    .get(&n.vm.name)
-                    .map_or(0.0, |s| s.rate_kib_s.max(0.0));
-                targets[i] = Some((
-                    (n.actual + grants[i]).min(n.hi),
-                    format!(
-                        "needs {:.0} MiB unused (growing {:.0} MiB/s{}), has {:.0}",
-                        n.keep / MIB,
-                        rate / MIB,
-                        if n.pressured {
-                            ", swapping or faulting"
-                        } else {
-                            ""
-                        },
-                        (n.actual - n.used) / MIB
-                    ),
-                ));
-            }
-        }
-        // Record what was asked, to spot balloons that do not move.
-        for (n, t) in needs.iter().zip(&targets) {
-            if let (Some((target, _)), Some(state)) = (t, self.seen.get_mut(&n.vm.name)) {
-                // Asking again for about the same keeps counting ticks without progress.
-                let same = state
-                    .asked
-                    .is_some_and(|(old, _)| (old - target).abs() < PROGRESS_KIB);
-                if !same {
-                    state.asked = Some((*target, (target - n.actual).abs()));
-                    state.still_since_s = None;
-                }
-            }
-        }
-        let plan_targets: Vec<BalloonTarget> = needs
-            .iter()
-            .zip(targets)
-            .filter_map(|(n, t)| {
-                let (target, reason) = t?;
-                Some(BalloonTarget {
-                    vm: n.vm.name.clone(),
-                    target_kib: target.round() as i64,
-                    reason,
-                })
-            })
-            .collect();
-        let mut reason = format!(
-            "host {level}: {:.0} MiB grantable, {:.0} MiB asked",
-            available.max(0.0) / MIB,
-            asked / MIB
-        );
-        if !stuck.is_empty() {
-            reason.push_str(&format!(
-                "; stuck balloons (not donors): {}",
-                stuck.join(", ")
-            ));
-        }
-        MemoryPlan {
-            targets: plan_targets,
-            reason,
-        }
+        let params = &self.params;
+        let needs = track(&mut self.seen, snapshot, |vm, state| {
+            read(params, snapshot, vm, state)
+        });
+        let plan = law(params, snapshot, &needs);
+        remember(&mut self.seen, snapshot, &plan);
+        plan
     }
-}
-
-/// Shares `pool` out by weight, never more than each ask; what a VM cannot take goes to the
-/// others.
-fn share_out(asks: &[f64], weights: &[f64], pool: f64) -> Vec<f64> {
-    let mut out = vec![0.0; asks.len()];
-    let mut left = pool;
-    let mut open: Vec<usize> = (0..asks.len()).filter(|&i| asks[i] > 0.0).collect();
-    while left > 1.0 && !open.is_empty() {
-        let total: f64 = open.iter().map(|&i| weights[i]).sum();
-        let mut given = 0.0;
-        for &i in &open {
-            let add = (left * weights[i] / total).min(asks[i] - out[i]);
-            out[i] += add;
-            given += add;
-        }
-        left -= given;
-        open.retain(|&i| asks[i] - out[i] > 1.0);
-        if given < 1.0 {
-            break;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -672,7 +761,7 @@ mod tests {
             used += 100;
             t += 2.0;
         }
-        let rate = p.seen["g"].rate_kib_s / MIB;
+        let rate = p.seen["g"].growth.rate_kib_s / MIB;
         assert!(rate > 40.0, "{rate}");
         // Then it holds: every report the same figures, while time goes by.
         let mut given_back_at = None;
@@ -697,9 +786,9 @@ mod tests {
         }
         // Its rate fell to nothing, and the excess it was fed ahead came back to the band.
         assert!(
-            p.seen["g"].rate_kib_s < MIB,
+            p.seen["g"].growth.rate_kib_s < MIB,
             "{}",
-            p.seen["g"].rate_kib_s / MIB
+            p.seen["g"].growth.rate_kib_s / MIB
         );
         let given = given_back_at.expect("never given back");
         assert!(
@@ -707,22 +796,6 @@ mod tests {
             "first given back {given} s after the growth stopped"
         );
         assert!(actual - used <= 208, "unused {} after 40 s", actual - used);
-        // The earlier behaviour kept its last rate for ever.
-        let mut old = PressureBalloon::default();
-        old.earlier.rate_on_change_only = true;
-        old.seen = p.seen.clone();
-        old.seen.get_mut("g").unwrap().rate_kib_s = 50.0 * MIB;
-        for tick in 0..40 {
-            let mut vm = mem_vm("g", 4096, actual, Some(actual - used));
-            vm.memory.last_report_s = Some(100.0 + f64::from(tick / 2 * 2));
-            let s = snapshot(1, vec![vm], 8192)
-                .to_builder()
-                .wall_s(100.0 + f64::from(tick))
-                .build()
-                .unwrap();
-            old.decide(&s);
-        }
-        assert!(old.seen["g"].rate_kib_s > 40.0 * MIB);
     }
 
     #[test]
@@ -734,12 +807,12 @@ mod tests {
                 snapshot(1, vec![mem_vm("g", 4096, 1000, Some(unused))], 8192),
             ));
         }
-        assert!(p.seen["g"].rate_kib_s > 40.0 * MIB);
+        assert!(p.seen["g"].growth.rate_kib_s > 40.0 * MIB);
         p.decide(&at(
             6.0,
             snapshot(1, vec![mem_vm("g", 4096, 1000, Some(800))], 8192),
         ));
-        assert_eq!(p.seen["g"].rate_kib_s, 0.0);
+        assert_eq!(p.seen["g"].growth.rate_kib_s, 0.0);
     }
 
     #[test]
@@ -874,7 +947,7 @@ mod tests {
             let mut granted = 0.0;
             for t in &plan.targets {
                 let vm = s.vm(&t.vm).unwrap();
-                let (lo, hi) = p.bounds(vm, s.host().limits.guest_floor_kib as f64);
+                let (lo, hi) = p.params.bounds(vm, s.host().limits.guest_floor_kib as f64);
                 let target = t.target_kib as f64;
                 let actual = vm.memory.actual_kib as f64;
                 prop_assert!(target <= hi + 1.0, "{} above max: {} > {}", t.vm, target, hi);

@@ -7,7 +7,6 @@ mod supervise;
 pub use supervise::{cpu_policy, memory_policy, DecideLimits};
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -16,22 +15,7 @@ use vcoord_plugin::abi::{self as abi, RStr};
 use vcoord_plugin::host::{Info, Library, OpenError, Refusal};
 
 /// Which policy kind a plugin is asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A CPU policy.
-    Cpu,
-    /// A memory policy.
-    Memory,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Cpu => "CPU",
-            Self::Memory => "memory",
-        })
-    }
-}
+pub use vcoord_api::Kind;
 
 /// Why a plugin policy could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

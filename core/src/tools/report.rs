@@ -13,7 +13,7 @@ use crate::tools::metrics::demand_stdev;
 use crate::tools::plot::{merge_coinciding, render, Mark, Panel, Series};
 use crate::tools::stats::Estimate;
 use crate::tools::study::{
-    describe, header, scenario_rows, show, summary_rows, Group, Kind, Study,
+    describe, header, scenario_rows, show, summary_rows, Group, Kind, KindExt, Study,
 };
 
 /// Whether any vCPU of a tick has a measured load (the first tick has none).
@@ -307,14 +307,14 @@ pub fn html(study: &Study) -> String {
         );
     }
     body.push_str("</dl>\n<h2 id=\"summary-title\">Summary</h2>\n<div id=\"summary\">");
-    for kind in [Kind::Cpu, Kind::Memory] {
+    for kind in Kind::ALL {
         let tallies = study.tallies(kind);
         let rows = summary_rows(study, kind, &tallies);
         body.push_str(&html_table(
-            &format!("summary-{}", kind.title().to_lowercase()),
+            &format!("summary-{}", kind.key()),
             &format!(
                 "{} figures: scenarios won / lost / tied over {} scenario(s)",
-                kind.title(),
+                kind,
                 study.scenarios.len()
             ),
             &header(kind),
@@ -342,8 +342,8 @@ pub fn html(study: &Study) -> String {
             })
             .collect();
         body.push_str(&html_table_raw(
-            &format!("worst-{}", kind.title().to_lowercase()),
-            &format!("{} figures: worst scenario mean", kind.title()),
+            &format!("worst-{}", kind.key()),
+            &format!("{} figures: worst scenario mean", kind),
             &header(kind),
             &worst,
         ));
@@ -383,12 +383,12 @@ pub fn html(study: &Study) -> String {
                 "; fewest moves to balance the start: {f}"
             ))
         );
-        for kind in [Kind::Cpu, Kind::Memory] {
+        for kind in Kind::ALL {
             let groups = study.groups(kind);
             let rows = scenario_rows(study, s, kind);
             body.push_str(&html_table(
-                &format!("{s}-{}", kind.title().to_lowercase()),
-                kind.title(),
+                &format!("{s}-{}", kind.key()),
+                &kind.to_string(),
                 &header(kind),
                 &rows,
             ));

@@ -5,9 +5,14 @@
 //! Contenders that run the same CPU policy and get the same CPU figures in every run share one
 //! CPU row (likewise for memory): the memory policy does not move vCPUs, so a grid of CPU x
 //! memory choices shows each CPU policy once.
+//!
+//! The analysis is here; [`write`] renders it.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+mod write;
+
+pub use write::{
+    csv, grid, header, json, row, scenario_rows, scenario_text, show, summary_rows, table, Row,
+};
 
 use serde::Serialize;
 
@@ -153,30 +158,21 @@ pub const MEMORY_METRICS: &[Metric] = &[
     },
 ];
 
-/// CPU or memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// CPU policies and figures.
-    Cpu,
-    /// Memory policies and figures.
-    Memory,
+pub use vcoord_api::Kind;
+
+/// What `compare` reports of each kind.
+pub trait KindExt {
+    /// The figures of this kind.
+    fn metrics(self) -> &'static [Metric];
+    /// The contender's policy choice of this kind.
+    fn choice(self, c: &Contender) -> &PolicyChoice;
 }
 
-impl Kind {
-    /// The figures of this kind.
-    pub fn metrics(self) -> &'static [Metric] {
+impl KindExt for Kind {
+    fn metrics(self) -> &'static [Metric] {
         match self {
             Kind::Cpu => CPU_METRICS,
             Kind::Memory => MEMORY_METRICS,
-        }
-    }
-
-    /// Table heading.
-    pub fn title(self) -> &'static str {
-        match self {
-            Kind::Cpu => "CPU",
-            Kind::Memory => "memory",
         }
     }
 
@@ -251,7 +247,7 @@ pub fn describe(choice: &PolicyChoice) -> String {
     format!("{name} {{ {} }}", params.join(", "))
 }
 
-fn short_name(choice: &PolicyChoice) -> String {
+pub(crate) fn short_name(choice: &PolicyChoice) -> String {
     match &choice.plugin {
         Some(_) => {
             let stem = std::path::Path::new(&choice.name)
@@ -507,414 +503,120 @@ impl<'a> Study<'a> {
     }
 }
 
-/// A figure for a table: an integer as such with one seed, else one decimal (and the
-/// interval).
-pub fn show(e: &Estimate) -> String {
-    if e.ci95.is_none() && (e.mean - e.mean.round()).abs() < 1e-9 {
-        format!("{:.0}", e.mean)
-    } else {
-        e.show(1)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostConfig;
+    use crate::tools::metrics::{CpuMetrics, MemoryMetrics};
+    use std::collections::BTreeMap;
 
-/// Columns padded: the first left-aligned, the others right-aligned, two spaces of indent.
-pub fn grid(header: &[String], rows: &[Vec<String>]) -> String {
-    let cols = header.len();
-    let width: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .chain(std::iter::once(&header[c]))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| -> String {
-        let mut out = String::from(" ");
-        for (c, cell) in cells.iter().enumerate() {
-            let pad = width[c].saturating_sub(cell.chars().count());
-            if c == 0 {
-                let _ = write!(out, " {cell}{}", " ".repeat(pad));
-            } else {
-                let _ = write!(out, "  {}{cell}", " ".repeat(pad));
-            }
+    fn contender(label: &str, cpu: &str, memory: &str) -> Contender {
+        let mut host = HostConfig::new(label, "sim:", std::path::Path::new("."));
+        host.cpu_policy = PolicyChoice::builtin(cpu, toml::Table::new());
+        host.memory_policy = PolicyChoice::builtin(memory, toml::Table::new());
+        Contender {
+            label: label.into(),
+            host,
         }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header);
-    for r in rows {
-        out.push_str(&line(r));
     }
-    out
-}
 
-/// Rows of the summary table of a kind: per row, won/lost/tied of each figure.
-pub fn summary_rows(study: &Study, kind: Kind, tallies: &[Vec<Tally>]) -> Vec<Vec<String>> {
-    study
-        .groups(kind)
-        .iter()
-        .zip(tallies)
-        .map(|(g, t)| {
-            std::iter::once(g.label.clone())
-                .chain(t.iter().map(|t| format!("{}/{}/{}", t.won, t.lost, t.tied)))
-                .collect()
-        })
-        .collect()
-}
+    fn cpu(moves: usize, wait: f64) -> CpuMetrics {
+        CpuMetrics {
+            ticks_to_balance: Some(2),
+            final_stdev_pct: 1.0,
+            final_demand_stdev_pct: 1.0,
+            mean_stdev_after_balance_pct: Some(1.0),
+            fairness_pct: 50.0,
+            vcpu_moves: moves,
+            vcpu_moves_after_balance: 0,
+            pcpu_set_changes: moves,
+            pcpu_set_changes_after_balance: 0,
+            mean_wait_pct: wait,
+        }
+    }
 
-/// Rows of a scenario's table of a kind: per row its figures (mean ±interval), or why its runs
-/// failed.
-pub fn scenario_rows(study: &Study, scenario: &str, kind: Kind) -> Vec<Vec<String>> {
-    study
-        .groups(kind)
-        .iter()
-        .map(|g| match study.failure(scenario, g) {
-            Some(e) => vec![g.label.clone(), format!("failed: {e}")],
-            None => std::iter::once(g.label.clone())
-                .chain(kind.metrics().iter().map(|m| {
-                    study
-                        .estimate(scenario, g, m)
-                        .map_or("-".to_owned(), |e| show(&e))
-                }))
-                .collect(),
-        })
-        .collect()
-}
+    fn memory() -> MemoryMetrics {
+        MemoryMetrics {
+            oom_events: 0,
+            swap_out_mib: 0.0,
+            vm_ticks_below_threshold: 0,
+            longest_below_threshold_ticks: 0,
+            lowest_unused_mib: BTreeMap::from([("vm".to_string(), 150.0)]),
+            lowest_guest_free_mib: 1000.0,
+            lowest_host_free_mib: 1000.0,
+            moved_mib: 100.0,
+        }
+    }
 
-/// A table's header row: the kind, then each figure's title.
-pub fn header(kind: Kind) -> Vec<String> {
-    std::iter::once(kind.title().to_owned())
-        .chain(kind.metrics().iter().map(|m| m.title.to_owned()))
-        .collect()
-}
+    /// Runs of `label` on `scenario`: one a seed, its vCPU moves and a wait that differs by
+    /// seed (so the paired test has a spread to work with).
+    fn runs(scenario: &str, label: &str, moves: usize, wait: f64) -> Vec<Outcome> {
+        (0..5)
+            .map(|seed| Outcome {
+                scenario: scenario.into(),
+                policy: label.into(),
+                seed,
+                error: None,
+                cpu: Some(cpu(moves + (seed as usize % 2), wait + seed as f64)),
+                memory: Some(memory()),
+                fewest_moves: Some(4),
+                records: Vec::new(),
+            })
+            .collect()
+    }
 
-/// The human-readable report: the summary across scenarios first, then (with `detail`) per
-/// scenario a CPU and a memory table and the significant differences.
-pub fn table(study: &Study, detail: bool) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "vcoord {} compare: {} scenario(s) x {} contender(s) x {} seed(s)",
-        study.meta.version,
-        study.scenarios.len(),
-        study.contenders.len(),
-        study.meta.seeds
-    );
-    for c in study.contenders {
-        let _ = writeln!(
-            out,
-            "  {}: {} + {}",
-            c.label,
-            describe(&c.host.cpu_policy),
-            describe(&c.host.memory_policy)
+    fn meta() -> Meta {
+        Meta {
+            version: "test".into(),
+            command: "compare".into(),
+            seeds: 5,
+            threshold_mib: 100.0,
+        }
+    }
+
+    #[test]
+    fn rows_merge_what_ran_alike_and_tallies_count_significant_differences_only() {
+        let contenders = [
+            contender("a", "stable-balance", "pressure-balloon"),
+            contender("b", "greedy-lpt", "pressure-balloon"),
+        ];
+        let mut outcomes = Vec::new();
+        // s1: a moves 4-5 vCPUs, b 8-9, same wait: a wins on moves, ties on wait.
+        outcomes.extend(runs("s1", "a", 4, 10.0));
+        outcomes.extend(runs("s1", "b", 8, 10.0));
+        // s2: alike on every figure.
+        outcomes.extend(runs("s2", "a", 4, 20.0));
+        outcomes.extend(runs("s2", "b", 4, 20.0));
+        let study = Study::new(meta(), &contenders, &outcomes);
+        assert_eq!(study.scenarios, ["s1", "s2"]);
+        // Two CPU rows; one memory row (same choice, same figures in every run).
+        assert_eq!(study.cpu.len(), 2);
+        assert_eq!(study.memory.len(), 1);
+        assert_eq!(study.memory[0].members, [0, 1]);
+
+        let moves = CPU_METRICS
+            .iter()
+            .position(|m| m.key == "vcpu_moves")
+            .unwrap();
+        let wait = CPU_METRICS
+            .iter()
+            .position(|m| m.key == "mean_wait_pct")
+            .unwrap();
+        let tallies = study.tallies(Kind::Cpu);
+        let (a, b) = (&tallies[0][moves], &tallies[1][moves]);
+        assert_eq!((a.won, a.lost, a.tied), (1, 0, 1));
+        assert_eq!((b.won, b.lost, b.tied), (0, 1, 1));
+        assert_eq!(b.worst_scenario.as_deref(), Some("s1"));
+        // The wait never differs between rows: tied everywhere; its worst is s2 (the higher).
+        let w = &tallies[0][wait];
+        assert_eq!((w.won, w.lost, w.tied), (0, 0, 2));
+        assert_eq!(w.worst_scenario.as_deref(), Some("s2"));
+        assert_eq!(
+            study.differences("s1", Kind::Cpu, &CPU_METRICS[moves]),
+            [(0, vec![1])]
         );
+        assert!(study
+            .differences("s2", Kind::Cpu, &CPU_METRICS[moves])
+            .is_empty());
     }
-    let _ = writeln!(out, "{}\n", study.method());
-    let _ = writeln!(
-        out,
-        "== summary over {} scenario(s): won/lost/tied per figure",
-        study.scenarios.len()
-    );
-    let tallies = [study.tallies(Kind::Cpu), study.tallies(Kind::Memory)];
-    for (kind, t) in [Kind::Cpu, Kind::Memory].into_iter().zip(&tallies) {
-        out.push_str(&grid(&header(kind), &summary_rows(study, kind, t)));
-    }
-    let _ = writeln!(out, "worst case (the worst scenario mean of each figure):");
-    for (kind, tallies) in [Kind::Cpu, Kind::Memory].into_iter().zip(&tallies) {
-        for (g, t) in study.groups(kind).iter().zip(tallies) {
-            let parts: Vec<String> = kind
-                .metrics()
-                .iter()
-                .zip(t)
-                .filter_map(|(m, t)| {
-                    Some(format!(
-                        "{} {} ({})",
-                        m.title,
-                        show(&Estimate {
-                            mean: t.worst?,
-                            ci95: None,
-                            n: 1
-                        }),
-                        t.worst_scenario.as_deref()?
-                    ))
-                })
-                .collect();
-            let _ = writeln!(out, "  {} {}: {}", kind.title(), g.label, parts.join(", "));
-        }
-    }
-    if detail {
-        out.push('\n');
-        for s in &study.scenarios {
-            out.push_str(&scenario_text(study, s));
-        }
-    }
-    out
-}
-
-fn seed_text(seeds: &[u64]) -> String {
-    match seeds {
-        [] => String::new(),
-        [one] => format!("seed {one}"),
-        [first, .., last] if *last == first + seeds.len() as u64 - 1 => {
-            format!("seeds {first}..{last}")
-        }
-        many => format!(
-            "seeds {}",
-            many.iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    }
-}
-
-/// One scenario's tables and differences.
-pub fn scenario_text(study: &Study, scenario: &str) -> String {
-    let mut out = String::new();
-    let fewest = study.fewest_moves(scenario).map_or(String::new(), |f| {
-        format!("; fewest moves to balance the start: {f}")
-    });
-    let _ = writeln!(
-        out,
-        "== {scenario} ({} ticks; {}{fewest})",
-        study.ticks(scenario),
-        seed_text(&study.seeds(scenario))
-    );
-    for kind in [Kind::Cpu, Kind::Memory] {
-        let groups = study.groups(kind);
-        out.push_str(&grid(&header(kind), &scenario_rows(study, scenario, kind)));
-        for m in kind.metrics() {
-            let diffs = study.differences(scenario, kind, m);
-            if diffs.is_empty() {
-                continue;
-            }
-            let said: Vec<String> = diffs
-                .iter()
-                .map(|(w, losers)| {
-                    let names: Vec<&str> =
-                        losers.iter().map(|&l| groups[l].label.as_str()).collect();
-                    format!("{} better than {}", groups[*w].label, names.join(", "))
-                })
-                .collect();
-            let _ = writeln!(out, "    {}: {}", m.title, said.join("; "));
-        }
-    }
-    out.push('\n');
-    out
-}
-
-/// One run as a flat row, for JSON and CSV (units in the names).
-#[derive(Clone, Debug, Serialize)]
-pub struct Row {
-    /// Scenario.
-    pub scenario: String,
-    /// Contender label.
-    pub policy: String,
-    /// Noise seed.
-    pub seed: u64,
-    /// Error, when the run failed.
-    pub error: Option<String>,
-    /// Every figure by key (`None` when it does not apply or the run failed).
-    #[serde(flatten)]
-    pub figures: BTreeMap<&'static str, Option<f64>>,
-    /// Fewest moves that balance the start (exact, small instances).
-    pub fewest_moves: Option<usize>,
-    /// pCPU utilization stdev at the last tick.
-    pub final_stdev_pct: Option<f64>,
-    /// VM with the lowest unused memory.
-    pub lowest_unused_vm: Option<String>,
-    /// Lowest free host memory.
-    pub lowest_host_free_mib: Option<f64>,
-    /// Lowest memory grantable to guests.
-    pub lowest_guest_free_mib: Option<f64>,
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
-}
-
-/// One run's row.
-pub fn row(o: &Outcome) -> Row {
-    let figures = CPU_METRICS
-        .iter()
-        .chain(MEMORY_METRICS)
-        .map(|m| (m.key, m.of(o).map(round2)))
-        .collect();
-    let mem = o.memory.as_ref();
-    Row {
-        scenario: o.scenario.clone(),
-        policy: o.policy.clone(),
-        seed: o.seed,
-        error: o.error.clone(),
-        figures,
-        fewest_moves: o.fewest_moves,
-        final_stdev_pct: o.cpu.as_ref().map(|c| round2(c.final_stdev_pct)),
-        lowest_unused_vm: mem.and_then(|m| {
-            m.lowest_unused_mib
-                .iter()
-                .min_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(vm, _)| vm.clone())
-        }),
-        lowest_host_free_mib: mem.map(|m| round2(m.lowest_host_free_mib)),
-        lowest_guest_free_mib: mem.map(|m| round2(m.lowest_guest_free_mib)),
-    }
-}
-
-/// A contender as JSON: its label, policies and parameters.
-fn contender_json(c: &Contender) -> serde_json::Value {
-    let choice = |p: &PolicyChoice| {
-        serde_json::json!({
-            "name": short_name(p),
-            "plugin": p.plugin.as_ref().map(|_| p.name.clone()),
-            "params": serde_json::to_value(&p.params).unwrap_or_default(),
-        })
-    };
-    serde_json::json!({
-        "label": c.label,
-        "cpu_policy": choice(&c.host.cpu_policy),
-        "memory_policy": choice(&c.host.memory_policy),
-    })
-}
-
-/// Everything as one JSON document: what was run (version, command, seeds, contenders with
-/// their parameters, the test), every run, the per-scenario estimates and verdicts, and the
-/// summary.
-pub fn json(study: &Study) -> String {
-    let estimates = |s: &str, kind: Kind| -> serde_json::Value {
-        let groups = study.groups(kind);
-        serde_json::Value::Array(
-            groups
-                .iter()
-                .map(|g| {
-                    let figures: serde_json::Map<String, serde_json::Value> = kind
-                        .metrics()
-                        .iter()
-                        .map(|m| {
-                            let e = study.estimate(s, g, m);
-                            (m.key.to_owned(), serde_json::to_value(e).unwrap_or_default())
-                        })
-                        .collect();
-                    let better_than: serde_json::Map<String, serde_json::Value> = kind
-                        .metrics()
-                        .iter()
-                        .map(|m| {
-                            let me = groups.iter().position(|x| x.label == g.label).unwrap_or(0);
-                            let beaten: Vec<&str> = study
-                                .differences(s, kind, m)
-                                .into_iter()
-                                .filter(|(w, _)| *w == me)
-                                .flat_map(|(_, l)| l.into_iter().map(|l| groups[l].label.as_str()))
-                                .collect();
-                            (m.key.to_owned(), serde_json::json!(beaten))
-                        })
-                        .collect();
-                    serde_json::json!({
-                        "row": g.label,
-                        "contenders": g.members.iter().map(|&i| &study.contenders[i].label).collect::<Vec<_>>(),
-                        "error": study.failure(s, g),
-                        "figures": figures,
-                        "better_than": better_than,
-                    })
-                })
-                .collect(),
-        )
-    };
-    let summary = |kind: Kind| -> serde_json::Value {
-        let tallies = study.tallies(kind);
-        serde_json::Value::Array(
-            study
-                .groups(kind)
-                .iter()
-                .zip(tallies)
-                .map(|(g, t)| {
-                    let figures: serde_json::Map<String, serde_json::Value> = kind
-                        .metrics()
-                        .iter()
-                        .zip(t)
-                        .map(|(m, t)| {
-                            (
-                                m.key.to_owned(),
-                                serde_json::to_value(t).unwrap_or_default(),
-                            )
-                        })
-                        .collect();
-                    serde_json::json!({ "row": g.label, "figures": figures })
-                })
-                .collect(),
-        )
-    };
-    let doc = serde_json::json!({
-        "vcoord": study.meta.version,
-        "command": study.meta.command,
-        "seeds_per_run": study.meta.seeds,
-        "threshold_mib": study.meta.threshold_mib,
-        "test": TEST,
-        "contenders": study.contenders.iter().map(contender_json).collect::<Vec<_>>(),
-        "summary": { "cpu": summary(Kind::Cpu), "memory": summary(Kind::Memory) },
-        "scenarios": study.scenarios.iter().map(|s| serde_json::json!({
-            "name": s,
-            "ticks": study.ticks(s),
-            "seeds": study.seeds(s),
-            "fewest_moves": study.fewest_moves(s),
-            "cpu": estimates(s, Kind::Cpu),
-            "memory": estimates(s, Kind::Memory),
-        })).collect::<Vec<_>>(),
-        "runs": study.outcomes.iter().map(row).collect::<Vec<_>>(),
-    });
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
-}
-
-/// CSV columns: what was run, then every figure.
-fn columns() -> Vec<&'static str> {
-    let mut cols = vec![
-        "vcoord_version",
-        "scenario",
-        "policy",
-        "seed",
-        "cpu_policy",
-        "memory_policy",
-        "error",
-    ];
-    cols.extend(CPU_METRICS.iter().chain(MEMORY_METRICS).map(|m| m.key));
-    cols.extend([
-        "fewest_moves",
-        "final_stdev_pct",
-        "lowest_unused_vm",
-        "lowest_host_free_mib",
-        "lowest_guest_free_mib",
-    ]);
-    cols
-}
-
-/// One line per run, with a header line; each row says the version, the seed and the
-/// policies with their parameters.
-pub fn csv(study: &Study) -> String {
-    let cell = |v: &serde_json::Value| -> String {
-        let text = match v {
-            serde_json::Value::Null => String::new(),
-            serde_json::Value::String(s) => s.clone(),
-            v => v.to_string(),
-        };
-        if text.contains([',', '"', '\n']) {
-            format!("\"{}\"", text.replace('"', "\"\""))
-        } else {
-            text
-        }
-    };
-    let cols = columns();
-    let mut out = cols.join(",");
-    out.push('\n');
-    for o in study.outcomes {
-        let mut row = serde_json::to_value(row(o)).unwrap_or_default();
-        if let Some(c) = study.contenders.iter().find(|c| c.label == o.policy) {
-            row["cpu_policy"] = describe(&c.host.cpu_policy).into();
-            row["memory_policy"] = describe(&c.host.memory_policy).into();
-        }
-        row["vcoord_version"] = study.meta.version.clone().into();
-        let cells: Vec<String> = cols.iter().map(|k| cell(&row[*k])).collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
-    out
 }

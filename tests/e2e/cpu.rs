@@ -1,0 +1,243 @@
+//! CPU placement on real guests: the seed and default CPU policies and a CPU plugin spread a
+//! crowded host, pair heavy with light, and leave a balanced one alone.
+
+use super::*;
+
+/// Runs vcoord with `host_toml` for `ticks` on the started guests, polling their pins; returns
+/// the finished daemon, the polls and the first poll with two guests per pCPU.
+fn spread_four_on_pcpu0(
+    guests: &mut Guests,
+    host_toml: &str,
+    ticks: u32,
+) -> (Daemon, Vec<BTreeMap<String, Vec<u32>>>, usize) {
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let mut daemon = Daemon::start(&guests.dir, host_toml, ticks);
+    let polls = poll_pins(&mut daemon, &names);
+    assert!(
+        daemon.wait(Duration::from_secs(30)).success(),
+        "{}",
+        log_of(guests)
+    );
+    let first = polls
+        .iter()
+        .position(two_each)
+        .unwrap_or_else(|| panic!("never two per pCPU: {polls:?}\n{}", log_of(guests)));
+    (daemon, polls, first)
+}
+
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
+    require_e2e();
+    let mut guests = Guests::new("spread");
+    for n in ["a", "b", "c", "d"] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
+    }
+    let (daemon, _, _) = spread_four_on_pcpu0(&mut guests, CPU_ONLY, 18);
+    // Judged on its own records (how many polls fit in a tick depends on the machine's load):
+    // two per pCPU decided within a few ticks, and every later decision keeps two per pCPU.
+    let records = daemon.records();
+    assert_eq!(records.len(), 18);
+    let first = records
+        .iter()
+        .position(|r| two_each(&decided(r)))
+        .unwrap_or_else(|| panic!("never two per pCPU\n{}", log_of(&guests)));
+    // (LPT can place 3 + 1 when one load reads above the other three together, which a busy
+    // machine's noise sometimes shows for a tick.)
+    assert!(first <= 6, "two per pCPU only at tick {first}");
+    for r in &records[first..] {
+        assert!(two_each(&decided(r)), "tick {}: {:?}", r.tick, decided(r));
+    }
+    assert_libvirt_has_the_last_decision(&guests.names, &records);
+    let repins = repins_justified(&records, 2);
+    eprintln!("re-pins after balance (noise above the trigger): ticks {repins:?}");
+}
+
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
+    require_e2e();
+    let mut guests = Guests::new("balanced");
+    for (n, cpu) in [("a", 0), ("b", 1), ("c", 0), ("d", 1)] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[cpu]));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let mut daemon = Daemon::start(&guests.dir, CPU_ONLY, 14);
+    let polls = poll_pins(&mut daemon, &names);
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+    // Judged by the policy's own records, not by what a busy machine's noise does between two
+    // polls: every re-pin was on its trigger (a measured stdev above it), ...
+    let records = daemon.records();
+    assert_eq!(records.len(), 14);
+    let repins = repins_justified(&records, 0);
+    // ... and until the first such re-pin, the start stayed exactly as it was.
+    let first_repin = repins.first().copied().unwrap_or(u64::MAX);
+    for r in records.iter().filter(|r| r.tick < first_repin) {
+        assert!(two_each(&decided(r)), "tick {}: {:?}", r.tick, decided(r));
+    }
+    // Every decision, re-pins included, keeps two per pCPU; libvirt ends with the last one.
+    for r in &records {
+        assert!(two_each(&decided(r)), "tick {}: {:?}", r.tick, decided(r));
+    }
+    assert_libvirt_has_the_last_decision(&names, &records);
+    if repins.is_empty() {
+        assert!(
+            polls.iter().all(two_each),
+            "moved without a re-pin: {polls:?}"
+        );
+    }
+    eprintln!("re-pins of a balanced start (noise above the trigger): ticks {repins:?}");
+}
+
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+fn cpu_heavy_and_light_are_paired() {
+    require_e2e();
+    let mut guests = Guests::new("pair");
+    // Not saturating (70+70+20+20 < 200): at 100/30 every pCPU can read ~100% whatever the
+    // grouping, and utilization alone cannot see an unpaired placement (seen once here, as in
+    // the saturated variant of simulator T3).
+    for (n, load, cpu) in [
+        ("heavy1", 70, 0),
+        ("heavy2", 70, 0),
+        ("light1", 20, 1),
+        ("light2", 20, 1),
+    ] {
+        guests.start(GuestSpec::new(n, &format!("vc.cpu={load}")).pinned(&[cpu]));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let mut daemon = Daemon::start(&guests.dir, CPU_ONLY, 14);
+    let _ = poll_pins(&mut daemon, &names);
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+    let records = daemon.records();
+    repins_justified(&records, 0);
+    // What vcoord decided is what libvirt has.
+    assert_libvirt_has_the_last_decision(&names, &records);
+    let end = decided(records.last().unwrap());
+    // Its rule, judged on what it measured: the last re-pin (LPT on measured loads) pairs a
+    // heavy with a light whenever it measured both heavies above both lights; and then so
+    // does the end.
+    let Some(repin) = records.iter().rev().find(|r| !r.pins.is_empty()) else {
+        panic!(
+            "the unpaired start was never re-pinned: {}",
+            log_of(&guests)
+        );
+    };
+    let load = |r: &TickRecord, kind: &str| -> Vec<f64> {
+        r.vms
+            .iter()
+            .filter(|vm| vm.name.contains(kind))
+            .map(|vm| vm.vcpus[0].load_pct.unwrap_or(0.0))
+            .collect()
+    };
+    let heavies = load(repin, "heavy");
+    let lights = load(repin, "light");
+    let separated = heavies.iter().fold(f64::INFINITY, |a, &b| a.min(b))
+        > lights.iter().fold(0.0, |a: f64, &b| a.max(b));
+    if separated {
+        let g = groups(&end);
+        assert_eq!(g.len(), 2, "{g:?}\n{}", log_of(&guests));
+        for vms in g.values() {
+            let heavy = vms.iter().filter(|n| n.contains("heavy")).count();
+            assert_eq!(
+                (heavy, vms.len()),
+                (1, 2),
+                "{g:?} after loads {heavies:?} / {lights:?}"
+            );
+        }
+    } else {
+        eprintln!("heavies {heavies:?} not all above lights {lights:?} at the last re-pin");
+    }
+}
+
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+fn plugin_spread_pins_real_guests_once_and_never_again() {
+    require_e2e();
+    let plugin = Path::new(env!("CARGO_BIN_EXE_vcoord"))
+        .with_file_name("libvcoord_spread.so")
+        .display()
+        .to_string();
+    let mut guests = Guests::new("plugin");
+    for n in ["a", "b", "c", "d"] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
+    }
+    let host = format!(
+        "[host.cpu_policy]\nplugin = \"{plugin}\"\n[host.memory_policy]\nname = \"none\"\n"
+    );
+    let (daemon, polls, first) = spread_four_on_pcpu0(&mut guests, &host, 12);
+    assert!(first <= 2, "two per pCPU only at poll {first}: {polls:?}");
+    assert!(
+        polls[first..].iter().all(two_each),
+        "balance lost: {polls:?}"
+    );
+    // The plugin pins on first sight only: two vCPUs move at tick 0, nothing after.
+    let records = daemon.records();
+    assert!(records.len() >= 10, "{} ticks recorded", records.len());
+    assert_eq!(records[0].pins.len(), 2, "{:?}", records[0]);
+    assert!(
+        records[1..].iter().all(|r| r.pins.is_empty()),
+        "pins after tick 0: {:?}",
+        records.iter().map(|r| r.pins.len()).collect::<Vec<_>>()
+    );
+    assert!(log_of(&guests).contains("plugin loaded"));
+}
+
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+fn stable_balance_spreads_with_the_fewest_moves_then_never_repins() {
+    require_e2e();
+    let mut guests = Guests::new("stable");
+    for n in ["a", "b", "c", "d"] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[0]));
+    }
+    let (daemon, polls, first) = spread_four_on_pcpu0(&mut guests, STABLE, 18);
+    assert!(first <= 5, "two per pCPU only at poll {first}: {polls:?}");
+    assert!(
+        polls[first..].iter().all(two_each),
+        "balance lost: {polls:?}"
+    );
+    let records = daemon.records();
+    let (quiet, moves) = quiet_tail(&records);
+    // Four on one of two pCPUs: two must move, and nothing after.
+    assert_eq!(moves, 2, "{}", log_of(&guests));
+    // From a saturated start (utilization reads 100% on pCPU 0 whatever it carries) balanced
+    // within 3 ticks, by its own records: the run-queue wait shows the demand.
+    let last_move = records.iter().rfind(|r| !r.pins.is_empty()).unwrap();
+    assert!(
+        last_move.tick <= 3,
+        "last move at tick {}: {}",
+        last_move.tick,
+        log_of(&guests)
+    );
+    assert!(
+        quiet >= 10,
+        "only {quiet} ticks without pin changes at the end"
+    );
+}
+
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+fn stable_balance_leaves_a_balanced_start_alone() {
+    require_e2e();
+    let mut guests = Guests::new("stable-bal");
+    for (n, cpu) in [("a", 0), ("b", 1), ("c", 0), ("d", 1)] {
+        guests.start(GuestSpec::new(n, BUSY).pinned(&[cpu]));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let mut daemon = Daemon::start(&guests.dir, STABLE, 14);
+    let polls = poll_pins(&mut daemon, &names);
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+    assert!(polls.iter().all(two_each), "balance lost: {polls:?}");
+    let (_, moves) = quiet_tail(&daemon.records());
+    assert_eq!(
+        moves,
+        0,
+        "a balanced start was re-pinned: {}",
+        log_of(&guests)
+    );
+}
