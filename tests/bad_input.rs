@@ -264,6 +264,16 @@ fn bad_scenarios() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["s.toml:11", "stop_s"],
         ),
         (
+            "a job that ends before it starts",
+            with("jobs = [[5, 2]]\n"),
+            vec!["s.toml:10", "jobs[0]", "not after it starts"],
+        ),
+        (
+            "a job after the end",
+            with("jobs = [[500, 600]]\n"),
+            vec!["s.toml:10", "jobs[0]"],
+        ),
+        (
             "start after the end",
             with("start_s = 50\n"),
             vec!["s.toml:10", "start_s"],

@@ -434,3 +434,71 @@ fn operator_rules_are_checked_and_located() {
     assert!(err.contains("off") && err.contains("c.toml:"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A crowded host with an idle guest holding memory it does not use; `jobs` is the `jobs`
+/// line of every VM (a job on each from 0 to 10 s, or none).
+fn crowded_with_jobs(jobs: &str) -> String {
+    let mut s = String::from(
+        "name = \"jobs\"\nduration_s = 30\nseed = 1\n[host]\npcpus = 2\nmemory_mib = 8192\n",
+    );
+    for (name, memory) in [("a", 512), ("b", 512), ("idle", 2048)] {
+        s.push_str(&format!(
+            "[[vm]]\nname = \"{name}\"\nmax_memory_mib = 4096\nmemory_mib = {memory}\n\
+             pins = [0]\ncpu = [{{ pct = 90 }}]\n{jobs}\n"
+        ));
+    }
+    s
+}
+
+/// A VM in the middle of a job (a migration, a dump) is neither pinned nor ballooned until the
+/// job ends, each action it would have had is recorded as left alone, and the policies act
+/// once it is over. The same scenario without the jobs acts within those ticks, so what the
+/// first run shows is the gate, not a host that needed nothing.
+#[test]
+fn a_vm_in_a_job_is_left_alone_until_the_job_ends() {
+    use vcoord_core::runtime::guard::Refusal;
+    let dir = common::scratch("jobs");
+    let run = |jobs: &str| {
+        let path = dir.join(format!("s{}.toml", jobs.len()));
+        std::fs::write(&path, crowded_with_jobs(jobs)).unwrap();
+        run_scenario(&path, "")
+    };
+    let acted = |r: &TickRecord| !r.pins.is_empty() || !r.balloons.is_empty();
+    let during = |r: &TickRecord| r.tick <= 9;
+
+    let free = run("");
+    assert!(
+        free.iter()
+            .filter(|r| during(r))
+            .any(|r| !r.pins.is_empty())
+            && free
+                .iter()
+                .filter(|r| during(r))
+                .any(|r| !r.balloons.is_empty()),
+        "without jobs the policies act early: the scenario shows nothing otherwise"
+    );
+
+    let busy = run("jobs = [[0, 10]]");
+    for r in busy.iter().filter(|r| during(r)) {
+        assert!(!acted(r), "tick {}: acted during the job: {r:?}", r.tick);
+        assert!(r.failed.is_empty(), "tick {}: {:?}", r.tick, r.failed);
+    }
+    let left_alone = busy
+        .iter()
+        .filter(|r| during(r))
+        .flat_map(|r| &r.rejected)
+        .filter(|x| x.reason == Refusal::Busy)
+        .count();
+    assert!(left_alone > 0, "no action recorded as left alone");
+    assert!(
+        busy.iter()
+            .filter(|r| r.tick >= 10)
+            .any(|r| !r.pins.is_empty())
+            && busy
+                .iter()
+                .filter(|r| r.tick >= 10)
+                .any(|r| !r.balloons.is_empty()),
+        "the policies did not act once the jobs ended"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ mod agreement;
 mod cpu;
 mod day;
 mod host;
+mod jobs;
 mod memory;
 
 use std::collections::BTreeMap;

@@ -79,6 +79,14 @@ pub trait Backend: Send {
     /// Asks the guest to report memory statistics every `period_s` seconds.
     fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError>;
 
+    /// What `vm` is in the middle of, if it must be left alone: a job (an outgoing or incoming
+    /// migration, a dump, a snapshot, a save), or a state other than running. Asked just before
+    /// acting on a VM: libvirt holds a running job's lock, so a balloon change would wait for it
+    /// (up to 30 s) and then fail, and a pin would fight whoever runs the job.
+    fn busy(&mut self, _vm: &str) -> Option<String> {
+        None
+    }
+
     /// Lets `interval` pass before the next tick: a real backend sleeps (through `sleep`, which
     /// the daemon cuts short on a stop request); the simulator advances its virtual clock.
     fn wait(&mut self, interval: Duration, sleep: &dyn Fn(Duration));

@@ -91,6 +91,8 @@ pub enum Refusal {
     Duplicate,
     /// A negative balloon target.
     BadTarget,
+    /// The domain is in the middle of a job (migration, dump, snapshot) or not running.
+    Busy,
     /// Read from a record that did not say.
     #[default]
     Other,
@@ -98,7 +100,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in the order metrics list them.
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::OperatorIgnore,
         Refusal::HostReserve,
         Refusal::Trimmed,
@@ -107,6 +109,7 @@ impl Refusal {
         Refusal::StaleStats,
         Refusal::Duplicate,
         Refusal::BadTarget,
+        Refusal::Busy,
         Refusal::Other,
     ];
 
@@ -121,6 +124,7 @@ impl Refusal {
             Refusal::StaleStats => "stale_stats",
             Refusal::Duplicate => "duplicate",
             Refusal::BadTarget => "bad_target",
+            Refusal::Busy => "busy",
             Refusal::Other => "other",
         }
     }

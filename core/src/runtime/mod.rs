@@ -16,7 +16,7 @@ use crate::config::HostConfig;
 use crate::policy::PolicyHealth;
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
 use crate::runtime::control::Control;
-use crate::runtime::guard::{Guard, GuardedPlan, Refusal};
+use crate::runtime::guard::{BalloonChange, Guard, GuardedPlan, Refusal, Rejection};
 use crate::runtime::record::{ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::units::{Kib, KIB_PER_MIB};
@@ -525,6 +525,12 @@ impl Coordinator {
             if self.known.contains_key(&vm.name) {
                 continue;
             }
+            // One arriving by migration is busy until it lands: setting its statistics period
+            // would wait for the migration's lock. It is met again on a later tick.
+            if let Some(why) = self.backend.busy(&vm.name) {
+                debug!(host = %self.host.name, vm = %crate::show::shown(&vm.name), why, "new domain, busy");
+                continue;
+            }
             info!(host = %self.host.name, vm = %crate::show::shown(&vm.name), vcpus = vm.vcpus.len(), "new domain");
             // Statistics are observation, not actuation: set them even in a dry run.
             if let Err(e) = self
@@ -546,7 +552,56 @@ impl Coordinator {
     /// Carries out what changed: pins that differ from the current affinity, balloon targets
     /// that differ from the last one sent. Shrinks go before grants.
     fn actuate(&mut self, snapshot: &Snapshot, plan: GuardedPlan, record: &mut TickRecord) {
-        for pin in changed_pins(snapshot, plan.pins) {
+        let pins = changed_pins(snapshot, plan.pins);
+        let mut balloons: Vec<BalloonChange> = plan
+            .balloons
+            .into_iter()
+            .filter(|change| {
+                self.known
+                    .get(&change.vm)
+                    .is_none_or(|k| k.last_target_kib != Some(change.target_kib))
+            })
+            .collect();
+        // A VM in the middle of a job, or not running, is left alone until that ends.
+        let mut busy: HashMap<String, Option<String>> = HashMap::new();
+        let mut is_busy = |backend: &mut Box<dyn Backend>, vm: &str| {
+            busy.entry(vm.to_owned())
+                .or_insert_with(|| backend.busy(vm))
+                .clone()
+        };
+        let mut left_alone = Vec::new();
+        let pins: Vec<_> = pins
+            .into_iter()
+            .filter(|pin| match is_busy(&mut self.backend, &pin.vm) {
+                Some(why) => {
+                    left_alone.push(busy_rejection(
+                        &pin.vm,
+                        format!("pin vCPU {}", pin.vcpu),
+                        why,
+                    ));
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        balloons.retain(|change| match is_busy(&mut self.backend, &change.vm) {
+            Some(why) => {
+                left_alone.push(busy_rejection(
+                    &change.vm,
+                    format!("balloon to {} MiB", change.target_kib / KIB_PER_MIB),
+                    why,
+                ));
+                false
+            }
+            None => true,
+        });
+        for r in &left_alone {
+            if let Some(held) = self.throttle.allow(Warning::Guard(r.reason, r.vm.clone())) {
+                warn!(host = %self.host.name, vm = %crate::show::shown(&r.vm), action = %r.action, why = %r.why, held_back = held, "left alone");
+            }
+        }
+        record.rejected.extend(left_alone);
+        for pin in pins {
             if !self.dry_run {
                 if let Err(e) = self.backend.pin_vcpu(&pin.vm, pin.vcpu, &pin.cpus) {
                     if matches!(e, BackendError::VmGone { .. }) {
@@ -563,16 +618,9 @@ impl Coordinator {
             }
             record.pins.push(pin);
         }
-        let mut balloons = plan.balloons;
         balloons.sort_by_key(|b| b.target_kib > b.actual_kib);
         for change in balloons {
             let known = self.known.get_mut(&change.vm);
-            if known
-                .as_ref()
-                .is_some_and(|k| k.last_target_kib == Some(change.target_kib))
-            {
-                continue;
-            }
             if !self.dry_run {
                 if let Err(e) = self
                     .backend
@@ -623,6 +671,16 @@ impl Shadow {
             .map(|c| Ok::<_, String>((c.label(), c.build_memory()?)))
             .transpose()?;
         Ok(Some(Self { cpu, memory }))
+    }
+}
+
+/// An action not taken because its VM is busy (`why`).
+fn busy_rejection(vm: &str, action: String, why: String) -> Rejection {
+    Rejection {
+        action: format!("{action} of {}", crate::show::shown(vm)),
+        why: format!("left alone: {why}"),
+        reason: Refusal::Busy,
+        vm: vm.to_owned(),
     }
 }
 

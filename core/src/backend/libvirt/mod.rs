@@ -273,6 +273,30 @@ impl Backend for LibvirtBackend {
             .map_err(|e| Self::refused(vm, "set memory stats period", e))
     }
 
+    fn busy(&mut self, vm: &str) -> Option<String> {
+        use virt::domain::DomainState;
+        use virt::enumutil::Enum;
+        // A domain that cannot be looked up is gone: acting on it says so.
+        let dom = self.domain(vm, "read state").ok()?;
+        self.calls.actuate_calls += 2;
+        if let Ok((state, reason)) = dom.state() {
+            if !matches!(
+                state,
+                Enum::Known(DomainState::Running | DomainState::Blocked)
+            ) {
+                return Some(format!("not running: {state} ({reason})"));
+            }
+        }
+        let job = dom.job_info().ok()?.r#type;
+        match u32::try_from(job) {
+            Ok(sys::VIR_DOMAIN_JOB_BOUNDED) | Ok(sys::VIR_DOMAIN_JOB_UNBOUNDED) => Some(
+                "a job is running (a migration, dump, snapshot or save: see `virsh domjobinfo`)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
     fn wait(&mut self, interval: Duration, sleep: &dyn Fn(Duration)) {
         // Keep a steady cadence: sleep until the next tick is due, not a full interval after
         // this tick's work.

@@ -627,7 +627,25 @@ impl Backend for SimBackend {
         Ok(())
     }
 
+    fn busy(&mut self, vm: &str) -> Option<String> {
+        let now = self.now_s();
+        let state = self.vm_mut(vm).ok()?;
+        state
+            .spec
+            .jobs
+            .iter()
+            .any(|[from, to]| (*from..*to).contains(&now))
+            .then(|| "a job is running (simulated)".to_owned())
+    }
+
     fn set_balloon_target(&mut self, vm: &str, target_kib: u64) -> Result<(), BackendError> {
+        if self.busy(vm).is_some() {
+            return Err(BackendError::Refused {
+                vm: vm.into(),
+                op: "set balloon target",
+                message: "Timed out during operation: cannot acquire state change lock".into(),
+            });
+        }
         let state = self.vm_mut(vm)?;
         let max_kib = state.spec.max_memory_mib * KIB_PER_MIB;
         if target_kib > max_kib {

@@ -216,6 +216,10 @@ pub struct SimVm {
     pub start_s: f64,
     /// When the VM stops, if it does.
     pub stop_s: Option<f64>,
+    /// Times `[from_s, to_s]` during which a job runs on the VM (a migration, a dump): a
+    /// balloon change then fails (libvirt waits for the job's lock, then gives up).
+    #[serde(default)]
+    pub jobs: Vec<[f64; 2]>,
 }
 
 fn default_base_used() -> f64 {
@@ -410,6 +414,23 @@ impl Scenario {
                         None,
                         &key("stop_s"),
                         format!("{stop} is not after start_s ({})", vm.start_s),
+                    ));
+                }
+            }
+            for (j, [from, to]) in vm.jobs.iter().enumerate() {
+                let job_key = key(&format!("jobs[{j}]"));
+                within(
+                    &job_key,
+                    *from,
+                    0.0,
+                    self.duration_s,
+                    "s (within duration_s)",
+                )?;
+                if !(to.is_finite() && to > from) {
+                    return Err(invalid(
+                        None,
+                        &job_key,
+                        format!("ends at {to}, not after it starts ({from})"),
                     ));
                 }
             }
