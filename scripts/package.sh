@@ -16,7 +16,8 @@ rm -rf "$stage"
 install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/vcoord/plugins" "$stage/etc/vcoord" \
     "$stage/lib/systemd/system" "$stage/usr/share/man/man1" "$stage/usr/share/doc/vcoord" \
     "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
-    "$stage/usr/share/fish/vendor_completions.d"
+    "$stage/usr/share/fish/vendor_completions.d" "$stage/usr/share/vcoord/prometheus" \
+    "$stage/usr/share/vcoord/grafana"
 
 install -m 0755 -s "$bin/vcoord" "$stage/usr/bin/vcoord"
 for plugin in spread proportional_share one_move; do
@@ -24,6 +25,8 @@ for plugin in spread proportional_share one_move; do
 done
 install -m 0644 packaging/vcoord.toml "$stage/etc/vcoord/vcoord.toml"
 install -m 0644 packaging/vcoord.service "$stage/lib/systemd/system/vcoord.service"
+install -m 0644 packaging/prometheus/*.yml "$stage/usr/share/vcoord/prometheus/"
+install -m 0644 packaging/grafana/*.json "$stage/usr/share/vcoord/grafana/"
 "$bin/vcoord" man | gzip -9n > "$stage/usr/share/man/man1/vcoord.1.gz"
 "$bin/vcoord" completions bash > "$stage/usr/share/bash-completion/completions/vcoord"
 "$bin/vcoord" completions zsh > "$stage/usr/share/zsh/vendor-completions/_vcoord"

@@ -127,6 +127,7 @@ fn bad_configs() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("VM rule shares 0", format!("{host}[[host.vm]]\nmatch = \"x\"\nshares = 0\n"), vec!["c.toml:4", "vm[0].shares"]),
         ("VM rule without a pattern", format!("{host}[[host.vm]]\nmatch = \"\"\n"), vec!["c.toml:4", "vm[0].match"]),
         ("metrics address", format!("[metrics]\nlisten = \"localhost\"\n{host}"), vec!["c.toml:2", "metrics.listen"]),
+        ("empty fleet host", format!("[metrics]\nlisten = \"127.0.0.1:9477\"\nfleet_host = \" \"\n{host}"), vec!["c.toml:3", "metrics.fleet_host", "host name"]),
         ("log level", format!("log_level = \"loud\"\n{host}"), vec!["c.toml:1", "log_level"]),
         ("guard key unknown", format!("{host}[host.guard]\nreserve = 1\n"), vec!["c.toml:"]),
         ("guard value negative", format!("{host}[host.guard]\nguest_floor_mib = -1\n"), vec!["c.toml:5"]),

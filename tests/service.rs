@@ -551,12 +551,36 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
     std::fs::write(
         &config,
         format!(
-            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:s.toml\"\ninterval_s = 0.2\n"
+            "[metrics]\nlisten = \"{addr}\"\nfleet_host = \"node1.example.org\"\n[[host]]\nname = \"sim\"\nuri = \"sim:s.toml\"\ninterval_s = 0.2\n"
         ),
     )
     .unwrap();
     let mut s = Service::start(&dir, &config, &["--realtime"], Duration::from_secs(10));
     s.until("READY=1", Duration::from_secs(20));
+    // Every series names the machine as the fleet knows it, and every VM's its UUID.
+    let (_, scrape) = http(&addr, "GET", "/metrics");
+    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.contains("fqdn=\"node1.example.org\""), "{line}");
+    }
+    let (_, status) = http(&addr, "GET", "/status.json");
+    let uuid = status
+        .split("\"uuid\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a VM's uuid in /status.json");
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("vcoord_vm_balloon_actual_bytes")
+                && l.contains(&format!("uuid=\"{uuid}\""))),
+        "no series with uuid {uuid}:\n{scrape}"
+    );
+    for line in scrape
+        .lines()
+        .filter(|l| l.starts_with("vcoord_vcpu_") || l.starts_with("vcoord_vm_"))
+    {
+        assert!(line.contains("uuid=\""), "{line}");
+    }
     // `short` is there, then gone with all its series.
     let (code, scrape) = http(&addr, "GET", "/metrics");
     assert_eq!(code, 200);
@@ -702,6 +726,13 @@ fn the_alert_rules_check_and_fire_as_their_tests_say() {
         assert!(ok, "{out}");
     }
     if let Some((ok, out)) = promtool(&["test", "rules", "vcoord-rules.test.yml"], None) {
+        assert!(ok, "{out}");
+    }
+    // The series OpenStack Watcher queries, and its own two queries on them.
+    if let Some((ok, out)) = promtool(&["check", "rules", "vcoord-watcher-rules.yml"], None) {
+        assert!(ok && out.contains("2 rules found"), "{out}");
+    }
+    if let Some((ok, out)) = promtool(&["test", "rules", "vcoord-watcher-rules.test.yml"], None) {
         assert!(ok, "{out}");
     }
 }

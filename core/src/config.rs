@@ -89,6 +89,7 @@ struct RawHost {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Spanned<String>,
+    fleet_host: Option<Spanned<String>>,
 }
 
 /// A `[[host.vm]]` rule as written.
@@ -359,6 +360,8 @@ pub struct Config {
     pub log_level: Option<String>,
     /// `[metrics] listen`: where `/metrics`, `/healthz` and `/status.json` are served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[metrics] fleet_host`: the `fqdn` label of every series (default: the machine's FQDN).
+    pub metrics_fleet_host: Option<String>,
 }
 
 impl Config {
@@ -574,6 +577,18 @@ impl Config {
                 Some(name)
             }
         };
+        let mut metrics_fleet_host = None;
+        if let Some(host) = raw.metrics.as_ref().and_then(|m| m.fleet_host.as_ref()) {
+            let name = host.get_ref().trim();
+            if name.is_empty() || name.chars().any(char::is_control) {
+                return Err(err(
+                    host.span(),
+                    "metrics.fleet_host".into(),
+                    "must be a host name such as node1.example.org".into(),
+                ));
+            }
+            metrics_fleet_host = Some(name.to_owned());
+        }
         let metrics_listen = match raw.metrics {
             None => None,
             Some(m) => Some(m.listen.get_ref().trim().parse().map_err(|_| {
@@ -592,6 +607,7 @@ impl Config {
             hosts,
             log_level,
             metrics_listen,
+            metrics_fleet_host,
         })
     }
 }

@@ -147,6 +147,7 @@ struct Worker {
 struct Plan {
     hosts: Vec<(HostConfig, Policies)>,
     metrics_listen: Option<std::net::SocketAddr>,
+    fleet_host: Option<String>,
 }
 
 /// Runs the hosts of `options.config` until they end (tick limit, end of scenario) or a stop is
@@ -158,13 +159,16 @@ pub fn run(
     notifier: &Notifier,
 ) -> Result<(), DaemonError> {
     let plan = load(options)?;
-    let listening = plan.metrics_listen;
+    let listening = (plan.metrics_listen, plan.fleet_host.clone());
     // Locks first: a second instance refuses before it touches anything.
     let mut locks = BTreeMap::new();
     for (host, _) in &plan.hosts {
         locks.insert(host.name.clone(), lock_for(host, options)?);
     }
-    let observers = plan.metrics_listen.map(|_| Observers::new());
+    let observers = plan.metrics_listen.map(|_| match &plan.fleet_host {
+        Some(name) => Observers::new(name),
+        None => Observers::default(),
+    });
     let endpoint = match (plan.metrics_listen, &observers) {
         (Some(addr), Some(o)) => Some(
             Endpoint::start(addr, o.metrics.clone(), o.status.clone(), control.clone())
@@ -206,7 +210,7 @@ pub fn run(
             notifier.reloading();
             let ok = reload(
                 options,
-                listening,
+                &listening,
                 &mut workers,
                 &mut failed,
                 recorder.clone(),
@@ -333,6 +337,7 @@ fn load(options: &DaemonOptions) -> Result<Plan, DaemonError> {
     Ok(Plan {
         hosts,
         metrics_listen: config.metrics_listen,
+        fleet_host: config.metrics_fleet_host.clone(),
     })
 }
 
@@ -572,7 +577,7 @@ fn forget(name: &str, observers: Option<&Observers>) {
 /// Returns whether it was applied.
 fn reload(
     options: &DaemonOptions,
-    listening: Option<std::net::SocketAddr>,
+    listening: &(Option<std::net::SocketAddr>, Option<String>),
     workers: &mut BTreeMap<String, Worker>,
     failed: &mut BTreeMap<String, String>,
     recorder: Option<Arc<Recorder>>,
@@ -588,14 +593,24 @@ fn reload(
     };
     // The endpoint keeps its address for the life of the process: a reload that says
     // otherwise would report success and keep serving the old one.
-    if plan.metrics_listen != listening {
+    if plan.metrics_listen != listening.0 {
         let shown =
             |a: Option<std::net::SocketAddr>| a.map_or("none".to_owned(), |a| a.to_string());
         error!(
             config = %options.config.display(),
             "reload refused: `metrics.listen` changed ({} -> {}); it takes effect only at a restart: keeping the running configuration",
-            shown(listening),
+            shown(listening.0),
             shown(plan.metrics_listen)
+        );
+        return false;
+    }
+    if plan.fleet_host != listening.1 {
+        let shown = |a: &Option<String>| a.clone().unwrap_or_else(|| "the machine's FQDN".into());
+        error!(
+            config = %options.config.display(),
+            "reload refused: `metrics.fleet_host` changed ({} -> {}); it takes effect only at a restart: keeping the running configuration",
+            shown(&listening.1),
+            shown(&plan.fleet_host)
         );
         return false;
     }

@@ -1,5 +1,6 @@
 //! What the daemon sees and decides, as Prometheus metrics (`vcoord_` prefix, units in names,
-//! labels `host`, `vm`, `vcpu`, `pcpu`, `kind`, `reason`), and the health of every host. Hosts
+//! labels `host`, `vm`, `uuid`, `vcpu`, `pcpu`, `kind`, `reason`, and on every series `fqdn`,
+//! the machine as a fleet knows it), and the health of every host. Hosts
 //! update them after each tick; the HTTP endpoint ([`super::http`]) encodes them on a scrape.
 //! Series of a VM that is gone (or of a host that was removed) are removed with it, so the
 //! number of series follows what runs.
@@ -76,8 +77,10 @@ impl std::fmt::Debug for Metrics {
 
 #[derive(Debug, Default)]
 struct HostSeries {
-    vcpus: BTreeSet<(String, String)>,
-    vms: BTreeSet<String>,
+    /// (VM, UUID, vCPU).
+    vcpus: BTreeSet<(String, String, String)>,
+    /// (VM, UUID).
+    vms: BTreeSet<(String, String)>,
     pcpus: BTreeSet<String>,
 }
 
@@ -109,21 +112,59 @@ fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(&machine_fqdn())
     }
 }
 
+/// The machine's name as a fleet knows it: the kernel's host name when it is fully qualified,
+/// else the first fully qualified name `/etc/hosts` gives it (what `hostname -f` finds on a
+/// host without DNS for itself), else the short name.
+pub fn machine_fqdn() -> String {
+    let short = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if short.is_empty() {
+        return "localhost".into();
+    }
+    if short.contains('.') {
+        return short;
+    }
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    fqdn_in_hosts(&hosts, &short).unwrap_or(short)
+}
+
+/// The first fully qualified name of `short` in an `/etc/hosts` text.
+fn fqdn_in_hosts(hosts: &str, short: &str) -> Option<String> {
+    hosts
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| {
+            let names: Vec<&str> = l.split_whitespace().skip(1).collect();
+            names.contains(&short).then_some(names)
+        })
+        .flatten()
+        .find(|n| {
+            n.strip_prefix(short)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .map(str::to_owned)
+}
+
 impl Metrics {
-    /// Every metric, registered, at zero.
-    pub fn new() -> Self {
+    /// Every metric, registered, at zero; every series labelled `fqdn="<fleet_host>"`.
+    pub fn new(fleet_host: &str) -> Self {
         let h = &["host"];
-        let vm = &["host", "vm"];
-        let vcpu = &["host", "vm", "vcpu"];
+        let vm = &["host", "vm", "uuid"];
+        let vcpu = &["host", "vm", "uuid", "vcpu"];
         let seconds = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ];
         let m = Self {
-            registry: Registry::new(),
+            registry: Registry::new_custom(
+                None,
+                Some([("fqdn".to_owned(), fleet_host.to_owned())].into()),
+            )
+            .expect("a valid label"),
             pcpu_load: gauge("vcoord_pcpu_load_percent", "Load of a pCPU over the last tick: the sum of its vCPUs' run time, percent of one pCPU (at most 100).", &["host", "pcpu"]),
             vcpu_utilization: gauge("vcoord_vcpu_utilization_percent", "Time a vCPU ran over the last tick, percent of one pCPU.", vcpu),
             vcpu_wait: gauge("vcoord_vcpu_wait_percent", "Time a vCPU waited runnable for a pCPU over the last tick (run-queue wait), percent.", vcpu),
@@ -137,7 +178,7 @@ impl Metrics {
             swap_in: counter("vcoord_vm_swap_in_bytes_total", "Memory the guest swapped in, since vcoord saw it first.", vm),
             swap_out: counter("vcoord_vm_swap_out_bytes_total", "Memory the guest swapped out, since vcoord saw it first.", vm),
             major_faults: counter("vcoord_vm_major_faults_total", "Major page faults in the guest, since vcoord saw it first.", vm),
-            vm_managed: int_gauge("vcoord_vm_managed", "1 when vcoord may act on this side (kind cpu or memory) of the VM, 0 when the operator set it to ignore.", &["host", "vm", "kind"]),
+            vm_managed: int_gauge("vcoord_vm_managed", "1 when vcoord may act on this side (kind cpu or memory) of the VM, 0 when the operator set it to ignore.", &["host", "vm", "uuid", "kind"]),
             pin_changes: counter("vcoord_pin_changes_total", "vCPU pins changed (carried out, or decided in a dry run).", h),
             balloon_grants: counter("vcoord_balloon_grants_bytes_total", "Memory given to VMs by raising balloon targets.", h),
             balloon_reclaims: counter("vcoord_balloon_reclaims_bytes_total", "Memory taken back from VMs by lowering balloon targets.", h),
@@ -296,11 +337,11 @@ impl Metrics {
             .ok()
             .and_then(|mut s| s.remove(host))
             .unwrap_or_default();
-        for (vm, vcpu) in &gone.vcpus {
-            self.remove_vcpu(host, vm, vcpu);
+        for (vm, uuid, vcpu) in &gone.vcpus {
+            self.remove_vcpu(host, vm, uuid, vcpu);
         }
-        for vm in &gone.vms {
-            self.remove_vm(host, vm);
+        for (vm, uuid) in &gone.vms {
+            self.remove_vm(host, vm, uuid);
         }
         for pcpu in &gone.pcpus {
             let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
@@ -381,9 +422,17 @@ impl Metrics {
                 .set(p.load_pct);
             now.pcpus.insert(id);
         }
+        let uuid_of: BTreeMap<&str, &str> = snapshot
+            .vms()
+            .iter()
+            .map(|vm| (vm.name.as_str(), vm.uuid.as_str()))
+            .collect();
         for (vm, vcpu, ns) in run_times {
+            let Some(uuid) = uuid_of.get(vm.as_str()) else {
+                continue;
+            };
             let id = vcpu.to_string();
-            let labels = [host, vm.as_str(), id.as_str()];
+            let labels = [host, vm.as_str(), uuid, id.as_str()];
             let counter = self.vcpu_time.with_label_values(&labels);
             let now = *ns as f64 / 1e9;
             let before = counter.get();
@@ -396,10 +445,10 @@ impl Metrics {
             }
         }
         for vm in snapshot.vms() {
-            let name = vm.name.as_str();
+            let (name, uuid) = (vm.name.as_str(), vm.uuid.as_str());
             for v in &vm.vcpus {
                 let id = v.id.to_string();
-                let labels = [host, name, id.as_str()];
+                let labels = [host, name, uuid, id.as_str()];
                 set_or_remove(&self.vcpu_utilization, &labels, v.load_pct);
                 set_or_remove(&self.vcpu_wait, &labels, v.wait_pct);
                 match v.pcpu {
@@ -408,10 +457,10 @@ impl Metrics {
                         let _ = self.vcpu_pcpu.remove_label_values(&labels);
                     }
                 }
-                now.vcpus.insert((name.to_owned(), id));
+                now.vcpus.insert((name.to_owned(), uuid.to_owned(), id));
             }
             let m = &vm.memory;
-            let labels = [host, name];
+            let labels = [host, name, uuid];
             let bytes = |kib: u64| kib as f64 * KIB;
             self.balloon_actual
                 .with_label_values(&labels)
@@ -436,20 +485,21 @@ impl Metrics {
                 ("memory", vm.control.memory_managed),
             ] {
                 self.vm_managed
-                    .with_label_values(&[host, name, kind])
+                    .with_label_values(&[host, name, uuid, kind])
                     .set(i64::from(managed));
             }
-            now.vms.insert(name.to_owned());
+            now.vms.insert((name.to_owned(), uuid.to_owned()));
         }
         // Decisions.
         self.pin_changes
             .with_label_values(&[host])
             .inc_by(record.pins.len() as u64);
         for b in &record.balloons {
-            let labels = [host, b.vm.as_str()];
-            self.balloon_target
-                .with_label_values(&labels)
-                .set(b.target_kib as f64 * KIB);
+            if let Some(uuid) = uuid_of.get(b.vm.as_str()) {
+                self.balloon_target
+                    .with_label_values(&[host, b.vm.as_str(), uuid])
+                    .set(b.target_kib as f64 * KIB);
+            }
             let (counter, diff) = if b.target_kib >= b.actual_kib {
                 (&self.balloon_grants, b.target_kib - b.actual_kib)
             } else {
@@ -512,11 +562,11 @@ impl Metrics {
         let now_seen = self.series.lock().ok();
         if let Some(now_seen) = now_seen {
             if let Some(now) = now_seen.get(host) {
-                for (vm, vcpu) in before.vcpus.difference(&now.vcpus) {
-                    self.remove_vcpu(host, vm, vcpu);
+                for (vm, uuid, vcpu) in before.vcpus.difference(&now.vcpus) {
+                    self.remove_vcpu(host, vm, uuid, vcpu);
                 }
-                for vm in before.vms.difference(&now.vms) {
-                    self.remove_vm(host, vm);
+                for (vm, uuid) in before.vms.difference(&now.vms) {
+                    self.remove_vm(host, vm, uuid);
                 }
                 for pcpu in before.pcpus.difference(&now.pcpus) {
                     let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
@@ -533,16 +583,16 @@ impl Metrics {
         }
     }
 
-    fn remove_vcpu(&self, host: &str, vm: &str, vcpu: &str) {
-        let labels = [host, vm, vcpu];
+    fn remove_vcpu(&self, host: &str, vm: &str, uuid: &str, vcpu: &str) {
+        let labels = [host, vm, uuid, vcpu];
         let _ = self.vcpu_utilization.remove_label_values(&labels);
         let _ = self.vcpu_wait.remove_label_values(&labels);
         let _ = self.vcpu_pcpu.remove_label_values(&labels);
         let _ = self.vcpu_time.remove_label_values(&labels);
     }
 
-    fn remove_vm(&self, host: &str, vm: &str) {
-        let labels = [host, vm];
+    fn remove_vm(&self, host: &str, vm: &str, uuid: &str) {
+        let labels = [host, vm, uuid];
         for g in [
             &self.balloon_actual,
             &self.balloon_target,
@@ -556,7 +606,7 @@ impl Metrics {
             let _ = c.remove_label_values(&labels);
         }
         for kind in ["cpu", "memory"] {
-            let _ = self.vm_managed.remove_label_values(&[host, vm, kind]);
+            let _ = self.vm_managed.remove_label_values(&[host, vm, uuid, kind]);
         }
     }
 
@@ -625,4 +675,25 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fqdn_in_hosts;
+
+    #[test]
+    fn the_fleet_name_is_the_first_qualified_name_of_the_host_in_etc_hosts() {
+        let hosts = "127.0.0.1 localhost\n# 10.0.0.9 node1.old.example node1\n\
+                     127.0.1.1 node1.example.org node1 # Debian's line\n";
+        assert_eq!(
+            fqdn_in_hosts(hosts, "node1").as_deref(),
+            Some("node1.example.org")
+        );
+        // Only a name of this host, qualified: not a longer host name, not another host.
+        assert_eq!(
+            fqdn_in_hosts("10.0.0.1 node10.example.org node10\n", "node1"),
+            None
+        );
+        assert_eq!(fqdn_in_hosts(hosts, "other"), None);
+    }
 }

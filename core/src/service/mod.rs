@@ -25,10 +25,10 @@ pub struct Observers {
 }
 
 impl Observers {
-    /// Fresh metrics and an empty status board.
-    pub fn new() -> Self {
+    /// Fresh metrics (every series labelled with `fleet_host`) and an empty status board.
+    pub fn new(fleet_host: &str) -> Self {
         Self {
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics: Arc::new(metrics::Metrics::new(fleet_host)),
             status: Arc::new(status::StatusBoard::default()),
         }
     }
@@ -36,7 +36,7 @@ impl Observers {
 
 impl Default for Observers {
     fn default() -> Self {
-        Self::new()
+        Self::new(&metrics::machine_fqdn())
     }
 }
 

@@ -388,7 +388,7 @@ pub fn metrics_overhead(
     let control = Control::new();
     let run = |observed: bool| -> Result<(f64, usize), String> {
         let mut c = Coordinator::open(host, &options).map_err(|e| e.to_string())?;
-        let observers = Observers::new();
+        let observers = Observers::default();
         if observed {
             observers
                 .metrics
