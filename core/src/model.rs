@@ -47,11 +47,11 @@ pub struct MemorySample {
     /// Memory the guest could use without swapping (unused + reclaimable caches).
     pub usable_kib: Option<u64>,
     /// Cumulative memory swapped in by the guest.
-    pub swap_in_kib: Option<u64>,
+    pub swap_in_total_kib: Option<u64>,
     /// Cumulative memory swapped out by the guest.
-    pub swap_out_kib: Option<u64>,
+    pub swap_out_total_kib: Option<u64>,
     /// Cumulative major page faults in the guest.
-    pub major_faults: Option<u64>,
+    pub major_faults_total: Option<u64>,
     /// When the guest last updated its statistics (seconds since the Unix epoch).
     pub stats_updated_s: Option<i64>,
 }

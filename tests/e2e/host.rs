@@ -539,12 +539,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     let gone = guests.start(GuestSpec::new("gone", "vc.cpu=10").pinned(&[1]));
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = loopback_addr();
     // Policies that change nothing: libvirt's figures stay put between the daemon's sample and
     // virsh's reading.
     let mut daemon = Daemon::start_with(
@@ -704,12 +699,7 @@ struct PrometheusServer {
 
 impl PrometheusServer {
     fn start(dir: &Path, target: &str, rules: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = loopback_addr();
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -817,12 +807,7 @@ fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
     let light = guests.start(GuestSpec::new("light", "vc.cpu=30").pinned(&[1]));
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = loopback_addr();
     let mut daemon = Daemon::start_with(
         &guests.dir,
         &format!("[metrics]\nlisten = \"{addr}\"\nfleet_host = \"compute1.example.org\""),

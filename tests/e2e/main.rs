@@ -278,6 +278,16 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     )
 }
 
+/// A free address on the loopback, for a server a test starts.
+fn loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 /// The value of the series of `metric` whose labels include all of `labels`.
 fn metric(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
     scrape

@@ -203,9 +203,15 @@ impl SnapshotBuilder {
             available_kib: mem.available_kib.filter(|_| stats_fresh),
             unavailable_kib,
             usable_kib: mem.usable_kib.filter(|_| stats_fresh),
-            swap_in_kib: delta(mem.swap_in_kib, prev_mem.map(|p| p.swap_in_kib)),
-            swap_out_kib: delta(mem.swap_out_kib, prev_mem.map(|p| p.swap_out_kib)),
-            major_faults: delta(mem.major_faults, prev_mem.map(|p| p.major_faults)),
+            swap_in_kib: delta(mem.swap_in_total_kib, prev_mem.map(|p| p.swap_in_total_kib)),
+            swap_out_kib: delta(
+                mem.swap_out_total_kib,
+                prev_mem.map(|p| p.swap_out_total_kib),
+            ),
+            major_faults: delta(
+                mem.major_faults_total,
+                prev_mem.map(|p| p.major_faults_total),
+            ),
             stats_fresh,
             last_report_s: mem.stats_updated_s.map(|s| s as f64),
         };

@@ -239,9 +239,9 @@ fn vm_sample(
         unused_kib: get("balloon.unused"),
         available_kib: get("balloon.available"),
         usable_kib: get("balloon.usable"),
-        swap_in_kib: get("balloon.swap_in"),
-        swap_out_kib: get("balloon.swap_out"),
-        major_faults: get("balloon.major_fault"),
+        swap_in_total_kib: get("balloon.swap_in"),
+        swap_out_total_kib: get("balloon.swap_out"),
+        major_faults_total: get("balloon.major_fault"),
         stats_updated_s: get("balloon.last-update").map(|s| s as i64),
     };
     VmSample {
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(s.vcpus[1].wait_time_ns, None);
         assert_eq!(s.memory.max_kib, 1048576);
         assert_eq!(s.memory.unused_kib, Some(300000));
-        assert_eq!(s.memory.swap_out_kib, None);
+        assert_eq!(s.memory.swap_out_total_kib, None);
         assert_eq!(s.memory.stats_updated_s, Some(1700000000));
     }
 }

@@ -578,9 +578,9 @@ impl Backend for SimBackend {
                         unused_kib: guest(figures.unused_mib),
                         available_kib: guest(figures.available_mib),
                         usable_kib: guest(figures.unused_mib),
-                        swap_in_kib: guest(figures.swap_in_mib),
-                        swap_out_kib: guest(figures.swap_out_mib),
-                        major_faults: reports.then_some(figures.major_faults),
+                        swap_in_total_kib: guest(figures.swap_in_mib),
+                        swap_out_total_kib: guest(figures.swap_out_mib),
+                        major_faults_total: reports.then_some(figures.major_faults),
                         stats_updated_s: vm
                             .stats_updated_s
                             .filter(|_| reports)
