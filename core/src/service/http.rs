@@ -8,9 +8,10 @@
 //! connection with non-blocking reads and writes. Each connection has [`DEADLINE`] from its
 //! accept to its last byte out and sends at most [`MAX_REQUEST_BYTES`]; one request per
 //! connection (`Connection: close`). At most [`max_connections`] are open at once: past that,
-//! and whenever an accept fails for want of descriptors, the oldest ones are dropped (a client
-//! that sends its request at once is answered within milliseconds; one that dribbles is the one
-//! that has waited longest). An accept error never ends the listener.
+//! and whenever an accept fails for want of descriptors, the oldest ones still sending their
+//! request are dropped. A client that sends its request with the connection is answered as it is
+//! taken, before the connections queued behind it, so even a burst of new connections cannot
+//! push it out; one that dribbles is the one that has waited longest. An accept error never ends the listener.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -239,15 +240,33 @@ impl Server {
     fn take(&mut self, msg: Incoming) {
         match msg {
             Incoming::Connection(stream) => {
-                if self.open.len() >= self.limit {
-                    self.open.remove(0);
-                }
-                self.open.push(Connection {
+                let mut c = Connection {
                     stream,
                     accepted: Instant::now(),
                     request: Vec::new(),
                     answer: None,
-                });
+                };
+                // A client that sent its request with the connection is answered now, before
+                // the connections queued behind it are taken: a burst of new ones cannot push
+                // it out while it waits for its turn.
+                loop {
+                    match self.step(&mut c) {
+                        Step::Close => return,
+                        Step::Waiting => break,
+                        Step::Progress => {}
+                    }
+                }
+                if self.open.len() >= self.limit {
+                    // The oldest of those still sending their request (answers being written
+                    // are nearly done).
+                    let victim = self
+                        .open
+                        .iter()
+                        .position(|c| c.answer.is_none())
+                        .unwrap_or(0);
+                    self.open.remove(victim);
+                }
+                self.open.push(c);
             }
             Incoming::Shed => {
                 let drop = self.open.len().div_ceil(2);
