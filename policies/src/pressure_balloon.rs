@@ -2,13 +2,16 @@
 //! back idle memory gradually. Three parts, one law:
 //!
 //! - [`Growth`], the estimator: each VM's memory use at each new guest report, and its growth
-//!   rate: it rises at once to what a reading shows, falls with one half-life
-//!   ([`HALF_LIFE_S`]) and ends at a free. The time between reports is smoothed with the same
-//!   half-life: a guest that reports slowly is seen late, so its growth is covered further ahead.
+//!   rate as an exponentially weighted mean and upside variance (of readings above the mean)
+//!   with one half-life ([`HALF_LIFE_S`]); a free ends it. Growth is covered at the mean plus
+//!   [`GROWTH_SIGMAS`] of those deviations, so a guest that grows in bursts is fed for its
+//!   bursts, not for its average; a first reading counts with its own size as its noise. The
+//!   time between reports is smoothed with the same half-life: a guest that reports slowly is seen
+//!   late, so its growth is covered further ahead.
 //! - [`Balloon`], the tracker: what was last asked of a VM's balloon, and whether it is landing
 //!   (a grant in flight), stuck (no progress for [`STUCK_S`]) or settling (given memory less than
 //!   [`SETTLE_S`] ago). A stuck or settling balloon is never a donor.
-//! - The law, [`law`]: every VM keeps `keep = threshold x (1 + pressured) + rate x lead` unused,
+//! - The law, [`law`]: every VM keeps `keep = threshold x (1 + pressured) + cover x lead` unused,
 //!   and its target is `clamp(used + keep, lo, hi)`; a VM that is not growing may hold up to a
 //!   band of `band_factor` thresholds before it is asked to give back. Grants move at most
 //!   `max_grant_mib` a tick and, when the host cannot give them all, are shared by `shares`;
@@ -28,8 +31,12 @@ use vcoord_api::{
     BalloonTarget, MemoryPlan, MemoryPolicy, Mib, ParamError, PerVm, Policy, Snapshot, VmView,
 };
 
-/// Half-life of every smoothed figure (a falling growth rate, the time between reports), s.
+/// Half-life of every smoothed figure (the growth rate and its noise, the time between
+/// reports), s.
 pub const HALF_LIFE_S: f64 = 2.0;
+/// Growth is covered up to this many standard deviations above its mean rate (2: a reading
+/// above it once in 44, one-sided).
+pub const GROWTH_SIGMAS: f64 = 2.0;
 /// The smallest balloon move told apart from the guest's own churn and rounding: a move smaller
 /// than this is not asked for, progress smaller is not progress, a balloon this close to its
 /// target has reached it, and an idle VM must hold this much beyond its band to give back.
@@ -174,8 +181,10 @@ pub struct Growth {
     pub used_kib: f64,
     /// When that reading was made, s.
     pub at_s: f64,
-    /// Growth rate, kib/s (never below 0 for long: a free sets it to 0).
+    /// Growth rate, kib/s: the weighted mean of the readings' rates (a free sets it to 0).
     pub rate_kib_s: f64,
+    /// The weighted variance of the readings' rates around it, (kib/s)^2.
+    pub rate_var: f64,
     /// Time between readings, smoothed, s.
     pub gap_s: f64,
     /// Readings so far: the rate is known from the second on.
@@ -189,6 +198,7 @@ impl Growth {
             used_kib,
             at_s: now_s,
             rate_kib_s: 0.0,
+            rate_var: 0.0,
             gap_s: NOMINAL_GAP_S,
             readings: 0,
         }
@@ -204,22 +214,39 @@ impl Growth {
         (self.gap_s - NOMINAL_GAP_S).max(0.0)
     }
 
-    /// Takes in a new reading: the rate rises at once to what it shows, ends at a free, and
-    /// otherwise falls toward it with [`HALF_LIFE_S`].
+    /// The growth rate covered ahead: the mean plus [`GROWTH_SIGMAS`] standard deviations,
+    /// kib/s.
+    pub fn cover_kib_s(&self) -> f64 {
+        self.rate_kib_s.max(0.0) + GROWTH_SIGMAS * self.rate_var.sqrt()
+    }
+
+    /// Takes in a new reading: its rate (never below 0; a rise that may not be believed counts
+    /// as no change) is folded into the mean, and its excess over the mean into the variance,
+    /// with weight `1 - 0.5^(dt / HALF_LIFE_S)`; the first rate is taken as the mean with its
+    /// own size as its noise; a free ends growth.
     pub fn update(&mut self, reading: Reading) {
         let dt = reading.at_s - self.at_s;
         if self.readings > 0 && dt > 0.0 {
             let w = 1.0 - 0.5f64.powf(dt / HALF_LIFE_S);
             self.gap_s += w * (dt.min(60.0) - self.gap_s);
-            let inst = (reading.used_kib - self.used_kib) / dt;
-            self.rate_kib_s = if inst > self.rate_kib_s && reading.believable {
-                inst
-            } else if reading.used_kib < self.used_kib - FREED_KIB {
-                0.0
+            let inst = ((reading.used_kib - self.used_kib) / dt).max(0.0);
+            if reading.used_kib < self.used_kib - FREED_KIB {
+                (self.rate_kib_s, self.rate_var) = (0.0, 0.0);
+            } else if self.readings == 1 {
+                // One reading says little of the next: its noise is taken to be its own size.
+                let inst = if reading.believable { inst } else { 0.0 };
+                (self.rate_kib_s, self.rate_var) = (inst, inst * inst);
             } else {
-                let toward = inst.clamp(0.0, self.rate_kib_s.max(0.0));
-                self.rate_kib_s + w * (toward - self.rate_kib_s)
-            };
+                let inst = if reading.believable {
+                    inst
+                } else {
+                    inst.min(self.rate_kib_s)
+                };
+                let diff = inst - self.rate_kib_s;
+                self.rate_kib_s += w * diff;
+                // Only readings above the mean widen the cover: a falling rate is no risk.
+                self.rate_var = (1.0 - w) * (self.rate_var + w * diff.max(0.0).powi(2));
+            }
         }
         self.readings = self.readings.saturating_add(1);
         self.used_kib = reading.used_kib;
@@ -308,6 +335,8 @@ pub struct Need<'a> {
     pub size: f64,
     /// Growth rate, kib/s.
     pub rate_kib_s: f64,
+    /// Growth rate covered ahead (the rate and its noise), kib/s.
+    pub cover_kib_s: f64,
     /// How far ahead growth is covered: `lead_s` plus how late the guest reports, s.
     pub lead_s: f64,
     /// Its growth rate is measured.
@@ -342,6 +371,7 @@ impl<'a> Need<'a> {
             actual,
             size,
             rate_kib_s: state.growth.rate_kib_s,
+            cover_kib_s: state.growth.cover_kib_s(),
             lead_s: params.lead_s + state.growth.late_s(),
             measured: state.growth.measured(),
             pressured: params.pressured(vm, snapshot.interval_s()),
@@ -352,12 +382,12 @@ impl<'a> Need<'a> {
         }
     }
 
-    /// Unused memory it must keep: one threshold, two when pressured, plus its growth ahead;
-    /// the band while its growth is not measured yet.
+    /// Unused memory it must keep: one threshold, two when pressured, plus its growth ahead
+    /// (its covered rate over the lead); the band while its growth is not measured yet.
     pub fn keep(&self, params: &PressureBalloonParams) -> f64 {
         let threshold = params.threshold_mib.kib();
-        let keep = threshold * if self.pressured { 2.0 } else { 1.0 }
-            + self.rate_kib_s.max(0.0) * self.lead_s;
+        let keep =
+            threshold * if self.pressured { 2.0 } else { 1.0 } + self.cover_kib_s * self.lead_s;
         if self.measured {
             keep
         } else {
@@ -709,15 +739,33 @@ mod tests {
             snapshot(1, vec![mem_vm("g", 2048, 600, Some(180))], 4096),
         );
         let plan = p.decide(&s2);
-        // Keeps 100 + 20 x 4 = 180 unused: it has 180, so nothing yet...
-        assert_eq!(target_of(&plan, "g"), None, "{plan:?}");
-        let s3 = at(
-            2.0,
-            snapshot(1, vec![mem_vm("g", 2048, 600, Some(160))], 4096),
-        );
-        let plan = p.decide(&s3);
-        // ...then it gets what it lacks: used 440 + 180.
-        assert_eq!(target_of(&plan, "g"), Some(620.0), "{plan:?}");
+        // One rate reading, 20 MiB/s, with its own size as its noise: covered at 20 + 2 x 20,
+        // so it keeps 100 + 60 x 4 = 340 unused: used 420 + 340.
+        assert_eq!(target_of(&plan, "g"), Some(760.0), "{plan:?}");
+        // Steady readings take the noise away: the cover comes down to the rate.
+        let mut actual = 760;
+        for k in 2..30u64 {
+            let used = 400 + 20 * k;
+            let plan = p.decide(&at(
+                k as f64,
+                snapshot(
+                    1,
+                    vec![mem_vm("g", 4096, actual, Some(actual - used))],
+                    8192,
+                ),
+            ));
+            if let Some(target) = target_of(&plan, "g") {
+                assert!(target >= actual as f64, "a grower gives back: {plan:?}");
+                actual = target as u64;
+            }
+            assert!(
+                actual - used >= 100,
+                "{} MiB unused at {k} s",
+                actual - used
+            );
+        }
+        let cover = p.seen["g"].growth.cover_kib_s() / MIB;
+        assert!((20.0..21.0).contains(&cover), "covered at {cover} MiB/s");
     }
 
     #[test]
@@ -796,6 +844,34 @@ mod tests {
             "first given back {given} s after the growth stopped"
         );
         assert!(actual - used <= 208, "unused {} after 40 s", actual - used);
+    }
+
+    /// A real guest after a restart of vcoord, growing in bursts (reports every 3 s): 31 MiB,
+    /// then 29, then 67. The old estimator followed the slow reading down to ~12 MiB/s and the
+    /// guest fell to 88 MiB unused at the burst; its noise now keeps it above the threshold.
+    #[test]
+    fn a_guest_growing_in_bursts_is_fed_for_its_bursts_after_a_restart() {
+        let mut p = PressureBalloon::default();
+        let mut actual = 519;
+        for (t, used) in [(0.0, 353), (2.0, 384), (5.0, 413)] {
+            let plan = p.decide(&at(
+                t,
+                snapshot(
+                    1,
+                    vec![mem_vm("g", 2048, actual, Some(actual - used))],
+                    8192,
+                ),
+            ));
+            if let Some(target) = target_of(&plan, "g") {
+                actual = target as u64;
+            }
+        }
+        // The burst: 67 MiB by the next report.
+        let unused = actual - (413 + 67);
+        assert!(
+            unused >= 100,
+            "{unused} MiB unused at the burst (balloon {actual})"
+        );
     }
 
     #[test]
