@@ -502,3 +502,106 @@ fn a_vm_in_a_job_is_left_alone_until_the_job_ends() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a fleet balancer reads, on the simulator: a host whose vCPUs want more than its pCPUs
+/// is in CPU deficit from the first measured tick and cannot satisfy its guests once that has
+/// lasted a minute, with the busiest VM the one whose move relieves it most; a host whose
+/// growers outgrow its memory (M2) falls into memory deficit when it reaches its reserve, and
+/// the growers are the contended ones.
+#[test]
+fn deficits_contention_and_relief_are_what_a_fleet_balancer_reads() {
+    use std::sync::{Arc, Mutex};
+    use vcoord_core::config::HostConfig;
+    use vcoord_core::runtime::control::Control;
+    use vcoord_core::runtime::fleet::{FleetSignals, HOLD_S};
+    use vcoord_core::runtime::{Coordinator, Observer, RunOptions, TickReport};
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(f64, FleetSignals)>>);
+    impl Observer for Seen {
+        fn tick_failed(&self, _: &str) {}
+        fn tick(&self, _: &str, r: &TickReport<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((r.record.time_s, r.fleet.clone()));
+        }
+    }
+    let run = |scenario: &std::path::Path| -> Vec<(f64, FleetSignals)> {
+        vcoord_policies::link();
+        let dir = scenario.parent().unwrap();
+        let host = HostConfig::new("sim", &format!("sim:{}", scenario.display()), dir);
+        let mut c = Coordinator::open(&host, &RunOptions::default()).expect("simulator");
+        let seen = Arc::new(Seen::default());
+        c.observe(seen.clone());
+        let control = Control::new();
+        while !c.finished() {
+            c.tick();
+            c.wait(&control);
+        }
+        let out = seen.0.lock().unwrap().clone();
+        out
+    };
+    let dir = std::env::temp_dir().join(format!("vcoord-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let crowded = dir.join("crowded.toml");
+    std::fs::write(
+        &crowded,
+        "name = \"crowded\"\nduration_s = 90\nseed = 1\n[host]\npcpus = 2\nmemory_mib = 8192\n\
+         [[vm]]\nname = \"big\"\nvcpus = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 95 }]\n\
+         [[vm]]\nname = \"mid\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 90 }]\n\
+         [[vm]]\nname = \"light\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 10 }]\n",
+    )
+    .unwrap();
+    let ticks = run(&crowded);
+    let measured: Vec<_> = ticks.iter().filter(|(t, _)| *t >= 2.0).collect();
+    assert!(
+        measured.iter().all(|(_, f)| f.cpu.amount > 50.0),
+        "{measured:?}"
+    );
+    let (before, after): (Vec<&(f64, FleetSignals)>, Vec<_>) = measured
+        .iter()
+        .copied()
+        .partition(|(_, f)| f.cpu.lasted_s < HOLD_S);
+    assert!(before.iter().all(|(_, f)| !f.cpu.cannot_satisfy));
+    assert!(!after.is_empty() && after.iter().all(|(_, f)| f.cpu.cannot_satisfy));
+    let (_, last) = ticks.last().unwrap();
+    let relief = |vm: &str| {
+        last.vms
+            .iter()
+            .find(|v| v.vm == vm)
+            .and_then(|v| v.cpu_relief)
+            .unwrap()
+    };
+    // 290 of demand on 200: moving either busy VM removes all 90 missing, the light one a ninth.
+    assert!((last.cpu.amount - 90.0).abs() < 10.0, "{last:?}");
+    assert_eq!((relief("big"), relief("mid")), (1.0, 1.0), "{last:?}");
+    assert!(
+        (relief("light") - 10.0 / last.cpu.amount).abs() < 0.02,
+        "{last:?}"
+    );
+    let wait = |vm: &str| last.vms.iter().find(|v| v.vm == vm).unwrap().cpu_wait_ratio;
+    assert!(wait("big") > 0.1 && wait("mid") > 0.1, "{last:?}");
+    assert_eq!(last.memory.amount, 0.0, "{last:?}");
+    // M2: four growers, a host that cannot feed them all.
+    let ticks = run(&scenario("mem-m2-all-grow"));
+    let short = ticks
+        .iter()
+        .find(|(_, f)| f.memory.amount > 0.0)
+        .unwrap_or_else(|| panic!("never in memory deficit"));
+    assert!(
+        short
+            .1
+            .vms
+            .iter()
+            .any(|v| v.memory_short_kib > 0 && v.score > 0.0),
+        "{short:?}"
+    );
+    assert!(
+        short.1.vms.iter().all(|v| v.memory_relief.is_some()),
+        "{short:?}"
+    );
+    // ...and out of it once they free.
+    assert_eq!(ticks.last().unwrap().1.memory.amount, 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

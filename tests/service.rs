@@ -607,6 +607,13 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
         ("vcoord_backend_up", &["host=\"sim\""]),
         ("vcoord_config_last_reload_successful", &[]),
         ("vcoord_last_tick_timestamp_seconds", &["host=\"sim\""]),
+        ("vcoord_vm_cpu_wait_ratio", &["vm=\"busy\""]),
+        ("vcoord_vm_memory_short_bytes", &["vm=\"idle\""]),
+        ("vcoord_vm_contention_score", &["vm=\"idle\""]),
+        ("vcoord_host_cpu_deficit_percent", &["host=\"sim\""]),
+        ("vcoord_host_memory_deficit_bytes", &["host=\"sim\""]),
+        ("vcoord_host_deficit_seconds", &["kind=\"cpu\""]),
+        ("vcoord_host_cannot_satisfy", &["kind=\"memory\""]),
     ] {
         assert!(
             value(&scrape, metric, labels).is_some(),

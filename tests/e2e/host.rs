@@ -535,8 +535,10 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     let mut guests = Guests::new("scrape");
     let _back = LibvirtdBack;
     let busy = guests.start(GuestSpec::new("busy", "vc.cpu=100").pinned(&[0]));
-    let light = guests.start(GuestSpec::new("light", "vc.cpu=30").pinned(&[1]));
-    let gone = guests.start(GuestSpec::new("gone", "vc.cpu=10").pinned(&[1]));
+    // Two busy guests share pCPU 1: 300% of demand on two pCPUs, which their run time alone
+    // (200%) would hide.
+    let light = guests.start(GuestSpec::new("light", "vc.cpu=100").pinned(&[1]));
+    let gone = guests.start(GuestSpec::new("gone", "vc.cpu=100").pinned(&[1]));
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
     let addr = loopback_addr();
@@ -624,6 +626,33 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     assert_eq!(
         metric(&scrape, "vcoord_vcpu_pcpu", &[&format!("vm=\"{busy}\"")]),
         Some(0.0)
+    );
+    // What a fleet balancer reads: the host wants about a pCPU more than it has (run time plus
+    // run-queue wait); the two guests sharing pCPU 1 each wait about half the time they want,
+    // the one alone on pCPU 0 far less; moving either of them relieves most of the deficit.
+    let read = |name: &str, labels: &[&str]| {
+        metric(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?}:\n{scrape}"))
+    };
+    let deficit = read("vcoord_host_cpu_deficit_percent", &["host=\"e2e\""]);
+    assert!((30.0..=170.0).contains(&deficit), "CPU deficit {deficit}%");
+    let wait = |vm: &str| read("vcoord_vm_cpu_wait_ratio", &[&format!("vm=\"{vm}\"")]);
+    for vm in [&light, &gone] {
+        assert!((0.25..=0.75).contains(&wait(vm)), "{vm} waits {}", wait(vm));
+        assert!(
+            wait(&busy) < wait(vm),
+            "{busy} waits {}, {vm} {}",
+            wait(&busy),
+            wait(vm)
+        );
+        let relief = read(
+            "vcoord_vm_relief_ratio",
+            &[&format!("vm=\"{vm}\""), "kind=\"cpu\""],
+        );
+        assert!(relief >= 0.5, "moving {vm} relieves {relief}");
+    }
+    assert_eq!(
+        read("vcoord_host_memory_deficit_bytes", &["host=\"e2e\""]),
+        0.0
     );
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 

@@ -1,6 +1,7 @@
 //! The loop: collect -> snapshot -> decide -> guard -> actuate -> record, once per tick.
 
 pub mod control;
+pub mod fleet;
 pub mod guard;
 pub mod record;
 pub mod snapshot;
@@ -16,6 +17,7 @@ use crate::config::HostConfig;
 use crate::policy::PolicyHealth;
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
 use crate::runtime::control::Control;
+use crate::runtime::fleet::{Fleet, FleetSignals};
 use crate::runtime::guard::{BalloonChange, Guard, GuardedPlan, Refusal, Rejection};
 use crate::runtime::record::{ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
@@ -89,6 +91,7 @@ pub struct Coordinator {
     throttle: Throttle,
     observer: Option<Arc<dyn Observer>>,
     start_wall_s: Option<f64>,
+    fleet: Fleet,
 }
 
 /// A kind of warning that may repeat every tick: what [`Throttle`] counts by.
@@ -167,6 +170,8 @@ pub struct TickReport<'a> {
     pub cost: TickCost,
     /// Both policies.
     pub policies: [PolicyState<'a>; 2],
+    /// What a fleet balancer needs: contention, deficits, relief.
+    pub fleet: &'a FleetSignals,
 }
 
 /// Whatever watches a coordinator's ticks (the service's metrics and status page). The loop
@@ -273,6 +278,7 @@ impl Coordinator {
             throttle: Throttle::default(),
             observer: None,
             start_wall_s: None,
+            fleet: Fleet::default(),
         }
     }
 
@@ -414,6 +420,7 @@ impl Coordinator {
         let cpu_plan = self.cpu_policy.decide(&snapshot);
         let memory_plan = self.memory_policy.decide(&snapshot);
         let guarded = self.guard.check(&snapshot, &cpu_plan, &memory_plan);
+        let fleet = self.fleet.signals(&snapshot, &memory_plan, &guarded);
         for r in &guarded.rejected {
             if let Some(held) = self.throttle.allow(Warning::Guard(r.reason, r.vm.clone())) {
                 warn!(host = %self.host.name, action = %r.action, why = %r.why, held_back = held, "guard");
@@ -449,6 +456,7 @@ impl Coordinator {
                     ("cpu", cpu.as_str(), self.cpu_policy.health()),
                     ("memory", memory.as_str(), self.memory_policy.health()),
                 ],
+                fleet: &fleet,
             };
             o.tick(&self.host.name, &report);
         }

@@ -15,10 +15,10 @@ use prometheus::{
 };
 
 use crate::policy::PolicyHealth;
+use crate::runtime::fleet::FleetSignals;
 use crate::runtime::guard::Refusal;
-use crate::runtime::record::TickRecord;
-use crate::runtime::snapshot::Snapshot;
-use crate::runtime::{PolicyState, TickCost};
+use crate::runtime::TickReport;
+use vcoord_api::Kind;
 
 /// Bytes in one KiB.
 const KIB: f64 = 1024.0;
@@ -62,6 +62,14 @@ pub struct Metrics {
     build_info: IntGaugeVec,
     failed_host: IntGaugeVec,
     record_ok: IntGaugeVec,
+    vm_cpu_wait_ratio: GaugeVec,
+    vm_memory_short: GaugeVec,
+    vm_contention: GaugeVec,
+    vm_relief: GaugeVec,
+    host_cpu_deficit: GaugeVec,
+    host_memory_deficit: GaugeVec,
+    host_deficit_seconds: GaugeVec,
+    host_cannot_satisfy: IntGaugeVec,
     /// Why the `--record` file stopped, if it did.
     record_problem: Mutex<Option<String>>,
     /// What series each host has, to remove those of VMs that are gone.
@@ -201,6 +209,14 @@ impl Metrics {
             build_info: int_gauge("vcoord_build_info", "Always 1; the labels say which vcoord runs.", &["version"]),
             failed_host: int_gauge("vcoord_host_failed", "1 when the host stopped on an error (it stays so, and /healthz answers 503, until a reload starts it again or removes it).", h),
             record_ok: int_gauge("vcoord_record_ok", "1 while the --record file is written, 0 once a write failed and the record stopped (the hosts go on coordinating).", &["file"]),
+            vm_cpu_wait_ratio: gauge("vcoord_vm_cpu_wait_ratio", "Share of the CPU time the VM's vCPUs wanted over the last tick that they spent waiting for a pCPU (run-queue wait over run time plus wait), 0 to 1.", vm),
+            vm_memory_short: gauge("vcoord_vm_memory_short_bytes", "Memory the VM lacks: of its use plus 100 MiB (up to its maximum), or of a grant the guard cut for lack of host memory, whichever is more.", vm),
+            vm_contention: gauge("vcoord_vm_contention_score", "How contended the VM is, 0 to 1: the larger of its CPU wait ratio and its memory shortfall as a share of 100 MiB.", vm),
+            vm_relief: gauge("vcoord_vm_relief_ratio", "While the host is in deficit of this kind: the share of the deficit that moving this VM to another host would remove, 0 to 1 (absent otherwise).", &["host", "vm", "uuid", "kind"]),
+            host_cpu_deficit: gauge("vcoord_host_cpu_deficit_percent", "vCPU demand (run time plus run-queue wait) above the host's pCPUs, percent of one pCPU (0: none).", h),
+            host_memory_deficit: gauge("vcoord_host_memory_deficit_bytes", "The VMs' memory shortfalls above what the host can grant over its reserve (0: none).", h),
+            host_deficit_seconds: gauge("vcoord_host_deficit_seconds", "How long the host's deficit of this kind has lasted without a break (0: none).", &["host", "kind"]),
+            host_cannot_satisfy: int_gauge("vcoord_host_cannot_satisfy", "1 once the host's deficit of this kind has lasted 60 s: only moving a VM away relieves it.", &["host", "kind"]),
             record_problem: Mutex::default(),
             series: Mutex::default(),
             health: Mutex::default(),
@@ -243,6 +259,14 @@ impl Metrics {
             Box::new(m.build_info.clone()),
             Box::new(m.failed_host.clone()),
             Box::new(m.record_ok.clone()),
+            Box::new(m.vm_cpu_wait_ratio.clone()),
+            Box::new(m.vm_memory_short.clone()),
+            Box::new(m.vm_contention.clone()),
+            Box::new(m.vm_relief.clone()),
+            Box::new(m.host_cpu_deficit.clone()),
+            Box::new(m.host_memory_deficit.clone()),
+            Box::new(m.host_deficit_seconds.clone()),
+            Box::new(m.host_cannot_satisfy.clone()),
         ];
         for c in all {
             r.register(c).expect("metric names are unique");
@@ -349,6 +373,16 @@ impl Metrics {
         let _ = self.backend_up.remove_label_values(&[host]);
         let _ = self.last_tick.remove_label_values(&[host]);
         let _ = self.failed_host.remove_label_values(&[host]);
+        let _ = self.host_cpu_deficit.remove_label_values(&[host]);
+        let _ = self.host_memory_deficit.remove_label_values(&[host]);
+        for kind in Kind::ALL {
+            let _ = self
+                .host_deficit_seconds
+                .remove_label_values(&[host, kind.key()]);
+            let _ = self
+                .host_cannot_satisfy
+                .remove_label_values(&[host, kind.key()]);
+        }
         for c in self.host_counters() {
             let _ = c.remove_label_values(&[host]);
         }
@@ -390,16 +424,16 @@ impl Metrics {
         self.backend_up.with_label_values(&[host]).set(0);
     }
 
-    /// What one tick saw and did; `run_times` are the sampled cumulative run times of the vCPUs
-    /// (VM, vCPU, ns).
-    pub fn tick(
-        &self,
-        snapshot: &Snapshot,
-        run_times: &[(String, u32, u64)],
-        record: &TickRecord,
-        cost: &TickCost,
-        policies: &[PolicyState<'_>],
-    ) {
+    /// What one tick saw and did.
+    pub fn tick(&self, report: &TickReport<'_>) {
+        let TickReport {
+            snapshot,
+            run_times,
+            record,
+            cost,
+            ref policies,
+            fleet,
+        } = *report;
         let host = record.host.as_str();
         self.ticks.with_label_values(&[host, "ok"]).inc();
         self.backend_up.with_label_values(&[host]).set(1);
@@ -552,6 +586,7 @@ impl Metrics {
                 }
             }
         }
+        self.fleet(host, &uuid_of, fleet);
         // VMs and vCPUs that are gone lose their series.
         let before = self
             .series
@@ -583,6 +618,45 @@ impl Metrics {
         }
     }
 
+    /// The fleet's signals of a tick.
+    fn fleet(&self, host: &str, uuid_of: &BTreeMap<&str, &str>, fleet: &FleetSignals) {
+        for v in &fleet.vms {
+            let Some(uuid) = uuid_of.get(v.vm.as_str()) else {
+                continue;
+            };
+            let labels = [host, v.vm.as_str(), uuid];
+            self.vm_cpu_wait_ratio
+                .with_label_values(&labels)
+                .set(v.cpu_wait_ratio);
+            self.vm_memory_short
+                .with_label_values(&labels)
+                .set(v.memory_short_kib as f64 * KIB);
+            self.vm_contention.with_label_values(&labels).set(v.score);
+            for (kind, relief) in [(Kind::Cpu, v.cpu_relief), (Kind::Memory, v.memory_relief)] {
+                set_or_remove(
+                    &self.vm_relief,
+                    &[host, v.vm.as_str(), uuid, kind.key()],
+                    relief,
+                );
+            }
+        }
+        self.host_cpu_deficit
+            .with_label_values(&[host])
+            .set(fleet.cpu.amount);
+        self.host_memory_deficit
+            .with_label_values(&[host])
+            .set(fleet.memory.amount * KIB);
+        for kind in Kind::ALL {
+            let deficit = fleet.deficit(kind);
+            self.host_deficit_seconds
+                .with_label_values(&[host, kind.key()])
+                .set(deficit.lasted_s);
+            self.host_cannot_satisfy
+                .with_label_values(&[host, kind.key()])
+                .set(i64::from(deficit.cannot_satisfy));
+        }
+    }
+
     fn remove_vcpu(&self, host: &str, vm: &str, uuid: &str, vcpu: &str) {
         let labels = [host, vm, uuid, vcpu];
         let _ = self.vcpu_utilization.remove_label_values(&labels);
@@ -599,8 +673,16 @@ impl Metrics {
             &self.memory_unused,
             &self.memory_usable,
             &self.stats_age,
+            &self.vm_cpu_wait_ratio,
+            &self.vm_memory_short,
+            &self.vm_contention,
         ] {
             let _ = g.remove_label_values(&labels);
+        }
+        for kind in Kind::ALL {
+            let _ = self
+                .vm_relief
+                .remove_label_values(&[host, vm, uuid, kind.key()]);
         }
         for c in [&self.swap_in, &self.swap_out, &self.major_faults] {
             let _ = c.remove_label_values(&labels);

@@ -46,8 +46,7 @@ impl Observer for Observers {
     }
 
     fn tick(&self, host: &str, r: &TickReport<'_>) {
-        self.metrics
-            .tick(r.snapshot, r.run_times, r.record, &r.cost, &r.policies);
-        self.status.update(host, r.snapshot);
+        self.metrics.tick(r);
+        self.status.update(host, r.snapshot, r.fleet);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::fleet::FleetSignals;
 use crate::runtime::snapshot::Snapshot;
 
 /// The status of some hosts: what `/status.json` serves and `vcoord status --json` prints.
@@ -36,6 +37,9 @@ pub struct HostStatus {
     pub window_s: f64,
     /// What the host saw.
     pub snapshot: Snapshot,
+    /// What a fleet balancer needs of it: contention, deficits, relief.
+    #[serde(default)]
+    pub fleet: FleetSignals,
 }
 
 /// The daemon's latest view of every host.
@@ -47,7 +51,7 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     /// Records `host`'s latest snapshot.
-    pub fn update(&self, host: &str, snapshot: &Snapshot) {
+    pub fn update(&self, host: &str, snapshot: &Snapshot, fleet: &FleetSignals) {
         if let Ok(mut hosts) = self.hosts.lock() {
             hosts.insert(
                 host.to_owned(),
@@ -55,6 +59,7 @@ impl StatusBoard {
                     host: host.to_owned(),
                     window_s: snapshot.interval_s(),
                     snapshot: snapshot.clone(),
+                    fleet: fleet.clone(),
                 },
             );
         }

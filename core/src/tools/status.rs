@@ -10,10 +10,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
+use crate::policy::MemoryPlan;
+use crate::runtime::fleet::{Fleet, VmContention};
+use crate::runtime::guard::GuardedPlan;
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::service::status::{HostStatus, StatusDocument};
 use crate::show;
 use crate::units::KIB_PER_MIB;
+use vcoord_api::Kind;
 
 /// The VM column is at least this wide ("VM" and short names line up as before)...
 const MIN_NAME_WIDTH: usize = 24;
@@ -68,11 +72,18 @@ pub fn status(target: &str, window_s: f64) -> Result<StatusDocument, StatusError
     }
     let mut backend = backend::open(target, Path::new("."), &BackendOptions::default())?;
     let snapshot = sample_twice(backend.as_mut(), window_s)?;
+    // One look: contention and deficits as they are now (no plan, no history).
+    let no_plan = MemoryPlan {
+        targets: Vec::new(),
+        reason: String::new(),
+    };
+    let fleet = Fleet::default().signals(&snapshot, &no_plan, &GuardedPlan::default());
     Ok(StatusDocument {
         hosts: vec![HostStatus {
             host: target.to_owned(),
             window_s,
             snapshot,
+            fleet,
         }],
         failed: Vec::new(),
     })
@@ -147,6 +158,43 @@ fn render_host(h: &HostStatus) -> String {
         h.window_s,
         loads.join("  ")
     );
+    for kind in Kind::ALL {
+        let d = h.fleet.deficit(kind);
+        if d.amount <= 0.0 {
+            continue;
+        }
+        let amount = match kind {
+            Kind::Cpu => format!("{:.0}% of a pCPU", d.amount),
+            Kind::Memory => format!("{:.0} MiB", d.amount / KIB_PER_MIB as f64),
+        };
+        let relief = |v: &VmContention| match kind {
+            Kind::Cpu => v.cpu_relief,
+            Kind::Memory => v.memory_relief,
+        };
+        let best = h
+            .fleet
+            .vms
+            .iter()
+            .filter_map(|v| Some((relief(v)?, v)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let _ = writeln!(
+            out,
+            "{} deficit: {amount} for {:.0} s{}{}",
+            kind.key(),
+            d.lasted_s,
+            if d.cannot_satisfy {
+                "; cannot satisfy its guests"
+            } else {
+                ""
+            },
+            best.map(|(r, v)| format!(
+                "; moving {} relieves {:.0}%",
+                show::shown(&v.vm),
+                100.0 * r
+            ))
+            .unwrap_or_default()
+        );
+    }
     // The name column fits the longest name, within bounds; longer names are cut.
     let width = snap
         .vms()
