@@ -34,5 +34,5 @@ echo "systemd-analyze security: exposure $exposure"
 awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 4.0) }' || { echo "exposure above 4.0"; exit 1; }
 VCOORD_BIN=/usr/bin/vcoord VCOORD_INSTALLED=1 VCOORD_REQUIRE_TOOLS=1 cargo test --release --test service
 
-step "end-to-end tests on real QEMU guests (one at a time: they measure CPU time)"
-cargo test --release --test e2e -- --include-ignored --test-threads=1
+step "end-to-end tests on real QEMU guests, the daemons being the installed package (one at a time: they measure CPU time)"
+VCOORD_BIN=/usr/bin/vcoord cargo test --release --test e2e -- --include-ignored --test-threads=1

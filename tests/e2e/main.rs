@@ -25,6 +25,14 @@ use common::{frees, the_free};
 use vcoord_core::runtime::record::TickRecord;
 
 /// A running vcoord, killed if the test ends early.
+/// The vcoord the daemons run: the installed package's when `VCOORD_BIN` names it (the test
+/// command installs the .deb first), else the workspace's.
+fn vcoord_bin() -> PathBuf {
+    std::env::var_os("VCOORD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcoord")))
+}
+
 struct Daemon {
     child: Option<Child>,
     record: PathBuf,
@@ -47,7 +55,7 @@ impl Daemon {
         .unwrap();
         let record = dir.join("record.jsonl");
         let log = std::fs::File::create(dir.join("vcoord.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vcoord"))
+        let child = Command::new(vcoord_bin())
             .args([
                 "run",
                 "--config",
