@@ -605,3 +605,22 @@ fn deficits_contention_and_relief_are_what_a_fleet_balancer_reads() {
     assert_eq!(ticks.last().unwrap().1.memory.amount, 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// "Memory saved" is measured against the VMs kept at their starting sizes, which is what no
+/// memory policy does: 0 for `none`, and the idle guests of T2 (512 MiB each, a few dozen used)
+/// given back down to their band by the default.
+#[test]
+fn memory_saved_is_zero_without_a_policy_and_the_idle_guests_share_with_one() {
+    use vcoord_core::tools::metrics::memory_metrics;
+    let none = run_scenario(
+        &scenario("cpu-t2-all-on-one"),
+        "[host.memory_policy]\nname = \"none\"\n",
+    );
+    let m = memory_metrics(&none, 100.0);
+    assert_eq!(m.saved_pct(), 0.0, "{m:?}");
+    assert!(m.unmanaged_mib >= 8.0 * 512.0 - 1.0, "{m:?}");
+    let default = run_scenario(&scenario("cpu-t2-all-on-one"), "");
+    let m = memory_metrics(&default, 100.0);
+    assert!((20.0..60.0).contains(&m.saved_pct()), "{m:?}");
+    assert!(m.committed_mib < m.unmanaged_mib, "{m:?}");
+}

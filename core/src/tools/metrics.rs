@@ -186,6 +186,23 @@ pub struct MemoryMetrics {
     pub lowest_host_free_mib: f64,
     /// Balloon changes in all (sum of |target - actual| carried out).
     pub moved_mib: f64,
+    /// Memory the guests had, summed over the VMs, mean over the ticks.
+    pub committed_mib: f64,
+    /// The same with every VM at the size it was first seen at: what the guests keep with no
+    /// memory policy (nothing else moves a balloon).
+    pub unmanaged_mib: f64,
+}
+
+impl MemoryMetrics {
+    /// Memory saved against no memory policy, percent of what the guests would have kept
+    /// (negative when the policy gave more than it took).
+    pub fn saved_pct(&self) -> f64 {
+        if self.unmanaged_mib > 0.0 {
+            100.0 * (1.0 - self.committed_mib / self.unmanaged_mib)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Computes memory figures; `threshold_mib` is the unused memory a VM should keep.
@@ -201,8 +218,16 @@ pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetri
         lowest_guest_free_mib: f64::INFINITY,
         lowest_host_free_mib: f64::INFINITY,
         moved_mib: 0.0,
+        committed_mib: 0.0,
+        unmanaged_mib: 0.0,
     };
+    let mut first_size: BTreeMap<&str, f64> = BTreeMap::new();
     for r in records {
+        for vm in &r.vms {
+            let first = *first_size.entry(&vm.name).or_insert(vm.actual_mib);
+            m.committed_mib += vm.actual_mib;
+            m.unmanaged_mib += first;
+        }
         m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib);
         m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib);
         for vm in &r.vms {
@@ -226,6 +251,10 @@ pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetri
             .iter()
             .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / KIB_PER_MIB_F64)
             .sum::<f64>();
+    }
+    if !records.is_empty() {
+        m.committed_mib /= records.len() as f64;
+        m.unmanaged_mib /= records.len() as f64;
     }
     if m.lowest_guest_free_mib.is_infinite() {
         m.lowest_guest_free_mib = 0.0;

@@ -115,6 +115,13 @@ pub const CPU_METRICS: &[Metric] = &[
 /// Memory figures, in table order.
 pub const MEMORY_METRICS: &[Metric] = &[
     Metric {
+        key: "saved_pct",
+        title: "saved %",
+        lower_is_better: false,
+        doc: "guest memory saved against no memory policy (the VMs kept at the sizes they started at), mean over the run, percent",
+        get: |o| Some(o.memory.as_ref()?.saved_pct()),
+    },
+    Metric {
         key: "oom_events",
         title: "OOM",
         lower_is_better: true,
@@ -545,6 +552,8 @@ mod tests {
             lowest_guest_free_mib: 1000.0,
             lowest_host_free_mib: 1000.0,
             moved_mib: 100.0,
+            committed_mib: 900.0,
+            unmanaged_mib: 1000.0,
         }
     }
 
