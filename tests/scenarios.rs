@@ -624,3 +624,67 @@ fn memory_saved_is_zero_without_a_policy_and_the_idle_guests_share_with_one() {
     assert!((20.0..60.0).contains(&m.saved_pct()), "{m:?}");
     assert!(m.committed_mib < m.unmanaged_mib, "{m:?}");
 }
+
+/// The simulator's host memory pressure: none while the host has memory to spare; when host
+/// processes leave it under its reclaim watermark, tasks stall, the default policy takes idle
+/// guests down to their need, and the stall ends.
+#[test]
+fn the_simulated_host_stalls_on_memory_only_when_short_and_the_default_relieves_it() {
+    use std::sync::{Arc, Mutex};
+    use vcoord_core::config::HostConfig;
+    use vcoord_core::runtime::control::Control;
+    use vcoord_core::runtime::{Coordinator, Observer, RunOptions, TickReport};
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(f64, Option<f64>, f64)>>);
+    impl Observer for Seen {
+        fn tick_failed(&self, _: &str) {}
+        fn tick(&self, _: &str, r: &TickReport<'_>) {
+            let stall = r.snapshot.host().pressure.memory.and_then(|s| s.some_pct);
+            let guests: f64 = r.record.vms.iter().map(|v| v.actual_mib).sum();
+            self.0
+                .lock()
+                .unwrap()
+                .push((r.record.time_s, stall, guests));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("vcoord-psi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |host_used_mib: u64| {
+        let path = dir.join(format!("psi-{host_used_mib}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"psi\"\nduration_s = 30\nseed = 1\n[host]\npcpus = 2\nmemory_mib = 4096\nhost_used_mib = {host_used_mib}\n\
+                 [[vm]]\nname = \"idle\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 5 }}]\n"
+            ),
+        )
+        .unwrap();
+        vcoord_policies::link();
+        let host = HostConfig::new("sim", &format!("sim:{}", path.display()), &dir);
+        let mut c = Coordinator::open(&host, &RunOptions::default()).expect("simulator");
+        let seen = Arc::new(Seen::default());
+        c.observe(seen.clone());
+        let control = Control::new();
+        while !c.finished() {
+            c.tick();
+            c.wait(&control);
+        }
+        let out = seen.0.lock().unwrap().clone();
+        out
+    };
+    // 2 GiB to spare: the signal is there, and it is 0.
+    let calm = run(1024);
+    assert!(
+        calm.iter().skip(1).all(|(_, s, _)| *s == Some(0.0)),
+        "{calm:?}"
+    );
+    // 72 MiB free under a 128 MiB watermark: some task stalls about a quarter of the time.
+    let short = run(3000);
+    let first = short[1].1.unwrap();
+    assert!((15.0..35.0).contains(&first), "{short:?}");
+    let (_, last_stall, last_guests) = *short.last().unwrap();
+    assert_eq!(last_stall, Some(0.0), "{short:?}");
+    assert!(last_guests < 1024.0 - 128.0, "{short:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -614,6 +614,10 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
         ("vcoord_host_memory_deficit_bytes", &["host=\"sim\""]),
         ("vcoord_host_deficit_seconds", &["kind=\"cpu\""]),
         ("vcoord_host_cannot_satisfy", &["kind=\"memory\""]),
+        (
+            "vcoord_host_pressure_stall_percent",
+            &["resource=\"memory\"", "scope=\"some\""],
+        ),
     ] {
         assert!(
             value(&scrape, metric, labels).is_some(),

@@ -93,6 +93,39 @@ pub struct Core {
     pub pcpus: Vec<usize>,
 }
 
+/// Pressure stall information of one resource on the host (Linux PSI, `/proc/pressure/*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    /// Share of the last interval in which some task stalled on the resource, percent (`None`
+    /// on the first sample).
+    pub some_pct: Option<f64>,
+    /// Share of it in which every non-idle task stalled, percent (`None` where the kernel
+    /// gives no `full` line, or on the first sample).
+    pub full_pct: Option<f64>,
+    /// The kernel's own 10 s average of `some`, percent.
+    pub some_avg10_pct: f64,
+}
+
+impl Stall {
+    /// The stall to act on: the last interval's `some`, or the kernel's 10 s average before
+    /// there is one.
+    pub fn some_now_pct(&self) -> f64 {
+        self.some_pct.unwrap_or(self.some_avg10_pct)
+    }
+}
+
+/// Pressure stall information of the host; each resource absent where the kernel (or the
+/// backend) gives none. Absent is no signal, never zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostPressure {
+    /// Tasks waiting for a CPU.
+    pub cpu: Option<Stall>,
+    /// Tasks waiting for memory (reclaim, swap-in, thrashing).
+    pub memory: Option<Stall>,
+    /// Tasks waiting for I/O.
+    pub io: Option<Stall>,
+}
+
 /// Host-wide figures of a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostView {
@@ -110,6 +143,9 @@ pub struct HostView {
     pub guest_budget_kib: Option<u64>,
     /// The guard's limits.
     pub limits: GuardLimits,
+    /// Pressure stall information, where the host gives it.
+    #[serde(default)]
+    pub pressure: HostPressure,
 }
 
 impl HostView {
@@ -128,6 +164,7 @@ impl HostView {
             guest_free_kib: mem_free_kib,
             guest_budget_kib: None,
             limits: GuardLimits::default(),
+            pressure: HostPressure::default(),
         }
     }
 

@@ -15,6 +15,31 @@ pub struct HostSample {
     pub mem_total_kib: u64,
     /// Host memory free now.
     pub mem_free_kib: u64,
+    /// Pressure stall counters, where the host gives them.
+    #[serde(default)]
+    pub pressure: PressureSample,
+}
+
+/// Cumulative pressure stall counters of one resource (`/proc/pressure/<resource>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PsiSample {
+    /// Time in which some task stalled, µs since boot.
+    pub some_total_us: u64,
+    /// Time in which every non-idle task stalled, µs since boot (where the kernel says).
+    pub full_total_us: Option<u64>,
+    /// The kernel's 10 s average of `some`, percent.
+    pub some_avg10_pct: f64,
+}
+
+/// The host's pressure stall counters; a resource is absent where the kernel has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PressureSample {
+    /// CPU.
+    pub cpu: Option<PsiSample>,
+    /// Memory.
+    pub memory: Option<PsiSample>,
+    /// I/O.
+    pub io: Option<PsiSample>,
 }
 
 /// Cumulative counters of one vCPU.

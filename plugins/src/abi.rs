@@ -32,6 +32,30 @@ pub struct Pcpu {
     pub load_pct: f64,
 }
 
+/// Pressure stall information of one resource on the host (Linux PSI).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
+pub struct Stall {
+    /// Share of the last interval in which some task stalled on it, percent.
+    pub some_pct: ROption<f64>,
+    /// Share in which every non-idle task stalled, percent.
+    pub full_pct: ROption<f64>,
+    /// The kernel's 10 s average of `some`, percent.
+    pub some_avg10_pct: f64,
+}
+
+/// The host's pressure stall information; each resource absent where the host gives none.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
+pub struct Pressure {
+    /// CPU.
+    pub cpu: ROption<Stall>,
+    /// Memory.
+    pub memory: ROption<Stall>,
+    /// I/O.
+    pub io: ROption<Stall>,
+}
+
 /// One vCPU.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
@@ -137,6 +161,8 @@ pub struct Snapshot {
     pub guest_floor_kib: u64,
     /// The guard's reserve: grants never take guest-free memory below this.
     pub host_reserve_kib: u64,
+    /// Pressure stall information of the host.
+    pub pressure: Pressure,
     /// VMs, ordered by name.
     pub vms: RVec<Vm>,
 }

@@ -4,7 +4,7 @@
 //! as any other.
 
 use abi_stable::std_types::{RString, RVec};
-use vcoord_api::snapshot::{GuardLimits, HostView, InvalidSnapshot, PcpuView};
+use vcoord_api::snapshot::{GuardLimits, HostPressure, HostView, InvalidSnapshot, PcpuView, Stall};
 use vcoord_api::{
     BalloonTarget, CpuPlan, CpuSet, MemoryPlan, MemoryView, ParamError, ParamSpec, Pcpu, Snapshot,
     VcpuPin, VcpuView, VmControl, VmView,
@@ -36,7 +36,28 @@ pub fn snapshot_to_abi(snapshot: &Snapshot) -> abi::Snapshot {
         guest_budget_kib: host.guest_budget_kib.into(),
         guest_floor_kib: host.limits.guest_floor_kib,
         host_reserve_kib: host.limits.host_reserve_kib,
+        pressure: abi::Pressure {
+            cpu: host.pressure.cpu.map(stall_to_abi).into(),
+            memory: host.pressure.memory.map(stall_to_abi).into(),
+            io: host.pressure.io.map(stall_to_abi).into(),
+        },
         vms: snapshot.vms().iter().map(vm_to_abi).collect(),
+    }
+}
+
+fn stall_to_abi(s: Stall) -> abi::Stall {
+    abi::Stall {
+        some_pct: s.some_pct.into(),
+        full_pct: s.full_pct.into(),
+        some_avg10_pct: s.some_avg10_pct,
+    }
+}
+
+fn stall_from_abi(s: abi::Stall) -> Stall {
+    Stall {
+        some_pct: s.some_pct.into_option(),
+        full_pct: s.full_pct.into_option(),
+        some_avg10_pct: s.some_avg10_pct,
     }
 }
 
@@ -104,6 +125,11 @@ pub fn snapshot_from_abi(s: &abi::Snapshot) -> Result<Snapshot, InvalidSnapshot>
         limits: GuardLimits {
             guest_floor_kib: s.guest_floor_kib,
             host_reserve_kib: s.host_reserve_kib,
+        },
+        pressure: HostPressure {
+            cpu: s.pressure.cpu.into_option().map(stall_from_abi),
+            memory: s.pressure.memory.into_option().map(stall_from_abi),
+            io: s.pressure.io.into_option().map(stall_from_abi),
         },
     };
     Snapshot::builder(host)
@@ -283,6 +309,11 @@ mod tests {
             4 << 20,
         );
         host.limits.host_reserve_kib = 12345;
+        host.pressure.memory = Some(Stall {
+            some_pct: Some(2.5),
+            full_pct: None,
+            some_avg10_pct: 1.25,
+        });
         Snapshot::builder(host)
             .tick(4)
             .interval_s(1.0)

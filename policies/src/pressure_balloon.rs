@@ -58,6 +58,12 @@ pub const SETTLE_S: f64 = 5.0;
 pub const STUCK_S: f64 = 2.5;
 /// A stuck balloon is forgotten, and tried again as a donor, after this long, s.
 pub const RETRY_S: f64 = 20.0;
+/// Host memory stall (PSI `some`, share of the last interval) from which the host is under
+/// pressure whatever its free memory says: 10 ms a second, the stall Senpai-style sizing aims
+/// at as harmless.
+pub const STALL_PRESSURE_PCT: f64 = 1.0;
+/// ... and critical.
+pub const STALL_CRITICAL_PCT: f64 = 10.0;
 
 vcoord_api::params! {
     /// Parameters of `pressure-balloon`. The guest floor and the host reserve are the guard's
@@ -132,20 +138,27 @@ impl PressureBalloonParams {
 pub enum Level {
     /// Grants fit, and idle VMs give back at their own pace.
     Comfortable,
-    /// Grantable memory under `pressure_pct` of guest memory: idle VMs give back twice as fast.
+    /// Grantable memory under `pressure_pct` of guest memory, or the host's tasks stalling on
+    /// memory [`STALL_PRESSURE_PCT`] of the time: idle VMs give back twice as fast.
     Pressure,
-    /// Under `critical_pct`, or grants that do not fit: every VM that is not growing gives back
-    /// all above its need at once.
+    /// Under `critical_pct`, grants that do not fit, or a memory stall of
+    /// [`STALL_CRITICAL_PCT`]: every VM that is not growing gives back all above its need at once.
     Critical,
 }
 
 impl Level {
     /// The level for `grantable_pct` (grantable memory as a share of guest memory) when `short`
-    /// says whether the grants asked for exceed what the host can give.
-    pub fn of(params: &PressureBalloonParams, grantable_pct: f64, short: bool) -> Self {
-        if short || grantable_pct < params.critical_pct {
+    /// says whether the grants asked for exceed what the host can give, and the host's tasks
+    /// stall on memory `stall_pct` of the time (0 where the host gives no such signal).
+    pub fn of(
+        params: &PressureBalloonParams,
+        grantable_pct: f64,
+        short: bool,
+        stall_pct: f64,
+    ) -> Self {
+        if short || grantable_pct < params.critical_pct || stall_pct >= STALL_CRITICAL_PCT {
             Self::Critical
-        } else if grantable_pct < params.pressure_pct {
+        } else if grantable_pct < params.pressure_pct || stall_pct >= STALL_PRESSURE_PCT {
             Self::Pressure
         } else {
             Self::Comfortable
@@ -449,7 +462,14 @@ pub fn law(params: &PressureBalloonParams, snapshot: &Snapshot, needs: &[Need]) 
     let asks: Vec<f64> = needs.iter().map(|n| n.ask(params)).collect();
     let asked: f64 = asks.iter().sum();
     let short = asked > grantable;
-    let level = Level::of(params, 100.0 * above_reserve / guest_total.max(1.0), short);
+    // No pressure signal is no stall: the level then rests on free memory alone.
+    let stall_pct = host.pressure.memory.map_or(0.0, |s| s.some_now_pct());
+    let level = Level::of(
+        params,
+        100.0 * above_reserve / guest_total.max(1.0),
+        short,
+        stall_pct,
+    );
     let grants = if short {
         let weights: Vec<f64> = needs.iter().map(|n| params.shares(n.vm)).collect();
         share_out(&asks, &weights, grantable)
@@ -502,6 +522,9 @@ pub fn law(params: &PressureBalloonParams, snapshot: &Snapshot, needs: &[Need]) 
         grantable / MIB,
         asked / MIB
     );
+    if stall_pct >= STALL_PRESSURE_PCT {
+        reason.push_str(&format!("; memory stall {stall_pct:.1}%"));
+    }
     if !stuck.is_empty() {
         reason.push_str(&format!(
             "; stuck balloons (not donors): {}",
@@ -872,6 +895,44 @@ mod tests {
             unused >= 100,
             "{unused} MiB unused at the burst (balloon {actual})"
         );
+    }
+
+    /// A host whose tasks stall on memory is short even when its free memory looks fine:
+    /// idle guests give back twice as fast under pressure, and all above their need when the
+    /// stall is critical.
+    #[test]
+    fn a_host_stalling_on_memory_is_short_whatever_its_free_memory_says() {
+        use vcoord_api::Stall;
+        let give_back = |stall: Option<f64>| {
+            let mut p = PressureBalloon::default();
+            let vms = || vec![mem_vm("idle", 4096, 1024, Some(824))];
+            let with = |t: f64| {
+                let mut s = snapshot(1, vms(), 8192);
+                let mut host = s.host().clone();
+                host.pressure.memory = stall.map(|pct| Stall {
+                    some_pct: Some(pct),
+                    full_pct: None,
+                    some_avg10_pct: pct,
+                });
+                s = s.to_builder().host(host).build().unwrap();
+                at(t, s)
+            };
+            p.decide(&with(0.0));
+            let plan = p.decide(&with(2.0));
+            (target_of(&plan, "idle"), plan.reason)
+        };
+        // 824 unused, band 200: half the excess (312) a tick, at most 128.
+        let (calm, why) = give_back(None);
+        assert_eq!(calm, Some(1024.0 - 128.0), "{why}");
+        assert!(why.starts_with("host comfortable"), "{why}");
+        assert_eq!(give_back(Some(0.5)).0, calm, "under the pressure stall");
+        let (pressed, why) = give_back(Some(2.0));
+        assert_eq!(pressed, Some(1024.0 - 256.0), "{why}");
+        assert!(why.contains("memory stall 2.0%"), "{why}");
+        // Critical: down to used (200) + keep (100) at once.
+        let (critical, why) = give_back(Some(12.0));
+        assert_eq!(critical, Some(300.0), "{why}");
+        assert!(why.starts_with("host critical"), "{why}");
     }
 
     #[test]

@@ -654,6 +654,23 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         read("vcoord_host_memory_deficit_bytes", &["host=\"e2e\""]),
         0.0
     );
+    // The host kernel's own pressure stall figures: three busy vCPU threads on two cores keep
+    // some task waiting for a CPU most of the time; a resource the kernel has no file for is
+    // absent, never 0.
+    let cpu_stall = read(
+        "vcoord_host_pressure_stall_percent",
+        &["resource=\"cpu\"", "scope=\"some\""],
+    );
+    assert!(cpu_stall > 20.0, "CPU pressure stall {cpu_stall}%");
+    for resource in ["cpu", "memory", "io"] {
+        let served = metric(
+            &scrape,
+            "vcoord_host_pressure_stall_percent",
+            &[&format!("resource=\"{resource}\""), "scope=\"some\""],
+        );
+        let exists = Path::new("/proc/pressure").join(resource).exists();
+        assert_eq!(served.is_some(), exists, "{resource}");
+    }
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 
     // A destroyed VM's series go.

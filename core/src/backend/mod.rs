@@ -2,6 +2,7 @@
 //! `sim:<scenario.toml>` for the embedded simulator, anything else is a libvirt URI.
 
 pub mod libvirt;
+pub mod psi;
 pub mod sim;
 
 use std::path::Path;

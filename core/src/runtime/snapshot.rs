@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 pub use vcoord_api::snapshot::{
-    GuardLimits, HostView, InvalidSnapshot, MemoryView, PcpuView, Snapshot, VcpuView, VmView,
+    GuardLimits, HostPressure, HostView, InvalidSnapshot, MemoryView, PcpuView, Snapshot, Stall,
+    VcpuView, VmView,
 };
 pub use vcoord_api::stats::{mean, stdev};
 
-use crate::model::{Sample, VmSample};
+use crate::model::{PsiSample, Sample, VmSample};
 use crate::vmcontrol::{resolve, VmRule};
 
 /// Settings the snapshot builder needs from the host configuration.
@@ -130,10 +131,29 @@ impl SnapshotBuilder {
         }
         .saturating_sub(pending_grants_kib);
 
+        let before = self.previous.as_ref().map(|p| &p.host.pressure);
+        let pressure = HostPressure {
+            cpu: stall(
+                sample.host.pressure.cpu,
+                before.and_then(|b| b.cpu),
+                interval_ns,
+            ),
+            memory: stall(
+                sample.host.pressure.memory,
+                before.and_then(|b| b.memory),
+                interval_ns,
+            ),
+            io: stall(
+                sample.host.pressure.io,
+                before.and_then(|b| b.io),
+                interval_ns,
+            ),
+        };
         let host = HostView {
             guest_free_kib,
             guest_budget_kib: self.settings.guest_budget_kib,
             limits: self.settings.limits,
+            pressure,
             ..HostView::new(
                 sample.host.pcpus.clone(),
                 sample.host.mem_total_kib,
@@ -238,6 +258,21 @@ fn percent_of_interval(before_ns: u64, now_ns: u64, interval_ns: u64) -> Option<
     Some(pct.min(100.0))
 }
 
+/// One resource's stall from its counters now and at the previous sample, `interval_ns` ago.
+fn stall(now: Option<PsiSample>, before: Option<PsiSample>, interval_ns: u64) -> Option<Stall> {
+    let now = now?;
+    let us_to_ns = |us: u64| us.saturating_mul(1000);
+    let share = |n: Option<u64>, b: Option<u64>| {
+        percent_of_interval(us_to_ns(b?), us_to_ns(n?), interval_ns)
+    };
+    Some(Stall {
+        some_pct: share(Some(now.some_total_us), before.map(|b| b.some_total_us)),
+        full_pct: share(now.full_total_us, before.and_then(|b| b.full_total_us)),
+        some_avg10_pct: now.some_avg10_pct,
+    })
+}
+
+#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +319,7 @@ mod tests {
                 pcpus: (0..2).map(Pcpu::plain).collect(),
                 mem_total_kib: 8 << 20,
                 mem_free_kib: 4 << 20,
+                pressure: Default::default(),
             },
             vms,
         }
@@ -428,5 +464,36 @@ mod tests {
         // 512 MiB under the budget, of which 100 MiB already granted and still deflating
         let snap = b.build_with_pending(s, 100 << 10).unwrap();
         assert_eq!(snap.host().guest_free_kib, 412 << 10);
+    }
+
+    #[test]
+    fn host_pressure_is_the_share_of_the_interval_stalled_and_absent_stays_absent() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            stats_max_age_s: 2.0,
+            ..Default::default()
+        });
+        let psi = |some_us: u64, full_us: Option<u64>| PsiSample {
+            some_total_us: some_us,
+            full_total_us: full_us,
+            some_avg10_pct: 3.0,
+        };
+        let mut first = sample(0, Vec::new());
+        first.host.pressure.memory = Some(psi(1_000_000, Some(500_000)));
+        first.host.pressure.cpu = Some(psi(0, None));
+        let s = b.build(first).unwrap();
+        let memory = s.host().pressure.memory.unwrap();
+        assert_eq!((memory.some_pct, memory.some_now_pct()), (None, 3.0));
+        // 2 s later: 100 ms more of some stall (5%), 20 ms of full (1%).
+        let mut second = sample(2_000_000_000, Vec::new());
+        second.host.pressure.memory = Some(psi(1_100_000, Some(520_000)));
+        second.host.pressure.cpu = Some(psi(400_000, None));
+        let s = b.build(second).unwrap();
+        let memory = s.host().pressure.memory.unwrap();
+        assert!((memory.some_pct.unwrap() - 5.0).abs() < 1e-9, "{memory:?}");
+        assert!((memory.full_pct.unwrap() - 1.0).abs() < 1e-9, "{memory:?}");
+        let cpu = s.host().pressure.cpu.unwrap();
+        assert!((cpu.some_pct.unwrap() - 20.0).abs() < 1e-9);
+        assert_eq!(cpu.full_pct, None);
+        assert_eq!(s.host().pressure.io, None);
     }
 }

@@ -18,7 +18,7 @@ use crate::policy::PolicyHealth;
 use crate::runtime::fleet::FleetSignals;
 use crate::runtime::guard::Refusal;
 use crate::runtime::TickReport;
-use vcoord_api::Kind;
+use vcoord_api::{HostPressure, Kind, Stall};
 
 /// Bytes in one KiB.
 const KIB: f64 = 1024.0;
@@ -70,6 +70,7 @@ pub struct Metrics {
     host_memory_deficit: GaugeVec,
     host_deficit_seconds: GaugeVec,
     host_cannot_satisfy: IntGaugeVec,
+    host_pressure: GaugeVec,
     /// Why the `--record` file stopped, if it did.
     record_problem: Mutex<Option<String>>,
     /// What series each host has, to remove those of VMs that are gone.
@@ -217,6 +218,7 @@ impl Metrics {
             host_memory_deficit: gauge("vcoord_host_memory_deficit_bytes", "The VMs' memory shortfalls above what the host can grant over its reserve (0: none).", h),
             host_deficit_seconds: gauge("vcoord_host_deficit_seconds", "How long the host's deficit of this kind has lasted without a break (0: none).", &["host", "kind"]),
             host_cannot_satisfy: int_gauge("vcoord_host_cannot_satisfy", "1 once the host's deficit of this kind has lasted 60 s: only moving a VM away relieves it.", &["host", "kind"]),
+            host_pressure: gauge("vcoord_host_pressure_stall_percent", "Share of the last tick in which some (scope some) or all non-idle (scope full) tasks of the host stalled on the resource (cpu, memory, io): Linux pressure stall information, absent where the host gives none.", &["host", "resource", "scope"]),
             record_problem: Mutex::default(),
             series: Mutex::default(),
             health: Mutex::default(),
@@ -267,6 +269,7 @@ impl Metrics {
             Box::new(m.host_memory_deficit.clone()),
             Box::new(m.host_deficit_seconds.clone()),
             Box::new(m.host_cannot_satisfy.clone()),
+            Box::new(m.host_pressure.clone()),
         ];
         for c in all {
             r.register(c).expect("metric names are unique");
@@ -382,6 +385,13 @@ impl Metrics {
             let _ = self
                 .host_cannot_satisfy
                 .remove_label_values(&[host, kind.key()]);
+        }
+        for (resource, _) in pressures(&HostPressure::default()) {
+            for scope in ["some", "full"] {
+                let _ = self
+                    .host_pressure
+                    .remove_label_values(&[host, resource, scope]);
+            }
         }
         for c in self.host_counters() {
             let _ = c.remove_label_values(&[host]);
@@ -587,6 +597,18 @@ impl Metrics {
             }
         }
         self.fleet(host, &uuid_of, fleet);
+        for (resource, stall) in pressures(&snapshot.host().pressure) {
+            set_or_remove(
+                &self.host_pressure,
+                &[host, resource, "some"],
+                stall.and_then(|s| s.some_pct),
+            );
+            set_or_remove(
+                &self.host_pressure,
+                &[host, resource, "full"],
+                stall.and_then(|s| s.full_pct),
+            );
+        }
         // VMs and vCPUs that are gone lose their series.
         let before = self
             .series
@@ -741,6 +763,11 @@ impl Metrics {
             Err(problems.join("\n") + "\n")
         }
     }
+}
+
+/// Each resource of the host's pressure, by its label.
+fn pressures(p: &HostPressure) -> [(&'static str, Option<Stall>); 3] {
+    [("cpu", p.cpu), ("memory", p.memory), ("io", p.io)]
 }
 
 fn set_or_remove(g: &GaugeVec, labels: &[&str], value: Option<f64>) {

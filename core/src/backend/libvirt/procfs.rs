@@ -61,6 +61,11 @@ impl ProcReader {
         }
     }
 
+    /// The /proc it reads.
+    pub fn proc_dir(&self) -> &Path {
+        &self.proc_dir
+    }
+
     /// Whether the fast path can work at all here: the status directory is readable.
     pub fn available(&self) -> bool {
         std::fs::read_dir(&self.run_dir).is_ok()

@@ -84,6 +84,12 @@ impl LibvirtBackend {
                 pcpus: self.pcpus.clone(),
                 mem_total_kib: self.mem_total_kib,
                 mem_free_kib,
+                // The local host's own kernel (the fast path reads its /proc); none elsewhere.
+                pressure: self
+                    .proc
+                    .as_ref()
+                    .map(|p| crate::backend::psi::read(&p.proc_dir().join("pressure")))
+                    .unwrap_or_default(),
             },
             vms,
         }

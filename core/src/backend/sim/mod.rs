@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use crate::backend::{Backend, BackendError};
 use crate::cpuset::CpuSet;
-use crate::model::{HostSample, MemorySample, Pcpu, Sample, VcpuSample, VmSample};
+use crate::model::{
+    HostSample, MemorySample, Pcpu, PressureSample, PsiSample, Sample, VcpuSample, VmSample,
+};
 
 use crate::units::{KIB_PER_MIB, KIB_PER_MIB_F64 as MIB};
 /// Wall-clock time the simulation starts at (any fixed value keeps runs identical).
@@ -151,6 +153,24 @@ pub struct SimBackend {
     vms: Vec<VmState>,
     now_ns: u64,
     realtime: bool,
+    /// Host memory pressure: time some task stalled (µs) and the 10 s average (percent).
+    memory_stall_us: f64,
+    memory_stall_avg10_pct: f64,
+}
+
+/// Free host memory under which the simulated kernel reclaims and tasks stall: this share of
+/// host memory, at least [`RECLAIM_LOW_MIN_MIB`].
+const RECLAIM_LOW_SHARE: f64 = 0.02;
+/// The smallest reclaim watermark, MiB.
+const RECLAIM_LOW_MIN_MIB: f64 = 128.0;
+/// Share of the time some task stalls on memory when the host has none free.
+const STALL_AT_ZERO_FREE: f64 = 0.5;
+
+/// The share of time some task stalls on memory with `free_mib` of `total_mib` free: none above
+/// the reclaim watermark, rising linearly to [`STALL_AT_ZERO_FREE`] at nothing free.
+fn memory_stall_share(free_mib: f64, total_mib: f64) -> f64 {
+    let low = (RECLAIM_LOW_SHARE * total_mib).max(RECLAIM_LOW_MIN_MIB);
+    ((low - free_mib) / low).clamp(0.0, 1.0) * STALL_AT_ZERO_FREE
 }
 
 impl SimBackend {
@@ -243,6 +263,8 @@ impl SimBackend {
             vms,
             now_ns: 0,
             realtime,
+            memory_stall_us: 0.0,
+            memory_stall_avg10_pct: 0.0,
         };
         sim.update_lifecycle();
         sim.start_phases();
@@ -324,8 +346,19 @@ impl SimBackend {
                 }
             }
         }
+        let total = self.scenario.host.memory_mib as f64;
+        let stall = memory_stall_share(self.free_mib(), total);
+        self.memory_stall_us += stall * dt_s * 1e6;
+        self.memory_stall_avg10_pct +=
+            (100.0 * stall - self.memory_stall_avg10_pct) * (1.0 - (-dt_s / 10.0).exp());
         self.now_ns += (dt_s * 1e9).round() as u64;
         self.update_lifecycle();
+    }
+
+    /// Host memory free now, MiB.
+    fn free_mib(&self) -> f64 {
+        let host = &self.scenario.host;
+        (host.memory_mib as f64 - host.host_used_mib as f64 - self.guests_actual_mib()).max(0.0)
     }
 
     fn step_cpu(&mut self, now: f64, dt_s: f64) {
@@ -541,9 +574,7 @@ impl Backend for SimBackend {
     fn sample(&mut self) -> Result<Sample, BackendError> {
         let host = &self.scenario.host;
         let wall_s = EPOCH_S + self.now_s();
-        let free_mib =
-            (host.memory_mib as f64 - host.host_used_mib as f64 - self.guests_actual_mib())
-                .max(0.0);
+        let free_mib = self.free_mib();
         let vms = self
             .vms
             .iter()
@@ -598,6 +629,14 @@ impl Backend for SimBackend {
                 pcpus: self.pcpus.clone(),
                 mem_total_kib: host.memory_mib * KIB_PER_MIB,
                 mem_free_kib: kib(free_mib),
+                pressure: PressureSample {
+                    memory: Some(PsiSample {
+                        some_total_us: self.memory_stall_us.round() as u64,
+                        full_total_us: None,
+                        some_avg10_pct: self.memory_stall_avg10_pct,
+                    }),
+                    ..PressureSample::default()
+                },
             },
             vms,
         };
