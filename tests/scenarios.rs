@@ -510,37 +510,9 @@ fn a_vm_in_a_job_is_left_alone_until_the_job_ends() {
 /// the growers are the contended ones.
 #[test]
 fn deficits_contention_and_relief_are_what_a_fleet_balancer_reads() {
-    use std::sync::{Arc, Mutex};
-    use vcoord_core::config::HostConfig;
-    use vcoord_core::runtime::control::Control;
     use vcoord_core::runtime::fleet::{FleetSignals, HOLD_S};
-    use vcoord_core::runtime::{Coordinator, Observer, RunOptions, TickReport};
-
-    #[derive(Default)]
-    struct Seen(Mutex<Vec<(f64, FleetSignals)>>);
-    impl Observer for Seen {
-        fn tick_failed(&self, _: &str) {}
-        fn tick(&self, _: &str, r: &TickReport<'_>) {
-            self.0
-                .lock()
-                .unwrap()
-                .push((r.record.time_s, r.fleet.clone()));
-        }
-    }
     let run = |scenario: &std::path::Path| -> Vec<(f64, FleetSignals)> {
-        vcoord_policies::link();
-        let dir = scenario.parent().unwrap();
-        let host = HostConfig::new("sim", &format!("sim:{}", scenario.display()), dir);
-        let mut c = Coordinator::open(&host, &RunOptions::default()).expect("simulator");
-        let seen = Arc::new(Seen::default());
-        c.observe(seen.clone());
-        let control = Control::new();
-        while !c.finished() {
-            c.tick();
-            c.wait(&control);
-        }
-        let out = seen.0.lock().unwrap().clone();
-        out
+        observe_sim(scenario, |r| (r.record.time_s, r.fleet.clone()))
     };
     let dir = std::env::temp_dir().join(format!("vcoord-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -630,24 +602,6 @@ fn memory_saved_is_zero_without_a_policy_and_the_idle_guests_share_with_one() {
 /// guests down to their need, and the stall ends.
 #[test]
 fn the_simulated_host_stalls_on_memory_only_when_short_and_the_default_relieves_it() {
-    use std::sync::{Arc, Mutex};
-    use vcoord_core::config::HostConfig;
-    use vcoord_core::runtime::control::Control;
-    use vcoord_core::runtime::{Coordinator, Observer, RunOptions, TickReport};
-
-    #[derive(Default)]
-    struct Seen(Mutex<Vec<(f64, Option<f64>, f64)>>);
-    impl Observer for Seen {
-        fn tick_failed(&self, _: &str) {}
-        fn tick(&self, _: &str, r: &TickReport<'_>) {
-            let stall = r.snapshot.host().pressure.memory.and_then(|s| s.some_pct);
-            let guests: f64 = r.record.vms.iter().map(|v| v.actual_mib).sum();
-            self.0
-                .lock()
-                .unwrap()
-                .push((r.record.time_s, stall, guests));
-        }
-    }
     let dir = std::env::temp_dir().join(format!("vcoord-psi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let run = |host_used_mib: u64| {
@@ -660,18 +614,11 @@ fn the_simulated_host_stalls_on_memory_only_when_short_and_the_default_relieves_
             ),
         )
         .unwrap();
-        vcoord_policies::link();
-        let host = HostConfig::new("sim", &format!("sim:{}", path.display()), &dir);
-        let mut c = Coordinator::open(&host, &RunOptions::default()).expect("simulator");
-        let seen = Arc::new(Seen::default());
-        c.observe(seen.clone());
-        let control = Control::new();
-        while !c.finished() {
-            c.tick();
-            c.wait(&control);
-        }
-        let out = seen.0.lock().unwrap().clone();
-        out
+        observe_sim(&path, |r| {
+            let stall = r.snapshot.host().pressure.memory.and_then(|s| s.some_pct);
+            let guests: f64 = r.record.vms.iter().map(|v| v.actual_mib).sum();
+            (r.record.time_s, stall, guests)
+        })
     };
     // 2 GiB to spare: the signal is there, and it is 0.
     let calm = run(1024);
@@ -687,4 +634,39 @@ fn the_simulated_host_stalls_on_memory_only_when_short_and_the_default_relieves_
     assert_eq!(last_stall, Some(0.0), "{short:?}");
     assert!(last_guests < 1024.0 - 128.0, "{short:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `scenario` on the simulator with the default policies, collecting `take` of each tick's
+/// report (what the service's observers see).
+fn observe_sim<T: Send + 'static>(
+    scenario: &std::path::Path,
+    take: impl Fn(&vcoord_core::runtime::TickReport<'_>) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    use std::sync::{Arc, Mutex};
+    use vcoord_core::config::HostConfig;
+    use vcoord_core::runtime::control::Control;
+    use vcoord_core::runtime::{Coordinator, Observer, RunOptions, TickReport};
+
+    struct Seen<T, F>(Mutex<Vec<T>>, F);
+    impl<T: Send, F: Fn(&TickReport<'_>) -> T + Send + Sync> Observer for Seen<T, F> {
+        fn tick_failed(&self, _: &str) {}
+        fn tick(&self, _: &str, r: &TickReport<'_>) {
+            let value = (self.1)(r);
+            self.0.lock().unwrap().push(value);
+        }
+    }
+    vcoord_policies::link();
+    let dir = scenario.parent().unwrap();
+    let host = HostConfig::new("sim", &format!("sim:{}", scenario.display()), dir);
+    let mut c = Coordinator::open(&host, &RunOptions::default()).expect("simulator");
+    let seen = Arc::new(Seen(Mutex::new(Vec::new()), take));
+    c.observe(seen.clone());
+    let control = Control::new();
+    while !c.finished() {
+        c.tick();
+        c.wait(&control);
+    }
+    drop(c);
+    let seen = Arc::try_unwrap(seen).ok().expect("the coordinator is gone");
+    seen.0.into_inner().unwrap()
 }
