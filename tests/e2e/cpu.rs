@@ -117,27 +117,43 @@ fn cpu_heavy_and_light_are_paired() {
     // What vcoord decided is what libvirt has.
     assert_libvirt_has_the_last_decision(&names, &records);
     let end = decided(records.last().unwrap());
-    // Its rule, judged on what it measured: the last re-pin (LPT on measured loads) pairs a
-    // heavy with a light whenever it measured both heavies above both lights; and then so
-    // does the end.
+    // Its rule, judged on what it measured: the last re-pin is LPT on the loads of that tick,
+    // and the end is that re-pin.
     let Some(repin) = records.iter().rev().find(|r| !r.pins.is_empty()) else {
         panic!(
             "the unpaired start was never re-pinned: {}",
             log_of(&guests)
         );
     };
-    let load = |r: &TickRecord, kind: &str| -> Vec<f64> {
-        r.vms
+    let loads: Vec<f64> = repin
+        .vms
+        .iter()
+        .map(|vm| vm.vcpus[0].load_pct.unwrap_or(0.0))
+        .collect();
+    let lpt: BTreeMap<String, Vec<u32>> = repin
+        .vms
+        .iter()
+        .zip(vcoord_policies::greedy_lpt::lpt_assign(&loads, 2))
+        .map(|(vm, bin)| (vm.name.clone(), vec![repin.pcpus[bin]]))
+        .collect();
+    assert_eq!(decided(repin), lpt, "tick {}: loads {loads:?}", repin.tick);
+    assert_eq!(end, lpt, "moved after the last re-pin");
+    // LPT pairs a heavy with a light whenever it measured both heavies above both lights and
+    // the lighter heavy with the heavier light outweighs the heavier heavy; otherwise both
+    // lights join the lighter heavy, which is LPT too (seen once on a busy host: 45 / 30 + 15 + 9).
+    let of = |kind: &str| -> Vec<f64> {
+        repin
+            .vms
             .iter()
-            .filter(|vm| vm.name.contains(kind))
-            .map(|vm| vm.vcpus[0].load_pct.unwrap_or(0.0))
+            .zip(&loads)
+            .filter(|(vm, _)| vm.name.contains(kind))
+            .map(|(_, &l)| l)
             .collect()
     };
-    let heavies = load(repin, "heavy");
-    let lights = load(repin, "light");
-    let separated = heavies.iter().fold(f64::INFINITY, |a, &b| a.min(b))
-        > lights.iter().fold(0.0, |a: f64, &b| a.max(b));
-    if separated {
+    let (heavies, lights) = (of("heavy"), of("light"));
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    if min(&heavies) > max(&lights) && min(&heavies) + max(&lights) >= max(&heavies) {
         let g = groups(&end);
         assert_eq!(g.len(), 2, "{g:?}\n{}", log_of(&guests));
         for vms in g.values() {
@@ -149,7 +165,7 @@ fn cpu_heavy_and_light_are_paired() {
             );
         }
     } else {
-        eprintln!("heavies {heavies:?} not all above lights {lights:?} at the last re-pin");
+        eprintln!("loads {heavies:?} / {lights:?} at the last re-pin: LPT need not pair them");
     }
 }
 

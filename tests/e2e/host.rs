@@ -662,6 +662,12 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         &["resource=\"cpu\"", "scope=\"some\""],
     );
     assert!(cpu_stall > 20.0, "CPU pressure stall {cpu_stall}%");
+    eprintln!(
+        "fleet: CPU deficit {deficit:.0}%, wait {:.2} / {:.2} / {:.2}, CPU stall {cpu_stall:.0}%",
+        wait(&busy),
+        wait(&light),
+        wait(&gone)
+    );
     for resource in ["cpu", "memory", "io"] {
         let served = metric(
             &scrape,
