@@ -14,9 +14,10 @@ fi
 
 # systemd: systemd-analyze for the unit checks (systemd need not run); man-db: the unit's man: link;
 # prometheus: promtool, to check the metrics endpoint and the alert rules; chromium and a font:
-# a real headless browser for the compare report.
+# a real headless browser for the compare report; python3-venv: a virtualenv for OpenStack
+# Watcher's own query builder (the fleet test).
 packages=(pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-          qemu-system-x86 cpio systemd man-db prometheus chromium fonts-dejavu-core)
+          qemu-system-x86 cpio systemd man-db prometheus chromium fonts-dejavu-core python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -68,6 +69,18 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 virsh -c qemu:///system version >/dev/null || { log "libvirtd does not answer"; exit 1; }
+
+# OpenStack Watcher from the Python registry, in a virtualenv of its own: the fleet test builds
+# its Prometheus queries with Watcher's own code.
+watcher_venv=/var/lib/vcoord/watcher-venv
+watcher_module=watcher.decision_engine.datasources.prometheus_base
+if ! "$watcher_venv/bin/python" -c "import $watcher_module" 2>/dev/null; then
+    log "installing python-watcher into $watcher_venv"
+    mkdir -p "$(dirname "$watcher_venv")"
+    python3 -m venv "$watcher_venv"
+    "$watcher_venv/bin/pip" install -q --disable-pip-version-check python-watcher==17.0.0
+    "$watcher_venv/bin/python" -c "import $watcher_module"
+fi
 
 "$here/build-guest.sh"
 log "ready"

@@ -845,11 +845,40 @@ fn virsh_cpu_and_memory(vm: &str) -> (f64, f64) {
     )
 }
 
+/// The CPU and memory queries OpenStack Watcher's Prometheus datasource sends for an instance
+/// of one vCPU over `period_s`, built by Watcher's own code (a mean, as its strategies ask;
+/// `fqdn` and `resource` as its labels).
+fn watchers_queries(uuid: &str, period_s: u32) -> [String; 2] {
+    const BUILD: &str = "
+import sys, types
+from watcher.decision_engine.datasources.prometheus_base import PrometheusBase as P
+me = types.SimpleNamespace(prometheus_fqdn_label='fqdn', _get_instance_uuid_label=lambda: 'resource')
+uuid, period, mean = sys.argv[1], int(sys.argv[2]), P.AGGREGATES_MAP['mean']
+print(P._build_prometheus_query(me, mean, P.METRIC_MAP['instance_cpu_usage'], uuid, period, types.SimpleNamespace(vcpus=1)))
+print(P._build_prometheus_query(me, mean, P.METRIC_MAP['instance_ram_usage'], uuid, period))
+";
+    let python = "/var/lib/vcoord/watcher-venv/bin/python";
+    let out = Command::new(python)
+        .args(["-c", BUILD, uuid, &period_s.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("{python} (scripts/setup-host.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "Watcher's query builder: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines
+        .try_into()
+        .unwrap_or_else(|l| panic!("two queries, not {l:?}"))
+}
+
 /// A fleet balancer's view: Prometheus scrapes a live vcoord on real guests with the Watcher
 /// recording rules loaded, and the two instance queries OpenStack Watcher's Prometheus
-/// datasource builds (`watcher/decision_engine/datasources/prometheus_base.py`, as written
-/// there; python-watcher itself needs most of OpenStack to import) give, for each guest's UUID,
-/// CPU within 5 points of what virsh's counters give over the same window and memory within 5%.
+/// datasource builds (python-watcher's own `PrometheusBase._build_prometheus_query`, from the
+/// virtualenv `scripts/setup-host.sh` installs) give, for each guest's UUID, CPU within 5
+/// points of what virsh's counters give over the same window and memory within 5%.
 #[test]
 #[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
 fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
@@ -889,8 +918,10 @@ fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
     for (i, vm) in [&busy, &light].into_iter().enumerate() {
         let uuid = virsh(&["domuuid", vm]).unwrap().trim().to_owned();
         let cpu_virsh = (after[i].0 - before[i].0) / (window_s * 1e9) * 100.0;
-        let cpu_query = format!(
-            "clamp_max((avg by (resource)(rate(ceilometer_cpu{{resource='{uuid}'}}[{window_s}s]))/10e+8) *(100/1), 100)"
+        let [cpu_query, memory_query] = watchers_queries(&uuid, window_s as u32);
+        assert!(
+            cpu_query.contains("ceilometer_cpu") && cpu_query.contains(&uuid),
+            "{cpu_query}"
         );
         let cpu = prometheus
             .query(&cpu_query, at)
@@ -899,8 +930,6 @@ fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
             (cpu - cpu_virsh).abs() <= 5.0,
             "{vm}: Watcher's query {cpu:.1}%, virsh {cpu_virsh:.1}%"
         );
-        let memory_query =
-            format!("avg_over_time(ceilometer_memory_usage{{resource='{uuid}'}}[{window_s}s])");
         let memory = prometheus
             .query(&memory_query, at)
             .unwrap_or_else(|| panic!("{vm}: no answer to {memory_query}"));
