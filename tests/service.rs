@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{root, scratch};
+use common::{http, metric, root, scratch};
 use vcoord_core::runtime::record::read_trace;
 
 fn binary() -> PathBuf {
@@ -469,28 +469,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `method path` on `addr`: the status code and the body.
-fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    use std::io::Write as _;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_owned())
-}
-
-/// The value of the one series of `metric` whose labels include all of `labels`.
-fn value(scrape: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Runs `promtool ARGS` when promtool is installed; `None` (with a visible line) when it is not
 /// and not required (`VCOORD_REQUIRE_TOOLS=1`, set by scripts/test.sh).
 fn promtool(args: &[&str], stdin: Option<&str>) -> Option<(bool, String)> {
@@ -584,11 +562,11 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
     // `short` is there, then gone with all its series.
     let (code, scrape) = http(&addr, "GET", "/metrics");
     assert_eq!(code, 200);
-    assert!(value(&scrape, "vcoord_vm_balloon_actual_bytes", &["vm=\"short\""]).is_some());
+    assert!(metric(&scrape, "vcoord_vm_balloon_actual_bytes", &["vm=\"short\""]).is_some());
     std::thread::sleep(Duration::from_secs(3));
     let (_, scrape) = http(&addr, "GET", "/metrics");
     assert!(!scrape.contains("vm=\"short\""), "{scrape}");
-    for (metric, labels) in [
+    for (name, labels) in [
         ("vcoord_build_info", &["version=\""][..]),
         ("vcoord_pcpu_load_percent", &["host=\"sim\"", "pcpu=\"1\""]),
         (
@@ -620,14 +598,14 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
         ),
     ] {
         assert!(
-            value(&scrape, metric, labels).is_some(),
-            "{metric} {labels:?} missing:\n{scrape}"
+            metric(&scrape, name, labels).is_some(),
+            "{name} {labels:?} missing:\n{scrape}"
         );
     }
-    let busy = value(&scrape, "vcoord_vcpu_utilization_percent", &["vm=\"busy\""]).unwrap();
+    let busy = metric(&scrape, "vcoord_vcpu_utilization_percent", &["vm=\"busy\""]).unwrap();
     assert!((80.0..=100.0).contains(&busy), "busy at {busy}%");
     assert_eq!(
-        value(&scrape, "vcoord_backend_up", &["host=\"sim\""]),
+        metric(&scrape, "vcoord_backend_up", &["host=\"sim\""]),
         Some(1.0)
     );
     if let Some((ok, out)) = promtool(&["check", "metrics"], Some(&scrape)) {
@@ -716,15 +694,15 @@ fn a_quarantined_plugin_turns_health_to_503() {
     );
     let (_, scrape) = http(&addr, "GET", "/metrics");
     assert_eq!(
-        value(&scrape, "vcoord_policy_quarantined", &["kind=\"cpu\""]),
+        metric(&scrape, "vcoord_policy_quarantined", &["kind=\"cpu\""]),
         Some(1.0)
     );
     assert_eq!(
-        value(&scrape, "vcoord_policy_fallback_active", &["kind=\"cpu\""]),
+        metric(&scrape, "vcoord_policy_fallback_active", &["kind=\"cpu\""]),
         Some(1.0)
     );
     assert_eq!(
-        value(&scrape, "vcoord_policy_errors_total", &["kind=\"cpu\""]),
+        metric(&scrape, "vcoord_policy_errors_total", &["kind=\"cpu\""]),
         Some(1.0)
     );
     s.signal("TERM");
@@ -783,7 +761,7 @@ fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_rec
     );
     s.until("READY=1", Duration::from_secs(20));
     let ticks = |scrape: &str| {
-        value(
+        metric(
             scrape,
             "vcoord_ticks_total",
             &["host=\"good\"", "outcome=\"ok\""],
@@ -815,15 +793,15 @@ fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_rec
         ticks(&after)
     );
     assert_eq!(
-        value(&after, "vcoord_host_failed", &["host=\"broken\""]),
+        metric(&after, "vcoord_host_failed", &["host=\"broken\""]),
         Some(1.0)
     );
     assert_eq!(
-        value(&after, "vcoord_host_failed", &["host=\"good\""]),
+        metric(&after, "vcoord_host_failed", &["host=\"good\""]),
         Some(0.0)
     );
     assert_eq!(
-        value(&after, "vcoord_record_ok", &["file=\"/dev/full\""]),
+        metric(&after, "vcoord_record_ok", &["file=\"/dev/full\""]),
         Some(0.0)
     );
     let (_, status) = http(&addr, "GET", "/status.json");
@@ -879,7 +857,7 @@ fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_rec
     s.until("READY=1", Duration::from_secs(20));
     let (_, scrape) = http(&addr, "GET", "/metrics");
     assert_eq!(
-        value(&scrape, "vcoord_config_last_reload_successful", &[]),
+        metric(&scrape, "vcoord_config_last_reload_successful", &[]),
         Some(0.0)
     );
     assert!(

@@ -553,7 +553,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     daemon.wait_until("ticks", Duration::from_secs(120), &|d| {
         d.ticks_with(&busy) >= 4
     });
-    let (code, scrape) = http_get(&addr, "/metrics");
+    let (code, scrape) = http(&addr, "GET", "/metrics");
     assert_eq!(code, 200);
     // promtool accepts the scrape.
     let mut check = Command::new("promtool")
@@ -677,7 +677,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         let exists = Path::new("/proc/pressure").join(resource).exists();
         assert_eq!(served.is_some(), exists, "{resource}");
     }
-    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http(&addr, "GET", "/healthz").0, 200);
 
     // A destroyed VM's series go.
     guests.destroy(&gone);
@@ -685,7 +685,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     daemon.wait_until("ticks after the destroy", Duration::from_secs(60), &|d| {
         d.ticks_with(&busy) >= before + 3
     });
-    let (_, scrape) = http_get(&addr, "/metrics");
+    let (_, scrape) = http(&addr, "GET", "/metrics");
     assert!(!scrape.contains(&format!("vm=\"{gone}\"")), "{scrape}");
     assert!(scrape.contains(&format!("vm=\"{light}\"")));
 
@@ -697,7 +697,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         .success());
     let started = Instant::now();
     loop {
-        let (code, body) = http_get(&addr, "/healthz");
+        let (code, body) = http(&addr, "GET", "/healthz");
         if code == 503 {
             assert!(body.starts_with("e2e: no successful tick"), "{body}");
             break;
@@ -708,7 +708,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (_, scrape) = http_get(&addr, "/metrics");
+    let (_, scrape) = http(&addr, "GET", "/metrics");
     assert_eq!(
         metric(&scrape, "vcoord_backend_up", &["host=\"e2e\""]),
         Some(0.0)
@@ -719,14 +719,14 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         .unwrap()
         .success());
     let started = Instant::now();
-    while http_get(&addr, "/healthz").0 != 200 {
+    while http(&addr, "GET", "/healthz").0 != 200 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "never healthy again"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (_, scrape) = http_get(&addr, "/metrics");
+    let (_, scrape) = http(&addr, "GET", "/metrics");
     assert_eq!(
         metric(&scrape, "vcoord_backend_up", &["host=\"e2e\""]),
         Some(1.0)
@@ -779,7 +779,7 @@ impl PrometheusServer {
         let server = Self { child, addr };
         let start = Instant::now();
         while std::net::TcpStream::connect(&server.addr).is_err()
-            || http_get(&server.addr, "/-/ready").0 != 200
+            || http(&server.addr, "GET", "/-/ready").0 != 200
         {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
@@ -802,8 +802,9 @@ impl PrometheusServer {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let (code, body) = http_get(
+        let (code, body) = http(
             &self.addr,
+            "GET",
             &format!("/api/v1/query?query={encoded}&time={at:.3}"),
         );
         assert_eq!(code, 200, "{promql}: {body}");

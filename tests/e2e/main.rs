@@ -6,6 +6,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+use common::{http, loopback_addr, metric};
+
 mod agreement;
 mod cpu;
 mod day;
@@ -269,38 +271,4 @@ fn quiet_tail(records: &[TickRecord]) -> (usize, usize) {
     let last = records.iter().rposition(|r| !r.pins.is_empty());
     let quiet = records.len() - last.map_or(0, |i| i + 1);
     (quiet, records.iter().map(|r| r.pins.len()).sum())
-}
-
-/// `GET path` on `addr`: status code and body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (
-        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-        body.to_owned(),
-    )
-}
-
-/// A free address on the loopback, for a server a test starts.
-fn loopback_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
-/// The value of the series of `metric` whose labels include all of `labels`.
-fn metric(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
