@@ -14,14 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http, metric, root, scratch};
+use common::{http, metric, root, scratch, vcoord_bin};
 use vcoord_core::runtime::record::read_trace;
-
-fn binary() -> PathBuf {
-    std::env::var_os("VCOORD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcoord")))
-}
 
 /// A `vcoord run` in the background with a notify socket of its own.
 struct Service {
@@ -51,10 +45,10 @@ impl Service {
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let mut command = match wrapper {
-            [] => Command::new(binary()),
+            [] => Command::new(vcoord_bin()),
             [program, rest @ ..] => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(binary());
+                c.args(rest).arg(vcoord_bin());
                 c
             }
         };
@@ -317,7 +311,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
     .unwrap();
     let mut first = Service::start(&dir, &config, &[], Duration::from_secs(10));
     first.until("READY=1", Duration::from_secs(20));
-    let second = Command::new(binary())
+    let second = Command::new(vcoord_bin())
         .args(["run", "--config", config.to_str().unwrap(), "--ticks", "1"])
         .env("VCOORD_RUN_DIR", dir.join("run"))
         .output()
@@ -337,7 +331,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
         "[[host]]\nname = \"u\"\nuri = \"test+unix:///default\"\ninterval_s = 0.5\n",
     )
     .unwrap();
-    let second = Command::new(binary())
+    let second = Command::new(vcoord_bin())
         .args(["run", "--config", other.to_str().unwrap(), "--ticks", "1"])
         .env("VCOORD_RUN_DIR", dir.join("run"))
         .output()
@@ -351,7 +345,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
         "{err}"
     );
     // A dry run does not take the lock.
-    let dry = Command::new(binary())
+    let dry = Command::new(vcoord_bin())
         .args([
             "run",
             "--config",
@@ -639,7 +633,7 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
         doc["hosts"][0]["snapshot"]["vms"].as_array().unwrap().len(),
         2
     );
-    let status = Command::new(binary())
+    let status = Command::new(vcoord_bin())
         .args(["status", "--connect", &format!("http://{addr}")])
         .output()
         .unwrap();

@@ -260,3 +260,11 @@ pub fn metric(scrape: &str, metric: &str, labels: &[&str]) -> Option<f64> {
         .find(|l| labels.iter().all(|want| l.contains(want)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// The vcoord a test runs as a daemon: the installed package's when `VCOORD_BIN` names it (the
+/// test command installs the .deb first), else the workspace's.
+pub fn vcoord_bin() -> PathBuf {
+    std::env::var_os("VCOORD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcoord")))
+}

@@ -6,7 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{http, loopback_addr, metric};
+use common::{http, loopback_addr, metric, vcoord_bin};
 
 mod agreement;
 mod cpu;
@@ -27,14 +27,6 @@ use common::{frees, the_free};
 use vcoord_core::runtime::record::TickRecord;
 
 /// A running vcoord, killed if the test ends early.
-/// The vcoord the daemons run: the installed package's when `VCOORD_BIN` names it (the test
-/// command installs the .deb first), else the workspace's.
-fn vcoord_bin() -> PathBuf {
-    std::env::var_os("VCOORD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcoord")))
-}
-
 struct Daemon {
     child: Option<Child>,
     record: PathBuf,
