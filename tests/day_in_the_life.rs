@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -151,42 +150,26 @@ fn run(cycles: u64, memory: Option<&str>) -> Vec<TickRecord> {
     records
 }
 
-/// What the invariants found, as lines.
+/// What the invariants found, as lines: the per-tick ones every day shares
+/// ([`common::tick_violations`]), the host's reserve, and the grower's free reclaimed.
 fn violations(records: &[TickRecord]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut below: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut freed_at: Option<f64> = None;
-    for (i, r) in records.iter().enumerate() {
-        let t = r.time_s;
+    let ticks: Vec<(f64, &TickRecord)> = records.iter().map(|r| (r.time_s, r)).collect();
+    let steady = |t: f64| {
         let off = offset(t);
+        STEADY.iter().any(|&(a, b)| off >= a && off < b)
+    };
+    let mut out = common::tick_violations(&ticks, THRESHOLD, RESERVE, steady);
+    let mut freed_at: Option<f64> = None;
+    for r in records {
+        let t = r.time_s;
         if r.host_free_mib < RESERVE - 1.0 {
             out.push(format!(
                 "{t:.0} s: host free {:.0} MiB, under the reserve",
                 r.host_free_mib
             ));
         }
-        let grantable = r.guest_free_mib - RESERVE;
-        for vm in &r.vms {
-            if vm.oom_events.unwrap_or(0) > 0 {
-                out.push(format!("{t:.0} s: {} OOM-killed", vm.name));
-            }
-            let run = below.entry(vm.name.as_str()).or_default();
-            let at_max = vm.actual_mib >= vm.max_mib - 1.0;
-            match vm.unused_mib {
-                Some(u) if u < THRESHOLD && grantable > 256.0 && !at_max => {
-                    *run += 1;
-                    if *run == 4 {
-                        out.push(format!(
-                            "{t:.0} s: {} under the threshold ({u:.0} MiB) for 4 ticks with {grantable:.0} MiB to give",
-                            vm.name
-                        ));
-                    }
-                }
-                _ => *run = 0,
-            }
-        }
         // The grower frees at FREE: 30 s later it is back in the band.
-        if off == FREE {
+        if offset(t) == FREE {
             freed_at = Some(t);
         }
         if let Some(f) = freed_at.filter(|&f| t >= f + 30.0) {
@@ -200,17 +183,6 @@ fn violations(records: &[TickRecord]) -> Vec<String> {
                 out.push(format!(
                     "{t:.0} s: grower freed at {f:.0} s still has {u:?} MiB unused"
                 ));
-            }
-        }
-        // Steady windows: no re-pin of a VM that was already there a tick ago.
-        if STEADY.iter().any(|&(a, b)| off >= a && off < b) && i > 0 {
-            for pin in &r.pins {
-                if records[i - 1].vms.iter().any(|v| v.name == pin.vm) {
-                    out.push(format!(
-                        "{t:.0} s: {} re-pinned in a steady phase: {} (loads {:?})",
-                        pin.vm, r.cpu_reason, r.pcpu_load_pct
-                    ));
-                }
             }
         }
     }

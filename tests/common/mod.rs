@@ -268,3 +268,54 @@ pub fn vcoord_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vcoord")))
 }
+
+/// The day's invariants that hold at every tick, the same for the simulated and the real day:
+/// no guest is OOM-killed; none stays under `threshold_mib` unused for 4 ticks running while
+/// the host has 256 MiB to give above `reserve_mib` and the guest is below its maximum; and at a
+/// steady moment (`steady(t)`) no VM that was there a tick before is re-pinned. `ticks` are
+/// (time, record), the time as the day's timeline counts it.
+pub fn tick_violations(
+    ticks: &[(f64, &TickRecord)],
+    threshold_mib: f64,
+    reserve_mib: f64,
+    steady: impl Fn(f64) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut below: std::collections::BTreeMap<&str, u32> = Default::default();
+    for (i, &(t, r)) in ticks.iter().enumerate() {
+        let grantable = r.guest_free_mib - reserve_mib;
+        for vm in &r.vms {
+            if vm.oom_events.unwrap_or(0) > 0 {
+                out.push(format!("{t:.0} s: {} OOM-killed", vm.name));
+            }
+            let run = below.entry(vm.name.as_str()).or_default();
+            match vm.unused_mib {
+                Some(u)
+                    if u < threshold_mib
+                        && grantable > 256.0
+                        && vm.actual_mib < vm.max_mib - 1.0 =>
+                {
+                    *run += 1;
+                    if *run == 4 {
+                        out.push(format!(
+                            "{t:.0} s: {} under the threshold ({u:.0} MiB) for 4 ticks with {grantable:.0} MiB to give",
+                            vm.name
+                        ));
+                    }
+                }
+                _ => *run = 0,
+            }
+        }
+        if steady(t) && i > 0 {
+            for pin in &r.pins {
+                if ticks[i - 1].1.vms.iter().any(|v| v.name == pin.vm) {
+                    out.push(format!(
+                        "{t:.0} s: {} re-pinned in a steady phase: {} (loads {:?})",
+                        pin.vm, r.cpu_reason, r.pcpu_load_pct
+                    ));
+                }
+            }
+        }
+    }
+    out
+}

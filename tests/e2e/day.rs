@@ -46,12 +46,14 @@ mod times {
     }
 }
 
-/// What the day's invariants found in its ticks (guest time, record), as lines.
+/// What the day's invariants found in its ticks (guest time, record), as lines: the per-tick
+/// ones every day shares ([`common::tick_violations`]), the memory budget, and the grower's
+/// free reclaimed.
 fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
     const THRESHOLD: f64 = 100.0;
-    let mut out = Vec::new();
-    let mut below: BTreeMap<&str, u32> = BTreeMap::new();
-    for (i, (t, r)) in ticks.iter().enumerate() {
+    let by_ref: Vec<(f64, &TickRecord)> = ticks.iter().map(|(t, r)| (*t, r)).collect();
+    let mut out = common::tick_violations(&by_ref, THRESHOLD, times::RESERVE_MIB, times::steady);
+    for (t, r) in ticks {
         // The reserve under the budget (8 MiB of slack for balloons in motion).
         let guests: f64 = r.vms.iter().map(|v| v.actual_mib).sum();
         if guests > times::BUDGET_MIB - times::RESERVE_MIB + 8.0 {
@@ -59,38 +61,6 @@ fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
                 "{t:.0} s: guests hold {guests:.0} MiB, the budget leaves {:.0}",
                 times::BUDGET_MIB - times::RESERVE_MIB
             ));
-        }
-        let grantable = r.guest_free_mib - times::RESERVE_MIB;
-        for vm in &r.vms {
-            if vm.oom_events.unwrap_or(0) > 0 {
-                out.push(format!("{t:.0} s: {} OOM-killed", vm.name));
-            }
-            let run = below.entry(vm.name.as_str()).or_default();
-            match vm.unused_mib {
-                Some(u)
-                    if u < THRESHOLD && grantable > 256.0 && vm.actual_mib < vm.max_mib - 1.0 =>
-                {
-                    *run += 1;
-                    if *run == 4 {
-                        out.push(format!(
-                            "{t:.0} s: {} under the threshold ({u:.0} MiB) for 4 ticks with {grantable:.0} MiB to give",
-                            vm.name
-                        ));
-                    }
-                }
-                _ => *run = 0,
-            }
-        }
-        // Steady moments: no VM that was there a tick ago is re-pinned.
-        if times::steady(*t) && i > 0 {
-            for pin in &r.pins {
-                if ticks[i - 1].1.vms.iter().any(|v| v.name == pin.vm) {
-                    out.push(format!(
-                        "{t:.0} s: {} re-pinned in a steady phase: {} (loads {:?})",
-                        pin.vm, r.cpu_reason, r.pcpu_load_pct
-                    ));
-                }
-            }
         }
     }
     let series: Vec<(f64, f64, f64)> = ticks
