@@ -196,7 +196,8 @@ pub struct Growth {
     pub at_s: f64,
     /// Growth rate, kib/s: the weighted mean of the readings' rates (a free sets it to 0).
     pub rate_kib_s: f64,
-    /// The weighted variance of the readings' rates around it, (kib/s)^2.
+    /// The weighted upside variance of the readings' rates (only readings above the mean
+    /// count), (kib/s)^2.
     pub rate_var: f64,
     /// Time between readings, smoothed, s.
     pub gap_s: f64,
