@@ -126,6 +126,13 @@ pub struct HostPressure {
     pub io: Option<Stall>,
 }
 
+impl HostPressure {
+    /// Each resource by the name the kernel gives its file (`cpu`, `memory`, `io`).
+    pub fn by_resource(&self) -> [(&'static str, Option<Stall>); 3] {
+        [("cpu", self.cpu), ("memory", self.memory), ("io", self.io)]
+    }
+}
+
 /// Host-wide figures of a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostView {

@@ -18,7 +18,7 @@ use crate::policy::PolicyHealth;
 use crate::runtime::fleet::FleetSignals;
 use crate::runtime::guard::Refusal;
 use crate::runtime::TickReport;
-use vcoord_api::{HostPressure, Kind, Stall};
+use vcoord_api::{HostPressure, Kind};
 
 /// Bytes in one KiB.
 const KIB: f64 = 1024.0;
@@ -386,7 +386,7 @@ impl Metrics {
                 .host_cannot_satisfy
                 .remove_label_values(&[host, kind.key()]);
         }
-        for (resource, _) in pressures(&HostPressure::default()) {
+        for (resource, _) in HostPressure::default().by_resource() {
             for scope in ["some", "full"] {
                 let _ = self
                     .host_pressure
@@ -597,7 +597,7 @@ impl Metrics {
             }
         }
         self.fleet(host, &uuid_of, fleet);
-        for (resource, stall) in pressures(&snapshot.host().pressure) {
+        for (resource, stall) in snapshot.host().pressure.by_resource() {
             set_or_remove(
                 &self.host_pressure,
                 &[host, resource, "some"],
@@ -763,11 +763,6 @@ impl Metrics {
             Err(problems.join("\n") + "\n")
         }
     }
-}
-
-/// Each resource of the host's pressure, by its label.
-fn pressures(p: &HostPressure) -> [(&'static str, Option<Stall>); 3] {
-    [("cpu", p.cpu), ("memory", p.memory), ("io", p.io)]
 }
 
 fn set_or_remove(g: &GaugeVec, labels: &[&str], value: Option<f64>) {

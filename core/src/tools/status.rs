@@ -158,15 +158,13 @@ fn render_host(h: &HostStatus) -> String {
         h.window_s,
         loads.join("  ")
     );
-    let pressure = &snap.host().pressure;
-    let stalls: Vec<String> = [
-        ("cpu", pressure.cpu),
-        ("memory", pressure.memory),
-        ("io", pressure.io),
-    ]
-    .into_iter()
-    .filter_map(|(name, stall)| Some(format!("{name} {:.1}%", stall?.some_now_pct())))
-    .collect();
+    let stalls: Vec<String> = snap
+        .host()
+        .pressure
+        .by_resource()
+        .into_iter()
+        .filter_map(|(name, stall)| Some(format!("{name} {:.1}%", stall?.some_now_pct())))
+        .collect();
     if !stalls.is_empty() {
         let _ = writeln!(out, "pressure stall (some): {}", stalls.join("  "));
     }
