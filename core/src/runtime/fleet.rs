@@ -41,6 +41,16 @@ pub struct VmContention {
     pub memory_relief: Option<f64>,
 }
 
+impl VmContention {
+    /// Its relief of `kind`.
+    pub fn relief(&self, kind: Kind) -> Option<f64> {
+        match kind {
+            Kind::Cpu => self.cpu_relief,
+            Kind::Memory => self.memory_relief,
+        }
+    }
+}
+
 /// One kind of deficit on the host.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Deficit {

@@ -654,11 +654,11 @@ impl Metrics {
                 .with_label_values(&labels)
                 .set(v.memory_short_kib as f64 * KIB);
             self.vm_contention.with_label_values(&labels).set(v.score);
-            for (kind, relief) in [(Kind::Cpu, v.cpu_relief), (Kind::Memory, v.memory_relief)] {
+            for kind in Kind::ALL {
                 set_or_remove(
                     &self.vm_relief,
                     &[host, v.vm.as_str(), uuid, kind.key()],
-                    relief,
+                    v.relief(kind),
                 );
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::policy::MemoryPlan;
-use crate::runtime::fleet::{Fleet, VmContention};
+use crate::runtime::fleet::Fleet;
 use crate::runtime::guard::GuardedPlan;
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::service::status::{HostStatus, StatusDocument};
@@ -177,15 +177,11 @@ fn render_host(h: &HostStatus) -> String {
             Kind::Cpu => format!("{:.0}% of a pCPU", d.amount),
             Kind::Memory => format!("{:.0} MiB", d.amount / KIB_PER_MIB as f64),
         };
-        let relief = |v: &VmContention| match kind {
-            Kind::Cpu => v.cpu_relief,
-            Kind::Memory => v.memory_relief,
-        };
         let best = h
             .fleet
             .vms
             .iter()
-            .filter_map(|v| Some((relief(v)?, v)))
+            .filter_map(|v| Some((v.relief(kind)?, v)))
             .max_by(|a, b| a.0.total_cmp(&b.0));
         let _ = writeln!(
             out,
