@@ -162,10 +162,10 @@ fn violations(records: &[TickRecord]) -> Vec<String> {
     let mut freed_at: Option<f64> = None;
     for r in records {
         let t = r.time_s;
-        if r.host_free_mib < RESERVE - 1.0 {
+        if r.host_free_mib() < RESERVE - 1.0 {
             out.push(format!(
                 "{t:.0} s: host free {:.0} MiB, under the reserve",
-                r.host_free_mib
+                r.host_free_mib()
             ));
         }
         // The grower frees at FREE: 30 s later it is back in the band.
@@ -178,7 +178,7 @@ fn violations(records: &[TickRecord]) -> Vec<String> {
                 .vms
                 .iter()
                 .find(|v| v.name == "grower")
-                .and_then(|v| v.unused_mib);
+                .and_then(|v| v.unused_mib());
             if u.is_none_or(|u| u > BAND + 16.0) {
                 out.push(format!(
                     "{t:.0} s: grower freed at {f:.0} s still has {u:?} MiB unused"
@@ -208,7 +208,7 @@ fn a_simulated_day_keeps_every_invariant() {
         .sum();
     let lowest = records
         .iter()
-        .flat_map(|r| r.vms.iter().filter_map(|v| v.unused_mib))
+        .flat_map(|r| r.vms.iter().filter_map(|v| v.unused_mib()))
         .fold(f64::INFINITY, f64::min);
     eprintln!(
         "day: {} ticks in {:.1} s of wall time; {pins} pins, {moved:.0} MiB of balloon moves, lowest unused {lowest:.0} MiB, {} violations",

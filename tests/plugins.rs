@@ -110,10 +110,10 @@ fn proportional_share_plugin_runs_m1_without_starving_anyone() {
     let last = r.records.last().unwrap();
     for vm in last.vms.iter().filter(|vm| vm.name != "vm1") {
         assert!(
-            vm.actual_mib < 450.0,
+            vm.actual_mib() < 450.0,
             "{} kept {} MiB",
             vm.name,
-            vm.actual_mib
+            vm.actual_mib()
         );
     }
 }
@@ -327,7 +327,10 @@ fn unsafe_plans_from_a_plugin_are_refused_by_the_guard() {
     assert!(has("no such domain"), "{why:?}");
     // Memory untouched: every VM still has its starting 512 MiB.
     let last = r.records.last().unwrap();
-    assert!(last.vms.iter().all(|vm| vm.actual_mib == 512.0), "{last:?}");
+    assert!(
+        last.vms.iter().all(|vm| vm.actual_mib() == 512.0),
+        "{last:?}"
+    );
 }
 
 #[test]

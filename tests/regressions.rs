@@ -206,8 +206,8 @@ fn run(name: &str, memory: &str) -> Vec<TickRecord> {
                     format!(
                         "{} {:.0}/{:.0}{}",
                         v.name,
-                        v.actual_mib,
-                        v.unused_mib.unwrap_or(-1.0),
+                        v.actual_mib(),
+                        v.unused_mib().unwrap_or(-1.0),
                         target.map_or(String::new(), |b| format!("->{}", b.target_kib / 1024))
                     )
                 })
@@ -238,7 +238,7 @@ fn unused(r: &TickRecord, vm: &str) -> Option<f64> {
     r.vms
         .iter()
         .find(|v| v.name == vm)
-        .and_then(|v| v.unused_mib)
+        .and_then(|v| v.unused_mib())
 }
 
 /// The threshold of `pressure-balloon` at its defaults, and its band (two thresholds).

@@ -144,11 +144,11 @@ fn unused_of(r: &TickRecord, vm: &str) -> Option<f64> {
     r.vms
         .iter()
         .find(|v| v.name == vm)
-        .and_then(|v| v.unused_mib)
+        .and_then(|v| v.unused_mib())
 }
 
 fn actual_of(r: &TickRecord, vm: &str) -> f64 {
-    r.vms.iter().find(|v| v.name == vm).unwrap().actual_mib
+    r.vms.iter().find(|v| v.name == vm).unwrap().actual_mib()
 }
 
 /// Every shrink of `vm` takes at most a tenth of its unused memory (gradual release).
@@ -616,7 +616,7 @@ fn the_simulated_host_stalls_on_memory_only_when_short_and_the_default_relieves_
         .unwrap();
         observe_sim(&path, |r| {
             let stall = r.snapshot.host().pressure.memory.and_then(|s| s.some_pct);
-            let guests: f64 = r.record.vms.iter().map(|v| v.actual_mib).sum();
+            let guests: f64 = r.record.vms.iter().map(|v| v.actual_mib()).sum();
             (r.record.time_s, stall, guests)
         })
     };

@@ -9,133 +9,13 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::{http, metric, root, scratch, vcoord_bin};
 use vcoord_core::runtime::record::read_trace;
-
-/// A `vcoord run` in the background with a notify socket of its own.
-struct Service {
-    child: Child,
-    notify: UnixDatagram,
-    dir: PathBuf,
-}
-
-impl Service {
-    /// Starts `vcoord run -c CONFIG ARGS` in `dir` with NOTIFY_SOCKET and a watchdog of
-    /// `watchdog`.
-    fn start(dir: &Path, config: &Path, args: &[&str], watchdog: Duration) -> Self {
-        Self::start_under(&[], dir, config, args, watchdog)
-    }
-
-    /// The same, run by `wrapper` (e.g. `prlimit --nofile=N`), which execs the binary.
-    fn start_under(
-        wrapper: &[&str],
-        dir: &Path,
-        config: &Path,
-        args: &[&str],
-        watchdog: Duration,
-    ) -> Self {
-        let socket = dir.join("notify.sock");
-        let notify = UnixDatagram::bind(&socket).unwrap();
-        notify
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let mut command = match wrapper {
-            [] => Command::new(vcoord_bin()),
-            [program, rest @ ..] => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(vcoord_bin());
-                c
-            }
-        };
-        let child = command
-            .args(["run", "--config", config.to_str().unwrap()])
-            .args(args)
-            .env("NOTIFY_SOCKET", &socket)
-            .env("WATCHDOG_USEC", watchdog.as_micros().to_string())
-            .env("VCOORD_RUN_DIR", dir.join("run"))
-            .env_remove("WATCHDOG_PID")
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            notify,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Notify messages until one contains `what` (all of them, in order), or panics after
-    /// `timeout`.
-    fn until(&mut self, what: &str, timeout: Duration) -> Vec<String> {
-        let started = Instant::now();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while started.elapsed() < timeout {
-            if let Ok(len) = self.notify.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
-                let done = msg.contains(what);
-                seen.push(msg);
-                if done {
-                    return seen;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "vcoord exited ({status}) before `{what}`: {seen:?}\n{}",
-                    self.log()
-                );
-            }
-        }
-        panic!("no `{what}` within {timeout:?}: {seen:?}");
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// Waits for the exit, at most `timeout`.
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "still running after {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Its log so far (once it has exited).
-    fn log(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(err) = self.child.stderr.as_mut() {
-            let _ = err.read_to_string(&mut text);
-        }
-        text
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A one-host configuration on the T2 scenario, run in real time with short ticks.
 fn sim_config(dir: &Path, memory_params: &str) -> PathBuf {
@@ -159,12 +39,11 @@ fn ready_watchdog_and_a_clean_stop_that_keeps_the_whole_record() {
     let dir = scratch("service-stop");
     let config = sim_config(&dir, "");
     let record = dir.join("trace.jsonl");
-    let mut s = Service::start(
-        &dir,
-        &config,
-        &["--realtime", "--record", record.to_str().unwrap()],
-        Duration::from_secs(1),
-    );
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime", "--record", record.to_str().unwrap()])
+        .notify(Duration::from_secs(1))
+        .remove_dir_after()
+        .spawn();
     let seen = s.until("READY=1", Duration::from_secs(20));
     let ready = seen.last().unwrap();
     assert!(ready.contains("STATUS=sim: 8 VMs, tick 1"), "{ready}");
@@ -194,12 +73,11 @@ fn sigint_stops_as_cleanly_as_sigterm() {
     let dir = scratch("service-int");
     let config = sim_config(&dir, "");
     let record = dir.join("trace.jsonl");
-    let mut s = Service::start(
-        &dir,
-        &config,
-        &["--realtime", "--record", record.to_str().unwrap()],
-        Duration::from_secs(10),
-    );
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime", "--record", record.to_str().unwrap()])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     s.until("READY=1", Duration::from_secs(20));
     s.signal("INT");
     assert!(s.wait(Duration::from_secs(5)).success());
@@ -211,18 +89,17 @@ fn sighup_applies_a_good_configuration_and_refuses_a_broken_one() {
     let dir = scratch("service-reload");
     let config = sim_config(&dir, "threshold_mib = 100");
     let record = dir.join("trace.jsonl");
-    let mut s = Service::start(
-        &dir,
-        &config,
-        &[
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&[
             "--realtime",
             "--record",
             record.to_str().unwrap(),
             "--log-format",
             "json",
-        ],
-        Duration::from_secs(10),
-    );
+        ])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     s.until("READY=1", Duration::from_secs(20));
 
     // A broken configuration: refused, the running one kept.
@@ -309,7 +186,10 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
          [host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n",
     )
     .unwrap();
-    let mut first = Service::start(&dir, &config, &[], Duration::from_secs(10));
+    let mut first = Daemon::launch(&dir, &config)
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     first.until("READY=1", Duration::from_secs(20));
     let second = Command::new(vcoord_bin())
         .args(["run", "--config", config.to_str().unwrap(), "--ticks", "1"])
@@ -319,7 +199,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
-        err.contains(&format!("another vcoord (pid {})", first.child.id()))
+        err.contains(&format!("another vcoord (pid {})", first.pid()))
             && err.contains("test:///default"),
         "{err}"
     );
@@ -339,7 +219,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
-        err.contains(&format!("another vcoord (pid {})", first.child.id()))
+        err.contains(&format!("another vcoord (pid {})", first.pid()))
             && err.contains("test+unix:///default")
             && err.contains("as test:///default"),
         "{err}"
@@ -404,12 +284,10 @@ fn the_installed_package_runs_the_way_its_unit_says() {
     assert!(String::from_utf8_lossy(&status.stdout).contains("/etc/vcoord/vcoord.toml"));
 
     let dir = scratch("installed");
-    let mut s = Service::start(
-        &dir,
-        Path::new("/etc/vcoord/vcoord.toml"),
-        &[],
-        Duration::from_secs(4),
-    );
+    let mut s = Daemon::launch(&dir, Path::new("/etc/vcoord/vcoord.toml"))
+        .notify(Duration::from_secs(4))
+        .remove_dir_after()
+        .spawn();
     let seen = s.until("READY=1", Duration::from_secs(60));
     assert!(seen.last().unwrap().contains("STATUS=local:"), "{seen:?}");
     s.until("WATCHDOG=1", Duration::from_secs(10));
@@ -444,7 +322,7 @@ fn the_installed_package_runs_the_way_its_unit_says() {
         .unwrap();
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr)
-        .contains(&format!("another vcoord (pid {})", s.child.id())));
+        .contains(&format!("another vcoord (pid {})", s.pid())));
     s.signal("TERM");
     assert!(s.wait(Duration::from_secs(5)).success(), "{}", s.log());
     let log = s.log();
@@ -527,7 +405,11 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
         ),
     )
     .unwrap();
-    let mut s = Service::start(&dir, &config, &["--realtime"], Duration::from_secs(10));
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     s.until("READY=1", Duration::from_secs(20));
     // Every series names the machine as the fleet knows it, and every VM's its UUID.
     let (_, scrape) = http(&addr, "GET", "/metrics");
@@ -671,7 +553,11 @@ fn a_quarantined_plugin_turns_health_to_503() {
         ),
     )
     .unwrap();
-    let mut s = Service::start(&dir, &config, &["--realtime"], Duration::from_secs(10));
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     s.until("READY=1", Duration::from_secs(20));
     let started = Instant::now();
     let (code, body) = loop {
@@ -747,12 +633,11 @@ fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_rec
     let dir = scratch("failed-host");
     let addr = format!("127.0.0.1:{}", free_port());
     let config = good_and_broken(&dir, &addr, true);
-    let mut s = Service::start(
-        &dir,
-        &config,
-        &["--realtime", "--record", "/dev/full"],
-        Duration::from_secs(10),
-    );
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime", "--record", "/dev/full"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     s.until("READY=1", Duration::from_secs(20));
     let ticks = |scrape: &str| {
         metric(
@@ -829,7 +714,11 @@ fn a_failed_host_stays_in_health_and_status_and_a_full_record_stops_only_the_rec
     let dir = scratch("failed-host-reload");
     let addr = format!("127.0.0.1:{}", free_port());
     let config = good_and_broken(&dir, &addr, true);
-    let mut s = Service::start(&dir, &config, &["--realtime"], Duration::from_secs(10));
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     s.until("READY=1", Duration::from_secs(20));
     let (code, health) = http(&addr, "GET", "/healthz");
     assert_eq!(code, 503, "{health}");
@@ -897,13 +786,12 @@ fn the_metrics_endpoint_outlasts_a_flood_and_a_slow_loris() {
     let config = good_and_broken(&dir, &addr, false);
     // A descriptor limit far below what the clients open, as a unit without LimitNOFILE has
     // against a larger flood.
-    let mut s = Service::start_under(
-        &["prlimit", "--nofile=128:128"],
-        &dir,
-        &config,
-        &["--realtime"],
-        Duration::from_secs(10),
-    );
+    let mut s = Daemon::launch(&dir, &config)
+        .under(&["prlimit", "--nofile=128:128"])
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
     s.until("READY=1", Duration::from_secs(20));
     let second = Duration::from_secs(1);
     assert_eq!(timed_health(&addr, second).map(|(c, _)| c), Ok(200));

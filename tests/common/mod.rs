@@ -200,7 +200,7 @@ pub fn assert_plays_alike(real: &[TickRecord], sim: &[TickRecord], grower: &str)
         r.iter()
             .filter_map(|t| {
                 let v = t.vms.iter().find(|v| v.name == grower)?;
-                Some((t.time_s, v.actual_mib, v.unused_mib?))
+                Some((t.time_s, v.actual_mib(), v.unused_mib()?))
             })
             .collect()
     };
@@ -224,6 +224,7 @@ pub fn assert_plays_alike(real: &[TickRecord], sim: &[TickRecord], grower: &str)
     assert!((real_back - sim_back).abs() <= 15.0, "{said}");
 }
 
+pub mod daemon;
 pub mod libvirt;
 
 /// A free address on the loopback, for a server a test starts.
@@ -283,17 +284,17 @@ pub fn tick_violations(
     let mut out = Vec::new();
     let mut below: std::collections::BTreeMap<&str, u32> = Default::default();
     for (i, &(t, r)) in ticks.iter().enumerate() {
-        let grantable = r.guest_free_mib - reserve_mib;
+        let grantable = r.guest_free_mib() - reserve_mib;
         for vm in &r.vms {
             if vm.oom_events.unwrap_or(0) > 0 {
                 out.push(format!("{t:.0} s: {} OOM-killed", vm.name));
             }
             let run = below.entry(vm.name.as_str()).or_default();
-            match vm.unused_mib {
+            match vm.unused_mib() {
                 Some(u)
                     if u < threshold_mib
                         && grantable > 256.0
-                        && vm.actual_mib < vm.max_mib - 1.0 =>
+                        && vm.actual_mib() < vm.max_mib() - 1.0 =>
                 {
                     *run += 1;
                     if *run == 4 {

@@ -22,7 +22,7 @@ fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
         "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n\
          [host.shadow_cpu_policy]\nplugin = \"{one_move}\"\n"
     );
-    let mut daemon = Daemon::start(&guests.dir, &host, 8);
+    let mut daemon = run_vcoord(&guests.dir, &host, 8);
     assert!(
         daemon.wait(Duration::from_secs(90)).success(),
         "{}",
@@ -99,7 +99,7 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
     // noisy second it acts on (README), which says nothing about the simulator.
     let policies = "[host.cpu_policy]\nname = \"stable-balance\"\n\
                     [host.memory_policy]\nname = \"pressure-balloon\"\n";
-    let mut daemon = Daemon::start(&guests.dir, policies, 25);
+    let mut daemon = run_vcoord(&guests.dir, policies, 25);
     assert!(
         daemon.wait(Duration::from_secs(120)).success(),
         "{}",
@@ -118,8 +118,8 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
             .iter()
             .flat_map(|r| r.vms.iter())
             .filter(|vm| guest(&vm.name) == name)
-            .filter(|vm| vm.unused_mib.is_some_and(|u| u < vm.actual_mib))
-            .find_map(|vm| Some(vm.actual_mib - vm.unused_mib?))
+            .filter(|vm| vm.unused_mib().is_some_and(|u| u < vm.actual_mib()))
+            .find_map(|vm| Some(vm.actual_mib() - vm.unused_mib()?))
             .unwrap_or_else(|| panic!("no guest statistics from {name}"));
         let pct = if name.starts_with("heavy") { 70 } else { 20 };
         vms.push_str(&format!(
@@ -182,7 +182,7 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
             .map(|vm| {
                 (
                     guest(&vm.name),
-                    (vm.actual_mib, vm.unused_mib.unwrap_or(-1.0)),
+                    (vm.actual_mib(), vm.unused_mib().unwrap_or(-1.0)),
                 )
             })
             .collect()
@@ -250,7 +250,7 @@ fn a_recording_becomes_a_scenario_that_the_simulator_plays_alike() {
     );
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
-    let mut daemon = Daemon::start(&guests.dir, "", 100);
+    let mut daemon = run_vcoord(&guests.dir, "", 100);
     while daemon.running() {
         std::thread::sleep(Duration::from_millis(500));
     }

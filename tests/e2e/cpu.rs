@@ -12,7 +12,7 @@ fn spread_four_on_pcpu0(
 ) -> (Daemon, Vec<BTreeMap<String, Vec<u32>>>, usize) {
     guests.wait_booted(Duration::from_secs(120));
     let names = guests.names.clone();
-    let mut daemon = Daemon::start(&guests.dir, host_toml, ticks);
+    let mut daemon = run_vcoord(&guests.dir, host_toml, ticks);
     let polls = poll_pins(&mut daemon, &names);
     assert!(
         daemon.wait(Duration::from_secs(30)).success(),
@@ -64,7 +64,7 @@ fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
     }
     guests.wait_booted(Duration::from_secs(120));
     let names = guests.names.clone();
-    let mut daemon = Daemon::start(&guests.dir, CPU_ONLY, 14);
+    let mut daemon = run_vcoord(&guests.dir, CPU_ONLY, 14);
     let polls = poll_pins(&mut daemon, &names);
     assert!(daemon.wait(Duration::from_secs(30)).success());
     // Judged by the policy's own records, not by what a busy machine's noise does between two
@@ -109,7 +109,7 @@ fn cpu_heavy_and_light_are_paired() {
     }
     guests.wait_booted(Duration::from_secs(120));
     let names = guests.names.clone();
-    let mut daemon = Daemon::start(&guests.dir, CPU_ONLY, 14);
+    let mut daemon = run_vcoord(&guests.dir, CPU_ONLY, 14);
     let _ = poll_pins(&mut daemon, &names);
     assert!(daemon.wait(Duration::from_secs(30)).success());
     let records = daemon.records();
@@ -245,7 +245,7 @@ fn stable_balance_leaves_a_balanced_start_alone() {
     }
     guests.wait_booted(Duration::from_secs(120));
     let names = guests.names.clone();
-    let mut daemon = Daemon::start(&guests.dir, STABLE, 14);
+    let mut daemon = run_vcoord(&guests.dir, STABLE, 14);
     let polls = poll_pins(&mut daemon, &names);
     assert!(daemon.wait(Duration::from_secs(30)).success());
     assert!(polls.iter().all(two_each), "balance lost: {polls:?}");

@@ -55,7 +55,7 @@ fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
     let mut out = common::tick_violations(&by_ref, THRESHOLD, times::RESERVE_MIB, times::steady);
     for (t, r) in ticks {
         // The reserve under the budget (8 MiB of slack for balloons in motion).
-        let guests: f64 = r.vms.iter().map(|v| v.actual_mib).sum();
+        let guests: f64 = r.vms.iter().map(|v| v.actual_mib()).sum();
         if guests > times::BUDGET_MIB - times::RESERVE_MIB + 8.0 {
             out.push(format!(
                 "{t:.0} s: guests hold {guests:.0} MiB, the budget leaves {:.0}",
@@ -67,7 +67,7 @@ fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
         .iter()
         .filter_map(|(t, r)| {
             let v = r.vms.iter().find(|v| v.name == grower)?;
-            Some((*t, v.actual_mib, v.unused_mib?))
+            Some((*t, v.actual_mib(), v.unused_mib()?))
         })
         .collect();
     let found = frees(&series);
@@ -128,7 +128,7 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
     let start_stretch = |n: usize| {
         let dir = base.join(format!("stretch{n}"));
         std::fs::create_dir_all(&dir).unwrap();
-        (now(), Daemon::start(&dir, &config, 100_000))
+        (now(), run_vcoord(&dir, &config, 100_000))
     };
     stretches.push(start_stretch(0));
     let mut restarts = times::RESTARTS.to_vec();
@@ -182,11 +182,11 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
         .sum();
     let lowest = ticks
         .iter()
-        .flat_map(|(_, r)| r.vms.iter().filter_map(|v| v.unused_mib))
+        .flat_map(|(_, r)| r.vms.iter().filter_map(|v| v.unused_mib()))
         .fold(f64::INFINITY, f64::min);
     let peak = ticks
         .iter()
-        .map(|(_, r)| r.vms.iter().map(|v| v.actual_mib).sum::<f64>())
+        .map(|(_, r)| r.vms.iter().map(|v| v.actual_mib()).sum::<f64>())
         .fold(0.0, f64::max);
     let steady = ticks.iter().filter(|(t, _)| times::steady(*t)).count();
     eprintln!(

@@ -47,7 +47,7 @@ fn libvirtd_restart_is_survived_by_reconnecting() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut daemon = Daemon::start(&guests.dir, "", 400);
+    let mut daemon = run_vcoord(&guests.dir, "", 400);
     daemon.wait_until("first ticks", Duration::from_secs(120), &|d| {
         d.ticks_with(&vm) >= 3
     });
@@ -263,7 +263,7 @@ fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing
     // The defaults on four busy guests pinned to pCPU 0, the fourth set aside by its metadata,
     // until the host is settled (four ticks in a row without a pin or a balloon change); then a
     // stop.
-    let mut daemon = Daemon::start(&guests.dir, "", 150);
+    let mut daemon = run_vcoord(&guests.dir, "", 150);
     let settled = |d: &Daemon| {
         let r = d.records();
         r.len() >= 10
@@ -315,7 +315,7 @@ fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing
     assert!(log_of(&guests).contains("operator settings from the domain's metadata"));
 
     // A restart on the settled host adopts it as it is: no pin and no balloon move.
-    let mut again = Daemon::start(&guests.dir, "", 6);
+    let mut again = run_vcoord(&guests.dir, "", 6);
     assert!(
         again.wait(Duration::from_secs(60)).success(),
         "{}",
@@ -374,12 +374,12 @@ fn domain_metadata_is_understood_in_every_mode_and_followed_live() {
     let unpinned = affinity(&plain);
     assert!(unpinned.len() > 1, "guests start unpinned: {unpinned:?}");
 
-    let mut daemon = Daemon::start(&guests.dir, "", 400);
+    let mut daemon = run_vcoord(&guests.dir, "", 400);
     let actual_of = |r: &TickRecord, vm: &str| {
         r.vms
             .iter()
             .find(|v| v.name == vm)
-            .map_or(0.0, |v| v.actual_mib)
+            .map_or(0.0, |v| v.actual_mib())
     };
     daemon.wait_until(
         "the floor guest grown to its min_mib",
@@ -544,7 +544,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     let addr = loopback_addr();
     // Policies that change nothing: libvirt's figures stay put between the daemon's sample and
     // virsh's reading.
-    let mut daemon = Daemon::start_with(
+    let mut daemon = run_vcoord_with(
         &guests.dir,
         &format!("[metrics]\nlisten = \"{addr}\""),
         "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n",
@@ -890,7 +890,7 @@ fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
     let addr = loopback_addr();
-    let mut daemon = Daemon::start_with(
+    let mut daemon = run_vcoord_with(
         &guests.dir,
         &format!("[metrics]\nlisten = \"{addr}\"\nfleet_host = \"compute1.example.org\""),
         "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"none\"\n",

@@ -110,7 +110,7 @@ fn a_guest_in_a_job_is_left_alone_until_the_job_ends() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let mut daemon = Daemon::start(&guests.dir, "", 60);
+    let mut daemon = run_vcoord(&guests.dir, "", 60);
     daemon.wait_until("8 ticks during the dumps", Duration::from_secs(40), &|d| {
         d.records().len() >= 8
     });

@@ -6,7 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{http, loopback_addr, metric, vcoord_bin};
+use common::{http, loopback_addr, metric};
 
 mod agreement;
 mod cpu;
@@ -16,129 +16,34 @@ mod jobs;
 mod memory;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::libvirt::{
     affinity, balloons, host_free_mib, require_e2e, virsh, GuestSpec, Guests, URI,
 };
 use common::{frees, the_free};
 use vcoord_core::runtime::record::TickRecord;
 
-/// A running vcoord, killed if the test ends early.
-struct Daemon {
-    child: Option<Child>,
-    record: PathBuf,
+/// vcoord on this host's libvirt with `host_toml` under its `[[host]]`, ticking every second
+/// for `ticks` ticks, recording to `DIR/record.jsonl`, logging to `DIR/vcoord.log`.
+fn run_vcoord(dir: &Path, host_toml: &str, ticks: u32) -> Daemon {
+    run_vcoord_with(dir, "", host_toml, ticks)
 }
 
-impl Daemon {
-    fn start(dir: &Path, host_toml: &str, ticks: u32) -> Self {
-        Self::start_with(dir, "", host_toml, ticks)
-    }
-
-    /// With top-level configuration lines (`[metrics]`, ...) too.
-    fn start_with(dir: &Path, top_toml: &str, host_toml: &str, ticks: u32) -> Self {
-        let config = dir.join("vcoord.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{top_toml}\n[[host]]\nname = \"e2e\"\nuri = \"{URI}\"\ninterval_s = 1.0\n{host_toml}\n"
-            ),
-        )
-        .unwrap();
-        let record = dir.join("record.jsonl");
-        let log = std::fs::File::create(dir.join("vcoord.log")).unwrap();
-        let child = Command::new(vcoord_bin())
-            .args([
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--ticks",
-                &ticks.to_string(),
-            ])
-            .args(["--record", record.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("vcoord starts");
-        Self {
-            child: Some(child),
-            record,
-        }
-    }
-
-    /// Asks vcoord to stop (SIGTERM), as systemd does.
-    fn stop(&self) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let start = Instant::now();
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "vcoord did not finish in {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Ticks recorded so far in which `vm` was seen.
-    fn ticks_with(&self, vm: &str) -> usize {
-        self.records()
-            .iter()
-            .filter(|r| r.vms.iter().any(|v| v.name == vm))
-            .count()
-    }
-
-    /// Waits until `cond` holds for what vcoord has recorded; fails if vcoord dies first or
-    /// `timeout` passes. (Libvirt calls are slow on a loaded host: act on the record, not on
-    /// sleeps.)
-    fn wait_until(&mut self, what: &str, timeout: Duration, cond: &dyn Fn(&Daemon) -> bool) {
-        let start = Instant::now();
-        while !cond(self) {
-            if !self.running() {
-                let log = self.record.with_file_name("vcoord.log");
-                let log = std::fs::read_to_string(log).unwrap_or_default();
-                panic!("vcoord died while waiting for {what}: {log}");
-            }
-            assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn records(&self) -> Vec<TickRecord> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The same with top-level configuration lines (`[metrics]`, ...) too.
+fn run_vcoord_with(dir: &Path, top_toml: &str, host_toml: &str, ticks: u32) -> Daemon {
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{top_toml}\n[[host]]\nname = \"e2e\"\nuri = \"{URI}\"\ninterval_s = 1.0\n{host_toml}\n"
+        ),
+    )
+    .unwrap();
+    Daemon::launch(dir, &config).ticks(ticks).record().spawn()
 }
 
 fn log_of(guests: &Guests) -> String {

@@ -9,7 +9,7 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
     require_e2e();
     let (guests, grower, idle) = grower_and_two_idle("mem");
     let names = guests.names.clone();
-    let mut daemon = Daemon::start(
+    let mut daemon = run_vcoord(
         &guests.dir,
         // With its default 100 MiB threshold the seed policy let this grower OOM in 1 of 4 runs
         // here: guest statistics arrive every ~2 s and a grant takes ~1 s to land, about 60 MiB
@@ -85,7 +85,7 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
                 .vms
                 .iter()
                 .find(|v| v.name == grower)
-                .and_then(|v| v.unused_mib)
+                .and_then(|v| v.unused_mib())
                 .unwrap();
             let step_mib = (b.actual_kib - b.target_kib) as f64 / 1024.0;
             assert!(
@@ -124,7 +124,7 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
     let nodriver_start = balloons(std::slice::from_ref(&nodriver))[&nodriver]["current"];
-    let mut daemon = Daemon::start(&guests.dir, "", 400);
+    let mut daemon = run_vcoord(&guests.dir, "", 400);
     daemon.wait_until("doomed seen", Duration::from_secs(180), &|d| {
         d.ticks_with(&doomed) >= 3
     });
@@ -196,7 +196,7 @@ fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
     // The seed at its default 100 MiB threshold once claimed memory from a guest that was still
     // growing (its ~2 s old statistics showed 131 MiB unused) and the guest OOMed before the
     // budget ran out: the same statistics lag as in the grower test, hence 150 MiB here too.
-    let mut daemon = Daemon::start(
+    let mut daemon = run_vcoord(
         &guests.dir,
         &format!(
             "guest_memory_budget_mib = {BUDGET_MIB}\n[host.cpu_policy]\nname = \"none\"\n\
@@ -268,7 +268,7 @@ fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
 fn pressure_balloon_feeds_a_grower_at_its_defaults() {
     require_e2e();
     let (guests, grower, idle) = grower_and_two_idle("pressure");
-    let mut daemon = Daemon::start(
+    let mut daemon = run_vcoord(
         &guests.dir,
         "[host.cpu_policy]\nname = \"none\"\n[host.memory_policy]\nname = \"pressure-balloon\"\n",
         110,
@@ -287,7 +287,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
         records
             .iter()
             .filter_map(|r| r.vms.iter().find(|v| v.name == vm))
-            .map(|v| (v.actual_mib, v.unused_mib))
+            .map(|v| (v.actual_mib(), v.unused_mib()))
             .collect()
     };
     let g = series(&grower);
@@ -311,11 +311,11 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
             .balloons
             .iter()
             .any(|b| b.vm == grower && b.target_kib > b.actual_kib);
-        let in_flight = target_mib.is_some_and(|t| t > vm.actual_mib + 1.0);
-        match vm.unused_mib {
+        let in_flight = target_mib.is_some_and(|t| t > vm.actual_mib() + 1.0);
+        match vm.unused_mib() {
             Some(u) if u < 100.0 => {
                 run += 1;
-                let landing = previous_actual.is_some_and(|p| vm.actual_mib > p + 1.0);
+                let landing = previous_actual.is_some_and(|p| vm.actual_mib() > p + 1.0);
                 if run > 2 && !granted && !landing && !in_flight {
                     unfed.push(r.tick);
                 }
@@ -324,7 +324,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
             None => {}
         }
         longest = longest.max(run);
-        previous_actual = Some(vm.actual_mib);
+        previous_actual = Some(vm.actual_mib());
         if let Some(b) = r.balloons.iter().find(|b| b.vm == grower) {
             target_mib = Some(b.target_kib as f64 / 1024.0);
         }
@@ -346,7 +346,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
         assert!(last < 450.0, "{vm} not shrunk: {last:.0} MiB");
     }
     assert!(
-        records.iter().all(|r| r.host_free_mib >= 200.0),
+        records.iter().all(|r| r.host_free_mib() >= 200.0),
         "host free under the reserve"
     );
     eprintln!("pressure-balloon: grower peak {peak:.0} MiB, lowest unused {lowest:.0} MiB, longest under 100 MiB {longest} ticks");
@@ -374,10 +374,10 @@ fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s(
         r.vms
             .iter()
             .find(|v| v.name == grower)
-            .and_then(|v| Some((v.actual_mib, v.unused_mib?)))
+            .and_then(|v| Some((v.actual_mib(), v.unused_mib()?)))
     };
     // First run: until the grower has been given 150 MiB above its smallest size.
-    let mut first = Daemon::start(&guests.dir, memory, 200);
+    let mut first = run_vcoord(&guests.dir, memory, 200);
     first.wait_until("growth under way", Duration::from_secs(120), &|d| {
         let sizes: Vec<f64> = d
             .records()
@@ -392,7 +392,7 @@ fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s(
     // The restart: a new process, nothing remembered.
     let dir = guests.dir.join("after-restart");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut second = Daemon::start(&dir, memory, 200);
+    let mut second = run_vcoord(&dir, memory, 200);
     second.wait_until("the free", Duration::from_secs(120), &|d| {
         let series: Vec<(f64, f64, f64)> = d
             .records()
@@ -493,12 +493,12 @@ fn simulate_long_run(dir: &Path, base_used_mib: f64) -> (f64, f64) {
     while !c.finished() {
         if let Some(r) = c.tick() {
             if let Some(g) = r.vms.iter().find(|v| v.name == "grower") {
-                if let Some(u) = g.unused_mib {
+                if let Some(u) = g.unused_mib() {
                     if restarted {
-                        after.push((r.time_s, g.actual_mib, u));
+                        after.push((r.time_s, g.actual_mib(), u));
                     } else {
-                        low = low.min(g.actual_mib);
-                        if g.actual_mib > low + 150.0 {
+                        low = low.min(g.actual_mib());
+                        if g.actual_mib() > low + 150.0 {
                             c.restart().expect("restarts");
                             restarted = true;
                         }

@@ -714,9 +714,9 @@ fn log_tick(r: &TickRecord) {
         let mem: Vec<String> = r
             .vms
             .iter()
-            .map(|vm| match vm.unused_mib {
-                Some(u) => format!("{} {:.0}/{:.0}", vm.name, vm.actual_mib, u),
-                None => format!("{} {:.0}/-", vm.name, vm.actual_mib),
+            .map(|vm| match vm.unused_mib() {
+                Some(u) => format!("{} {:.0}/{:.0}", vm.name, vm.actual_mib(), u),
+                None => format!("{} {:.0}/-", vm.name, vm.actual_mib()),
             })
             .collect();
         debug!(host = %r.host, tick = r.tick, pcpu_load_pct = %loads.join(" "), mem_actual_unused_mib = %mem.join(", "), "detail");
@@ -732,7 +732,7 @@ fn tick_summary(r: &TickRecord) -> String {
     let lowest = r
         .vms
         .iter()
-        .filter_map(|vm| Some((vm.unused_mib?, vm.name.as_str())))
+        .filter_map(|vm| Some((vm.unused_mib()?, vm.name.as_str())))
         .min_by(|a, b| a.0.total_cmp(&b.0));
     let unused = match lowest {
         Some((mib, vm)) => {
@@ -767,7 +767,7 @@ mod tests {
         let snap = crate::tools::bench::synthetic_snapshot(10_000, 256, 7);
         let mut r = TickRecord::from_snapshot("a-host-with-a-long-name", &snap, 0.0);
         r.vms[0].name = "x".repeat(300);
-        r.vms[0].unused_mib = Some(0.0);
+        r.vms[0].memory.unused_kib = Some(0);
         let line = tick_summary(&r);
         assert!(line.len() <= 200, "{} chars: {line}", line.len());
         assert!(

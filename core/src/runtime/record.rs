@@ -13,6 +13,7 @@ use crate::cpuset::CpuSet;
 use crate::policy::VcpuPin;
 use crate::runtime::guard::{BalloonChange, Rejection};
 use crate::runtime::snapshot::{stdev, Snapshot};
+use vcoord_api::snapshot::MemoryView;
 
 use crate::units::KIB_PER_MIB_F64 as MIB;
 
@@ -38,18 +39,32 @@ pub struct VmRecord {
     pub name: String,
     /// vCPUs.
     pub vcpus: Vec<VcpuRecord>,
-    /// Most memory it may have.
-    pub max_mib: f64,
-    /// Memory it has.
-    pub actual_mib: f64,
-    /// Memory its guest leaves unused (fresh statistics only).
-    pub unused_mib: Option<f64>,
-    /// Swapped out over the last interval.
-    pub swap_out_mib: Option<f64>,
-    /// Swapped in over the last interval.
-    pub swap_in_mib: Option<f64>,
+    /// Its memory, as the snapshot saw it (KiB; unused only with fresh statistics).
+    pub memory: MemoryView,
     /// OOM kills over the last interval, where the backend can tell.
     pub oom_events: Option<u64>,
+}
+
+impl VmRecord {
+    /// Most memory it may have, MiB.
+    pub fn max_mib(&self) -> f64 {
+        self.memory.max_kib as f64 / MIB
+    }
+
+    /// Memory it has, MiB.
+    pub fn actual_mib(&self) -> f64 {
+        self.memory.actual_kib as f64 / MIB
+    }
+
+    /// Memory its guest leaves unused, MiB (fresh statistics only).
+    pub fn unused_mib(&self) -> Option<f64> {
+        self.memory.unused_kib.map(|k| k as f64 / MIB)
+    }
+
+    /// Swapped out over the last interval, MiB.
+    pub fn swap_out_mib(&self) -> Option<f64> {
+        self.memory.swap_out_kib.map(|k| k as f64 / MIB)
+    }
 }
 
 /// What shadow policies would have done on one tick: their plans after the guard, never
@@ -74,8 +89,12 @@ pub struct ShadowRecord {
 
 /// The version of the record format this vcoord writes and reads. Bump it whenever a record's
 /// fields change in a way an older or newer reader would misread (the snapshot's shape
-/// included).
-pub const SCHEMA: u32 = 2;
+/// included). Schema 3 keeps each VM's memory as the snapshot's figures (KiB); schema 2 kept
+/// a MiB copy of some of them, and is still read (see [`upgrade_from_2`]).
+pub const SCHEMA: u32 = 3;
+
+/// The oldest schema [`read_trace`] reads.
+pub const OLDEST_SCHEMA: u32 = 2;
 
 /// Everything about one tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,10 +112,10 @@ pub struct TickRecord {
     pub pcpu_load_pct: Vec<f64>,
     /// Standard deviation of `pcpu_load_pct`, percent points.
     pub pcpu_stdev_pct: f64,
-    /// Host memory free.
-    pub host_free_mib: f64,
-    /// Memory grantable to guests (free, or less under a budget).
-    pub guest_free_mib: f64,
+    /// Host memory free, KiB.
+    pub host_free_kib: u64,
+    /// Memory grantable to guests (free, or less under a budget), KiB.
+    pub guest_free_kib: u64,
     /// VMs.
     pub vms: Vec<VmRecord>,
     /// Why the CPU policy did what it did.
@@ -129,6 +148,16 @@ pub struct TickRecord {
 }
 
 impl TickRecord {
+    /// Host memory free, MiB.
+    pub fn host_free_mib(&self) -> f64 {
+        self.host_free_kib as f64 / MIB
+    }
+
+    /// Memory grantable to guests, MiB.
+    pub fn guest_free_mib(&self) -> f64 {
+        self.guest_free_kib as f64 / MIB
+    }
+
     /// The parts of a record that come from the snapshot alone.
     pub fn from_snapshot(host: &str, snapshot: &Snapshot, start_wall_s: f64) -> Self {
         let vms = snapshot
@@ -147,11 +176,7 @@ impl TickRecord {
                         affinity: v.affinity.clone(),
                     })
                     .collect(),
-                max_mib: vm.memory.max_kib as f64 / MIB,
-                actual_mib: vm.memory.actual_kib as f64 / MIB,
-                unused_mib: vm.memory.unused_kib.map(|k| k as f64 / MIB),
-                swap_out_mib: vm.memory.swap_out_kib.map(|k| k as f64 / MIB),
-                swap_in_mib: vm.memory.swap_in_kib.map(|k| k as f64 / MIB),
+                memory: vm.memory.clone(),
                 oom_events: vm.oom_events,
             })
             .collect();
@@ -162,8 +187,8 @@ impl TickRecord {
             time_s: snapshot.wall_s() - start_wall_s,
             pcpu_load_pct: snapshot.pcpu_loads(),
             pcpu_stdev_pct: stdev(&snapshot.pcpu_loads()),
-            host_free_mib: snapshot.host().mem_free_kib as f64 / MIB,
-            guest_free_mib: snapshot.host().guest_free_kib as f64 / MIB,
+            host_free_kib: snapshot.host().mem_free_kib,
+            guest_free_kib: snapshot.host().guest_free_kib,
             vms,
             cpu_reason: String::new(),
             memory_reason: String::new(),
@@ -321,8 +346,64 @@ pub enum TraceError {
     },
 }
 
-/// Reads a recording (`vcoord run --record`): one record per line, each of schema [`SCHEMA`].
-/// A last line cut short (the writer was killed mid-line) is skipped with a warning.
+/// Rewrites a schema-2 record's JSON as schema 3: each VM's MiB figures become its memory
+/// view in KiB (what schema 2 did not keep stays unknown: no guest total, no faults), the
+/// host's MiB figures KiB.
+fn upgrade_from_2(value: &mut serde_json::Value) -> Result<(), String> {
+    use serde_json::{json, Value};
+    let kib = |v: &Value, key: &str| -> Result<Option<u64>, String> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .filter(|m| m.is_finite() && *m >= 0.0)
+                .map(|m| Some((m * MIB).round() as u64))
+                .ok_or_else(|| format!("`{key}` is not a size in MiB")),
+        }
+    };
+    let need = |v: &Value, key: &str| kib(v, key)?.ok_or_else(|| format!("`{key}` is missing"));
+    let host_free = need(value, "host_free_mib")?;
+    let guest_free = need(value, "guest_free_mib")?;
+    let vms = value
+        .get_mut("vms")
+        .and_then(Value::as_array_mut)
+        .ok_or("`vms` is missing")?;
+    for vm in vms.iter_mut() {
+        let unused = kib(vm, "unused_mib")?;
+        let memory = json!({
+            "max_kib": need(vm, "max_mib")?,
+            "actual_kib": need(vm, "actual_mib")?,
+            "unused_kib": unused,
+            "usable_kib": unused,
+            "swap_in_kib": kib(vm, "swap_in_mib")?,
+            "swap_out_kib": kib(vm, "swap_out_mib")?,
+            "major_faults": null,
+            "stats_fresh": unused.is_some(),
+        });
+        let vm = vm.as_object_mut().ok_or("a VM is not an object")?;
+        for key in [
+            "max_mib",
+            "actual_mib",
+            "unused_mib",
+            "swap_in_mib",
+            "swap_out_mib",
+        ] {
+            vm.remove(key);
+        }
+        vm.insert("memory".into(), memory);
+    }
+    let record = value.as_object_mut().ok_or("not an object")?;
+    record.remove("host_free_mib");
+    record.remove("guest_free_mib");
+    record.insert("host_free_kib".into(), host_free.into());
+    record.insert("guest_free_kib".into(), guest_free.into());
+    record.insert("schema".into(), SCHEMA.into());
+    Ok(())
+}
+
+/// Reads a recording (`vcoord run --record`): one record per line, each of schema [`SCHEMA`]
+/// or [`OLDEST_SCHEMA`] (upgraded as it is read). A last line cut short (the writer was killed
+/// mid-line) is skipped with a warning.
 pub fn read_trace(path: &Path) -> Result<Vec<TickRecord>, TraceError> {
     let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
         path: path.to_path_buf(),
@@ -340,7 +421,7 @@ pub fn read_trace(path: &Path) -> Result<Vec<TickRecord>, TraceError> {
             line: i + 1,
             message,
         };
-        let value: serde_json::Value = match serde_json::from_str(line) {
+        let mut value: serde_json::Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(e) if e.is_eof() && k + 1 == lines.len() => {
                 warn!(file = %path.display(), line = i + 1, "last record cut short (the recording was interrupted); skipped");
@@ -350,9 +431,11 @@ pub fn read_trace(path: &Path) -> Result<Vec<TickRecord>, TraceError> {
         };
         match value.get("schema").and_then(|v| v.as_u64()) {
             Some(n) if n == u64::from(SCHEMA) => {}
+            Some(n) if n == u64::from(OLDEST_SCHEMA) => upgrade_from_2(&mut value)
+                .map_err(|e| bad(format!("not a vcoord tick record of schema {n}: {e}")))?,
             Some(n) => {
                 return Err(bad(format!(
-                    "record schema {n}; this vcoord reads schema {SCHEMA} (record and replay with the same version)"
+                    "record schema {n}; this vcoord reads schemas {OLDEST_SCHEMA} to {SCHEMA} (record and replay with the same version)"
                 )))
             }
             None if value.get("tick").is_some() => {
@@ -443,7 +526,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains(":2: record schema 99; this vcoord reads schema 2"),
+            err.contains(":2: record schema 99; this vcoord reads schemas 2 to 3"),
             "{err}"
         );
         let old = line(0).replace(&format!("\"schema\":{SCHEMA},"), "");
@@ -454,5 +537,32 @@ mod tests {
         );
         let err = read("{\"a\": 1}\n").unwrap_err().to_string();
         assert!(err.ends_with(":1: not a vcoord tick record"), "{err}");
+    }
+
+    #[test]
+    fn schema_2_records_read_as_schema_3_with_the_same_figures() {
+        let old = r#"{"schema":2,"host":"h","tick":4,"time_s":8.0,"pcpu_load_pct":[10.0],"pcpu_stdev_pct":0.0,"host_free_mib":2048.5,"guest_free_mib":1024.0,"vms":[{"name":"a","vcpus":[{"id":0,"load_pct":10.0,"wait_pct":1.0,"pcpu":0,"affinity":[0]}],"max_mib":1024.0,"actual_mib":512.0,"unused_mib":100.25,"swap_out_mib":0.0,"swap_in_mib":null,"oom_events":null},{"name":"b","vcpus":[],"max_mib":256.0,"actual_mib":256.0,"unused_mib":null,"swap_out_mib":null,"swap_in_mib":null,"oom_events":0}],"cpu_reason":"","memory_reason":"","pins":[],"balloons":[],"rejected":[],"failed":[],"dry_run":false,"sample_calls":1,"actuate_calls":0,"pcpus":[0]}"#;
+        let records = read(&format!("{old}\n{}\n", line(5))).unwrap();
+        let r = &records[0];
+        assert_eq!(r.schema, SCHEMA);
+        assert_eq!(
+            (r.host_free_kib, r.guest_free_kib),
+            (2048 * 1024 + 512, 1 << 20)
+        );
+        let a = &r.vms[0];
+        assert_eq!((a.max_mib(), a.actual_mib()), (1024.0, 512.0));
+        assert_eq!(
+            (a.unused_mib(), a.swap_out_mib()),
+            (Some(100.25), Some(0.0))
+        );
+        assert!(a.memory.stats_fresh);
+        assert!(!r.vms[1].memory.stats_fresh);
+        assert_eq!(r.vms[1].oom_events, Some(0));
+        let broken = old.replace("\"actual_mib\":512.0,", "");
+        let err = read(&broken).unwrap_err().to_string();
+        assert!(
+            err.contains(":1: not a vcoord tick record of schema 2: `actual_mib` is missing"),
+            "{err}"
+        );
     }
 }

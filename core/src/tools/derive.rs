@@ -104,8 +104,8 @@ pub fn scenario_from_records(
             )
         }
         None => {
-            let guests: f64 = first.vms.iter().map(|vm| vm.actual_mib).sum();
-            (first.host_free_mib + guests, 0.0, 1, 1)
+            let guests: f64 = first.vms.iter().map(|vm| vm.actual_mib()).sum();
+            (first.host_free_mib() + guests, 0.0, 1, 1)
         }
     };
     let n = pcpu_ids.len() as u32;
@@ -147,8 +147,8 @@ pub fn scenario_from_records(
         let start = records[s.first].time_s - t0;
         let vcpus = at_first.vcpus.len().max(1);
         let _ = writeln!(out, "\n[[vm]]\nname = {}\nvcpus = {vcpus}", quote(vm_name));
-        let max = at_first.max_mib.ceil().max(1.0);
-        let size = at_first.actual_mib.round().clamp(1.0, max);
+        let max = at_first.max_mib().ceil().max(1.0);
+        let size = at_first.actual_mib().round().clamp(1.0, max);
         let _ = writeln!(out, "max_memory_mib = {max}\nmemory_mib = {size}");
         if start > 0.0 {
             let _ = writeln!(out, "start_s = {}", num(start));
@@ -230,7 +230,7 @@ fn used_mib(r: &TickRecord, vm: &VmRecord) -> Option<f64> {
             return v.memory.used_kib().map(|k| k as f64 / KIB_PER_MIB_F64);
         }
     }
-    Some(vm.actual_mib - vm.unused_mib?)
+    Some(vm.actual_mib() - vm.unused_mib()?)
 }
 
 /// `[{ pct = .., for_s = .. }, ...]` from (time since start, demand) samples.

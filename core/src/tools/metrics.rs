@@ -224,17 +224,17 @@ pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetri
     let mut first_size: BTreeMap<&str, f64> = BTreeMap::new();
     for r in records {
         for vm in &r.vms {
-            let first = *first_size.entry(&vm.name).or_insert(vm.actual_mib);
-            m.committed_mib += vm.actual_mib;
+            let first = *first_size.entry(&vm.name).or_insert(vm.actual_mib());
+            m.committed_mib += vm.actual_mib();
             m.unmanaged_mib += first;
         }
-        m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib);
-        m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib);
+        m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib());
+        m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib());
         for vm in &r.vms {
             m.oom_events += vm.oom_events.unwrap_or(0);
-            m.swap_out_mib += vm.swap_out_mib.unwrap_or(0.0);
+            m.swap_out_mib += vm.swap_out_mib().unwrap_or(0.0);
             let run = below_run.entry(vm.name.clone()).or_default();
-            if let Some(unused) = vm.unused_mib {
+            if let Some(unused) = vm.unused_mib() {
                 let low = lowest_unused_mib.entry(vm.name.clone()).or_insert(unused);
                 *low = low.min(unused);
                 if unused < threshold_mib {

@@ -158,9 +158,9 @@ pub fn memory_chart(study: &Study, scenario: &str) -> String {
                 })
                 .collect::<Vec<_>>()
         };
-        let mut series = merge_coinciding(series_of(&|vm| Some(vm.actual_mib), false, "size"));
+        let mut series = merge_coinciding(series_of(&|vm| Some(vm.actual_mib()), false, "size"));
         series.extend(merge_coinciding(series_of(
-            &|vm| vm.unused_mib,
+            &|vm| vm.unused_mib(),
             true,
             "unused",
         )));
@@ -190,7 +190,7 @@ pub fn memory_chart(study: &Study, scenario: &str) -> String {
             points: o
                 .records
                 .iter()
-                .map(|r| (r.time_s, r.host_free_mib))
+                .map(|r| (r.time_s, r.host_free_mib()))
                 .collect(),
             color: gi,
             dashed: false,
