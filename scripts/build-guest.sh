@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the tiny test guest: Debian's cloud kernel + a busybox initramfs whose init loads the
-# virtio balloon driver and runs `vcwork`, a workload driven by the kernel command line
+# virtio balloon and virtio-mem drivers and runs `vcwork`, a workload driven by the kernel command line
 # (see scripts/guest/vcwork.c). Output: $VCOORD_GUEST_DIR/{vmlinuz,initrd.gz} (default
 # /var/lib/vcoord/guest). Idempotent: rebuilds only when the sources of the image changed.
 set -euo pipefail
@@ -34,7 +34,7 @@ kver=${kernel_pkg#linux-image-}
 mkdir -p root/bin root/sbin root/proc root/sys root/dev root/tmp root/lib/modules root/dev/shm
 cp pkg/bin/busybox root/bin/busybox
 for applet in sh mount insmod sleep cat echo mkdir ls free taskset; do ln -sf busybox "root/bin/$applet"; done
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon; do
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon virtio_mem; do
     src=$(find "pkg/lib/modules/$kver" -name "$m.ko*" | head -n1)
     if [ -z "$src" ]; then
         log "module $m not in $kver (built in?)"

@@ -30,8 +30,8 @@ pub use params::{ParamError, ParamSpec, Params, PerVm};
 pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
 pub use policy::{CpuPolicy, Kind, MemoryPolicy, Policy, PolicyHealth};
 pub use snapshot::{
-    vcpu_demand_pct, Core, GuardLimits, HostPressure, HostView, InvalidSnapshot, MemoryView, Node,
-    Pcpu, PcpuView, Snapshot, Stall, VcpuView, VmControl, VmView,
+    vcpu_demand_pct, Core, GuardLimits, HostPressure, HostView, InvalidSnapshot, MemorySplit,
+    MemoryView, Node, Pcpu, PcpuView, Snapshot, Stall, VcpuView, VirtioMemView, VmControl, VmView,
 };
 pub use units::{Kib, Mib};
 

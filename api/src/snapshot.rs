@@ -294,9 +294,98 @@ pub struct MemoryView {
     /// the same figures again: state that ages should age with this time.
     #[serde(default)]
     pub last_report_s: Option<f64>,
+    /// Its virtio-mem devices, in the domain's order (none for a balloon-only VM). Their
+    /// plugged memory counts in `actual_kib` and their sizes in `max_kib`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtio_mem: Vec<VirtioMemView>,
+    /// Whether the balloon has free page reporting on: the guest hands pages it frees back to
+    /// the host by itself (the host's free memory rises, `actual_kib` does not move).
+    #[serde(default)]
+    pub free_page_reporting: bool,
+}
+
+/// A virtio-mem device: memory the host plugs into the guest in blocks, beside the boot
+/// memory, up to the device's size. The guest follows `requested` block by block; `current`
+/// is what it has plugged.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VirtioMemView {
+    /// The device's name in the domain (its alias, `virtiomem0`).
+    pub alias: String,
+    /// Most it can plug.
+    pub size_kib: u64,
+    /// Its block: requests are multiples of it.
+    pub block_kib: u64,
+    /// What the guest was last asked to plug.
+    pub requested_kib: u64,
+    /// What the guest has plugged.
+    pub current_kib: u64,
+    /// The guest NUMA node it plugs into.
+    pub node: Option<u32>,
+    /// vcoord leaves it where it is: the guest did not follow its last request in time (held
+    /// until a while has passed), or the device's definition is unusable. Only `current` is
+    /// reachable.
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// How a memory target is carried out on a VM: what each virtio-mem device is asked to plug,
+/// and the balloon target (which libvirt counts over the boot memory only).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemorySplit {
+    /// The balloon target, at most the boot memory.
+    pub balloon_kib: u64,
+    /// The request of each virtio-mem device, in the domain's order.
+    pub requested_kib: Vec<u64>,
 }
 
 impl MemoryView {
+    /// The memory it booted with: what the balloon works over.
+    pub fn boot_kib(&self) -> u64 {
+        let devices: u64 = self.virtio_mem.iter().map(|d| d.size_kib).sum();
+        self.max_kib.saturating_sub(devices)
+    }
+
+    /// Memory its virtio-mem devices have plugged.
+    pub fn plugged_kib(&self) -> u64 {
+        self.virtio_mem.iter().map(|d| d.current_kib).sum()
+    }
+
+    /// The most it can be given now: `max_kib`, less what held devices cannot plug.
+    pub fn reachable_max_kib(&self) -> u64 {
+        let out_of_reach: u64 = self
+            .virtio_mem
+            .iter()
+            .filter(|d| d.held)
+            .map(|d| d.size_kib.saturating_sub(d.current_kib))
+            .sum();
+        self.max_kib.saturating_sub(out_of_reach)
+    }
+
+    /// How to give it `target_kib` (at most [`Self::reachable_max_kib`]): above the boot
+    /// memory through virtio-mem, each device in turn asked for whole blocks up to its size;
+    /// the balloon takes the rest, below the boot memory (so the fine part of a target is the
+    /// balloon's, the coarse part the devices'). A held device stays where it is.
+    pub fn split(&self, target_kib: u64) -> MemorySplit {
+        let boot = self.boot_kib();
+        let mut beyond = target_kib.saturating_sub(boot);
+        let mut requested = Vec::with_capacity(self.virtio_mem.len());
+        for d in &self.virtio_mem {
+            let r = if d.held {
+                d.current_kib
+            } else {
+                let block = d.block_kib.max(1);
+                (beyond.div_ceil(block) * block).min(d.size_kib / block * block)
+            };
+            beyond = beyond.saturating_sub(r);
+            requested.push(r);
+        }
+        let plugged: u64 = requested.iter().sum();
+        MemorySplit {
+            balloon_kib: target_kib.saturating_sub(plugged).min(boot),
+            requested_kib: requested,
+        }
+    }
+
     /// Memory in use in the VM, in the balloon's terms (so `actual - used` is what is unused
     /// now), when the guest reported. From the guest's own figures of one report where they
     /// are known (`unavailable + available - unused`): guests report every few seconds while
@@ -626,6 +715,60 @@ fn is_figure(x: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: u64 = 1024;
+
+    /// 512 MiB booted, one 1 GiB device of 2 MiB blocks with `current` plugged.
+    fn with_device(current_mib: u64, held: bool) -> MemoryView {
+        MemoryView {
+            max_kib: 1536 * MIB,
+            actual_kib: (512 + current_mib) * MIB,
+            virtio_mem: vec![VirtioMemView {
+                alias: "virtiomem0".into(),
+                size_kib: 1024 * MIB,
+                block_kib: 2 * MIB,
+                requested_kib: current_mib * MIB,
+                current_kib: current_mib * MIB,
+                node: Some(0),
+                held,
+            }],
+            ..MemoryView::default()
+        }
+    }
+
+    #[test]
+    fn a_target_splits_into_whole_blocks_above_boot_and_the_balloon_below() {
+        let m = with_device(0, false);
+        assert_eq!(m.boot_kib(), 512 * MIB);
+        let split = |t: u64| {
+            let s = m.split(t);
+            (s.balloon_kib, s.requested_kib)
+        };
+        // Below boot: the balloon alone, every device unplugged.
+        assert_eq!(split(300 * MIB), (300 * MIB, vec![0]));
+        assert_eq!(split(512 * MIB), (512 * MIB, vec![0]));
+        // Above: whole blocks, rounded up; the balloon takes the odd MiB back.
+        assert_eq!(split(700 * MIB), (512 * MIB, vec![188 * MIB]));
+        assert_eq!(split(701 * MIB), (511 * MIB, vec![190 * MIB]));
+        // Never beyond the device.
+        assert_eq!(split(4096 * MIB), (512 * MIB, vec![1024 * MIB]));
+        // Balloon-only VMs: the balloon, as before.
+        let plain = MemoryView {
+            max_kib: 1024 * MIB,
+            ..MemoryView::default()
+        };
+        assert_eq!(plain.boot_kib(), 1024 * MIB);
+        assert_eq!(plain.split(700 * MIB).balloon_kib, 700 * MIB);
+    }
+
+    #[test]
+    fn a_held_device_stays_where_it_is_and_bounds_the_reach() {
+        let m = with_device(128, true);
+        assert_eq!(m.reachable_max_kib(), 640 * MIB);
+        assert_eq!(m.split(600 * MIB).requested_kib, vec![128 * MIB]);
+        assert_eq!(m.split(600 * MIB).balloon_kib, 472 * MIB);
+        assert_eq!(with_device(128, false).reachable_max_kib(), 1536 * MIB);
+    }
 
     fn vm(name: &str, vcpus: &[(u32, f64, u32)]) -> VmView {
         VmView {

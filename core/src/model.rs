@@ -79,6 +79,13 @@ pub struct MemorySample {
     pub major_faults_total: Option<u64>,
     /// When the guest last updated its statistics (seconds since the Unix epoch).
     pub stats_updated_s: Option<i64>,
+    /// Its virtio-mem devices (`held` is set by the backend for an unusable device, and by the
+    /// runtime for one that refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtio_mem: Vec<vcoord_api::VirtioMemView>,
+    /// Whether its balloon reports free pages to the host.
+    #[serde(default)]
+    pub free_page_reporting: bool,
 }
 
 /// Everything sampled about one VM.

@@ -98,6 +98,30 @@ pub struct Memory {
     pub stats_fresh: bool,
     /// When the guest last reported its statistics (seconds since the Unix epoch).
     pub last_report_s: ROption<f64>,
+    /// Its virtio-mem devices, in the domain's order.
+    pub virtio_mem: RVec<VirtioMem>,
+    /// Whether its balloon reports free pages to the host.
+    pub free_page_reporting: bool,
+}
+
+/// A virtio-mem device of one VM.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct VirtioMem {
+    /// Its alias in the domain.
+    pub alias: RString,
+    /// Most it can plug.
+    pub size_kib: u64,
+    /// Its block size.
+    pub block_kib: u64,
+    /// What the guest was last asked to plug.
+    pub requested_kib: u64,
+    /// What the guest has plugged.
+    pub current_kib: u64,
+    /// The guest NUMA node it plugs into.
+    pub node: ROption<u32>,
+    /// vcoord leaves it where it is (the guest refused a request, or it is unusable).
+    pub held: bool,
 }
 
 /// One VM.

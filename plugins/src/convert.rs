@@ -7,7 +7,7 @@ use abi_stable::std_types::{RString, RVec};
 use vcoord_api::snapshot::{GuardLimits, HostPressure, HostView, InvalidSnapshot, PcpuView, Stall};
 use vcoord_api::{
     BalloonTarget, CpuPlan, CpuSet, MemoryPlan, MemoryView, ParamError, ParamSpec, Pcpu, Snapshot,
-    VcpuPin, VcpuView, VmControl, VmView,
+    VcpuPin, VcpuView, VirtioMemView, VmControl, VmView,
 };
 
 use crate::abi;
@@ -89,6 +89,20 @@ fn vm_to_abi(vm: &VmView) -> abi::Vm {
             major_faults: m.major_faults.into(),
             stats_fresh: m.stats_fresh,
             last_report_s: m.last_report_s.into(),
+            virtio_mem: m
+                .virtio_mem
+                .iter()
+                .map(|d| abi::VirtioMem {
+                    alias: d.alias.as_str().into(),
+                    size_kib: d.size_kib,
+                    block_kib: d.block_kib,
+                    requested_kib: d.requested_kib,
+                    current_kib: d.current_kib,
+                    node: d.node.into(),
+                    held: d.held,
+                })
+                .collect(),
+            free_page_reporting: m.free_page_reporting,
         },
         oom_events: vm.oom_events.into(),
         is_new: vm.is_new,
@@ -168,6 +182,20 @@ fn vm_from_abi(vm: &abi::Vm) -> VmView {
             major_faults: m.major_faults.into_option(),
             stats_fresh: m.stats_fresh,
             last_report_s: m.last_report_s.into_option(),
+            virtio_mem: m
+                .virtio_mem
+                .iter()
+                .map(|d| VirtioMemView {
+                    alias: d.alias.as_str().to_owned(),
+                    size_kib: d.size_kib,
+                    block_kib: d.block_kib,
+                    requested_kib: d.requested_kib,
+                    current_kib: d.current_kib,
+                    node: d.node.into_option(),
+                    held: d.held,
+                })
+                .collect(),
+            free_page_reporting: m.free_page_reporting,
         },
         oom_events: vm.oom_events.into_option(),
         is_new: vm.is_new,

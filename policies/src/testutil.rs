@@ -42,6 +42,7 @@ pub fn memory(max_mib: u64, actual_mib: u64, unused_mib: Option<u64>) -> MemoryV
         major_faults: Some(0),
         stats_fresh: unused_mib.is_some(),
         last_report_s: unused_mib.map(|_| 0.0),
+        ..MemoryView::default()
     }
 }
 

@@ -74,8 +74,24 @@ pub trait Backend: Send {
     /// Lets the given vCPU run only on `cpus` (live).
     fn pin_vcpu(&mut self, vm: &str, vcpu: u32, cpus: &CpuSet) -> Result<(), BackendError>;
 
-    /// Sets the VM's balloon target (live).
+    /// Sets the VM's balloon target (live): libvirt counts it over the boot memory only.
     fn set_balloon_target(&mut self, vm: &str, target_kib: u64) -> Result<(), BackendError>;
+
+    /// Asks the VM's virtio-mem device `alias` to plug `requested_kib` (live; a multiple of
+    /// its block, at most its size: see [`vcoord_api::MemoryView::split`]). The guest follows
+    /// in its own time.
+    fn set_virtio_mem(
+        &mut self,
+        vm: &str,
+        alias: &str,
+        _requested_kib: u64,
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Refused {
+            vm: vm.to_string(),
+            op: "set virtio-mem request",
+            message: format!("this backend drives no virtio-mem device ({alias})"),
+        })
+    }
 
     /// Asks the guest to report memory statistics every `period_s` seconds.
     fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError>;

@@ -91,6 +91,8 @@ pub enum Refusal {
     Duplicate,
     /// A negative balloon target.
     BadTarget,
+    /// A target beyond what a VM with virtio-mem can ever have (boot memory plus devices).
+    BeyondDevice,
     /// The domain is in the middle of a job (migration, dump, snapshot) or not running.
     Busy,
     /// Read from a record that did not say.
@@ -100,7 +102,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in the order metrics list them.
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::OperatorIgnore,
         Refusal::HostReserve,
         Refusal::Trimmed,
@@ -109,6 +111,7 @@ impl Refusal {
         Refusal::StaleStats,
         Refusal::Duplicate,
         Refusal::BadTarget,
+        Refusal::BeyondDevice,
         Refusal::Busy,
         Refusal::Other,
     ];
@@ -124,6 +127,7 @@ impl Refusal {
             Refusal::StaleStats => "stale_stats",
             Refusal::Duplicate => "duplicate",
             Refusal::BadTarget => "bad_target",
+            Refusal::BeyondDevice => "beyond_device",
             Refusal::Busy => "busy",
             Refusal::Other => "other",
         }
@@ -277,12 +281,23 @@ impl Guard {
             }
             let actual = vm.memory.actual_kib;
             let asked = target.target_kib as u64;
-            // The operator's bounds: never larger than their max, never made smaller than their
-            // min (a VM already outside them is only moved toward them).
-            let max_kib = vm
-                .control
-                .max_kib
-                .map_or(vm.memory.max_kib, |m| m.min(vm.memory.max_kib));
+            if !vm.memory.virtio_mem.is_empty() && asked > vm.memory.max_kib {
+                let boot = vm.memory.boot_kib();
+                out.rejected.push(reject(
+                    Refusal::BeyondDevice,
+                    format!(
+                        "more than the domain can have: {} MiB booted + {} MiB of virtio-mem",
+                        boot / MIB,
+                        (vm.memory.max_kib - boot) / MIB
+                    ),
+                ));
+                continue;
+            }
+            // The operator's bounds: never larger than their max (or than a held virtio-mem
+            // device lets it have), never made smaller than their min (a VM already outside
+            // them is only moved toward them).
+            let reachable = vm.memory.reachable_max_kib();
+            let max_kib = vm.control.max_kib.map_or(reachable, |m| m.min(reachable));
             let min_kib = vm.control.min_kib.unwrap_or(0);
             let mut allowed = asked.min(max_kib.max(actual.min(asked)));
             if allowed < actual {
@@ -385,6 +400,7 @@ mod tests {
                 major_faults: None,
                 stats_fresh: unused_mib.is_some(),
                 last_report_s: None,
+                ..MemoryView::default()
             },
             oom_events: None,
             is_new: false,
@@ -473,6 +489,62 @@ mod tests {
             .collect();
         assert_eq!(got, vec![("a", 200), ("b", 864), ("c", 2048)]);
         assert_eq!(out.rejected.len(), 3);
+    }
+
+    #[test]
+    fn virtio_mem_targets_stay_within_the_devices() {
+        // 1024 MiB booted + a 1 GiB device (max 2048) with 256 MiB plugged.
+        let with_device = |name: &str, held: bool| {
+            let mut v = vm(name, 1280, Some(600));
+            v.memory.virtio_mem = vec![vcoord_api::VirtioMemView {
+                alias: "virtiomem0".into(),
+                size_kib: 1024 * MIB,
+                block_kib: 2 * MIB,
+                requested_kib: 256 * MIB,
+                current_kib: 256 * MIB,
+                node: Some(0),
+                held,
+            }];
+            v
+        };
+        let snap = snapshot(
+            8192,
+            vec![
+                with_device("a", false),
+                with_device("b", false),
+                with_device("c", true),
+            ],
+        );
+        let out = Guard::default().check(
+            &snap,
+            &CpuPlan::default(),
+            &targets(&[("a", 2000), ("b", 2100), ("c", 1500)]),
+        );
+        let got: Vec<_> = out
+            .balloons
+            .iter()
+            .map(|b| (b.vm.as_str(), b.target_kib / MIB))
+            .collect();
+        // Beyond the device: refused, nothing carried out; a held device: only what it has.
+        assert_eq!(got, vec![("a", 2000)]);
+        let reasons: Vec<_> = out
+            .rejected
+            .iter()
+            .map(|r| (r.vm.as_str(), r.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![("b", Refusal::BeyondDevice), ("c", Refusal::Trimmed)]
+        );
+        assert_eq!(
+            out.rejected[0].why,
+            "more than the domain can have: 1024 MiB booted + 1024 MiB of virtio-mem"
+        );
+        assert!(
+            out.rejected[1].why.contains("max 1280 MiB"),
+            "{}",
+            out.rejected[1].why
+        );
     }
 
     #[test]

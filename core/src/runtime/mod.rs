@@ -5,6 +5,7 @@ pub mod fleet;
 pub mod guard;
 pub mod record;
 pub mod snapshot;
+pub mod virtio_mem;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
 use crate::runtime::control::Control;
 use crate::runtime::fleet::{Fleet, FleetSignals};
 use crate::runtime::guard::{BalloonChange, Guard, GuardedPlan, Refusal, Rejection};
-use crate::runtime::record::{ShadowRecord, TickRecord};
+use crate::runtime::record::{PlugRequest, ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::units::{Kib, KIB_PER_MIB};
 
@@ -72,6 +73,9 @@ pub struct RunOptions {
 struct KnownVm {
     uuid: String,
     last_target_kib: Option<u64>,
+    /// The balloon part of the last target, for a VM with virtio-mem (libvirt counts it over
+    /// the boot memory).
+    last_balloon_kib: Option<u64>,
 }
 
 /// One host's coordinator: its backend, policies, guard and the state between ticks.
@@ -92,6 +96,7 @@ pub struct Coordinator {
     observer: Option<Arc<dyn Observer>>,
     start_wall_s: Option<f64>,
     fleet: Fleet,
+    follow: virtio_mem::Follow,
 }
 
 /// A kind of warning that may repeat every tick: what [`Throttle`] counts by.
@@ -279,6 +284,7 @@ impl Coordinator {
             observer: None,
             start_wall_s: None,
             fleet: Fleet::default(),
+            follow: virtio_mem::Follow::default(),
         }
     }
 
@@ -379,7 +385,7 @@ impl Coordinator {
     /// One tick; `None` when the host could not be sampled (logged; the next tick retries).
     pub fn tick(&mut self) -> Option<TickRecord> {
         let started = Instant::now();
-        let sample = match self.backend.sample() {
+        let mut sample = match self.backend.sample() {
             Ok(sample) => sample,
             Err(e) => {
                 let text = e.to_string();
@@ -394,6 +400,9 @@ impl Coordinator {
         };
         let collect = started.elapsed();
         self.first_sight(&sample.vms);
+        let refusals = self
+            .follow
+            .observe(&mut sample.vms, sample.taken_ns as f64 / 1e9);
         let pending = self.pending_grants_kib(&sample.vms);
         let run_times: Vec<(String, u32, u64)> = match &self.observer {
             Some(_) => sample
@@ -433,6 +442,7 @@ impl Coordinator {
         record.dry_run = self.dry_run;
         record.rejected = guarded.rejected.clone();
         record.shadow = self.shadow_tick(&snapshot);
+        self.withdraw(refusals, &mut record);
         self.actuate(&snapshot, guarded, &mut record);
         record.sample_calls = sample_calls;
         record.actuate_calls = self.backend.take_calls().actuate_calls;
@@ -552,9 +562,67 @@ impl Coordinator {
                 KnownVm {
                     uuid: vm.uuid.clone(),
                     last_target_kib: None,
+                    last_balloon_kib: None,
                 },
             );
         }
+    }
+
+    /// Says once that a guest refused its virtio-mem request, and asks it for what it has, so
+    /// that it stops trying (the device is held: see [`virtio_mem`]).
+    fn withdraw(&mut self, refusals: Vec<virtio_mem::DeviceRefusal>, record: &mut TickRecord) {
+        for r in refusals {
+            warn!(host = %self.host.name, vm = %crate::show::shown(&r.vm), device = %r.device,
+                requested_mib = r.requested_kib / KIB_PER_MIB, plugged_mib = r.current_kib / KIB_PER_MIB,
+                hold_s = virtio_mem::HOLD_S,
+                "the guest did not follow its virtio-mem request in {} s; withdrawn, the device left as it is", virtio_mem::FOLLOW_S);
+            if !self.dry_run {
+                if let Err(e) = self.backend.set_virtio_mem(&r.vm, &r.device, r.current_kib) {
+                    record.failed.push(e.to_string());
+                }
+            }
+            record.virtio_mem_refusals.push(r);
+        }
+    }
+
+    /// Carries out one memory target: for a VM with virtio-mem, each device's request and the
+    /// balloon's part (see [`vcoord_api::MemoryView::split`]), each sent only when it changes.
+    fn set_memory(
+        &mut self,
+        snapshot: &Snapshot,
+        change: &BalloonChange,
+        record: &mut TickRecord,
+    ) -> Result<(), BackendError> {
+        let Some(vm) = snapshot
+            .vm(&change.vm)
+            .filter(|vm| !vm.memory.virtio_mem.is_empty())
+        else {
+            return self
+                .backend
+                .set_balloon_target(&change.vm, change.target_kib);
+        };
+        let split = vm.memory.split(change.target_kib);
+        for (d, &requested) in vm.memory.virtio_mem.iter().zip(&split.requested_kib) {
+            if requested != d.requested_kib && !d.held {
+                self.backend.set_virtio_mem(&vm.name, &d.alias, requested)?;
+                record.plugs.push(PlugRequest {
+                    vm: vm.name.clone(),
+                    device: d.alias.clone(),
+                    from_kib: d.requested_kib,
+                    to_kib: requested,
+                });
+            }
+        }
+        let balloon_now = vm.memory.actual_kib.saturating_sub(vm.memory.plugged_kib());
+        let last = self.known.get(&vm.name).and_then(|k| k.last_balloon_kib);
+        if last.unwrap_or(balloon_now) != split.balloon_kib {
+            self.backend
+                .set_balloon_target(&vm.name, split.balloon_kib)?;
+        }
+        if let Some(k) = self.known.get_mut(&vm.name) {
+            k.last_balloon_kib = Some(split.balloon_kib);
+        }
+        Ok(())
     }
 
     /// Carries out what changed: pins that differ from the current affinity, balloon targets
@@ -628,12 +696,8 @@ impl Coordinator {
         }
         balloons.sort_by_key(|b| b.target_kib > b.actual_kib);
         for change in balloons {
-            let known = self.known.get_mut(&change.vm);
             if !self.dry_run {
-                if let Err(e) = self
-                    .backend
-                    .set_balloon_target(&change.vm, change.target_kib)
-                {
+                if let Err(e) = self.set_memory(snapshot, &change, record) {
                     if matches!(e, BackendError::VmGone { .. }) {
                         debug!(host = %self.host.name, vm = %crate::show::shown(&change.vm), "gone before its balloon change");
                         continue;
@@ -644,7 +708,7 @@ impl Coordinator {
                     record.failed.push(e.to_string());
                     continue;
                 }
-                if let Some(k) = known {
+                if let Some(k) = self.known.get_mut(&change.vm) {
                     k.last_target_kib = Some(change.target_kib);
                 }
             }

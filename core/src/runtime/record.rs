@@ -13,6 +13,7 @@ use crate::cpuset::CpuSet;
 use crate::policy::VcpuPin;
 use crate::runtime::guard::{BalloonChange, Rejection};
 use crate::runtime::snapshot::{stdev, Snapshot};
+use crate::runtime::virtio_mem::DeviceRefusal;
 use vcoord_api::snapshot::MemoryView;
 
 use crate::units::KIB_PER_MIB_F64 as MIB;
@@ -65,6 +66,19 @@ impl VmRecord {
     pub fn swap_out_mib(&self) -> Option<f64> {
         self.memory.swap_out_kib.map(|k| k as f64 / MIB)
     }
+}
+
+/// A virtio-mem request sent to a guest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlugRequest {
+    /// Domain name.
+    pub vm: String,
+    /// The device's alias.
+    pub device: String,
+    /// Its request before.
+    pub from_kib: u64,
+    /// Its request now.
+    pub to_kib: u64,
 }
 
 /// What shadow policies would have done on one tick: their plans after the guard, never
@@ -128,6 +142,12 @@ pub struct TickRecord {
     pub balloons: Vec<BalloonChange>,
     /// Actions refused or trimmed by the guard.
     pub rejected: Vec<Rejection>,
+    /// virtio-mem requests sent (the device part of `balloons`' targets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugs: Vec<PlugRequest>,
+    /// virtio-mem requests the guest did not follow, withdrawn this tick.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtio_mem_refusals: Vec<DeviceRefusal>,
     /// Actions the backend failed to carry out.
     pub failed: Vec<String>,
     /// Whether this tick changed nothing by configuration.
@@ -195,6 +215,8 @@ impl TickRecord {
             pins: Vec::new(),
             balloons: Vec::new(),
             rejected: Vec::new(),
+            plugs: Vec::new(),
+            virtio_mem_refusals: Vec::new(),
             failed: Vec::new(),
             dry_run: false,
             sample_calls: 0,

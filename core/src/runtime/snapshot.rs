@@ -234,6 +234,8 @@ impl SnapshotBuilder {
             ),
             stats_fresh,
             last_report_s: mem.stats_updated_s.map(|s| s as f64),
+            virtio_mem: mem.virtio_mem.clone(),
+            free_page_reporting: mem.free_page_reporting,
         };
         VmView {
             name: vm.name.clone(),

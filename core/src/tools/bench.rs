@@ -250,6 +250,7 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
                     major_faults: Some(0),
                     stats_fresh: true,
                     last_report_s: Some(1.0),
+                    ..MemoryView::default()
                 },
                 oom_events: None,
                 is_new: false,

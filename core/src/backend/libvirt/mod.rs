@@ -10,6 +10,7 @@
 //! and one `virDomainGetVcpus` per domain per tick, and one node free-memory call.
 
 pub(crate) mod ffi;
+mod memdev;
 mod metadata;
 pub mod procfs;
 mod sample;
@@ -57,6 +58,8 @@ pub struct LibvirtBackend {
     memory_interval: Duration,
     /// The operator's settings read from each domain's metadata.
     metadata: metadata::MetadataCache,
+    /// Each domain's virtio-mem devices and free page reporting.
+    devices: memdev::DeviceCache,
 }
 
 /// A domain's bulk statistics fields and vCPU placement.
@@ -131,6 +134,7 @@ impl LibvirtBackend {
             balloon_at: None,
             memory_interval: options.memory_interval,
             metadata: Default::default(),
+            devices: Default::default(),
         };
         backend.open()?;
         Ok(backend)
@@ -264,6 +268,27 @@ impl Backend for LibvirtBackend {
         dom.set_memory_flags(target_kib, sys::VIR_DOMAIN_AFFECT_LIVE)
             .map(|_| ())
             .map_err(|e| Self::refused(vm, "set balloon target", e))
+    }
+
+    fn set_virtio_mem(
+        &mut self,
+        vm: &str,
+        alias: &str,
+        requested_kib: u64,
+    ) -> Result<(), BackendError> {
+        const OP: &str = "set virtio-mem request";
+        let dom = self.domain(vm, OP)?;
+        self.calls.actuate_calls += 2;
+        let live = dom.xml_desc(0).map_err(|e| Self::refused(vm, OP, e))?;
+        let element = memdev::with_request(&live, alias, requested_kib).map_err(|message| {
+            BackendError::Refused {
+                vm: vm.to_string(),
+                op: OP,
+                message,
+            }
+        })?;
+        dom.update_device_flags(&element, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(|e| Self::refused(vm, OP, e))
     }
 
     fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError> {

@@ -68,6 +68,7 @@ impl LibvirtBackend {
             vms.push(vm_sample(dom.name, dom.uuid, &dom.params, &placement));
         }
         self.attach_metadata(&mut vms);
+        self.attach_devices(&mut vms);
         Ok(self.finish_sample(taken, mem_free_kib, vms))
     }
 
@@ -210,6 +211,7 @@ impl LibvirtBackend {
             vms.push(vm);
         }
         self.attach_metadata(&mut vms);
+        self.attach_devices(&mut vms);
         Ok(self.finish_sample(taken, mem_free_kib, vms))
     }
 }
@@ -249,6 +251,7 @@ fn vm_sample(
         swap_out_total_kib: get("balloon.swap_out"),
         major_faults_total: get("balloon.major_fault"),
         stats_updated_s: get("balloon.last-update").map(|s| s as i64),
+        ..MemorySample::default()
     };
     VmSample {
         name,

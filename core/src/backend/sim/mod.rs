@@ -616,6 +616,7 @@ impl Backend for SimBackend {
                             .stats_updated_s
                             .filter(|_| reports)
                             .map(|t| (EPOCH_S + t).floor() as i64),
+                        ..MemorySample::default()
                     },
                     oom_events: Some(vm.oom_events),
                     metadata: None,
