@@ -670,3 +670,77 @@ fn observe_sim<T: Send + 'static>(
     let seen = Arc::try_unwrap(seen).ok().expect("the coordinator is gone");
     seen.0.into_inner().unwrap()
 }
+
+/// The longest run of consecutive ticks `vm` reported less than `mib` unused.
+fn longest_under(records: &[TickRecord], vm: &str, mib: f64) -> usize {
+    let (mut run, mut longest) = (0, 0);
+    for r in records {
+        match unused_of(r, vm) {
+            Some(u) if u < mib => run += 1,
+            Some(_) => run = 0,
+            None => {}
+        }
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// What `vm`'s virtio-mem device had plugged on each tick, MiB.
+fn plugged(records: &[TickRecord], vm: &str) -> Vec<f64> {
+    records
+        .iter()
+        .filter_map(|r| r.vms.iter().find(|v| v.name == vm))
+        .map(|v| v.memory.plugged_kib() as f64 / 1024.0)
+        .collect()
+}
+
+/// V1 with the defaults: the guest booted with 512 MiB grows through virtio-mem past its boot
+/// size without OOM and never under the threshold for more than 3 ticks, and is unplugged
+/// within 30 s of freeing; the guest whose driver never plugs is reported once and left alone
+/// (never a request retried in a loop); the balloon-only guest is ballooned as before.
+#[test]
+fn v1_virtio_mem_grows_a_guest_past_its_boot_size_and_takes_it_back() {
+    let records = run_scenario(&scenario("mem-v1-virtio-mem-grows"), "");
+    let m = memory_metrics(&records, 100.0);
+    assert_eq!(m.oom_events, 0, "{m:?}");
+    assert_eq!(m.swap_out_mib, 0.0, "{m:?}");
+    assert!(longest_under(&records, "plugged", 100.0) <= 3, "{m:?}");
+    let p = plugged(&records, "plugged");
+    let most = p.iter().cloned().fold(0.0, f64::max);
+    assert!(most >= 500.0, "plugged at most {most} MiB");
+    assert!(records.iter().any(|r| actual_of(r, "plugged") > 1000.0));
+    // Freed at 20 + 900/20 + 20 = 85 s (the grower's phases), 1 s ticks.
+    let freed = 85;
+    let back = p.iter().skip(freed).position(|&mib| mib == 0.0);
+    assert!(
+        back.is_some_and(|s| s <= 30),
+        "unplugged {back:?} s after the free: {p:?}"
+    );
+    // Every request to a device is whole blocks within the device.
+    for plug in records.iter().flat_map(|r| &r.plugs) {
+        assert!(
+            plug.to_kib % 2048 == 0 && plug.to_kib <= 1 << 20,
+            "{plug:?}"
+        );
+    }
+    // The driverless guest: one refusal, its request withdrawn, then nothing more asked.
+    let refusals: Vec<_> = records
+        .iter()
+        .flat_map(|r| &r.virtio_mem_refusals)
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].vm, "nodriver");
+    let asked_after = records
+        .iter()
+        .filter(|r| r.tick > 30)
+        .flat_map(|r| &r.plugs)
+        .filter(|p| p.vm == "nodriver")
+        .count();
+    assert_eq!(asked_after, 0);
+    // The balloon-only guest grows and shrinks by its balloon alone.
+    assert!(records
+        .iter()
+        .all(|r| r.plugs.iter().all(|p| p.vm != "ballooned")));
+    assert!(records.iter().any(|r| actual_of(r, "ballooned") > 800.0));
+    assert!(longest_under(&records, "ballooned", 100.0) <= 3, "{m:?}");
+}

@@ -109,7 +109,7 @@ impl PressureBalloonParams {
             .min_kib
             .map(|k| k as f64)
             .or_else(|| self.min_mib.get(&vm.name).map(|m| m.kib()));
-        let max = (vm.memory.max_kib as f64).min(max_kib.unwrap_or(f64::INFINITY));
+        let max = (vm.memory.reachable_max_kib() as f64).min(max_kib.unwrap_or(f64::INFINITY));
         let min = min_kib.unwrap_or(0.0).max(floor_kib).min(max);
         (min, max)
     }

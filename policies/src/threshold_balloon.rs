@@ -76,7 +76,7 @@ impl MemoryPolicy for ThresholdBalloon {
                     name: &vm.name,
                     actual_kib: vm.memory.actual_kib as f64,
                     unused_kib: unused as f64,
-                    max_kib: vm.memory.max_kib as f64,
+                    max_kib: vm.memory.reachable_max_kib() as f64,
                     falling: previous.is_some_and(|p| unused < p),
                 })
             })

@@ -31,6 +31,7 @@ use crate::model::{
 };
 
 use crate::units::{KIB_PER_MIB, KIB_PER_MIB_F64 as MIB};
+use vcoord_api::VirtioMemView;
 /// Wall-clock time the simulation starts at (any fixed value keeps runs identical).
 const EPOCH_S: f64 = 1_700_000_000.0;
 /// Model step: workloads and balloons move in steps this long.
@@ -80,8 +81,12 @@ struct VmState {
     vcpus: Vec<VcpuState>,
     rng: Rng,
     running: bool,
+    /// The balloon's part: memory of the boot memory the guest has.
     actual_mib: f64,
     target_mib: f64,
+    /// virtio-mem: what the guest was asked to plug, and has plugged.
+    requested_mib: f64,
+    plugged_mib: f64,
     /// What the workload holds now.
     app_mib: f64,
     /// Guest memory currently in swap.
@@ -113,6 +118,11 @@ struct GuestReport {
 }
 
 impl VmState {
+    /// All the memory it has: the balloon's part and what virtio-mem plugged.
+    fn total_mib(&self) -> f64 {
+        self.actual_mib + self.plugged_mib
+    }
+
     fn used_mib(&self) -> f64 {
         self.spec.base_used_mib + self.app_mib
     }
@@ -129,12 +139,12 @@ impl VmState {
             .rev()
             .find(|(t, _)| *t <= at_s + 1e-6)
             .or(self.sizes.front())
-            .map_or(self.actual_mib, |&(_, mib)| mib)
+            .map_or(self.total_mib(), |&(_, mib)| mib)
     }
 
     /// What the guest would report now.
     fn figures(&self) -> GuestReport {
-        let available = self.actual_mib - GUEST_RESERVED_MIB;
+        let available = self.total_mib() - GUEST_RESERVED_MIB;
         GuestReport {
             unused_mib: (available - self.resident_mib()).max(0.0),
             available_mib: available,
@@ -240,6 +250,8 @@ impl SimBackend {
                     rng: Rng(seed),
                     running: false,
                     actual_mib: spec.memory_mib as f64,
+                    requested_mib: 0.0,
+                    plugged_mib: 0.0,
                     target_mib: spec.memory_mib as f64,
                     app_mib: 0.0,
                     swapped_mib: 0.0,
@@ -310,7 +322,7 @@ impl SimBackend {
         self.vms
             .iter()
             .filter(|vm| vm.running)
-            .map(|vm| vm.actual_mib)
+            .map(|vm| vm.total_mib())
             .sum()
     }
 
@@ -329,8 +341,9 @@ impl SimBackend {
                 vm.pending.remove(0);
             }
             step_balloon(vm, host.balloon_rate_mib_s, dt_s);
+            step_virtio_mem(vm, host, dt_s);
             step_memory(vm, now, dt_s);
-            vm.sizes.push_back((now + dt_s, vm.actual_mib));
+            vm.sizes.push_back((now + dt_s, vm.total_mib()));
             while vm.sizes.len() > 2 && vm.sizes[1].0 <= now + dt_s - host.balloon_read_lag_s + 1e-6
             {
                 vm.sizes.pop_front();
@@ -487,16 +500,38 @@ fn step_balloon(vm: &mut VmState, rate_mib_s: f64, dt_s: f64) {
     } else if vm.target_mib < vm.actual_mib {
         // Inflating takes free guest memory first, then pushes used memory into swap while
         // there is swap room; beyond that the balloon stalls.
-        let floor = vm.resident_mib() + GUEST_RESERVED_MIB - (vm.spec.swap_mib - vm.swapped_mib);
+        let floor = vm.resident_mib() + GUEST_RESERVED_MIB
+            - (vm.spec.swap_mib - vm.swapped_mib)
+            - vm.plugged_mib;
         let goal = vm.target_mib.max(floor.min(vm.actual_mib));
         let new_actual = (vm.actual_mib - max_move).max(goal);
-        let room = new_actual - GUEST_RESERVED_MIB;
+        let room = new_actual + vm.plugged_mib - GUEST_RESERVED_MIB;
         if vm.resident_mib() > room {
             let pushed = vm.resident_mib() - room;
             vm.swapped_mib += pushed;
             vm.swap_out_total_mib += pushed;
         }
         vm.actual_mib = new_actual;
+    }
+}
+
+/// The guest follows its virtio-mem request at the measured rates; it unplugs only memory it
+/// does not use (online-movable blocks whose pages can move elsewhere in the guest), so an
+/// unplug of memory in use stalls where the guest's use is. Without a driver nothing moves.
+fn step_virtio_mem(vm: &mut VmState, host: &scenario::SimHost, dt_s: f64) {
+    if vm.spec.virtio_mem_mib == 0 || !vm.spec.virtio_mem_driver {
+        return;
+    }
+    if vm.requested_mib > vm.plugged_mib {
+        vm.plugged_mib = (vm.plugged_mib + host.virtio_mem_plug_mib_s * dt_s).min(vm.requested_mib);
+    } else if vm.requested_mib < vm.plugged_mib {
+        let free = (vm.total_mib() - GUEST_RESERVED_MIB - vm.resident_mib()).max(0.0);
+        let block = vm.spec.virtio_mem_block_mib as f64;
+        let can = (free / block).floor() * block;
+        let step = (host.virtio_mem_unplug_mib_s * dt_s)
+            .min(vm.plugged_mib - vm.requested_mib)
+            .min(can);
+        vm.plugged_mib -= step.max(0.0);
     }
 }
 
@@ -517,7 +552,7 @@ fn step_memory(vm: &mut VmState, now: f64, dt_s: f64) {
         }
     }
     // Memory beyond what RAM holds goes to swap; beyond swap it is an OOM kill.
-    let room = vm.actual_mib - GUEST_RESERVED_MIB;
+    let room = vm.total_mib() - GUEST_RESERVED_MIB;
     let resident = vm.resident_mib();
     if resident > room {
         let overflow = resident - room;
@@ -604,7 +639,7 @@ impl Backend for SimBackend {
                         })
                         .collect(),
                     memory: MemorySample {
-                        max_kib: vm.spec.max_memory_mib * KIB_PER_MIB,
+                        max_kib: (vm.spec.max_memory_mib + vm.spec.virtio_mem_mib) * KIB_PER_MIB,
                         actual_kib: kib(vm.size_read_at(self.now_s() - host.balloon_read_lag_s)),
                         unused_kib: guest(figures.unused_mib),
                         available_kib: guest(figures.available_mib),
@@ -616,6 +651,18 @@ impl Backend for SimBackend {
                             .stats_updated_s
                             .filter(|_| reports)
                             .map(|t| (EPOCH_S + t).floor() as i64),
+                        virtio_mem: (vm.spec.virtio_mem_mib > 0)
+                            .then(|| VirtioMemView {
+                                alias: "virtiomem0".into(),
+                                size_kib: vm.spec.virtio_mem_mib * KIB_PER_MIB,
+                                block_kib: vm.spec.virtio_mem_block_mib * KIB_PER_MIB,
+                                requested_kib: kib(vm.requested_mib),
+                                current_kib: kib(vm.plugged_mib),
+                                node: Some(0),
+                                held: false,
+                            })
+                            .into_iter()
+                            .collect(),
                         ..MemorySample::default()
                     },
                     oom_events: Some(vm.oom_events),
@@ -704,6 +751,31 @@ impl Backend for SimBackend {
         } else {
             state.target_mib = target;
         }
+        Ok(())
+    }
+
+    fn set_virtio_mem(
+        &mut self,
+        vm: &str,
+        alias: &str,
+        requested_kib: u64,
+    ) -> Result<(), BackendError> {
+        let state = self.vm_mut(vm)?;
+        let (size, block) = (state.spec.virtio_mem_mib, state.spec.virtio_mem_block_mib);
+        let refuse = |message: String| BackendError::Refused {
+            vm: vm.into(),
+            op: "set virtio-mem request",
+            message,
+        };
+        if size == 0 || alias != "virtiomem0" {
+            return Err(refuse(format!("no virtio-mem device {alias}")));
+        }
+        if requested_kib > size * KIB_PER_MIB || requested_kib % (block * KIB_PER_MIB) != 0 {
+            return Err(refuse(format!(
+                "{requested_kib} KiB is beyond {size} MiB or off the {block} MiB block"
+            )));
+        }
+        state.requested_mib = requested_kib as f64 / MIB;
         Ok(())
     }
 
