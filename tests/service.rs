@@ -882,3 +882,30 @@ fn the_metrics_endpoint_outlasts_a_flood_and_a_slow_loris() {
         .expect("LimitNOFILE= in the unit");
     assert!(nofile >= 4096, "LimitNOFILE={nofile}");
 }
+
+/// A run with a tick limit ends when its hosts do, with the metrics endpoint on too (the
+/// endpoint's accepting thread used to wait for a stop nobody asked for, so the process never
+/// exited).
+#[test]
+fn a_tick_limit_ends_the_run_with_the_endpoint_on() {
+    let dir = scratch("ticks-endpoint");
+    let config = dir.join("vcoord.toml");
+    let addr = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n",
+            root()
+                .join("examples/scenarios/cpu-t2-all-on-one.toml")
+                .display()
+        ),
+    )
+    .unwrap();
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime"])
+        .ticks(3)
+        .remove_dir_after()
+        .spawn();
+    let status = s.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}: {}", s.log());
+}

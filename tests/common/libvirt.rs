@@ -65,6 +65,11 @@ pub struct GuestSpec {
     pub stats_period_s: u32,
     /// Elements of the domain's `<metadata>`.
     pub metadata: String,
+    /// Size of a virtio-mem device beside the boot memory (`max_mib`), 0 for none; the domain
+    /// then has one NUMA cell and the guest onlines plugged blocks as movable.
+    pub virtio_mem_mib: u64,
+    /// Whether the guest loads its virtio-mem driver.
+    pub virtio_mem_driver: bool,
 }
 
 impl GuestSpec {
@@ -79,7 +84,17 @@ impl GuestSpec {
             balloon_driver: true,
             stats_period_s: 0,
             metadata: String::new(),
+            virtio_mem_mib: 0,
+            virtio_mem_driver: true,
         }
+    }
+
+    /// Booted with `boot_mib` and a virtio-mem device of `device_mib` (2 MiB blocks).
+    pub fn virtio_mem(mut self, boot_mib: u64, device_mib: u64) -> Self {
+        self.max_mib = boot_mib;
+        self.start_mib = boot_mib;
+        self.virtio_mem_mib = device_mib;
+        self
     }
 
     /// Adds an element to the domain's `<metadata>`.
@@ -111,16 +126,38 @@ impl GuestSpec {
         } else {
             " vc.noballoon"
         };
+        let (max_memory, numa, memhp, virtio_mem) = if self.virtio_mem_mib > 0 {
+            (
+                format!("<maxMemory slots='8' unit='MiB'>{}</maxMemory>", self.max_mib + self.virtio_mem_mib + 1024),
+                format!(
+                    "<cpu><numa><cell id='0' cpus='0-{}' memory='{}' unit='MiB'/></numa></cpu>",
+                    self.vcpus - 1,
+                    self.max_mib
+                ),
+                if self.virtio_mem_driver {
+                    " memhp_default_state=online_movable"
+                } else {
+                    " memhp_default_state=online_movable vc.novirtiomem"
+                },
+                format!(
+                    "<memory model='virtio-mem'><target><size unit='MiB'>{}</size><node>0</node>\
+                     <block unit='MiB'>2</block><requested unit='MiB'>0</requested></target></memory>",
+                    self.virtio_mem_mib
+                ),
+            )
+        } else {
+            Default::default()
+        };
         format!(
-            "<domain type='qemu'><name>{name}</name><metadata>{metadata}</metadata>\
+            "<domain type='qemu'><name>{name}</name><metadata>{metadata}</metadata>{max_memory}\
              <memory unit='MiB'>{max}</memory><currentMemory unit='MiB'>{start}</currentMemory>\
-             <vcpu>{vcpus}</vcpu><cputune>{cputune}</cputune>\
+             <vcpu>{vcpus}</vcpu><cputune>{cputune}</cputune>{numa}\
              <features><acpi/><apic/></features>\
              <os><type arch='x86_64'>hvm</type><kernel>{dir}/vmlinuz</kernel><initrd>{dir}/initrd.gz</initrd>\
-             <cmdline>console=ttyS0 quiet {workload}{noballoon}</cmdline></os>\
+             <cmdline>console=ttyS0 quiet {workload}{noballoon}{memhp}</cmdline></os>\
              <on_crash>destroy</on_crash>\
              <devices><serial type='file'><source path='{console}'/></serial>\
-             <memballoon model='virtio'>{stats}</memballoon></devices></domain>",
+             <memballoon model='virtio'>{stats}</memballoon>{virtio_mem}</devices></domain>",
             name = self.name,
             max = self.max_mib,
             start = self.start_mib,

@@ -512,3 +512,203 @@ fn simulate_long_run(dir: &Path, base_used_mib: f64) -> (f64, f64) {
     let (lowest, back_s) = (free.lowest_before, free.back_s);
     (lowest, back_s.expect("back in the band"))
 }
+
+/// What a guest's virtio-mem device has plugged, read from libvirt's live XML (MiB).
+fn plugged_mib(name: &str) -> Option<u64> {
+    let xml = virsh(&["dumpxml", name]).ok()?;
+    let at = xml.find("model='virtio-mem'")?;
+    let rest = &xml[at..];
+    let current = rest.find("<current unit='KiB'>")? + "<current unit='KiB'>".len();
+    let end = rest[current..].find('<')?;
+    rest[current..current + end]
+        .parse::<u64>()
+        .ok()
+        .map(|k| k / 1024)
+}
+
+/// The longest run of consecutive recorded ticks `vm` had less than `mib` unused.
+fn longest_under(records: &[TickRecord], vm: &str, mib: f64) -> usize {
+    let (mut run, mut longest) = (0, 0);
+    for r in records {
+        match r
+            .vms
+            .iter()
+            .find(|v| v.name == vm)
+            .and_then(|v| v.unused_mib())
+        {
+            Some(u) if u < mib => run += 1,
+            Some(_) => run = 0,
+            None => {}
+        }
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// virtio-mem driven from the default policy's loop, on real guests: a guest booted with 512
+/// MiB and a 1 GiB device grows to use ~1 GiB; it is given memory through the device (libvirt
+/// reads the plugged blocks back) with no OOM and never under the threshold for more than 3
+/// ticks, and after it frees, its device is unplugged within 30 s. A guest whose driver is not
+/// loaded cannot plug: its request is reported once and withdrawn, never retried. A balloon-only
+/// grower beside them is fed by its balloon as before. Without the split between virtio-mem
+/// and the balloon the first guest could not pass 512 MiB (libvirt refuses a balloon above the
+/// boot memory) and would run out of memory.
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
+    require_e2e();
+    let mut guests = Guests::new("vmem");
+    let plugged = guests.start(
+        GuestSpec::new("plugged", "vc.mem=hold:20,grow:20:950,hold:15,free").virtio_mem(512, 1024),
+    );
+    let ballooned = guests.start(GuestSpec::new(
+        "ballooned",
+        "vc.mem=hold:20,grow:20:650,hold:15,free",
+    ));
+    let mut nodriver =
+        GuestSpec::new("nodriver", "vc.mem=grow:40:300,hold:3600").virtio_mem(512, 256);
+    nodriver.virtio_mem_driver = false;
+    let nodriver = guests.start(nodriver);
+    guests.wait_booted(Duration::from_secs(120));
+    guests.wait_balloons_settled(512, Duration::from_secs(60));
+    let addr = loopback_addr();
+    let mut daemon = run_vcoord_with(
+        &guests.dir,
+        &format!("[metrics]\nlisten = \"{addr}\""),
+        "[host.cpu_policy]\nname = \"none\"\n",
+        150,
+    );
+    // libvirt's own reading of the device, once a second, while vcoord runs.
+    let mut polled = Vec::new();
+    let mut scrape_after_refusal = None;
+    while daemon.running() {
+        let started = Instant::now();
+        polled.push(plugged_mib(&plugged).unwrap_or(0));
+        if scrape_after_refusal.is_none()
+            && daemon
+                .records()
+                .iter()
+                .any(|r| !r.virtio_mem_refusals.is_empty())
+        {
+            scrape_after_refusal = Some(http(&addr, "GET", "/metrics").1);
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    }
+    assert!(
+        daemon.wait(Duration::from_secs(30)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    assert_no_oom(&guests);
+    let records = daemon.records();
+    let log = log_of(&guests);
+
+    // Given memory through virtio-mem: libvirt saw the blocks plugged, the guest passed its
+    // boot memory, and every request was whole blocks within the device.
+    let most = polled.iter().copied().max().unwrap_or(0);
+    assert!(
+        most >= 300,
+        "plugged at most {most} MiB (libvirt): {polled:?}"
+    );
+    let peak = records
+        .iter()
+        .filter_map(|r| r.vms.iter().find(|v| v.name == plugged))
+        .map(|v| v.actual_mib())
+        .fold(0.0, f64::max);
+    assert!(peak > 900.0, "the guest peaked at {peak} MiB");
+    for p in records.iter().flat_map(|r| &r.plugs) {
+        assert!(p.to_kib % 2048 == 0 && p.to_kib <= 1 << 20, "{p:?}");
+    }
+    let under = longest_under(&records, &plugged, 100.0);
+    assert!(under <= 3, "{under} ticks in a row under 100 MiB unused");
+
+    // Unplugged within 30 s of the free (found in the record's figures).
+    let series: Vec<(f64, f64, f64)> = records
+        .iter()
+        .filter_map(|r| {
+            let v = r.vms.iter().find(|v| v.name == plugged)?;
+            Some((r.time_s, v.actual_mib(), v.unused_mib()?))
+        })
+        .collect();
+    let free = the_free(&series);
+    let unplugged = records
+        .iter()
+        .filter(|r| r.time_s >= free.t)
+        .find(|r| {
+            r.vms
+                .iter()
+                .find(|v| v.name == plugged)
+                .is_some_and(|v| v.memory.plugged_kib() == 0)
+        })
+        .map(|r| r.time_s - free.t);
+    assert!(
+        unplugged.is_some_and(|s| s <= 30.0),
+        "unplugged {unplugged:?} s after the free at {:.0} s: {series:?}",
+        free.t
+    );
+    assert_eq!(
+        polled.last(),
+        Some(&0),
+        "libvirt still shows blocks plugged"
+    );
+
+    // The driverless guest: reported once, withdrawn, left alone.
+    let refusals: Vec<_> = records
+        .iter()
+        .flat_map(|r| &r.virtio_mem_refusals)
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].vm, nodriver);
+    let refused_at = records
+        .iter()
+        .position(|r| !r.virtio_mem_refusals.is_empty())
+        .unwrap();
+    assert!(
+        records[refused_at + 1..]
+            .iter()
+            .flat_map(|r| &r.plugs)
+            .all(|p| p.vm != nodriver),
+        "asked again after the refusal"
+    );
+    assert_eq!(
+        log.matches("did not follow its virtio-mem request").count(),
+        1,
+        "{log}"
+    );
+    let scrape = scrape_after_refusal.expect("scraped after the refusal");
+    assert_eq!(
+        metric(&scrape, "vcoord_virtio_mem_refusals_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "vcoord_vm_virtio_mem_held",
+            &[&format!("vm=\"{nodriver}\"")]
+        ),
+        Some(1.0)
+    );
+    assert!(metric(
+        &scrape,
+        "vcoord_vm_virtio_mem_plugged_bytes",
+        &[&format!("vm=\"{plugged}\"")]
+    )
+    .is_some());
+
+    // The balloon-only guest: fed and reclaimed by its balloon, never by a device.
+    assert!(records
+        .iter()
+        .flat_map(|r| &r.plugs)
+        .all(|p| p.vm != ballooned));
+    let peak = records
+        .iter()
+        .filter_map(|r| r.vms.iter().find(|v| v.name == ballooned))
+        .map(|v| v.actual_mib())
+        .fold(0.0, f64::max);
+    assert!(peak > 700.0, "the balloon-only guest peaked at {peak} MiB");
+    let under = longest_under(&records, &ballooned, 100.0);
+    assert!(
+        under <= 3,
+        "balloon-only: {under} ticks in a row under 100 MiB unused"
+    );
+}

@@ -267,6 +267,8 @@ pub fn run(
         }
     }
     if let Some(e) = endpoint {
+        // Ended by a tick limit, nobody asked to stop: the endpoint must hear it too.
+        control.request_stop();
         e.join();
     }
     let mut record = None;

@@ -33,6 +33,11 @@ pub struct Metrics {
     vcpu_time: CounterVec,
     balloon_actual: GaugeVec,
     balloon_target: GaugeVec,
+    virtio_mem_size: GaugeVec,
+    virtio_mem_requested: GaugeVec,
+    virtio_mem_plugged: GaugeVec,
+    virtio_mem_held: IntGaugeVec,
+    virtio_mem_refusals: IntCounterVec,
     memory_unused: GaugeVec,
     memory_usable: GaugeVec,
     stats_age: GaugeVec,
@@ -90,6 +95,8 @@ struct HostSeries {
     vcpus: BTreeSet<(String, String, String)>,
     /// (VM, UUID).
     vms: BTreeSet<(String, String)>,
+    /// (VM, UUID, virtio-mem device).
+    devices: BTreeSet<(String, String, String)>,
     pcpus: BTreeSet<String>,
 }
 
@@ -181,6 +188,11 @@ impl Metrics {
             vcpu_time: CounterVec::new(Opts::new("vcoord_vcpu_time_seconds_total", "Cumulative run time of a vCPU, as last sampled (the hypervisor's counter)."), vcpu).expect("a valid metric"),
             balloon_actual: gauge("vcoord_vm_balloon_actual_bytes", "Memory the VM has now (balloon current).", vm),
             balloon_target: gauge("vcoord_vm_balloon_target_bytes", "The balloon target vcoord last set for the VM (absent until it sets one).", vm),
+            virtio_mem_size: gauge("vcoord_vm_virtio_mem_size_bytes", "Most a virtio-mem device of the VM can plug.", &["host", "vm", "uuid", "device"]),
+            virtio_mem_requested: gauge("vcoord_vm_virtio_mem_requested_bytes", "What a virtio-mem device of the VM was asked to plug.", &["host", "vm", "uuid", "device"]),
+            virtio_mem_plugged: gauge("vcoord_vm_virtio_mem_plugged_bytes", "What a virtio-mem device of the VM has plugged (the guest's answer to the request).", &["host", "vm", "uuid", "device"]),
+            virtio_mem_held: int_gauge("vcoord_vm_virtio_mem_held", "1 while vcoord leaves a virtio-mem device where it is: the guest refused its last request (for 300 s), or the device cannot be driven.", &["host", "vm", "uuid", "device"]),
+            virtio_mem_refusals: counter("vcoord_virtio_mem_refusals_total", "virtio-mem requests a guest did not follow in 20 s, each withdrawn once.", h),
             memory_unused: gauge("vcoord_vm_memory_unused_bytes", "Memory the guest leaves unused, from fresh guest statistics.", vm),
             memory_usable: gauge("vcoord_vm_memory_usable_bytes", "Memory the guest could use without swapping, from fresh guest statistics.", vm),
             stats_age: gauge("vcoord_vm_guest_stats_age_seconds", "Age of the guest's last memory statistics report.", vm),
@@ -232,6 +244,11 @@ impl Metrics {
             Box::new(m.vcpu_time.clone()),
             Box::new(m.balloon_actual.clone()),
             Box::new(m.balloon_target.clone()),
+            Box::new(m.virtio_mem_size.clone()),
+            Box::new(m.virtio_mem_requested.clone()),
+            Box::new(m.virtio_mem_plugged.clone()),
+            Box::new(m.virtio_mem_held.clone()),
+            Box::new(m.virtio_mem_refusals.clone()),
             Box::new(m.memory_unused.clone()),
             Box::new(m.memory_usable.clone()),
             Box::new(m.stats_age.clone()),
@@ -366,6 +383,9 @@ impl Metrics {
             .unwrap_or_default();
         for (vm, uuid, vcpu) in &gone.vcpus {
             self.remove_vcpu(host, vm, uuid, vcpu);
+        }
+        for (vm, uuid, device) in &gone.devices {
+            self.remove_device(host, vm, uuid, device);
         }
         for (vm, uuid) in &gone.vms {
             self.remove_vm(host, vm, uuid);
@@ -509,6 +529,23 @@ impl Metrics {
             self.balloon_actual
                 .with_label_values(&labels)
                 .set(bytes(m.actual_kib));
+            for d in &m.virtio_mem {
+                let labels = [host, name, uuid, d.alias.as_str()];
+                self.virtio_mem_size
+                    .with_label_values(&labels)
+                    .set(bytes(d.size_kib));
+                self.virtio_mem_requested
+                    .with_label_values(&labels)
+                    .set(bytes(d.requested_kib));
+                self.virtio_mem_plugged
+                    .with_label_values(&labels)
+                    .set(bytes(d.current_kib));
+                self.virtio_mem_held
+                    .with_label_values(&labels)
+                    .set(i64::from(d.held));
+                now.devices
+                    .insert((name.to_owned(), uuid.to_owned(), d.alias.clone()));
+            }
             set_or_remove(&self.memory_unused, &labels, m.unused_kib.map(bytes));
             set_or_remove(&self.memory_usable, &labels, m.usable_kib.map(bytes));
             set_or_remove(
@@ -551,6 +588,9 @@ impl Metrics {
             };
             counter.with_label_values(&[host]).inc_by(diff * 1024);
         }
+        self.virtio_mem_refusals
+            .with_label_values(&[host])
+            .inc_by(record.virtio_mem_refusals.len() as u64);
         for r in &record.rejected {
             self.guard_refusals
                 .with_label_values(&[host, r.reason.label()])
@@ -622,6 +662,9 @@ impl Metrics {
                 for (vm, uuid, vcpu) in before.vcpus.difference(&now.vcpus) {
                     self.remove_vcpu(host, vm, uuid, vcpu);
                 }
+                for (vm, uuid, device) in before.devices.difference(&now.devices) {
+                    self.remove_device(host, vm, uuid, device);
+                }
                 for (vm, uuid) in before.vms.difference(&now.vms) {
                     self.remove_vm(host, vm, uuid);
                 }
@@ -677,6 +720,18 @@ impl Metrics {
                 .with_label_values(&[host, kind.key()])
                 .set(i64::from(deficit.cannot_satisfy));
         }
+    }
+
+    fn remove_device(&self, host: &str, vm: &str, uuid: &str, device: &str) {
+        let labels = [host, vm, uuid, device];
+        for g in [
+            &self.virtio_mem_size,
+            &self.virtio_mem_requested,
+            &self.virtio_mem_plugged,
+        ] {
+            let _ = g.remove_label_values(&labels);
+        }
+        let _ = self.virtio_mem_held.remove_label_values(&labels);
     }
 
     fn remove_vcpu(&self, host: &str, vm: &str, uuid: &str, vcpu: &str) {
