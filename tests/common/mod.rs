@@ -320,3 +320,49 @@ pub fn tick_violations(
     }
     out
 }
+
+/// How long `vm`'s virtio-mem device took to follow each request vcoord sent it (seconds from
+/// the tick that sent it to the first tick that read it plugged), plugs and unplugs apart. A
+/// request replaced before it was followed is left out.
+pub fn follow_times(records: &[TickRecord], vm: &str) -> (Vec<f64>, Vec<f64>) {
+    let (mut plugs, mut unplugs) = (Vec::new(), Vec::new());
+    for (i, r) in records.iter().enumerate() {
+        for p in r.plugs.iter().filter(|p| p.vm == vm) {
+            let followed = records[i + 1..].iter().find_map(|later| {
+                let d = later
+                    .vms
+                    .iter()
+                    .find(|v| v.name == vm)?
+                    .memory
+                    .virtio_mem
+                    .first()?;
+                if d.requested_kib != p.to_kib {
+                    Some(None)
+                } else if d.current_kib == p.to_kib {
+                    Some(Some(later.time_s - r.time_s))
+                } else {
+                    None
+                }
+            });
+            if let Some(Some(s)) = followed {
+                if p.to_kib > p.from_kib {
+                    plugs.push(s);
+                } else {
+                    unplugs.push(s);
+                }
+            }
+        }
+    }
+    (plugs, unplugs)
+}
+
+/// The median of some figures (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
