@@ -770,7 +770,8 @@ impl Backend for SimBackend {
         if size == 0 || alias != "virtiomem0" {
             return Err(refuse(format!("no virtio-mem device {alias}")));
         }
-        if requested_kib > size * KIB_PER_MIB || requested_kib % (block * KIB_PER_MIB) != 0 {
+        if requested_kib > size * KIB_PER_MIB || !requested_kib.is_multiple_of(block * KIB_PER_MIB)
+        {
             return Err(refuse(format!(
                 "{requested_kib} KiB is beyond {size} MiB or off the {block} MiB block"
             )));
