@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{pinned_cpu, root, run_scenario};
+use common::{longest_under, pinned_cpu, root, run_scenario};
 use vcoord_core::runtime::record::TickRecord;
 use vcoord_core::tools::metrics::{cpu_metrics, memory_metrics, CpuMetrics};
 
@@ -669,20 +669,6 @@ fn observe_sim<T: Send + 'static>(
     drop(c);
     let seen = Arc::try_unwrap(seen).ok().expect("the coordinator is gone");
     seen.0.into_inner().unwrap()
-}
-
-/// The longest run of consecutive ticks `vm` reported less than `mib` unused.
-fn longest_under(records: &[TickRecord], vm: &str, mib: f64) -> usize {
-    let (mut run, mut longest) = (0, 0);
-    for r in records {
-        match unused_of(r, vm) {
-            Some(u) if u < mib => run += 1,
-            Some(_) => run = 0,
-            None => {}
-        }
-        longest = longest.max(run);
-    }
-    longest
 }
 
 /// What `vm`'s virtio-mem device had plugged on each tick, MiB.

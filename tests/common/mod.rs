@@ -366,3 +366,23 @@ pub fn median(values: &[f64]) -> f64 {
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
+
+/// The longest run of consecutive recorded ticks in which `vm` reported less than `mib` unused
+/// (ticks without fresh figures neither break nor extend a run).
+pub fn longest_under(records: &[TickRecord], vm: &str, mib: f64) -> usize {
+    let (mut run, mut longest) = (0, 0);
+    for r in records {
+        match r
+            .vms
+            .iter()
+            .find(|v| v.name == vm)
+            .and_then(|v| v.unused_mib())
+        {
+            Some(u) if u < mib => run += 1,
+            Some(_) => run = 0,
+            None => {}
+        }
+        longest = longest.max(run);
+    }
+    longest
+}

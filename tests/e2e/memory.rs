@@ -526,25 +526,6 @@ fn plugged_mib(name: &str) -> Option<u64> {
         .map(|k| k / 1024)
 }
 
-/// The longest run of consecutive recorded ticks `vm` had less than `mib` unused.
-fn longest_under(records: &[TickRecord], vm: &str, mib: f64) -> usize {
-    let (mut run, mut longest) = (0, 0);
-    for r in records {
-        match r
-            .vms
-            .iter()
-            .find(|v| v.name == vm)
-            .and_then(|v| v.unused_mib())
-        {
-            Some(u) if u < mib => run += 1,
-            Some(_) => run = 0,
-            None => {}
-        }
-        longest = longest.max(run);
-    }
-    longest
-}
-
 /// virtio-mem driven from the default policy's loop, on real guests: a guest booted with 512
 /// MiB and a 1 GiB device grows to use ~1 GiB; it is given memory through the device (libvirt
 /// reads the plugged blocks back) with no OOM and never under the threshold for more than 3
