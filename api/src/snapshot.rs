@@ -302,6 +302,10 @@ pub struct MemoryView {
     /// the host by itself (the host's free memory rises, `actual_kib` does not move).
     #[serde(default)]
     pub free_page_reporting: bool,
+    /// How much the VM's own tasks stalled on memory (Linux pressure stall information of its
+    /// QEMU process's cgroup v2 group); `None` where the host has no such group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<Stall>,
 }
 
 /// A virtio-mem device: memory the host plugs into the guest in blocks, beside the boot

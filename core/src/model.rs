@@ -86,6 +86,9 @@ pub struct MemorySample {
     /// Whether its balloon reports free pages to the host.
     #[serde(default)]
     pub free_page_reporting: bool,
+    /// Memory pressure of its QEMU process's cgroup v2 group, where the host has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<PsiSample>,
 }
 
 /// Everything sampled about one VM.

@@ -102,6 +102,8 @@ pub struct Memory {
     pub virtio_mem: RVec<VirtioMem>,
     /// Whether its balloon reports free pages to the host.
     pub free_page_reporting: bool,
+    /// How much its own tasks stalled on memory (its cgroup's pressure), where known.
+    pub stall: ROption<Stall>,
 }
 
 /// A virtio-mem device of one VM.

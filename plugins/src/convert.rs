@@ -103,6 +103,7 @@ fn vm_to_abi(vm: &VmView) -> abi::Vm {
                 })
                 .collect(),
             free_page_reporting: m.free_page_reporting,
+            stall: m.stall.map(stall_to_abi).into(),
         },
         oom_events: vm.oom_events.into(),
         is_new: vm.is_new,
@@ -196,6 +197,7 @@ fn vm_from_abi(vm: &abi::Vm) -> VmView {
                 })
                 .collect(),
             free_page_reporting: m.free_page_reporting,
+            stall: m.stall.into_option().map(stall_from_abi),
         },
         oom_events: vm.oom_events.into_option(),
         is_new: vm.is_new,

@@ -122,14 +122,19 @@ impl PressureBalloonParams {
             .unwrap_or(1.0)
     }
 
-    /// Whether `vm` swaps, or faults more than `fault_threshold` a second, over an interval of
-    /// `interval_s`.
+    /// Whether `vm` swaps, faults more than `fault_threshold` a second over an interval of
+    /// `interval_s`, or (where the host tells) its own tasks stall on memory
+    /// [`STALL_PRESSURE_PCT`] of the time.
     pub fn pressured(&self, vm: &VmView, interval_s: f64) -> bool {
         // A snapshot that does not know its interval (a first tick) is read as one second.
         let interval_s = if interval_s > 0.0 { interval_s } else { 1.0 };
         vm.memory.swap_in_kib.unwrap_or(0) > 0
             || vm.memory.swap_out_kib.unwrap_or(0) > 0
             || vm.memory.major_faults.unwrap_or(0) as f64 / interval_s > self.fault_threshold
+            || vm
+                .memory
+                .stall
+                .is_some_and(|s| s.some_now_pct() >= STALL_PRESSURE_PCT)
     }
 }
 
@@ -740,6 +745,22 @@ mod tests {
             .iter()
             .find(|t| t.vm == vm)
             .map(|t| t.target_kib as f64 / MIB)
+    }
+
+    #[test]
+    fn a_vm_whose_own_tasks_stall_on_memory_is_pressured() {
+        let params = PressureBalloonParams::default();
+        let mut vm = mem_vm("a", 2048, 1024, Some(300));
+        assert!(!params.pressured(&vm, 1.0));
+        let stall = |pct: f64| vcoord_api::Stall {
+            some_pct: Some(pct),
+            full_pct: None,
+            some_avg10_pct: 0.0,
+        };
+        vm.memory.stall = Some(stall(0.5));
+        assert!(!params.pressured(&vm, 1.0));
+        vm.memory.stall = Some(stall(STALL_PRESSURE_PCT));
+        assert!(params.pressured(&vm, 1.0));
     }
 
     /// The plan for `vms` after the policy has seen them twice (growth measured: none).

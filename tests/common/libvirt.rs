@@ -70,6 +70,8 @@ pub struct GuestSpec {
     pub virtio_mem_mib: u64,
     /// Whether the guest loads its virtio-mem driver.
     pub virtio_mem_driver: bool,
+    /// Whether its driver gives plugged memory back (`unplug_online`).
+    pub virtio_mem_unplug: bool,
 }
 
 impl GuestSpec {
@@ -86,6 +88,7 @@ impl GuestSpec {
             metadata: String::new(),
             virtio_mem_mib: 0,
             virtio_mem_driver: true,
+            virtio_mem_unplug: true,
         }
     }
 
@@ -134,10 +137,10 @@ impl GuestSpec {
                     self.vcpus - 1,
                     self.max_mib
                 ),
-                if self.virtio_mem_driver {
-                    " memhp_default_state=online_movable"
-                } else {
-                    " memhp_default_state=online_movable vc.novirtiomem"
+                match (self.virtio_mem_driver, self.virtio_mem_unplug) {
+                    (false, _) => " memhp_default_state=online_movable vc.novirtiomem",
+                    (true, false) => " memhp_default_state=online_movable vc.nounplug",
+                    (true, true) => " memhp_default_state=online_movable",
                 },
                 format!(
                     "<memory model='virtio-mem'><target><size unit='MiB'>{}</size><node>0</node>\

@@ -529,9 +529,11 @@ fn plugged_mib(name: &str) -> Option<u64> {
 /// virtio-mem driven from the default policy's loop, on real guests: a guest booted with 512
 /// MiB and a 1 GiB device grows to use ~1 GiB; it is given memory through the device (libvirt
 /// reads the plugged blocks back) with no OOM and never under the threshold for more than 3
-/// ticks, and after it frees, its device is unplugged within 30 s. A guest whose driver is not
-/// loaded cannot plug: its request is reported once and withdrawn, never retried. A balloon-only
-/// grower beside them is fed by its balloon as before. Without the split between virtio-mem
+/// ticks, and after it frees, its device is unplugged within 30 s. Two guests refuse: one
+/// without the driver cannot plug, one whose driver keeps what it plugged (`unplug_online=0`)
+/// cannot unplug after its free; each request is reported once and withdrawn, never retried,
+/// and the second is reclaimed through its balloon instead. A balloon-only grower beside them
+/// is fed by its balloon as before. Without the split between virtio-mem
 /// and the balloon the first guest could not pass 512 MiB (libvirt refuses a balloon above the
 /// boot memory) and would run out of memory.
 #[test]
@@ -550,6 +552,10 @@ fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
         GuestSpec::new("nodriver", "vc.mem=grow:40:300,hold:3600").virtio_mem(512, 256);
     nodriver.virtio_mem_driver = false;
     let nodriver = guests.start(nodriver);
+    let mut keeper =
+        GuestSpec::new("keeper", "vc.mem=hold:20,grow:20:600,hold:15,free").virtio_mem(512, 512);
+    keeper.virtio_mem_unplug = false;
+    let keeper = guests.start(keeper);
     guests.wait_booted(Duration::from_secs(120));
     guests.wait_balloons_settled(512, Duration::from_secs(60));
     let addr = loopback_addr();
@@ -565,11 +571,9 @@ fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
     while daemon.running() {
         let started = Instant::now();
         polled.push(plugged_mib(&plugged).unwrap_or(0));
+        let refused = |r: &TickRecord| r.virtio_mem_refusals.len();
         if scrape_after_refusal.is_none()
-            && daemon
-                .records()
-                .iter()
-                .any(|r| !r.virtio_mem_refusals.is_empty())
+            && daemon.records().iter().map(refused).sum::<usize>() == 2
         {
             scrape_after_refusal = Some(http(&addr, "GET", "/metrics").1);
         }
@@ -657,42 +661,76 @@ fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
         );
     }
 
-    // The driverless guest: reported once, withdrawn, left alone.
+    // The guests that refuse: each reported once, its request withdrawn (asked for what it
+    // has), never asked again.
     let refusals: Vec<_> = records
         .iter()
         .flat_map(|r| &r.virtio_mem_refusals)
         .collect();
-    assert_eq!(refusals.len(), 1, "{refusals:?}");
-    assert_eq!(refusals[0].vm, nodriver);
-    let refused_at = records
-        .iter()
-        .position(|r| !r.virtio_mem_refusals.is_empty())
-        .unwrap();
-    assert!(
-        records[refused_at + 1..]
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    for (vm, plugging) in [(&nodriver, true), (&keeper, false)] {
+        let at = records
+            .iter()
+            .position(|r| r.virtio_mem_refusals.iter().any(|x| &x.vm == vm))
+            .unwrap_or_else(|| panic!("{vm} never refused: {refusals:?}"));
+        let x = records[at]
+            .virtio_mem_refusals
+            .iter()
+            .find(|x| &x.vm == vm)
+            .unwrap();
+        assert_eq!(x.requested_kib > x.current_kib, plugging, "{x:?}");
+        let after: Vec<_> = records[at + 1..]
             .iter()
             .flat_map(|r| &r.plugs)
-            .all(|p| p.vm != nodriver),
-        "asked again after the refusal"
-    );
+            .filter(|p| &p.vm == vm)
+            .collect();
+        assert!(
+            after.is_empty(),
+            "{vm} asked again after its refusal: {after:?}"
+        );
+        let device = records[at + 1..]
+            .iter()
+            .filter_map(|r| r.vms.iter().find(|v| &v.name == vm))
+            .filter_map(|v| v.memory.virtio_mem.first())
+            .next_back()
+            .unwrap();
+        assert!(device.held, "{vm}: {device:?}");
+        assert_eq!(
+            device.requested_kib, device.current_kib,
+            "{vm}: not withdrawn"
+        );
+    }
     assert_eq!(
         log.matches("did not follow its virtio-mem request").count(),
-        1,
+        2,
         "{log}"
     );
-    let scrape = scrape_after_refusal.expect("scraped after the refusal");
+    // The one that kept its blocks was reclaimed through its balloon instead.
+    let kept = records
+        .last()
+        .and_then(|r| r.vms.iter().find(|v| v.name == keeper))
+        .unwrap();
+    assert!(kept.memory.plugged_kib() > 0, "{kept:?}");
+    assert!(
+        kept.actual_mib() < 512.0,
+        "{keeper} not reclaimed through its balloon: {kept:?}"
+    );
+    let scrape = scrape_after_refusal.expect("scraped after the refusals");
     assert_eq!(
         metric(&scrape, "vcoord_virtio_mem_refusals_total", &[]),
-        Some(1.0)
+        Some(2.0)
     );
-    assert_eq!(
-        metric(
-            &scrape,
-            "vcoord_vm_virtio_mem_held",
-            &[&format!("vm=\"{nodriver}\"")]
-        ),
-        Some(1.0)
-    );
+    for vm in [&nodriver, &keeper] {
+        assert_eq!(
+            metric(
+                &scrape,
+                "vcoord_vm_virtio_mem_held",
+                &[&format!("vm=\"{vm}\"")]
+            ),
+            Some(1.0),
+            "{vm}"
+        );
+    }
     assert!(metric(
         &scrape,
         "vcoord_vm_virtio_mem_plugged_bytes",

@@ -236,6 +236,7 @@ impl SnapshotBuilder {
             last_report_s: mem.stats_updated_s.map(|s| s as f64),
             virtio_mem: mem.virtio_mem.clone(),
             free_page_reporting: mem.free_page_reporting,
+            stall: stall(mem.pressure, prev_mem.and_then(|p| p.pressure), interval_ns),
         };
         VmView {
             name: vm.name.clone(),

@@ -40,6 +40,7 @@ pub struct Metrics {
     virtio_mem_refusals: IntCounterVec,
     memory_unused: GaugeVec,
     memory_usable: GaugeVec,
+    memory_stall: GaugeVec,
     stats_age: GaugeVec,
     swap_in: IntCounterVec,
     swap_out: IntCounterVec,
@@ -194,6 +195,7 @@ impl Metrics {
             virtio_mem_held: int_gauge("vcoord_vm_virtio_mem_held", "1 while vcoord leaves a virtio-mem device where it is: the guest refused its last request (for 300 s), or the device cannot be driven.", &["host", "vm", "uuid", "device"]),
             virtio_mem_refusals: counter("vcoord_virtio_mem_refusals_total", "virtio-mem requests a guest did not follow in 20 s, each withdrawn once.", h),
             memory_unused: gauge("vcoord_vm_memory_unused_bytes", "Memory the guest leaves unused, from fresh guest statistics.", vm),
+            memory_stall: gauge("vcoord_vm_memory_pressure_stall_percent", "Share of the last tick in which some of the VM's own tasks stalled on memory (pressure stall information of its QEMU process's cgroup v2 group); absent where the host has none.", vm),
             memory_usable: gauge("vcoord_vm_memory_usable_bytes", "Memory the guest could use without swapping, from fresh guest statistics.", vm),
             stats_age: gauge("vcoord_vm_guest_stats_age_seconds", "Age of the guest's last memory statistics report.", vm),
             swap_in: counter("vcoord_vm_swap_in_bytes_total", "Memory the guest swapped in, since vcoord saw it first.", vm),
@@ -251,6 +253,7 @@ impl Metrics {
             Box::new(m.virtio_mem_refusals.clone()),
             Box::new(m.memory_unused.clone()),
             Box::new(m.memory_usable.clone()),
+            Box::new(m.memory_stall.clone()),
             Box::new(m.stats_age.clone()),
             Box::new(m.swap_in.clone()),
             Box::new(m.swap_out.clone()),
@@ -549,6 +552,11 @@ impl Metrics {
             set_or_remove(&self.memory_unused, &labels, m.unused_kib.map(bytes));
             set_or_remove(&self.memory_usable, &labels, m.usable_kib.map(bytes));
             set_or_remove(
+                &self.memory_stall,
+                &labels,
+                m.stall.map(|s| s.some_now_pct()),
+            );
+            set_or_remove(
                 &self.stats_age,
                 &labels,
                 m.last_report_s
@@ -749,6 +757,7 @@ impl Metrics {
             &self.balloon_target,
             &self.memory_unused,
             &self.memory_usable,
+            &self.memory_stall,
             &self.stats_age,
             &self.vm_cpu_wait_ratio,
             &self.vm_memory_short,

@@ -60,6 +60,8 @@ pub struct LibvirtBackend {
     metadata: metadata::MetadataCache,
     /// Each domain's virtio-mem devices and free page reporting.
     devices: memdev::DeviceCache,
+    /// Whether the log said if per-VM memory pressure is available.
+    vm_pressure_said: bool,
 }
 
 /// A domain's bulk statistics fields and vCPU placement.
@@ -135,6 +137,7 @@ impl LibvirtBackend {
             memory_interval: options.memory_interval,
             metadata: Default::default(),
             devices: Default::default(),
+            vm_pressure_said: false,
         };
         backend.open()?;
         Ok(backend)

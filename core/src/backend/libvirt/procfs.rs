@@ -49,6 +49,8 @@ pub struct ProcReader {
     run_dir: PathBuf,
     proc_dir: PathBuf,
     domains: HashMap<String, Threads>,
+    /// Where the cgroup v2 hierarchy is mounted, if it is.
+    cgroup2: Option<PathBuf>,
 }
 
 impl ProcReader {
@@ -58,7 +60,18 @@ impl ProcReader {
             run_dir: run_dir.to_path_buf(),
             proc_dir: proc_dir.to_path_buf(),
             domains: HashMap::new(),
+            cgroup2: std::fs::read_to_string(proc_dir.join("self/mountinfo"))
+                .ok()
+                .and_then(|text| cgroup2_mount(&text)),
         }
+    }
+
+    /// The memory pressure of domain `name`'s QEMU process's cgroup v2 group (its `vcpus`
+    /// must have been read this tick); `None` where it has none of its own (no cgroup v2, or
+    /// the process sits in the root group, whose pressure is the host's).
+    pub fn memory_pressure(&self, name: &str) -> Option<crate::model::PsiSample> {
+        let pid = self.domains.get(name)?.pid;
+        group_memory_pressure(&self.proc_dir, self.cgroup2.as_ref()?, pid)
     }
 
     /// The /proc it reads.
@@ -250,6 +263,32 @@ pub fn kib_field(text: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The mount point of the cgroup v2 hierarchy in a `mountinfo` text, if it is mounted.
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (fields, fs) = line.split_once(" - ")?;
+        (fs.split_whitespace().next() == Some("cgroup2"))
+            .then(|| fields.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+/// The memory pressure of process `pid`'s own cgroup v2 group under `root`; `None` in the
+/// root group (its pressure is the host's) or without a pressure file.
+pub fn group_memory_pressure(
+    proc_dir: &Path,
+    root: &Path,
+    pid: u32,
+) -> Option<crate::model::PsiSample> {
+    let groups = std::fs::read_to_string(proc_dir.join(format!("{pid}/cgroup"))).ok()?;
+    let group = groups.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let group = group.trim_start_matches('/');
+    if group.is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(root.join(group).join("memory.pressure")).ok()?;
+    crate::backend::psi::parse(&text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +342,49 @@ mod tests {
         assert!(r.vcpus("me", "other-uuid").is_err());
         assert!(r.vcpus("missing", "abc").is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_qemu_process_in_its_own_cgroup2_group_has_its_memory_pressure() {
+        let dir = std::env::temp_dir().join(format!("vcoord-cg2-{}", std::process::id()));
+        let (proc_dir, root) = (dir.join("proc"), dir.join("cgroup"));
+        let group = root.join("machine.slice/machine-qemu-1-a.scope");
+        std::fs::create_dir_all(proc_dir.join("42")).unwrap();
+        std::fs::create_dir_all(proc_dir.join("43")).unwrap();
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(
+            proc_dir.join("42/cgroup"),
+            "0::/machine.slice/machine-qemu-1-a.scope\n",
+        )
+        .unwrap();
+        std::fs::write(proc_dir.join("43/cgroup"), "5:memory:/\n0::/\n").unwrap();
+        std::fs::write(
+            group.join("memory.pressure"),
+            "some avg10=2.50 avg60=1.00 avg300=0.20 total=7000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=100\n",
+        )
+        .unwrap();
+        let p = group_memory_pressure(&proc_dir, &root, 42).unwrap();
+        assert_eq!((p.some_total_us, p.full_total_us), (7000, Some(100)));
+        assert_eq!(
+            group_memory_pressure(&proc_dir, &root, 43),
+            None,
+            "the root group"
+        );
+        assert_eq!(
+            group_memory_pressure(&proc_dir, &root, 44),
+            None,
+            "no such process"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let here = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                    35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            cgroup2_mount(here),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_mount("35 31 0:32 / /x rw - cgroup cgroup rw\n"),
+            None
+        );
     }
 }

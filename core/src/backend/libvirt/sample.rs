@@ -67,6 +67,19 @@ impl LibvirtBackend {
             };
             vms.push(vm_sample(dom.name, dom.uuid, &dom.params, &placement));
         }
+        if !vms.is_empty() && !self.vm_pressure_said {
+            self.vm_pressure_said = true;
+            let with = vms.iter().filter(|v| v.memory.pressure.is_some()).count();
+            if with == 0 {
+                info!("per-VM memory pressure: not available on this host (no QEMU process in a cgroup v2 group of its own); guests are judged pressured by swap and faults alone");
+            } else {
+                info!(
+                    vms = with,
+                    of = vms.len(),
+                    "per-VM memory pressure from each QEMU process's cgroup v2 group"
+                );
+            }
+        }
         self.attach_metadata(&mut vms);
         self.attach_devices(&mut vms);
         Ok(self.finish_sample(taken, mem_free_kib, vms))
@@ -181,7 +194,8 @@ impl LibvirtBackend {
             .ok_or_else(|| self.conn_error("cannot read /proc/meminfo"))?;
         let mut vms = Vec::with_capacity(domains.len());
         for (name, uuid) in domains {
-            let memory = self.balloon_cache.get(&uuid).cloned().unwrap_or_default();
+            let mut memory = self.balloon_cache.get(&uuid).cloned().unwrap_or_default();
+            memory.pressure = self.proc.as_ref().and_then(|p| p.memory_pressure(&name));
             let vm = if let Some(v) = figures.remove(&name) {
                 VmSample {
                     name,
