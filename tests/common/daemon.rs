@@ -77,6 +77,7 @@ impl Launch {
         command
             .args(["run", "--config", self.config.to_str().unwrap()])
             .args(&self.args)
+            // Locks of its own, apart from an installed service's.
             .env("VCOORD_RUN_DIR", self.dir.join("run"))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -134,6 +135,12 @@ impl Daemon {
             record: false,
             remove_dir: false,
         }
+    }
+
+    /// Its run directory (`VCOORD_RUN_DIR`: where the one-instance-per-host locks live), so
+    /// that another vcoord can be started against the same locks.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
     }
 
     /// Its process id (while it runs).

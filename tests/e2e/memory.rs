@@ -738,6 +738,35 @@ fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
     )
     .is_some());
 
+    // Per-VM memory pressure: read where each QEMU process has a cgroup v2 group of its own
+    // (libvirt gives it one in the unified hierarchy here), said once either way.
+    assert_eq!(log.matches("per-VM memory pressure").count(), 1, "{log}");
+    let with_stall = records
+        .last()
+        .unwrap()
+        .vms
+        .iter()
+        .filter(|v| v.memory.stall.is_some())
+        .count();
+    if with_stall > 0 {
+        assert_eq!(with_stall, 4, "some guests without their own pressure");
+        assert!(
+            log.contains("from each QEMU process's cgroup v2 group"),
+            "{log}"
+        );
+        assert!(metric(
+            &scrape,
+            "vcoord_vm_memory_pressure_stall_percent",
+            &[&format!("vm=\"{plugged}\"")]
+        )
+        .is_some());
+    } else {
+        assert!(
+            log.contains("per-VM memory pressure: not available here"),
+            "{log}"
+        );
+    }
+
     // The balloon-only guest: fed and reclaimed by its balloon, never by a device.
     assert!(records
         .iter()

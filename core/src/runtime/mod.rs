@@ -585,42 +585,63 @@ impl Coordinator {
         }
     }
 
-    /// Carries out one memory target: for a VM with virtio-mem, each device's request and the
-    /// balloon's part (see [`vcoord_api::MemoryView::split`]), each sent only when it changes.
-    fn set_memory(
-        &mut self,
-        snapshot: &Snapshot,
-        change: &BalloonChange,
-        record: &mut TickRecord,
-    ) -> Result<(), BackendError> {
+    /// What carrying out one memory target takes: for a VM with virtio-mem, the device
+    /// requests and the balloon part that differ from what was last asked (see
+    /// [`vcoord_api::MemoryView::split`]); for the others, the balloon target. Empty when
+    /// nothing would change (a VM with virtio-mem may be asked the same total again: a device
+    /// held since moves the balloon's part).
+    fn memory_actions(&self, snapshot: &Snapshot, change: &BalloonChange) -> MemoryActions {
+        let last = self.known.get(&change.vm);
         let Some(vm) = snapshot
             .vm(&change.vm)
             .filter(|vm| !vm.memory.virtio_mem.is_empty())
         else {
-            return self
-                .backend
-                .set_balloon_target(&change.vm, change.target_kib);
+            let sent = last.and_then(|k| k.last_target_kib);
+            return MemoryActions {
+                plugs: Vec::new(),
+                balloon_kib: (sent != Some(change.target_kib)).then_some(change.target_kib),
+            };
         };
         let split = vm.memory.split(change.target_kib);
-        for (d, &requested) in vm.memory.virtio_mem.iter().zip(&split.requested_kib) {
-            if requested != d.requested_kib && !d.held {
-                self.backend.set_virtio_mem(&vm.name, &d.alias, requested)?;
-                record.plugs.push(PlugRequest {
-                    vm: vm.name.clone(),
-                    device: d.alias.clone(),
-                    from_kib: d.requested_kib,
-                    to_kib: requested,
-                });
-            }
-        }
+        let plugs = vm
+            .memory
+            .virtio_mem
+            .iter()
+            .zip(&split.requested_kib)
+            .filter(|(d, &requested)| requested != d.requested_kib && !d.held)
+            .map(|(d, &requested)| PlugRequest {
+                vm: vm.name.clone(),
+                device: d.alias.clone(),
+                from_kib: d.requested_kib,
+                to_kib: requested,
+            })
+            .collect();
         let balloon_now = vm.memory.actual_kib.saturating_sub(vm.memory.plugged_kib());
-        let last = self.known.get(&vm.name).and_then(|k| k.last_balloon_kib);
-        if last.unwrap_or(balloon_now) != split.balloon_kib {
-            self.backend
-                .set_balloon_target(&vm.name, split.balloon_kib)?;
+        let sent = last.and_then(|k| k.last_balloon_kib).unwrap_or(balloon_now);
+        MemoryActions {
+            plugs,
+            balloon_kib: (sent != split.balloon_kib).then_some(split.balloon_kib),
         }
-        if let Some(k) = self.known.get_mut(&vm.name) {
-            k.last_balloon_kib = Some(split.balloon_kib);
+    }
+
+    /// Sends `actions` for `change`, and remembers what was sent.
+    fn send_memory(
+        &mut self,
+        change: &BalloonChange,
+        actions: &MemoryActions,
+        devices: bool,
+    ) -> Result<(), BackendError> {
+        for p in &actions.plugs {
+            self.backend.set_virtio_mem(&p.vm, &p.device, p.to_kib)?;
+        }
+        if let Some(kib) = actions.balloon_kib {
+            self.backend.set_balloon_target(&change.vm, kib)?;
+        }
+        if let Some(k) = self.known.get_mut(&change.vm) {
+            k.last_target_kib = Some(change.target_kib);
+            if devices {
+                k.last_balloon_kib = actions.balloon_kib.or(k.last_balloon_kib);
+            }
         }
         Ok(())
     }
@@ -629,14 +650,14 @@ impl Coordinator {
     /// that differ from the last one sent. Shrinks go before grants.
     fn actuate(&mut self, snapshot: &Snapshot, plan: GuardedPlan, record: &mut TickRecord) {
         let pins = changed_pins(snapshot, plan.pins);
-        let mut balloons: Vec<BalloonChange> = plan
+        let mut balloons: Vec<(BalloonChange, MemoryActions)> = plan
             .balloons
             .into_iter()
-            .filter(|change| {
-                self.known
-                    .get(&change.vm)
-                    .is_none_or(|k| k.last_target_kib != Some(change.target_kib))
+            .map(|change| {
+                let actions = self.memory_actions(snapshot, &change);
+                (change, actions)
             })
+            .filter(|(_, actions)| !actions.is_empty())
             .collect();
         // A VM in the middle of a job, or not running, is left alone until that ends.
         let mut busy: HashMap<String, Option<String>> = HashMap::new();
@@ -660,7 +681,7 @@ impl Coordinator {
                 None => true,
             })
             .collect();
-        balloons.retain(|change| match is_busy(&mut self.backend, &change.vm) {
+        balloons.retain(|(change, _)| match is_busy(&mut self.backend, &change.vm) {
             Some(why) => {
                 left_alone.push(busy_rejection(
                     &change.vm,
@@ -694,10 +715,13 @@ impl Coordinator {
             }
             record.pins.push(pin);
         }
-        balloons.sort_by_key(|b| b.target_kib > b.actual_kib);
-        for change in balloons {
+        balloons.sort_by_key(|(b, _)| b.target_kib > b.actual_kib);
+        for (change, actions) in balloons {
             if !self.dry_run {
-                if let Err(e) = self.set_memory(snapshot, &change, record) {
+                let devices = snapshot
+                    .vm(&change.vm)
+                    .is_some_and(|vm| !vm.memory.virtio_mem.is_empty());
+                if let Err(e) = self.send_memory(&change, &actions, devices) {
                     if matches!(e, BackendError::VmGone { .. }) {
                         debug!(host = %self.host.name, vm = %crate::show::shown(&change.vm), "gone before its balloon change");
                         continue;
@@ -708,15 +732,28 @@ impl Coordinator {
                     record.failed.push(e.to_string());
                     continue;
                 }
-                if let Some(k) = self.known.get_mut(&change.vm) {
-                    k.last_target_kib = Some(change.target_kib);
-                }
             }
+            record.plugs.extend(actions.plugs);
             debug!(host = %self.host.name, vm = %crate::show::shown(&change.vm),
                 from_mib = change.actual_kib / KIB_PER_MIB, to_mib = change.target_kib / KIB_PER_MIB,
                 reason = %change.reason, "balloon");
             record.balloons.push(change);
         }
+    }
+}
+
+/// The backend calls one memory target takes.
+#[derive(Debug, Default)]
+struct MemoryActions {
+    /// virtio-mem requests.
+    plugs: Vec<PlugRequest>,
+    /// The balloon target, when it changes.
+    balloon_kib: Option<u64>,
+}
+
+impl MemoryActions {
+    fn is_empty(&self) -> bool {
+        self.plugs.is_empty() && self.balloon_kib.is_none()
     }
 }
 

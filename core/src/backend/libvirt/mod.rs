@@ -249,11 +249,26 @@ impl Backend for LibvirtBackend {
     }
 
     fn sample(&mut self) -> Result<Sample, BackendError> {
-        if self.proc.is_some() {
+        let sample = if self.proc.is_some() {
             self.sample_fast()
         } else {
             self.sample_bulk()
+        }?;
+        let vms = &sample.vms;
+        if !vms.is_empty() && !self.vm_pressure_said {
+            self.vm_pressure_said = true;
+            let with = vms.iter().filter(|v| v.memory.pressure.is_some()).count();
+            if with == 0 {
+                info!("per-VM memory pressure: not available here (no QEMU process in a cgroup v2 group of its own, or not a local host); guests are judged pressured by swap and faults alone");
+            } else {
+                info!(
+                    vms = with,
+                    of = vms.len(),
+                    "per-VM memory pressure from each QEMU process's cgroup v2 group"
+                );
+            }
         }
+        Ok(sample)
     }
 
     fn pin_vcpu(&mut self, vm: &str, vcpu: u32, cpus: &CpuSet) -> Result<(), BackendError> {

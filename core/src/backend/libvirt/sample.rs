@@ -67,19 +67,6 @@ impl LibvirtBackend {
             };
             vms.push(vm_sample(dom.name, dom.uuid, &dom.params, &placement));
         }
-        if !vms.is_empty() && !self.vm_pressure_said {
-            self.vm_pressure_said = true;
-            let with = vms.iter().filter(|v| v.memory.pressure.is_some()).count();
-            if with == 0 {
-                info!("per-VM memory pressure: not available on this host (no QEMU process in a cgroup v2 group of its own); guests are judged pressured by swap and faults alone");
-            } else {
-                info!(
-                    vms = with,
-                    of = vms.len(),
-                    "per-VM memory pressure from each QEMU process's cgroup v2 group"
-                );
-            }
-        }
         self.attach_metadata(&mut vms);
         self.attach_devices(&mut vms);
         Ok(self.finish_sample(taken, mem_free_kib, vms))
