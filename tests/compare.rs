@@ -642,7 +642,8 @@ fn a_real_recording_derives_a_scenario_the_simulator_plays_alike() {
 /// The free detector behind the derive and real-guest tests, on the shapes real guests report
 /// (from kept real-guest records): a free reported in one step; a free reported half done
 /// (unused 195 -> 343 -> 570 MiB three seconds apart); a stale report after a reclaim (the
-/// balloon already shrunk, unused memory not yet re-read). A grant (unused memory up, use
+/// balloon already shrunk, unused memory not yet re-read); a free after a report that moved by
+/// a MiB or two (it starts at the free, not the noise). A grant (unused memory up, use
 /// unchanged) and a reclaim are not frees.
 #[test]
 fn frees_are_found_when_reported_in_one_step_or_half_done_and_grants_are_not_frees() {
@@ -681,7 +682,20 @@ fn frees_are_found_when_reported_in_one_step_or_half_done_and_grants_are_not_fre
         ],
     ]
     .concat();
+    // Noise before the free (unused 1.5 MiB up, use as much down: a real guest's report),
+    // then the free: it shows from the free, not from the noise.
+    let noisy = [
+        grow(0.0),
+        vec![
+            (24.0, 650.0, 121.5),
+            (27.0, 650.0, 600.0),
+            (30.0, 450.0, 400.0),
+            (33.0, 250.0, 170.0),
+        ],
+    ]
+    .concat();
     for (name, series, t, back) in [
+        ("noisy", &noisy, 27.0, 6.0),
         ("one step", &one_step, 24.0, 6.0),
         ("half done", &half_done, 24.0, 9.0),
         ("stale", &stale, 24.0, 9.0),

@@ -142,6 +142,7 @@ pub fn frees(series: &[(f64, f64, f64)]) -> Vec<Free> {
     const RISE_MIB: f64 = 300.0;
     const WINDOW_S: f64 = 10.0;
     const BAND_MIB: f64 = 216.0;
+    const NOISE_MIB: f64 = 16.0;
     let used = |s: &(f64, f64, f64)| s.1 - s.2;
     let mut out = Vec::new();
     let mut i = 0;
@@ -156,9 +157,10 @@ pub fn frees(series: &[(f64, f64, f64)]) -> Vec<Free> {
             i += 1;
             continue;
         };
-        // The free shows from the first sample after `from` that rose.
+        // The free shows from the first sample after `from` whose use fell by more than a
+        // guest's report-to-report noise (a rise of a MiB or two is not the free beginning).
         let at = (i + 1..=done)
-            .find(|&k| series[k].2 > from.2)
+            .find(|&k| used(&from) - used(&series[k]) > NOISE_MIB)
             .unwrap_or(done);
         let t = series[at].0;
         let lowest_before = series[..=i]
