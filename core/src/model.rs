@@ -86,7 +86,7 @@ pub struct MemorySample {
     /// Whether its balloon reports free pages to the host.
     #[serde(default)]
     pub free_page_reporting: bool,
-    /// Memory pressure of its QEMU process's cgroup v2 group, where the host has one.
+    /// Memory pressure of its domain's cgroup v2 group (all its QEMU threads), where the host has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pressure: Option<PsiSample>,
 }

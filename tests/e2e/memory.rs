@@ -750,9 +750,32 @@ fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
         .count();
     if with_stall > 0 {
         assert_eq!(with_stall, 4, "some guests without their own pressure");
+        assert!(log.contains("from each domain's cgroup v2 group"), "{log}");
+        // The group it names is the domain's: it holds every thread of the guest's QEMU
+        // process, the vCPU threads included (libvirt keeps the main thread alone in an
+        // `emulator` sub-group, whose pressure would miss the vCPUs' stalls).
+        let example = log
+            .split("example=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .map(|s| s.trim_matches('"'))
+            .unwrap_or_else(|| panic!("no example group: {log}"));
+        let (vm, group) = example.split_once('=').expect("vm=group");
+        let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{vm}.pid")).unwrap();
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", pid.trim())).unwrap();
+        let groups: Vec<String> = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("cgroup")).ok())
+            .filter_map(|c| Some(c.lines().find_map(|l| l.strip_prefix("0::"))?.to_string()))
+            .collect();
         assert!(
-            log.contains("from each QEMU process's cgroup v2 group"),
-            "{log}"
+            groups.iter().any(|g| g.contains("vcpu")),
+            "no vCPU thread in a group of its own: {groups:?}"
+        );
+        assert!(
+            groups
+                .iter()
+                .all(|g| g == group || g.starts_with(&format!("{group}/"))),
+            "{vm}'s threads in {groups:?}, pressure read from {group}"
         );
         assert!(metric(
             &scrape,

@@ -195,7 +195,7 @@ impl Metrics {
             virtio_mem_held: int_gauge("vcoord_vm_virtio_mem_held", "1 while vcoord leaves a virtio-mem device where it is: the guest refused its last request (for 300 s), or the device cannot be driven.", &["host", "vm", "uuid", "device"]),
             virtio_mem_refusals: counter("vcoord_virtio_mem_refusals_total", "virtio-mem requests a guest did not follow in 20 s, each withdrawn once.", h),
             memory_unused: gauge("vcoord_vm_memory_unused_bytes", "Memory the guest leaves unused, from fresh guest statistics.", vm),
-            memory_stall: gauge("vcoord_vm_memory_pressure_stall_percent", "Share of the last tick in which some of the VM's own tasks stalled on memory (pressure stall information of its QEMU process's cgroup v2 group); absent where the host has none.", vm),
+            memory_stall: gauge("vcoord_vm_memory_pressure_stall_percent", "Share of the last tick in which some of the VM's own tasks stalled on memory (pressure stall information of the domain's cgroup v2 group, all its QEMU threads); absent where the host has none.", vm),
             memory_usable: gauge("vcoord_vm_memory_usable_bytes", "Memory the guest could use without swapping, from fresh guest statistics.", vm),
             stats_age: gauge("vcoord_vm_guest_stats_age_seconds", "Age of the guest's last memory statistics report.", vm),
             swap_in: counter("vcoord_vm_swap_in_bytes_total", "Memory the guest swapped in, since vcoord saw it first.", vm),

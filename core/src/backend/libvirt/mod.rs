@@ -261,10 +261,18 @@ impl Backend for LibvirtBackend {
             if with == 0 {
                 info!("per-VM memory pressure: not available here (no QEMU process in a cgroup v2 group of its own, or not a local host); guests are judged pressured by swap and faults alone");
             } else {
+                let example = vms
+                    .iter()
+                    .find(|v| v.memory.pressure.is_some())
+                    .and_then(|v| {
+                        let group = self.proc.as_ref()?.group(&v.name)?;
+                        Some(format!("{}={}", v.name, group.display()))
+                    });
                 info!(
                     vms = with,
                     of = vms.len(),
-                    "per-VM memory pressure from each QEMU process's cgroup v2 group"
+                    example = example.as_deref().unwrap_or("-"),
+                    "per-VM memory pressure from each domain's cgroup v2 group"
                 );
             }
         }

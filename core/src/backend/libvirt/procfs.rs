@@ -66,12 +66,19 @@ impl ProcReader {
         }
     }
 
-    /// The memory pressure of domain `name`'s QEMU process's cgroup v2 group (its `vcpus`
-    /// must have been read this tick); `None` where it has none of its own (no cgroup v2, or
-    /// the process sits in the root group, whose pressure is the host's).
+    /// The memory pressure of domain `name`'s cgroup v2 group (its `vcpus` must have been
+    /// read this tick); `None` where it has none of its own (no cgroup v2, or the process sits
+    /// in the root group, whose pressure is the host's).
     pub fn memory_pressure(&self, name: &str) -> Option<crate::model::PsiSample> {
         let pid = self.domains.get(name)?.pid;
         group_memory_pressure(&self.proc_dir, self.cgroup2.as_ref()?, pid)
+    }
+
+    /// Domain `name`'s cgroup v2 group (see [`domain_group`]), as the host names it.
+    pub fn group(&self, name: &str) -> Option<PathBuf> {
+        self.cgroup2.as_ref()?;
+        let pid = self.domains.get(name)?.pid;
+        domain_group(&self.proc_dir, pid).map(|g| Path::new("/").join(g))
     }
 
     /// The /proc it reads.
@@ -272,19 +279,30 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
-/// The memory pressure of process `pid`'s own cgroup v2 group under `root`; `None` in the
-/// root group (its pressure is the host's) or without a pressure file.
+/// The cgroup v2 group (relative to the hierarchy's root) that holds all of process `pid`'s
+/// threads: the domain's group. libvirt puts a QEMU process's main thread in an `emulator`
+/// sub-group and each vCPU thread in a `vcpuN` one, so the main thread's own group would miss
+/// the vCPU threads' stalls; its parent holds them all (pressure counts a group's whole
+/// subtree). `None` in the root group (its pressure is the host's).
+pub fn domain_group(proc_dir: &Path, pid: u32) -> Option<PathBuf> {
+    let groups = std::fs::read_to_string(proc_dir.join(format!("{pid}/cgroup"))).ok()?;
+    let group = Path::new(groups.lines().find_map(|l| l.strip_prefix("0::"))?.trim());
+    let group = group.strip_prefix("/").unwrap_or(group);
+    let group = match group.file_name() {
+        Some(last) if last == "emulator" => group.parent()?,
+        _ => group,
+    };
+    (!group.as_os_str().is_empty()).then(|| group.to_path_buf())
+}
+
+/// The memory pressure of process `pid`'s domain group (see [`domain_group`]) under `root`;
+/// `None` in the root group or without a pressure file.
 pub fn group_memory_pressure(
     proc_dir: &Path,
     root: &Path,
     pid: u32,
 ) -> Option<crate::model::PsiSample> {
-    let groups = std::fs::read_to_string(proc_dir.join(format!("{pid}/cgroup"))).ok()?;
-    let group = groups.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
-    let group = group.trim_start_matches('/');
-    if group.is_empty() {
-        return None;
-    }
+    let group = domain_group(proc_dir, pid)?;
     let text = std::fs::read_to_string(root.join(group).join("memory.pressure")).ok()?;
     crate::backend::psi::parse(&text)
 }
@@ -345,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn a_qemu_process_in_its_own_cgroup2_group_has_its_memory_pressure() {
+    fn a_qemu_process_in_its_own_cgroup2_group_has_its_domains_memory_pressure() {
         let dir = std::env::temp_dir().join(format!("vcoord-cg2-{}", std::process::id()));
         let (proc_dir, root) = (dir.join("proc"), dir.join("cgroup"));
         let group = root.join("machine.slice/machine-qemu-1-a.scope");
@@ -374,6 +392,28 @@ mod tests {
             group_memory_pressure(&proc_dir, &root, 44),
             None,
             "no such process"
+        );
+        // libvirt's layout: the main thread in `emulator`, vCPU threads in `vcpuN`; the
+        // domain's group holds both, and its pressure is read, not the emulator's.
+        let domain = root.join("machine/qemu-2-b.libvirt-qemu");
+        std::fs::create_dir_all(domain.join("emulator")).unwrap();
+        std::fs::create_dir_all(proc_dir.join("45")).unwrap();
+        std::fs::write(
+            proc_dir.join("45/cgroup"),
+            "4:memory:/machine/qemu-2-b.libvirt-qemu/emulator\n0::/machine/qemu-2-b.libvirt-qemu/emulator\n",
+        )
+        .unwrap();
+        let psi = |total: u64| format!("some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n");
+        std::fs::write(domain.join("memory.pressure"), psi(900)).unwrap();
+        std::fs::write(domain.join("emulator/memory.pressure"), psi(5)).unwrap();
+        assert_eq!(
+            domain_group(&proc_dir, 45),
+            Some(PathBuf::from("machine/qemu-2-b.libvirt-qemu"))
+        );
+        let p = group_memory_pressure(&proc_dir, &root, 45).unwrap();
+        assert_eq!(
+            p.some_total_us, 900,
+            "the domain's group, not its emulator's"
         );
         let _ = std::fs::remove_dir_all(&dir);
         let here = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
