@@ -310,6 +310,20 @@ fn bad_scenarios() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["s.toml:10", "pCPU 7 does not exist"],
         ),
         (
+            "virtio-mem device off its block",
+            with("virtio_mem_mib = 1023\nvirtio_mem_block_mib = 2\n"),
+            vec![
+                "s.toml:10",
+                "virtio_mem_mib",
+                "not a multiple of virtio_mem_block_mib",
+            ],
+        ),
+        (
+            "virtio-mem block of 0",
+            with("virtio_mem_mib = 1024\nvirtio_mem_block_mib = 0\n"),
+            vec!["s.toml:11", "virtio_mem_block_mib"],
+        ),
+        (
             "unknown key",
             with("colour = 1\n"),
             vec!["s.toml:10", "colour"],

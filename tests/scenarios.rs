@@ -730,3 +730,36 @@ fn v1_virtio_mem_grows_a_guest_past_its_boot_size_and_takes_it_back() {
     assert!(records.iter().any(|r| actual_of(r, "ballooned") > 800.0));
     assert!(longest_under(&records, "ballooned", 100.0) <= 3, "{m:?}");
 }
+
+/// V2: memory flows between virtio-mem guests through a host with room for one growth: the
+/// first guest's blocks come back after its free and go to the second, which then grows past
+/// its boot size too; the host's free memory never goes under the guard's reserve (200 MiB by
+/// default), no OOM. With no memory policy the same scenario ends in OOM kills (compare).
+#[test]
+fn v2_virtio_mem_blocks_flow_from_one_guest_to_the_next_on_a_tight_host() {
+    let records = run_scenario(&scenario("mem-v2-virtio-mem-flows"), "");
+    let m = memory_metrics(&records, 100.0);
+    assert_eq!(m.oom_events, 0, "{m:?}");
+    assert_eq!(m.swap_out_mib, 0.0, "{m:?}");
+    assert!(m.lowest_host_free_mib >= 200.0, "{m:?}");
+    let (first, second) = (plugged(&records, "first"), plugged(&records, "second"));
+    for (name, p) in [("first", &first), ("second", &second)] {
+        let most = p.iter().cloned().fold(0.0, f64::max);
+        assert!(most >= 500.0, "{name} plugged at most {most} MiB");
+        assert!(longest_under(&records, name, 100.0) <= 3, "{name}: {m:?}");
+    }
+    // Room for one: never both grown; the second's blocks come after the first's went back.
+    let both = first
+        .iter()
+        .zip(&second)
+        .position(|(a, b)| *a > 256.0 && *b > 256.0);
+    assert_eq!(both, None, "first {first:?}\nsecond {second:?}");
+    let second_from = second.iter().position(|&mib| mib > 0.0).unwrap();
+    let first_back = first.iter().rposition(|&mib| mib > 0.0).unwrap() + 1;
+    assert!(
+        first_back <= second_from,
+        "the second plugged at {second_from} s, the first unplugged at {first_back} s"
+    );
+    // Both unplugged in the end.
+    assert_eq!((first.last(), second.last()), (Some(&0.0), Some(&0.0)));
+}
