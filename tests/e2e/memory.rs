@@ -737,6 +737,20 @@ fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
         &[&format!("vm=\"{plugged}\"")]
     )
     .is_some());
+    // What the guests plugged came by libvirt's memory-device size-change events (libvirt 9
+    // here), not by reading each domain's XML every tick (that is the fallback). The follow
+    // times above are a tick or two only because the events arrive: the XML alone is re-read
+    // every 10 s when events are on.
+    assert!(
+        log.contains("followed by libvirt's memory-device size-change events"),
+        "{log}"
+    );
+    let events = metric(&scrape, "vcoord_libvirt_events_total", &[]).unwrap_or(0.0);
+    assert!(
+        events >= 3.0,
+        "{events} size-change events for {} plugs",
+        real_plugs.len()
+    );
 
     // Per-VM memory pressure: read where each QEMU process has a cgroup v2 group of its own
     // (libvirt gives it one in the unified hierarchy here), said once either way.

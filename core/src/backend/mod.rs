@@ -56,6 +56,8 @@ pub struct BackendCalls {
     pub sample_calls: u32,
     /// Calls made to the hypervisor API while actuating.
     pub actuate_calls: u32,
+    /// Hypervisor events that brought news in place of a call (virtio-mem size changes).
+    pub events: u32,
 }
 
 /// Sleeps for `duration`, uninterrupted (for callers with no stop to watch).

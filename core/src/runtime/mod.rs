@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::backend::{self, Backend, BackendError, BackendOptions};
+use crate::backend::{self, Backend, BackendCalls, BackendError, BackendOptions};
 use crate::config::HostConfig;
 use crate::policy::PolicyHealth;
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
@@ -158,6 +158,8 @@ pub struct TickCost {
     pub collect: Duration,
     /// Hypervisor calls made.
     pub calls: u64,
+    /// Hypervisor events used in place of calls.
+    pub events: u64,
 }
 
 /// A policy's kind (`cpu`, `memory`), its label and how it is.
@@ -424,7 +426,11 @@ impl Coordinator {
             }
         };
         let start = *self.start_wall_s.get_or_insert(snapshot.wall_s());
-        let sample_calls = self.backend.take_calls().sample_calls;
+        let BackendCalls {
+            sample_calls,
+            events,
+            ..
+        } = self.backend.take_calls();
 
         let cpu_plan = self.cpu_policy.decide(&snapshot);
         let memory_plan = self.memory_policy.decide(&snapshot);
@@ -452,6 +458,7 @@ impl Coordinator {
                 tick: started.elapsed(),
                 collect,
                 calls: u64::from(record.sample_calls) + u64::from(record.actuate_calls),
+                events: u64::from(events),
             };
             let (cpu, memory) = (
                 self.host.cpu_policy.label(),

@@ -58,6 +58,7 @@ pub struct Metrics {
     tick_duration: HistogramVec,
     collect_duration: HistogramVec,
     libvirt_calls: IntCounterVec,
+    libvirt_events: IntCounterVec,
     backend_up: IntGaugeVec,
     backend_reconnects: IntCounterVec,
     ticks: IntCounterVec,
@@ -214,6 +215,7 @@ impl Metrics {
             tick_duration: histogram("vcoord_tick_duration_seconds", "Time of a whole tick: collect, decide, guard, actuate, record.", seconds.clone()),
             collect_duration: histogram("vcoord_collect_duration_seconds", "Time to sample the host.", seconds),
             libvirt_calls: counter("vcoord_libvirt_calls_total", "Hypervisor calls made.", h),
+            libvirt_events: counter("vcoord_libvirt_events_total", "Hypervisor events used in place of a call (virtio-mem size changes).", h),
             backend_up: int_gauge("vcoord_backend_up", "1 when the last sample of the host succeeded.", h),
             backend_reconnects: counter("vcoord_backend_reconnects_total", "Times the connection to the host's hypervisor was lost and sampling failed.", h),
             ticks: counter("vcoord_ticks_total", "Ticks done, by outcome (ok: sampled and decided; failed: sampling failed).", &["host", "outcome"]),
@@ -271,6 +273,7 @@ impl Metrics {
             Box::new(m.tick_duration.clone()),
             Box::new(m.collect_duration.clone()),
             Box::new(m.libvirt_calls.clone()),
+            Box::new(m.libvirt_events.clone()),
             Box::new(m.backend_up.clone()),
             Box::new(m.backend_reconnects.clone()),
             Box::new(m.ticks.clone()),
@@ -436,13 +439,14 @@ impl Metrics {
     }
 
     /// The counters labelled by host alone.
-    fn host_counters(&self) -> [&IntCounterVec; 6] {
+    fn host_counters(&self) -> [&IntCounterVec; 7] {
         [
             &self.pin_changes,
             &self.balloon_grants,
             &self.balloon_reclaims,
             &self.actuation_errors,
             &self.libvirt_calls,
+            &self.libvirt_events,
             &self.backend_reconnects,
         ]
     }
@@ -480,6 +484,9 @@ impl Metrics {
         self.libvirt_calls
             .with_label_values(&[host])
             .inc_by(cost.calls);
+        self.libvirt_events
+            .with_label_values(&[host])
+            .inc_by(cost.events);
 
         let mut now = HostSeries::default();
         for p in &snapshot.host().pcpus {

@@ -1,10 +1,13 @@
 //! The only `unsafe` code of vcoord: what the `virt` crate offers no safe call for. Bulk domain
 //! statistics (freed with `virDomainStatsRecordListFree`, as libvirt requires; the crate's own
-//! wrapper leaks them) and per-domain vCPU placement (`virDomainGetVcpus`).
+//! wrapper leaks them), per-domain vCPU placement (`virDomainGetVcpus`), and libvirt's
+//! memory-device size-change event (`virConnectDomainEventRegisterAny`, whose callbacks the
+//! crate does not wrap).
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_ulonglong, c_void, CStr};
 use std::ptr;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use virt::connect::Connect;
 use virt::error::Error;
@@ -208,4 +211,139 @@ fn vcpu_placement(dom: sys::virDomainPtr, maplen: usize) -> Result<Vec<Placement
             cpumap: maps[i * maplen..(i + 1) * maplen].to_vec(),
         })
         .collect())
+}
+
+/// A virtio-mem device's new plugged size, as libvirt's memory-device size-change event said.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SizeChange {
+    /// The domain's UUID.
+    pub uuid: String,
+    /// The device's alias.
+    pub alias: String,
+    /// What the guest has plugged now (KiB).
+    pub size_kib: u64,
+}
+
+/// Size changes received and not yet taken, shared with libvirt's event thread.
+pub type SizeChanges = Arc<Mutex<Vec<SizeChange>>>;
+
+/// Runs libvirt's default event loop in a thread of its own, started once per process (the
+/// first call); later calls say how that went. Connections opened before it deliver no events,
+/// so it is started before the first connection.
+pub fn start_event_loop() -> Result<(), String> {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            virt::event::event_register_default_impl().map_err(|e| e.to_string())?;
+            std::thread::Builder::new()
+                .name("libvirt-events".into())
+                .spawn(|| loop {
+                    if virt::event::event_run_default_impl().is_err() {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                })
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// A memory-device size-change subscription on one connection; ended when dropped, which
+/// must happen before the connection is closed.
+pub struct SizeChangeWatch {
+    conn: sys::virConnectPtr,
+    id: c_int,
+}
+
+// SAFETY: a connection pointer may be used from any thread (libvirt's connections are
+// thread-safe); the watch only passes it back to libvirt to end the subscription.
+unsafe impl Send for SizeChangeWatch {}
+
+impl Drop for SizeChangeWatch {
+    fn drop(&mut self) {
+        // SAFETY: `conn` is the connection the callback was registered on, still open (the
+        // owner drops the watch first); `id` is what registering returned. On a connection
+        // already lost this fails, and libvirt frees the callback with the connection.
+        unsafe { sys::virConnectDomainEventDeregisterAny(self.conn, self.id) };
+    }
+}
+
+/// Subscribes to every domain's memory-device size changes on `conn`, appending each to
+/// `queue` (from libvirt's event thread). Fails where libvirt has no such event (before 7.9)
+/// or no event loop runs.
+pub fn watch_size_changes(conn: &Connect, queue: &SizeChanges) -> Result<SizeChangeWatch, Error> {
+    let opaque = Arc::into_raw(Arc::clone(queue)) as *mut c_void;
+    // SAFETY: libvirt calls a callback registered for an event ID with that event's own
+    // signature; the generic type is only how the API passes it (libvirt's
+    // VIR_DOMAIN_EVENT_CALLBACK macro casts the same way). Both are `extern "C"` functions.
+    let callback = unsafe {
+        std::mem::transmute::<
+            unsafe extern "C" fn(
+                sys::virConnectPtr,
+                sys::virDomainPtr,
+                *const c_char,
+                c_ulonglong,
+                *mut c_void,
+            ),
+            unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
+        >(on_size_change)
+    };
+    // SAFETY: `conn` is an open connection; `opaque` is a leaked `Arc` that libvirt hands back
+    // to `on_size_change` and, when the callback is removed, to `free_queue`, which releases
+    // it once.
+    let id = unsafe {
+        let conn = conn.as_ptr();
+        let id = sys::virConnectDomainEventRegisterAny(
+            conn,
+            ptr::null_mut(),
+            sys::VIR_DOMAIN_EVENT_ID_MEMORY_DEVICE_SIZE_CHANGE as c_int,
+            Some(callback),
+            opaque,
+            Some(free_queue),
+        );
+        if id < 0 {
+            // Not registered: libvirt did not take the reference.
+            drop(Arc::from_raw(opaque as *const Mutex<Vec<SizeChange>>));
+            return Err(Error::last_error());
+        }
+        (conn, id)
+    };
+    Ok(SizeChangeWatch {
+        conn: id.0,
+        id: id.1,
+    })
+}
+
+unsafe extern "C" fn on_size_change(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    alias: *const c_char,
+    size: c_ulonglong,
+    opaque: *mut c_void,
+) {
+    if alias.is_null() || opaque.is_null() {
+        return;
+    }
+    // SAFETY: libvirt passes a NUL-terminated alias valid for this call; copied at once.
+    let alias = unsafe { CStr::from_ptr(alias) }
+        .to_string_lossy()
+        .into_owned();
+    let change = SizeChange {
+        uuid: domain_uuid(dom),
+        alias,
+        size_kib: size,
+    };
+    // SAFETY: `opaque` is the `Arc` leaked by `watch_size_changes`, alive until `free_queue`,
+    // which libvirt calls only after the last callback.
+    let queue = unsafe { &*(opaque as *const Mutex<Vec<SizeChange>>) };
+    // A poisoned queue still holds good changes (the other side only pushes and drains).
+    queue.lock().unwrap_or_else(|e| e.into_inner()).push(change);
+}
+
+unsafe extern "C" fn free_queue(opaque: *mut c_void) {
+    if !opaque.is_null() {
+        // SAFETY: `opaque` came from `Arc::into_raw` in `watch_size_changes`; libvirt calls
+        // this once, when the callback is removed.
+        drop(unsafe { Arc::from_raw(opaque as *const Mutex<Vec<SizeChange>>) });
+    }
 }

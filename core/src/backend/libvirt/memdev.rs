@@ -2,10 +2,9 @@
 //! XML; and a device's new request, sent back as the same XML element with `<requested>`
 //! changed (libvirt finds the device to update by the whole element, not by its alias).
 //!
-//! A domain is read when first seen and every [`REFRESH`]; one with a virtio-mem device every
-//! tick, for what the guest has plugged (`<current>`). libvirt 9 also sends a
-//! memory-device-size-change event; reading `<current>` back on the tick needs no event loop and
-//! costs one call per such domain.
+//! A domain is read when first seen and every [`REFRESH`]. What a guest has plugged since
+//! (`<current>`) comes from libvirt's memory-device size-change event (libvirt >= 7.9, an event
+//! loop running); where there is none, a domain with a virtio-mem device is read every tick.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -148,9 +147,46 @@ pub(super) fn with_request(xml: &str, alias: &str, requested_kib: u64) -> Result
     ))
 }
 
+impl DeviceCache {
+    /// Forgets every domain read, so each is read again (a new connection: events may have
+    /// been missed).
+    pub(super) fn forget_all(&mut self) {
+        self.read.clear();
+    }
+
+    /// A request vcoord made and libvirt took.
+    pub(super) fn requested(&mut self, uuid: &str, alias: &str, requested_kib: u64) {
+        if let Some(dev) = self.device(uuid, alias) {
+            dev.requested_kib = requested_kib;
+        }
+    }
+
+    /// A size change libvirt reported; whether it was of a device known here.
+    fn plugged(&mut self, change: &super::ffi::SizeChange) -> bool {
+        self.device(&change.uuid, &change.alias)
+            .map(|dev| dev.current_kib = change.size_kib)
+            .is_some()
+    }
+
+    fn device(&mut self, uuid: &str, alias: &str) -> Option<&mut VirtioMemView> {
+        let (_, devices) = self.read.get_mut(uuid)?;
+        devices.virtio_mem.iter_mut().find(|d| d.alias == alias)
+    }
+}
+
 impl LibvirtBackend {
-    /// Fills in each VM's memory devices, reading the XML of those new, due, or with virtio-mem.
+    /// Fills in each VM's memory devices: the size changes libvirt reported since the last
+    /// tick, and the XML of domains new or due (every tick for those with virtio-mem where no
+    /// events come).
     pub(super) fn attach_devices(&mut self, vms: &mut [VmSample]) {
+        let changes =
+            std::mem::take(&mut *self.size_changes.lock().unwrap_or_else(|e| e.into_inner()));
+        for change in &changes {
+            if self.devices.plugged(change) {
+                self.calls.events += 1;
+            }
+        }
+        let events = self.follows_size_events();
         let uuids: Vec<&str> = vms.iter().map(|v| v.uuid.as_str()).collect();
         self.devices
             .read
@@ -159,11 +195,9 @@ impl LibvirtBackend {
             .reported
             .retain(|uuid, _| uuids.contains(&uuid.as_str()));
         for vm in vms.iter_mut() {
-            let due = self
-                .devices
-                .read
-                .get(&vm.uuid)
-                .is_none_or(|(at, d)| !d.virtio_mem.is_empty() || at.elapsed() >= REFRESH);
+            let due = self.devices.read.get(&vm.uuid).is_none_or(|(at, d)| {
+                (!events && !d.virtio_mem.is_empty()) || at.elapsed() >= REFRESH
+            });
             if due {
                 match self.domain_xml(&vm.name).map(|xml| parse_devices(&xml)) {
                     Some(Ok((devices, unusable))) => {

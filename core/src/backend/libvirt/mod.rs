@@ -34,10 +34,17 @@ use crate::model::{MemorySample, Pcpu, Sample};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// An open connection and its event subscription, which is dropped first (fields drop in
+/// order): it must end before the connection closes.
+struct Link {
+    size_changes: Option<ffi::SizeChangeWatch>,
+    conn: Connect,
+}
+
 /// A libvirt host.
 pub struct LibvirtBackend {
     uri: String,
-    conn: Option<Connect>,
+    conn: Option<Link>,
     pcpus: Vec<Pcpu>,
     mem_total_kib: u64,
     maplen: usize,
@@ -62,6 +69,10 @@ pub struct LibvirtBackend {
     devices: memdev::DeviceCache,
     /// Whether the log said if per-VM memory pressure is available.
     vm_pressure_said: bool,
+    /// virtio-mem size changes libvirt's events brought, not yet applied to `devices`.
+    size_changes: ffi::SizeChanges,
+    /// Whether the log said if the size-change events are delivered.
+    size_events_said: bool,
 }
 
 /// A domain's bulk statistics fields and vCPU placement.
@@ -109,6 +120,10 @@ impl LibvirtBackend {
         // where they matter.
         static QUIET: std::sync::Once = std::sync::Once::new();
         QUIET.call_once(virt::error::clear_error_callback);
+        // Before the first connection: connections opened earlier deliver no events.
+        if let Err(e) = ffi::start_event_loop() {
+            warn!(error = %e, "cannot run libvirt's event loop; virtio-mem sizes are read back every tick");
+        }
         let proc = (options.fast_path && is_local_system(uri))
             .then(|| procfs::ProcReader::new(&options.qemu_run_dir, Path::new("/proc")))
             .filter(|p| {
@@ -138,6 +153,8 @@ impl LibvirtBackend {
             metadata: Default::default(),
             devices: Default::default(),
             vm_pressure_said: false,
+            size_changes: Default::default(),
+            size_events_said: false,
         };
         backend.open()?;
         Ok(backend)
@@ -163,7 +180,27 @@ impl LibvirtBackend {
         self.maplen = (max_id as usize / 8) + 1;
         self.pcpus = pcpus;
         self.mem_total_kib = node.memory;
-        self.conn = Some(conn);
+        let watch = ffi::start_event_loop()
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                ffi::watch_size_changes(&conn, &self.size_changes).map_err(|e| e.to_string())
+            });
+        let size_changes = match watch {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                if !self.size_events_said {
+                    info!(uri = %self.uri, error = %e, "no memory-device size-change events here; virtio-mem sizes are read back every tick");
+                }
+                None
+            }
+        };
+        if size_changes.is_some() && !self.size_events_said {
+            info!(uri = %self.uri, "virtio-mem sizes followed by libvirt's memory-device size-change events");
+        }
+        self.size_events_said = true;
+        // A new subscription starts from what the domains' XML says: drop what came before.
+        self.devices.forget_all();
+        self.conn = Some(Link { size_changes, conn });
         self.backoff = Duration::from_secs(1);
         self.retry_at = None;
         Ok(())
@@ -184,7 +221,12 @@ impl LibvirtBackend {
                 }
             }
         }
-        Ok(self.conn.as_ref().expect("connected above"))
+        Ok(&self.conn.as_ref().expect("connected above").conn)
+    }
+
+    /// Whether libvirt's memory-device size-change events reach this backend.
+    fn follows_size_events(&self) -> bool {
+        self.conn.as_ref().is_some_and(|l| l.size_changes.is_some())
     }
 
     /// The live connection (re-opened when lost), for tools that make calls of their own.
@@ -202,7 +244,7 @@ impl LibvirtBackend {
         let alive = self
             .conn
             .as_ref()
-            .is_some_and(|c| c.is_alive().unwrap_or(false));
+            .is_some_and(|c| c.conn.is_alive().unwrap_or(false));
         if !alive && self.conn.take().is_some() {
             warn!(uri = %self.uri, "connection lost; will reconnect");
             self.retry_at = Some(Instant::now() + self.backoff);
@@ -314,7 +356,13 @@ impl Backend for LibvirtBackend {
             }
         })?;
         dom.update_device_flags(&element, sys::VIR_DOMAIN_AFFECT_LIVE)
-            .map_err(|e| Self::refused(vm, OP, e))
+            .map_err(|e| Self::refused(vm, OP, e))?;
+        // What the guest then plugs comes by event (or the next read); what was asked is known.
+        self.calls.actuate_calls += 1;
+        if let Ok(uuid) = dom.uuid_string() {
+            self.devices.requested(&uuid, alias, requested_kib);
+        }
+        Ok(())
     }
 
     fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError> {
