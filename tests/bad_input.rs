@@ -112,6 +112,7 @@ fn bad_configs() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("budget 0", format!("{host}guest_memory_budget_mib = 0\n"), vec!["c.toml:4", "guest_memory_budget_mib"]),
         ("budget negative", format!("{host}guest_memory_budget_mib = -5\n"), vec!["c.toml:4"]),
         ("memory interval negative", format!("{host}memory_interval_s = -1\n"), vec!["c.toml:4", "memory_interval_s"]),
+        ("unknown CPU capacity", format!("{host}cpu_capacity = \"some\"\n"), vec!["c.toml:4", "cpu_capacity", "measured", "whole"]),
         ("unknown CPU policy", format!("{host}[host.cpu_policy]\nname = \"greedy\"\n"), vec!["c.toml:5", "unknown CPU policy `greedy`"]),
         ("unknown memory policy", format!("{host}[host.memory_policy]\nname = \"x\"\n"), vec!["c.toml:5", "unknown memory policy"]),
         ("unknown parameter", format!("{host}[host.cpu_policy]\nname = \"stable-balance\"\nparams = {{ trigger = 5 }}\n"), vec!["c.toml:6", "params.trigger", "unknown parameter"]),
@@ -308,6 +309,16 @@ fn bad_scenarios() -> Vec<(&'static str, String, Vec<&'static str>)> {
             "pins out of range",
             with("pins = [7]\n"),
             vec!["s.toml:10", "pCPU 7 does not exist"],
+        ),
+        (
+            "host load on a missing pCPU",
+            format!("name = \"s\"\nduration_s = 20\n[host]\npcpus = 2\nmemory_mib = 4096\nother_load = [{{ pcpu = 2, cpu = [{{ pct = 50 }}] }}]\n{vm}"),
+            vec!["s.toml:6", "host.other_load[0].pcpu", "pCPU 2 does not exist"],
+        ),
+        (
+            "host load above 100",
+            format!("name = \"s\"\nduration_s = 20\n[host]\npcpus = 2\nmemory_mib = 4096\nother_load = [{{ pcpu = 1, cpu = [{{ pct = 150 }}] }}]\n{vm}"),
+            vec!["s.toml:6", "host.other_load[0].cpu", "out of range"],
         ),
         (
             "virtio-mem device off its block",

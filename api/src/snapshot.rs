@@ -52,6 +52,18 @@ pub struct PcpuView {
     pub pcpu: Pcpu,
     /// The sum of the loads of the vCPUs that last ran here, percent of one pCPU, at most 100.
     pub load_pct: f64,
+    /// Time it was busy outside the vCPUs in the snapshot (host daemons, QEMU's emulator and
+    /// I/O threads, VMs left out, other tenants), percent of the pCPU; `None` where not
+    /// measured (or measuring is switched off: `cpu_capacity = "whole"`).
+    #[serde(default)]
+    pub other_pct: Option<f64>,
+}
+
+impl PcpuView {
+    /// What it offers the vCPUs: 100% less its non-VM load (all of it when not measured).
+    pub fn capacity_pct(&self) -> f64 {
+        100.0 - self.other_pct.unwrap_or(0.0)
+    }
 }
 
 /// Limits the guard enforces on every plan; policies read them here instead of repeating them
@@ -164,6 +176,7 @@ impl HostView {
                 .map(|pcpu| PcpuView {
                     pcpu,
                     load_pct: 0.0,
+                    other_pct: None,
                 })
                 .collect(),
             mem_total_kib,
@@ -533,6 +546,11 @@ impl Snapshot {
         self.host.pcpus.iter().map(|p| p.load_pct).collect()
     }
 
+    /// Non-VM load of each pCPU where measured, in the order of `host().pcpus`.
+    pub fn pcpu_other_loads(&self) -> Vec<Option<f64>> {
+        self.host.pcpus.iter().map(|p| p.other_pct).collect()
+    }
+
     /// Whether any vCPU has a measured load yet.
     pub fn has_cpu_loads(&self) -> bool {
         self.vms
@@ -662,6 +680,14 @@ impl Builder {
         }
         if let Some(p) = host.pcpus.iter().find(|p| !is_figure(p.load_pct)) {
             return bad(format!("pCPU {} has load {}", p.pcpu.id, p.load_pct));
+        }
+        if let Some((id, other)) = host
+            .pcpus
+            .iter()
+            .filter_map(|p| Some((p.pcpu.id, p.other_pct?)))
+            .find(|&(_, x)| !is_figure(x) || x > 100.0)
+        {
+            return bad(format!("pCPU {id} has non-VM load {other}"));
         }
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = vms.windows(2).find(|w| w[0].name == w[1].name) {

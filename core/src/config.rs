@@ -73,6 +73,7 @@ struct RawHost {
     memory_stats_period_s: Option<Spanned<u32>>,
     memory_interval_s: Option<Spanned<f64>>,
     fast_path: Option<bool>,
+    cpu_capacity: Option<CpuCapacity>,
     guest_memory_budget_mib: Option<Spanned<u64>>,
     cpu_policy: Option<Spanned<RawPolicy>>,
     memory_policy: Option<Spanned<RawPolicy>>,
@@ -82,6 +83,17 @@ struct RawHost {
     guard: GuardSettings,
     #[serde(rename = "vm", default)]
     vm_rules: Vec<Spanned<RawVmRule>>,
+}
+
+/// What a pCPU offers the vCPUs (`cpu_capacity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuCapacity {
+    /// 100% less its measured non-VM load (host processes, QEMU's own threads).
+    #[default]
+    Measured,
+    /// All of it: non-VM load is not measured (the original design's assumption).
+    Whole,
 }
 
 /// `[metrics]` as written.
@@ -295,6 +307,8 @@ pub struct HostConfig {
     pub memory_interval_s: f64,
     /// Read vCPU figures from /proc on a local `qemu:///system` host.
     pub fast_path: bool,
+    /// What a pCPU offers the vCPUs.
+    pub cpu_capacity: CpuCapacity,
     /// CPU policy.
     pub cpu_policy: PolicyChoice,
     /// Memory policy.
@@ -323,6 +337,7 @@ impl HostConfig {
             guest_memory_budget_mib: None,
             memory_interval_s: 2.0,
             fast_path: true,
+            cpu_capacity: CpuCapacity::Measured,
             cpu_policy: PolicyChoice::builtin(DEFAULT_CPU_POLICY, toml::Table::new()),
             memory_policy: PolicyChoice::builtin(DEFAULT_MEMORY_POLICY, toml::Table::new()),
             shadow_cpu_policy: None,
@@ -493,6 +508,9 @@ impl Config {
             }
             if let Some(fast) = h.fast_path {
                 host.fast_path = fast;
+            }
+            if let Some(capacity) = h.cpu_capacity {
+                host.cpu_capacity = capacity;
             }
             host.guard = h.guard;
             for (j, rule) in h.vm_rules.into_iter().enumerate() {

@@ -18,6 +18,10 @@ pub struct HostSample {
     /// Pressure stall counters, where the host gives them.
     #[serde(default)]
     pub pressure: PressureSample,
+    /// Each pCPU's busy time since boot (ns; everything but idle and I/O wait), by pCPU id,
+    /// where the backend reads it.
+    #[serde(default)]
+    pub pcpu_busy_ns: Vec<(u32, u64)>,
 }
 
 /// Cumulative pressure stall counters of one resource (`/proc/pressure/<resource>`).

@@ -30,6 +30,8 @@ pub struct Pcpu {
     pub node_id: ROption<u32>,
     /// Sum of the loads of the vCPUs that last ran here, percent of one pCPU (at most 100).
     pub load_pct: f64,
+    /// Busy time outside the snapshot's vCPUs, percent of the pCPU, where measured.
+    pub other_pct: ROption<f64>,
 }
 
 /// Pressure stall information of one resource on the host (Linux PSI).

@@ -28,6 +28,7 @@ pub fn snapshot_to_abi(snapshot: &Snapshot) -> abi::Snapshot {
                 socket_id: p.pcpu.socket_id.into(),
                 node_id: p.pcpu.node_id.into(),
                 load_pct: p.load_pct,
+                other_pct: p.other_pct.into(),
             })
             .collect(),
         mem_total_kib: host.mem_total_kib,
@@ -131,6 +132,7 @@ pub fn snapshot_from_abi(s: &abi::Snapshot) -> Result<Snapshot, InvalidSnapshot>
                     node_id: p.node_id.into_option(),
                 },
                 load_pct: p.load_pct,
+                other_pct: p.other_pct.into_option(),
             })
             .collect(),
         mem_total_kib: s.mem_total_kib,

@@ -9,7 +9,9 @@
 //!    vCPU's measured noise. A reading that moves the mean by x raises the noise to at least x,
 //!    so one reading is never significant on its own; a step that stays is, as the noise
 //!    decays behind it.
-//! 2. The spread S is the stdev of the pCPUs' demand. Up to `trigger_points` nothing moves.
+//! 2. The spread S is the stdev of the pCPUs' demand: their vCPUs' demand plus the load outside
+//!    the VMs where the snapshot measures it (`other_pct`, tracked by the same estimator), so a
+//!    pCPU 60% busy with host processes offers 40%. Up to `trigger_points` nothing moves.
 //! 3. Over it, the search finds the placement with the fewest moves whose spread is below
 //!    [`AIM_SHARE`] of the trigger: exact for small instances, else a local search that prefers
 //!    idle SMT siblings and the NUMA node most of the VM's vCPUs are on.
@@ -214,6 +216,8 @@ pub struct StableBalance {
     pub params: StableBalanceParams,
     /// Demand of each vCPU, by (VM UUID, vCPU).
     demand: HashMap<(String, u32), Estimate>,
+    /// Non-VM load of each pCPU, by id, where the snapshot measures it.
+    other: HashMap<u32, Estimate>,
     /// Where it is in its cycle.
     phase: Phase,
 }
@@ -227,6 +231,7 @@ impl Policy for StableBalance {
         Ok(Self {
             params,
             demand: HashMap::new(),
+            other: HashMap::new(),
             phase: Phase::Steady,
         })
     }
@@ -248,7 +253,8 @@ struct Item {
     noise: f64,
 }
 
-/// What the vCPUs that must stay put (an operator's ignored VMs) carry, per pCPU index.
+/// What stays put on each pCPU index: the vCPUs of VMs the operator left alone and the load
+/// outside the VMs, which takes capacity that is not there for the vCPUs.
 struct Base {
     load: Vec<f64>,
     /// Sum of their noise variances.
@@ -301,6 +307,42 @@ impl StableBalance {
         // VMs that left (or restarted under a new UUID) are forgotten.
         self.demand = seen;
         items
+    }
+
+    /// Folds this tick's non-VM load of each pCPU into its estimate (the same estimator as a
+    /// vCPU's demand); the estimate of each pCPU in snapshot order, zero where not measured.
+    fn measure_other(&mut self, snapshot: &Snapshot) -> Vec<Estimate> {
+        let now = snapshot.wall_s();
+        let mut seen = HashMap::new();
+        let estimates = snapshot
+            .host()
+            .pcpus
+            .iter()
+            .map(|p| {
+                let before = self.other.get(&p.pcpu.id).copied();
+                let estimate = match (p.other_pct, before) {
+                    (Some(x), Some(mut e)) => {
+                        let dt = (now - e.at_s).max(snapshot.interval_s());
+                        e.update(x, 1.0 - 0.5f64.powf(dt / self.params.half_life_s), now);
+                        Some(e)
+                    }
+                    (Some(x), None) => Some(Estimate::first(x, now)),
+                    (None, Some(e)) if now - e.at_s < FORGET_S => Some(e),
+                    (None, _) => None,
+                };
+                if let Some(e) = estimate {
+                    seen.insert(p.pcpu.id, e);
+                }
+                estimate.unwrap_or(Estimate {
+                    mean: 0.0,
+                    var: 0.0,
+                    weight_sq: 1.0,
+                    at_s: now,
+                })
+            })
+            .collect();
+        self.other = seen;
+        estimates
     }
 
     /// The law: the placement to aim for and why (`current` when nothing is worth doing).
@@ -385,10 +427,12 @@ impl StableBalance {
     fn step(&mut self, snapshot: &Snapshot) -> (Vec<VcpuPin>, Verdict) {
         let m = snapshot.host().pcpus.len();
         let all = self.measure(snapshot);
-        // vCPUs of VMs the operator left alone stay where they are, but their demand counts.
+        // Load outside the VMs and the vCPUs of VMs the operator left alone stay where they
+        // are, but their demand counts.
+        let other = self.measure_other(snapshot);
         let mut base = Base {
-            load: vec![0.0; m],
-            noise_var: vec![0.0; m],
+            load: other.iter().map(|e| e.mean).collect(),
+            noise_var: other.iter().map(|e| e.noise().powi(2)).collect(),
         };
         let mut count = vec![0usize; m];
         let mut items = Vec::with_capacity(all.len());

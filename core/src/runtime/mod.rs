@@ -215,6 +215,7 @@ fn snapshot_settings(host: &HostConfig) -> SnapshotSettings {
             + 1.0,
         limits: host.guard.limits(),
         vm_rules: host.vm_rules.clone(),
+        measure_other_load: host.cpu_capacity == crate::config::CpuCapacity::Measured,
     }
 }
 
@@ -443,6 +444,7 @@ impl Coordinator {
         }
 
         let mut record = TickRecord::from_snapshot(&self.host.name, &snapshot, start);
+        record.pcpu_other_pct = self.builder.measured_other_loads().to_vec();
         record.cpu_reason = cpu_plan.reason;
         record.memory_reason = memory_plan.reason;
         record.dry_run = self.dry_run;

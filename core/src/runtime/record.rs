@@ -126,6 +126,9 @@ pub struct TickRecord {
     pub pcpu_load_pct: Vec<f64>,
     /// Standard deviation of `pcpu_load_pct`, percent points.
     pub pcpu_stdev_pct: f64,
+    /// Each pCPU's load outside the VMs, percent, where measured (same order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pcpu_other_pct: Vec<Option<f64>>,
     /// Host memory free, KiB.
     pub host_free_kib: u64,
     /// Memory grantable to guests (free, or less under a budget), KiB.
@@ -207,6 +210,7 @@ impl TickRecord {
             time_s: snapshot.wall_s() - start_wall_s,
             pcpu_load_pct: snapshot.pcpu_loads(),
             pcpu_stdev_pct: stdev(&snapshot.pcpu_loads()),
+            pcpu_other_pct: snapshot.pcpu_other_loads(),
             host_free_kib: snapshot.host().mem_free_kib,
             guest_free_kib: snapshot.host().guest_free_kib,
             vms,

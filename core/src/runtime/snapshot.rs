@@ -24,6 +24,8 @@ pub struct SnapshotSettings {
     pub limits: GuardLimits,
     /// The operator's `[[host.vm]]` rules.
     pub vm_rules: Vec<VmRule>,
+    /// Whether each pCPU's non-VM load is measured and shown (`cpu_capacity = "measured"`).
+    pub measure_other_load: bool,
 }
 
 /// Builds snapshots from consecutive samples, remembering the previous one.
@@ -35,6 +37,9 @@ pub struct SnapshotBuilder {
     /// Each VM's memory outside what its guest counts as available (by UUID), measured with
     /// the balloon standing still.
     unavailable: HashMap<String, u64>,
+    /// Each pCPU's non-VM load at the last snapshot, measured even where policies are not
+    /// shown it (for the record: what a run with `cpu_capacity = "whole"` did not see).
+    other: Vec<Option<f64>>,
 }
 
 impl SnapshotBuilder {
@@ -45,7 +50,14 @@ impl SnapshotBuilder {
             previous: None,
             tick: 0,
             unavailable: HashMap::new(),
+            other: Vec::new(),
         }
+    }
+
+    /// Each pCPU's non-VM load measured for the last snapshot (in its pCPU order), whether or
+    /// not the snapshot shows it.
+    pub fn measured_other_loads(&self) -> &[Option<f64>] {
+        &self.other
     }
 
     /// Takes new settings from the next snapshot on.
@@ -149,7 +161,7 @@ impl SnapshotBuilder {
                 interval_ns,
             ),
         };
-        let host = HostView {
+        let mut host = HostView {
             guest_free_kib,
             guest_budget_kib: self.settings.guest_budget_kib,
             limits: self.settings.limits,
@@ -160,6 +172,21 @@ impl SnapshotBuilder {
                 sample.host.mem_free_kib,
             )
         };
+        let others = self
+            .previous
+            .as_ref()
+            .map(|before| other_loads(before, &sample.host, &vms, interval_ns))
+            .unwrap_or_default();
+        self.other = host
+            .pcpus
+            .iter()
+            .map(|p| others.get(&p.pcpu.id).copied())
+            .collect();
+        if self.settings.measure_other_load {
+            for (p, other) in host.pcpus.iter_mut().zip(&self.other) {
+                p.other_pct = *other;
+            }
+        }
         // A pCPU delivers at most 100%: the builder caps the sums. Sums above that are
         // measurement error: libvirt reads each domain's counters at a different moment of one
         // slow bulk call (seen: 114% for two vCPUs pinned to one pCPU on a loaded host), and a
@@ -253,6 +280,51 @@ impl SnapshotBuilder {
 /// Percentage of the interval that a cumulative counter grew by; `None` when the counter went
 /// backwards (a reset) or there is no interval. Clamped to 100: timing jitter between the
 /// counter and the clock must not make a vCPU look busier than a whole pCPU.
+/// Each pCPU's busy time outside the vCPUs of `vms` between the sample `before` and the host
+/// sample `now`, percent of the interval (0 to 100): its busy time less the run time of the
+/// vCPUs placed on it. A pCPU is left out for the tick where that cannot be told apart: a
+/// vCPU there moved in the interval (its time is counted where it ended), is new (no run time
+/// yet), or belonged to a VM that has gone since.
+pub fn other_loads(
+    before: &Sample,
+    now: &crate::model::HostSample,
+    vms: &[VmView],
+    interval_ns: u64,
+) -> HashMap<u32, f64> {
+    let place = |v: &crate::model::VcpuSample| v.pcpu.or_else(|| v.affinity.only());
+    let mut was: HashMap<(&str, u32), Option<u32>> = before
+        .vms
+        .iter()
+        .flat_map(|vm| vm.vcpus.iter().map(move |v| ((vm.uuid.as_str(), v.id), place(v))))
+        .collect();
+    let mut unsure: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    let mut vcpus: HashMap<u32, f64> = HashMap::new();
+    for vm in vms {
+        for v in &vm.vcpus {
+            let at = v.placed_on();
+            let earlier = was.remove(&(vm.uuid.as_str(), v.id)).flatten();
+            match (v.load_pct, at) {
+                (Some(load), Some(cpu)) if earlier == Some(cpu) => {
+                    *vcpus.entry(cpu).or_default() += load;
+                }
+                _ => unsure.extend(at.into_iter().chain(earlier)),
+            }
+        }
+    }
+    // VMs gone since: their last run time is in the busy time of where they were.
+    unsure.extend(was.into_values().flatten());
+    let busy_before: HashMap<u32, u64> = before.host.pcpu_busy_ns.iter().copied().collect();
+    now.pcpu_busy_ns
+        .iter()
+        .filter(|(cpu, _)| !unsure.contains(cpu))
+        .filter_map(|&(cpu, busy)| {
+            let busy_pct = percent_of_interval(*busy_before.get(&cpu)?, busy, interval_ns)?;
+            let vcpu_pct = vcpus.get(&cpu).copied().unwrap_or(0.0);
+            Some((cpu, (busy_pct - vcpu_pct).clamp(0.0, 100.0)))
+        })
+        .collect()
+}
+
 fn percent_of_interval(before_ns: u64, now_ns: u64, interval_ns: u64) -> Option<f64> {
     if interval_ns == 0 || now_ns < before_ns {
         return None;
@@ -323,8 +395,81 @@ mod tests {
                 mem_total_kib: 8 << 20,
                 mem_free_kib: 4 << 20,
                 pressure: Default::default(),
+                pcpu_busy_ns: Vec::new(),
             },
             vms,
+        }
+    }
+
+    #[test]
+    fn non_vm_load_is_busy_time_less_the_vcpus_run_there() {
+        let settings = |measure| SnapshotSettings {
+            stats_max_age_s: 2.0,
+            measure_other_load: measure,
+            ..Default::default()
+        };
+        let with_busy = |taken_ns, vms, busy: [u64; 2]| {
+            let mut s = sample(taken_ns, vms);
+            s.host.pcpu_busy_ns = vec![(0, busy[0]), (1, busy[1])];
+            s
+        };
+        for measure in [true, false] {
+            let mut b = SnapshotBuilder::new(settings(measure));
+            build(
+                &mut b,
+                with_busy(0, vec![vm("a", &[0, 0], &[0, 1])], [0, 0]),
+            );
+            // a/0 ran 30% on pCPU 0, which was busy 90%: 60% is not the VM's. pCPU 1 was busy
+            // 20% with a/1 running 25% there (read a moment apart): none, not below zero.
+            let snap = build(
+                &mut b,
+                with_busy(
+                    1_000_000_000,
+                    vec![vm("a", &[300_000_000, 250_000_000], &[0, 1])],
+                    [900_000_000, 200_000_000],
+                ),
+            );
+            let others = snap.pcpu_other_loads();
+            if measure {
+                assert!((others[0].unwrap() - 60.0).abs() < 1e-9, "{others:?}");
+                assert_eq!(others[1], Some(0.0));
+                assert!((snap.host().pcpus[0].capacity_pct() - 40.0).abs() < 1e-9);
+            } else {
+                assert_eq!(others, vec![None, None], "switched off");
+                assert_eq!(snap.host().pcpus[0].capacity_pct(), 100.0);
+            }
+            // Measured either way, for the record.
+            let measured = b.measured_other_loads();
+            assert!((measured[0].unwrap() - 60.0).abs() < 1e-9, "{measured:?}");
+            if !measure {
+                continue;
+            }
+            // a/1 moves to pCPU 0 and a new VM b starts on pCPU 1: whose time is whose cannot
+            // be told this tick on either pCPU.
+            let snap = build(
+                &mut b,
+                with_busy(
+                    2_000_000_000,
+                    vec![
+                        vm("a", &[600_000_000, 500_000_000], &[0, 0]),
+                        vm("b", &[100_000_000], &[1]),
+                    ],
+                    [1_800_000_000, 400_000_000],
+                ),
+            );
+            assert_eq!(snap.pcpu_other_loads(), vec![None, None]);
+            // Then a VM that ran on pCPU 1 leaves: pCPU 1 unknown, pCPU 0 known again.
+            let snap = build(
+                &mut b,
+                with_busy(
+                    3_000_000_000,
+                    vec![vm("a", &[900_000_000, 800_000_000], &[0, 0])],
+                    [2_700_000_000, 500_000_000],
+                ),
+            );
+            let others = snap.pcpu_other_loads();
+            assert!((others[0].unwrap() - 30.0).abs() < 1e-9, "{others:?}");
+            assert_eq!(others[1], None);
         }
     }
 

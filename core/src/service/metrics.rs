@@ -27,6 +27,7 @@ const KIB: f64 = 1024.0;
 pub struct Metrics {
     registry: Registry,
     pcpu_load: GaugeVec,
+    pcpu_other_load: GaugeVec,
     vcpu_utilization: GaugeVec,
     vcpu_wait: GaugeVec,
     vcpu_pcpu: IntGaugeVec,
@@ -184,6 +185,7 @@ impl Metrics {
             )
             .expect("a valid label"),
             pcpu_load: gauge("vcoord_pcpu_load_percent", "Load of a pCPU over the last tick: the sum of its vCPUs' run time, percent of one pCPU (at most 100).", &["host", "pcpu"]),
+            pcpu_other_load: gauge("vcoord_pcpu_other_load_percent", "Time a pCPU was busy outside the VMs' vCPUs over the last tick (host processes, QEMU's own threads), percent; absent where not measured.", &["host", "pcpu"]),
             vcpu_utilization: gauge("vcoord_vcpu_utilization_percent", "Time a vCPU ran over the last tick, percent of one pCPU.", vcpu),
             vcpu_wait: gauge("vcoord_vcpu_wait_percent", "Time a vCPU waited runnable for a pCPU over the last tick (run-queue wait), percent.", vcpu),
             vcpu_pcpu: int_gauge("vcoord_vcpu_pcpu", "The pCPU a vCPU last ran on.", vcpu),
@@ -242,6 +244,7 @@ impl Metrics {
         let r = &m.registry;
         let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.pcpu_load.clone()),
+            Box::new(m.pcpu_other_load.clone()),
             Box::new(m.vcpu_utilization.clone()),
             Box::new(m.vcpu_wait.clone()),
             Box::new(m.vcpu_pcpu.clone()),
@@ -398,6 +401,7 @@ impl Metrics {
         }
         for pcpu in &gone.pcpus {
             let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
+            let _ = self.pcpu_other_load.remove_label_values(&[host, pcpu]);
         }
         let _ = self.backend_up.remove_label_values(&[host]);
         let _ = self.last_tick.remove_label_values(&[host]);
@@ -494,6 +498,15 @@ impl Metrics {
             self.pcpu_load
                 .with_label_values(&[host, &id])
                 .set(p.load_pct);
+            match p.other_pct {
+                Some(other) => self
+                    .pcpu_other_load
+                    .with_label_values(&[host, &id])
+                    .set(other),
+                None => {
+                    let _ = self.pcpu_other_load.remove_label_values(&[host, &id]);
+                }
+            }
             now.pcpus.insert(id);
         }
         let uuid_of: BTreeMap<&str, &str> = snapshot
@@ -685,6 +698,7 @@ impl Metrics {
                 }
                 for pcpu in before.pcpus.difference(&now.pcpus) {
                     let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
+                    let _ = self.pcpu_other_load.remove_label_values(&[host, pcpu]);
                 }
             }
         }

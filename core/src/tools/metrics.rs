@@ -42,8 +42,9 @@ fn vcpu_demand(v: &crate::runtime::record::VcpuRecord) -> Option<f64> {
 }
 
 /// Standard deviation, in percent points, of the demand the pCPUs carry at one tick: each
-/// pCPU carries the demand of the vCPUs placed on it (pinned to it alone, else where they last
-/// ran), summed without a cap so that an overloaded pCPU shows. Falls back to the utilization
+/// pCPU carries its load outside the VMs (where recorded) and the demand of the vCPUs placed on
+/// it (pinned to it alone, else where they last ran), summed without a cap so that an
+/// overloaded pCPU shows. Falls back to the utilization
 /// stdev when no vCPU's demand and place are known.
 pub fn demand_stdev(r: &TickRecord) -> f64 {
     let ids: Vec<u32> = if r.pcpus.is_empty() {
@@ -51,7 +52,10 @@ pub fn demand_stdev(r: &TickRecord) -> f64 {
     } else {
         r.pcpus.clone()
     };
-    let mut carried = vec![0.0; ids.len()];
+    // Each pCPU carries its load outside the VMs (where recorded) and its vCPUs' demand.
+    let mut carried: Vec<f64> = (0..ids.len())
+        .map(|i| r.pcpu_other_pct.get(i).copied().flatten().unwrap_or(0.0))
+        .collect();
     let mut placed = false;
     for v in r.vms.iter().flat_map(|vm| &vm.vcpus) {
         let (Some(d), Some(home)) = (vcpu_demand(v), v.affinity.only().or(v.pcpu)) else {

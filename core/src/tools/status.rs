@@ -45,6 +45,7 @@ pub fn sample_twice(backend: &mut dyn Backend, window_s: f64) -> Result<Snapshot
     let mut builder = SnapshotBuilder::new(SnapshotSettings {
         guest_budget_kib: None,
         stats_max_age_s: 2.0 * window_s.max(1.0) + 1.0,
+        measure_other_load: true,
         ..SnapshotSettings::default()
     });
     builder.build(backend.sample()?)?;
@@ -158,6 +159,15 @@ fn render_host(h: &HostStatus) -> String {
         h.window_s,
         loads.join("  ")
     );
+    let others: Vec<String> = snap
+        .host()
+        .pcpus
+        .iter()
+        .filter_map(|p| Some(format!("{}:{:.0}%", p.pcpu.id, p.other_pct?)))
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(out, "pCPU busy outside the VMs: {}", others.join("  "));
+    }
     let stalls: Vec<String> = snap
         .host()
         .pressure

@@ -270,6 +270,26 @@ pub fn kib_field(text: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Each pCPU's busy time since boot from a `/proc/stat` text, ns: user, nice, system, irq,
+/// softirq and steal (guest time is inside user and nice; idle and I/O wait are not busy).
+/// The kernel counts in USER_HZ ticks, 100 a second on every Linux ABI.
+pub fn pcpu_busy_ns(stat: &str) -> Vec<(u32, u64)> {
+    const NS_PER_TICK: u64 = 10_000_000;
+    stat.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let cpu: u32 = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+            let ticks: Vec<u64> = fields.map_while(|f| f.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal
+            let busy: u64 = [0, 1, 2, 5, 6, 7]
+                .iter()
+                .filter_map(|&i| ticks.get(i))
+                .sum();
+            (ticks.len() >= 4).then_some((cpu, busy.saturating_mul(NS_PER_TICK)))
+        })
+        .collect()
+}
+
 /// The mount point of the cgroup v2 hierarchy in a `mountinfo` text, if it is mounted.
 pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
@@ -332,6 +352,21 @@ mod tests {
         let line = "123 (CPU 0/TCG) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 3 37 38";
         assert_eq!(stat_field(line, 22), Some(999));
         assert_eq!(stat_field(line, 39), Some(3));
+    }
+
+    #[test]
+    fn pcpu_busy_time_leaves_out_idle_and_io_wait() {
+        let stat = "cpu  300 0 100 1000 50 0 0 0 0 0\n\
+                    cpu0 100 10 20 500 40 3 2 1 0 0\n\
+                    cpu1 200 0 80 500 10 0 0 0 0 0\n\
+                    intr 12345 0 0\n";
+        assert_eq!(
+            pcpu_busy_ns(stat),
+            vec![(0, 136 * 10_000_000), (1, 280 * 10_000_000)]
+        );
+        // This host's own file reads, one line per online pCPU at least.
+        let here = std::fs::read_to_string("/proc/stat").unwrap();
+        assert!(!pcpu_busy_ns(&here).is_empty());
     }
 
     #[test]

@@ -91,6 +91,13 @@ impl LibvirtBackend {
                     .as_ref()
                     .map(|p| crate::backend::psi::read(&p.proc_dir().join("pressure")))
                     .unwrap_or_default(),
+                // The same host's /proc/stat; elsewhere not read (non-VM load unmeasured).
+                pcpu_busy_ns: self
+                    .proc
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p.proc_dir().join("stat")).ok())
+                    .map(|stat| procfs::pcpu_busy_ns(&stat))
+                    .unwrap_or_default(),
             },
             vms,
         }

@@ -166,6 +166,8 @@ pub struct SimBackend {
     /// Host memory pressure: time some task stalled (µs) and the 10 s average (percent).
     memory_stall_us: f64,
     memory_stall_avg10_pct: f64,
+    /// Each pCPU's busy time since the start, ns (vCPUs and other load).
+    busy_ns: Vec<f64>,
 }
 
 /// Free host memory under which the simulated kernel reclaims and tasks stall: this share of
@@ -192,6 +194,7 @@ impl SimBackend {
     /// Builds the simulated host of a scenario, at time 0.
     pub fn new(scenario: Scenario, realtime: bool) -> Self {
         let host = &scenario.host;
+        let host_pcpus = host.pcpus as usize;
         let cpus_per_node = host.pcpus / host.numa_nodes;
         let pcpus = (0..host.pcpus)
             .map(|id| Pcpu {
@@ -277,6 +280,7 @@ impl SimBackend {
             realtime,
             memory_stall_us: 0.0,
             memory_stall_avg10_pct: 0.0,
+            busy_ns: vec![0.0; host_pcpus],
         };
         sim.update_lifecycle();
         sim.start_phases();
@@ -398,10 +402,18 @@ impl SimBackend {
                 entries.push((vi, ci, demand));
             }
         }
-        // Place: pinned vCPUs first, then flexible ones heaviest first to the least-committed
-        // allowed pCPU (ties: the pCPU they ran on last, then the lowest id).
+        // Host processes bound to their pCPUs, entered as tasks with no VM (`usize::MAX`).
         let mut committed = vec![0.0f64; n];
         let mut placement: Vec<(usize, usize, usize, f64)> = Vec::with_capacity(entries.len());
+        for (li, load) in self.scenario.host.other_load.iter().enumerate() {
+            if let Some(p) = self.pcpu_index(load.pcpu) {
+                let demand = demand_at(&load.cpu, now);
+                committed[p] += demand;
+                placement.push((usize::MAX, li, p, demand));
+            }
+        }
+        // Place: pinned vCPUs first, then flexible ones heaviest first to the least-committed
+        // allowed pCPU (ties: the pCPU they ran on last, then the lowest id).
         let mut flexible = Vec::new();
         for &(vi, ci, demand) in &entries {
             let vcpu = &self.vms[vi].vcpus[ci];
@@ -463,6 +475,10 @@ impl SimBackend {
                 let got = (demand * scale).min(fair);
                 capacity -= got;
                 left -= 1;
+                self.busy_ns[p] += got / 100.0 * dt_s * 1e9;
+                if vi == usize::MAX {
+                    continue;
+                }
                 let vcpu = &mut self.vms[vi].vcpus[ci];
                 vcpu.run_ns += got / 100.0 * dt_s * 1e9;
                 vcpu.wait_ns += (demand - got) / 100.0 * dt_s * 1e9;
@@ -677,6 +693,12 @@ impl Backend for SimBackend {
                 pcpus: self.pcpus.clone(),
                 mem_total_kib: host.memory_mib * KIB_PER_MIB,
                 mem_free_kib: kib(free_mib),
+                pcpu_busy_ns: self
+                    .pcpus
+                    .iter()
+                    .zip(&self.busy_ns)
+                    .map(|(p, &ns)| (p.id, ns as u64))
+                    .collect(),
                 pressure: PressureSample {
                     memory: Some(PsiSample {
                         some_total_us: self.memory_stall_us.round() as u64,
@@ -831,6 +853,24 @@ mod tests {
             assert_eq!(v.wait_time_ns, Some(500_000_000));
             assert_eq!(v.pcpu, Some(0));
         }
+    }
+
+    #[test]
+    fn a_host_process_shares_its_pcpu_and_shows_in_busy_time_only() {
+        // A busy host process on pCPU 0 from the start; a 100% vCPU pinned there gets half.
+        let host = "[host]\npcpus = 2\nmemory_mib = 4096\nother_load = [{ pcpu = 0, cpu = [{ pct = 100 }] }]\n";
+        let mut s = sim_with("pinning = \"all-on-0\"", &format!(
+            "{host}[[vm]]\nname = \"v\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
+        ));
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+        let sample = s.sample().unwrap();
+        let v = &sample.vms[0].vcpus[0];
+        assert_eq!(
+            (v.run_time_ns, v.wait_time_ns),
+            (500_000_000, Some(500_000_000))
+        );
+        // pCPU 0 was busy all the second (vCPU and process), pCPU 1 idle.
+        assert_eq!(sample.host.pcpu_busy_ns, vec![(0, 1_000_000_000), (1, 0)]);
     }
 
     #[test]

@@ -128,6 +128,20 @@ pub struct SimHost {
     /// quiet guest did 192 MiB in 1.6 s).
     #[serde(default = "default_unplug_rate")]
     pub virtio_mem_unplug_mib_s: f64,
+    /// Load outside the VMs (host daemons, another tenant), each bound to one pCPU.
+    #[serde(default)]
+    pub other_load: Vec<OtherLoad>,
+}
+
+/// A host process bound to one pCPU (like `taskset -c N`), with its demand over time: it
+/// shares its pCPU with the vCPUs there as one more task, max-min fairly.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtherLoad {
+    /// The pCPU it runs on.
+    pub pcpu: u32,
+    /// Its demand from the start of the run, phase by phase.
+    pub cpu: Vec<CpuPhase>,
 }
 
 fn default_plug_rate() -> f64 {
@@ -339,6 +353,25 @@ impl Scenario {
             "MiB/s",
         )?;
         within("host.balloon_delay_s", h.balloon_delay_s, 0.0, 600.0, "s")?;
+        for (i, load) in h.other_load.iter().enumerate() {
+            let key = |k: &str| format!("host.other_load[{i}].{k}");
+            if load.pcpu >= h.pcpus {
+                return Err(invalid(
+                    None,
+                    &key("pcpu"),
+                    format!(
+                        "pCPU {} does not exist (the host has {})",
+                        load.pcpu, h.pcpus
+                    ),
+                ));
+            }
+            for phase in &load.cpu {
+                within(&key("cpu"), phase.pct, 0.0, 100.0, "percent")?;
+                if let Some(f) = phase.for_s {
+                    within(&key("cpu"), f, 0.001, MAX_DURATION_S, "s (a phase's for_s)")?;
+                }
+            }
+        }
         within("host.guest_report_s", h.guest_report_s, 0.0, 3600.0, "s")?;
         within(
             "host.balloon_read_lag_s",
