@@ -24,7 +24,9 @@ use common::daemon::Daemon;
 use common::libvirt::{
     affinity, balloons, host_free_mib, require_e2e, virsh, GuestSpec, Guests, URI,
 };
-use common::{follow_times, frees, longest_under, median, root, run_scenario, the_free};
+use common::{
+    follow_times, frees, longest_under, median, pinned_cpu, root, run_scenario, the_free,
+};
 use vcoord_core::runtime::record::TickRecord;
 
 /// vcoord on this host's libvirt with `host_toml` under its `[[host]]`, ticking every second

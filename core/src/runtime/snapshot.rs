@@ -295,7 +295,11 @@ pub fn other_loads(
     let mut was: HashMap<(&str, u32), Option<u32>> = before
         .vms
         .iter()
-        .flat_map(|vm| vm.vcpus.iter().map(move |v| ((vm.uuid.as_str(), v.id), place(v))))
+        .flat_map(|vm| {
+            vm.vcpus
+                .iter()
+                .map(move |v| ((vm.uuid.as_str(), v.id), place(v)))
+        })
         .collect();
     let mut unsure: std::collections::HashSet<u32> = std::collections::HashSet::new();
     let mut vcpus: HashMap<u32, f64> = HashMap::new();
