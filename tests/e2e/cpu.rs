@@ -281,22 +281,16 @@ fn vcpu_wait_ns(name: &str) -> u64 {
         .sum()
 }
 
-/// A busy loop bound to pCPU 0 for at most `limit`, killed when dropped.
+/// A busy loop bound to pCPU 0 for at most `limit`, killed when dropped. One process (taskset
+/// execs bash, which loops on its own clock), so killing it ends it: a `timeout` in between
+/// would leave its child spinning.
 struct Hog(Child);
 
 impl Hog {
     fn on_pcpu0(limit: Duration) -> Self {
-        let secs = limit.as_secs().to_string();
+        let script = format!("while [ $SECONDS -lt {} ]; do :; done", limit.as_secs());
         let child = Command::new("taskset")
-            .args([
-                "-c",
-                "0",
-                "timeout",
-                &secs,
-                "sh",
-                "-c",
-                "while :; do :; done",
-            ])
+            .args(["-c", "0", "bash", "-c", &script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -327,7 +321,7 @@ fn measured_capacity_moves_a_busy_guest_off_a_pcpu_busy_with_host_work() {
     let busy = guests.start(GuestSpec::new("busy", BUSY).pinned(&[0]));
     let light = guests.start(GuestSpec::new("light", "vc.cpu=20").pinned(&[1]));
     guests.wait_booted(Duration::from_secs(120));
-    let _hog = Hog::on_pcpu0(Duration::from_secs(240));
+    let hog = Hog::on_pcpu0(Duration::from_secs(240));
     let run = |capacity: &str| -> (Vec<TickRecord>, u64) {
         // Each run starts from the same placement.
         for (vm, cpu) in [(&busy, "0"), (&light, "1")] {
@@ -350,6 +344,13 @@ fn measured_capacity_moves_a_busy_guest_off_a_pcpu_busy_with_host_work() {
     };
     let (whole, waited_whole) = run("whole");
     let (measured, waited_measured) = run("measured");
+    let hog_pid = hog.0.id().to_string();
+    drop(hog);
+    // Gone with its process: nothing left spinning for the tests after this one.
+    assert!(
+        !Path::new(&format!("/proc/{hog_pid}")).exists(),
+        "the busy loop {hog_pid} is still there"
+    );
     let other0 = |r: &TickRecord| r.pcpu_other_pct.first().copied().flatten();
     let pins = |records: &[TickRecord]| -> Vec<(u64, String)> {
         records
