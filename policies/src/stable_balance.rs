@@ -10,8 +10,10 @@
 //!    so one reading is never significant on its own; a step that stays is, as the noise
 //!    decays behind it.
 //! 2. The spread S is the stdev of the pCPUs' demand: their vCPUs' demand plus the load outside
-//!    the VMs where the snapshot measures it (`other_pct`, tracked by the same estimator), so a
-//!    pCPU 60% busy with host processes offers 40%. Up to `trigger_points` nothing moves.
+//!    the VMs where the snapshot measures it (`other_pct`, tracked by the same estimator and
+//!    counted as far as it is significant: its mean less `confidence_sigmas` of its noise), so
+//!    a pCPU 60% busy with host processes offers about 40%, while the few flickering points of
+//!    the host's own threads move nothing. Up to `trigger_points` nothing moves.
 //! 3. Over it, the search finds the placement with the fewest moves whose spread is below
 //!    [`AIM_SHARE`] of the trigger: exact for small instances, else a local search that prefers
 //!    idle SMT siblings and the NUMA node most of the VM's vCPUs are on.
@@ -429,9 +431,16 @@ impl StableBalance {
         let all = self.measure(snapshot);
         // Load outside the VMs and the vCPUs of VMs the operator left alone stay where they
         // are, but their demand counts.
+        // Non-VM load counts as far as it is significant: its lower bound at the law's
+        // confidence, so the few flickering points of a host's own threads move nothing while
+        // a busy host process counts nearly whole.
         let other = self.measure_other(snapshot);
+        let sigmas = self.params.confidence_sigmas;
         let mut base = Base {
-            load: other.iter().map(|e| e.mean).collect(),
+            load: other
+                .iter()
+                .map(|e| (e.mean - sigmas * e.noise()).max(0.0))
+                .collect(),
             noise_var: other.iter().map(|e| e.noise().powi(2)).collect(),
         };
         let mut count = vec![0usize; m];
