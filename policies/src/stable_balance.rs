@@ -205,6 +205,28 @@ impl Estimate {
         self.at_s = at_s;
     }
 
+    /// The estimate after this tick's reading, if any: a reading weighs what the time it
+    /// covers weighs, whatever the tick; with none, the last estimate stands until it is too
+    /// old to trust ([`FORGET_S`]).
+    fn fold(
+        before: Option<Estimate>,
+        reading: Option<f64>,
+        snapshot: &Snapshot,
+        half_life_s: f64,
+    ) -> Option<Estimate> {
+        let now = snapshot.wall_s();
+        match (reading, before) {
+            (Some(x), Some(mut e)) => {
+                let dt = (now - e.at_s).max(snapshot.interval_s());
+                e.update(x, 1.0 - 0.5f64.powf(dt / half_life_s), now);
+                Some(e)
+            }
+            (Some(x), None) => Some(Estimate::first(x, now)),
+            (None, Some(e)) if now - e.at_s < FORGET_S => Some(e),
+            (None, _) => None,
+        }
+    }
+
     /// The standard deviation of the mean: how far it may be from the demand behind it.
     fn noise(&self) -> f64 {
         (self.var * self.weight_sq).sqrt()
@@ -273,24 +295,14 @@ impl StableBalance {
             .enumerate()
             .map(|(i, p)| (p.pcpu.id, i))
             .collect();
-        let now = snapshot.wall_s();
+        let half_life = self.params.half_life_s;
         let mut seen = HashMap::new();
         let mut items = Vec::new();
         for (vi, vm) in snapshot.vms().iter().enumerate() {
             for v in &vm.vcpus {
                 let key = (vm.uuid.clone(), v.id);
-                let estimate = match (v.demand_pct(), self.demand.get(&key).copied()) {
-                    (Some(d), Some(mut e)) => {
-                        // A reading weighs what the time it covers weighs, whatever the tick.
-                        let dt = (now - e.at_s).max(snapshot.interval_s());
-                        e.update(d, 1.0 - 0.5f64.powf(dt / self.params.half_life_s), now);
-                        Some(e)
-                    }
-                    (Some(d), None) => Some(Estimate::first(d, now)),
-                    // Not measured this tick: the last estimate, until it is too old to trust.
-                    (None, Some(e)) if now - e.at_s < FORGET_S => Some(e),
-                    (None, _) => None,
-                };
+                let before = self.demand.get(&key).copied();
+                let estimate = Estimate::fold(before, v.demand_pct(), snapshot, half_life);
                 if let Some(e) = estimate {
                     seen.insert(key, e);
                 }
@@ -314,7 +326,7 @@ impl StableBalance {
     /// Folds this tick's non-VM load of each pCPU into its estimate (the same estimator as a
     /// vCPU's demand); the estimate of each pCPU in snapshot order, zero where not measured.
     fn measure_other(&mut self, snapshot: &Snapshot) -> Vec<Estimate> {
-        let now = snapshot.wall_s();
+        let (now, half_life) = (snapshot.wall_s(), self.params.half_life_s);
         let mut seen = HashMap::new();
         let estimates = snapshot
             .host()
@@ -322,16 +334,7 @@ impl StableBalance {
             .iter()
             .map(|p| {
                 let before = self.other.get(&p.pcpu.id).copied();
-                let estimate = match (p.other_pct, before) {
-                    (Some(x), Some(mut e)) => {
-                        let dt = (now - e.at_s).max(snapshot.interval_s());
-                        e.update(x, 1.0 - 0.5f64.powf(dt / self.params.half_life_s), now);
-                        Some(e)
-                    }
-                    (Some(x), None) => Some(Estimate::first(x, now)),
-                    (None, Some(e)) if now - e.at_s < FORGET_S => Some(e),
-                    (None, _) => None,
-                };
+                let estimate = Estimate::fold(before, p.other_pct, snapshot, half_life);
                 if let Some(e) = estimate {
                     seen.insert(p.pcpu.id, e);
                 }
