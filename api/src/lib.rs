@@ -27,11 +27,12 @@ pub mod units;
 
 pub use cpuset::CpuSet;
 pub use params::{ParamError, ParamSpec, Params, PerVm};
-pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
+pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin, VmTune};
 pub use policy::{CpuPolicy, Kind, MemoryPolicy, Policy, PolicyHealth};
 pub use snapshot::{
-    vcpu_demand_pct, Core, GuardLimits, HostPressure, HostView, InvalidSnapshot, MemorySplit,
-    MemoryView, Node, Pcpu, PcpuView, Snapshot, Stall, VcpuView, VirtioMemView, VmControl, VmView,
+    vcpu_demand_pct, Core, CpuTune, GuardLimits, HostPressure, HostView, InvalidSnapshot,
+    MemorySplit, MemoryView, Node, Pcpu, PcpuView, Placement, Snapshot, Stall, VcpuView,
+    VirtioMemView, VmControl, VmView,
 };
 pub use units::{Kib, Mib};
 

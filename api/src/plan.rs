@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cpuset::CpuSet;
+use crate::snapshot::CpuTune;
 
 /// Pin one vCPU to a set of pCPUs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,11 +17,23 @@ pub struct VcpuPin {
     pub cpus: CpuSet,
 }
 
+/// Set one VM's CPU weight, quota or emulator affinity (the fields it names).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmTune {
+    /// Domain name.
+    pub vm: String,
+    /// What to set; unset fields are left as they are.
+    pub tune: CpuTune,
+}
+
 /// What a CPU policy wants this tick. An empty plan changes nothing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CpuPlan {
     /// Desired pinning; vCPUs not named keep theirs.
     pub pins: Vec<VcpuPin>,
+    /// Desired weights, quotas and emulator affinities; VMs not named keep theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunes: Vec<VmTune>,
     /// Why, in a few words with the figures that decided it.
     pub reason: String,
 }
@@ -30,8 +43,17 @@ impl CpuPlan {
     pub fn keep(reason: impl Into<String>) -> Self {
         Self {
             pins: Vec::new(),
+            tunes: Vec::new(),
             reason: reason.into(),
         }
+    }
+
+    /// Adds a tune of `vm`.
+    pub fn tune(&mut self, vm: &str, tune: CpuTune) {
+        self.tunes.push(VmTune {
+            vm: vm.to_owned(),
+            tune,
+        });
     }
 
     /// Adds a pin of `vm`'s vCPU `vcpu` to `cpus`.

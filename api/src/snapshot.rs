@@ -434,7 +434,95 @@ pub struct VmControl {
     pub max_kib: Option<u64>,
     /// Its weight when memory is short (1 when unset).
     pub shares: Option<f64>,
+    /// How its vCPUs should be placed, where the operator said.
+    #[serde(default)]
+    pub placement: Option<Placement>,
+    /// Its CPU weight (libvirt's `cpu_shares`), where the operator set one.
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// Never capped below this much CPU in all, in percent of one pCPU.
+    #[serde(default)]
+    pub cpu_min_pct: Option<f64>,
+    /// Never given more than this much CPU in all, in percent of one pCPU (a cap policies set
+    /// as a vCPU quota).
+    #[serde(default)]
+    pub cpu_max_pct: Option<f64>,
 }
+
+/// How an operator wants a VM's vCPUs placed (`ignore` is `cpu_managed = false`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Each vCPU on one pCPU.
+    Pin,
+    /// The VM on a group of pCPUs (a NUMA node, a core); the host scheduler places inside it.
+    Group,
+}
+
+/// A VM's CPU tuning in libvirt's terms: its weight, its vCPUs' quota and period, and where its
+/// emulator threads run. In a snapshot, what the domain has (`None`: not set, the host's
+/// default); in a plan, what the policy wants (`None`: leave as it is).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTune {
+    /// Relative CPU weight (`cpu_shares`; the cgroup default is 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// Run time each vCPU may have per period, µs (`vcpu_quota`; -1 is no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu_quota_us: Option<i64>,
+    /// The quota's period, µs (`vcpu_period`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu_period_us: Option<u64>,
+    /// pCPUs the emulator threads (QEMU's main loop and I/O) may run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<CpuSet>,
+}
+
+impl CpuTune {
+    /// Whether it says nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The cap the quota puts on a VM of `vcpus` vCPUs, in percent of one pCPU; `None` when
+    /// there is no quota (unset or -1). A quota without a period is taken over libvirt's default
+    /// period of 100 ms.
+    pub fn cap_pct(&self, vcpus: usize) -> Option<f64> {
+        let quota = self.vcpu_quota_us.filter(|&q| q > 0)?;
+        let period = self.vcpu_period_us.unwrap_or(DEFAULT_PERIOD_US).max(1);
+        Some(quota as f64 / period as f64 * 100.0 * vcpus as f64)
+    }
+
+    /// What of `wanted` differs from this (the fields to change), or `None` if nothing does.
+    pub fn changes_to(&self, wanted: &CpuTune) -> Option<CpuTune> {
+        let pick = |now: Option<u64>, want: Option<u64>| want.filter(|w| Some(*w) != now);
+        let out = CpuTune {
+            cpu_shares: pick(self.cpu_shares, wanted.cpu_shares),
+            vcpu_quota_us: wanted
+                .vcpu_quota_us
+                .filter(|w| Some(*w) != self.vcpu_quota_us),
+            vcpu_period_us: pick(self.vcpu_period_us, wanted.vcpu_period_us),
+            emulator: wanted
+                .emulator
+                .clone()
+                .filter(|w| Some(w) != self.emulator.as_ref()),
+        };
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// This, with what `change` sets laid over it.
+    pub fn with(&self, change: &CpuTune) -> CpuTune {
+        CpuTune {
+            cpu_shares: change.cpu_shares.or(self.cpu_shares),
+            vcpu_quota_us: change.vcpu_quota_us.or(self.vcpu_quota_us),
+            vcpu_period_us: change.vcpu_period_us.or(self.vcpu_period_us),
+            emulator: change.emulator.clone().or_else(|| self.emulator.clone()),
+        }
+    }
+}
+
+/// libvirt's default vCPU period, µs.
+pub const DEFAULT_PERIOD_US: u64 = 100_000;
 
 impl Default for VmControl {
     fn default() -> Self {
@@ -444,6 +532,10 @@ impl Default for VmControl {
             min_kib: None,
             max_kib: None,
             shares: None,
+            placement: None,
+            cpu_shares: None,
+            cpu_min_pct: None,
+            cpu_max_pct: None,
         }
     }
 }
@@ -466,6 +558,9 @@ pub struct VmView {
     /// What the operator lets vcoord do with it.
     #[serde(default)]
     pub control: VmControl,
+    /// Its CPU tuning now (weight, quota, emulator affinity), where the backend reads it.
+    #[serde(default)]
+    pub cputune: CpuTune,
 }
 
 /// What one tick sees of the host and its VMs. Utilizations come from counter deltas between
@@ -711,6 +806,14 @@ impl Builder {
             if let Some(s) = vm.control.shares.filter(|s| !(s.is_finite() && *s > 0.0)) {
                 return bad(format!("VM `{}` has shares {s}", vm.name));
             }
+            for (what, value) in [
+                ("CPU minimum", vm.control.cpu_min_pct),
+                ("CPU maximum", vm.control.cpu_max_pct),
+            ] {
+                if let Some(x) = value.filter(|x| !is_figure(*x)) {
+                    return bad(format!("VM `{}` has {what} {x}%", vm.name));
+                }
+            }
         }
         if sum_loads {
             for p in &mut host.pcpus {
@@ -802,6 +905,7 @@ mod tests {
 
     fn vm(name: &str, vcpus: &[(u32, f64, u32)]) -> VmView {
         VmView {
+            cputune: Default::default(),
             name: name.into(),
             uuid: format!("u-{name}"),
             vcpus: vcpus

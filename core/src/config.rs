@@ -16,7 +16,7 @@ use crate::policy::{
 };
 use crate::runtime::guard::GuardSettings;
 use crate::source::Located;
-use crate::vmcontrol::{Mode, VmRule, VmSettings};
+use crate::vmcontrol::{Mode, PlacementSetting, VmRule, VmSettings};
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/vcoord/vcoord.toml";
@@ -115,6 +115,10 @@ struct RawVmRule {
     min_mib: Option<f64>,
     max_mib: Option<f64>,
     shares: Option<f64>,
+    placement: Option<PlacementSetting>,
+    cpu_shares: Option<u64>,
+    cpu_min_pct: Option<f64>,
+    cpu_max_pct: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -526,6 +530,10 @@ impl Config {
                     min_mib: raw.min_mib,
                     max_mib: raw.max_mib,
                     shares: raw.shares,
+                    placement: raw.placement,
+                    cpu_shares: raw.cpu_shares,
+                    cpu_min_pct: raw.cpu_min_pct,
+                    cpu_max_pct: raw.cpu_max_pct,
                 };
                 if let Err((field, why)) = settings.check() {
                     return Err(err(span, rule_key(field), why));

@@ -108,6 +108,9 @@ pub struct VmSample {
     pub memory: MemorySample,
     /// Cumulative OOM kills seen in the guest, where the backend can tell (the simulator can).
     pub oom_events: Option<u64>,
+    /// Its CPU tuning now (weight, quota, emulator affinity), where the backend reads it.
+    #[serde(default, skip_serializing_if = "vcoord_api::CpuTune::is_empty")]
+    pub cputune: vcoord_api::CpuTune,
     /// The operator's settings in the domain's own metadata, where there are some.
     #[serde(skip)]
     pub metadata: Option<crate::vmcontrol::VmSettings>,

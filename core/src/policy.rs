@@ -1,6 +1,6 @@
 //! What a policy is (see [`vcoord_api::policy`]): re-exported here for the runtime's modules.
 
-pub use vcoord_api::plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin};
+pub use vcoord_api::plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin, VmTune};
 pub use vcoord_api::policy::{
     cpu_policies, find_cpu_policy, find_memory_policy, memory_policies, policy_names, CpuPolicy,
     CpuPolicyEntry, Kind, MemoryPolicy, MemoryPolicyEntry, Policy, PolicyHealth,

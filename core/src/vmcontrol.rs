@@ -5,7 +5,8 @@
 //! ```xml
 //! <metadata>
 //!   <vcoord:vm xmlns:vcoord="https://vcoord.dev/xmlns/vm/1" cpu="ignore" memory="manage"
-//!              min_mib="1024" max_mib="4096" shares="2"/>
+//!              min_mib="1024" max_mib="4096" shares="2" placement="group"
+//!              cpu_shares="2048" cpu_min_pct="50" cpu_max_pct="150"/>
 //! </metadata>
 //! ```
 //!
@@ -14,7 +15,7 @@
 use serde::Deserialize;
 
 use crate::units::KIB_PER_MIB_F64;
-use crate::vcoord_api::VmControl;
+use crate::vcoord_api::{Placement, VmControl};
 
 /// The XML namespace of vcoord's domain metadata.
 pub const METADATA_NS: &str = "https://vcoord.dev/xmlns/vm/1";
@@ -27,6 +28,29 @@ pub enum Mode {
     Manage,
     /// vcoord leaves it as it is.
     Ignore,
+}
+
+/// How a VM's vCPUs are placed, as an operator writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementSetting {
+    /// Each vCPU on one pCPU.
+    Pin,
+    /// The VM on a group of pCPUs.
+    Group,
+    /// Left where it is (as `cpu = "ignore"`).
+    Ignore,
+}
+
+impl PlacementSetting {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "pin" => Ok(Self::Pin),
+            "group" => Ok(Self::Group),
+            "ignore" => Ok(Self::Ignore),
+            other => Err(format!("`{other}` is not pin, group or ignore")),
+        }
+    }
 }
 
 impl Mode {
@@ -52,6 +76,14 @@ pub struct VmSettings {
     pub max_mib: Option<f64>,
     /// Weight when memory is short.
     pub shares: Option<f64>,
+    /// How its vCPUs are placed.
+    pub placement: Option<PlacementSetting>,
+    /// Its CPU weight (libvirt's `cpu_shares`).
+    pub cpu_shares: Option<u64>,
+    /// Never capped below this much CPU, percent of one pCPU.
+    pub cpu_min_pct: Option<f64>,
+    /// Never given more than this much CPU, percent of one pCPU.
+    pub cpu_max_pct: Option<f64>,
 }
 
 impl VmSettings {
@@ -74,6 +106,29 @@ impl VmSettings {
         {
             return Err(("shares", format!("{s} is out of range (0, 1e6]")));
         }
+        let shares = crate::runtime::guard::SHARES;
+        if let Some(s) = self.cpu_shares.filter(|s| !shares.contains(s)) {
+            return Err((
+                "cpu_shares",
+                format!("{s} is out of range [{}, {}]", shares.start(), shares.end()),
+            ));
+        }
+        for (key, v) in [
+            ("cpu_min_pct", self.cpu_min_pct),
+            ("cpu_max_pct", self.cpu_max_pct),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= 1e5)) {
+                return Err((
+                    key,
+                    format!("{v} is out of range (0, 1e5] percent of a pCPU"),
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.cpu_min_pct, self.cpu_max_pct) {
+            if min > max {
+                return Err(("cpu_min_pct", format!("{min} is above cpu_max_pct ({max})")));
+            }
+        }
         Ok(())
     }
 
@@ -94,6 +149,21 @@ impl VmSettings {
         }
         if let Some(v) = self.shares {
             control.shares = Some(v);
+        }
+        match self.placement {
+            Some(PlacementSetting::Pin) => control.placement = Some(Placement::Pin),
+            Some(PlacementSetting::Group) => control.placement = Some(Placement::Group),
+            Some(PlacementSetting::Ignore) => control.cpu_managed = false,
+            None => {}
+        }
+        if let Some(v) = self.cpu_shares {
+            control.cpu_shares = Some(v);
+        }
+        if let Some(v) = self.cpu_min_pct {
+            control.cpu_min_pct = Some(v);
+        }
+        if let Some(v) = self.cpu_max_pct {
+            control.cpu_max_pct = Some(v);
         }
     }
 }
@@ -145,7 +215,8 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|&c| c == '*')
 }
 
-/// Reads vcoord's metadata element (`<vm cpu=.. memory=.. min_mib=.. max_mib=.. shares=../>`).
+/// Reads vcoord's metadata element (`<vm cpu=.. memory=.. min_mib=.. max_mib=.. shares=..
+/// placement=.. cpu_shares=.. cpu_min_pct=.. cpu_max_pct=../>`).
 ///
 /// `virDomainGetMetadata` asked for [`METADATA_NS`] returns the element with its namespace
 /// stripped (`<vm cpu="manage"/>`), so an element in no namespace is vcoord's; one written with
@@ -177,6 +248,19 @@ pub fn parse_metadata(xml: &str) -> Result<VmSettings, String> {
             "min_mib" => settings.min_mib = Some(number()?),
             "max_mib" => settings.max_mib = Some(number()?),
             "shares" => settings.shares = Some(number()?),
+            "placement" => {
+                settings.placement =
+                    Some(PlacementSetting::parse(value).map_err(|e| format!("placement: {e}"))?)
+            }
+            "cpu_shares" => {
+                settings.cpu_shares = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("cpu_shares: `{value}` is not a whole number"))?,
+                )
+            }
+            "cpu_min_pct" => settings.cpu_min_pct = Some(number()?),
+            "cpu_max_pct" => settings.cpu_max_pct = Some(number()?),
             other => return Err(format!("unknown attribute `{other}`")),
         }
     }
@@ -250,11 +334,48 @@ mod tests {
                 min_mib: Some(300.0),
                 max_mib: Some(400.0),
                 shares: Some(3.0),
+                ..VmSettings::default()
             }
         );
         let c = resolve(&[], "x", Some(&s));
         assert!(c.cpu_managed && !c.memory_managed);
         assert_eq!((c.min_kib, c.max_kib), (Some(300 << 10), Some(400 << 10)));
+    }
+
+    #[test]
+    fn cpu_settings_in_metadata_are_understood() {
+        let s = parse_metadata(
+            "<vm placement=\"group\" cpu_shares=\"2048\" cpu_min_pct=\"50\" cpu_max_pct=\"150\"/>",
+        )
+        .unwrap();
+        let c = resolve(&[], "x", Some(&s));
+        assert_eq!(c.placement, Some(Placement::Group));
+        assert_eq!(c.cpu_shares, Some(2048));
+        assert_eq!((c.cpu_min_pct, c.cpu_max_pct), (Some(50.0), Some(150.0)));
+        let ignore = parse_metadata("<vm placement=\"ignore\"/>").unwrap();
+        assert!(!resolve(&[], "x", Some(&ignore)).cpu_managed);
+        for (xml, why) in [
+            (
+                "<vm placement=\"spread\"/>",
+                "placement: `spread` is not pin, group or ignore",
+            ),
+            (
+                "<vm cpu_shares=\"1\"/>",
+                "cpu_shares: 1 is out of range [2, 262144]",
+            ),
+            (
+                "<vm cpu_shares=\"1.5\"/>",
+                "cpu_shares: `1.5` is not a whole number",
+            ),
+            (
+                "<vm cpu_min_pct=\"80\" cpu_max_pct=\"50\"/>",
+                "cpu_min_pct: 80 is above cpu_max_pct (50)",
+            ),
+            ("<vm cpu_max_pct=\"0\"/>", "cpu_max_pct: 0 is out of range"),
+        ] {
+            let err = parse_metadata(xml).unwrap_err();
+            assert!(err.contains(why), "{xml}: {err}");
+        }
     }
 
     #[test]

@@ -146,6 +146,33 @@ pub struct Vm {
     pub is_new: bool,
     /// What the operator lets vcoord do with it, and its limits.
     pub control: Control,
+    /// Its CPU tuning now.
+    pub cputune: CpuTune,
+}
+
+/// A VM's CPU weight, vCPU quota and period, and emulator affinity. In a snapshot what it has
+/// (none: the host's default); in a plan what to set (none: leave it).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct CpuTune {
+    /// Relative CPU weight (`cpu_shares`).
+    pub cpu_shares: ROption<u64>,
+    /// Run time each vCPU may have per period, µs; -1 is no limit.
+    pub vcpu_quota_us: ROption<i64>,
+    /// The quota's period, µs.
+    pub vcpu_period_us: ROption<u64>,
+    /// pCPUs the emulator threads may run on, ascending.
+    pub emulator: ROption<RVec<u32>>,
+}
+
+/// How the operator wants a VM's vCPUs placed.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Each vCPU on one pCPU.
+    Pin,
+    /// The VM on a group of pCPUs.
+    Group,
 }
 
 /// What the operator lets vcoord do with one VM.
@@ -162,6 +189,14 @@ pub struct Control {
     pub max_kib: ROption<u64>,
     /// Weight when memory is short.
     pub shares: ROption<f64>,
+    /// How its vCPUs should be placed, where the operator said.
+    pub placement: ROption<Placement>,
+    /// Its CPU weight, where the operator set one.
+    pub cpu_shares: ROption<u64>,
+    /// Never capped below this much CPU, percent of one pCPU.
+    pub cpu_min_pct: ROption<f64>,
+    /// Never given more than this much CPU, percent of one pCPU.
+    pub cpu_max_pct: ROption<f64>,
 }
 
 /// What one tick sees of the host. Immutable for the plugin.
@@ -207,12 +242,24 @@ pub struct VcpuPin {
     pub cpus: RVec<u32>,
 }
 
-/// A CPU policy's plan: vCPUs not named keep their pinning.
+/// Set one VM's CPU tuning (the fields it names).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct VmTune {
+    /// Domain name.
+    pub vm: RString,
+    /// What to set.
+    pub tune: CpuTune,
+}
+
+/// A CPU policy's plan: vCPUs not named keep their pinning, VMs not named their tuning.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default, PartialEq)]
 pub struct CpuPlan {
     /// Desired pinning.
     pub pins: RVec<VcpuPin>,
+    /// Desired weights, quotas and emulator affinities.
+    pub tunes: RVec<VmTune>,
     /// Why, in a few words.
     pub reason: RString,
 }

@@ -6,8 +6,8 @@
 use abi_stable::std_types::{RString, RVec};
 use vcoord_api::snapshot::{GuardLimits, HostPressure, HostView, InvalidSnapshot, PcpuView, Stall};
 use vcoord_api::{
-    BalloonTarget, CpuPlan, CpuSet, MemoryPlan, MemoryView, ParamError, ParamSpec, Pcpu, Snapshot,
-    VcpuPin, VcpuView, VirtioMemView, VmControl, VmView,
+    BalloonTarget, CpuPlan, CpuSet, CpuTune, MemoryPlan, MemoryView, ParamError, ParamSpec, Pcpu,
+    Placement, Snapshot, VcpuPin, VcpuView, VirtioMemView, VmControl, VmTune, VmView,
 };
 
 use crate::abi;
@@ -114,7 +114,48 @@ fn vm_to_abi(vm: &VmView) -> abi::Vm {
             min_kib: vm.control.min_kib.into(),
             max_kib: vm.control.max_kib.into(),
             shares: vm.control.shares.into(),
+            placement: vm.control.placement.map(placement_to_abi).into(),
+            cpu_shares: vm.control.cpu_shares.into(),
+            cpu_min_pct: vm.control.cpu_min_pct.into(),
+            cpu_max_pct: vm.control.cpu_max_pct.into(),
         },
+        cputune: tune_to_abi(&vm.cputune),
+    }
+}
+
+fn placement_to_abi(p: Placement) -> abi::Placement {
+    match p {
+        Placement::Pin => abi::Placement::Pin,
+        Placement::Group => abi::Placement::Group,
+    }
+}
+
+fn placement_from_abi(p: abi::Placement) -> Placement {
+    match p {
+        abi::Placement::Pin => Placement::Pin,
+        abi::Placement::Group => Placement::Group,
+    }
+}
+
+fn tune_to_abi(t: &CpuTune) -> abi::CpuTune {
+    abi::CpuTune {
+        cpu_shares: t.cpu_shares.into(),
+        vcpu_quota_us: t.vcpu_quota_us.into(),
+        vcpu_period_us: t.vcpu_period_us.into(),
+        emulator: t.emulator.as_ref().map(|e| e.iter().collect()).into(),
+    }
+}
+
+fn tune_from_abi(t: &abi::CpuTune) -> CpuTune {
+    CpuTune {
+        cpu_shares: t.cpu_shares.into_option(),
+        vcpu_quota_us: t.vcpu_quota_us.into_option(),
+        vcpu_period_us: t.vcpu_period_us.into_option(),
+        emulator: t
+            .emulator
+            .as_ref()
+            .map(|e| e.iter().copied().collect::<CpuSet>())
+            .into_option(),
     }
 }
 
@@ -209,7 +250,12 @@ fn vm_from_abi(vm: &abi::Vm) -> VmView {
             min_kib: vm.control.min_kib.into_option(),
             max_kib: vm.control.max_kib.into_option(),
             shares: vm.control.shares.into_option(),
+            placement: vm.control.placement.into_option().map(placement_from_abi),
+            cpu_shares: vm.control.cpu_shares.into_option(),
+            cpu_min_pct: vm.control.cpu_min_pct.into_option(),
+            cpu_max_pct: vm.control.cpu_max_pct.into_option(),
         },
+        cputune: tune_from_abi(&vm.cputune),
     }
 }
 
@@ -223,6 +269,14 @@ pub fn cpu_plan_to_abi(plan: CpuPlan) -> abi::CpuPlan {
                 vm: p.vm.into(),
                 vcpu: p.vcpu,
                 cpus: p.cpus.iter().collect(),
+            })
+            .collect(),
+        tunes: plan
+            .tunes
+            .iter()
+            .map(|t| abi::VmTune {
+                vm: t.vm.as_str().into(),
+                tune: tune_to_abi(&t.tune),
             })
             .collect(),
         reason: plan.reason.into(),
@@ -239,6 +293,14 @@ pub fn cpu_plan_from_abi(plan: abi::CpuPlan) -> CpuPlan {
                 vm: p.vm.into_string(),
                 vcpu: p.vcpu,
                 cpus: p.cpus.into_iter().collect::<CpuSet>(),
+            })
+            .collect(),
+        tunes: plan
+            .tunes
+            .iter()
+            .map(|t| VmTune {
+                vm: t.vm.as_str().to_owned(),
+                tune: tune_from_abi(&t.tune),
             })
             .collect(),
         reason: plan.reason.into_string(),
@@ -351,6 +413,7 @@ mod tests {
             .interval_s(1.0)
             .wall_s(100.0)
             .vm(VmView {
+                cputune: Default::default(),
                 name: "vm1".into(),
                 uuid: "u1".into(),
                 vcpus: vec![VcpuView {

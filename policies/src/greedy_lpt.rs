@@ -65,6 +65,7 @@ impl CpuPolicy for GreedyLpt {
         let loads = &snapshot.pcpu_loads();
         if !snapshot.has_cpu_loads() || loads.is_empty() {
             return CpuPlan {
+                tunes: Vec::new(),
                 pins: Vec::new(),
                 reason: "no vCPU loads yet".into(),
             };
@@ -75,6 +76,7 @@ impl CpuPolicy for GreedyLpt {
             (self.params.trigger_rel * m).max(self.params.trigger_abs_points.unwrap_or(0.0));
         if sd <= threshold {
             return CpuPlan {
+                tunes: Vec::new(),
                 pins: Vec::new(),
                 reason: format!("balanced: stdev {sd:.1} <= {threshold:.1} (mean {m:.1})"),
             };
@@ -105,6 +107,7 @@ impl CpuPolicy for GreedyLpt {
             })
             .collect();
         CpuPlan {
+            tunes: Vec::new(),
             pins,
             reason: format!("rebalance: stdev {sd:.1} > {threshold:.1} (mean {m:.1})"),
         }

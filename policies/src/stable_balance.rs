@@ -492,6 +492,7 @@ impl CpuPolicy for StableBalance {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
         let (pins, verdict) = self.step(snapshot);
         CpuPlan {
+            tunes: Vec::new(),
             pins,
             reason: verdict.to_string(),
         }
@@ -846,6 +847,7 @@ mod tests {
         assert!(matches!(verdict, Verdict::Rebalance(_)), "{verdict}");
         assert_eq!(
             pins_of(&CpuPlan {
+                tunes: Vec::new(),
                 pins,
                 reason: String::new()
             }),

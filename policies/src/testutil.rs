@@ -10,6 +10,7 @@ pub fn cpu_snapshot(pcpus: u32, vcpus: &[(f64, u32)]) -> Snapshot {
         .iter()
         .enumerate()
         .map(|(i, &(load, pcpu))| VmView {
+            cputune: Default::default(),
             name: format!("vm{i}"),
             uuid: format!("u{i}"),
             vcpus: vec![VcpuView {
@@ -86,6 +87,7 @@ pub fn at(wall_s: f64, snapshot: Snapshot) -> Snapshot {
 /// A single-vCPU VM with only memory figures that matter.
 pub fn mem_vm(name: &str, max_mib: u64, actual_mib: u64, unused_mib: Option<u64>) -> VmView {
     VmView {
+        cputune: Default::default(),
         name: name.into(),
         uuid: name.into(),
         vcpus: vec![VcpuView {

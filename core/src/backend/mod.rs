@@ -95,6 +95,16 @@ pub trait Backend: Send {
         })
     }
 
+    /// Sets what `tune` names of the VM's CPU weight, vCPU quota and period, and emulator
+    /// affinity (live).
+    fn set_cputune(&mut self, vm: &str, _tune: &vcoord_api::CpuTune) -> Result<(), BackendError> {
+        Err(BackendError::Refused {
+            vm: vm.to_string(),
+            op: "tune CPU",
+            message: "this backend sets no CPU weights, quotas or emulator affinity".into(),
+        })
+    }
+
     /// Asks the guest to report memory statistics every `period_s` seconds.
     fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError>;
 

@@ -202,6 +202,7 @@ mod tests {
 
     fn vm(name: &str, vcpus: &[(f64, f64)], actual_mib: u64, unused_mib: u64) -> VmView {
         VmView {
+            cputune: Default::default(),
             name: name.into(),
             uuid: format!("uuid-{name}"),
             vcpus: vcpus

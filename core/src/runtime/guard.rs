@@ -6,9 +6,10 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{CpuPlan, MemoryPlan, VcpuPin};
+use crate::policy::{CpuPlan, MemoryPlan, VcpuPin, VmTune};
 use crate::runtime::snapshot::{GuardLimits, Snapshot};
 use crate::units::Kib;
+use vcoord_api::snapshot::{CpuTune, Placement, DEFAULT_PERIOD_US};
 
 use crate::units::KIB_PER_MIB as MIB;
 
@@ -95,6 +96,14 @@ pub enum Refusal {
     BeyondDevice,
     /// The domain is in the middle of a job (migration, dump, snapshot) or not running.
     Busy,
+    /// A CPU weight outside the bounds the host's scheduler takes.
+    BadWeight,
+    /// A vCPU quota or period outside the bounds the host's scheduler takes.
+    BadQuota,
+    /// A quota that would hold a VM below its operator's CPU minimum.
+    BelowMinimum,
+    /// A pin against the operator's placement (a set for a VM to be pinned one to one).
+    OperatorPlacement,
     /// Read from a record that did not say.
     #[default]
     Other,
@@ -102,7 +111,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in the order metrics list them.
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::OperatorIgnore,
         Refusal::HostReserve,
         Refusal::Trimmed,
@@ -113,6 +122,10 @@ impl Refusal {
         Refusal::BadTarget,
         Refusal::BeyondDevice,
         Refusal::Busy,
+        Refusal::BadWeight,
+        Refusal::BadQuota,
+        Refusal::BelowMinimum,
+        Refusal::OperatorPlacement,
         Refusal::Other,
     ];
 
@@ -129,6 +142,10 @@ impl Refusal {
             Refusal::BadTarget => "bad_target",
             Refusal::BeyondDevice => "beyond_device",
             Refusal::Busy => "busy",
+            Refusal::BadWeight => "bad_weight",
+            Refusal::BadQuota => "bad_quota",
+            Refusal::BelowMinimum => "below_minimum",
+            Refusal::OperatorPlacement => "operator_placement",
             Refusal::Other => "other",
         }
     }
@@ -154,6 +171,9 @@ pub struct Rejection {
 pub struct GuardedPlan {
     /// Pins that passed.
     pub pins: Vec<VcpuPin>,
+    /// CPU tunes that passed (possibly trimmed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunes: Vec<VmTune>,
     /// Balloon changes that passed (possibly trimmed).
     pub balloons: Vec<BalloonChange>,
     /// Refused or trimmed actions.
@@ -176,6 +196,7 @@ impl Guard {
     pub fn check(&self, snapshot: &Snapshot, cpu: &CpuPlan, memory: &MemoryPlan) -> GuardedPlan {
         let mut out = GuardedPlan::default();
         self.check_pins(snapshot, cpu, &mut out);
+        check_tunes(snapshot, cpu, &mut out);
         self.check_balloons(snapshot, memory, &mut out);
         out
     }
@@ -217,6 +238,13 @@ impl Guard {
                 out.rejected.push(reject(
                     Refusal::BadPin,
                     format!("pCPU {bad} does not exist on this host"),
+                ));
+                continue;
+            }
+            if vm.control.placement == Some(Placement::Pin) && pin.cpus.len() > 1 {
+                out.rejected.push(reject(
+                    Refusal::OperatorPlacement,
+                    "the operator set this VM to be pinned one vCPU to one pCPU".into(),
                 ));
                 continue;
             }
@@ -368,6 +396,150 @@ impl Guard {
     }
 }
 
+/// Bounds of a CPU weight: those of the cgroup v1 `cpu.shares` libvirt writes (v2's weight
+/// maps into the same range).
+pub const SHARES: std::ops::RangeInclusive<u64> = 2..=262_144;
+/// Bounds of a vCPU period, µs (the kernel's CFS bandwidth limits).
+pub const PERIOD_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
+/// Bounds of a vCPU quota, µs (-1, no limit, is also taken).
+pub const QUOTA_US: std::ops::RangeInclusive<i64> = 1_000..=17_592_186_044_415;
+
+/// Checks CPU tunes: of known, managed domains, once each; weights, quotas and periods within
+/// the scheduler's bounds; emulator sets of existing pCPUs; a quota never holding a VM below its
+/// operator's CPU minimum, and lowered to its operator's maximum.
+fn check_tunes(snapshot: &Snapshot, plan: &CpuPlan, out: &mut GuardedPlan) {
+    let mut seen = HashSet::new();
+    for wish in &plan.tunes {
+        let action = format!("tune {}: {}", wish.vm, describe_tune(&wish.tune));
+        let reject = |reason: Refusal, why: String| Rejection {
+            action: action.clone(),
+            why,
+            reason,
+            vm: wish.vm.clone(),
+        };
+        let Some(vm) = snapshot.vm(&wish.vm) else {
+            out.rejected
+                .push(reject(Refusal::UnknownVm, "no such domain".into()));
+            continue;
+        };
+        if !vm.control.cpu_managed {
+            out.rejected.push(reject(
+                Refusal::OperatorIgnore,
+                "the operator set this VM's CPU to ignore".into(),
+            ));
+            continue;
+        }
+        if !seen.insert(wish.vm.as_str()) {
+            out.rejected.push(reject(
+                Refusal::Duplicate,
+                "domain tuned twice in one plan".into(),
+            ));
+            continue;
+        }
+        let mut tune = wish.tune.clone();
+        if let Some(shares) = tune.cpu_shares.filter(|s| !SHARES.contains(s)) {
+            out.rejected.push(reject(
+                Refusal::BadWeight,
+                format!(
+                    "cpu_shares {shares} is outside [{}, {}]",
+                    SHARES.start(),
+                    SHARES.end()
+                ),
+            ));
+            continue;
+        }
+        if let Some(period) = tune.vcpu_period_us.filter(|p| !PERIOD_US.contains(p)) {
+            out.rejected.push(reject(
+                Refusal::BadQuota,
+                format!(
+                    "vcpu_period {period} µs is outside [{}, {}]",
+                    PERIOD_US.start(),
+                    PERIOD_US.end()
+                ),
+            ));
+            continue;
+        }
+        if let Some(quota) = tune
+            .vcpu_quota_us
+            .filter(|q| *q != -1 && !QUOTA_US.contains(q))
+        {
+            out.rejected.push(reject(
+                Refusal::BadQuota,
+                format!(
+                    "vcpu_quota {quota} µs is neither -1 (no limit) nor within [{}, {}]",
+                    QUOTA_US.start(),
+                    QUOTA_US.end()
+                ),
+            ));
+            continue;
+        }
+        if let Some(bad) = tune.emulator.as_ref().and_then(|set| match set.is_empty() {
+            true => Some("an empty pCPU set".to_string()),
+            false => set
+                .iter()
+                .find(|&c| snapshot.pcpu_index(c).is_none())
+                .map(|c| format!("pCPU {c}, which does not exist on this host")),
+        }) {
+            out.rejected.push(reject(
+                Refusal::BadPin,
+                format!("emulator threads pinned to {bad}"),
+            ));
+            continue;
+        }
+        // The cap the domain would have: the wish laid over what it has now.
+        let vcpus = vm.vcpus.len();
+        let after = vm.cputune.with(&tune);
+        let cap = after.cap_pct(vcpus);
+        if let (Some(cap), Some(min)) = (cap, vm.control.cpu_min_pct) {
+            if cap < min {
+                out.rejected.push(reject(
+                    Refusal::BelowMinimum,
+                    format!(
+                        "a cap of {cap:.0}% of a pCPU is below the operator's minimum of {min:.0}%"
+                    ),
+                ));
+                continue;
+            }
+        }
+        if let Some(max) = vm.control.cpu_max_pct.filter(|_| vcpus > 0) {
+            if cap.is_none_or(|cap| cap > max)
+                && (tune.vcpu_quota_us.is_some() || tune.vcpu_period_us.is_some())
+            {
+                let period = after.vcpu_period_us.unwrap_or(DEFAULT_PERIOD_US);
+                let quota = (max / 100.0 / vcpus as f64 * period as f64).floor() as i64;
+                let quota = quota.clamp(*QUOTA_US.start(), *QUOTA_US.end());
+                out.rejected.push(reject(
+                    Refusal::Trimmed,
+                    format!("vcpu_quota lowered to {quota} µs: the operator's maximum is {max:.0}% of a pCPU"),
+                ));
+                tune.vcpu_quota_us = Some(quota);
+            }
+        }
+        out.tunes.push(VmTune {
+            vm: wish.vm.clone(),
+            tune,
+        });
+    }
+}
+
+/// `cpu_shares 2048, vcpu_quota 50000 µs, emulator {1}`.
+pub fn describe_tune(tune: &CpuTune) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = tune.cpu_shares {
+        parts.push(format!("cpu_shares {s}"));
+    }
+    if let Some(q) = tune.vcpu_quota_us {
+        parts.push(format!("vcpu_quota {q} µs"));
+    }
+    if let Some(p) = tune.vcpu_period_us {
+        parts.push(format!("vcpu_period {p} µs"));
+    }
+    if let Some(e) = &tune.emulator {
+        parts.push(format!("emulator {{{e}}}"));
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,10 +547,12 @@ mod tests {
     use crate::model::Pcpu;
     use crate::policy::BalloonTarget;
     use crate::runtime::snapshot::{HostView, MemoryView, VcpuView, VmView};
+    use vcoord_api::snapshot::Placement;
     use vcoord_api::VmControl;
 
     fn vm(name: &str, actual_mib: u64, unused_mib: Option<u64>) -> VmView {
         VmView {
+            cputune: Default::default(),
             name: name.into(),
             uuid: name.into(),
             vcpus: vec![VcpuView {
@@ -437,6 +611,86 @@ mod tests {
     }
 
     #[test]
+    fn tunes_within_bounds_minimum_and_maximum_pass_and_the_rest_is_refused_with_a_reason() {
+        let mut floor = vm("floor", 512, Some(100));
+        floor.control.cpu_min_pct = Some(50.0);
+        let mut capped = vm("capped", 512, Some(100));
+        capped.control.cpu_max_pct = Some(40.0);
+        let mut pinned = vm("pinned", 512, Some(100));
+        pinned.control.placement = Some(Placement::Pin);
+        let mut ignored = vm("ignored", 512, Some(100));
+        ignored.control.cpu_managed = false;
+        let snap = snapshot(
+            4096,
+            vec![vm("a", 512, Some(100)), floor, capped, pinned, ignored],
+        );
+        let tune = |shares: Option<u64>, quota: Option<i64>, emulator: Option<&[u32]>| CpuTune {
+            cpu_shares: shares,
+            vcpu_quota_us: quota,
+            vcpu_period_us: None,
+            emulator: emulator.map(|e| e.iter().copied().collect()),
+        };
+        let mut plan = CpuPlan::keep("test");
+        plan.tune("a", tune(Some(2048), Some(50_000), Some(&[1])));
+        plan.tune("a", tune(Some(512), None, None));
+        plan.tune("nobody", tune(Some(512), None, None));
+        plan.tune("ignored", tune(Some(512), None, None));
+        plan.tune("floor", tune(None, Some(60_000), None));
+        plan.tune("capped", tune(None, Some(-1), None));
+        plan.pin("pinned", 0, &[0, 1]);
+        plan.pin("pinned", 0, &[1]);
+        let out = Guard::default().check(&snap, &plan, &MemoryPlan::default());
+        use Refusal::*;
+        let reasons: Vec<_> = out.rejected.iter().map(|r| r.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                OperatorPlacement,
+                Duplicate,
+                UnknownVm,
+                OperatorIgnore,
+                Trimmed
+            ]
+        );
+        // Each refusal of `floor` alone, as a plan of its own would meet it.
+        for (wish, reason, why) in [
+            (
+                tune(Some(1), None, None),
+                BadWeight,
+                "cpu_shares 1 is outside [2, 262144]",
+            ),
+            (
+                tune(None, Some(10), None),
+                BadQuota,
+                "vcpu_quota 10 µs is neither -1",
+            ),
+            (
+                tune(None, Some(40_000), None),
+                BelowMinimum,
+                "a cap of 40% of a pCPU is below the operator's minimum of 50%",
+            ),
+            (
+                tune(None, None, Some(&[5])),
+                BadPin,
+                "pCPU 5, which does not exist",
+            ),
+        ] {
+            let mut one = CpuPlan::keep("test");
+            one.tune("floor", wish);
+            let out = Guard::default().check(&snap, &one, &MemoryPlan::default());
+            assert!(out.tunes.is_empty(), "{:?}", out.tunes);
+            assert_eq!(out.rejected[0].reason, reason);
+            assert!(out.rejected[0].why.contains(why), "{}", out.rejected[0].why);
+        }
+        let names: Vec<_> = out.tunes.iter().map(|t| t.vm.as_str()).collect();
+        assert_eq!(names, vec!["a", "floor", "capped"]);
+        assert_eq!(out.tunes[1].tune.vcpu_quota_us, Some(60_000));
+        // No limit above an operator's maximum of 40% on one vCPU: 40 ms in each 100 ms.
+        assert_eq!(out.tunes[2].tune.vcpu_quota_us, Some(40_000));
+        assert_eq!(out.pins.len(), 1);
+    }
+
+    #[test]
     fn pins_only_to_existing_pcpus_and_vcpus() {
         let snap = snapshot(4096, vec![vm("a", 512, Some(100))]);
         let pin = |vm: &str, vcpu, cpus: &[u32]| VcpuPin {
@@ -445,6 +699,7 @@ mod tests {
             cpus: cpus.iter().copied().collect(),
         };
         let plan = CpuPlan {
+            tunes: Vec::new(),
             pins: vec![
                 pin("a", 0, &[1]),
                 pin("a", 0, &[0]),
@@ -560,6 +815,7 @@ mod tests {
         above.control.max_kib = Some(800 * MIB);
         let snap = snapshot(8192, vec![cpu_off, mem_off, bounded, above]);
         let pins = CpuPlan {
+            tunes: Vec::new(),
             pins: vec![VcpuPin {
                 vm: "cpu-off".into(),
                 vcpu: 0,

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::backend::{self, Backend, BackendCalls, BackendError, BackendOptions};
 use crate::config::HostConfig;
 use crate::policy::PolicyHealth;
-use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin};
+use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin, VmTune};
 use crate::runtime::control::Control;
 use crate::runtime::fleet::{Fleet, FleetSignals};
 use crate::runtime::guard::{BalloonChange, Guard, GuardedPlan, Refusal, Rejection};
@@ -512,6 +512,7 @@ impl Coordinator {
         out.cpu_reason = cpu_plan.reason;
         out.memory_reason = memory_plan.reason;
         out.pins = changed_pins(snapshot, guarded.pins);
+        out.tunes = changed_tunes(snapshot, guarded.tunes);
         out.balloons = guarded
             .balloons
             .into_iter()
@@ -659,6 +660,7 @@ impl Coordinator {
     /// that differ from the last one sent. Shrinks go before grants.
     fn actuate(&mut self, snapshot: &Snapshot, plan: GuardedPlan, record: &mut TickRecord) {
         let pins = changed_pins(snapshot, plan.pins);
+        let mut tunes = changed_tunes(snapshot, plan.tunes);
         let mut balloons: Vec<(BalloonChange, MemoryActions)> = plan
             .balloons
             .into_iter()
@@ -690,6 +692,17 @@ impl Coordinator {
                 None => true,
             })
             .collect();
+        tunes.retain(|t| match is_busy(&mut self.backend, &t.vm) {
+            Some(why) => {
+                left_alone.push(busy_rejection(
+                    &t.vm,
+                    format!("tune ({})", guard::describe_tune(&t.tune)),
+                    why,
+                ));
+                false
+            }
+            None => true,
+        });
         balloons.retain(|(change, _)| match is_busy(&mut self.backend, &change.vm) {
             Some(why) => {
                 left_alone.push(busy_rejection(
@@ -723,6 +736,23 @@ impl Coordinator {
                 }
             }
             record.pins.push(pin);
+        }
+        for tune in tunes {
+            if !self.dry_run {
+                if let Err(e) = self.backend.set_cputune(&tune.vm, &tune.tune) {
+                    if matches!(e, BackendError::VmGone { .. }) {
+                        debug!(host = %self.host.name, vm = %crate::show::shown(&tune.vm), "gone before its tune");
+                        continue;
+                    }
+                    if let Some(held) = self.throttle.allow(Warning::Pin(tune.vm.clone())) {
+                        warn!(host = %self.host.name, error = %e, held_back = held, "CPU tune failed");
+                    }
+                    record.failed.push(e.to_string());
+                    continue;
+                }
+            }
+            debug!(host = %self.host.name, vm = %crate::show::shown(&tune.vm), tune = %guard::describe_tune(&tune.tune), "tune");
+            record.tunes.push(tune);
         }
         balloons.sort_by_key(|(b, _)| b.target_kib > b.actual_kib);
         for (change, actions) in balloons {
@@ -811,6 +841,21 @@ pub fn changed_pins(snapshot: &Snapshot, pins: Vec<VcpuPin>) -> Vec<VcpuPin> {
                 .and_then(|vm| vm.vcpus.iter().find(|v| v.id == pin.vcpu))
                 .map(|v| &v.affinity);
             current != Some(&pin.cpus)
+        })
+        .collect()
+}
+
+/// Of each tune, what would change the VM's current tuning (tunes that change nothing dropped).
+pub fn changed_tunes(snapshot: &Snapshot, tunes: Vec<VmTune>) -> Vec<VmTune> {
+    tunes
+        .into_iter()
+        .filter_map(|t| {
+            let now = snapshot
+                .vm(&t.vm)
+                .map(|vm| vm.cputune.clone())
+                .unwrap_or_default();
+            now.changes_to(&t.tune)
+                .map(|tune| VmTune { vm: t.vm, tune })
         })
         .collect()
 }
@@ -928,6 +973,7 @@ mod tests {
                 })
             });
             CpuPlan {
+                tunes: Vec::new(),
                 pins: pins.collect(),
                 reason: "all on pCPU 1".into(),
             }

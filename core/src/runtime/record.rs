@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::cpuset::CpuSet;
-use crate::policy::VcpuPin;
+use crate::policy::{VcpuPin, VmTune};
 use crate::runtime::guard::{BalloonChange, Rejection};
 use crate::runtime::snapshot::{stdev, Snapshot};
 use crate::runtime::virtio_mem::DeviceRefusal;
@@ -95,6 +95,9 @@ pub struct ShadowRecord {
     pub memory_reason: String,
     /// Pins it would have carried out (only those that change something).
     pub pins: Vec<VcpuPin>,
+    /// CPU tunes it would have carried out (only what changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunes: Vec<VmTune>,
     /// Balloon changes it would have carried out.
     pub balloons: Vec<BalloonChange>,
     /// Its actions the guard would have refused or trimmed.
@@ -141,6 +144,10 @@ pub struct TickRecord {
     pub memory_reason: String,
     /// Pins carried out (or that would be, in a dry run).
     pub pins: Vec<VcpuPin>,
+    /// CPU weights, quotas and emulator affinities set (only what changed; or that would be,
+    /// in a dry run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunes: Vec<VmTune>,
     /// Balloon changes carried out (or that would be, in a dry run).
     pub balloons: Vec<BalloonChange>,
     /// Actions refused or trimmed by the guard.
@@ -217,6 +224,7 @@ impl TickRecord {
             cpu_reason: String::new(),
             memory_reason: String::new(),
             pins: Vec::new(),
+            tunes: Vec::new(),
             balloons: Vec::new(),
             rejected: Vec::new(),
             plugs: Vec::new(),

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 pub use vcoord_api::snapshot::{
-    GuardLimits, HostPressure, HostView, InvalidSnapshot, MemoryView, PcpuView, Snapshot, Stall,
-    VcpuView, VmView,
+    CpuTune, GuardLimits, HostPressure, HostView, InvalidSnapshot, MemoryView, PcpuView, Snapshot,
+    Stall, VcpuView, VmView,
 };
 pub use vcoord_api::stats::{mean, stdev};
 
@@ -273,6 +273,7 @@ impl SnapshotBuilder {
             oom_events: delta(vm.oom_events, prev.map(|p| p.oom_events)),
             is_new: prev.is_none(),
             control: resolve(&self.settings.vm_rules, &vm.name, vm.metadata.as_ref()),
+            cputune: vm.cputune.clone(),
         }
     }
 }
@@ -364,6 +365,7 @@ mod tests {
 
     fn vm(name: &str, run_ns: &[u64], pcpus: &[u32]) -> VmSample {
         VmSample {
+            cputune: Default::default(),
             name: name.into(),
             uuid: format!("uuid-{name}"),
             vcpus: run_ns

@@ -103,6 +103,7 @@ mod tests {
 
     fn vm(requested: u64, current: u64) -> VmSample {
         VmSample {
+            cputune: Default::default(),
             name: "a".into(),
             uuid: "u".into(),
             vcpus: Vec::new(),

@@ -229,6 +229,7 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
             let mean = 45.0 * pcpus as f64 / vcpus as f64;
             let l = mean * 2.0 * (next() % 1000) as f64 / 1000.0;
             VmView {
+                cputune: Default::default(),
                 name: format!("vm{i:05}"),
                 uuid: format!("u{i}"),
                 vcpus: vec![VcpuView {

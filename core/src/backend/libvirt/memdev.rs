@@ -1,5 +1,5 @@
-//! Each domain's virtio-mem devices and its balloon's free page reporting, from the live domain
-//! XML; and a device's new request, sent back as the same XML element with `<requested>`
+//! Each domain's virtio-mem devices, its balloon's free page reporting and its CPU tuning
+//! (`<cputune>`: weight, vCPU quota and period, emulator affinity), from the live domain XML; and a device's new request, sent back as the same XML element with `<requested>`
 //! changed (libvirt finds the device to update by the whole element, not by its alias).
 //!
 //! A domain is read when first seen and every [`REFRESH`]. What a guest has plugged since
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use roxmltree::{Document, Node};
 use tracing::error;
-use vcoord_api::VirtioMemView;
+use vcoord_api::{CpuTune, VirtioMemView};
 
 use super::LibvirtBackend;
 use crate::model::VmSample;
@@ -24,6 +24,45 @@ pub const REFRESH: Duration = Duration::from_secs(10);
 pub(super) struct Devices {
     pub virtio_mem: Vec<VirtioMemView>,
     pub free_page_reporting: bool,
+    pub cputune: CpuTune,
+}
+
+/// The domain's `<cputune>`: what libvirt set (`None` where an element is absent: the default).
+fn parse_cputune(doc: &Document) -> Result<CpuTune, String> {
+    let mut tune = CpuTune::default();
+    let Some(node) = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("cputune"))
+    else {
+        return Ok(tune);
+    };
+    let text = |name: &str| {
+        node.children()
+            .find(|n| n.has_tag_name(name))
+            .map(|n| n.text().unwrap_or("").trim().to_owned())
+    };
+    let bad = |name: &str, value: &str| format!("<cputune><{name}> `{value}` is not a number");
+    if let Some(v) = text("shares") {
+        tune.cpu_shares = Some(v.parse().map_err(|_| bad("shares", &v))?);
+    }
+    if let Some(v) = text("quota") {
+        tune.vcpu_quota_us = Some(v.parse().map_err(|_| bad("quota", &v))?);
+    }
+    if let Some(v) = text("period") {
+        tune.vcpu_period_us = Some(v.parse().map_err(|_| bad("period", &v))?);
+    }
+    if let Some(list) = node
+        .children()
+        .find(|n| n.has_tag_name("emulatorpin"))
+        .and_then(|n| n.attribute("cpuset"))
+    {
+        tune.emulator = Some(
+            super::procfs::parse_cpu_list(list.trim())
+                .ok_or_else(|| format!("<cputune><emulatorpin cpuset='{list}'> is no CPU list"))?,
+        );
+    }
+    Ok(tune)
 }
 
 /// Devices read per domain (by UUID), when, and the unusable ones already reported.
@@ -63,12 +102,15 @@ fn kib(node: Option<Node>) -> Result<Option<u64>, String> {
 /// (no size or block, a size off its block, no guest NUMA node) is kept, held, with why.
 pub(super) fn parse_devices(xml: &str) -> Result<(Devices, Vec<String>), String> {
     let doc = Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    let mut out = Devices {
+        cputune: parse_cputune(&doc)?,
+        ..Devices::default()
+    };
     let devices = doc
         .descendants()
         .find(|n| n.has_tag_name("devices"))
         .into_iter()
         .flat_map(|d| d.children());
-    let mut out = Devices::default();
     let mut unusable = Vec::new();
     for dev in devices.filter(|n| n.is_element()) {
         if dev.has_tag_name("memballoon") {
@@ -161,6 +203,13 @@ impl DeviceCache {
         }
     }
 
+    /// A CPU tune vcoord set and libvirt took.
+    pub(super) fn tuned(&mut self, uuid: &str, change: &CpuTune) {
+        if let Some((_, devices)) = self.read.get_mut(uuid) {
+            devices.cputune = devices.cputune.with(change);
+        }
+    }
+
     /// A size change libvirt reported; whether it was of a device known here.
     fn plugged(&mut self, change: &super::ffi::SizeChange) -> bool {
         self.device(&change.uuid, &change.alias)
@@ -219,6 +268,7 @@ impl LibvirtBackend {
             if let Some((_, d)) = self.devices.read.get(&vm.uuid) {
                 vm.memory.virtio_mem = d.virtio_mem.clone();
                 vm.memory.free_page_reporting = d.free_page_reporting;
+                vm.cputune = d.cputune.clone();
             }
         }
     }
@@ -242,6 +292,22 @@ mod tests {
         <block unit='KiB'>2048</block>\n    <requested unit='KiB'>262144</requested>\n    <current unit='KiB'>131072</current>\n  \
         </target>\n  <alias name='virtiomem0'/>\n  <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>\n</memory>\
         </devices></domain>";
+
+    #[test]
+    fn cputune_is_read_as_libvirt_set_it() {
+        let xml = "<domain type='qemu'><name>a</name><cputune><shares>2048</shares>\
+            <period>100000</period><quota>50000</quota><emulatorpin cpuset='0-1,3'/>\
+            <vcpupin vcpu='0' cpuset='1'/></cputune><devices/></domain>";
+        let (d, _) = parse_devices(xml).unwrap();
+        assert_eq!(d.cputune.cpu_shares, Some(2048));
+        assert_eq!(d.cputune.vcpu_quota_us, Some(50_000));
+        assert_eq!(d.cputune.vcpu_period_us, Some(100_000));
+        assert_eq!(d.cputune.emulator.unwrap().as_slice(), &[0, 1, 3]);
+        let (d, _) = parse_devices("<domain><devices/></domain>").unwrap();
+        assert!(d.cputune.is_empty());
+        let bad = "<domain><cputune><quota>lots</quota></cputune></domain>";
+        assert!(parse_devices(bad).unwrap_err().contains("<quota> `lots`"));
+    }
 
     #[test]
     fn devices_are_read_with_their_units() {

@@ -330,6 +330,34 @@ impl Backend for LibvirtBackend {
             .map_err(|e| Self::refused(vm, "pin vCPU", e))
     }
 
+    fn set_cputune(&mut self, vm: &str, tune: &vcoord_api::CpuTune) -> Result<(), BackendError> {
+        const OP: &str = "tune CPU";
+        let dom = self.domain(vm, OP)?;
+        if tune.cpu_shares.is_some()
+            || tune.vcpu_quota_us.is_some()
+            || tune.vcpu_period_us.is_some()
+        {
+            let mut info = virt::domain::SchedulerInfo {
+                cpu_shares: tune.cpu_shares,
+                ..Default::default()
+            };
+            info.vcpu_bw.quota = tune.vcpu_quota_us;
+            info.vcpu_bw.period = tune.vcpu_period_us;
+            self.calls.actuate_calls += 1;
+            dom.set_scheduler_parameters_flags(&info, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map_err(|e| Self::refused(vm, OP, e))?;
+        }
+        if let Some(cpus) = &tune.emulator {
+            self.calls.actuate_calls += 1;
+            dom.pin_emulator(&cpus.to_cpumap(self.maplen), sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map_err(|e| Self::refused(vm, OP, e))?;
+        }
+        if let Ok(uuid) = dom.uuid_string() {
+            self.devices.tuned(&uuid, tune);
+        }
+        Ok(())
+    }
+
     fn set_balloon_target(&mut self, vm: &str, target_kib: u64) -> Result<(), BackendError> {
         let dom = self.domain(vm, "set balloon target")?;
         self.calls.actuate_calls += 1;

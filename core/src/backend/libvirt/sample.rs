@@ -192,6 +192,7 @@ impl LibvirtBackend {
             memory.pressure = self.proc.as_ref().and_then(|p| p.memory_pressure(&name));
             let vm = if let Some(v) = figures.remove(&name) {
                 VmSample {
+                    cputune: Default::default(),
                     name,
                     uuid,
                     vcpus: v
@@ -262,6 +263,7 @@ fn vm_sample(
         ..MemorySample::default()
     };
     VmSample {
+        cputune: Default::default(),
         name,
         uuid,
         vcpus,

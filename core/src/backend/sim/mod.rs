@@ -105,6 +105,8 @@ struct VmState {
     pending: Vec<(f64, f64)>,
     /// Recent balloon sizes (time, MiB), for reading the size with the host's lag.
     sizes: std::collections::VecDeque<(f64, f64)>,
+    /// CPU weight, quota and emulator affinity as set (the emulator has no load here).
+    cputune: vcoord_api::CpuTune,
 }
 
 /// What a guest reports of its memory, frozen at delivery.
@@ -269,6 +271,7 @@ impl SimBackend {
                     report: None,
                     pending: Vec::new(),
                     sizes: std::collections::VecDeque::new(),
+                    cputune: vcoord_api::CpuTune::default(),
                 });
             }
         }
@@ -398,6 +401,15 @@ impl SimBackend {
                 } else {
                     0.0
                 };
+                // A quota caps what a vCPU can run; the rest of its demand waits (a throttled
+                // thread stays queued: the kernel counts the time as run-queue delay).
+                let demand = match vm.cputune.cap_pct(1) {
+                    Some(cap) if demand > cap => {
+                        vcpu.wait_ns += (demand - cap) / 100.0 * dt_s * 1e9;
+                        cap
+                    }
+                    _ => demand,
+                };
                 vcpu.demand_pct = demand;
                 entries.push((vi, ci, demand));
             }
@@ -445,6 +457,13 @@ impl SimBackend {
             committed[best] += demand;
             placement.push((vi, ci, best, demand));
         }
+        // Each VM's weight: its `cpu_shares` over the default 1024, per vCPU; host processes 1.
+        let shares: Vec<f64> = self
+            .vms
+            .iter()
+            .map(|vm| vm.cputune.cpu_shares.unwrap_or(1024) as f64 / 1024.0)
+            .collect();
+        let weight = |vi: usize| shares.get(vi).copied().unwrap_or(1.0);
         // Share each pCPU max-min fairly.
         for p in 0..n {
             let mut on_p: Vec<(usize, usize, f64)> = placement
@@ -468,13 +487,16 @@ impl SimBackend {
             } else {
                 1.0
             };
-            on_p.sort_by(|a, b| a.2.total_cmp(&b.2));
-            let mut left = on_p.len();
+            // Weighted water-filling: each task's fair part is its weight's share of what is
+            // left.
+            on_p.sort_by(|a, b| (a.2 / weight(a.0)).total_cmp(&(b.2 / weight(b.0))));
+            let mut weights_left: f64 = on_p.iter().map(|e| weight(e.0)).sum();
             for (vi, ci, demand) in on_p {
-                let fair = capacity / left as f64;
+                let w = weight(vi);
+                let fair = capacity * w / weights_left;
                 let got = (demand * scale).min(fair);
                 capacity -= got;
-                left -= 1;
+                weights_left -= w;
                 self.busy_ns[p] += got / 100.0 * dt_s * 1e9;
                 if vi == usize::MAX {
                     continue;
@@ -640,6 +662,7 @@ impl Backend for SimBackend {
                     _ => live,
                 };
                 VmSample {
+                    cputune: vm.cputune.clone(),
                     name: vm.name.clone(),
                     uuid: vm.uuid.clone(),
                     vcpus: vm
@@ -733,6 +756,24 @@ impl Backend for SimBackend {
                 message: format!("no vCPU {vcpu}"),
             })?;
         slot.affinity = cpus.clone();
+        Ok(())
+    }
+
+    fn set_cputune(&mut self, vm: &str, tune: &vcoord_api::CpuTune) -> Result<(), BackendError> {
+        let n = self.pcpus.len() as u32;
+        if let Some(set) = tune
+            .emulator
+            .as_ref()
+            .filter(|s| s.is_empty() || s.iter().any(|c| c >= n))
+        {
+            return Err(BackendError::Refused {
+                vm: vm.into(),
+                op: "tune CPU",
+                message: format!("invalid CPU set {{{set}}} on a host with {n} pCPUs"),
+            });
+        }
+        let state = self.vm_mut(vm)?;
+        state.cputune = state.cputune.with(tune);
         Ok(())
     }
 
