@@ -413,7 +413,12 @@ mod tests {
             .interval_s(1.0)
             .wall_s(100.0)
             .vm(VmView {
-                cputune: Default::default(),
+                cputune: CpuTune {
+                    cpu_shares: Some(512),
+                    vcpu_quota_us: Some(-1),
+                    vcpu_period_us: None,
+                    emulator: Some(CpuSet::single(3)),
+                },
                 name: "vm1".into(),
                 uuid: "u1".into(),
                 vcpus: vec![VcpuView {
@@ -439,6 +444,10 @@ mod tests {
                     cpu_managed: false,
                     min_kib: Some(300 << 10),
                     shares: Some(2.5),
+                    placement: Some(Placement::Group),
+                    cpu_shares: Some(4096),
+                    cpu_min_pct: Some(25.0),
+                    cpu_max_pct: Some(150.0),
                     ..VmControl::default()
                 },
             })
@@ -470,6 +479,15 @@ mod tests {
         let mut p = CpuPlan::keep("r");
         p.pin("vm1", 0, &[5, 2]);
         p.pin("vm1", 1, &[]);
+        p.tune(
+            "vm1",
+            CpuTune {
+                cpu_shares: Some(1),
+                vcpu_quota_us: Some(-7),
+                vcpu_period_us: Some(100_000),
+                emulator: Some([4, 0].into_iter().collect()),
+            },
+        );
         let back = cpu_plan_from_abi(cpu_plan_to_abi(p.clone()));
         assert_eq!(back, p);
         assert_eq!(back.pins[0].cpus.as_slice(), &[2, 5]);

@@ -6,6 +6,8 @@
 //!   pCPU, whenever pCPU loads spread too much).
 //! - `stable-balance` (default): balances smoothed demand with the fewest moves, then stays
 //!   still.
+//! - `group-balance`: each VM on a group of pCPUs (NUMA node, socket or core), whole VMs moved
+//!   between groups only when they are imbalanced; weights, caps and emulator threads set.
 //! - `threshold-balloon`: the original design's memory policy (keep a band of unused memory in
 //!   every VM; idle VMs give back, needy ones get more; the host keeps a reserve).
 //! - `pressure-balloon` (default): grants sized to each VM's growth rate, gradual reclaim,
@@ -13,6 +15,7 @@
 //! - `none`: a CPU and a memory policy that never act (observe only).
 
 pub mod greedy_lpt;
+pub mod group_balance;
 pub mod none;
 pub mod pressure_balloon;
 pub mod stable_balance;
@@ -20,6 +23,7 @@ pub mod threshold_balloon;
 
 vcoord_api::builtin_cpu_policy!(greedy_lpt::GreedyLpt);
 vcoord_api::builtin_cpu_policy!(stable_balance::StableBalance);
+vcoord_api::builtin_cpu_policy!(group_balance::GroupBalance);
 vcoord_api::builtin_cpu_policy!(none::NoCpuPolicy);
 vcoord_api::builtin_memory_policy!(threshold_balloon::ThresholdBalloon);
 vcoord_api::builtin_memory_policy!(pressure_balloon::PressureBalloon);

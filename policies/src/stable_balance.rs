@@ -34,8 +34,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use vcoord_api::placement::{fewest_moves_over, loads_of_over, local_search_over, Search};
-use vcoord_api::stats::stdev;
-use vcoord_api::{CpuPlan, CpuPolicy, CpuSet, ParamError, Policy, Snapshot, VcpuPin};
+use vcoord_api::stats::{stdev, Estimate};
+use vcoord_api::{CpuPlan, CpuPolicy, CpuSet, ParamError, Placement, Policy, Snapshot, VcpuPin};
 
 vcoord_api::params! {
     /// Parameters of `stable-balance`.
@@ -55,10 +55,7 @@ vcoord_api::params! {
 /// placement straight back over it.
 pub const AIM_SHARE: f64 = 0.5;
 
-/// A vCPU's demand noise before it has been measured, percent points: about the standard
-/// deviation of one second's readings of a steady guest on a busy host (4.7 for the 70% guests
-/// of the real-guest recording in the tests).
-pub const PRIOR_NOISE_PCT: f64 = 5.0;
+pub use vcoord_api::stats::PRIOR_NOISE_PCT;
 
 /// After a move, the law waits this many half-lives: the moved vCPUs' estimates are then
 /// three quarters of the way to their new figures.
@@ -72,9 +69,6 @@ pub const EXACT_LIMIT: u64 = 200_000;
 const LOCAL_STEPS_PER_VCPU: usize = 4;
 /// ... plus this many steps, for tiny hosts.
 const LOCAL_STEPS_MIN: usize = 8;
-
-/// A vCPU's demand not measured for this long is forgotten, s.
-const FORGET_S: f64 = 30.0;
 
 /// Tie-breaks of the local search among equally good moves (they do not trade spread): taking
 /// a vCPU off its VM's NUMA node outweighs any SMT sibling's load, weighed per point.
@@ -172,67 +166,6 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// One vCPU's demand estimate.
-#[derive(Clone, Copy, Debug)]
-struct Estimate {
-    /// Weighted mean of the readings, percent of one pCPU.
-    mean: f64,
-    /// Weighted variance of the readings around it: a reading's noise, squared.
-    var: f64,
-    /// Sum of the squared weights of the readings in `mean`: its variance is `var` times this
-    /// (1 for one reading; w / (2 - w) after many of weight w).
-    weight_sq: f64,
-    /// When it was last measured.
-    at_s: f64,
-}
-
-impl Estimate {
-    fn first(demand: f64, at_s: f64) -> Self {
-        Self {
-            mean: demand,
-            var: PRIOR_NOISE_PCT * PRIOR_NOISE_PCT,
-            weight_sq: 1.0,
-            at_s,
-        }
-    }
-
-    /// Folds in a reading that weighs `w` (the incremental weighted mean and variance).
-    fn update(&mut self, demand: f64, w: f64, at_s: f64) {
-        let diff = demand - self.mean;
-        self.mean += w * diff;
-        self.var = (1.0 - w) * (self.var + w * diff * diff);
-        self.weight_sq = (1.0 - w).powi(2) * self.weight_sq + w * w;
-        self.at_s = at_s;
-    }
-
-    /// The estimate after this tick's reading, if any: a reading weighs what the time it
-    /// covers weighs, whatever the tick; with none, the last estimate stands until it is too
-    /// old to trust ([`FORGET_S`]).
-    fn fold(
-        before: Option<Estimate>,
-        reading: Option<f64>,
-        snapshot: &Snapshot,
-        half_life_s: f64,
-    ) -> Option<Estimate> {
-        let now = snapshot.wall_s();
-        match (reading, before) {
-            (Some(x), Some(mut e)) => {
-                let dt = (now - e.at_s).max(snapshot.interval_s());
-                e.update(x, 1.0 - 0.5f64.powf(dt / half_life_s), now);
-                Some(e)
-            }
-            (Some(x), None) => Some(Estimate::first(x, now)),
-            (None, Some(e)) if now - e.at_s < FORGET_S => Some(e),
-            (None, _) => None,
-        }
-    }
-
-    /// The standard deviation of the mean: how far it may be from the demand behind it.
-    fn noise(&self) -> f64 {
-        (self.var * self.weight_sq).sqrt()
-    }
-}
-
 /// The policy with its parameters and the demand estimates.
 #[derive(Clone, Debug, Default)]
 pub struct StableBalance {
@@ -302,7 +235,13 @@ impl StableBalance {
             for v in &vm.vcpus {
                 let key = (vm.uuid.clone(), v.id);
                 let before = self.demand.get(&key).copied();
-                let estimate = Estimate::fold(before, v.demand_pct(), snapshot, half_life);
+                let estimate = Estimate::fold(
+                    before,
+                    v.demand_pct(),
+                    snapshot.wall_s(),
+                    snapshot.interval_s(),
+                    half_life,
+                );
                 if let Some(e) = estimate {
                     seen.insert(key, e);
                 }
@@ -334,16 +273,17 @@ impl StableBalance {
             .iter()
             .map(|p| {
                 let before = self.other.get(&p.pcpu.id).copied();
-                let estimate = Estimate::fold(before, p.other_pct, snapshot, half_life);
+                let estimate = Estimate::fold(
+                    before,
+                    p.other_pct,
+                    snapshot.wall_s(),
+                    snapshot.interval_s(),
+                    half_life,
+                );
                 if let Some(e) = estimate {
                     seen.insert(p.pcpu.id, e);
                 }
-                estimate.unwrap_or(Estimate {
-                    mean: 0.0,
-                    var: 0.0,
-                    weight_sq: 1.0,
-                    at_s: now,
-                })
+                estimate.unwrap_or(Estimate::none(now))
             })
             .collect();
         self.other = seen;
@@ -440,10 +380,7 @@ impl StableBalance {
         let other = self.measure_other(snapshot);
         let sigmas = self.params.confidence_sigmas;
         let mut base = Base {
-            load: other
-                .iter()
-                .map(|e| (e.mean - sigmas * e.noise()).max(0.0))
-                .collect(),
+            load: other.iter().map(|e| e.significant(sigmas)).collect(),
             noise_var: other.iter().map(|e| e.noise().powi(2)).collect(),
         };
         let mut count = vec![0usize; m];
@@ -452,7 +389,10 @@ impl StableBalance {
             if let Some(h) = it.home {
                 count[h] += 1;
             }
-            if snapshot.vms()[it.vm].control.cpu_managed {
+            // VMs the operator left alone, or to the host scheduler on a group of pCPUs
+            // (`placement = "group"`), are not pinned here.
+            let control = &snapshot.vms()[it.vm].control;
+            if control.cpu_managed && control.placement != Some(Placement::Group) {
                 items.push(it);
             } else if let Some(h) = it.home {
                 base.load[h] += it.demand;

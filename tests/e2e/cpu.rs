@@ -258,27 +258,9 @@ fn stable_balance_leaves_a_balanced_start_alone() {
     );
 }
 
-/// Summed run-queue wait of a guest's vCPU threads, ns: the second figure of each thread's
-/// own `/proc/<tid>/schedstat`, the threads named in libvirt's status file.
+/// Summed run-queue wait of a guest's vCPU threads, ns (their own schedstat).
 fn vcpu_wait_ns(name: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.xml")).unwrap();
-    let threads: Vec<&str> = status
-        .split("<vcpu id=")
-        .skip(1)
-        .filter_map(|s| s.split("pid='").nth(1)?.split('\'').next())
-        .collect();
-    assert!(!threads.is_empty(), "no vCPU threads for {name}");
-    threads
-        .iter()
-        .map(|tid| {
-            let stat = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).unwrap();
-            stat.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .sum()
+    vcpu_schedstat_ns(name, 1)
 }
 
 /// A busy loop bound to pCPU 0 for at most `limit`, killed when dropped. One process (taskset
@@ -315,7 +297,7 @@ impl Drop for Hog {
 /// run's records say why (the non-VM load recorded, the swap decided on it, none without).
 #[test]
 #[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
-fn measured_capacity_moves_a_busy_guest_off_a_pcpu_busy_with_host_work() {
+fn measured_capacity_moves_a_busy_guest_off_a_pcpu_busy_with_host_work_then_group_balance() {
     require_e2e();
     let mut guests = Guests::new("capacity");
     let busy = guests.start(GuestSpec::new("busy", BUSY).pinned(&[0]));
@@ -399,4 +381,152 @@ fn measured_capacity_moves_a_busy_guest_off_a_pcpu_busy_with_host_work() {
         waited_measured < waited_whole,
         "waited {waited_measured} ns measured, {waited_whole} ns whole"
     );
+    // The same two guests, booted once, for group-balance (the busy loop is gone).
+    group_balance_gives_each_vm_a_group_and_sets_weight_cap_and_emulator(&guests, &busy, &light);
+}
+
+/// group-balance on a two-group layout (`group_by = "core"`: this host's two cores), both
+/// guests crowded on pCPU 0 to start, the busy one with `cpu_shares = 2048` and a cap of 60% of
+/// a pCPU from its `[[host.vm]]` rule. The policy's own records show each VM given its group's
+/// set, the two on different groups, and no pin after the first ticks; libvirt reads back the
+/// last decision, the weight and quota (`virsh schedinfo`, which read 1024 and no quota
+/// before) and the emulator affinity it recorded (`virsh emulatorpin`); and the cap holds: the
+/// busy guest's vCPU ran at most ~60% over 10 s alone on its pCPU, where it ran ~100% before.
+fn group_balance_gives_each_vm_a_group_and_sets_weight_cap_and_emulator(
+    guests: &Guests,
+    busy: &str,
+    light: &str,
+) {
+    for vm in [busy, light] {
+        virsh(&["vcpupin", vm, "0", "0", "--live"]).unwrap();
+    }
+    let schedinfo = |vm: &str| -> BTreeMap<String, String> {
+        virsh(&["schedinfo", vm, "--live"])
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    };
+    let before = schedinfo(busy);
+    assert_eq!(
+        before.get("cpu_shares").map(String::as_str),
+        Some("1024"),
+        "{before:?}"
+    );
+    let dir = guests.dir.join("groups");
+    std::fs::create_dir_all(&dir).unwrap();
+    let host = format!(
+        "[host.cpu_policy]\nname = \"group-balance\"\nparams = {{ group_by = \"core\" }}\n\
+         [host.memory_policy]\nname = \"none\"\n\
+         [[host.vm]]\nmatch = \"{busy}\"\ncpu_shares = 2048\ncpu_max_pct = 60\n"
+    );
+    let mut d = run_vcoord(&dir, &host, 22);
+    d.wait_until("10 ticks", Duration::from_secs(60), &|d| {
+        d.records().len() >= 10
+    });
+    let ran = |vm: &str| vcpu_schedstat_ns(vm, 0);
+    let (busy0, light0, t0) = (ran(busy), ran(light), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let secs = t0.elapsed().as_secs_f64();
+    let busy_pct = (ran(busy) - busy0) as f64 / 1e7 / secs;
+    let light_pct = (ran(light) - light0) as f64 / 1e7 / secs;
+    assert!(d.wait(Duration::from_secs(60)).success(), "{}", d.log());
+    let records = d.records();
+    let pin_ticks: Vec<(u64, String)> = records
+        .iter()
+        .flat_map(|r| {
+            r.pins
+                .iter()
+                .map(move |p| (r.tick, format!("{} -> {{{}}}", p.vm, p.cpus)))
+        })
+        .collect();
+    eprintln!(
+        "groups: pins {pin_ticks:?}; busy ran {busy_pct:.0}%, light {light_pct:.0}%; reasons {:?}",
+        records
+            .iter()
+            .map(|r| r.cpu_reason.as_str())
+            .collect::<Vec<_>>()
+    );
+    // Each VM on one group's set ({0} or {1}), the two apart, decided early and kept.
+    let last = decided(records.last().unwrap());
+    let (b, l) = (&last[busy], &last[light]);
+    assert!(b.len() == 1 && l.len() == 1 && b != l, "{last:?}");
+    let settled = pin_ticks.last().map_or(0, |(t, _)| *t);
+    assert!(
+        settled <= 4,
+        "pins as late as tick {settled}: {pin_ticks:?}"
+    );
+    assert_libvirt_has_the_last_decision(&guests.names, &records);
+    // Weight and quota as the policy set them, read back from libvirt; the light guest's not.
+    let after = schedinfo(busy);
+    for (key, want) in [
+        ("cpu_shares", "2048"),
+        ("vcpu_period", "100000"),
+        ("vcpu_quota", "60000"),
+    ] {
+        assert_eq!(
+            after.get(key).map(String::as_str),
+            Some(want),
+            "{key}: {after:?}"
+        );
+    }
+    assert_eq!(
+        schedinfo(light).get("cpu_shares").map(String::as_str),
+        Some("1024")
+    );
+    // Emulator threads where the record says they were sent: off the busier group.
+    for vm in [busy, light] {
+        let sent = records
+            .iter()
+            .flat_map(|r| r.tunes.iter())
+            .filter(|t| t.vm == vm)
+            .filter_map(|t| t.tune.emulator.clone())
+            .last()
+            .unwrap_or_else(|| panic!("no emulator affinity sent for {vm}"));
+        let out = virsh(&["emulatorpin", vm, "--live"]).unwrap();
+        let read: Vec<u32> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("*:"))
+            .flat_map(|list| common::libvirt::parse_cpulist(list.trim()))
+            .collect();
+        assert_eq!(read, sent.as_slice(), "{vm}: virsh emulatorpin says {out}");
+        assert!(
+            !sent.contains(b[0]),
+            "{vm}'s emulator threads on the busy group {b:?}"
+        );
+    }
+    // The cap holds: alone on its pCPU, the busy guest runs at most its 60% (it ran ~100%).
+    assert!(
+        busy_pct < 70.0,
+        "busy guest ran {busy_pct:.0}% under a 60% cap"
+    );
+    assert!(busy_pct > 40.0, "busy guest ran only {busy_pct:.0}%");
+    assert!(
+        light_pct < busy_pct,
+        "light {light_pct:.0}%, busy {busy_pct:.0}%"
+    );
+}
+
+/// Field `field` of a guest's vCPU threads' `/proc/<tid>/schedstat`, summed (0: run time, 1:
+/// run-queue wait), ns; the threads named in libvirt's status file.
+fn vcpu_schedstat_ns(name: &str, field: usize) -> u64 {
+    let status = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.xml")).unwrap();
+    let threads: Vec<&str> = status
+        .split("<vcpu id=")
+        .skip(1)
+        .filter_map(|s| s.split("pid='").nth(1)?.split('\'').next())
+        .collect();
+    assert!(!threads.is_empty(), "no vCPU threads for {name}");
+    threads
+        .iter()
+        .map(|tid| {
+            let stat = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).unwrap();
+            stat.split_whitespace()
+                .nth(field)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
 }

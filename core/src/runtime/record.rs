@@ -14,7 +14,7 @@ use crate::policy::{VcpuPin, VmTune};
 use crate::runtime::guard::{BalloonChange, Rejection};
 use crate::runtime::snapshot::{stdev, Snapshot};
 use crate::runtime::virtio_mem::DeviceRefusal;
-use vcoord_api::snapshot::MemoryView;
+use vcoord_api::snapshot::{CpuTune, MemoryView};
 
 use crate::units::KIB_PER_MIB_F64 as MIB;
 
@@ -44,6 +44,9 @@ pub struct VmRecord {
     pub memory: MemoryView,
     /// OOM kills over the last interval, where the backend can tell.
     pub oom_events: Option<u64>,
+    /// Its CPU weight, quota and emulator affinity as the snapshot saw them.
+    #[serde(default, skip_serializing_if = "CpuTune::is_empty")]
+    pub cputune: CpuTune,
 }
 
 impl VmRecord {
@@ -194,6 +197,7 @@ impl TickRecord {
             .vms()
             .iter()
             .map(|vm| VmRecord {
+                cputune: vm.cputune.clone(),
                 name: vm.name.clone(),
                 vcpus: vm
                     .vcpus

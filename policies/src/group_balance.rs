@@ -1,0 +1,653 @@
+//! `group-balance`: each VM on a group of pCPUs (its NUMA node, socket or core: `group_by`),
+//! the host scheduler balancing inside the group; whole VMs move between groups only when the
+//! groups' utilizations differ by more than their noise allows. Emulator threads stay off the
+//! busiest group; each VM's CPU weight and cap come from the operator's settings.
+//!
+//! One law, each tick:
+//!
+//! 1. Each VM's demand (the sum of its vCPUs' run time and run-queue wait) and each pCPU's load
+//!    outside the VMs are tracked with one estimator ([`Estimate`], one half-life).
+//! 2. A group offers 100 points per pCPU less its significant non-VM load (the mean less
+//!    `confidence_sigmas` of its noise); its utilization U is the demand of the VMs placed
+//!    there (and of the vCPUs the operator left alone that run there) over what it offers. The
+//!    spread S is the largest U less the smallest.
+//! 3. A VM not inside one group (new, or placed by someone else) goes, heaviest first, to the
+//!    group whose utilization after is lowest (ties: fewest vCPUs), and a VM is only ever moved
+//!    whole.
+//! 4. Over `trigger_points`, the one move of a VM out of the busiest group that lowers S most is
+//!    made if its gain G pays `move_cost_points` and beats `confidence_sigmas` of its noise (the
+//!    two groups' utilization noise). After a move the law waits [`SETTLE_HALF_LIVES`]
+//!    half-lives, as stable-balance does.
+//! 5. Every managed VM's vCPUs get its group's pCPUs (`placement = "pin"`: one pCPU each,
+//!    spread inside the group); its emulator threads the pCPUs outside the busiest group (which
+//!    changes only when another group is busier by `trigger_points`); its `cpu_shares` the
+//!    operator's weight and its vCPU quota the operator's `cpu_max_pct`. Each only when it
+//!    differs from what the VM has.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use vcoord_api::params::{Field, ParamValue, Value};
+use vcoord_api::snapshot::DEFAULT_PERIOD_US;
+use vcoord_api::stats::Estimate;
+use vcoord_api::{
+    CpuPlan, CpuPolicy, CpuSet, CpuTune, ParamError, Placement, Policy, Snapshot, VmView,
+};
+
+/// What makes a group of pCPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    /// A NUMA node (the whole host where it has one node).
+    Node,
+    /// A socket.
+    Socket,
+    /// A core (its SMT siblings).
+    Core,
+}
+
+impl ParamValue for GroupBy {
+    const KIND: &'static str = "\"node\", \"socket\" or \"core\"";
+
+    fn parse(value: &Value, field: Field<'_>) -> Result<Self, ParamError> {
+        match value.as_str() {
+            Some("node") => Ok(Self::Node),
+            Some("socket") => Ok(Self::Socket),
+            Some("core") => Ok(Self::Core),
+            _ => Err(ParamError::new(
+                field.key,
+                format!("expected \"node\", \"socket\" or \"core\", found {value}"),
+            )),
+        }
+    }
+
+    fn show(&self) -> String {
+        match self {
+            Self::Node => "\"node\"",
+            Self::Socket => "\"socket\"",
+            Self::Core => "\"core\"",
+        }
+        .to_owned()
+    }
+}
+
+vcoord_api::params! {
+    /// Parameters of `group-balance`.
+    pub struct GroupBalanceParams {
+        /// what a group of pCPUs is: "node", "socket" or "core"
+        pub group_by: GroupBy = GroupBy::Node, unit "", range 0..=0;
+        /// the utilization spread between groups tolerated: up to it nothing moves
+        pub trigger_points: f64 = 10.0, unit "percent points", range 0.0..=100.0;
+        /// half-life of each VM's demand and noise estimates
+        pub half_life_s: f64 = 2.0, unit "seconds", range 0.1..=600.0;
+        /// a move's gain must beat this many standard deviations of its noise
+        pub confidence_sigmas: f64 = 3.0, unit "standard deviations", range 0.0..=10.0;
+        /// ... and pay this much spread for the VM it moves
+        pub move_cost_points: f64 = 5.0, unit "percent points per VM moved", range 0.0..=100.0;
+    }
+}
+
+/// After a move the law waits this many half-lives for the moved VM's estimate to follow.
+pub const SETTLE_HALF_LIVES: f64 = 2.0;
+
+/// What the law concluded at a tick (the plan's reason is its text).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// No managed VM, or no pCPU.
+    NothingToPlace,
+    /// One group only: nothing to balance between.
+    OneGroup,
+    /// After a move, for `left_s` more.
+    Settling {
+        /// Seconds left.
+        left_s: f64,
+    },
+    /// The spread is within the trigger.
+    Within {
+        /// Utilization spread, points.
+        spread: f64,
+    },
+    /// Over the trigger, but no move of a whole VM lowers the spread.
+    NoBetter {
+        /// Utilization spread, points.
+        spread: f64,
+    },
+    /// The best move does not pay beyond its noise.
+    NotWorth(Move),
+    /// Moving a VM.
+    Moving(Move),
+}
+
+/// A move of one VM weighed by the law.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Move {
+    /// The VM.
+    pub vm: String,
+    /// From and to, as pCPU sets.
+    pub from: CpuSet,
+    /// ...
+    pub to: CpuSet,
+    /// Spread now and after, points.
+    pub spread: f64,
+    /// ...
+    pub predicted: f64,
+    /// What the gain had to beat.
+    pub needed: f64,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::NothingToPlace => write!(f, "nothing to place"),
+            Verdict::OneGroup => write!(f, "one group: the host scheduler balances"),
+            Verdict::Settling { left_s } => {
+                write!(f, "settling: a VM moved, judged again in {left_s:.1} s")
+            }
+            Verdict::Within { spread } => write!(f, "steady: group utilization spread {spread:.1}"),
+            Verdict::NoBetter { spread } => write!(
+                f,
+                "hold: group utilization spread {spread:.1}, and no move of a whole VM lowers it"
+            ),
+            Verdict::NotWorth(m) => write!(
+                f,
+                "hold: spread {:.1}, moving {} from {{{}}} to {{{}}} reaches {:.1}: a gain not above {:.1}",
+                m.spread, m.vm, m.from, m.to, m.predicted, m.needed
+            ),
+            Verdict::Moving(m) => write!(
+                f,
+                "move {} from {{{}}} to {{{}}}: spread {:.1} -> {:.1} (a gain above {:.1})",
+                m.vm, m.from, m.to, m.spread, m.predicted, m.needed
+            ),
+        }
+    }
+}
+
+/// The policy with its parameters and estimates.
+#[derive(Clone, Debug, Default)]
+pub struct GroupBalance {
+    /// Its parameters.
+    pub params: GroupBalanceParams,
+    /// Demand of each VM, by UUID.
+    demand: HashMap<String, Estimate>,
+    /// Non-VM load of each pCPU, by id.
+    other: HashMap<u32, Estimate>,
+    /// When the last move was made.
+    moved_at: Option<f64>,
+    /// The busiest group as last chosen (its first pCPU id): emulator threads stay off it.
+    busiest: Option<u32>,
+}
+
+impl Policy for GroupBalance {
+    const NAME: &'static str = "group-balance";
+    const DESCRIPTION: &'static str = "each VM on a group of pCPUs (NUMA node, socket or core); whole VMs move only when groups are imbalanced beyond their noise; emulator threads off the busiest group; weights and caps from per-VM settings";
+    type Params = GroupBalanceParams;
+
+    fn new(params: GroupBalanceParams) -> Result<Self, ParamError> {
+        Ok(Self {
+            params,
+            ..Self::default()
+        })
+    }
+}
+
+/// The groups of a host: pCPU indices, in topology order.
+pub fn groups(snapshot: &Snapshot, by: GroupBy) -> Vec<Vec<usize>> {
+    let host = snapshot.host();
+    let mut out: Vec<(Option<u32>, Vec<usize>)> = Vec::new();
+    let mut add = |key: Option<u32>, index: usize| match out.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, g)) => g.push(index),
+        None => out.push((key, vec![index])),
+    };
+    match by {
+        GroupBy::Node | GroupBy::Socket => {
+            for (i, p) in host.pcpus.iter().enumerate() {
+                let key = match by {
+                    GroupBy::Node => p.pcpu.node_id,
+                    _ => p.pcpu.socket_id,
+                };
+                add(key, i);
+            }
+        }
+        GroupBy::Core => {
+            for core in host.topology().iter().flat_map(|n| n.cores.iter()) {
+                // pCPUs of unknown core are groups of one.
+                if core.core_id.is_some() {
+                    out.push((None, core.pcpus.clone()));
+                } else {
+                    out.extend(core.pcpus.iter().map(|&i| (None, vec![i])));
+                }
+            }
+        }
+    }
+    out.into_iter().map(|(_, g)| g).collect()
+}
+
+/// One VM as the law sees it.
+struct Member {
+    vm: usize,
+    demand: f64,
+    noise_var: f64,
+    /// The group all its vCPUs may run in, if one.
+    group: Option<usize>,
+}
+
+impl GroupBalance {
+    /// One tick: the plan and the verdict behind it.
+    fn step(&mut self, snapshot: &Snapshot) -> (CpuPlan, Verdict) {
+        let (now, interval) = (snapshot.wall_s(), snapshot.interval_s());
+        let (half_life, sigmas) = (self.params.half_life_s, self.params.confidence_sigmas);
+        let host = snapshot.host();
+        let groups = groups(snapshot, self.params.group_by);
+        let group_of_pcpu: Vec<usize> = {
+            let mut g = vec![0; host.pcpus.len()];
+            for (gi, members) in groups.iter().enumerate() {
+                for &i in members {
+                    g[i] = gi;
+                }
+            }
+            g
+        };
+        let ids = |g: &[usize]| -> CpuSet { g.iter().map(|&i| host.pcpus[i].pcpu.id).collect() };
+        let sets: Vec<CpuSet> = groups.iter().map(|g| ids(g)).collect();
+
+        // 1. Estimates: each pCPU's non-VM load, each VM's demand.
+        let mut other = HashMap::new();
+        let mut offer = vec![0.0f64; groups.len()];
+        let mut load = vec![0.0f64; groups.len()];
+        let mut noise_var = vec![0.0f64; groups.len()];
+        for (i, p) in host.pcpus.iter().enumerate() {
+            let before = self.other.get(&p.pcpu.id).copied();
+            let e = Estimate::fold(before, p.other_pct, now, interval, half_life)
+                .unwrap_or(Estimate::none(now));
+            other.insert(p.pcpu.id, e);
+            offer[group_of_pcpu[i]] += 100.0 - e.significant(sigmas).min(100.0);
+            noise_var[group_of_pcpu[i]] += e.noise().powi(2);
+        }
+        self.other = other;
+        let mut demand = HashMap::new();
+        let mut members = Vec::new();
+        for (vi, vm) in snapshot.vms().iter().enumerate() {
+            let reading = vm
+                .vcpus
+                .iter()
+                .map(|v| v.demand_pct())
+                .try_fold(0.0, |sum, d| d.map(|d| sum + d));
+            let before = self.demand.get(&vm.uuid).copied();
+            let e = Estimate::fold(before, reading, now, interval, half_life);
+            if let Some(e) = e {
+                demand.insert(vm.uuid.clone(), e);
+            }
+            let (d, var) = e.map_or((0.0, 0.0), |e| (e.mean, e.noise().powi(2)));
+            if !vm.control.cpu_managed {
+                // Left alone: its vCPUs' demand counts where they run.
+                for v in &vm.vcpus {
+                    if let (Some(x), Some(i)) = (
+                        v.demand_pct(),
+                        v.placed_on().and_then(|p| snapshot.pcpu_index(p)),
+                    ) {
+                        load[group_of_pcpu[i]] += x;
+                    }
+                }
+                continue;
+            }
+            if vm.vcpus.is_empty() {
+                continue;
+            }
+            let all: CpuSet = vm.vcpus.iter().flat_map(|v| v.affinity.iter()).collect();
+            let group = sets
+                .iter()
+                .position(|g| !all.is_empty() && all.iter().all(|c| g.contains(c)));
+            members.push(Member {
+                vm: vi,
+                demand: d,
+                noise_var: var,
+                group,
+            });
+        }
+        self.demand = demand;
+        if groups.is_empty() || members.is_empty() {
+            return (CpuPlan::keep(""), Verdict::NothingToPlace);
+        }
+        let offer: Vec<f64> = offer.iter().map(|o| o.max(1.0)).collect();
+        let mut vcpus = vec![0usize; groups.len()];
+        for m in members.iter().filter(|m| m.group.is_some()) {
+            let g = m.group.unwrap_or_default();
+            load[g] += m.demand;
+            noise_var[g] += m.noise_var;
+            vcpus[g] += snapshot.vms()[m.vm].vcpus.len();
+        }
+
+        // 3. VMs outside any one group: heaviest first where utilization after is lowest.
+        let mut order: Vec<usize> = (0..members.len())
+            .filter(|&k| members[k].group.is_none())
+            .collect();
+        order.sort_by(|&a, &b| members[b].demand.total_cmp(&members[a].demand));
+        for k in order {
+            let m = &members[k];
+            let g = (0..groups.len())
+                .min_by(|&a, &b| {
+                    let after = |g: usize| (load[g] + m.demand) / offer[g];
+                    after(a)
+                        .total_cmp(&after(b))
+                        .then(vcpus[a].cmp(&vcpus[b]))
+                        .then(a.cmp(&b))
+                })
+                .unwrap_or(0);
+            load[g] += m.demand;
+            noise_var[g] += m.noise_var;
+            vcpus[g] += snapshot.vms()[m.vm].vcpus.len();
+            members[k].group = Some(g);
+        }
+
+        // 2, 4. Utilization, spread, and the one move worth making.
+        let util = |load: &[f64]| -> Vec<f64> {
+            load.iter()
+                .zip(&offer)
+                .map(|(l, o)| 100.0 * l / o)
+                .collect()
+        };
+        let spread_of = |u: &[f64]| {
+            let max = u.iter().copied().fold(f64::MIN, f64::max);
+            let min = u.iter().copied().fold(f64::MAX, f64::min);
+            max - min
+        };
+        let u = util(&load);
+        let spread = spread_of(&u);
+        let busiest = (0..groups.len())
+            .max_by(|&a, &b| u[a].total_cmp(&u[b]).then(b.cmp(&a)))
+            .unwrap_or(0);
+        let trigger = self.params.trigger_points;
+        let verdict = if groups.len() == 1 {
+            Verdict::OneGroup
+        } else if let Some(left_s) = self
+            .moved_at
+            .map(|at| at + SETTLE_HALF_LIVES * half_life - now)
+            .filter(|&left| left > 0.0)
+        {
+            Verdict::Settling { left_s }
+        } else if spread <= trigger {
+            Verdict::Within { spread }
+        } else {
+            let mut best: Option<(usize, usize, f64)> = None;
+            for (k, m) in members.iter().enumerate() {
+                if m.group != Some(busiest) || m.demand <= 0.0 {
+                    continue;
+                }
+                for to in (0..groups.len()).filter(|&g| g != busiest) {
+                    let mut after = load.clone();
+                    after[busiest] -= m.demand;
+                    after[to] += m.demand;
+                    let s = spread_of(&util(&after));
+                    if s < spread && best.is_none_or(|(_, _, b)| s < b) {
+                        best = Some((k, to, s));
+                    }
+                }
+            }
+            match best {
+                None => Verdict::NoBetter { spread },
+                Some((k, to, predicted)) => {
+                    let gain_noise = (noise_var[busiest].sqrt() * 100.0 / offer[busiest])
+                        .hypot(noise_var[to].sqrt() * 100.0 / offer[to]);
+                    let needed = self.params.move_cost_points + sigmas * gain_noise;
+                    let m = Move {
+                        vm: snapshot.vms()[members[k].vm].name.clone(),
+                        from: sets[busiest].clone(),
+                        to: sets[to].clone(),
+                        spread,
+                        predicted,
+                        needed,
+                    };
+                    if spread - predicted > needed {
+                        members[k].group = Some(to);
+                        self.moved_at = Some(now);
+                        Verdict::Moving(m)
+                    } else {
+                        Verdict::NotWorth(m)
+                    }
+                }
+            }
+        };
+
+        // 5. The plan: sets, emulator threads, weights and caps.
+        let held = self.busiest.and_then(|first| {
+            groups
+                .iter()
+                .position(|g| host.pcpus[g[0]].pcpu.id == first)
+        });
+        let off = match held {
+            Some(h) if u[busiest] - u[h] <= trigger => h,
+            _ => busiest,
+        };
+        self.busiest = Some(host.pcpus[groups[off][0]].pcpu.id);
+        let emulator: Option<CpuSet> = (groups.len() > 1).then(|| {
+            host.pcpus
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| group_of_pcpu[*i] != off)
+                .map(|(_, p)| p.pcpu.id)
+                .collect()
+        });
+        let mut plan = CpuPlan::keep(verdict.to_string());
+        let mut pinned_on: HashMap<u32, usize> = HashMap::new();
+        for m in &members {
+            let vm = &snapshot.vms()[m.vm];
+            let set = &sets[m.group.unwrap_or_default()];
+            place(vm, set, &mut pinned_on, &mut plan);
+            let wanted = CpuTune {
+                emulator: emulator.clone(),
+                ..operator_tune(vm)
+            };
+            if let Some(change) = vm.cputune.changes_to(&wanted) {
+                plan.tune(&vm.name, change);
+            }
+        }
+        (plan, verdict)
+    }
+}
+
+/// Pins `vm`'s vCPUs into `set`: the whole set, or (`placement = "pin"`) one pCPU each, kept
+/// where already inside the set, else the set's pCPU with the fewest vCPUs pinned so far.
+fn place(vm: &VmView, set: &CpuSet, pinned_on: &mut HashMap<u32, usize>, plan: &mut CpuPlan) {
+    for v in &vm.vcpus {
+        if vm.control.placement != Some(Placement::Pin) {
+            if v.affinity != *set {
+                plan.pin(&vm.name, v.id, set.as_slice());
+            }
+            continue;
+        }
+        let cpu = match v.affinity.only().filter(|&c| set.contains(c)) {
+            Some(c) => c,
+            None => {
+                let c = set
+                    .iter()
+                    .min_by_key(|c| (pinned_on.get(c).copied().unwrap_or(0), *c))
+                    .unwrap_or_default();
+                plan.pin(&vm.name, v.id, &[c]);
+                c
+            }
+        };
+        *pinned_on.entry(cpu).or_default() += 1;
+    }
+}
+
+/// The weight and cap the operator set for `vm`, in libvirt's terms: `cpu_shares`, and a vCPU
+/// quota that holds the whole VM to `cpu_max_pct` over libvirt's default period.
+pub fn operator_tune(vm: &VmView) -> CpuTune {
+    let c = &vm.control;
+    let quota = c.cpu_max_pct.filter(|_| !vm.vcpus.is_empty()).map(|max| {
+        let per_vcpu = max / 100.0 / vm.vcpus.len() as f64;
+        ((per_vcpu * DEFAULT_PERIOD_US as f64).floor() as i64).max(1_000)
+    });
+    CpuTune {
+        cpu_shares: c.cpu_shares,
+        vcpu_quota_us: quota,
+        vcpu_period_us: quota.map(|_| DEFAULT_PERIOD_US),
+        emulator: None,
+    }
+}
+
+impl CpuPolicy for GroupBalance {
+    fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
+        self.step(snapshot).0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcoord_api::snapshot::{HostView, MemoryView, VcpuView};
+    use vcoord_api::{Params, Pcpu, VmControl};
+
+    /// A host of `nodes` NUMA nodes of `per_node` pCPUs; VMs (name, vCPU demands, affinity).
+    fn snap(nodes: u32, per_node: u32, t: f64, vms: &[(&str, &[f64], &[u32])]) -> Snapshot {
+        let pcpus = (0..nodes * per_node)
+            .map(|id| Pcpu {
+                id,
+                core_id: Some(id),
+                socket_id: Some(id / per_node),
+                node_id: Some(id / per_node),
+            })
+            .collect();
+        let host = HostView::new(pcpus, 1 << 24, 1 << 23);
+        let vms = vms.iter().map(|(name, demands, affinity)| VmView {
+            name: name.to_string(),
+            uuid: name.to_string(),
+            vcpus: demands
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| VcpuView {
+                    id: i as u32,
+                    load_pct: Some(d),
+                    wait_pct: Some(0.0),
+                    pcpu: affinity.first().copied(),
+                    affinity: affinity.iter().copied().collect(),
+                })
+                .collect(),
+            memory: MemoryView::default(),
+            oom_events: None,
+            is_new: false,
+            control: VmControl::default(),
+            cputune: CpuTune::default(),
+        });
+        Snapshot::builder(host)
+            .tick(t as u64)
+            .interval_s(1.0)
+            .wall_s(t)
+            .vms(vms)
+            .loads_from_vcpus()
+            .build()
+            .unwrap()
+    }
+
+    fn sets_of(plan: &CpuPlan, vm: &str) -> Vec<String> {
+        plan.pins
+            .iter()
+            .filter(|p| p.vm == vm)
+            .map(|p| p.cpus.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn new_vms_get_a_whole_group_each_and_emulators_stay_off_the_busiest() {
+        let mut p = GroupBalance::default();
+        let all: &[u32] = &[0, 1, 2, 3, 4, 5, 6, 7];
+        let s = snap(
+            2,
+            4,
+            1.0,
+            &[("a", &[90.0, 90.0], all), ("b", &[50.0, 50.0], all)],
+        );
+        let plan = p.decide(&s);
+        assert_eq!(sets_of(&plan, "a"), vec!["0-3", "0-3"]);
+        assert_eq!(sets_of(&plan, "b"), vec!["4-7", "4-7"]);
+        // Group 0-3 is the busiest: emulator threads go to 4-7.
+        let emu: Vec<String> = plan
+            .tunes
+            .iter()
+            .map(|t| t.tune.emulator.clone().unwrap().to_string())
+            .collect();
+        assert_eq!(emu, vec!["4-7", "4-7"]);
+    }
+
+    #[test]
+    fn a_vm_moves_whole_only_when_groups_differ_beyond_noise_and_then_stays() {
+        let mut p = GroupBalance::default();
+        let g0: &[u32] = &[0, 1, 2, 3];
+        let g1: &[u32] = &[4, 5, 6, 7];
+        let mut moved: Option<String> = None;
+        let mut moves = 0;
+        for t in 1..=40 {
+            // Two busy VMs and a light one in group 0, an idle one in group 1.
+            let home = |vm: &str| if moved.as_deref() == Some(vm) { g1 } else { g0 };
+            let s = snap(
+                2,
+                4,
+                t as f64,
+                &[
+                    ("a", &[80.0, 80.0], home("a")),
+                    ("b", &[80.0, 80.0], home("b")),
+                    ("c", &[20.0], g0),
+                    ("d", &[5.0], g1),
+                ],
+            );
+            let plan = p.decide(&s);
+            if let Some(pin) = plan.pins.first() {
+                moves += 1;
+                assert!(
+                    ["a", "b"].contains(&pin.vm.as_str()),
+                    "tick {t}: {}",
+                    plan.reason
+                );
+                assert_eq!(sets_of(&plan, &pin.vm), vec!["4-7", "4-7"], "the whole VM");
+                assert_eq!(plan.pins.len(), 2);
+                moved = Some(pin.vm.clone());
+            }
+        }
+        assert_eq!(moves, 1, "one whole VM moved, once");
+        // Two equal groups are left alone whatever the noise.
+        let mut p = GroupBalance::default();
+        for t in 1..=40 {
+            let wobble = if t % 2 == 0 { 8.0 } else { -8.0 };
+            let s = snap(
+                2,
+                4,
+                t as f64,
+                &[("a", &[60.0 + wobble], g0), ("b", &[60.0 - wobble], g1)],
+            );
+            let plan = p.decide(&s);
+            assert!(plan.pins.is_empty(), "tick {t}: {}", plan.reason);
+        }
+    }
+
+    #[test]
+    fn weights_caps_and_placement_follow_the_operator() {
+        let mut p = GroupBalance::new(
+            GroupBalanceParams::from_table(&"group_by = \"core\"".parse().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let s = snap(1, 2, 1.0, &[("a", &[100.0, 100.0], &[0, 1])]);
+        let mut vm = s.vms()[0].clone();
+        vm.control.cpu_shares = Some(2048);
+        vm.control.cpu_max_pct = Some(50.0);
+        vm.control.placement = Some(Placement::Pin);
+        let s = Snapshot::builder(s.host().clone())
+            .wall_s(1.0)
+            .interval_s(1.0)
+            .vms([vm])
+            .build()
+            .unwrap();
+        let plan = p.decide(&s);
+        // Groups are single cores: the VM's pinned vCPUs share its group's one pCPU.
+        assert_eq!(sets_of(&plan, "a"), vec!["0", "0"]);
+        let t = &plan.tunes[0].tune;
+        assert_eq!(t.cpu_shares, Some(2048));
+        // 50% of a pCPU over two vCPUs: 25 ms of each 100 ms each.
+        assert_eq!(
+            (t.vcpu_quota_us, t.vcpu_period_us),
+            (Some(25_000), Some(100_000))
+        );
+        assert_eq!(t.emulator.as_ref().map(|e| e.to_string()), Some("1".into()));
+        let err =
+            GroupBalanceParams::from_table(&"group_by = \"llc\"".parse().unwrap()).unwrap_err();
+        assert_eq!(err.key, "group_by");
+    }
+}
