@@ -479,10 +479,10 @@ fn group_balance_gives_each_vm_a_group_and_sets_weight_cap_and_emulator(
     for vm in [busy, light] {
         let sent = records
             .iter()
+            .rev()
             .flat_map(|r| r.tunes.iter())
             .filter(|t| t.vm == vm)
-            .filter_map(|t| t.tune.emulator.clone())
-            .last()
+            .find_map(|t| t.tune.emulator.clone())
             .unwrap_or_else(|| panic!("no emulator affinity sent for {vm}"));
         let out = virsh(&["emulatorpin", vm, "--live"]).unwrap();
         let read: Vec<u32> = out
