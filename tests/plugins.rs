@@ -308,12 +308,30 @@ fn unsafe_plans_from_a_plugin_are_refused_by_the_guard() {
     let misbehave = plugin("vcoord_fixture_misbehave").display().to_string();
     let host = format!(
         "[host.cpu_policy]\nplugin = \"{misbehave}\"\nparams = {{ bad_plan = true }}\n\
-         [host.memory_policy]\nplugin = \"{misbehave}\"\nparams = {{ bad_plan = true }}\n"
+         [host.memory_policy]\nplugin = \"{misbehave}\"\nparams = {{ bad_plan = true }}\n\
+         [[host.vm]]\nmatch = \"*\"\ncpu_min_pct = 50\n"
     );
     let r = run("mem-m1-one-grows", &host, Some(5));
     assert!(r.ok, "{}", r.stderr);
     for rec in &r.records {
         assert!(rec.pins.is_empty() && rec.balloons.is_empty(), "{rec:?}");
+        assert!(rec.tunes.is_empty(), "{rec:?}");
+        // Each unsafe tune refused, with its reason counted.
+        let mut reasons: Vec<&str> = rec
+            .rejected
+            .iter()
+            .filter(|x| x.action.starts_with("tune "))
+            .map(|x| x.reason.label())
+            .collect();
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            vec!["bad_pin", "bad_quota", "bad_weight", "below_minimum"],
+            "{:?}",
+            rec.rejected
+        );
+        // ... and nothing reached the VMs.
+        assert!(rec.vms.iter().all(|vm| vm.cputune.is_empty()), "{rec:?}");
         assert!(rec.failed.is_empty(), "{rec:?}");
     }
     let why: Vec<&str> = r

@@ -48,6 +48,7 @@ pub struct Metrics {
     major_faults: IntCounterVec,
     vm_managed: IntGaugeVec,
     pin_changes: IntCounterVec,
+    cpu_tunes: IntCounterVec,
     balloon_grants: IntCounterVec,
     balloon_reclaims: IntCounterVec,
     guard_refusals: IntCounterVec,
@@ -206,6 +207,7 @@ impl Metrics {
             major_faults: counter("vcoord_vm_major_faults_total", "Major page faults in the guest, since vcoord saw it first.", vm),
             vm_managed: int_gauge("vcoord_vm_managed", "1 when vcoord may act on this side (kind cpu or memory) of the VM, 0 when the operator set it to ignore.", &["host", "vm", "uuid", "kind"]),
             pin_changes: counter("vcoord_pin_changes_total", "vCPU pins changed (carried out, or decided in a dry run).", h),
+            cpu_tunes: counter("vcoord_cpu_tunes_total", "VM CPU weights, quotas and emulator affinities changed (carried out, or decided in a dry run).", h),
             balloon_grants: counter("vcoord_balloon_grants_bytes_total", "Memory given to VMs by raising balloon targets.", h),
             balloon_reclaims: counter("vcoord_balloon_reclaims_bytes_total", "Memory taken back from VMs by lowering balloon targets.", h),
             guard_refusals: counter("vcoord_guard_refusals_total", "Plan actions the guard refused or trimmed, by reason.", &["host", "reason"]),
@@ -265,6 +267,7 @@ impl Metrics {
             Box::new(m.major_faults.clone()),
             Box::new(m.vm_managed.clone()),
             Box::new(m.pin_changes.clone()),
+            Box::new(m.cpu_tunes.clone()),
             Box::new(m.balloon_grants.clone()),
             Box::new(m.balloon_reclaims.clone()),
             Box::new(m.guard_refusals.clone()),
@@ -443,9 +446,10 @@ impl Metrics {
     }
 
     /// The counters labelled by host alone.
-    fn host_counters(&self) -> [&IntCounterVec; 7] {
+    fn host_counters(&self) -> [&IntCounterVec; 8] {
         [
             &self.pin_changes,
+            &self.cpu_tunes,
             &self.balloon_grants,
             &self.balloon_reclaims,
             &self.actuation_errors,
@@ -603,6 +607,9 @@ impl Metrics {
         self.pin_changes
             .with_label_values(&[host])
             .inc_by(record.pins.len() as u64);
+        self.cpu_tunes
+            .with_label_values(&[host])
+            .inc_by(record.tunes.len() as u64);
         for b in &record.balloons {
             if let Some(uuid) = uuid_of.get(b.vm.as_str()) {
                 self.balloon_target

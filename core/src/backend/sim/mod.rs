@@ -897,6 +897,52 @@ mod tests {
     }
 
     #[test]
+    fn weights_share_a_pcpu_in_proportion_and_a_quota_caps_with_the_rest_waiting() {
+        let mut s = sim_with("pinning = \"all-on-0\"", &format!(
+            "{HOST}[[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 100 }}]\n"
+        ));
+        let heavy = vcoord_api::CpuTune {
+            cpu_shares: Some(3072),
+            ..Default::default()
+        };
+        s.set_cputune("v1", &heavy).unwrap();
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+        let run = |s: &mut SimBackend| -> Vec<u64> {
+            let sample = s.sample().unwrap();
+            sample
+                .vms
+                .iter()
+                .map(|vm| vm.vcpus[0].run_time_ns)
+                .collect()
+        };
+        // 3072 against 1024: three quarters and one quarter of pCPU 0.
+        assert_eq!(run(&mut s), vec![750_000_000, 250_000_000]);
+        let sample = s.sample().unwrap();
+        assert_eq!(sample.vms[0].cputune.cpu_shares, Some(3072));
+        // Alone on pCPU 1 with a quota of 30 ms in 100 ms: 30% runs, 70% waits.
+        s.pin_vcpu("v1", 0, &CpuSet::single(1)).unwrap();
+        let cap = vcoord_api::CpuTune {
+            vcpu_quota_us: Some(30_000),
+            vcpu_period_us: Some(100_000),
+            ..Default::default()
+        };
+        s.set_cputune("v1", &cap).unwrap();
+        let before = s.sample().unwrap().vms[0].vcpus[0].clone();
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+        let after = s.sample().unwrap().vms[0].vcpus[0].clone();
+        assert_eq!(after.run_time_ns - before.run_time_ns, 300_000_000);
+        assert_eq!(
+            after.wait_time_ns.unwrap() - before.wait_time_ns.unwrap(),
+            700_000_000
+        );
+        let bad = vcoord_api::CpuTune {
+            emulator: Some(CpuSet::single(9)),
+            ..Default::default()
+        };
+        assert!(s.set_cputune("v1", &bad).is_err());
+    }
+
+    #[test]
     fn a_host_process_shares_its_pcpu_and_shows_in_busy_time_only() {
         // A busy host process on pCPU 0 from the start; a 100% vCPU pinned there gets half.
         let host = "[host]\npcpus = 2\nmemory_mib = 4096\nother_load = [{ pcpu = 0, cpu = [{ pct = 100 }] }]\n";
