@@ -793,3 +793,47 @@ fn measuring_host_load_beats_assuming_whole_pcpus_on_run_queue_wait() {
     }
     assert!(won >= 1, "measured capacity never ahead on wait: {out}");
 }
+
+/// `group-balance` on G1 (2 NUMA nodes, 6 two-vCPU VMs placed nowhere, three turning busy):
+/// whole VMs on nodes with fewer vCPU moves than the default's one-to-one pinning (the first
+/// placement counts: a VM's vCPUs each get its node's set), and no worse on run-queue wait,
+/// demand spread or fairness, by the paired test over 10 seeds.
+#[test]
+fn group_balance_places_whole_vms_with_fewer_moves_and_no_more_wait_on_numa_groups() {
+    let g1 = root().join("examples/scenarios/cpu-g1-numa-groups.toml");
+    let (new, groups) = (
+        root().join("examples/ab/new.toml"),
+        root().join("examples/ab/groups.toml"),
+    );
+    let out = stdout_of(&[
+        "compare",
+        g1.to_str().unwrap(),
+        "--config",
+        new.to_str().unwrap(),
+        "--config",
+        groups.to_str().unwrap(),
+        "--seeds",
+        "10",
+        "--format",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &doc["scenarios"][0];
+    let (n, g) = (&s["cpu"][0], &s["cpu"][1]);
+    assert_eq!(
+        (n["row"].as_str(), g["row"].as_str()),
+        (Some("new"), Some("groups"))
+    );
+    assert_eq!(
+        g["better_than"]["vcpu_moves"],
+        serde_json::json!(["new"]),
+        "{out}"
+    );
+    for (figure, beaten) in n["better_than"].as_object().unwrap() {
+        assert_eq!(
+            beaten,
+            &serde_json::json!([]),
+            "new ahead on {figure}: {out}"
+        );
+    }
+}

@@ -182,6 +182,33 @@ fn fast_path_and_libvirt_give_the_same_utilization_and_fallback_works() {
         "busy guest at {pf:.1}% (/proc) vs {ps:.1}% (libvirt), bound {bound:.1}"
     );
     eprintln!("busy guest over 3 s: /proc {pf:.1}%, libvirt {ps:.1}%");
+    // Each pCPU's busy time over the same 3 s: /proc/stat on the fast path, libvirt's
+    // virNodeGetCPUStats (kernel + user) on the other, where /proc is not this machine's. Both
+    // pCPUs carry busy guests (100% on 0, 30 + 60% on 1).
+    let pcpu_busy = |a: &Read, b: &Read| -> Vec<f64> {
+        let window = (b.2 - a.1).as_nanos() as f64;
+        a.0.host
+            .pcpu_busy_ns
+            .iter()
+            .map(|(id, before)| {
+                let after = b.0.host.pcpu_busy_ns.iter().find(|(j, _)| j == id);
+                let after = after
+                    .map(|x| x.1)
+                    .unwrap_or_else(|| panic!("pCPU {id} gone"));
+                (after - before) as f64 / window * 100.0
+            })
+            .collect()
+    };
+    let (bf, bs) = (pcpu_busy(&f0, &f1), pcpu_busy(&s0, &s1));
+    eprintln!("pCPU busy over 3 s: /proc {bf:.1?}%, libvirt {bs:.1?}%");
+    assert_eq!((bf.len(), bs.len()), (2, 2), "{bf:?} {bs:?}");
+    for (x, y) in bf.iter().zip(&bs) {
+        assert!(*x > 50.0 && *y > 50.0, "/proc {bf:?}, libvirt {bs:?}");
+        assert!(
+            (x - y).abs() <= bound + 5.0,
+            "/proc {bf:?}, libvirt {bs:?}, bound {bound:.1}"
+        );
+    }
 }
 
 #[test]

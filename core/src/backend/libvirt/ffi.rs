@@ -1,8 +1,8 @@
 //! The only `unsafe` code of vcoord: what the `virt` crate offers no safe call for. Bulk domain
 //! statistics (freed with `virDomainStatsRecordListFree`, as libvirt requires; the crate's own
-//! wrapper leaks them), per-domain vCPU placement (`virDomainGetVcpus`), and libvirt's
-//! memory-device size-change event (`virConnectDomainEventRegisterAny`, whose callbacks the
-//! crate does not wrap).
+//! wrapper leaks them), per-domain vCPU placement (`virDomainGetVcpus`), each pCPU's time
+//! counters (`virNodeGetCPUStats`), and libvirt's memory-device size-change event
+//! (`virConnectDomainEventRegisterAny`, whose callbacks the crate does not wrap).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_ulonglong, c_void, CStr};
@@ -165,6 +165,49 @@ fn typed_params(params: sys::virTypedParameterPtr, n: c_int) -> Vec<(String, Val
             Some((field, value))
         })
         .collect()
+}
+
+/// How many time counters `virNodeGetCPUStats` gives for a pCPU on this connection's host (the
+/// call must then be made with exactly that many).
+pub fn node_cpu_stats_count(conn: &Connect) -> Result<usize, Error> {
+    let mut n: c_int = 0;
+    // SAFETY: conn holds a live connection for the duration of the call; with no buffer and a
+    // count of 0, libvirt only writes the number of counters into `n`.
+    let rc = unsafe { sys::virNodeGetCPUStats(conn.as_ptr(), 0, ptr::null_mut(), &mut n, 0) };
+    if rc < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
+/// The cumulative time counters of pCPU `cpu` (`virNodeGetCPUStats`), ns, by libvirt's field
+/// names (`kernel`, `user`, `idle`, `iowait`, where the host's driver gives them); `count` is
+/// [`node_cpu_stats_count`]'s answer.
+pub fn node_cpu_stats(conn: &Connect, cpu: u32, count: usize) -> Result<Vec<(String, u64)>, Error> {
+    let cpu = c_int::try_from(cpu).unwrap_or(c_int::MAX);
+    let empty = sys::virNodeCPUStats {
+        field: [0; sys::VIR_NODE_CPU_STATS_FIELD_LENGTH as usize],
+        value: 0,
+    };
+    let mut params = vec![empty; count];
+    let mut n = c_int::try_from(count).unwrap_or(0);
+    // SAFETY: conn holds a live connection for the duration of the call; `params` has room for
+    // exactly `n` entries, the count passed; libvirt writes at most that many and stores the
+    // number written in `n`.
+    let rc = unsafe { sys::virNodeGetCPUStats(conn.as_ptr(), cpu, params.as_mut_ptr(), &mut n, 0) };
+    if rc < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(params
+        .iter()
+        .take((n.max(0) as usize).min(count))
+        .filter_map(|p| {
+            // The name is NUL-terminated within its fixed-size field (copied, no pointer read).
+            let bytes: Vec<u8> = p.field.iter().map(|&c| c as u8).collect();
+            let name = CStr::from_bytes_until_nul(&bytes).ok()?;
+            Some((name.to_string_lossy().into_owned(), p.value))
+        })
+        .collect())
 }
 
 /// `virDomainGetVcpus` of `dom`, with cpumaps of `maplen` bytes.

@@ -55,6 +55,10 @@ pub struct LibvirtBackend {
     calls: BackendCalls,
     /// Domains whose placement failed, so it is logged once, not every tick.
     placement_failed: HashMap<String, String>,
+    /// `virNodeGetCPUStats` failed (said once).
+    node_stats_failed: bool,
+    /// How many counters `virNodeGetCPUStats` gives here, once asked.
+    node_stats_count: Option<usize>,
     /// The fast local path, when on.
     proc: Option<procfs::ProcReader>,
     /// Domains the fast path failed for, so it is logged once.
@@ -145,6 +149,8 @@ impl LibvirtBackend {
             retry_at: None,
             calls: BackendCalls::default(),
             placement_failed: HashMap::new(),
+            node_stats_failed: false,
+            node_stats_count: None,
             proc,
             proc_failed: HashMap::new(),
             balloon_cache: HashMap::new(),

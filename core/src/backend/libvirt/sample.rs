@@ -69,7 +69,57 @@ impl LibvirtBackend {
         }
         self.attach_metadata(&mut vms);
         self.attach_devices(&mut vms);
-        Ok(self.finish_sample(taken, mem_free_kib, vms))
+        let busy = self.node_busy_ns();
+        let mut sample = self.finish_sample(taken, mem_free_kib, vms);
+        sample.host.pcpu_busy_ns = busy;
+        Ok(sample)
+    }
+
+    /// Each pCPU's busy time through libvirt (`virNodeGetCPUStats`: `kernel` + `user`, ns), for
+    /// hosts whose `/proc` is not this machine's. A pCPU libvirt gives no figures for is left
+    /// out (its non-VM load is then not measured); said once.
+    fn node_busy_ns(&mut self) -> Vec<(u32, u64)> {
+        let pcpus: Vec<u32> = self.pcpus.iter().map(|p| p.id).collect();
+        let known = self.node_stats_count;
+        let Ok(conn) = self.live() else {
+            return Vec::new();
+        };
+        let count = match known.map_or_else(|| ffi::node_cpu_stats_count(conn), Ok) {
+            Ok(n) => n,
+            Err(e) => {
+                self.node_stats_said(format!("{e}"));
+                return Vec::new();
+            }
+        };
+        self.node_stats_count = Some(count);
+        let Ok(conn) = self.live() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(pcpus.len());
+        let mut failed = None;
+        for &id in &pcpus {
+            match ffi::node_cpu_stats(conn, id, count) {
+                Ok(fields) => {
+                    let get = |name: &str| fields.iter().find(|(f, _)| f == name).map(|f| f.1);
+                    if let (Some(kernel), Some(user)) = (get("kernel"), get("user")) {
+                        out.push((id, kernel + user));
+                    }
+                }
+                Err(e) => failed = Some(format!("pCPU {id}: {e}")),
+            }
+        }
+        self.calls.sample_calls += pcpus.len() as u32;
+        if let Some(why) = failed {
+            self.node_stats_said(why);
+        }
+        out
+    }
+
+    fn node_stats_said(&mut self, why: String) {
+        if !self.node_stats_failed {
+            self.node_stats_failed = true;
+            warn!(error = %why, "cannot read pCPU time through libvirt; non-VM load not measured there");
+        }
     }
 
     /// A sample of this host taken at `taken` (since the backend started), VMs by name.
@@ -91,7 +141,7 @@ impl LibvirtBackend {
                     .as_ref()
                     .map(|p| crate::backend::psi::read(&p.proc_dir().join("pressure")))
                     .unwrap_or_default(),
-                // The same host's /proc/stat; elsewhere not read (non-VM load unmeasured).
+                // The same host's /proc/stat; elsewhere read through libvirt by the caller.
                 pcpu_busy_ns: self
                     .proc
                     .as_ref()
