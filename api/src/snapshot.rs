@@ -563,6 +563,25 @@ pub struct VmView {
     pub cputune: CpuTune,
 }
 
+impl VmView {
+    /// The CPU weight and cap its operator set, in libvirt's terms: `cpu_shares`, and a vCPU
+    /// quota that holds the whole VM to `cpu_max_pct` over libvirt's default period (at least
+    /// 1 ms a vCPU). Unset where the operator set nothing; no emulator affinity.
+    pub fn operator_tune(&self) -> CpuTune {
+        let c = &self.control;
+        let quota = c.cpu_max_pct.filter(|_| !self.vcpus.is_empty()).map(|max| {
+            let per_vcpu = max / 100.0 / self.vcpus.len() as f64;
+            ((per_vcpu * DEFAULT_PERIOD_US as f64).floor() as i64).max(1_000)
+        });
+        CpuTune {
+            cpu_shares: c.cpu_shares,
+            vcpu_quota_us: quota,
+            vcpu_period_us: quota.map(|_| DEFAULT_PERIOD_US),
+            emulator: None,
+        }
+    }
+}
+
 /// What one tick sees of the host and its VMs. Utilizations come from counter deltas between
 /// this sample and the previous one; a VM seen for the first time has none yet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

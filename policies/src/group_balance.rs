@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::fmt;
 
 use vcoord_api::params::{Field, ParamValue, Value};
-use vcoord_api::snapshot::DEFAULT_PERIOD_US;
 use vcoord_api::stats::Estimate;
 use vcoord_api::{
     CpuPlan, CpuPolicy, CpuSet, CpuTune, ParamError, Placement, Policy, Snapshot, VmView,
@@ -434,7 +433,7 @@ impl GroupBalance {
             place(vm, set, &mut pinned_on, &mut plan);
             let wanted = CpuTune {
                 emulator: emulator.clone(),
-                ..operator_tune(vm)
+                ..vm.operator_tune()
             };
             if let Some(change) = vm.cputune.changes_to(&wanted) {
                 plan.tune(&vm.name, change);
@@ -466,22 +465,6 @@ fn place(vm: &VmView, set: &CpuSet, pinned_on: &mut HashMap<u32, usize>, plan: &
             }
         };
         *pinned_on.entry(cpu).or_default() += 1;
-    }
-}
-
-/// The weight and cap the operator set for `vm`, in libvirt's terms: `cpu_shares`, and a vCPU
-/// quota that holds the whole VM to `cpu_max_pct` over libvirt's default period.
-pub fn operator_tune(vm: &VmView) -> CpuTune {
-    let c = &vm.control;
-    let quota = c.cpu_max_pct.filter(|_| !vm.vcpus.is_empty()).map(|max| {
-        let per_vcpu = max / 100.0 / vm.vcpus.len() as f64;
-        ((per_vcpu * DEFAULT_PERIOD_US as f64).floor() as i64).max(1_000)
-    });
-    CpuTune {
-        cpu_shares: c.cpu_shares,
-        vcpu_quota_us: quota,
-        vcpu_period_us: quota.map(|_| DEFAULT_PERIOD_US),
-        emulator: None,
     }
 }
 

@@ -431,11 +431,18 @@ impl StableBalance {
 impl CpuPolicy for StableBalance {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
         let (pins, verdict) = self.step(snapshot);
-        CpuPlan {
+        let mut plan = CpuPlan {
             tunes: Vec::new(),
             pins,
             reason: verdict.to_string(),
+        };
+        // The weight and cap each managed VM's operator set, where libvirt has other ones.
+        for vm in snapshot.vms().iter().filter(|vm| vm.control.cpu_managed) {
+            if let Some(change) = vm.cputune.changes_to(&vm.operator_tune()) {
+                plan.tune(&vm.name, change);
+            }
         }
+        plan
     }
 }
 
@@ -523,6 +530,35 @@ mod tests {
     use super::*;
     use crate::testutil::{cpu_snapshot, pins_of};
     use proptest::prelude::{prop_assert, Just, Strategy};
+
+    #[test]
+    fn operator_weights_and_caps_are_set_once_and_group_vms_are_left_to_the_scheduler() {
+        let s = cpu_snapshot(2, &[(90.0, 0), (80.0, 0), (10.0, 1)]);
+        let mut vms = s.vms().to_vec();
+        vms[0].control.cpu_shares = Some(512);
+        vms[0].control.cpu_max_pct = Some(50.0);
+        vms[1].control.placement = Some(Placement::Group);
+        let with = |vms: Vec<vcoord_api::VmView>| {
+            Snapshot::builder(s.host().clone())
+                .wall_s(1.0)
+                .interval_s(1.0)
+                .vms(vms)
+                .build()
+                .unwrap()
+        };
+        let mut p = StableBalance::default();
+        let plan = p.decide(&with(vms.clone()));
+        assert_eq!(plan.tunes.len(), 1);
+        assert_eq!(plan.tunes[0].vm, "vm0");
+        let t = &plan.tunes[0].tune;
+        assert_eq!((t.cpu_shares, t.vcpu_quota_us), (Some(512), Some(50_000)));
+        // vm1 is on a group: never pinned here, whatever its load.
+        assert!(plan.pins.iter().all(|p| p.vm != "vm1"), "{:?}", plan.pins);
+        // Once libvirt has them, nothing more.
+        vms[0].cputune = vms[0].cputune.with(t);
+        let plan = p.decide(&with(vms));
+        assert!(plan.tunes.is_empty(), "{:?}", plan.tunes);
+    }
 
     /// Deterministic noise: normal deviates of standard deviation `sd` (xorshift, Box-Muller).
     struct Noise(u64);
