@@ -388,7 +388,7 @@ fn measured_capacity_moves_a_busy_guest_off_a_pcpu_busy_with_host_work_then_grou
 /// group-balance on a two-group layout (`group_by = "core"`: this host's two cores), both
 /// guests crowded on pCPU 0 to start, the busy one with `cpu_shares = 2048` and a cap of 60% of
 /// a pCPU from its `[[host.vm]]` rule. The policy's own records show each VM given its group's
-/// set, the two on different groups, and no pin after the first ticks; libvirt reads back the
+/// set, the two on different groups, and no pin or tune after the first ticks; libvirt reads back the
 /// last decision, the weight and quota (`virsh schedinfo`, which read 1024 and no quota
 /// before) and the emulator affinity it recorded (`virsh emulatorpin`); and the cap holds: the
 /// busy guest's vCPU ran at most ~60% over 10 s alone on its pCPU, where it ran ~100% before.
@@ -458,6 +458,15 @@ fn group_balance_gives_each_vm_a_group_and_sets_weight_cap_and_emulator(
         "pins as late as tick {settled}: {pin_ticks:?}"
     );
     assert_libvirt_has_the_last_decision(&guests.names, &records);
+    // Tunes are sent only when they change something: at first sight and when the emulator
+    // threads follow the busier group, never again once libvirt has them (the domain XML is
+    // read afresh every 10 s and agrees).
+    let late_tunes: Vec<u64> = records
+        .iter()
+        .filter(|r| r.tick > 4 && !r.tunes.is_empty())
+        .map(|r| r.tick)
+        .collect();
+    assert!(late_tunes.is_empty(), "tunes sent again at ticks {late_tunes:?}");
     // Weight and quota as the policy set them, read back from libvirt; the light guest's not.
     let after = schedinfo(busy);
     for (key, want) in [
