@@ -12,8 +12,9 @@
 //!    there (and of the vCPUs the operator left alone that run there) over what it offers. The
 //!    spread S is the largest U less the smallest.
 //! 3. A VM not inside one group (new, or placed by someone else) goes, heaviest first, to the
-//!    group whose utilization after is lowest (ties: fewest vCPUs), and a VM is only ever moved
-//!    whole.
+//!    group whose utilization after is lowest (ties: fewest vCPUs) among those with a pCPU for
+//!    each of its vCPUs; a VM larger than every group runs on all pCPUs, its demand spread over
+//!    the groups. A VM is only ever moved whole, and only where it fits.
 //! 4. Over `trigger_points`, the one move of a VM out of the busiest group that lowers S most is
 //!    made if its gain G pays `move_cost_points` and beats `confidence_sigmas` of its noise (the
 //!    two groups' utilization noise). After a move the law waits [`SETTLE_HALF_LIVES`]
@@ -291,10 +292,13 @@ impl GroupBalance {
             if vm.vcpus.is_empty() {
                 continue;
             }
+            // Its group: the one holding every pCPU its vCPUs may run on, if that group has a
+            // pCPU for each of its vCPUs (else it does not fit there).
             let all: CpuSet = vm.vcpus.iter().flat_map(|v| v.affinity.iter()).collect();
             let group = sets
                 .iter()
-                .position(|g| !all.is_empty() && all.iter().all(|c| g.contains(c)));
+                .position(|g| !all.is_empty() && all.iter().all(|c| g.contains(c)))
+                .filter(|&g| groups[g].len() >= vm.vcpus.len());
             members.push(Member {
                 vm: vi,
                 demand: d,
@@ -304,12 +308,13 @@ impl GroupBalance {
         }
         self.demand = demand;
         if groups.is_empty() || members.is_empty() {
-            return (CpuPlan::keep(""), Verdict::NothingToPlace);
+            let verdict = Verdict::NothingToPlace;
+            return (CpuPlan::keep(verdict.to_string()), verdict);
         }
         let offer: Vec<f64> = offer.iter().map(|o| o.max(1.0)).collect();
         let mut vcpus = vec![0usize; groups.len()];
-        for m in members.iter().filter(|m| m.group.is_some()) {
-            let g = m.group.unwrap_or_default();
+        for m in &members {
+            let Some(g) = m.group else { continue };
             load[g] += m.demand;
             noise_var[g] += m.noise_var;
             vcpus[g] += snapshot.vms()[m.vm].vcpus.len();
@@ -320,9 +325,22 @@ impl GroupBalance {
             .filter(|&k| members[k].group.is_none())
             .collect();
         order.sort_by(|&a, &b| members[b].demand.total_cmp(&members[a].demand));
+        let n_pcpus = host.pcpus.len() as f64;
         for k in order {
             let m = &members[k];
+            let size = snapshot.vms()[m.vm].vcpus.len();
+            let fits = |g: &usize| groups[*g].len() >= size;
+            if !(0..groups.len()).any(|g| fits(&g)) {
+                // Larger than any group: on all pCPUs, its demand spread over every group.
+                for (g, group) in groups.iter().enumerate() {
+                    let share = group.len() as f64 / n_pcpus;
+                    load[g] += m.demand * share;
+                    noise_var[g] += m.noise_var * share * share;
+                }
+                continue;
+            }
             let g = (0..groups.len())
+                .filter(fits)
                 .min_by(|&a, &b| {
                     let after = |g: usize| (load[g] + m.demand) / offer[g];
                     after(a)
@@ -371,7 +389,8 @@ impl GroupBalance {
                 if m.group != Some(busiest) || m.demand <= 0.0 {
                     continue;
                 }
-                for to in (0..groups.len()).filter(|&g| g != busiest) {
+                let size = snapshot.vms()[m.vm].vcpus.len();
+                for to in (0..groups.len()).filter(|&g| g != busiest && groups[g].len() >= size) {
                     let mut after = load.clone();
                     after[busiest] -= m.demand;
                     after[to] += m.demand;
@@ -425,11 +444,15 @@ impl GroupBalance {
                 .map(|(_, p)| p.pcpu.id)
                 .collect()
         });
+        let everywhere = ids(&(0..host.pcpus.len()).collect::<Vec<_>>());
         let mut plan = CpuPlan::keep(verdict.to_string());
         let mut pinned_on: HashMap<u32, usize> = HashMap::new();
         for m in &members {
             let vm = &snapshot.vms()[m.vm];
-            let set = &sets[m.group.unwrap_or_default()];
+            let set = match m.group {
+                Some(g) => &sets[g],
+                None => &everywhere,
+            };
             place(vm, set, &mut pinned_on, &mut plan);
             let wanted = CpuTune {
                 emulator: emulator.clone(),
@@ -602,6 +625,37 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_goes_only_where_it_fits_and_one_larger_than_every_group_runs_everywhere() {
+        let mut p = GroupBalance::default();
+        let all: &[u32] = &[0, 1, 2, 3];
+        // Nodes of 2 pCPUs: a 3-vCPU VM fits none, a 2-vCPU VM fits either.
+        let s = snap(
+            2,
+            2,
+            1.0,
+            &[("pair", &[50.0, 50.0], all), ("wide", &[50.0; 3], all)],
+        );
+        let plan = p.decide(&s);
+        assert_eq!(
+            sets_of(&plan, "wide"),
+            Vec::<String>::new(),
+            "already everywhere"
+        );
+        assert_eq!(sets_of(&plan, "pair"), vec!["0-1", "0-1"]);
+        // Pinned by someone into one pCPU of node 0, it is taken as outside any group: moved
+        // back onto all pCPUs.
+        let s = snap(
+            2,
+            2,
+            2.0,
+            &[("pair", &[50.0, 50.0], &[0, 1]), ("wide", &[50.0; 3], &[0])],
+        );
+        let plan = p.decide(&s);
+        assert_eq!(sets_of(&plan, "wide"), vec!["0-3", "0-3", "0-3"]);
+        assert!(sets_of(&plan, "pair").is_empty(), "{}", plan.reason);
+    }
+
+    #[test]
     fn weights_caps_and_placement_follow_the_operator() {
         let mut p = GroupBalance::new(
             GroupBalanceParams::from_table(&"group_by = \"core\"".parse().unwrap()).unwrap(),
@@ -619,8 +673,9 @@ mod tests {
             .build()
             .unwrap();
         let plan = p.decide(&s);
-        // Groups are single cores: the VM's pinned vCPUs share its group's one pCPU.
-        assert_eq!(sets_of(&plan, "a"), vec!["0", "0"]);
+        // Groups are single cores, too small for its two vCPUs: it runs on all pCPUs, each
+        // vCPU pinned to one of them.
+        assert_eq!(sets_of(&plan, "a"), vec!["0", "1"]);
         let t = &plan.tunes[0].tune;
         assert_eq!(t.cpu_shares, Some(2048));
         // 50% of a pCPU over two vCPUs: 25 ms of each 100 ms each.

@@ -466,7 +466,10 @@ fn group_balance_gives_each_vm_a_group_and_sets_weight_cap_and_emulator(
         .filter(|r| r.tick > 4 && !r.tunes.is_empty())
         .map(|r| r.tick)
         .collect();
-    assert!(late_tunes.is_empty(), "tunes sent again at ticks {late_tunes:?}");
+    assert!(
+        late_tunes.is_empty(),
+        "tunes sent again at ticks {late_tunes:?}"
+    );
     // Weight and quota as the policy set them, read back from libvirt; the light guest's not.
     let after = schedinfo(busy);
     for (key, want) in [
