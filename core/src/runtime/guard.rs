@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{CpuPlan, MemoryPlan, VcpuPin, VmTune};
-use crate::runtime::snapshot::{GuardLimits, Snapshot};
+use crate::runtime::snapshot::{GuardLimits, Snapshot, VmView};
 use crate::units::Kib;
 use vcoord_api::snapshot::{CpuTune, Placement, DEFAULT_PERIOD_US};
 
@@ -210,18 +210,13 @@ impl Guard {
                 reason,
                 vm: pin.vm.clone(),
             };
-            let Some(vm) = snapshot.vm(&pin.vm) else {
-                out.rejected
-                    .push(reject(Refusal::UnknownVm, "no such domain".into()));
-                continue;
+            let vm = match cpu_managed_vm(snapshot, &pin.vm) {
+                Ok(vm) => vm,
+                Err((reason, why)) => {
+                    out.rejected.push(reject(reason, why));
+                    continue;
+                }
             };
-            if !vm.control.cpu_managed {
-                out.rejected.push(reject(
-                    Refusal::OperatorIgnore,
-                    "the operator set this VM's CPU to ignore".into(),
-                ));
-                continue;
-            }
             if !vm.vcpus.iter().any(|v| v.id == pin.vcpu) {
                 out.rejected.push(reject(
                     Refusal::BadPin,
@@ -396,6 +391,20 @@ impl Guard {
     }
 }
 
+/// The VM a CPU action names, if it exists and its CPU is vcoord's to manage.
+fn cpu_managed_vm<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a VmView, (Refusal, String)> {
+    let vm = snapshot
+        .vm(name)
+        .ok_or((Refusal::UnknownVm, "no such domain".to_string()))?;
+    if !vm.control.cpu_managed {
+        return Err((
+            Refusal::OperatorIgnore,
+            "the operator set this VM's CPU to ignore".into(),
+        ));
+    }
+    Ok(vm)
+}
+
 /// Bounds of a CPU weight: those of the cgroup v1 `cpu.shares` libvirt writes (v2's weight
 /// maps into the same range).
 pub const SHARES: std::ops::RangeInclusive<u64> = 2..=262_144;
@@ -417,18 +426,13 @@ fn check_tunes(snapshot: &Snapshot, plan: &CpuPlan, out: &mut GuardedPlan) {
             reason,
             vm: wish.vm.clone(),
         };
-        let Some(vm) = snapshot.vm(&wish.vm) else {
-            out.rejected
-                .push(reject(Refusal::UnknownVm, "no such domain".into()));
-            continue;
+        let vm = match cpu_managed_vm(snapshot, &wish.vm) {
+            Ok(vm) => vm,
+            Err((reason, why)) => {
+                out.rejected.push(reject(reason, why));
+                continue;
+            }
         };
-        if !vm.control.cpu_managed {
-            out.rejected.push(reject(
-                Refusal::OperatorIgnore,
-                "the operator set this VM's CPU to ignore".into(),
-            ));
-            continue;
-        }
         if !seen.insert(wish.vm.as_str()) {
             out.rejected.push(reject(
                 Refusal::Duplicate,
