@@ -10,13 +10,13 @@ use toml::Spanned;
 
 use tracing::error;
 
+use crate::limits::GuardSettings;
 use crate::plugin::{self, DecideLimits, PluginError, PluginSpec};
 use crate::policy::{
     find_cpu_policy, find_memory_policy, policy_names, CpuPolicy, Kind, MemoryPolicy,
 };
-use crate::runtime::guard::GuardSettings;
 use crate::source::Located;
-use crate::vmcontrol::{Mode, PlacementSetting, VmRule, VmSettings};
+use crate::vmcontrol::{CpuSetting, Mode, PlacementSetting, VmRule, VmSettings};
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/vcoord/vcoord.toml";
@@ -79,8 +79,7 @@ struct RawHost {
     memory_policy: Option<Spanned<RawPolicy>>,
     shadow_cpu_policy: Option<Spanned<RawPolicy>>,
     shadow_memory_policy: Option<Spanned<RawPolicy>>,
-    #[serde(default)]
-    guard: GuardSettings,
+    guard: Option<Spanned<GuardSettings>>,
     #[serde(rename = "vm", default)]
     vm_rules: Vec<Spanned<RawVmRule>>,
 }
@@ -487,14 +486,24 @@ impl Config {
                 }
                 host.memory_stats_period_s = *period.get_ref();
             }
+            if let Some(guard) = h.guard {
+                if let Err((field, why)) = guard.get_ref().check() {
+                    return Err(err(guard.span(), key(&format!("guard.{field}")), why));
+                }
+                host.guard = guard.into_inner();
+            }
             if let Some(budget) = &h.guest_memory_budget_mib {
-                if *budget.get_ref() == 0 {
+                let (v, floor) = (*budget.get_ref(), host.guard.guest_floor_mib);
+                if !(floor..=crate::limits::MAX_MEMORY_MIB).contains(&v) {
                     return Err(err(
                         budget.span(),
                         key("guest_memory_budget_mib"),
-                        "must be at least 1 MiB (0 would squeeze every guest to its floor); \
-                         leave it out for no budget"
-                            .into(),
+                        format!(
+                            "{v} is out of range [{floor}, {}] MiB: a budget below one guest's \
+                             floor (guard.guest_floor_mib) holds every guest at its floor; \
+                             leave it out for no budget",
+                            crate::limits::MAX_MEMORY_MIB
+                        ),
                     ));
                 }
             }
@@ -516,7 +525,7 @@ impl Config {
             if let Some(capacity) = h.cpu_capacity {
                 host.cpu_capacity = capacity;
             }
-            host.guard = h.guard;
+            let mut rule_spans = Vec::new();
             for (j, rule) in h.vm_rules.into_iter().enumerate() {
                 let span = rule.span();
                 let raw = rule.into_inner();
@@ -524,13 +533,14 @@ impl Config {
                 if raw.pattern.trim().is_empty() {
                     return Err(err(span, rule_key("match"), "must not be empty".into()));
                 }
+                let cpu = CpuSetting::combine(raw.cpu, raw.placement)
+                    .map_err(|why| err(span.clone(), rule_key("placement"), why))?;
                 let settings = VmSettings {
-                    cpu: raw.cpu,
+                    cpu,
                     memory: raw.memory,
                     min_mib: raw.min_mib,
                     max_mib: raw.max_mib,
                     shares: raw.shares,
-                    placement: raw.placement,
                     cpu_shares: raw.cpu_shares,
                     cpu_min_pct: raw.cpu_min_pct,
                     cpu_max_pct: raw.cpu_max_pct,
@@ -542,6 +552,14 @@ impl Config {
                     pattern: raw.pattern,
                     settings,
                 });
+                rule_spans.push(span);
+            }
+            // Rules that are each sound may still combine into a contradiction for the VMs
+            // that match several of them.
+            if let Some((j, why)) =
+                crate::vmcontrol::check_rules(&host.vm_rules, &|j| key(&format!("vm[{j}]")))
+            {
+                return Err(err(rule_spans[j].clone(), key(&format!("vm[{j}]")), why));
             }
             if let Some(policy) = h.cpu_policy {
                 host.cpu_policy = check_policy(policy, &key("cpu_policy"), &ctx, Kind::Cpu)?;

@@ -17,6 +17,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod limits;
 pub mod model;
 pub mod plugin;
 pub mod policy;

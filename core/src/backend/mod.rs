@@ -46,7 +46,7 @@ pub enum BackendError {
     Scenario(#[from] ScenarioError),
     /// What the backend reported cannot be true (a VM listed twice, say).
     #[error(transparent)]
-    Inconsistent(#[from] crate::runtime::snapshot::InvalidSnapshot),
+    Inconsistent(#[from] vcoord_api::snapshot::InvalidSnapshot),
 }
 
 /// Counters of what the backend did during the last tick (for cost accounting).

@@ -16,7 +16,7 @@ use vcoord_plugin::host::{Library, Refusal};
 
 use super::{load, Kind, PluginError, PluginSpec};
 use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, PolicyHealth};
-use crate::runtime::snapshot::Snapshot;
+use vcoord_api::snapshot::Snapshot;
 
 /// How long a plugin's `decide` may take.
 #[derive(Clone, Copy, Debug, PartialEq)]

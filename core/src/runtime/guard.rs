@@ -6,57 +6,12 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::limits::{GuardSettings, PERIOD_US, QUOTA_US, SHARES};
 use crate::policy::{CpuPlan, MemoryPlan, VcpuPin, VmTune};
-use crate::runtime::snapshot::{GuardLimits, Snapshot, VmView};
-use crate::units::Kib;
+use crate::runtime::snapshot::{Snapshot, VmView};
 use vcoord_api::snapshot::{CpuTune, Placement, DEFAULT_PERIOD_US};
 
 use crate::units::KIB_PER_MIB as MIB;
-
-/// Limits the guard enforces, from the host configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuardSettings {
-    /// No balloon target below this.
-    #[serde(default = "default_floor")]
-    pub guest_floor_mib: u64,
-    /// Grants never take the memory available to guests below this.
-    #[serde(default = "default_reserve")]
-    pub host_reserve_mib: u64,
-    /// A shrink never leaves a guest less than this above what it uses.
-    #[serde(default = "default_margin")]
-    pub shrink_margin_mib: u64,
-}
-
-fn default_floor() -> u64 {
-    200
-}
-fn default_reserve() -> u64 {
-    200
-}
-fn default_margin() -> u64 {
-    64
-}
-
-impl GuardSettings {
-    /// The limits as policies see them in each snapshot.
-    pub fn limits(&self) -> GuardLimits {
-        GuardLimits {
-            guest_floor_kib: Kib::from_mib(self.guest_floor_mib).get(),
-            host_reserve_kib: Kib::from_mib(self.host_reserve_mib).get(),
-        }
-    }
-}
-
-impl Default for GuardSettings {
-    fn default() -> Self {
-        Self {
-            guest_floor_mib: default_floor(),
-            host_reserve_mib: default_reserve(),
-            shrink_margin_mib: default_margin(),
-        }
-    }
-}
 
 /// A balloon change that passed the guard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -404,14 +359,6 @@ fn cpu_managed_vm<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a VmView, 
     }
     Ok(vm)
 }
-
-/// Bounds of a CPU weight: those of the cgroup v1 `cpu.shares` libvirt writes (v2's weight
-/// maps into the same range).
-pub const SHARES: std::ops::RangeInclusive<u64> = 2..=262_144;
-/// Bounds of a vCPU period, µs (the kernel's CFS bandwidth limits).
-pub const PERIOD_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
-/// Bounds of a vCPU quota, µs (-1, no limit, is also taken).
-pub const QUOTA_US: std::ops::RangeInclusive<i64> = 1_000..=17_592_186_044_415;
 
 /// Checks CPU tunes: of known, managed domains, once each; weights, quotas and periods within
 /// the scheduler's bounds; emulator sets of existing pCPUs; a quota never holding a VM below its

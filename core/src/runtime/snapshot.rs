@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use vcoord_api::VmControl;
+
 pub use vcoord_api::snapshot::{
     CpuTune, GuardLimits, HostPressure, HostView, InvalidSnapshot, MemoryView, PcpuView, Snapshot,
     Stall, VcpuView, VmView,
@@ -11,7 +13,7 @@ pub use vcoord_api::snapshot::{
 pub use vcoord_api::stats::{mean, stdev};
 
 use crate::model::{PsiSample, Sample, VmSample};
-use crate::vmcontrol::{resolve, VmRule};
+use crate::vmcontrol::{resolve, Source, VmRule};
 
 /// Settings the snapshot builder needs from the host configuration.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +42,8 @@ pub struct SnapshotBuilder {
     /// Each pCPU's non-VM load at the last snapshot, measured even where policies are not
     /// shown it (for the record: what a run with `cpu_capacity = "whole"` did not see).
     other: Vec<Option<f64>>,
+    /// VMs whose settings contradict each other (by UUID), with what was said of them.
+    contradicted: HashMap<String, String>,
 }
 
 impl SnapshotBuilder {
@@ -51,6 +55,40 @@ impl SnapshotBuilder {
             tick: 0,
             unavailable: HashMap::new(),
             other: Vec::new(),
+            contradicted: HashMap::new(),
+        }
+    }
+
+    /// The operator's control of `vm`: its rules, then its metadata. Where they end up in a
+    /// contradiction (a metadata minimum above a rule's maximum, say) the VM is left alone
+    /// entirely, as for metadata vcoord cannot understand, and that is said once.
+    fn control_of(&mut self, vm: &VmSample) -> VmControl {
+        match resolve(&self.settings.vm_rules, &vm.name, vm.metadata.as_ref()) {
+            Ok(control) => {
+                if self.contradicted.remove(&vm.uuid).is_some() {
+                    tracing::info!(vm = %crate::show::shown(&vm.name), "the VM's settings agree again: managing it");
+                }
+                control
+            }
+            Err(c) => {
+                let name = |s: Source| match s {
+                    Source::Rule(i) => format!(
+                        "rule host.vm[{i}] (match = \"{}\")",
+                        crate::show::shown(&self.settings.vm_rules[i].pattern)
+                    ),
+                    Source::Metadata => "the domain's metadata".into(),
+                };
+                let why = c.describe(&vm.name, &name);
+                if self.contradicted.get(&vm.uuid) != Some(&why) {
+                    tracing::error!(vm = %crate::show::shown(&vm.name), error = %why, "the VM's settings contradict each other: leaving it alone");
+                    self.contradicted.insert(vm.uuid.clone(), why);
+                }
+                VmControl {
+                    cpu_managed: false,
+                    memory_managed: false,
+                    ..VmControl::default()
+                }
+            }
         }
     }
 
@@ -78,6 +116,9 @@ impl SnapshotBuilder {
         sample: Sample,
         pending_grants_kib: u64,
     ) -> Result<Snapshot, InvalidSnapshot> {
+        let controls: Vec<VmControl> = sample.vms.iter().map(|vm| self.control_of(vm)).collect();
+        self.contradicted
+            .retain(|uuid, _| sample.vms.iter().any(|vm| &vm.uuid == uuid));
         let previous: HashMap<&str, &VmSample> = self
             .previous
             .iter()
@@ -96,7 +137,8 @@ impl SnapshotBuilder {
         let vms: Vec<VmView> = sample
             .vms
             .iter()
-            .map(|vm| {
+            .zip(controls)
+            .map(|(vm, control)| {
                 // A VM that restarted under the same name is a new VM.
                 let prev = previous
                     .get(vm.name.as_str())
@@ -128,7 +170,7 @@ impl SnapshotBuilder {
                 if let Some(u) = measured {
                     unavailable.insert(vm.uuid.clone(), u);
                 }
-                self.vm_view(vm, prev, interval_ns, sample.wall_s, measured)
+                self.vm_view(vm, prev, interval_ns, sample.wall_s, measured, control)
             })
             .collect();
         self.unavailable = unavailable;
@@ -210,6 +252,7 @@ impl SnapshotBuilder {
         interval_ns: u64,
         wall_s: f64,
         unavailable_kib: Option<u64>,
+        control: VmControl,
     ) -> VmView {
         let vcpus = vm
             .vcpus
@@ -272,7 +315,7 @@ impl SnapshotBuilder {
             memory,
             oom_events: delta(vm.oom_events, prev.map(|p| p.oom_events)),
             is_new: prev.is_none(),
-            control: resolve(&self.settings.vm_rules, &vm.name, vm.metadata.as_ref()),
+            control,
             cputune: vm.cputune.clone(),
         }
     }

@@ -10,7 +10,7 @@ use virt::sys;
 
 use super::LibvirtBackend;
 use crate::model::VmSample;
-use crate::vmcontrol::{parse_metadata, Mode, VmSettings, METADATA_NS};
+use crate::vmcontrol::{parse_metadata, CpuSetting, Mode, VmSettings, METADATA_NS};
 
 /// How often a domain's metadata is read again.
 pub const REFRESH: Duration = Duration::from_secs(10);
@@ -39,7 +39,7 @@ impl Read {
             Read::Nothing => None,
             Read::Settings(s) => Some(s.clone()),
             Read::Unusable(_) => Some(VmSettings {
-                cpu: Some(Mode::Ignore),
+                cpu: Some(CpuSetting::Ignore),
                 memory: Some(Mode::Ignore),
                 ..VmSettings::default()
             }),
