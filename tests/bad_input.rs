@@ -154,6 +154,7 @@ fn bad_configs() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("decide budget of the wrong type", format!("{host}[host.cpu_policy]\nplugin = \"{}\"\ndecide_budget_ms = \"fast\"\n", plugin("vcoord_spread")), vec!["c.toml:6", "`host.cpu_policy.decide_budget_ms`"]),
         ("a megabyte value", format!("{host}[host.cpu_policy]\nname = \"{}\"\n", "x".repeat(1 << 20)), vec!["c.toml:5", "characters left out"]),
         ("one host twice under two URIs", "[[host]]\nname = \"a\"\nuri = \"qemu:///system\"\n[[host]]\nname = \"b\"\nuri = \"qemu+unix:///system\"\n".into(), vec!["c.toml:6", "host[1].uri", "`qemu+unix:///system` reaches the same host as host `a` (`qemu:///system`)"]),
+        ("one host twice through its socket", "[[host]]\nname = \"a\"\nuri = \"qemu:///system\"\n[[host]]\nname = \"b\"\nuri = \"qemu:///system?socket=/var/run/libvirt/../libvirt//libvirt-sock\"\n".into(), vec!["c.toml:6", "host[1].uri", "reaches the same host as host `a`"]),
         ("missing scenario", "[[host]]\nname = \"a\"\nuri = \"sim:nothing.toml\"\n".into(), vec!["nothing.toml"]),
     ]
 }
@@ -404,7 +405,28 @@ fn bad_command_lines_and_recordings_are_refused_once() {
     std::fs::write(dir.join("future.jsonl"), "{\"schema\": 99, \"tick\": 0}\n").unwrap();
     std::fs::write(dir.join("old.jsonl"), "{\"tick\": 0, \"host\": \"a\"}\n").unwrap();
     std::fs::create_dir_all(dir.join("a-directory")).unwrap();
+    let fifo = dir.join("c.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "a configuration that is a FIFO",
+            vec!["check-config", "c.fifo"],
+            vec!["c.fifo", "a FIFO, not a regular file"],
+        ),
+        (
+            "a configuration that is a FIFO, to run",
+            vec!["run", "-c", "c.fifo", "--ticks", "1"],
+            vec!["c.fifo", "a FIFO, not a regular file"],
+        ),
+        (
+            "a configuration that never ends",
+            vec!["check-config", "/dev/zero"],
+            vec!["/dev/zero", "a device, not a regular file"],
+        ),
         (
             "--jobs 0",
             vec![
@@ -498,7 +520,7 @@ fn bad_command_lines_and_recordings_are_refused_once() {
         (
             "config is a directory",
             vec!["run", "-c", "a-directory"],
-            vec!["a-directory", "Is a directory"],
+            vec!["a-directory", "a directory, not a regular file"],
         ),
         (
             "config missing",

@@ -323,6 +323,26 @@ fn the_installed_package_runs_the_way_its_unit_says() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr)
         .contains(&format!("another vcoord (pid {})", s.pid())));
+    // So is one that names the same daemon by another spelling of its socket's path.
+    for uri in [
+        "qemu:///system?socket=/run/libvirt/libvirt-sock",
+        "qemu:///system?socket=/var/run/libvirt/libvirt-sock",
+        "qemu:///system?socket=//run/libvirt/../libvirt/libvirt-sock",
+    ] {
+        let other = dir.join("socket.toml");
+        std::fs::write(&other, format!("[[host]]\nname = \"s\"\nuri = \"{uri}\"\n")).unwrap();
+        let second = Command::new("/usr/bin/vcoord")
+            .args(["run", "--config", other.to_str().unwrap(), "--ticks", "1"])
+            .env("VCOORD_RUN_DIR", dir.join("run"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&second.stderr);
+        assert!(!second.status.success(), "{uri}: {err}");
+        assert!(
+            err.contains(&format!("another vcoord (pid {})", s.pid())),
+            "{uri}: {err}"
+        );
+    }
     s.signal("TERM");
     assert!(s.wait(Duration::from_secs(5)).success(), "{}", s.log());
     let log = s.log();

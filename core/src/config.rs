@@ -29,7 +29,7 @@ pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/vcoord/plugins";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("config {path}: {source}")]
+    #[error("config {}: {source}", path.display())]
     Read {
         /// File path.
         path: PathBuf,
@@ -385,18 +385,19 @@ pub struct Config {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        // Whoever can write the configuration chooses the plugins vcoord loads. (What is not
-        // a file is left to the read below, which says what it is.)
-        if path.is_file() {
-            crate::trust::check_trusted(path).map_err(|why| ConfigError::Insecure {
-                path: path.to_path_buf(),
-                why,
-            })?;
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // Whoever can write the configuration chooses the plugins vcoord loads.
+        let text = crate::trust::read_regular(path, crate::trust::CONFIG_MAX_BYTES, true).map_err(
+            |refusal| match refusal {
+                crate::trust::ReadRefusal::Io(source) => ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                crate::trust::ReadRefusal::Untrusted(why) => ConfigError::Insecure {
+                    path: path.to_path_buf(),
+                    why,
+                },
+            },
+        )?;
         Self::parse(&text, path)
     }
 

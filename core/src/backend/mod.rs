@@ -165,10 +165,13 @@ pub fn open(
 }
 
 /// What a libvirt URI really reaches, as a key: two URIs with the same key drive the same
-/// hypervisor on the same machine (`qemu:///system`, `qemu+unix:///system` and
-/// `qemu+ssh://localhost/system` are one host). The transport, the user, the port and the
-/// query are dropped, except a `socket=` path; a host name that is this machine (`localhost`,
-/// a loopback address, its own name) counts as local. `None` for a simulated host.
+/// hypervisor on the same machine (`qemu:///system`, `qemu+unix:///system`,
+/// `qemu+ssh://localhost/system` and `qemu:///system?socket=/var/run/libvirt/libvirt-sock` are
+/// one host). The transport, the user, the port and the query are dropped, except a `socket=`
+/// path; a host name that is this machine (`localhost`, a loopback address, its own name)
+/// counts as local. On this machine the key of a system URI is the daemon's socket, its path
+/// resolved (symlinks followed, `..` and doubled slashes taken out), the default socket where
+/// the URI names none. `None` for a simulated host.
 pub fn host_identity(uri: &str) -> Option<String> {
     if uri.starts_with("sim:") {
         return None;
@@ -190,18 +193,89 @@ pub fn host_identity(uri: &str) -> Option<String> {
         None => host.split(':').next().unwrap_or(host),
     }
     .to_ascii_lowercase();
-    let place = if is_this_machine(&host) {
-        "local".to_owned()
-    } else {
-        host
-    };
+    let local = is_this_machine(&host);
     let path = path.trim_matches('/');
     let socket = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("socket="))
-        .map(|s| format!("?socket={s}"))
+        .map(percent_decoded);
+    if local && path == "system" {
+        let socket = socket.unwrap_or_else(|| default_system_socket().to_owned());
+        return Some(format!("{driver}+unix:{}", resolved_path(&socket)));
+    }
+    let place = if local { "local".to_owned() } else { host };
+    let socket = socket
+        .map(|s| format!("?socket={}", lexically_normal(&s)))
         .unwrap_or_default();
     Some(format!("{driver}://{place}/{path}{socket}"))
+}
+
+/// The socket a local system URI without `socket=` reaches: the modular QEMU daemon's where
+/// it runs, else libvirtd's (the order libvirt's client tries them in).
+fn default_system_socket() -> &'static str {
+    const MODULAR: &str = "/run/libvirt/virtqemud-sock";
+    const MONOLITHIC: &str = "/run/libvirt/libvirt-sock";
+    if Path::new(MODULAR).exists() && !Path::new(MONOLITHIC).exists() {
+        MODULAR
+    } else {
+        MONOLITHIC
+    }
+}
+
+/// `path` with its symlinks followed where it exists (its directory where it does not), and
+/// written plainly.
+fn resolved_path(path: &str) -> String {
+    let plain = lexically_normal(path);
+    let p = Path::new(&plain);
+    if let Ok(real) = p.canonicalize() {
+        return real.display().to_string();
+    }
+    match (
+        p.parent().and_then(|d| d.canonicalize().ok()),
+        p.file_name(),
+    ) {
+        (Some(dir), Some(name)) => dir.join(name).display().to_string(),
+        _ => plain,
+    }
+}
+
+/// `path` without `.`, `..` and doubled slashes, by its text alone.
+fn lexically_normal(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// A URI query value with its `%XX` escapes decoded (kept as written where one is malformed).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_this_machine(host: &str) -> bool {
@@ -229,6 +303,12 @@ mod identity_tests {
             "QEMU+ssh://root@localhost/system",
             "qemu+tcp://127.0.0.1:16509/system",
             "qemu+tls://[::1]/system?no_verify=1",
+            "qemu:///system?socket=/run/libvirt/libvirt-sock",
+            "qemu:///system?socket=/var/run/libvirt/libvirt-sock",
+            "qemu:///system?socket=//run/libvirt/libvirt-sock",
+            "qemu:///system?socket=/run/libvirt/../libvirt/./libvirt-sock",
+            "qemu:///system?socket=%2Frun%2Flibvirt%2Flibvirt-sock",
+            "qemu+unix:///system?socket=/run/libvirt/libvirt-sock&mode=legacy",
         ] {
             assert_eq!(host_identity(same).unwrap(), local, "{same}");
         }
@@ -245,5 +325,20 @@ mod identity_tests {
             host_identity("qemu+tls://b.example/system")
         );
         assert_eq!(host_identity("sim:x.toml"), None);
+    }
+
+    /// A socket reached through a symlink is the socket it leads to.
+    #[test]
+    fn a_socket_is_known_by_its_resolved_path() {
+        let dir = std::env::temp_dir().join(format!("vcoord-identity-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let _ = std::fs::remove_file(dir.join("link"));
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let via =
+            |d: &str| host_identity(&format!("qemu:///system?socket={}/{d}/sock", dir.display()));
+        assert_eq!(via("link"), via("real"));
+        assert_eq!(via("real/../link"), via("real"));
+        assert_ne!(via("real"), host_identity("qemu:///system"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

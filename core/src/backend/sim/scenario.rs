@@ -25,6 +25,9 @@ pub enum ScenarioError {
     Invalid(Located),
 }
 
+/// Largest scenario file read, bytes (a week of a hundred traced VMs fits many times over).
+pub const SCENARIO_MAX_BYTES: u64 = 256 << 20;
+
 /// A whole scenario.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,9 +288,14 @@ impl Scenario {
 
     /// Reads and validates a scenario file.
     pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = crate::trust::read_regular(path, SCENARIO_MAX_BYTES, false).map_err(|r| {
+            ScenarioError::Read {
+                path: path.to_path_buf(),
+                source: match r {
+                    crate::trust::ReadRefusal::Io(e) => e,
+                    crate::trust::ReadRefusal::Untrusted(why) => std::io::Error::other(why),
+                },
+            }
         })?;
         Self::parse(&text, path)
     }
