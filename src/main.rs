@@ -335,7 +335,16 @@ fn choice_key(choice: &vcoord_core::config::PolicyChoice) -> String {
 }
 
 fn check_config(path: &Path) -> Result<()> {
-    let hosts = daemon::check(path)?;
+    let checked = daemon::check(path)?;
+    let hosts = checked.hosts;
+    if !checked.degraded.is_empty() {
+        // It would run, but not as written: a check passes only what runs as written.
+        anyhow::bail!(
+            "{}: degraded: {}",
+            path.display(),
+            checked.degraded.join("; ")
+        );
+    }
     println!(
         "{}: ok ({hosts} host{})",
         path.display(),

@@ -66,6 +66,43 @@ fn ready_watchdog_and_a_clean_stop_that_keeps_the_whole_record() {
     assert_eq!(records.len(), text.lines().count());
     let ticks: Vec<u64> = records.iter().map(|r| r.tick).collect();
     assert_eq!(ticks, (0..records.len() as u64).collect::<Vec<_>>());
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o640,
+        "the record is readable by its owner and group only"
+    );
+
+    // A restart (as Restart=on-failure makes) keeps the run before: moved aside, not truncated,
+    // even with no rotated files asked for.
+    let mut again = Daemon::launch(&dir, &config)
+        .args(&[
+            "--realtime",
+            "--record",
+            record.to_str().unwrap(),
+            "--record-keep",
+            "0",
+        ])
+        .notify(Duration::from_secs(1))
+        .spawn();
+    again.until("READY=1", Duration::from_secs(20));
+    again.signal("TERM");
+    assert!(
+        again.wait(Duration::from_secs(5)).success(),
+        "{}",
+        again.log()
+    );
+    let kept = dir.join("trace.jsonl.1");
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        text,
+        "the run before, whole"
+    );
+    let new = read_trace(&record).unwrap();
+    assert!(
+        !new.is_empty() && new[0].tick == 0,
+        "the new run in a file of its own"
+    );
 }
 
 #[test]
@@ -555,6 +592,88 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
     assert!(s.wait(Duration::from_secs(5)).success());
 }
 
+/// `/healthz` polled until `done` holds for its status (10 s at most): its last answer.
+fn poll_health(addr: &str, done: impl Fn(u16) -> bool) -> (u16, String) {
+    let started = Instant::now();
+    loop {
+        let (code, body) = http(addr, "GET", "/healthz");
+        if done(code) || started.elapsed() > Duration::from_secs(10) {
+            return (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A plugin refused by the permission checks, with a fallback: the fallback decides, and
+/// check-config, /healthz and the fallback metric all say so (none says "ok").
+#[test]
+fn a_plugin_refused_for_its_permissions_shows_in_health_and_metrics() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch("refused-plugin");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("libspread.so");
+    std::fs::copy(
+        Path::new(env!("CARGO_BIN_EXE_vcoord")).with_file_name("libvcoord_spread.so"),
+        &copy,
+    )
+    .unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n\
+             [host.cpu_policy]\nplugin = \"{}\"\nfallback = \"stable-balance\"\n",
+            root().join("examples/scenarios/cpu-t2-all-on-one.toml").display(),
+            copy.display()
+        ),
+    )
+    .unwrap();
+    let checked = Command::new(vcoord_bin())
+        .args(["check-config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        !checked.status.success(),
+        "check-config passed a refused plugin: {err}"
+    );
+    assert!(
+        err.contains("degraded")
+            && err.contains("group- or world-writable")
+            && err.contains("fallback"),
+        "{err}"
+    );
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
+    s.until("READY=1", Duration::from_secs(20));
+    let (code, body) = poll_health(&addr, |code| code != 200);
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("cpu policy plugin:")
+            && body.contains("not loaded")
+            && body.contains("world-writable"),
+        "{body}"
+    );
+    let (_, scrape) = http(&addr, "GET", "/metrics");
+    assert_eq!(
+        metric(
+            &scrape,
+            "vcoord_policy_fallback_active",
+            &["kind=\"cpu\"", "policy=\"plugin:"]
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(5)).success());
+}
+
 #[test]
 fn a_quarantined_plugin_turns_health_to_503() {
     let dir = scratch("health");
@@ -579,14 +698,7 @@ fn a_quarantined_plugin_turns_health_to_503() {
         .remove_dir_after()
         .spawn();
     s.until("READY=1", Duration::from_secs(20));
-    let started = Instant::now();
-    let (code, body) = loop {
-        let (code, body) = http(&addr, "GET", "/healthz");
-        if code != 200 || started.elapsed() > Duration::from_secs(10) {
-            break (code, body);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (code, body) = poll_health(&addr, |code| code != 200);
     assert_eq!(code, 503, "{body}");
     assert!(
         body.starts_with("sim: cpu policy plugin:") && body.contains("quarantined"),

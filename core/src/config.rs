@@ -216,7 +216,10 @@ impl PolicyChoice {
             match &self.fallback {
                 Some(f) => {
                     error!("{message}; falling back to built-in `{}`", f.name);
-                    f.build_cpu()
+                    let fallback = f.build_cpu()?;
+                    Ok(Box::new(crate::plugin::Replaced::<dyn CpuPolicy>::new(
+                        fallback, message,
+                    )))
                 }
                 None => Err(message),
             }
@@ -240,7 +243,10 @@ impl PolicyChoice {
             match &self.fallback {
                 Some(f) => {
                     error!("{message}; falling back to built-in `{}`", f.name);
-                    f.build_memory()
+                    let fallback = f.build_memory()?;
+                    Ok(Box::new(crate::plugin::Replaced::<dyn MemoryPolicy>::new(
+                        fallback, message,
+                    )))
                 }
                 None => Err(message),
             }

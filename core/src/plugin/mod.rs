@@ -4,7 +4,7 @@
 
 mod supervise;
 
-pub use supervise::{cpu_policy, memory_policy, DecideLimits};
+pub use supervise::{cpu_policy, memory_policy, DecideLimits, Replaced};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -316,3 +316,45 @@ impl MemoryPolicy for SupervisedMemory {
         self.supervisor.health(self.fallback.is_some())
     }
 }
+
+/// A built-in policy deciding in place of a plugin that was refused or could not be loaded:
+/// it decides as the built-in does, and says why in its health, as a quarantined plugin with
+/// a fallback does (so health is degraded and the fallback metric is 1).
+pub struct Replaced<P: ?Sized> {
+    fallback: Box<P>,
+    reason: String,
+}
+
+impl<P: ?Sized> Replaced<P> {
+    /// `fallback` deciding for a plugin refused for `reason`.
+    pub fn new(fallback: Box<P>, reason: String) -> Self {
+        Self { fallback, reason }
+    }
+
+    fn health_of(&self) -> PolicyHealth {
+        PolicyHealth::Quarantined {
+            reason: format!("not loaded: {}", self.reason),
+            fallback: true,
+        }
+    }
+}
+
+impl CpuPolicy for Replaced<dyn CpuPolicy> {
+    fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
+        self.fallback.decide(snapshot)
+    }
+
+    fn health(&self) -> PolicyHealth {
+        self.health_of()
+    }
+}
+
+impl MemoryPolicy for Replaced<dyn MemoryPolicy> {
+    fn decide(&mut self, snapshot: &Snapshot) -> MemoryPlan {
+        self.fallback.decide(snapshot)
+    }
+
+    fn health(&self) -> PolicyHealth {
+        self.health_of()
+    }
+}

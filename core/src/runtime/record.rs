@@ -266,18 +266,47 @@ struct Output {
 }
 
 impl Recorder {
-    /// Creates (or truncates) `path`, rotated past `max_bytes`, keeping `keep` older files.
+    /// Starts a record at `path`, rotated past `max_bytes`, keeping `keep` older files. A file
+    /// already there (a run before this one) is never truncated: it is moved aside as a full
+    /// file would be, to `FILE.1` (kept even with `keep` 0: a restart must not lose the run
+    /// before it), so each file holds one run. Files are made mode 0640.
     pub fn rotating(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
-        Ok(Self {
+        let earlier = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        let recorder = Self {
             path: path.to_path_buf(),
             out: Mutex::new(Output {
-                file: BufWriter::new(File::create(path)?),
+                file: BufWriter::new(if earlier {
+                    // Opened only to be rotated away at once.
+                    File::open(path)?
+                } else {
+                    Self::create(path)?
+                }),
                 written: 0,
                 stopped: None,
             }),
             max_bytes: max_bytes.max(1),
             keep,
-        })
+        };
+        if earlier {
+            let mut out = recorder
+                .out
+                .lock()
+                .map_err(|_| std::io::Error::other("record writer poisoned"))?;
+            recorder.shift(keep.max(1))?;
+            out.file = BufWriter::new(Self::create(path)?);
+        }
+        Ok(recorder)
+    }
+
+    /// A new, empty record file, readable by its owner and group only.
+    fn create(path: &Path) -> std::io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(path)
     }
 
     /// `FILE.n`.
@@ -287,20 +316,23 @@ impl Recorder {
         PathBuf::from(name)
     }
 
+    /// Moves `FILE` to `FILE.1`, `FILE.1` to `FILE.2` and so on, keeping `keep` of them.
+    fn shift(&self, keep: u32) -> std::io::Result<()> {
+        for n in (1..keep).rev() {
+            let from = self.rotated(n);
+            if from.exists() {
+                std::fs::rename(&from, self.rotated(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, self.rotated(1))
+    }
+
     fn rotate(&self, out: &mut Output) -> std::io::Result<()> {
         out.file.flush()?;
-        if self.keep == 0 {
-            out.file = BufWriter::new(File::create(&self.path)?);
-        } else {
-            for n in (1..self.keep).rev() {
-                let from = self.rotated(n);
-                if from.exists() {
-                    std::fs::rename(&from, self.rotated(n + 1))?;
-                }
-            }
-            std::fs::rename(&self.path, self.rotated(1))?;
-            out.file = BufWriter::new(File::create(&self.path)?);
+        if self.keep > 0 {
+            self.shift(self.keep)?;
         }
+        out.file = BufWriter::new(Self::create(&self.path)?);
         out.written = 0;
         Ok(())
     }

@@ -292,7 +292,7 @@ pub fn run(
 /// What `vcoord check-config` checks: exactly what `run` builds before it starts (every
 /// policy, shadow policy and plugin with its parameters, the metrics address) and every
 /// simulated host's scenario; libvirt hosts are not contacted. Returns the number of hosts.
-pub fn check(config: &std::path::Path) -> Result<usize, DaemonError> {
+pub fn check(config: &std::path::Path) -> Result<Checked, DaemonError> {
     let options = DaemonOptions {
         config: config.to_path_buf(),
         only_host: None,
@@ -300,7 +300,8 @@ pub fn check(config: &std::path::Path) -> Result<usize, DaemonError> {
         lock_dir: PathBuf::new(),
     };
     let plan = load(&options)?;
-    for (host, _) in &plan.hosts {
+    let mut degraded = Vec::new();
+    for (host, policies) in &plan.hosts {
         if host.uri.starts_with("sim:") {
             crate::backend::open(&host.uri, &host.base_dir, &Default::default()).map_err(|e| {
                 DaemonError::Policy {
@@ -309,8 +310,32 @@ pub fn check(config: &std::path::Path) -> Result<usize, DaemonError> {
                 }
             })?;
         }
+        let (cpu, memory, _) = policies;
+        for (kind, label, health) in [
+            ("cpu", host.cpu_policy.label(), cpu.health()),
+            ("memory", host.memory_policy.label(), memory.health()),
+        ] {
+            if let crate::policy::PolicyHealth::Quarantined { reason, .. } = health {
+                degraded.push(format!(
+                    "host `{}`: {kind} policy {label} {reason}; its fallback decides in its place",
+                    host.name
+                ));
+            }
+        }
     }
-    Ok(plan.hosts.len())
+    Ok(Checked {
+        hosts: plan.hosts.len(),
+        degraded,
+    })
+}
+
+/// What `check-config` found: the hosts, and each policy that would not run as written.
+#[derive(Debug)]
+pub struct Checked {
+    /// How many hosts the configuration has.
+    pub hosts: usize,
+    /// Each policy a fallback would decide in place of, and why.
+    pub degraded: Vec<String>,
 }
 
 /// Reads the configuration and builds every host's policies (and plugins) once, to refuse a
