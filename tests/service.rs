@@ -592,6 +592,94 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
     assert!(s.wait(Duration::from_secs(5)).success());
 }
 
+/// A scrape polled until `done` holds for it (10 s at most): the last one.
+fn poll_scrape(addr: &str, done: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let (_, scrape) = http(addr, "GET", "/metrics");
+        if done(&scrape) || started.elapsed() > Duration::from_secs(10) {
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A reload that removes a host takes every series of it away, and one that changes a
+/// host's policy takes the old policy's series away (docs/metrics.md).
+#[test]
+fn a_reload_removes_the_series_of_a_removed_host_and_a_replaced_policy() {
+    let dir = scratch("series-reload");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.join("vcoord.toml");
+    let scenario = |name: &str| root().join(format!("examples/scenarios/{name}.toml"));
+    let host = |name: &str, file: &str, cpu: &str| {
+        format!(
+            "[[host]]\nname = \"{name}\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n[host.cpu_policy]\nname = \"{cpu}\"\n",
+            scenario(file).display()
+        )
+    };
+    let metrics = format!("[metrics]\nlisten = \"{addr}\"\n");
+    std::fs::write(
+        &config,
+        format!(
+            "{metrics}{}{}",
+            host("sim", "cpu-t2-all-on-one", "stable-balance"),
+            host("gone", "cpu-t1-balanced", "greedy-lpt")
+        ),
+    )
+    .unwrap();
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
+    s.until("READY=1", Duration::from_secs(20));
+    let series = |scrape: &str, label: &str| -> Vec<String> {
+        scrape
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(label))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = poll_scrape(&addr, |m| {
+        !series(m, "host=\"gone\"").is_empty() && !series(m, "policy=\"stable-balance\"").is_empty()
+    });
+    assert!(
+        !series(&before, "vcoord_policy_quarantined{").is_empty(),
+        "{before}"
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{metrics}{}",
+            host("sim", "cpu-t2-all-on-one", "greedy-lpt")
+        ),
+    )
+    .unwrap();
+    s.signal("HUP");
+    s.until("RELOADING=1", Duration::from_secs(5));
+    s.until("READY=1", Duration::from_secs(5));
+    let after = poll_scrape(&addr, |m| {
+        series(m, "host=\"sim\"")
+            .iter()
+            .any(|l| l.contains("policy=\"greedy-lpt\""))
+    });
+    assert!(
+        series(&after, "policy=\"greedy-lpt\"")
+            .iter()
+            .any(|l| l.contains("host=\"sim\"")),
+        "{after}"
+    );
+    assert_eq!(series(&after, "host=\"gone\""), Vec::<String>::new());
+    assert_eq!(
+        series(&after, "policy=\"stable-balance\""),
+        Vec::<String>::new()
+    );
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(5)).success());
+}
+
 /// `/healthz` polled until `done` holds for its status (10 s at most): its last answer.
 fn poll_health(addr: &str, done: impl Fn(u16) -> bool) -> (u16, String) {
     let started = Instant::now();

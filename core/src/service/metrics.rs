@@ -102,6 +102,8 @@ struct HostSeries {
     /// (VM, UUID, virtio-mem device).
     devices: BTreeSet<(String, String, String)>,
     pcpus: BTreeSet<String>,
+    /// (kind, policy label).
+    policies: BTreeSet<(String, String)>,
 }
 
 /// How one host is doing, for `/healthz`.
@@ -406,6 +408,9 @@ impl Metrics {
             let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
             let _ = self.pcpu_other_load.remove_label_values(&[host, pcpu]);
         }
+        for (kind, policy) in &gone.policies {
+            self.remove_policy(host, kind, policy);
+        }
         let _ = self.backend_up.remove_label_values(&[host]);
         let _ = self.last_tick.remove_label_values(&[host]);
         let _ = self.failed_host.remove_label_values(&[host]);
@@ -445,9 +450,18 @@ impl Metrics {
         }
     }
 
+    /// The series of `host`'s `kind` policy `policy` (gone, or replaced by a reload).
+    fn remove_policy(&self, host: &str, kind: &str, policy: &str) {
+        let labels = [host, kind, policy];
+        let _ = self.policy_errors.remove_label_values(&labels);
+        let _ = self.policy_quarantined.remove_label_values(&labels);
+        let _ = self.policy_fallback.remove_label_values(&labels);
+    }
+
     /// The counters labelled by host alone.
-    fn host_counters(&self) -> [&IntCounterVec; 8] {
+    fn host_counters(&self) -> [&IntCounterVec; 9] {
         [
+            &self.virtio_mem_refusals,
             &self.pin_changes,
             &self.cpu_tunes,
             &self.balloon_grants,
@@ -497,6 +511,10 @@ impl Metrics {
             .inc_by(cost.events);
 
         let mut now = HostSeries::default();
+        now.policies = policies
+            .iter()
+            .map(|(kind, policy, _)| (kind.to_string(), policy.to_string()))
+            .collect();
         for p in &snapshot.host().pcpus {
             let id = p.pcpu.id.to_string();
             self.pcpu_load
@@ -702,6 +720,9 @@ impl Metrics {
                 }
                 for (vm, uuid) in before.vms.difference(&now.vms) {
                     self.remove_vm(host, vm, uuid);
+                }
+                for (kind, policy) in before.policies.difference(&now.policies) {
+                    self.remove_policy(host, kind, policy);
                 }
                 for pcpu in before.pcpus.difference(&now.pcpus) {
                     let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
