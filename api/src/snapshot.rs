@@ -299,6 +299,15 @@ pub struct MemoryView {
     pub swap_out_kib: Option<u64>,
     /// Major faults over the last interval.
     pub major_faults: Option<u64>,
+    /// Major faults a second over the interval between the guest's last two statistics
+    /// reports. The guest's counters move only when it reports (every few seconds), so a
+    /// per-tick delta reads zero between reports and a whole report's worth at one; this rate
+    /// does not. `None` until two reports were seen, and while the statistics are stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major_fault_rate: Option<f64>,
+    /// KiB swapped in and out a second, over the same interval as `major_fault_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_rate_kib_s: Option<f64>,
     /// Whether the guest's statistics are recent enough to act on. Never balloon a VM without
     /// fresh statistics.
     pub stats_fresh: bool,

@@ -96,6 +96,10 @@ pub struct Memory {
     pub swap_out_kib: ROption<u64>,
     /// Major page faults over the last interval.
     pub major_faults: ROption<u64>,
+    /// Major faults a second between the guest's last two statistics reports.
+    pub major_fault_rate: ROption<f64>,
+    /// KiB swapped in and out a second between the guest's last two statistics reports.
+    pub swap_rate_kib_s: ROption<f64>,
     /// Whether the guest statistics are recent enough to act on.
     pub stats_fresh: bool,
     /// When the guest last reported its statistics (seconds since the Unix epoch).

@@ -88,6 +88,8 @@ fn vm_to_abi(vm: &VmView) -> abi::Vm {
             swap_in_kib: m.swap_in_kib.into(),
             swap_out_kib: m.swap_out_kib.into(),
             major_faults: m.major_faults.into(),
+            major_fault_rate: m.major_fault_rate.into(),
+            swap_rate_kib_s: m.swap_rate_kib_s.into(),
             stats_fresh: m.stats_fresh,
             last_report_s: m.last_report_s.into(),
             virtio_mem: m
@@ -224,6 +226,8 @@ fn vm_from_abi(vm: &abi::Vm) -> VmView {
             swap_in_kib: m.swap_in_kib.into_option(),
             swap_out_kib: m.swap_out_kib.into_option(),
             major_faults: m.major_faults.into_option(),
+            major_fault_rate: m.major_fault_rate.into_option(),
+            swap_rate_kib_s: m.swap_rate_kib_s.into_option(),
             stats_fresh: m.stats_fresh,
             last_report_s: m.last_report_s.into_option(),
             virtio_mem: m

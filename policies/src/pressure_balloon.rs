@@ -21,7 +21,8 @@
 //!
 //! Use is read from one guest report (`MemoryView::used_kib`); a VM seen for the first time
 //! keeps the band until its rate is measured; swap or major faults above `fault_threshold` a
-//! second mark a VM as pressured. The regression scenarios (`tests/regressions.rs`) each fail
+//! second (each a rate over the guest's last report interval, not over the tick: the guest's
+//! counters move only when it reports) mark a VM as pressured. The regression scenarios (`tests/regressions.rs`) each fail
 //! with a test-only variant that reads the guest the way an earlier version did.
 
 use std::collections::HashMap;
@@ -122,15 +123,15 @@ impl PressureBalloonParams {
             .unwrap_or(1.0)
     }
 
-    /// Whether `vm` swaps, faults more than `fault_threshold` a second over an interval of
-    /// `interval_s`, or (where the host tells) its own tasks stall on memory
+    /// Whether `vm` swaps or faults more than `fault_threshold` a second (both over the
+    /// guest's last report interval), or (where the host tells) its own tasks stall on memory
     /// [`STALL_PRESSURE_PCT`] of the time.
-    pub fn pressured(&self, vm: &VmView, interval_s: f64) -> bool {
-        // A snapshot that does not know its interval (a first tick) is read as one second.
-        let interval_s = if interval_s > 0.0 { interval_s } else { 1.0 };
-        vm.memory.swap_in_kib.unwrap_or(0) > 0
-            || vm.memory.swap_out_kib.unwrap_or(0) > 0
-            || vm.memory.major_faults.unwrap_or(0) as f64 / interval_s > self.fault_threshold
+    pub fn pressured(&self, vm: &VmView) -> bool {
+        vm.memory.swap_rate_kib_s.is_some_and(|r| r > 0.0)
+            || vm
+                .memory
+                .major_fault_rate
+                .is_some_and(|r| r > self.fault_threshold)
             || vm
                 .memory
                 .stall
@@ -393,7 +394,7 @@ impl<'a> Need<'a> {
             cover_kib_s: state.growth.cover_kib_s(),
             lead_s: params.lead_s + state.growth.late_s(),
             measured: state.growth.measured(),
-            pressured: params.pressured(vm, snapshot.interval_s()),
+            pressured: params.pressured(vm),
             stuck: state.balloon.stuck(now),
             settling: state.balloon.settling(actual, now),
             lo,
@@ -751,16 +752,16 @@ mod tests {
     fn a_vm_whose_own_tasks_stall_on_memory_is_pressured() {
         let params = PressureBalloonParams::default();
         let mut vm = mem_vm("a", 2048, 1024, Some(300));
-        assert!(!params.pressured(&vm, 1.0));
+        assert!(!params.pressured(&vm));
         let stall = |pct: f64| vcoord_api::Stall {
             some_pct: Some(pct),
             full_pct: None,
             some_avg10_pct: 0.0,
         };
         vm.memory.stall = Some(stall(0.5));
-        assert!(!params.pressured(&vm, 1.0));
+        assert!(!params.pressured(&vm));
         vm.memory.stall = Some(stall(STALL_PRESSURE_PCT));
-        assert!(params.pressured(&vm, 1.0));
+        assert!(params.pressured(&vm));
     }
 
     /// The plan for `vms` after the policy has seen them twice (growth measured: none).

@@ -41,6 +41,8 @@ pub fn memory(max_mib: u64, actual_mib: u64, unused_mib: Option<u64>) -> MemoryV
         swap_in_kib: Some(0),
         swap_out_kib: Some(0),
         major_faults: Some(0),
+        major_fault_rate: Some(0.0),
+        swap_rate_kib_s: Some(0.0),
         stats_fresh: unused_mib.is_some(),
         last_report_s: unused_mib.map(|_| 0.0),
         ..MemoryView::default()

@@ -523,6 +523,8 @@ mod tests {
                 swap_in_kib: None,
                 swap_out_kib: None,
                 major_faults: None,
+                major_fault_rate: None,
+                swap_rate_kib_s: None,
                 stats_fresh: unused_mib.is_some(),
                 last_report_s: None,
                 ..MemoryView::default()

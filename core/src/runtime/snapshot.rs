@@ -44,6 +44,19 @@ pub struct SnapshotBuilder {
     other: Vec<Option<f64>>,
     /// VMs whose settings contradict each other (by UUID), with what was said of them.
     contradicted: HashMap<String, String>,
+    /// Each VM's last guest statistics report (by UUID), for rates over reports.
+    reports: HashMap<String, GuestReport>,
+}
+
+/// A guest's statistics report as the rates need it: when, its counters, and the rates it
+/// gave against the report before it.
+#[derive(Clone, Copy, Debug)]
+struct GuestReport {
+    at_s: i64,
+    swap_kib: u64,
+    faults: u64,
+    /// (major faults a second, KiB swapped a second).
+    rates: Option<(f64, f64)>,
 }
 
 impl SnapshotBuilder {
@@ -56,7 +69,51 @@ impl SnapshotBuilder {
             unavailable: HashMap::new(),
             other: Vec::new(),
             contradicted: HashMap::new(),
+            reports: HashMap::new(),
         }
+    }
+
+    /// Whether the guest statistics in `mem` are recent enough to act on at `wall_s`.
+    fn fresh(&self, mem: &crate::model::MemorySample, wall_s: f64) -> bool {
+        mem.unused_kib.is_some()
+            && mem
+                .stats_updated_s
+                .is_some_and(|updated| wall_s - updated as f64 <= self.settings.stats_max_age_s)
+    }
+
+    /// `vm`'s fault and swap rates over the interval between its guest's last two reports
+    /// (held from one report to the next); `None` while its statistics are stale.
+    fn guest_rates(&mut self, vm: &VmSample, wall_s: f64) -> Option<(f64, f64)> {
+        let m = &vm.memory;
+        let (Some(at_s), Some(faults)) = (m.stats_updated_s, m.major_faults_total) else {
+            return None;
+        };
+        let swap_kib = m.swap_in_total_kib.unwrap_or(0) + m.swap_out_total_kib.unwrap_or(0);
+        let now = GuestReport {
+            at_s,
+            swap_kib,
+            faults,
+            rates: None,
+        };
+        let report = match self.reports.get(&vm.uuid) {
+            Some(before) if before.at_s == at_s => *before,
+            // A counter that went backwards (the guest rebooted) starts over.
+            Some(before)
+                if before.at_s < at_s && faults >= before.faults && swap_kib >= before.swap_kib =>
+            {
+                let seconds = (at_s - before.at_s) as f64;
+                GuestReport {
+                    rates: Some((
+                        (faults - before.faults) as f64 / seconds,
+                        (swap_kib - before.swap_kib) as f64 / seconds,
+                    )),
+                    ..now
+                }
+            }
+            _ => now,
+        };
+        self.reports.insert(vm.uuid.clone(), report);
+        report.rates.filter(|_| self.fresh(m, wall_s))
     }
 
     /// The operator's control of `vm`: its rules, then its metadata. Where they end up in a
@@ -117,8 +174,14 @@ impl SnapshotBuilder {
         pending_grants_kib: u64,
     ) -> Result<Snapshot, InvalidSnapshot> {
         let controls: Vec<VmControl> = sample.vms.iter().map(|vm| self.control_of(vm)).collect();
-        self.contradicted
-            .retain(|uuid, _| sample.vms.iter().any(|vm| &vm.uuid == uuid));
+        let rates: Vec<Option<(f64, f64)>> = sample
+            .vms
+            .iter()
+            .map(|vm| self.guest_rates(vm, sample.wall_s))
+            .collect();
+        let here = |uuid: &String| sample.vms.iter().any(|vm| &vm.uuid == uuid);
+        self.contradicted.retain(|uuid, _| here(uuid));
+        self.reports.retain(|uuid, _| here(uuid));
         let previous: HashMap<&str, &VmSample> = self
             .previous
             .iter()
@@ -137,8 +200,8 @@ impl SnapshotBuilder {
         let vms: Vec<VmView> = sample
             .vms
             .iter()
-            .zip(controls)
-            .map(|(vm, control)| {
+            .zip(controls.into_iter().zip(rates))
+            .map(|(vm, (control, rates))| {
                 // A VM that restarted under the same name is a new VM.
                 let prev = previous
                     .get(vm.name.as_str())
@@ -170,7 +233,11 @@ impl SnapshotBuilder {
                 if let Some(u) = measured {
                     unavailable.insert(vm.uuid.clone(), u);
                 }
-                self.vm_view(vm, prev, interval_ns, sample.wall_s, measured, control)
+                let mut view =
+                    self.vm_view(vm, prev, interval_ns, sample.wall_s, measured, control);
+                view.memory.major_fault_rate = rates.map(|r| r.0);
+                view.memory.swap_rate_kib_s = rates.map(|r| r.1);
+                view
             })
             .collect();
         self.unavailable = unavailable;
@@ -278,10 +345,7 @@ impl SnapshotBuilder {
 
         let mem = &vm.memory;
         let prev_mem = prev.map(|p| &p.memory);
-        let stats_fresh = mem.unused_kib.is_some()
-            && mem
-                .stats_updated_s
-                .is_some_and(|updated| wall_s - updated as f64 <= self.settings.stats_max_age_s);
+        let stats_fresh = self.fresh(mem, wall_s);
         let delta = |now: Option<u64>, before: Option<Option<u64>>| match (now, before.flatten()) {
             (Some(now), Some(before)) => Some(now.saturating_sub(before)),
             _ => None,
@@ -307,6 +371,8 @@ impl SnapshotBuilder {
             virtio_mem: mem.virtio_mem.clone(),
             free_page_reporting: mem.free_page_reporting,
             stall: stall(mem.pressure, prev_mem.and_then(|p| p.pressure), interval_ns),
+            major_fault_rate: None,
+            swap_rate_kib_s: None,
         };
         VmView {
             name: vm.name.clone(),
@@ -620,6 +686,54 @@ mod tests {
         );
         assert_eq!(snap.vms().len(), 1);
         assert_eq!(snap.vms()[0].vcpus[0].load_pct, Some(100.0));
+    }
+
+    /// Guest counters that move every second tick (the fast path reads them every 2 s) give
+    /// one steady rate, not twice it at one tick and zero at the next.
+    #[test]
+    fn fault_and_swap_rates_are_over_the_guests_reports_not_the_ticks() {
+        let mut b = SnapshotBuilder::new(SnapshotSettings {
+            stats_max_age_s: 5.0,
+            ..Default::default()
+        });
+        let mut seen = Vec::new();
+        for tick in 0..8u64 {
+            let report = tick / 2; // a new report every other 1 s tick
+            let mut v = vm("a", &[tick * 1_000_000], &[0]);
+            v.memory.stats_updated_s = Some(100 + 2 * report as i64);
+            v.memory.major_faults_total = Some(1_000 + 400 * report);
+            v.memory.swap_out_total_kib = Some(64 * report);
+            let mut s = sample(tick * 1_000_000_000, vec![v]);
+            s.wall_s = 100.0 + tick as f64;
+            let snap = build(&mut b, s);
+            let m = &snap.vms()[0].memory;
+            seen.push((m.major_faults, m.major_fault_rate, m.swap_rate_kib_s));
+        }
+        // The per-tick deltas jump between a report's worth and nothing ...
+        assert_eq!(seen[2].0, Some(400));
+        assert_eq!(seen[3].0, Some(0));
+        // ... the rates hold 200 faults and 32 KiB a second from the second report on.
+        assert_eq!(seen[1].1, None, "one report gives no rate");
+        for (tick, s) in seen.iter().enumerate().skip(2) {
+            assert_eq!((s.1, s.2), (Some(200.0), Some(32.0)), "tick {tick}");
+        }
+        // A counter reset (a reboot) starts over; stale statistics give no rate.
+        let mut v = vm("a", &[9_000_000], &[0]);
+        v.memory.stats_updated_s = Some(120);
+        v.memory.major_faults_total = Some(5);
+        let mut s = sample(9_000_000_000, vec![v]);
+        s.wall_s = 120.0;
+        assert_eq!(build(&mut b, s).vms()[0].memory.major_fault_rate, None);
+        let mut v = vm("a", &[10_000_000], &[0]);
+        v.memory.stats_updated_s = Some(122);
+        v.memory.major_faults_total = Some(25);
+        let mut s = sample(10_000_000_000, vec![v]);
+        s.wall_s = 130.0;
+        assert_eq!(
+            build(&mut b, s).vms()[0].memory.major_fault_rate,
+            None,
+            "stale"
+        );
     }
 
     #[test]

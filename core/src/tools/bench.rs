@@ -249,6 +249,8 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
                     swap_in_kib: Some(0),
                     swap_out_kib: Some(0),
                     major_faults: Some(0),
+                    major_fault_rate: Some(0.0),
+                    swap_rate_kib_s: Some(0.0),
                     stats_fresh: true,
                     last_report_s: Some(1.0),
                     ..MemoryView::default()
