@@ -1,46 +1,18 @@
 #!/usr/bin/env bash
-# Prepare this machine to build vcoord and to run a real libvirtd with QEMU guests.
-# Idempotent; run as root. Installs packages, creates what libvirtd needs, starts virtlogd and
-# libvirtd when they are not running, and builds the test guest image (scripts/build-guest.sh).
+# Prepare this machine to build and run vcoord: the build and host packages, what libvirtd needs,
+# and virtlogd and libvirtd started when they are not running (without systemd). Idempotent;
+# run as root. What the tests need besides (test tools, the guest image) is
+# scripts/setup-test.sh, which scripts/test.sh runs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+require_root
 
-log() { printf 'setup-host: %s\n' "$*" >&2; }
-
-if [ "$(id -u)" -ne 0 ]; then
-    log "must run as root (installs packages and starts libvirtd)"
-    exit 1
-fi
-
-# systemd: systemd-analyze for the unit checks (systemd need not run); man-db: the unit's man: link;
-# prometheus: promtool, to check the metrics endpoint and the alert rules; chromium and a font:
-# a real headless browser for the compare report; python3-venv: a virtualenv for OpenStack
-# Watcher's own query builder (the fleet test).
-packages=(pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-          qemu-system-x86 cpio systemd man-db prometheus chromium fonts-dejavu-core python3-venv)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    extra=()
-    # A backported qemu-utils conflicts with bookworm's qemu-system-x86: take both from bookworm.
-    if apt-cache policy qemu-utils 2>/dev/null | grep -q 'bookworm '; then
-        extra+=(qemu-utils/bookworm)
-    fi
-    # Packages with services (prometheus) are installed, not started.
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    apt-get install -y -qq --allow-downgrades --no-install-recommends "${missing[@]}" "${extra[@]}" >/dev/null
-    if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-fi
+# pkg-config and libvirt-dev to build; libvirtd with its QEMU driver and QEMU to run guests;
+# libvirt-clients for virsh.
+install_packages pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+    qemu-system-x86
 
 # libvirtd's QEMU driver refuses to start without these (normally made by libvirt-daemon-system).
 getent group kvm >/dev/null || groupadd -r kvm
@@ -70,17 +42,4 @@ for _ in $(seq 1 50); do
 done
 virsh -c qemu:///system version >/dev/null || { log "libvirtd does not answer"; exit 1; }
 
-# OpenStack Watcher from the Python registry, in a virtualenv of its own: the fleet test builds
-# its Prometheus queries with Watcher's own code.
-watcher_venv=/var/lib/vcoord/watcher-venv
-watcher_module=watcher.decision_engine.datasources.prometheus_base
-if ! "$watcher_venv/bin/python" -c "import $watcher_module" 2>/dev/null; then
-    log "installing python-watcher into $watcher_venv"
-    mkdir -p "$(dirname "$watcher_venv")"
-    python3 -m venv "$watcher_venv"
-    "$watcher_venv/bin/pip" install -q --disable-pip-version-check python-watcher==17.0.0
-    "$watcher_venv/bin/python" -c "import $watcher_module"
-fi
-
-"$here/build-guest.sh"
 log "ready"

@@ -14,7 +14,7 @@ pub const URI: &str = "qemu:///system";
 /// Checks that an end-to-end test can run: libvirtd answers at `URI` and the guest image is
 /// there; otherwise the test fails saying what is missing. The tests are `#[ignore]`d, so a
 /// plain `cargo test` lists them as ignored on a machine without libvirt; `scripts/test.sh`
-/// runs them with `--include-ignored` after `scripts/setup-host.sh`.
+/// runs them with `--include-ignored` after `scripts/setup-host.sh` and `scripts/setup-test.sh`.
 pub fn require_e2e() {
     let missing = match virsh(&["version"]) {
         Err(e) => Some(format!("libvirtd is not available at {URI}: {}", e.trim())),
@@ -24,7 +24,7 @@ pub fn require_e2e() {
         Ok(_) => None,
     };
     if let Some(why) = missing {
-        panic!("{why}; run scripts/setup-host.sh as root first");
+        panic!("{why}; run scripts/setup-host.sh and scripts/setup-test.sh as root first");
     }
 }
 

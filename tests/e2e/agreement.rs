@@ -4,7 +4,7 @@
 use super::*;
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
     require_e2e();
     let mut guests = Guests::new("shadow");
@@ -79,7 +79,7 @@ fn shadow_policy_is_recorded_never_applied_and_the_recording_replays() {
 /// balanced both ways, same memory outcome. Each simulated guest's base memory is its real
 /// twin's first report.
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn simulator_and_real_guests_agree_on_a_scaled_t3() {
     require_e2e();
     let mut guests = Guests::new("fidelity");
@@ -231,7 +231,7 @@ fn simulator_and_real_guests_agree_on_a_scaled_t3() {
 /// the free within 15 s (the tolerances of the long-run test: figures land up to a report
 /// apart).
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn a_recording_becomes_a_scenario_that_the_simulator_plays_alike() {
     use vcoord_core::config::HostConfig;
     use vcoord_core::runtime::control::Control;

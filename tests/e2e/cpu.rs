@@ -27,7 +27,7 @@ fn spread_four_on_pcpu0(
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
     require_e2e();
     let mut guests = Guests::new("spread");
@@ -55,7 +55,7 @@ fn cpu_all_on_pcpu0_spreads_two_per_pcpu_then_stays() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
     require_e2e();
     let mut guests = Guests::new("balanced");
@@ -92,7 +92,7 @@ fn cpu_balanced_start_stays_balanced_and_repins_only_on_its_trigger() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn cpu_heavy_and_light_are_paired() {
     require_e2e();
     let mut guests = Guests::new("pair");
@@ -170,7 +170,7 @@ fn cpu_heavy_and_light_are_paired() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn plugin_spread_pins_real_guests_once_and_never_again() {
     require_e2e();
     let plugin = Path::new(env!("CARGO_BIN_EXE_vcoord"))
@@ -203,7 +203,7 @@ fn plugin_spread_pins_real_guests_once_and_never_again() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn stable_balance_spreads_with_the_fewest_moves_then_never_repins() {
     require_e2e();
     let mut guests = Guests::new("stable");
@@ -236,7 +236,7 @@ fn stable_balance_spreads_with_the_fewest_moves_then_never_repins() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn stable_balance_leaves_a_balanced_start_alone() {
     require_e2e();
     let mut guests = Guests::new("stable-bal");
@@ -296,7 +296,7 @@ impl Drop for Hog {
 /// schedstat over the same 10 s of each run (after 8 ticks), is lower measured than not; each
 /// run's records say why (the non-VM load recorded, the swap decided on it, none without).
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn measured_capacity_moves_a_busy_guest_off_a_pcpu_busy_with_host_work_then_group_balance() {
     require_e2e();
     let mut guests = Guests::new("capacity");

@@ -97,7 +97,7 @@ fn day_violations(ticks: &[(f64, TickRecord)], grower: &str) -> Vec<String> {
 /// can be given, a free back in the band within 30 s, no re-pin in a steady phase (restarts
 /// included), the reserve kept under the budget.
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
     require_e2e();
     let mut guests = Guests::new("day");

@@ -22,7 +22,7 @@ impl Drop for LibvirtdBack {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn libvirtd_restart_is_survived_by_reconnecting() {
     require_e2e();
     let mut guests = Guests::new("restart");
@@ -57,7 +57,10 @@ fn libvirtd_restart_is_survived_by_reconnecting() {
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_secs(4));
+    // Until vcoord has seen the connection go (not a fixed time: a loaded machine notices late).
+    daemon.wait_until("the lost connection seen", Duration::from_secs(60), &|d| {
+        d.log().contains("connection lost")
+    });
     assert!(daemon.running(), "vcoord exited when libvirtd went away");
     assert!(Command::new("libvirtd")
         .arg("-d")
@@ -73,7 +76,7 @@ fn libvirtd_restart_is_survived_by_reconnecting() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn fast_path_and_libvirt_give_the_same_utilization_and_fallback_works() {
     use vcoord_core::backend::libvirt::{LibvirtBackend, LibvirtOptions};
     use vcoord_core::backend::Backend;
@@ -212,7 +215,7 @@ fn fast_path_and_libvirt_give_the_same_utilization_and_fallback_works() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn bench_collect_and_a_short_soak_run_on_the_live_host() {
     require_e2e();
     let mut guests = Guests::new("bench");
@@ -271,7 +274,7 @@ fn bench_collect_and_a_short_soak_run_on_the_live_host() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing() {
     require_e2e();
     let mut guests = Guests::new("optout");
@@ -373,7 +376,7 @@ fn a_vm_opted_out_in_its_metadata_is_never_touched_and_a_restart_changes_nothing
 /// of 1024; each expectation differs from what a VM with no metadata, or with metadata that is
 /// not understood, would get.
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn domain_metadata_is_understood_in_every_mode_and_followed_live() {
     require_e2e();
     const NS: &str = "https://vcoord.dev/xmlns/vm/1";
@@ -557,7 +560,7 @@ fn domain_metadata_is_understood_in_every_mode_and_followed_live() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
     require_e2e();
     let mut guests = Guests::new("scrape");
@@ -820,6 +823,18 @@ impl PrometheusServer {
     }
 
     /// The single value `promql` gives at `at` (Unix seconds), if any.
+    /// Polls `promql` (a condition, evaluated now) until it gives a value (60 s at most).
+    fn wait_for(&self, what: &str, promql: &str) {
+        let started = std::time::Instant::now();
+        while self.query(promql, unix_now()).is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "Prometheus: no {what} within 60 s ({promql})"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn query(&self, promql: &str, at: f64) -> Option<f64> {
         let encoded: String = promql
             .bytes()
@@ -909,7 +924,7 @@ print(P._build_prometheus_query(me, mean, P.METRIC_MAP['instance_ram_usage'], uu
 /// virtualenv `scripts/setup-host.sh` installs) give, for each guest's UUID, CPU within 5
 /// points of what virsh's counters give over the same window and memory within 5%.
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
     require_e2e();
     let mut guests = Guests::new("fleet");
@@ -929,8 +944,12 @@ fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
     });
     let rules = common::root().join("packaging/prometheus/vcoord-watcher-rules.yml");
     let prometheus = PrometheusServer::start(&guests.dir, &addr, &rules);
-    // Some history first, then one window measured both ways.
-    std::thread::sleep(Duration::from_secs(15));
+    // Some history first (two scrapes of every series stored), then one window measured both
+    // ways.
+    prometheus.wait_for(
+        "two scrapes stored",
+        "count_over_time(vcoord_build_info[5m]) >= 2",
+    );
     let window_s = 30.0;
     let before: Vec<(f64, f64)> = [&busy, &light]
         .iter()
@@ -942,8 +961,17 @@ fn watchers_queries_on_a_live_vcoord_agree_with_libvirt() {
         .iter()
         .map(|vm| virsh_cpu_and_memory(vm))
         .collect();
-    // Scrapes and rule evaluations lag by up to a second or two: let them land.
-    std::thread::sleep(Duration::from_secs(3));
+    // Scrapes and rule evaluations lag the window's end: wait for both to pass it.
+    for series in [
+        "vcoord_build_info",
+        "ceilometer_cpu",
+        "ceilometer_memory_usage",
+    ] {
+        prometheus.wait_for(
+            &format!("{series} stored past the window"),
+            &format!("max(timestamp({series})) >= {at:.3}"),
+        );
+    }
     for (i, vm) in [&busy, &light].into_iter().enumerate() {
         let uuid = virsh(&["domuuid", vm]).unwrap().trim().to_owned();
         let cpu_virsh = (after[i].0 - before[i].0) / (window_s * 1e9) * 100.0;

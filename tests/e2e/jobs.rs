@@ -76,7 +76,7 @@ fn job_running(vm: &str) -> bool {
 /// Once the dumps end, it spreads them. Without the check, a pin goes through during a dump
 /// (libvirt allows it), and a balloon change waits 30 s for the job's lock and fails.
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn a_guest_in_a_job_is_left_alone_until_the_job_ends() {
     require_e2e();
     let mut guests = Guests::new("jobs");

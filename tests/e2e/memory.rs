@@ -4,7 +4,7 @@
 use super::*;
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
     require_e2e();
     let (guests, grower, idle) = grower_and_two_idle("mem");
@@ -113,7 +113,7 @@ fn memory_grower_is_fed_idle_vms_shrink_and_memory_comes_back() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn faults_vanishing_new_and_driverless_guests_are_survived() {
     require_e2e();
     let mut guests = Guests::new("faults");
@@ -181,7 +181,7 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
     require_e2e();
     const BUDGET_MIB: u64 = 1800;
@@ -264,7 +264,7 @@ fn memory_crunch_under_a_budget_is_shared_evenly_and_never_exceeded() {
 }
 
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn pressure_balloon_feeds_a_grower_at_its_defaults() {
     require_e2e();
     let (guests, grower, idle) = grower_and_two_idle("pressure");
@@ -357,7 +357,7 @@ fn pressure_balloon_feeds_a_grower_at_its_defaults() {
 /// report. Across the restart it keeps its unused memory above the threshold; after the free,
 /// its excess comes back down to the band within 30 s.
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn a_restart_mid_growth_keeps_the_guest_fed_and_a_free_is_reclaimed_within_30_s() {
     require_e2e();
     let mut guests = Guests::new("longrun");
@@ -537,7 +537,7 @@ fn plugged_mib(name: &str) -> Option<u64> {
 /// and the balloon the first guest could not pass 512 MiB (libvirt refuses a balloon above the
 /// boot memory) and would run out of memory.
 #[test]
-#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh, then --include-ignored"]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn virtio_mem_grows_a_guest_past_its_boot_memory_and_takes_it_back() {
     require_e2e();
     let mut guests = Guests::new("vmem");
