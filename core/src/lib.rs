@@ -13,6 +13,12 @@
 //!
 //! The snapshot, plans, policy traits and parameters are vcoord-api's; [`model`] holds the raw
 //! samples backends report. `unsafe` code is denied everywhere but in `backend::libvirt::ffi`.
+//!
+//! The modules are layers, each importing only from itself and those below it, and none in a
+//! circle (`tests/layers.rs` checks every path): [`show`], [`source`], [`trust`], [`limits`]
+//! (the leaves) < [`vmcontrol`] < [`model`] < [`policy`] < [`plugin`] < [`backend`] <
+//! [`config`] < [`runtime`] < [`service`] < [`tools`] (the commands, which read what the
+//! service serves).
 #![deny(unsafe_code)]
 
 pub mod backend;

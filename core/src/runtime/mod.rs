@@ -919,7 +919,7 @@ mod tests {
 
     #[test]
     fn the_tick_line_stays_short_on_big_hosts() {
-        let snap = crate::tools::bench::synthetic_snapshot(10_000, 256, 7);
+        let snap = crate::runtime::snapshot::synthetic_snapshot(10_000, 256, 7);
         let mut r = TickRecord::from_snapshot("a-host-with-a-long-name", &snap, 0.0);
         r.vms[0].name = "x".repeat(300);
         r.vms[0].memory.unused_kib = Some(0);

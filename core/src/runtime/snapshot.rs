@@ -461,6 +461,77 @@ fn stall(now: Option<PsiSample>, before: Option<PsiSample>, interval_ns: u64) ->
     })
 }
 
+/// A synthetic snapshot, for benchmarks and tests: `vcpus` single-vCPU VMs on `pcpus` pCPUs with loads and placements from a
+/// fixed pseudo-random sequence: half the vCPUs crowd the first quarter of the pCPUs, which run
+/// at about 90% while the others run at about 30% (no pCPU saturated, so every balancing
+/// policy has work to do).
+pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let vms: Vec<VmView> = (0..vcpus)
+        .map(|i| {
+            // Half the vCPUs crowd the first quarter of the pCPUs.
+            let pcpu = if i % 2 == 0 {
+                (next() % (pcpus as u64 / 4).max(1)) as u32
+            } else {
+                (next() % pcpus as u64) as u32
+            };
+            // Mean load 45 x pCPUs / vCPUs: ~90% on the crowded quarter, ~30% elsewhere.
+            let mean = 45.0 * pcpus as f64 / vcpus as f64;
+            let l = mean * 2.0 * (next() % 1000) as f64 / 1000.0;
+            VmView {
+                cputune: Default::default(),
+                name: format!("vm{i:05}"),
+                uuid: format!("u{i}"),
+                vcpus: vec![VcpuView {
+                    id: 0,
+                    load_pct: Some(l),
+                    wait_pct: Some(0.0),
+                    pcpu: Some(pcpu),
+                    affinity: crate::cpuset::CpuSet::single(pcpu),
+                }],
+                memory: MemoryView {
+                    max_kib: 1 << 20,
+                    actual_kib: 1 << 19,
+                    unused_kib: Some(1 << 18),
+                    available_kib: Some((1 << 19) - (30 << 10)),
+                    unavailable_kib: Some(30 << 10),
+                    usable_kib: Some(1 << 18),
+                    swap_in_kib: Some(0),
+                    swap_out_kib: Some(0),
+                    major_faults: Some(0),
+                    major_fault_rate: Some(0.0),
+                    swap_rate_kib_s: Some(0.0),
+                    stats_fresh: true,
+                    last_report_s: Some(1.0),
+                    ..MemoryView::default()
+                },
+                oom_events: None,
+                is_new: false,
+                control: Default::default(),
+            }
+        })
+        .collect();
+    let host = HostView::new(
+        (0..pcpus as u32).map(crate::model::Pcpu::plain).collect(),
+        1 << 40,
+        1 << 39,
+    );
+    Snapshot::builder(host)
+        .tick(1)
+        .interval_s(1.0)
+        .wall_s(1.0)
+        .vms(vms)
+        .loads_from_vcpus()
+        .build()
+        .expect("synthetic snapshots are well formed")
+}
+
 #[cfg(test)]
 #[cfg(test)]
 mod tests {

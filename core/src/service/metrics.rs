@@ -510,11 +510,13 @@ impl Metrics {
             .with_label_values(&[host])
             .inc_by(cost.events);
 
-        let mut now = HostSeries::default();
-        now.policies = policies
-            .iter()
-            .map(|(kind, policy, _)| (kind.to_string(), policy.to_string()))
-            .collect();
+        let mut now = HostSeries {
+            policies: policies
+                .iter()
+                .map(|(kind, policy, _)| (kind.to_string(), policy.to_string()))
+                .collect(),
+            ..HostSeries::default()
+        };
         for p in &snapshot.host().pcpus {
             let id = p.pcpu.id.to_string();
             self.pcpu_load
