@@ -406,3 +406,108 @@ fn config_is_given_either_way_and_bad_numbers_are_usage_errors() {
         assert_eq!(err.matches("error:").count(), 1, "{err}");
     }
 }
+
+/// The README's command synopsis says every flag `--help` lists, and no flag it does not.
+#[test]
+fn the_readme_synopsis_matches_the_help_of_every_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("## Commands")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("a code block under ## Commands");
+    let help = |words: &[&str]| -> String {
+        let mut args = words.to_vec();
+        args.push("--help");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vcoord"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "vcoord {words:?} --help");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The flags of one help text, each as its spellings (`-c`, `--config`).
+    let is_flag = |w: &str| {
+        let name = w.strip_prefix("--").or_else(|| w.strip_prefix('-'));
+        name.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_alphabetic()))
+    };
+    let flags = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(str::trim_start)
+            .filter(|l| l.split([',', ' ']).next().is_some_and(is_flag))
+            .map(|l| {
+                l.split([',', ' '])
+                    .take_while(|w| w.is_empty() || is_flag(w) || w.starts_with('<'))
+                    .filter(|w| is_flag(w))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|f| !f.iter().any(|w| w == "--help" || w == "--version"))
+            .collect()
+    };
+    let mut commands = Vec::new();
+    for line in block.lines().filter_map(|l| l.strip_prefix("vcoord ")) {
+        // `bench collect ... | bench policies ...`: one synopsis a subcommand (a `|` inside a
+        // synopsis, between choices, is not followed by the command's name).
+        let first = line.split_whitespace().next().unwrap();
+        let mut parts: Vec<String> = Vec::new();
+        for piece in line.split(" | ") {
+            match parts.last_mut() {
+                Some(last) if !piece.starts_with(&format!("{first} ")) => {
+                    last.push_str(" | ");
+                    last.push_str(piece);
+                }
+                _ => parts.push(piece.to_owned()),
+            }
+        }
+        for part in &parts {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let name: Vec<&str> = match words[0] {
+                "bench" | "scenario" => words[..2].to_vec(),
+                _ => words[..1].to_vec(),
+            };
+            let written: Vec<&str> = words
+                .iter()
+                .map(|w| w.trim_matches(|c| matches!(c, '[' | ']' | '(' | ')')))
+                .filter(|w| is_flag(w))
+                .collect();
+            let listed = flags(&help(&name));
+            for flag in &listed {
+                assert!(
+                    flag.iter().any(|f| written.contains(&f.as_str())),
+                    "README's `vcoord {}` lacks {}",
+                    name.join(" "),
+                    flag.join(", ")
+                );
+            }
+            for w in &written {
+                assert!(
+                    listed.iter().flatten().any(|f| f == w),
+                    "README's `vcoord {}` has {w}, which its --help does not list",
+                    name.join(" ")
+                );
+            }
+            commands.push(name[0].to_owned());
+        }
+    }
+    // Every command of `vcoord --help` has a synopsis.
+    let top = help(&[]);
+    let listed: Vec<&str> = top
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(listed.len() >= 10, "{top}");
+    for c in listed {
+        assert!(
+            commands.iter().any(|k| k == c),
+            "README has no synopsis of `vcoord {c}`"
+        );
+    }
+}

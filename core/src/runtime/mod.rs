@@ -206,7 +206,8 @@ pub struct Update {
 fn snapshot_settings(host: &HostConfig) -> SnapshotSettings {
     SnapshotSettings {
         guest_budget_kib: host.guest_memory_budget_mib.map(|m| Kib::from_mib(m).get()),
-        // Guest statistics older than two intervals (or two stats periods) are stale.
+        // Guest statistics older than twice the longest of the tick, the stats period and the
+        // memory interval, and a second, are stale.
         stats_max_age_s: 2.0
             * host
                 .interval_s
