@@ -71,8 +71,8 @@ pub struct RunArgs {
     /// Run only this host of the configuration.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
-    /// Stop after N ticks (a simulated host stops at its scenario's end).
-    #[arg(long, value_name = "N")]
+    /// Stop after N ticks, at least 1 (a simulated host stops at its scenario's end).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ticks: Option<u64>,
     /// Decide and log, change nothing.
     #[arg(long)]
@@ -220,7 +220,7 @@ pub enum BenchCommand {
     /// What collection costs per tick on a live host (time, calls, libvirtd CPU).
     Collect {
         /// libvirt URI of the host.
-        #[arg(long, value_name = "URI")]
+        #[arg(long, value_name = "URI", value_parser = parse_uri)]
         connect: String,
         /// Ticks to measure.
         #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
@@ -266,7 +266,7 @@ pub enum BenchCommand {
 pub struct StatusArgs {
     /// libvirt URI of the host, `sim:SCENARIO`, or a running daemon's metrics endpoint
     /// (`http://127.0.0.1:9477`: what the daemon saw at its last tick).
-    #[arg(long, value_name = "URI")]
+    #[arg(long, value_name = "URI", value_parser = parse_uri)]
     pub connect: String,
     /// Print the status document as JSON (what the daemon serves at /status.json).
     #[arg(long)]
@@ -277,6 +277,17 @@ pub struct StatusArgs {
     /// Log level or filter directives.
     #[arg(long, value_name = "FILTER", value_parser = parse_filter, default_value = "warn")]
     pub log_level: String,
+}
+
+/// A URI written out: an empty one would be libvirt's default, whatever that is here.
+fn parse_uri(text: &str) -> Result<String, String> {
+    let uri = text.trim();
+    if uri.is_empty() {
+        return Err(
+            "an empty URI is libvirt's guess, not a host: name one (qemu:///system)".into(),
+        );
+    }
+    Ok(uri.to_owned())
 }
 
 fn parse_filter(text: &str) -> Result<String, String> {

@@ -14,9 +14,32 @@ pub fn scenario_from_record(
     host: Option<&str>,
     name: Option<&str>,
 ) -> Result<()> {
+    let same_file = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    };
+    if same_file(trace, output) {
+        bail!(
+            "{}: is the recording itself: writing the scenario there would overwrite it (choose another -o)",
+            output.display()
+        );
+    }
     let records = vcoord_core::runtime::record::read_trace(trace)?;
     let records = match host {
-        Some(h) => of_host(records, h, trace)?,
+        Some(h) => {
+            let records = of_host(records, h, trace)?;
+            if let Some(other) = records.iter().find(|r| r.host != h) {
+                bail!(
+                    "{}: holds host `{}`, not `{h}`",
+                    trace.display(),
+                    vcoord_core::show::shown(&other.host)
+                );
+            }
+            records
+        }
         None => {
             let first = records.first().map(|r| r.host.clone()).unwrap_or_default();
             if records.iter().any(|r| r.host != first) {

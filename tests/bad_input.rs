@@ -102,7 +102,9 @@ fn bad_configs() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("unknown top key", format!("colour = 1\n{host}"), vec!["c.toml:1", "colour"]),
         ("unknown host key", format!("{host}colour = 1\n"), vec!["c.toml:4", "colour"]),
         ("empty host name", format!("[[host]]\nname = \" \"\nuri = \"sim:{sim}\"\n"), vec!["c.toml:2", "host[0].name"]),
-        ("host name with a newline", format!("[[host]]\nname = \"a\\nb\"\nuri = \"sim:{sim}\"\n"), vec!["c.toml:2", "host[0].name", "`a\\nb` has control characters"]),
+        ("host name with a newline", format!("[[host]]\nname = \"a\\nb\"\nuri = \"sim:{sim}\"\n"), vec!["c.toml:2", "host[0].name", "`a\\nb` has control or reordering characters"]),
+        ("host name of a megabyte", format!("[[host]]\nname = \"{}\"\nuri = \"sim:{sim}\"\n", "h".repeat(1 << 20)), vec!["c.toml:2", "host[0].name", "1048576 characters: a host name has at most 253"]),
+        ("host name that reverses the line", format!("[[host]]\nname = \"a\u{202e}b\"\nuri = \"sim:{sim}\"\n"), vec!["c.toml:2", "host[0].name", "\\u{202e}"]),
         ("host name twice", format!("{host}{host}"), vec!["c.toml:5", "used twice"]),
         ("empty uri", "[[host]]\nname = \"a\"\nuri = \"\"\n".into(), vec!["c.toml:3", "host[0].uri"]),
         ("interval 0", format!("{host}interval_s = 0\n"), vec!["c.toml:4", "interval_s"]),
@@ -404,6 +406,22 @@ fn bad_command_lines_and_recordings_are_refused_once() {
     std::fs::write(dir.join("empty.jsonl"), "").unwrap();
     std::fs::write(dir.join("future.jsonl"), "{\"schema\": 99, \"tick\": 0}\n").unwrap();
     std::fs::write(dir.join("old.jsonl"), "{\"tick\": 0, \"host\": \"a\"}\n").unwrap();
+    std::fs::write(dir.join("binary.jsonl"), b"\n\n\xff\xfe\x00garbage\n").unwrap();
+    // A good recording of host `a`.
+    let (code, err) = run_limited(
+        &dir,
+        &[
+            "run",
+            "-c",
+            "c.toml",
+            "--ticks",
+            "2",
+            "--record",
+            "rec.jsonl",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let recorded = std::fs::read(dir.join("rec.jsonl")).unwrap();
     std::fs::create_dir_all(dir.join("a-directory")).unwrap();
     let fifo = dir.join("c.fifo");
     assert!(Command::new("mkfifo")
@@ -477,6 +495,39 @@ fn bad_command_lines_and_recordings_are_refused_once() {
             "--ticks a word",
             vec!["run", "--ticks", "many"],
             vec!["--ticks"],
+        ),
+        (
+            "--ticks 0 (a run that would do nothing)",
+            vec!["run", "-c", "c.toml", "--ticks", "0"],
+            vec!["--ticks", "0"],
+        ),
+        (
+            "status of an empty URI",
+            vec!["status", "--connect", ""],
+            vec!["--connect", "empty URI"],
+        ),
+        (
+            "a scenario written over its own recording",
+            vec!["scenario", "from-record", "rec.jsonl", "-o", "./rec.jsonl"],
+            vec!["rec.jsonl", "is the recording itself"],
+        ),
+        (
+            "a scenario of a host the recording does not hold",
+            vec![
+                "scenario",
+                "from-record",
+                "rec.jsonl",
+                "-o",
+                "s.toml",
+                "--host",
+                "nosuch",
+            ],
+            vec!["rec.jsonl", "holds host `a`, not `nosuch`"],
+        ),
+        (
+            "a recording that is not text",
+            vec!["replay", "binary.jsonl", "-c", "c.toml"],
+            vec!["binary.jsonl:3", "not UTF-8"],
         ),
         ("unknown command", vec!["frobnicate"], vec!["frobnicate"]),
         ("unknown flag", vec!["run", "--fast"], vec!["--fast"]),
@@ -655,6 +706,11 @@ fn bad_command_lines_and_recordings_are_refused_once() {
         let (code, err) = run_limited(&dir, args);
         check(&case, code, &err);
     }
+    assert_eq!(
+        std::fs::read(dir.join("rec.jsonl")).unwrap(),
+        recorded,
+        "the recording was changed"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     report("command lines and recordings", cases.len());
 }

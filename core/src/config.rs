@@ -18,6 +18,9 @@ use crate::policy::{
 use crate::source::Located;
 use crate::vmcontrol::{CpuSetting, Mode, PlacementSetting, VmRule, VmSettings};
 
+/// Longest host name, characters (a DNS name's limit).
+pub const MAX_HOST_NAME: usize = 253;
+
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/vcoord/vcoord.toml";
 
@@ -445,12 +448,22 @@ impl Config {
             if name.is_empty() {
                 return Err(err(h.name.span(), key("name"), "must not be empty".into()));
             }
-            if name.contains(char::is_control) {
+            if name.chars().count() > MAX_HOST_NAME {
                 return Err(err(
                     h.name.span(),
                     key("name"),
                     format!(
-                        "`{}` has control characters (it is shown in logs, labels and tables)",
+                        "{} characters: a host name has at most {MAX_HOST_NAME} (it is in every log line and label)",
+                        name.chars().count()
+                    ),
+                ));
+            }
+            if name.contains(crate::show::hidden) {
+                return Err(err(
+                    h.name.span(),
+                    key("name"),
+                    format!(
+                        "`{}` has control or reordering characters (it is shown in logs, labels and tables)",
                         crate::show::shown(name)
                     ),
                 ));

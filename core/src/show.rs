@@ -1,11 +1,26 @@
 //! Names from outside (domain names from libvirt, host names from a configuration) shown to a
-//! person: control characters escaped, so a name cannot forge a log line, recolour a terminal
-//! or break a table; long names cut to a column.
+//! person: control characters and the invisible characters that reorder text (bidirectional
+//! overrides such as U+202E) escaped, one way everywhere (`\n`, `\u{202e}`), so a name cannot
+//! forge a log line, recolour a terminal, reverse what follows it or break a table; a name
+//! longer than [`MAX_SHOWN`] characters is cut (one name never floods a log); long names cut
+//! to a column.
 
 use std::fmt;
 
-/// `name` with every control character escaped as Rust writes it (`\n`, `\u{1b}`); other
-/// characters as they are.
+/// Most characters of a name shown; the rest is said as a count.
+pub const MAX_SHOWN: usize = 256;
+
+/// Whether `c` is escaped when shown: control characters, and the format characters that
+/// reorder or hide text (bidirectional embeddings, overrides and isolates, the directional
+/// marks, zero-width joiners and the byte-order mark).
+pub fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `name` with every [`hidden`] character escaped as Rust writes it (`\n`, `\u{202e}`), cut
+/// after [`MAX_SHOWN`] characters; other characters as they are.
 pub fn shown(name: &str) -> Shown<'_> {
     Shown(name)
 }
@@ -16,14 +31,22 @@ pub struct Shown<'a>(&'a str);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(char::is_control) {
+        let cut = self.0.char_indices().nth(MAX_SHOWN).map(|(i, _)| i);
+        let (mut rest, left) = match cut {
+            Some(i) => (&self.0[..i], self.0[i..].chars().count()),
+            None => (self.0, 0),
+        };
+        while let Some(at) = rest.find(hidden) {
             f.write_str(&rest[..at])?;
             let c = rest[at..].chars().next().unwrap_or_default();
-            write!(f, "{}", c.escape_debug())?;
+            f.write_str(&escaped(c))?;
             rest = &rest[at + c.len_utf8()..];
         }
-        f.write_str(rest)
+        f.write_str(rest)?;
+        if left > 0 {
+            write!(f, "... ({left} more characters)")?;
+        }
+        Ok(())
     }
 }
 
@@ -53,14 +76,25 @@ pub fn one_line(text: &str, keep_escapes: bool) -> String {
     };
     let mut out = String::with_capacity(text.len());
     for c in body.chars() {
-        if c.is_control() && c != '\t' && !(keep_escapes && c == '\u{1b}') {
-            out.extend(c.escape_debug());
+        if hidden(c) && c != '\t' && !(keep_escapes && c == '\u{1b}') {
+            out.push_str(&escaped(c));
         } else {
             out.push(c);
         }
     }
     out.push_str(end);
     out
+}
+
+/// `c` escaped the one way names and lines are: `\n`, `\t`, `\r` and `\\` as Rust writes
+/// them, every other hidden character as `\u{hex}`.
+fn escaped(c: char) -> String {
+    match c {
+        '\n' => "\\n".into(),
+        '\t' => "\\t".into(),
+        '\r' => "\\r".into(),
+        c => format!("\\u{{{:x}}}", c as u32),
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +127,16 @@ mod tests {
             "\u{1b}[1mINFO\u{1b}[0m a\tb\n"
         );
         assert_eq!(one_line("\u{1b}[1m\n", false), "\\u{1b}[1m\n");
+    }
+
+    /// Text that reorders what follows it, and a name of a megabyte, are shown harmless.
+    #[test]
+    fn reordering_characters_are_escaped_and_long_names_cut() {
+        assert_eq!(shown("vm\u{202e}gpj.exe").to_string(), "vm\\u{202e}gpj.exe");
+        assert_eq!(one_line("a\u{2066}b\n", false), "a\\u{2066}b\n");
+        let long = "x".repeat(1 << 20);
+        let s = shown(&long).to_string();
+        assert!(s.len() < 400, "{} bytes", s.len());
+        assert!(s.ends_with(&format!("... ({} more characters)", (1 << 20) - MAX_SHOWN)));
     }
 }

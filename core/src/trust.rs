@@ -30,6 +30,23 @@ pub enum ReadRefusal {
 /// up in must pass [`check_trusted`]'s checks. A FIFO, a device or a directory is refused
 /// without waiting on it.
 pub fn read_regular(path: &Path, max_bytes: u64, trusted: bool) -> Result<String, ReadRefusal> {
+    let bytes = read_regular_bytes(path, max_bytes, trusted)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        ReadRefusal::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("line {line}: not UTF-8 text (byte {at})"),
+        ))
+    })
+}
+
+/// The bytes of the regular file at `path`, as [`read_regular`] reads it.
+pub fn read_regular_bytes(
+    path: &Path,
+    max_bytes: u64,
+    trusted: bool,
+) -> Result<Vec<u8>, ReadRefusal> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(O_NONBLOCK)
@@ -67,18 +84,13 @@ pub fn read_regular(path: &Path, max_bytes: u64, trusted: bool) -> Result<String
         check_opened(path, &meta).map_err(ReadRefusal::Untrusted)?;
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(max_bytes + 1)
+    file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(ReadRefusal::Io)?;
     if bytes.len() as u64 > max_bytes {
         return Err(too_large());
     }
-    String::from_utf8(bytes).map_err(|e| {
-        ReadRefusal::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
-        ))
-    })
+    Ok(bytes)
 }
 
 /// [`check_trusted`]'s checks of an opened file: `opened` is its metadata, the file the path

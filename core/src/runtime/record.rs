@@ -271,7 +271,14 @@ impl Recorder {
     /// file would be, to `FILE.1` (kept even with `keep` 0: a restart must not lose the run
     /// before it), so each file holds one run. Files are made mode 0640.
     pub fn rotating(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
-        let earlier = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        let existing = std::fs::metadata(path).ok();
+        if existing.as_ref().is_some_and(|m| !m.is_file()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a record is written only to one)",
+            ));
+        }
+        let earlier = existing.is_some_and(|m| m.len() > 0);
         let recorder = Self {
             path: path.to_path_buf(),
             out: Mutex::new(Output {
@@ -475,9 +482,21 @@ fn upgrade_from_2(value: &mut serde_json::Value) -> Result<(), String> {
 /// or [`OLDEST_SCHEMA`] (upgraded as it is read). A last line cut short (the writer was killed
 /// mid-line) is skipped with a warning.
 pub fn read_trace(path: &Path) -> Result<Vec<TickRecord>, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
-        path: path.to_path_buf(),
-        source,
+    let bytes =
+        crate::trust::read_regular_bytes(path, u64::MAX, false).map_err(|r| TraceError::Io {
+            path: path.to_path_buf(),
+            source: match r {
+                crate::trust::ReadRefusal::Io(e) => e,
+                crate::trust::ReadRefusal::Untrusted(why) => std::io::Error::other(why),
+            },
+        })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        TraceError::Line {
+            path: path.to_path_buf(),
+            line: e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1,
+            message: "not a vcoord tick record: not UTF-8 text".into(),
+        }
     })?;
     let lines: Vec<(usize, &str)> = text
         .lines()
