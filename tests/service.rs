@@ -599,6 +599,38 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
     assert!(s.wait(Duration::from_secs(5)).success());
 }
 
+/// An endpoint on every interface is served, with a warning that says what that exposes; one
+/// on the loopback has none.
+#[test]
+fn a_metrics_endpoint_beyond_the_loopback_is_warned_of() {
+    for (listen, warned) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+        let dir = scratch(&format!("listen-{listen}"));
+        let port = free_port();
+        let config = dir.join("vcoord.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[metrics]\nlisten = \"{listen}:{port}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n",
+                root().join("examples/scenarios/cpu-t2-all-on-one.toml").display()
+            ),
+        )
+        .unwrap();
+        let mut s = Daemon::launch(&dir, &config)
+            .args(&["--realtime"])
+            .notify(Duration::from_secs(10))
+            .remove_dir_after()
+            .spawn();
+        s.until("READY=1", Duration::from_secs(20));
+        assert_eq!(http(&format!("127.0.0.1:{port}"), "GET", "/healthz").0, 200);
+        s.signal("TERM");
+        assert!(s.wait(Duration::from_secs(5)).success());
+        let log = s.log();
+        let said = log.contains("WARN")
+            && log.contains("listens beyond this machine (on every interface)");
+        assert_eq!(said, warned, "{listen}: {log}");
+    }
+}
+
 /// A scrape polled until `done` holds for it (10 s at most): the last one.
 fn poll_scrape(addr: &str, done: impl Fn(&str) -> bool) -> String {
     let started = Instant::now();

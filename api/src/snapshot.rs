@@ -562,8 +562,6 @@ pub struct VmView {
     pub memory: MemoryView,
     /// OOM kills in the guest over the last interval, where the backend can tell.
     pub oom_events: Option<u64>,
-    /// True on the first tick this VM is seen (it has no utilization yet).
-    pub is_new: bool,
     /// What the operator lets vcoord do with it.
     #[serde(default)]
     pub control: VmControl,
@@ -948,7 +946,6 @@ mod tests {
                 .collect(),
             memory: MemoryView::default(),
             oom_events: None,
-            is_new: false,
             control: VmControl::default(),
         }
     }

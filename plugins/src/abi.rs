@@ -146,8 +146,6 @@ pub struct Vm {
     pub memory: Memory,
     /// OOM kills in the guest over the last interval, where known.
     pub oom_events: ROption<u64>,
-    /// True on the first tick this VM is seen.
-    pub is_new: bool,
     /// What the operator lets vcoord do with it, and its limits.
     pub control: Control,
     /// Its CPU tuning now.

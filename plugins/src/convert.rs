@@ -109,7 +109,6 @@ fn vm_to_abi(vm: &VmView) -> abi::Vm {
             stall: m.stall.map(stall_to_abi).into(),
         },
         oom_events: vm.oom_events.into(),
-        is_new: vm.is_new,
         control: abi::Control {
             cpu_managed: vm.control.cpu_managed,
             memory_managed: vm.control.memory_managed,
@@ -247,7 +246,6 @@ fn vm_from_abi(vm: &abi::Vm) -> VmView {
             stall: m.stall.into_option().map(stall_from_abi),
         },
         oom_events: vm.oom_events.into_option(),
-        is_new: vm.is_new,
         control: VmControl {
             cpu_managed: vm.control.cpu_managed,
             memory_managed: vm.control.memory_managed,
@@ -443,7 +441,6 @@ mod tests {
                     ..MemoryView::default()
                 },
                 oom_events: Some(0),
-                is_new: false,
                 control: VmControl {
                     cpu_managed: false,
                     min_kib: Some(300 << 10),

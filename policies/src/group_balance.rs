@@ -530,7 +530,6 @@ mod tests {
                 .collect(),
             memory: MemoryView::default(),
             oom_events: None,
-            is_new: false,
             control: VmControl::default(),
             cputune: CpuTune::default(),
         });

@@ -22,7 +22,6 @@ pub fn cpu_snapshot(pcpus: u32, vcpus: &[(f64, u32)]) -> Snapshot {
             }],
             memory: memory(1024, 512, Some(200)),
             oom_events: None,
-            is_new: false,
             control: VmControl::default(),
         })
         .collect();
@@ -101,7 +100,6 @@ pub fn mem_vm(name: &str, max_mib: u64, actual_mib: u64, unused_mib: Option<u64>
         }],
         memory: memory(max_mib, actual_mib, unused_mib),
         oom_events: None,
-        is_new: false,
         control: VmControl::default(),
     }
 }

@@ -141,8 +141,31 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
             })
     });
     assert!(daemon.running(), "vcoord stopped: {}", log_of(&guests));
+    // The guest without a balloon driver is said to be one (once), within a minute of being seen.
+    let said = |d: &Daemon| {
+        d.log()
+            .lines()
+            .filter(|l| l.contains("reported no memory statistics"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    daemon.wait_until(
+        "the driverless guest named",
+        Duration::from_secs(120),
+        &|d| !said(d).is_empty(),
+    );
     let records = daemon.records();
+    let log = daemon.log();
+    let silent = said(&daemon);
     drop(daemon);
+    assert_eq!(silent.len(), 1, "{silent:?}");
+    assert!(silent[0].contains(&nodriver), "{silent:?}");
+    // A domain that starts or is destroyed is ordinary: no warning for it.
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(
+        warnings.iter().all(|l| !l.contains("fast path")),
+        "a start or a destroy warned: {warnings:#?}"
+    );
 
     // the destroyed VM left the snapshots; vcoord went on ticking
     let last = records.last().unwrap();

@@ -226,7 +226,6 @@ mod tests {
                 ..Default::default()
             },
             oom_events: None,
-            is_new: false,
             control: VmControl::default(),
         }
     }

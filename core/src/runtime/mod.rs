@@ -72,11 +72,30 @@ pub struct RunOptions {
 #[derive(Debug)]
 struct KnownVm {
     uuid: String,
+    /// When it was first seen, and whether its guest has reported memory statistics.
+    seen_at: Instant,
+    reports: GuestReports,
     last_target_kib: Option<u64>,
     /// The balloon part of the last target, for a VM with virtio-mem (libvirt counts it over
     /// the boot memory).
     last_balloon_kib: Option<u64>,
 }
+
+/// Whether a guest reports memory statistics: without them it is never ballooned, and the
+/// operator is told why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GuestReports {
+    /// None yet.
+    NotYet,
+    /// It has reported.
+    Reporting,
+    /// None for [`SILENT_AFTER`]: said once.
+    Silent,
+}
+
+/// How long a new guest may go without memory statistics before vcoord says it cannot balloon
+/// it.
+const SILENT_AFTER: Duration = Duration::from_secs(60);
 
 /// One host's coordinator: its backend, policies, guard and the state between ticks.
 pub struct Coordinator {
@@ -427,6 +446,7 @@ impl Coordinator {
                 return None;
             }
         };
+        self.note_silent_guests(&snapshot);
         let start = *self.start_wall_s.get_or_insert(snapshot.wall_s());
         let BackendCalls {
             sample_calls,
@@ -543,6 +563,33 @@ impl Coordinator {
             .sum()
     }
 
+    /// Says once of each memory-managed guest that has not reported memory statistics for
+    /// [`SILENT_AFTER`] since it was first seen that it is not ballooned, and why; and when it
+    /// starts reporting after all.
+    fn note_silent_guests(&mut self, snapshot: &Snapshot) {
+        for vm in snapshot.vms() {
+            let Some(known) = self.known.get_mut(&vm.name).filter(|k| k.uuid == vm.uuid) else {
+                continue;
+            };
+            let reported = vm.memory.last_report_s.is_some() || vm.memory.stats_fresh;
+            match (known.reports, reported) {
+                (GuestReports::Silent, true) => {
+                    info!(host = %self.host.name, vm = %crate::show::shown(&vm.name), "its guest reports memory statistics now: it may be ballooned");
+                    known.reports = GuestReports::Reporting;
+                }
+                (GuestReports::NotYet, true) => known.reports = GuestReports::Reporting,
+                (GuestReports::NotYet, false)
+                    if vm.control.memory_managed && known.seen_at.elapsed() >= SILENT_AFTER =>
+                {
+                    info!(host = %self.host.name, vm = %crate::show::shown(&vm.name), silent_s = SILENT_AFTER.as_secs(),
+                        "its guest has reported no memory statistics (no virtio balloon driver in the guest, or no <memballoon>): it is never ballooned until it does");
+                    known.reports = GuestReports::Silent;
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Sets the memory statistics period of VMs seen for the first time (or restarted), and
     /// forgets VMs that are gone.
     fn first_sight(&mut self, vms: &[crate::model::VmSample]) {
@@ -572,6 +619,8 @@ impl Coordinator {
                 vm.name.clone(),
                 KnownVm {
                     uuid: vm.uuid.clone(),
+                    seen_at: Instant::now(),
+                    reports: GuestReports::NotYet,
                     last_target_kib: None,
                     last_balloon_kib: None,
                 },

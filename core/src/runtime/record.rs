@@ -272,11 +272,25 @@ impl Recorder {
     /// before it), so each file holds one run. Files are made mode 0640.
     pub fn rotating(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
         let existing = std::fs::metadata(path).ok();
-        if existing.as_ref().is_some_and(|m| !m.is_file()) {
+        if existing.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "not a regular file (a record is written only to one)",
+                "a directory, not a file",
             ));
+        }
+        // A device or a FIFO (`/dev/null`, a pipe to another program) is written as it is:
+        // never truncated, moved or rotated.
+        if existing.as_ref().is_some_and(|m| !m.is_file()) {
+            return Ok(Self {
+                path: path.to_path_buf(),
+                out: Mutex::new(Output {
+                    file: BufWriter::new(std::fs::OpenOptions::new().write(true).open(path)?),
+                    written: 0,
+                    stopped: None,
+                }),
+                max_bytes: u64::MAX,
+                keep,
+            });
         }
         let earlier = existing.is_some_and(|m| m.len() > 0);
         let recorder = Self {

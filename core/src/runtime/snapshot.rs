@@ -380,7 +380,6 @@ impl SnapshotBuilder {
             vcpus,
             memory,
             oom_events: delta(vm.oom_events, prev.map(|p| p.oom_events)),
-            is_new: prev.is_none(),
             control,
             cputune: vm.cputune.clone(),
         }
@@ -512,7 +511,6 @@ pub fn synthetic_snapshot(vcpus: usize, pcpus: usize, seed: u64) -> Snapshot {
                     ..MemoryView::default()
                 },
                 oom_events: None,
-                is_new: false,
                 control: Default::default(),
             }
         })
@@ -666,7 +664,6 @@ mod tests {
             ..Default::default()
         });
         let snap = build(&mut b, sample(0, vec![vm("a", &[0], &[0])]));
-        assert!(snap.vms()[0].is_new);
         assert_eq!(snap.vms()[0].vcpus[0].load_pct, None);
         assert_eq!(snap.pcpu_loads(), vec![0.0, 0.0]);
         assert!(!snap.has_cpu_loads());
@@ -693,7 +690,6 @@ mod tests {
             ),
         );
         let a = snap.vm("a").unwrap();
-        assert!(!a.is_new);
         assert!((a.vcpus[0].load_pct.unwrap() - 50.0).abs() < 1e-9);
         assert!((a.vcpus[1].load_pct.unwrap() - 25.0).abs() < 1e-9);
         // wait is half of run in the fixture
@@ -726,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn counter_reset_gives_no_value_and_restart_is_new() {
+    fn counter_reset_gives_no_value_and_a_restart_starts_over() {
         let mut b = SnapshotBuilder::new(SnapshotSettings {
             stats_max_age_s: 2.0,
             ..Default::default()
@@ -738,7 +734,11 @@ mod tests {
         let mut restarted = vm("a", &[5], &[0]);
         restarted.uuid = "other".into();
         let snap = build(&mut b, sample(2_000_000_000, vec![restarted]));
-        assert!(snap.vms()[0].is_new);
+        assert_eq!(
+            snap.vms()[0].vcpus[0].load_pct,
+            None,
+            "a restarted VM starts over"
+        );
     }
 
     #[test]

@@ -169,6 +169,15 @@ pub fn run(
         Some(name) => Observers::new(name),
         None => Observers::default(),
     });
+    if let Some(addr) = plan.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        // The endpoint has no authentication: what it serves (VM names, UUIDs, loads) is for
+        // whoever can reach that address.
+        warn!(
+            listen = %addr,
+            "the metrics endpoint listens beyond this machine ({}): VM names, UUIDs and loads are served to whoever reaches it, unauthenticated; restrict it with a firewall or listen on 127.0.0.1 behind a proxy",
+            if addr.ip().is_unspecified() { "on every interface" } else { "on a network address" }
+        );
+    }
     let endpoint = match (plan.metrics_listen, &observers) {
         (Some(addr), Some(o)) => Some(
             Endpoint::start(addr, o.metrics.clone(), o.status.clone(), control.clone())

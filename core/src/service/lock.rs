@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// Where lock files go unless `$VCOORD_RUN_DIR` says otherwise.
@@ -65,6 +66,7 @@ impl HostLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o640)
             .open(&path)
             .map_err(io)?;
         match file.try_lock() {
@@ -118,6 +120,12 @@ mod tests {
         assert!(first
             .path()
             .ends_with("qemu_unix__run_libvirt_libvirt-sock.lock"));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(first.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "readable by its owner and group only");
         // Another spelling of the same host is the same lock, and says who holds it as what.
         let text = HostLock::acquire(&dir, "qemu+unix:///system")
             .unwrap_err()

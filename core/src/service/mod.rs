@@ -47,6 +47,14 @@ impl Observer for Observers {
 
     fn tick(&self, host: &str, r: &TickReport<'_>) {
         self.metrics.tick(r);
-        self.status.update(host, r.snapshot, r.fleet);
+        // The VMs an action was held back from this tick because libvirt had them busy.
+        let left_alone = r
+            .record
+            .rejected
+            .iter()
+            .filter(|x| x.reason == crate::runtime::guard::Refusal::Busy)
+            .map(|x| (x.vm.clone(), x.why.clone()))
+            .collect();
+        self.status.update(host, r.snapshot, r.fleet, left_alone);
     }
 }

@@ -40,6 +40,9 @@ pub struct HostStatus {
     /// What a fleet balancer needs of it: contention, deficits, relief.
     #[serde(default)]
     pub fleet: FleetSignals,
+    /// VMs vcoord leaves alone for now (paused, shut off, or in a libvirt job), with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub left_alone: BTreeMap<String, String>,
 }
 
 /// The daemon's latest view of every host.
@@ -51,7 +54,13 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     /// Records `host`'s latest snapshot.
-    pub fn update(&self, host: &str, snapshot: &Snapshot, fleet: &FleetSignals) {
+    pub fn update(
+        &self,
+        host: &str,
+        snapshot: &Snapshot,
+        fleet: &FleetSignals,
+        left_alone: BTreeMap<String, String>,
+    ) {
         if let Ok(mut hosts) = self.hosts.lock() {
             hosts.insert(
                 host.to_owned(),
@@ -60,6 +69,7 @@ impl StatusBoard {
                     window_s: snapshot.interval_s(),
                     snapshot: snapshot.clone(),
                     fleet: fleet.clone(),
+                    left_alone,
                 },
             );
         }

@@ -79,12 +79,18 @@ pub fn status(target: &str, window_s: f64) -> Result<StatusDocument, StatusError
         reason: String::new(),
     };
     let fleet = Fleet::default().signals(&snapshot, &no_plan, &GuardedPlan::default());
+    let left_alone = snapshot
+        .vms()
+        .iter()
+        .filter_map(|vm| Some((vm.name.clone(), backend.busy(&vm.name)?)))
+        .collect();
     Ok(StatusDocument {
         hosts: vec![HostStatus {
             host: target.to_owned(),
             window_s,
             snapshot,
             fleet,
+            left_alone,
         }],
         failed: Vec::new(),
     })
@@ -240,6 +246,14 @@ fn render_host(h: &HostStatus) -> String {
             } else {
                 (String::new(), String::new(), String::new(), String::new())
             };
+            let name = match h.left_alone.get(&vm.name).filter(|_| i == 0) {
+                // The state in the name column, so the row keeps its width: `web-1 (paused)`.
+                Some(why) => show::fit(
+                    &format!("{} ({})", vm.name, state_word(why)),
+                    MAX_NAME_WIDTH,
+                ),
+                None => name,
+            };
             let _ = writeln!(
                 out,
                 "{:<width$} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
@@ -255,7 +269,26 @@ fn render_host(h: &HostStatus) -> String {
             );
         }
     }
+    for (vm, why) in &h.left_alone {
+        let _ = writeln!(
+            out,
+            "left alone: {}: {}",
+            show::shown(vm),
+            show::one_line(why, false)
+        );
+    }
     out
+}
+
+/// One word for why a VM is left alone, for the table.
+fn state_word(why: &str) -> &'static str {
+    if why.contains("job") {
+        "in a job"
+    } else if why.contains("paused") || why.contains("Paused") {
+        "paused"
+    } else {
+        "not running"
+    }
 }
 
 /// Prints the status of `target` as a table, or as JSON.

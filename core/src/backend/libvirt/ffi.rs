@@ -219,8 +219,14 @@ pub fn domain_vcpus(dom: &virt::domain::Domain, maplen: usize) -> Result<Vec<Pla
 }
 
 fn vcpu_placement(dom: sys::virDomainPtr, maplen: usize) -> Result<Vec<Placement>, Error> {
-    // Ask for room for many vCPUs; libvirt fills in as many as the domain has.
-    const MAX_VCPUS: usize = 512;
+    // Room for every vCPU the domain can have (libvirt fills in those it has): sized from the
+    // domain, so a large VM's vCPUs are never cut off.
+    // SAFETY: dom is a live domain pointer owned by the caller for the duration of the call.
+    let max = unsafe { sys::virDomainGetMaxVcpus(dom) };
+    if max < 0 {
+        return Err(Error::last_error());
+    }
+    let max_vcpus = (max as usize).max(1);
     let mut info = vec![
         sys::virVcpuInfo {
             number: 0,
@@ -228,16 +234,16 @@ fn vcpu_placement(dom: sys::virDomainPtr, maplen: usize) -> Result<Vec<Placement
             cpuTime: 0,
             cpu: 0,
         };
-        MAX_VCPUS
+        max_vcpus
     ];
-    let mut maps = vec![0u8; MAX_VCPUS * maplen];
-    // SAFETY: dom is live; `info` has MAX_VCPUS entries and `maps` MAX_VCPUS x maplen bytes,
+    let mut maps = vec![0u8; max_vcpus * maplen];
+    // SAFETY: dom is live; `info` has max_vcpus entries and `maps` max_vcpus x maplen bytes,
     // exactly the sizes passed.
     let n = unsafe {
         sys::virDomainGetVcpus(
             dom,
             info.as_mut_ptr(),
-            MAX_VCPUS as c_int,
+            max_vcpus as c_int,
             maps.as_mut_ptr(),
             maplen as c_int,
         )

@@ -61,8 +61,8 @@ pub struct LibvirtBackend {
     node_stats_count: Option<usize>,
     /// The fast local path, when on.
     proc: Option<procfs::ProcReader>,
-    /// Domains the fast path failed for, so it is logged once.
-    proc_failed: HashMap<String, String>,
+    /// Domains the fast path failed for: the first error and the samples in a row it failed.
+    proc_failed: HashMap<String, (String, u32)>,
     /// Balloon statistics of each domain (by UUID) from the last balloon call, and when.
     balloon_cache: HashMap<String, MemorySample>,
     balloon_at: Option<Instant>,

@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use virt::sys;
 
 use super::{ffi, procfs, BulkVcpus, LibvirtBackend};
 use crate::backend::BackendError;
 use crate::cpuset::CpuSet;
 use crate::model::{HostSample, MemorySample, Sample, VcpuSample, VmSample};
+
+/// Samples in a row the fast path must fail for a domain before it is a warning.
+const PERSISTENT_FAILURES: u32 = 3;
 
 impl LibvirtBackend {
     /// Everything through libvirt: one bulk VCPU + BALLOON call, `virDomainGetVcpus` per domain.
@@ -179,14 +182,28 @@ impl LibvirtBackend {
         for (name, uuid) in &domains {
             match proc.vcpus(name, uuid) {
                 Ok(v) => {
-                    if self.proc_failed.remove(name).is_some() {
+                    if self
+                        .proc_failed
+                        .remove(name)
+                        .is_some_and(|(_, n)| n >= PERSISTENT_FAILURES)
+                    {
                         info!(vm = %crate::show::shown(name), "vCPU figures from /proc again");
                     }
                     figures.insert(name.clone(), v);
                 }
                 Err(e) => {
-                    if self.proc_failed.insert(name.clone(), e.clone()).is_none() {
-                        warn!(vm = %crate::show::shown(name), error = %e, "fast path failed for this domain; sampling it through libvirt");
+                    // A domain starting (no threads yet) or going (its process gone between the
+                    // list and /proc) fails once or twice as a matter of course: said at debug
+                    // level; only a failure that lasts is a warning, once.
+                    let failed = self
+                        .proc_failed
+                        .entry(name.clone())
+                        .or_insert((e.clone(), 0));
+                    failed.1 += 1;
+                    if failed.1 == PERSISTENT_FAILURES {
+                        warn!(vm = %crate::show::shown(name), error = %e, samples = failed.1, "fast path keeps failing for this domain; sampling it through libvirt");
+                    } else if failed.1 == 1 {
+                        debug!(vm = %crate::show::shown(name), error = %e, "fast path failed for this domain (starting or stopping?); sampling it through libvirt");
                     }
                     fallback.push(name.clone());
                 }
