@@ -511,3 +511,36 @@ fn the_readme_synopsis_matches_the_help_of_every_command() {
         );
     }
 }
+
+/// A guest memory budget below what the guests' floors add up to holds every guest at its
+/// floor: said once, with both figures, however many ticks it lasts.
+#[test]
+fn a_budget_below_the_guests_floors_is_warned_of_once() {
+    let dir = scratch("budget-short");
+    let config = dir.join("c.toml");
+    for (budget, warned) in [(300, true), (4096, false)] {
+        std::fs::write(
+            &config,
+            format!(
+                "[[host]]\nname = \"a\"\nuri = \"sim:{}\"\nguest_memory_budget_mib = {budget}\n",
+                root()
+                    .join("examples/scenarios/cpu-t2-all-on-one.toml")
+                    .display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vcoord"))
+            .args(["run", "-c", config.to_str().unwrap(), "--ticks", "5"])
+            .env("VCOORD_RUN_DIR", dir.join("run"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let said = err.matches("below what the guests' floors").count();
+        // 8 guests at the default floor of 200 MiB: 1600 MiB.
+        assert_eq!(said, usize::from(warned), "budget {budget}: {err}");
+        if warned {
+            assert!(err.contains("budget_mib=300") && err.contains("floors_mib=1600"), "{err}");
+        }
+    }
+}

@@ -391,6 +391,32 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A configuration in `dir` with the metrics endpoint at `listen` and one host, `sim`, on the
+/// T2 scenario ticking every 0.2 s, with `host_extra` under it.
+fn t2_with_metrics(dir: &Path, listen: &str, host_extra: &str) -> PathBuf {
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{listen}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n{host_extra}",
+            root().join("examples/scenarios/cpu-t2-all-on-one.toml").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The daemon on `config`, in real time, once it is ready.
+fn ready_daemon(dir: &Path, config: &Path) -> Daemon {
+    let mut s = Daemon::launch(dir, config)
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
+    s.until("READY=1", Duration::from_secs(20));
+    s
+}
+
 /// Runs `promtool ARGS` (with `stdin`): whether it succeeded, and what it said. promtool must be
 /// installed (scripts/setup-test.sh): the tests that call this are ignored by a plain
 /// `cargo test` and fail, never pass, without it.
@@ -425,23 +451,9 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
 #[ignore = "needs promtool (scripts/setup-test.sh); the test command runs it"]
 fn a_live_scrape_passes_promtool() {
     let dir = scratch("promtool-scrape");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.join("vcoord.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n",
-            root().join("examples/scenarios/cpu-t2-all-on-one.toml").display()
-        ),
-    )
-    .unwrap();
-    let mut s = Daemon::launch(&dir, &config)
-        .args(&["--realtime"])
-        .notify(Duration::from_secs(10))
-        .remove_dir_after()
-        .spawn();
-    s.until("READY=1", Duration::from_secs(20));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = t2_with_metrics(&dir, &addr, "");
+    let mut s = ready_daemon(&dir, &config);
     let scrape = poll_scrape(&addr, |m| m.contains("vcoord_vcpu_utilization_percent{"));
     assert!(scrape.contains("# TYPE vcoord_"), "{scrape}");
     let (ok, out) = promtool(&["check", "metrics"], Some(&scrape));
@@ -606,21 +618,8 @@ fn a_metrics_endpoint_beyond_the_loopback_is_warned_of() {
     for (listen, warned) in [("0.0.0.0", true), ("127.0.0.1", false)] {
         let dir = scratch(&format!("listen-{listen}"));
         let port = free_port();
-        let config = dir.join("vcoord.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[metrics]\nlisten = \"{listen}:{port}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n",
-                root().join("examples/scenarios/cpu-t2-all-on-one.toml").display()
-            ),
-        )
-        .unwrap();
-        let mut s = Daemon::launch(&dir, &config)
-            .args(&["--realtime"])
-            .notify(Duration::from_secs(10))
-            .remove_dir_after()
-            .spawn();
-        s.until("READY=1", Duration::from_secs(20));
+        let config = t2_with_metrics(&dir, &format!("{listen}:{port}"), "");
+        let mut s = ready_daemon(&dir, &config);
         assert_eq!(http(&format!("127.0.0.1:{port}"), "GET", "/healthz").0, 200);
         s.signal("TERM");
         assert!(s.wait(Duration::from_secs(5)).success());
@@ -745,19 +744,15 @@ fn a_plugin_refused_for_its_permissions_shows_in_health_and_metrics() {
     )
     .unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.join("vcoord.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n\
-             [host.cpu_policy]\nplugin = \"{}\"\nfallback = \"stable-balance\"\n",
-            root().join("examples/scenarios/cpu-t2-all-on-one.toml").display(),
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = t2_with_metrics(
+        &dir,
+        &addr,
+        &format!(
+            "[host.cpu_policy]\nplugin = \"{}\"\nfallback = \"stable-balance\"\n",
             copy.display()
         ),
-    )
-    .unwrap();
+    );
     let checked = Command::new(vcoord_bin())
         .args(["check-config", config.to_str().unwrap()])
         .output()
@@ -773,12 +768,7 @@ fn a_plugin_refused_for_its_permissions_shows_in_health_and_metrics() {
             && err.contains("fallback"),
         "{err}"
     );
-    let mut s = Daemon::launch(&dir, &config)
-        .args(&["--realtime"])
-        .notify(Duration::from_secs(10))
-        .remove_dir_after()
-        .spawn();
-    s.until("READY=1", Duration::from_secs(20));
+    let mut s = ready_daemon(&dir, &config);
     let (code, body) = poll_health(&addr, |code| code != 200);
     assert_eq!(code, 503, "{body}");
     assert!(
@@ -804,27 +794,18 @@ fn a_plugin_refused_for_its_permissions_shows_in_health_and_metrics() {
 #[test]
 fn a_quarantined_plugin_turns_health_to_503() {
     let dir = scratch("health");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let plugin =
         Path::new(env!("CARGO_BIN_EXE_vcoord")).with_file_name("libvcoord_fixture_misbehave.so");
-    let config = dir.join("vcoord.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:{}\"\ninterval_s = 0.2\n\
-             [host.cpu_policy]\nplugin = \"{}\"\nparams = {{ panic_at_tick = 3 }}\nfallback = \"stable-balance\"\n",
-            root().join("examples/scenarios/cpu-t2-all-on-one.toml").display(),
+    let config = t2_with_metrics(
+        &dir,
+        &addr,
+        &format!(
+            "[host.cpu_policy]\nplugin = \"{}\"\nparams = {{ panic_at_tick = 3 }}\nfallback = \"stable-balance\"\n",
             plugin.display()
         ),
-    )
-    .unwrap();
-    let mut s = Daemon::launch(&dir, &config)
-        .args(&["--realtime"])
-        .notify(Duration::from_secs(10))
-        .remove_dir_after()
-        .spawn();
-    s.until("READY=1", Duration::from_secs(20));
+    );
+    let mut s = ready_daemon(&dir, &config);
     let (code, body) = poll_health(&addr, |code| code != 200);
     assert_eq!(code, 503, "{body}");
     assert!(

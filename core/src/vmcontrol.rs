@@ -4,7 +4,7 @@
 //!
 //! ```xml
 //! <metadata>
-//!   <vcoord:vm xmlns:vcoord="https://vcoord.dev/xmlns/vm/1" cpu="ignore" memory="manage"
+//!   <vcoord:vm xmlns:vcoord="https://vcoord.dev/xmlns/vm/1" memory="manage"
 //!              min_mib="1024" max_mib="4096" shares="2" placement="group"
 //!              cpu_shares="2048" cpu_min_pct="50" cpu_max_pct="150"/>
 //! </metadata>

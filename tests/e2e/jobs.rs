@@ -144,13 +144,7 @@ fn a_guest_in_a_job_is_left_alone_until_the_job_ends() {
         assert_eq!(affinity(name), [0], "{name} moved during its dump");
     }
     // `vcoord status` says so of each, from libvirt, while the jobs run.
-    let out = common::vcoord(&["status", "--connect", URI, "--window-s", "0.5"]);
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = status_table(0.5);
     assert!(
         names.iter().all(|n| job_running(n)),
         "a dump ended during the status: the table shows nothing"

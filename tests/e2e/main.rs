@@ -48,6 +48,18 @@ fn run_vcoord_with(dir: &Path, top_toml: &str, host_toml: &str, ticks: u32) -> D
     Daemon::launch(dir, &config).ticks(ticks).record().spawn()
 }
 
+/// `vcoord status` of this host's libvirt, sampled over `window_s`: its table.
+fn status_table(window_s: f64) -> String {
+    let window = window_s.to_string();
+    let out = common::vcoord(&["status", "--connect", URI, "--window-s", &window]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn log_of(guests: &Guests) -> String {
     std::fs::read_to_string(guests.dir.join("vcoord.log")).unwrap_or_default()
 }

@@ -180,13 +180,7 @@ fn faults_vanishing_new_and_driverless_guests_are_survived() {
     // ... and it was pinned like everyone else
     assert_eq!(affinity(&newcomer).len(), 1, "newcomer not pinned");
     // `vcoord status` shows the live host: both guests, pinning and memory
-    let out = common::vcoord(&["status", "--connect", URI, "--window-s", "1"]);
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = status_table(1.0);
     assert!(
         table.contains(&newcomer) && table.contains(&nodriver),
         "{table}"

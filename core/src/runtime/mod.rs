@@ -116,6 +116,9 @@ pub struct Coordinator {
     start_wall_s: Option<f64>,
     fleet: Fleet,
     follow: virtio_mem::Follow,
+    /// Whether the guest memory budget was last seen below the guests' floors (said once a
+    /// change).
+    budget_short: bool,
 }
 
 /// A kind of warning that may repeat every tick: what [`Throttle`] counts by.
@@ -308,6 +311,7 @@ impl Coordinator {
             start_wall_s: None,
             fleet: Fleet::default(),
             follow: virtio_mem::Follow::default(),
+            budget_short: false,
         }
     }
 
@@ -447,6 +451,7 @@ impl Coordinator {
             }
         };
         self.note_silent_guests(&snapshot);
+        self.check_budget(&snapshot);
         let start = *self.start_wall_s.get_or_insert(snapshot.wall_s());
         let BackendCalls {
             sample_calls,
@@ -563,6 +568,29 @@ impl Coordinator {
             .sum()
     }
 
+    /// Says once (a change) when the host's guest memory budget is below what its guests' floors
+    /// add up to: then every guest is held at its floor, whatever it uses.
+    fn check_budget(&mut self, snapshot: &Snapshot) {
+        let Some(budget_mib) = self.host.guest_memory_budget_mib else {
+            return;
+        };
+        let floor_kib = snapshot.host().limits.guest_floor_kib;
+        let floors_kib: u64 = snapshot
+            .vms()
+            .iter()
+            .filter(|vm| vm.control.memory_managed)
+            .map(|vm| vm.control.min_kib.unwrap_or(0).max(floor_kib))
+            .sum();
+        let short = budget_mib * KIB_PER_MIB < floors_kib;
+        if short && !self.budget_short {
+            warn!(host = %self.host.name, budget_mib, floors_mib = floors_kib / KIB_PER_MIB,
+                "guest_memory_budget_mib is below what the guests' floors (min_mib, or guard.guest_floor_mib) add up to: every guest is held at its floor");
+        } else if !short && self.budget_short {
+            info!(host = %self.host.name, budget_mib, floors_mib = floors_kib / KIB_PER_MIB, "the guest memory budget covers the guests' floors again");
+        }
+        self.budget_short = short;
+    }
+
     /// Says once of each memory-managed guest that has not reported memory statistics for
     /// [`SILENT_AFTER`] since it was first seen that it is not ballooned, and why; and when it
     /// starts reporting after all.
@@ -571,7 +599,9 @@ impl Coordinator {
             let Some(known) = self.known.get_mut(&vm.name).filter(|k| k.uuid == vm.uuid) else {
                 continue;
             };
-            let reported = vm.memory.last_report_s.is_some() || vm.memory.stats_fresh;
+            // QEMU gives a report time of 0 until the guest's driver first reports.
+            let reported =
+                vm.memory.stats_fresh || vm.memory.last_report_s.is_some_and(|t| t > 0.0);
             match (known.reports, reported) {
                 (GuestReports::Silent, true) => {
                     info!(host = %self.host.name, vm = %crate::show::shown(&vm.name), "its guest reports memory statistics now: it may be ballooned");
