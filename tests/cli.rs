@@ -540,7 +540,10 @@ fn a_budget_below_the_guests_floors_is_warned_of_once() {
         // 8 guests at the default floor of 200 MiB: 1600 MiB.
         assert_eq!(said, usize::from(warned), "budget {budget}: {err}");
         if warned {
-            assert!(err.contains("budget_mib=300") && err.contains("floors_mib=1600"), "{err}");
+            assert!(
+                err.contains("budget_mib=300") && err.contains("floors_mib=1600"),
+                "{err}"
+            );
         }
     }
 }
