@@ -10,9 +10,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 require_root
 
 # pkg-config and libvirt-dev to build; libvirtd with its QEMU driver and QEMU to run guests;
-# libvirt-clients for virsh.
+# libvirt-clients for virsh; procps for pgrep below (a minimal system lacks it, and without it
+# this script would start a second libvirtd beside a running one).
 install_packages pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-    qemu-system-x86
+    qemu-system-x86 procps
 
 # libvirtd's QEMU driver refuses to start without these (normally made by libvirt-daemon-system).
 getent group kvm >/dev/null || groupadd -r kvm
