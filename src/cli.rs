@@ -171,6 +171,9 @@ pub struct CompareArgs {
     /// Unused memory a VM should keep, for the memory figures.
     #[arg(long, value_name = "MIB", default_value_t = 100.0, value_parser = parse_mib)]
     pub threshold_mib: f64,
+    /// Wall-clock seconds one run may take before it is stopped and reported as failed.
+    #[arg(long, value_name = "S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub run_limit_s: u64,
 }
 
 /// `vcoord replay`.
@@ -212,6 +215,82 @@ pub enum ScenarioCommand {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
     },
+    /// Turn a public VM trace into a scenario on a host you size: GWA-T-12 (Bitbrains; one
+    /// file per VM, or a folder of them), Azure `vm_cpu_readings` (CPU only; memory from a
+    /// stated model) or a plain CSV (`vm,time_s,vcpus,memory_mib,cpu_pct,used_mib`). Each VM's
+    /// CPU demand and memory use over time, its size, arrival and departure. See
+    /// docs/traces.md.
+    #[command(name = "from-trace")]
+    FromTrace(FromTraceArgs),
+}
+
+/// `vcoord scenario from-trace`.
+#[derive(Debug, Args)]
+pub struct FromTraceArgs {
+    /// Trace files, or folders of them (GWA-T-12: every `*.csv` inside, by number).
+    #[arg(value_name = "TRACE", required = true)]
+    pub traces: Vec<PathBuf>,
+    /// Where to write the scenario (TOML).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The trace's format.
+    #[arg(long, value_enum, default_value_t = TraceFormatArg::Gwa)]
+    pub format: TraceFormatArg,
+    /// The scenario's name (default: the output file's stem).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Take at most this many VMs (those that ever run, in order).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub vms: Option<u32>,
+    /// Skip this many VMs first.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub skip: u32,
+    /// Take this many hours of the trace from its start (default: all of it, at most 7
+    /// simulated days).
+    #[arg(long, value_name = "H")]
+    pub hours: Option<f64>,
+    /// Trace seconds per simulated second (5: a 300 s sample interval lasts 60 s).
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// pCPUs of the host (default: the VMs' vCPUs over --cpu-overcommit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub pcpus: Option<u32>,
+    /// vCPUs per pCPU when --pcpus is not given.
+    #[arg(long, value_name = "R", default_value_t = 4.0)]
+    pub cpu_overcommit: f64,
+    /// Memory of the host, MiB (default: the VMs' provisioned memory over --memory-overcommit,
+    /// plus --host-used-mib).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_mib: Option<u64>,
+    /// Provisioned guest memory per MiB of host memory when --memory-mib is not given.
+    #[arg(long, value_name = "R", default_value_t = 1.5)]
+    pub memory_overcommit: f64,
+    /// Memory the host keeps for itself, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub host_used_mib: u64,
+    /// Swap of each guest, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub swap_mib: u64,
+    /// The scenario's seed (compare's --seeds count up from it).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    /// Azure: vCPUs of every VM.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub azure_vcpus: u32,
+    /// Azure: memory of every VM, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..))]
+    pub azure_memory_mib: u64,
+}
+
+/// A trace format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormatArg {
+    /// GWA-T-12 (Bitbrains): one `;`-separated file per VM.
+    Gwa,
+    /// Azure Public Dataset `vm_cpu_readings`.
+    Azure,
+    /// Plain CSV: `vm,time_s,vcpus,memory_mib,cpu_pct,used_mib`.
+    Csv,
 }
 
 /// `vcoord bench`.

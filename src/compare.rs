@@ -53,7 +53,8 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         seeds: args.seeds as usize,
         jobs,
         threshold_mib: args.threshold_mib,
-        limit: compare::RUN_TIME_LIMIT,
+        limit: std::time::Duration::from_secs(args.run_limit_s),
+        keep_records: args.plot.is_some() || args.report.is_some(),
     };
     let outcomes = compare::run_seeds(&plan, &progress);
     bar.finish_and_clear();

@@ -58,6 +58,9 @@ fn main() -> ExitCode {
             host,
             name,
         }) => scenario::scenario_from_record(&trace, &output, host.as_deref(), name.as_deref()),
+        Command::Scenario(cli::ScenarioCommand::FromTrace(args)) => {
+            scenario::scenario_from_trace(&args)
+        }
         Command::Policies { config } => list_policies(config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => {

@@ -1,4 +1,5 @@
-//! `vcoord scenario`: a simulator scenario from a recording (`vcoord_core::tools::derive`).
+//! `vcoord scenario`: a simulator scenario from a recording (`vcoord_core::tools::derive`) or
+//! from a public VM trace (`vcoord_core::tools::trace`).
 
 use std::path::Path;
 
@@ -71,6 +72,79 @@ pub fn scenario_from_record(
         output.display(),
         records.len(),
         records.first().map_or("", |r| r.host.as_str())
+    );
+    Ok(())
+}
+
+/// `vcoord scenario from-trace`: folders expand to their `*.csv` files in numeric order; the
+/// scenario is read back as the simulator would before it is written.
+pub fn scenario_from_trace(args: &crate::cli::FromTraceArgs) -> Result<()> {
+    use vcoord_core::tools::trace::{scenario_from_trace, TraceFormat, TraceOptions};
+    let mut files = Vec::new();
+    for path in &args.traces {
+        if path.is_dir() {
+            let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+                .collect();
+            // By number where the stems are numbers (1, 2, ..., 10), else by name.
+            found.sort_by_key(|p| {
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (stem.parse::<u64>().unwrap_or(u64::MAX), stem)
+            });
+            if found.is_empty() {
+                bail!("{}: no *.csv trace files", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "trace".into())
+    });
+    let options = TraceOptions {
+        format: match args.format {
+            crate::cli::TraceFormatArg::Gwa => TraceFormat::Gwa,
+            crate::cli::TraceFormatArg::Azure => TraceFormat::Azure,
+            crate::cli::TraceFormatArg::Csv => TraceFormat::Csv,
+        },
+        name,
+        vms: args.vms.map(|n| n as usize),
+        skip: args.skip as usize,
+        length_s: args.hours.map(|h| h * 3600.0),
+        time_scale: args.time_scale,
+        pcpus: args.pcpus,
+        cpu_overcommit: args.cpu_overcommit,
+        memory_mib: args.memory_mib,
+        memory_overcommit: args.memory_overcommit,
+        host_used_mib: args.host_used_mib,
+        swap_mib: args.swap_mib,
+        seed: args.seed,
+        azure_vcpus: args.azure_vcpus,
+        azure_memory_mib: args.azure_memory_mib,
+    };
+    if let Some(h) = args.hours {
+        if !(h.is_finite() && h > 0.0) {
+            bail!("--hours {h}: must be a positive number of hours");
+        }
+    }
+    let text = scenario_from_trace(&files, &options)?;
+    vcoord_core::backend::sim::Scenario::parse(&text, &args.output)
+        .map_err(|e| anyhow::anyhow!("the scenario made from the trace is not valid: {e}"))?;
+    std::fs::write(&args.output, &text)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "wrote {} ({} trace files)",
+        args.output.display(),
+        files.len()
     );
     Ok(())
 }

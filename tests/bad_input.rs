@@ -715,6 +715,233 @@ fn bad_command_lines_and_recordings_are_refused_once() {
     report("command lines and recordings", cases.len());
 }
 
+/// The header of a GWA-T-12 file, as published.
+const GWA_HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
+
+fn gwa_row(t: u64, pct: &str, used: &str) -> String {
+    format!("{t};\t2;\t5000.0;\t50.0;\t{pct};\t4194304.0;\t{used};\t0.0;\t0.0;\t0.0;\t0.0")
+}
+
+#[test]
+fn bad_traces_are_refused_once_and_located() {
+    let dir = scratch("bad-trace");
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    write(
+        "good.csv",
+        format!(
+            "{GWA_HEADER}\n{}\n{}\n",
+            gwa_row(0, "5.0", "1000.0"),
+            gwa_row(300, "5.0", "1000.0")
+        ),
+    );
+    write(
+        "comma.csv",
+        GWA_HEADER.replace(";\t", ",") + "\n0,2,5000,50,5,4194304,1000,0,0,0,0\n",
+    );
+    write(
+        "columns.csv",
+        "Timestamp [ms];\tCPU cores;\tCPU usage [%]\n0;\t2;\t5.0\n".into(),
+    );
+    write(
+        "negative.csv",
+        format!("{GWA_HEADER}\n{}\n", gwa_row(0, "5.0", "-1000.0")),
+    );
+    write(
+        "nan.csv",
+        format!("{GWA_HEADER}\n{}\n", gwa_row(0, "NaN", "1000.0")),
+    );
+    write(
+        "words.csv",
+        format!("{GWA_HEADER}\n{}\n", gwa_row(0, "five", "1000.0")),
+    );
+    write("empty.csv", String::new());
+    write("header-only.csv", format!("{GWA_HEADER}\n"));
+    write(
+        "backwards.csv",
+        format!(
+            "{GWA_HEADER}\n{}\n{}\n",
+            gwa_row(300, "5.0", "1.0"),
+            gwa_row(0, "5.0", "1.0")
+        ),
+    );
+    write("short-row.csv", format!("{GWA_HEADER}\n0;\t2;\t5000.0\n"));
+    write(
+        "zeros.csv",
+        format!("{GWA_HEADER}\n0;\t0;\t0;\t0;\t0;\t0;\t0;\t0;\t0;\t0;\t0\n"),
+    );
+    write("azure.csv", "0,vmA,1,9,40\n300,vmA,1,9\n".into());
+    write(
+        "plain.csv",
+        "vm,time_s,vcpus,memory_mib,cpu_pct\na,0,1,1024,5\n".into(),
+    );
+    write(
+        "plain-vcpus.csv",
+        "vm,time_s,vcpus,memory_mib,cpu_pct,used_mib\na,0,0.5,1024,5,10\n".into(),
+    );
+    // A 2 GiB file (sparse: no disk is used) and a FIFO: refused without reading them.
+    std::fs::File::create(dir.join("huge.csv"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let fifo = dir.join("fifo.csv");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let from = |file: &'static str| vec!["scenario", "from-trace", file, "-o", "s.toml"];
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "wrong separator",
+            from("comma.csv"),
+            vec!["comma.csv:1:1", "`;`"],
+        ),
+        (
+            "missing columns",
+            from("columns.csv"),
+            vec!["columns.csv:1", "Memory capacity provisioned"],
+        ),
+        (
+            "negative",
+            from("negative.csv"),
+            vec!["negative.csv:2:", "Memory usage", "negative"],
+        ),
+        (
+            "NaN",
+            from("nan.csv"),
+            vec!["nan.csv:2:", "CPU usage [%]", "finite"],
+        ),
+        (
+            "not a number",
+            from("words.csv"),
+            vec!["words.csv:2:", "`five` is not a number"],
+        ),
+        (
+            "empty",
+            from("empty.csv"),
+            vec!["empty.csv:1:1", "empty file"],
+        ),
+        (
+            "header only",
+            from("header-only.csv"),
+            vec!["header-only.csv:1", "no rows"],
+        ),
+        (
+            "time backwards",
+            from("backwards.csv"),
+            vec!["backwards.csv:3:1", "not after"],
+        ),
+        (
+            "short row",
+            from("short-row.csv"),
+            vec!["short-row.csv:2:", "fields"],
+        ),
+        (
+            "never runs",
+            from("zeros.csv"),
+            vec!["no VM of the trace ever runs"],
+        ),
+        (
+            "2 GiB",
+            from("huge.csv"),
+            vec!["huge.csv", "larger than 256 MiB"],
+        ),
+        ("a FIFO", from("fifo.csv"), vec!["fifo.csv", "FIFO"]),
+        ("no such file", from("nothing.csv"), vec!["nothing.csv"]),
+        (
+            "azure row",
+            vec![
+                "scenario",
+                "from-trace",
+                "--format",
+                "azure",
+                "azure.csv",
+                "-o",
+                "s.toml",
+            ],
+            vec!["azure.csv:2:1", "4 fields"],
+        ),
+        (
+            "plain header",
+            vec![
+                "scenario",
+                "from-trace",
+                "--format",
+                "csv",
+                "plain.csv",
+                "-o",
+                "s.toml",
+            ],
+            vec!["plain.csv:1:1", "`used_mib`"],
+        ),
+        (
+            "plain vcpus",
+            vec![
+                "scenario",
+                "from-trace",
+                "--format",
+                "csv",
+                "plain-vcpus.csv",
+                "-o",
+                "s.toml",
+            ],
+            vec!["plain-vcpus.csv:2:", "vCPU count"],
+        ),
+        (
+            "time scale",
+            vec![
+                "scenario",
+                "from-trace",
+                "good.csv",
+                "-o",
+                "s.toml",
+                "--time-scale",
+                "0",
+            ],
+            vec!["--time-scale"],
+        ),
+        (
+            "overcommit",
+            vec![
+                "scenario",
+                "from-trace",
+                "good.csv",
+                "-o",
+                "s.toml",
+                "--memory-overcommit=-1",
+            ],
+            vec!["--memory-overcommit"],
+        ),
+        (
+            "hours",
+            vec![
+                "scenario",
+                "from-trace",
+                "good.csv",
+                "-o",
+                "s.toml",
+                "--hours",
+                "0",
+            ],
+            vec!["--hours"],
+        ),
+    ];
+    for (what, args, expect) in &cases {
+        let case = Case {
+            what,
+            expect: expect.iter().map(|s| s.to_string()).collect(),
+        };
+        let (code, err) = run_limited(&dir, args);
+        check(&case, code, &err);
+    }
+    assert!(
+        !dir.join("s.toml").exists(),
+        "a refused trace wrote a scenario"
+    );
+    let (code, err) = run_limited(&dir, &from("good.csv"));
+    assert_eq!(code, Some(0), "{err}");
+    Scenario::from_file(&dir.join("s.toml")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    report("trace files", cases.len());
+}
+
 /// Says how many cases a test tried, on the terminal.
 fn report(what: &str, n: usize) {
     use std::io::Write as _;

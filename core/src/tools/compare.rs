@@ -14,7 +14,7 @@ use crate::config::HostConfig;
 use crate::runtime::control::Control;
 use crate::runtime::record::TickRecord;
 use crate::runtime::{Coordinator, RunOptions};
-use crate::tools::metrics::{cpu_metrics, fewest_moves, memory_metrics, CpuMetrics, MemoryMetrics};
+use crate::tools::metrics::{CpuMetrics, Figures, MemoryMetrics};
 
 /// Balance bound, stdev of pCPU loads in points.
 pub const BALANCE_BOUND_PCT: f64 = 5.0;
@@ -45,7 +45,9 @@ pub struct Outcome {
     pub memory: Option<MemoryMetrics>,
     /// Fewest vCPU moves that balance the first measured tick (small instances only).
     pub fewest_moves: Option<usize>,
-    /// The run's records (for plots).
+    /// Ticks the run lasted.
+    pub ticks: usize,
+    /// The run's records, when kept (for plots and reports).
     pub records: Vec<TickRecord>,
 }
 
@@ -100,6 +102,7 @@ pub fn run_all_within(
             jobs,
             threshold_mib,
             limit,
+            keep_records: true,
         },
         progress,
     )
@@ -120,6 +123,8 @@ pub struct Plan<'a> {
     pub threshold_mib: f64,
     /// Wall-clock time limit per run.
     pub limit: Duration,
+    /// Keep each run's records (plots and reports need them; a long run's take much memory).
+    pub keep_records: bool,
 }
 
 /// The seeds a scenario runs under: its own seed and the next `n - 1` (a scenario that cannot
@@ -158,7 +163,7 @@ pub fn run_seeds(plan: &Plan, progress: &(dyn Fn(usize, usize) + Sync)) -> Vec<O
                 };
                 // A run that panics (a policy's bug) is reported as failed; the others go on.
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    run_seeded(scenario, contender, seed, plan.threshold_mib, plan.limit)
+                    run_seeded(scenario, contender, seed, plan)
                 }))
                 .unwrap_or_else(|payload| {
                     let why = payload
@@ -201,6 +206,7 @@ fn failed_run(scenario: &Path, contender: &Contender, seed: u64, why: String) ->
         cpu: None,
         memory: None,
         fewest_moves: None,
+        ticks: 0,
         records: Vec::new(),
     }
 }
@@ -218,17 +224,21 @@ pub fn run_one_within(
     limit: Duration,
 ) -> Outcome {
     let seed = seeds_of(scenario, 1)[0];
-    run_seeded(scenario, contender, seed, threshold_mib, limit)
+    let plan = Plan {
+        scenarios: &[],
+        contenders: &[],
+        seeds: 1,
+        jobs: 1,
+        threshold_mib,
+        limit,
+        keep_records: true,
+    };
+    run_seeded(scenario, contender, seed, &plan)
 }
 
 /// One run under `seed`, stopped (and reported as failed) after `limit` of wall-clock time.
-fn run_seeded(
-    scenario: &Path,
-    contender: &Contender,
-    seed: u64,
-    threshold_mib: f64,
-    limit: Duration,
-) -> Outcome {
+fn run_seeded(scenario: &Path, contender: &Contender, seed: u64, plan: &Plan) -> Outcome {
+    let limit = plan.limit;
     let name = scenario
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -246,9 +256,11 @@ fn run_seeded(
         cpu: None,
         memory: None,
         fewest_moves: None,
+        ticks: 0,
         records: Vec::new(),
     };
     let mut records = Vec::new();
+    let mut figures = Figures::new(BALANCE_BOUND_PCT, plan.threshold_mib);
     let control = Control::new();
     let started = Instant::now();
     let mut timed_out = false;
@@ -258,7 +270,10 @@ fn run_seeded(
     };
     let result = Coordinator::open(&host, &options).and_then(|mut c| {
         c.run(None, &control, |r| {
-            records.push(r.clone());
+            figures.push(r);
+            if plan.keep_records {
+                records.push(r.clone());
+            }
             if started.elapsed() > limit {
                 timed_out = true;
                 control.request_stop();
@@ -274,13 +289,14 @@ fn run_seeded(
         outcome.error = Some(format!(
             "stopped after {} s of wall-clock time at tick {} (the limit per run)",
             limit.as_secs(),
-            records.len()
+            figures.ticks()
         ));
         return outcome;
     }
-    outcome.cpu = Some(cpu_metrics(&records, BALANCE_BOUND_PCT));
-    outcome.memory = Some(memory_metrics(&records, threshold_mib));
-    outcome.fewest_moves = fewest_moves(&records, BALANCE_BOUND_PCT);
+    outcome.cpu = Some(figures.cpu());
+    outcome.memory = Some(figures.memory());
+    outcome.fewest_moves = figures.fewest_moves();
+    outcome.ticks = figures.ticks();
     outcome.records = records;
     outcome
 }

@@ -91,85 +91,236 @@ fn worst_served_pct(r: &TickRecord) -> Option<f64> {
 
 /// Computes CPU figures; `bound_pct` is the demand stdev that counts as balanced (5 points).
 pub fn cpu_metrics(records: &[TickRecord], bound_pct: f64) -> CpuMetrics {
-    // Tick 0 has no loads: judge from the first tick that has some.
-    let measured: Vec<&TickRecord> = records
-        .iter()
-        .filter(|r| {
-            r.vms
-                .iter()
-                .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()))
-        })
-        .collect();
-    let demand: Vec<f64> = measured.iter().map(|r| demand_stdev(r)).collect();
-    let balanced_from = demand
-        .iter()
-        .rposition(|&sd| sd > bound_pct)
-        .map_or(0, |i| i + 1);
-    let ticks_to_balance = measured.get(balanced_from).map(|r| r.tick);
-    let after: Vec<f64> = demand[balanced_from.min(demand.len())..].to_vec();
-    let served: Vec<f64> = measured
-        .iter()
-        .filter_map(|r| worst_served_pct(r))
-        .collect();
-    let balance_tick = ticks_to_balance.unwrap_or(u64::MAX);
+    let mut a = Figures::new(bound_pct, 0.0);
+    records.iter().for_each(|r| a.push(r));
+    a.cpu()
+}
 
-    let pinned_sets = |r: &TickRecord| -> BTreeMap<u32, BTreeSet<String>> {
-        let mut sets: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+/// The VMs pinned to each pCPU (pinned to it alone).
+fn pinned_sets(r: &TickRecord) -> BTreeMap<u32, BTreeSet<String>> {
+    let mut sets: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for vm in &r.vms {
+        for v in &vm.vcpus {
+            if let Some(cpu) = v.affinity.only() {
+                sets.entry(cpu).or_default().insert(vm.name.clone());
+            }
+        }
+    }
+    sets
+}
+
+/// A run's figures gathered tick by tick, so that a long run (a traced week) needs no more
+/// than a few numbers per tick: the same figures as [`cpu_metrics`] and [`memory_metrics`].
+#[derive(Clone, Debug)]
+pub struct Figures {
+    bound_pct: f64,
+    threshold_mib: f64,
+    ticks: usize,
+    /// (tick, demand stdev) of each measured tick.
+    demand: Vec<(u64, f64)>,
+    /// (tick, pin changes carried out) of each tick that had some.
+    moves: Vec<(u64, usize)>,
+    /// (tick before, pCPU set changes) of each pair of ticks that had some.
+    set_changes: Vec<(u64, usize)>,
+    previous_sets: Option<(u64, BTreeMap<u32, BTreeSet<String>>)>,
+    served_sum: f64,
+    served_n: usize,
+    wait_sum: f64,
+    wait_n: usize,
+    last_stdev: f64,
+    first: Option<TickRecord>,
+    first_measured: Option<TickRecord>,
+    memory: MemoryMetrics,
+    first_size: BTreeMap<String, f64>,
+    below_run: BTreeMap<String, usize>,
+}
+
+impl Figures {
+    /// Empty figures; `bound_pct` is the balance bound, `threshold_mib` the unused memory a VM
+    /// should keep.
+    pub fn new(bound_pct: f64, threshold_mib: f64) -> Self {
+        Self {
+            bound_pct,
+            threshold_mib,
+            ticks: 0,
+            demand: Vec::new(),
+            moves: Vec::new(),
+            set_changes: Vec::new(),
+            previous_sets: None,
+            served_sum: 0.0,
+            served_n: 0,
+            wait_sum: 0.0,
+            wait_n: 0,
+            last_stdev: 0.0,
+            first: None,
+            first_measured: None,
+            memory: MemoryMetrics {
+                oom_events: 0,
+                swap_out_mib: 0.0,
+                vm_ticks_below_threshold: 0,
+                vm_ticks: 0,
+                host_short_ticks: 0,
+                longest_below_threshold_ticks: 0,
+                lowest_unused_mib: BTreeMap::new(),
+                lowest_guest_free_mib: f64::INFINITY,
+                lowest_host_free_mib: f64::INFINITY,
+                moved_mib: 0.0,
+                committed_mib: 0.0,
+                unmanaged_mib: 0.0,
+            },
+            first_size: BTreeMap::new(),
+            below_run: BTreeMap::new(),
+        }
+    }
+
+    /// Ticks taken in.
+    pub fn ticks(&self) -> usize {
+        self.ticks
+    }
+
+    /// Takes in the next tick's record.
+    pub fn push(&mut self, r: &TickRecord) {
+        self.ticks += 1;
+        if self.first.is_none() {
+            self.first = Some(r.clone());
+        }
+        let measured = r
+            .vms
+            .iter()
+            .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()));
+        if measured {
+            if self.first_measured.is_none() {
+                self.first_measured = Some(r.clone());
+            }
+            self.demand.push((r.tick, demand_stdev(r)));
+            if let Some(served) = worst_served_pct(r) {
+                self.served_sum += served;
+                self.served_n += 1;
+            }
+            for w in r
+                .vms
+                .iter()
+                .flat_map(|vm| vm.vcpus.iter().filter_map(|v| v.wait_pct))
+            {
+                self.wait_sum += w;
+                self.wait_n += 1;
+            }
+        }
+        if !r.pins.is_empty() {
+            self.moves.push((r.tick, r.pins.len()));
+        }
+        let sets = pinned_sets(r);
+        if let Some((tick, before)) = &self.previous_sets {
+            let cpus: BTreeSet<u32> = before.keys().chain(sets.keys()).copied().collect();
+            let changed = cpus.iter().filter(|c| before.get(c) != sets.get(c)).count();
+            if changed > 0 {
+                self.set_changes.push((*tick, changed));
+            }
+        }
+        self.previous_sets = Some((r.tick, sets));
+        self.last_stdev = r.pcpu_stdev_pct;
+        self.push_memory(r);
+    }
+
+    fn push_memory(&mut self, r: &TickRecord) {
+        let m = &mut self.memory;
         for vm in &r.vms {
-            for v in &vm.vcpus {
-                if let Some(cpu) = v.affinity.only() {
-                    sets.entry(cpu).or_default().insert(vm.name.clone());
+            let first = *self
+                .first_size
+                .entry(vm.name.clone())
+                .or_insert(vm.actual_mib());
+            m.committed_mib += vm.actual_mib();
+            m.unmanaged_mib += first;
+        }
+        m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib());
+        m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib());
+        if r.host_free_mib() < HOST_SHORT_MIB {
+            m.host_short_ticks += 1;
+        }
+        for vm in &r.vms {
+            m.oom_events += vm.oom_events.unwrap_or(0);
+            m.swap_out_mib += vm.swap_out_mib().unwrap_or(0.0);
+            let run = self.below_run.entry(vm.name.clone()).or_default();
+            if let Some(unused) = vm.unused_mib() {
+                m.vm_ticks += 1;
+                let low = m.lowest_unused_mib.entry(vm.name.clone()).or_insert(unused);
+                *low = low.min(unused);
+                if unused < self.threshold_mib {
+                    m.vm_ticks_below_threshold += 1;
+                    *run += 1;
+                    m.longest_below_threshold_ticks = m.longest_below_threshold_ticks.max(*run);
+                } else {
+                    *run = 0;
                 }
             }
         }
-        sets
-    };
-    let mut pcpu_set_changes = 0;
-    let mut pcpu_set_changes_after_balance = 0;
-    for pair in records.windows(2) {
-        let (before, now) = (pinned_sets(&pair[0]), pinned_sets(&pair[1]));
-        let cpus: BTreeSet<u32> = before.keys().chain(now.keys()).copied().collect();
-        let changed = cpus.iter().filter(|c| before.get(c) != now.get(c)).count();
-        pcpu_set_changes += changed;
-        // pair[0]'s actions show up as pair[1]'s affinity.
-        if pair[0].tick >= balance_tick {
-            pcpu_set_changes_after_balance += changed;
+        m.moved_mib += r
+            .balloons
+            .iter()
+            .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / KIB_PER_MIB_F64)
+            .sum::<f64>();
+    }
+
+    /// The CPU figures so far.
+    pub fn cpu(&self) -> CpuMetrics {
+        let balanced_from = self
+            .demand
+            .iter()
+            .rposition(|&(_, sd)| sd > self.bound_pct)
+            .map_or(0, |i| i + 1);
+        let ticks_to_balance = self.demand.get(balanced_from).map(|d| d.0);
+        let after = &self.demand[balanced_from.min(self.demand.len())..];
+        let balance_tick = ticks_to_balance.unwrap_or(u64::MAX);
+        let count_from = |v: &[(u64, usize)]| -> usize {
+            v.iter().filter(|e| e.0 >= balance_tick).map(|e| e.1).sum()
+        };
+        CpuMetrics {
+            ticks_to_balance,
+            final_stdev_pct: self.last_stdev,
+            final_demand_stdev_pct: self.demand.last().map_or(0.0, |d| d.1),
+            mean_stdev_after_balance_pct: (!after.is_empty())
+                .then(|| after.iter().map(|d| d.1).sum::<f64>() / after.len() as f64),
+            fairness_pct: if self.served_n == 0 {
+                100.0
+            } else {
+                self.served_sum / self.served_n as f64
+            },
+            vcpu_moves: self.moves.iter().map(|e| e.1).sum(),
+            vcpu_moves_after_balance: count_from(&self.moves),
+            pcpu_set_changes: self.set_changes.iter().map(|e| e.1).sum(),
+            pcpu_set_changes_after_balance: count_from(&self.set_changes),
+            mean_wait_pct: if self.wait_n == 0 {
+                0.0
+            } else {
+                self.wait_sum / self.wait_n as f64
+            },
         }
     }
-    let waits: Vec<f64> = measured
-        .iter()
-        .flat_map(|r| {
-            r.vms
-                .iter()
-                .flat_map(|vm| vm.vcpus.iter().filter_map(|v| v.wait_pct))
-        })
-        .collect();
-    CpuMetrics {
-        ticks_to_balance,
-        final_stdev_pct: records.last().map_or(0.0, |r| r.pcpu_stdev_pct),
-        final_demand_stdev_pct: demand.last().copied().unwrap_or(0.0),
-        mean_stdev_after_balance_pct: (!after.is_empty())
-            .then(|| after.iter().sum::<f64>() / after.len() as f64),
-        fairness_pct: if served.is_empty() {
-            100.0
-        } else {
-            served.iter().sum::<f64>() / served.len() as f64
-        },
-        vcpu_moves: records.iter().map(|r| r.pins.len()).sum(),
-        vcpu_moves_after_balance: records
-            .iter()
-            .filter(|r| r.tick >= balance_tick)
-            .map(|r| r.pins.len())
-            .sum(),
-        pcpu_set_changes,
-        pcpu_set_changes_after_balance,
-        mean_wait_pct: if waits.is_empty() {
-            0.0
-        } else {
-            waits.iter().sum::<f64>() / waits.len() as f64
-        },
+
+    /// The memory figures so far.
+    pub fn memory(&self) -> MemoryMetrics {
+        let mut m = self.memory.clone();
+        if self.ticks > 0 {
+            m.committed_mib /= self.ticks as f64;
+            m.unmanaged_mib /= self.ticks as f64;
+        }
+        if m.lowest_guest_free_mib.is_infinite() {
+            m.lowest_guest_free_mib = 0.0;
+            m.lowest_host_free_mib = 0.0;
+        }
+        m
+    }
+
+    /// The fewest moves that balance the run's start ([`fewest_moves`]).
+    pub fn fewest_moves(&self) -> Option<usize> {
+        let start = self.first.as_ref()?;
+        let measured = self.first_measured.as_ref()?;
+        fewest_moves_between(start, measured, self.bound_pct)
     }
 }
+
+/// Free host memory under which a tick counts as one where the host ran out, MiB.
+pub const HOST_SHORT_MIB: f64 = 1.0;
 
 /// How a run kept guests in memory.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -180,6 +331,11 @@ pub struct MemoryMetrics {
     pub swap_out_mib: f64,
     /// VM-ticks a VM with fresh statistics had less unused memory than the threshold.
     pub vm_ticks_below_threshold: usize,
+    /// VM-ticks with the VM's unused memory known (what the share below is of).
+    pub vm_ticks: usize,
+    /// Ticks the host had no memory free (under [`HOST_SHORT_MIB`]): its guests held more
+    /// than it has.
+    pub host_short_ticks: usize,
     /// Longest run of consecutive ticks one VM spent below the threshold.
     pub longest_below_threshold_ticks: usize,
     /// Lowest unused memory of each VM.
@@ -207,65 +363,22 @@ impl MemoryMetrics {
             0.0
         }
     }
+
+    /// VM-ticks below the threshold, percent of the VM-ticks measured.
+    pub fn below_threshold_pct(&self) -> f64 {
+        if self.vm_ticks > 0 {
+            100.0 * self.vm_ticks_below_threshold as f64 / self.vm_ticks as f64
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Computes memory figures; `threshold_mib` is the unused memory a VM should keep.
 pub fn memory_metrics(records: &[TickRecord], threshold_mib: f64) -> MemoryMetrics {
-    let mut lowest_unused_mib: BTreeMap<String, f64> = BTreeMap::new();
-    let mut below_run: BTreeMap<String, usize> = BTreeMap::new();
-    let mut m = MemoryMetrics {
-        oom_events: 0,
-        swap_out_mib: 0.0,
-        vm_ticks_below_threshold: 0,
-        longest_below_threshold_ticks: 0,
-        lowest_unused_mib: BTreeMap::new(),
-        lowest_guest_free_mib: f64::INFINITY,
-        lowest_host_free_mib: f64::INFINITY,
-        moved_mib: 0.0,
-        committed_mib: 0.0,
-        unmanaged_mib: 0.0,
-    };
-    let mut first_size: BTreeMap<&str, f64> = BTreeMap::new();
-    for r in records {
-        for vm in &r.vms {
-            let first = *first_size.entry(&vm.name).or_insert(vm.actual_mib());
-            m.committed_mib += vm.actual_mib();
-            m.unmanaged_mib += first;
-        }
-        m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib());
-        m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib());
-        for vm in &r.vms {
-            m.oom_events += vm.oom_events.unwrap_or(0);
-            m.swap_out_mib += vm.swap_out_mib().unwrap_or(0.0);
-            let run = below_run.entry(vm.name.clone()).or_default();
-            if let Some(unused) = vm.unused_mib() {
-                let low = lowest_unused_mib.entry(vm.name.clone()).or_insert(unused);
-                *low = low.min(unused);
-                if unused < threshold_mib {
-                    m.vm_ticks_below_threshold += 1;
-                    *run += 1;
-                    m.longest_below_threshold_ticks = m.longest_below_threshold_ticks.max(*run);
-                } else {
-                    *run = 0;
-                }
-            }
-        }
-        m.moved_mib += r
-            .balloons
-            .iter()
-            .map(|b| b.target_kib.abs_diff(b.actual_kib) as f64 / KIB_PER_MIB_F64)
-            .sum::<f64>();
-    }
-    if !records.is_empty() {
-        m.committed_mib /= records.len() as f64;
-        m.unmanaged_mib /= records.len() as f64;
-    }
-    if m.lowest_guest_free_mib.is_infinite() {
-        m.lowest_guest_free_mib = 0.0;
-        m.lowest_host_free_mib = 0.0;
-    }
-    m.lowest_unused_mib = lowest_unused_mib;
-    m
+    let mut a = Figures::new(0.0, threshold_mib);
+    records.iter().for_each(|r| a.push(r));
+    a.memory()
 }
 
 /// Largest search (placements visited) [`fewest_moves`] makes before giving up.
@@ -285,6 +398,15 @@ pub fn fewest_moves(records: &[TickRecord], bound_pct: f64) -> Option<usize> {
             .iter()
             .any(|vm| vm.vcpus.iter().any(|v| v.load_pct.is_some()))
     })?;
+    fewest_moves_between(start, measured, bound_pct)
+}
+
+/// [`fewest_moves`] from the first record and the first measured one.
+fn fewest_moves_between(
+    start: &TickRecord,
+    measured: &TickRecord,
+    bound_pct: f64,
+) -> Option<usize> {
     let pcpus: Vec<u32> = if start.pcpus.is_empty() {
         (0..start.pcpu_load_pct.len() as u32).collect()
     } else {

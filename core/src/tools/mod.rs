@@ -10,3 +10,4 @@ pub mod report;
 pub mod stats;
 pub mod status;
 pub mod study;
+pub mod trace;

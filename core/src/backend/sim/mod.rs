@@ -19,7 +19,10 @@
 
 mod scenario;
 
-pub use scenario::{CpuPhase, MemPhase, Pinning, Scenario, ScenarioError, SimHost, SimVm};
+pub use scenario::{
+    CpuPhase, MemPhase, Pinning, Scenario, ScenarioError, SimHost, SimVm, TraceSeries,
+    MAX_DURATION_S, MAX_PCPUS, MAX_TRACE_POINTS,
+};
 
 use std::path::Path;
 use std::time::Duration;
@@ -39,6 +42,9 @@ const STEP_NS: u64 = 100_000_000;
 /// Memory a guest kernel keeps for itself out of what the balloon leaves it (it shows as used,
 /// beyond `base_used_mib`).
 pub const GUEST_RESERVED_MIB: f64 = 30.0;
+/// How fast a traced workload killed by the OOM killer takes its memory back once it restarts
+/// (at the next trace point): a service reloading its data.
+const RESTART_MIB_S: f64 = 50.0;
 /// How fast swapped-out guest memory comes back once there is room.
 const SWAP_IN_MIB_S: f64 = 100.0;
 
@@ -99,6 +105,22 @@ struct VmState {
     oom_events: u64,
     stats_period_s: u32,
     stats_updated_s: Option<f64>,
+    /// When the next report is delivered (none before statistics are asked for).
+    next_report_s: Option<f64>,
+    /// Where in its first period the guest's first report falls, a share drawn from the seed.
+    report_phase: f64,
+    /// This guest's balloon speed (the host's, varied by `balloon_rate_spread`).
+    balloon_rate_mib_s: f64,
+    /// Draws of the variations beyond CPU noise (a stream apart from `rng`, so a scenario
+    /// without them draws exactly what it always did).
+    vary: Rng,
+    /// Seed of this VM's trace windows.
+    trace_seed: u64,
+    /// Memory noise of the current simulated second, a factor around 1.
+    memory_noise: f64,
+    /// After an OOM kill, a traced workload holds nothing until this trace point, then grows
+    /// back to its trace at [`RESTART_MIB_S`].
+    trace_dead_until: usize,
     /// The guest's figures as last delivered.
     report: Option<GuestReport>,
     /// Balloon targets sent and not yet acting: (when they act, target MiB).
@@ -247,6 +269,17 @@ impl SimBackend {
                 let seed = scenario.seed
                     ^ ((entry_index as u64) << 32)
                     ^ (instance as u64).wrapping_mul(0x9e37_79b9);
+                let mut vary = Rng(seed ^ 0x7a11_0f5e_ed5a_17ed);
+                let report_phase = if host.guest_report_jitter_s > 0.0 {
+                    (vary.symmetric() + 1.0) / 2.0
+                } else {
+                    0.0
+                };
+                let balloon_rate_mib_s = if host.balloon_rate_spread > 0.0 {
+                    host.balloon_rate_mib_s * (1.0 + host.balloon_rate_spread * vary.symmetric())
+                } else {
+                    host.balloon_rate_mib_s
+                };
                 vms.push(VmState {
                     uuid: format!("00000000-0000-4000-8000-{:012x}", vms.len() + 1),
                     name,
@@ -268,6 +301,13 @@ impl SimBackend {
                     oom_events: 0,
                     stats_period_s: 0,
                     stats_updated_s: None,
+                    next_report_s: None,
+                    report_phase,
+                    balloon_rate_mib_s,
+                    vary,
+                    trace_seed: seed ^ 0x0007_ace5_eed0,
+                    memory_noise: 1.0,
+                    trace_dead_until: 0,
                     report: None,
                     pending: Vec::new(),
                     sizes: std::collections::VecDeque::new(),
@@ -336,6 +376,7 @@ impl SimBackend {
     /// Advances the model by one step.
     fn step(&mut self, dt_s: f64) {
         let now = self.now_s();
+        let new_second = self.now_ns.is_multiple_of(1_000_000_000);
         self.step_cpu(now, dt_s);
         let host = &self.scenario.host;
         for vm in self.vms.iter_mut().filter(|vm| vm.running) {
@@ -347,8 +388,11 @@ impl SimBackend {
                 vm.target_mib = target;
                 vm.pending.remove(0);
             }
-            step_balloon(vm, host.balloon_rate_mib_s, dt_s);
+            step_balloon(vm, dt_s);
             step_virtio_mem(vm, host, dt_s);
+            if new_second && vm.spec.memory_noise_pct > 0.0 {
+                vm.memory_noise = 1.0 + vm.spec.memory_noise_pct / 100.0 * vm.vary.symmetric();
+            }
             step_memory(vm, now, dt_s);
             vm.sizes.push_back((now + dt_s, vm.total_mib()));
             while vm.sizes.len() > 2 && vm.sizes[1].0 <= now + dt_s - host.balloon_read_lag_s + 1e-6
@@ -357,12 +401,18 @@ impl SimBackend {
             }
             if vm.spec.balloon && vm.stats_period_s > 0 {
                 let period = f64::from(vm.stats_period_s).max(host.guest_report_s);
-                let due = vm
-                    .stats_updated_s
-                    .is_none_or(|t| now + dt_s - t >= period - 1e-9);
-                if due {
+                let next = *vm
+                    .next_report_s
+                    .get_or_insert(now + vm.report_phase * period);
+                if now + dt_s >= next - 1e-9 {
                     vm.stats_updated_s = Some(now + dt_s);
                     vm.report = Some(vm.figures());
+                    let jitter = if host.guest_report_jitter_s > 0.0 {
+                        host.guest_report_jitter_s * vm.vary.symmetric()
+                    } else {
+                        0.0
+                    };
+                    vm.next_report_s = Some(now + dt_s + (period + jitter).max(dt_s));
                 }
             }
         }
@@ -391,8 +441,10 @@ impl SimBackend {
         for (vi, vm) in self.vms.iter_mut().enumerate().filter(|(_, vm)| vm.running) {
             let age = now - vm.spec.start_s;
             let noise = vm.spec.cpu_noise_pct;
+            let traced = vm.spec.trace.as_ref().filter(|t| !t.cpu_pct.is_empty());
+            let traced_pct = traced.map(|t| trace_value(&t.cpu_pct, t.step_s, age, |_| (0.0, 1.0)));
             for (ci, vcpu) in vm.vcpus.iter_mut().enumerate() {
-                let base = demand_at(&vcpu.phases, age);
+                let base = traced_pct.unwrap_or_else(|| demand_at(&vcpu.phases, age));
                 if new_second && noise > 0.0 {
                     vcpu.jitter_pct = vm.rng.symmetric() * noise;
                 }
@@ -438,23 +490,50 @@ impl SimBackend {
             }
         }
         flexible.sort_by(|a, b| b.2.total_cmp(&a.2));
+        // The least-committed pCPUs, for vCPUs allowed everywhere (most on a large host): a
+        // heap instead of a scan of every pCPU per vCPU.
+        let mut least: std::collections::BinaryHeap<std::cmp::Reverse<(Committed, usize)>> = (0..n)
+            .map(|p| std::cmp::Reverse((Committed(committed[p]), p)))
+            .collect();
         for (vi, ci, demand) in flexible {
             let vcpu = &self.vms[vi].vcpus[ci];
             let last = vcpu.last_pcpu.and_then(|c| self.pcpu_index(c));
-            let allowed: Vec<usize> = (0..n)
-                .filter(|&p| vcpu.affinity.is_empty() || vcpu.affinity.contains(self.pcpus[p].id))
-                .collect();
-            let best = allowed
-                .iter()
-                .copied()
-                .min_by(|&a, &b| {
-                    committed[a]
-                        .total_cmp(&committed[b])
-                        .then_with(|| (Some(b) == last).cmp(&(Some(a) == last)))
-                        .then(a.cmp(&b))
-                })
-                .unwrap_or(0);
+            // pCPU ids are 0..n and pinning refuses others: n of them is all.
+            let everywhere = vcpu.affinity.is_empty() || vcpu.affinity.len() >= n;
+            let best = if everywhere {
+                // An entry is stale once its pCPU took more (a fresh one was pushed then).
+                loop {
+                    let Some(std::cmp::Reverse((Committed(c), p))) = least.pop() else {
+                        break 0;
+                    };
+                    if c != committed[p] {
+                        continue;
+                    }
+                    // Ties go to the pCPU the vCPU ran on last.
+                    let pick = match last {
+                        Some(l) if l != p && committed[l] == c => {
+                            least.push(std::cmp::Reverse((Committed(c), p)));
+                            l
+                        }
+                        _ => p,
+                    };
+                    break pick;
+                }
+            } else {
+                (0..n)
+                    .filter(|&p| vcpu.affinity.contains(self.pcpus[p].id))
+                    .min_by(|&a, &b| {
+                        committed[a]
+                            .total_cmp(&committed[b])
+                            .then_with(|| (Some(b) == last).cmp(&(Some(a) == last)))
+                            .then(a.cmp(&b))
+                    })
+                    .unwrap_or(0)
+            };
             committed[best] += demand;
+            if everywhere {
+                least.push(std::cmp::Reverse((Committed(committed[best]), best)));
+            }
             placement.push((vi, ci, best, demand));
         }
         // Each VM's weight: its `cpu_shares` over the default 1024, per vCPU; host processes 1.
@@ -465,12 +544,11 @@ impl SimBackend {
             .collect();
         let weight = |vi: usize| shares.get(vi).copied().unwrap_or(1.0);
         // Share each pCPU max-min fairly.
-        for p in 0..n {
-            let mut on_p: Vec<(usize, usize, f64)> = placement
-                .iter()
-                .filter(|e| e.2 == p)
-                .map(|&(vi, ci, _, d)| (vi, ci, d))
-                .collect();
+        let mut by_pcpu: Vec<Vec<(usize, usize, f64)>> = vec![Vec::new(); n];
+        for &(vi, ci, p, d) in &placement {
+            by_pcpu[p].push((vi, ci, d));
+        }
+        for (p, mut on_p) in by_pcpu.into_iter().enumerate() {
             // Colliding duty cycles: the pCPU idles only when no vCPU on it wants to run; with
             // duty cycles in independent phases that is the product of their idle shares, so
             // two 50% vCPUs get 75% between them, not 100%.
@@ -516,6 +594,24 @@ impl SimBackend {
     }
 }
 
+/// A pCPU's committed demand, ordered as a heap key.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Committed(f64);
+
+impl Eq for Committed {}
+
+impl PartialOrd for Committed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Committed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 /// Demand of a vCPU `age_s` seconds after its VM started.
 fn demand_at(phases: &[CpuPhase], age_s: f64) -> f64 {
     let mut start = 0.0;
@@ -528,11 +624,11 @@ fn demand_at(phases: &[CpuPhase], age_s: f64) -> f64 {
     0.0
 }
 
-fn step_balloon(vm: &mut VmState, rate_mib_s: f64, dt_s: f64) {
+fn step_balloon(vm: &mut VmState, dt_s: f64) {
     if !vm.spec.balloon {
         return;
     }
-    let max_move = rate_mib_s * dt_s;
+    let max_move = vm.balloon_rate_mib_s * dt_s;
     if vm.target_mib > vm.actual_mib {
         vm.actual_mib = (vm.actual_mib + max_move).min(vm.target_mib);
     } else if vm.target_mib < vm.actual_mib {
@@ -574,6 +670,26 @@ fn step_virtio_mem(vm: &mut VmState, host: &scenario::SimHost, dt_s: f64) {
 }
 
 fn step_memory(vm: &mut VmState, now: f64, dt_s: f64) {
+    let traced = vm.spec.trace.as_ref().filter(|t| !t.used_mib.is_empty());
+    if let Some(trace) = traced {
+        let age = now + dt_s - vm.spec.start_s;
+        let point = (age / trace.step_s).floor().max(0.0) as usize;
+        let window = |i: usize| burst_window(vm.trace_seed, i, trace.burst);
+        let traced = trace_value(&trace.used_mib, trace.step_s, age, window) * vm.memory_noise;
+        vm.app_mib = if point < vm.trace_dead_until {
+            0.0
+        } else if vm.trace_dead_until > 0 {
+            // Restarted after a kill: it grows back from nothing.
+            let since = age - vm.trace_dead_until as f64 * trace.step_s;
+            let back = RESTART_MIB_S * since.max(0.0);
+            if back >= traced {
+                vm.trace_dead_until = 0;
+            }
+            traced.min(back)
+        } else {
+            traced
+        };
+    }
     if let Some(phase) = vm.spec.memory.get(vm.phase).cloned() {
         let done = if let (Some(rate), Some(to)) = (phase.grow_mib_s, phase.to_mib) {
             vm.app_mib = (vm.app_mib + rate * dt_s).min(to);
@@ -602,6 +718,11 @@ fn step_memory(vm: &mut VmState, now: f64, dt_s: f64) {
             vm.oom_events += 1;
             vm.app_mib = 0.0;
             vm.swapped_mib = 0.0;
+            // A killed traced workload comes back from the next trace point on.
+            if let Some(trace) = vm.spec.trace.as_ref() {
+                let age = now + dt_s - vm.spec.start_s;
+                vm.trace_dead_until = (age / trace.step_s).floor().max(0.0) as usize + 1;
+            }
             if vm.spec.memory.get(vm.phase).is_some() {
                 vm.phase += 1;
                 vm.phase_started_s = now + dt_s;
@@ -617,6 +738,40 @@ fn step_memory(vm: &mut VmState, now: f64, dt_s: f64) {
         vm.major_faults += (back * 256.0) as u64; // one fault per 4 KiB page
     }
     vm.swapped_mib = vm.swapped_mib.min(vm.used_mib());
+}
+
+/// The value of a trace series `age_s` after its start: between points `i` and `i + 1`, the
+/// move from one to the other happens within the window `(start, length)` of the interval
+/// (shares of it) that `window(i)` gives; after the last point the series stays.
+fn trace_value(
+    points: &[f64],
+    step_s: f64,
+    age_s: f64,
+    window: impl Fn(usize) -> (f64, f64),
+) -> f64 {
+    let Some(&last) = points.last() else {
+        return 0.0;
+    };
+    let at = (age_s / step_s).max(0.0);
+    let i = at.floor() as usize;
+    if i + 1 >= points.len() {
+        return last;
+    }
+    let (start, length) = window(i);
+    let f = ((at - i as f64 - start) / length).clamp(0.0, 1.0);
+    points[i] + (points[i + 1] - points[i]) * f
+}
+
+/// The window of interval `i` within which a traced memory change happens: its length drawn in
+/// `[burst, 1]` of the interval, its start in what is left; the whole interval at `burst` 1.
+fn burst_window(seed: u64, i: usize, burst: f64) -> (f64, f64) {
+    if burst >= 1.0 {
+        return (0.0, 1.0);
+    }
+    let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let unit = |r: &mut Rng| (r.symmetric() + 1.0) / 2.0;
+    let length = burst + (1.0 - burst) * unit(&mut rng);
+    (unit(&mut rng) * (1.0 - length), length)
 }
 
 /// Runs the phases that take no time (use, free) starting at the current one.
@@ -1171,5 +1326,112 @@ mod tests {
             s.sample().unwrap()
         };
         assert_eq!(run(), run());
+    }
+
+    /// A VM's used memory as the guest reports it, MiB.
+    fn used(s: &SimBackend, name: &str) -> f64 {
+        let vm = s.vms.iter().find(|v| v.name == name).unwrap();
+        vm.used_mib()
+    }
+
+    #[test]
+    fn a_trace_is_followed_point_to_point_and_a_killed_workload_grows_back() {
+        let trace = "[vm.trace]\nstep_s = 10\ncpu_pct = [20, 60]\nused_mib = [100, 300, 300]\n";
+        let mut s = sim(&format!(
+            "{IDEAL}[[vm]]\nname = \"t\"\nmax_memory_mib = 1024\nmemory_mib = 1024\nbase_used_mib = 0\n{trace}"
+        ));
+        s.wait(Duration::from_secs(5), &crate::backend::plain_sleep);
+        // From 5 s to 6 s demand goes 40% -> 44% (read at each 100 ms step: 41.8% on average);
+        // at 6 s 220 MiB are held (linear: burst 1).
+        let before = s.sample().unwrap().vms[0].vcpus[0].run_time_ns;
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+        let ran = s.sample().unwrap().vms[0].vcpus[0].run_time_ns - before;
+        assert!((ran as f64 / 1e7 - 41.8).abs() < 0.1, "{ran}");
+        assert!((used(&s, "t") - 220.0).abs() < 1.0, "{}", used(&s, "t"));
+        // After the last point the values stay.
+        s.wait(Duration::from_secs(4), &crate::backend::plain_sleep);
+        assert!((used(&s, "t") - 300.0).abs() < 1e-6);
+
+        // A guest too small for its trace is killed once, holds nothing until the next point,
+        // then grows back at the restart rate.
+        let trace = "[vm.trace]\nstep_s = 10\nused_mib = [50, 400, 400, 400]\n";
+        let mut s = sim(&format!(
+            "{IDEAL}[[vm]]\nname = \"k\"\nmax_memory_mib = 1024\nmemory_mib = 256\nbase_used_mib = 0\n{trace}"
+        ));
+        s.wait(Duration::from_secs(9), &crate::backend::plain_sleep);
+        assert_eq!(s.sample().unwrap().vms[0].oom_events, Some(1));
+        assert_eq!(used(&s, "k"), 0.0);
+        s.wait(Duration::from_secs(3), &crate::backend::plain_sleep);
+        let back = used(&s, "k");
+        assert!(back > 50.0 && back < 150.0, "{back}");
+        s.set_balloon_target("k", 1024 * 1024).unwrap();
+        s.wait(Duration::from_secs(20), &crate::backend::plain_sleep);
+        assert_eq!(s.sample().unwrap().vms[0].oom_events, Some(1));
+        assert!((used(&s, "k") - 400.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bursts_move_memory_within_a_window_the_seed_draws() {
+        // At burst 0.2 a change takes 20-100% of its interval, somewhere in it.
+        let trace = "[vm.trace]\nstep_s = 10\nused_mib = [0, 500]\nburst = 0.2\n";
+        let text = format!(
+            "{IDEAL}[[vm]]\nname = \"b\"\nmax_memory_mib = 1024\nmemory_mib = 1024\nbase_used_mib = 0\n{trace}"
+        );
+        let curve = |seed: u64| -> Vec<f64> {
+            let mut s = sim_with(&format!("seed = {seed}"), &text);
+            (0..10)
+                .map(|_| {
+                    s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+                    used(&s, "b")
+                })
+                .collect()
+        };
+        let curves: Vec<Vec<f64>> = (0..6).map(curve).collect();
+        for c in &curves {
+            assert!(c.windows(2).all(|w| w[1] >= w[0]), "{c:?}");
+            assert!((c[9] - 500.0).abs() < 1e-6, "{c:?}");
+        }
+        assert!(
+            curves.iter().any(|c| c != &curves[0]),
+            "seeds drew one window"
+        );
+        assert_eq!(curve(3), curve(3));
+    }
+
+    #[test]
+    fn seeds_vary_report_timing_balloon_speed_and_memory_noise() {
+        let host = "[host]\npcpus = 2\nmemory_mib = 8192\nballoon_rate_spread = 0.5\nguest_report_jitter_s = 0.5\nballoon_delay_s = 0\n";
+        let trace = "[vm.trace]\nstep_s = 100\nused_mib = [300, 300]\n";
+        let text = format!(
+            "{host}[[vm]]\nname = \"v\"\ncount = 4\nmax_memory_mib = 2048\nmemory_mib = 2048\nbase_used_mib = 0\nmemory_noise_pct = 5\n{trace}"
+        );
+        let observe = |seed: u64| {
+            let mut s = sim_with(&format!("seed = {seed}"), &text);
+            for vm in &mut s.vms {
+                vm.stats_period_s = 1;
+            }
+            for name in ["v1", "v2", "v3", "v4"] {
+                s.set_balloon_target(name, 1024 * 1024).unwrap();
+            }
+            s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+            let sample = s.sample().unwrap();
+            let sizes: Vec<u64> = sample.vms.iter().map(|v| v.memory.actual_kib).collect();
+            let reports: Vec<Option<i64>> = sample
+                .vms
+                .iter()
+                .map(|v| v.memory.stats_updated_s)
+                .collect();
+            let used: Vec<f64> = s.vms.iter().map(|v| v.used_mib()).collect();
+            (sizes, reports, used)
+        };
+        let (sizes, reports, used) = observe(1);
+        // Balloon speeds differ between guests (within 256 MiB/s +- 50%), and so do report
+        // times and the noise on use (within +-5% of 300 MiB).
+        assert!(sizes.iter().any(|&s| s != sizes[0]), "{sizes:?}");
+        assert!(used.iter().all(|u| (285.0..=315.0).contains(u)), "{used:?}");
+        assert!(used.iter().any(|&u| u != used[0]), "{used:?}");
+        let (_, _, used2) = observe(2);
+        assert_ne!(used, used2);
+        assert_eq!(observe(1).1, reports);
     }
 }

@@ -134,6 +134,15 @@ pub struct SimHost {
     /// Load outside the VMs (host daemons, another tenant), each bound to one pCPU.
     #[serde(default)]
     pub other_load: Vec<OtherLoad>,
+    /// How much balloon speed differs between guests, as a share of `balloon_rate_mib_s`: each
+    /// VM's rate is drawn from the seed in `rate x [1 - spread, 1 + spread]` (0: all alike).
+    #[serde(default)]
+    pub balloon_rate_spread: f64,
+    /// How irregular guest reports are: each delivery comes up to this much earlier or later
+    /// than the period says, and a guest's first report at a time drawn in its first period
+    /// (drawn from the seed; 0: like clockwork, all guests in step).
+    #[serde(default)]
+    pub guest_report_jitter_s: f64,
 }
 
 /// A host process bound to one pCPU (like `taskset -c N`), with its demand over time: it
@@ -259,11 +268,47 @@ pub struct SimVm {
     /// Whether the guest has a virtio-mem driver (without one, it never plugs).
     #[serde(default = "yes")]
     pub virtio_mem_driver: bool,
+    /// Demand and memory use read from a trace (points at a fixed step, joined between).
+    pub trace: Option<TraceSeries>,
+    /// Noise on the workload's memory, in +- percent of what it holds, drawn each simulated
+    /// second from the seed (page cache and allocator churn around the trend).
+    #[serde(default)]
+    pub memory_noise_pct: f64,
     /// Times `[from_s, to_s]` during which a job runs on the VM (a migration, a dump): a
     /// balloon change then fails (libvirt waits for the job's lock, then gives up).
     #[serde(default)]
     pub jobs: Vec<[f64; 2]>,
 }
+
+/// A VM's CPU demand and memory use as a series of points `step_s` apart from the VM's start
+/// (a trace, as `vcoord scenario from-trace` writes it). Between two points CPU demand moves
+/// linearly; memory moves from one point's value to the next within a window of the interval
+/// (see `burst`). After the last point the values stay.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSeries {
+    /// Time between points.
+    pub step_s: f64,
+    /// Demand of each vCPU, percent of one pCPU, at each point (empty: none from the trace).
+    #[serde(default)]
+    pub cpu_pct: Vec<f64>,
+    /// Memory the workload holds (beyond `base_used_mib`) at each point, MiB (empty: none).
+    #[serde(default)]
+    pub used_mib: Vec<f64>,
+    /// The shortest share of an interval a memory change takes. 1: changes are linear over
+    /// the interval; below 1, each interval's change happens within a window whose length the
+    /// seed draws in `[burst, 1]` of the interval and whose start it draws in what is left (a
+    /// trace sampled every few minutes does not say how fast use moved in between).
+    #[serde(default = "one_f64")]
+    pub burst: f64,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+/// Most points of one trace series.
+pub const MAX_TRACE_POINTS: usize = 1_000_000;
 
 fn default_block() -> u64 {
     2
@@ -389,6 +434,20 @@ impl Scenario {
             "s",
         )?;
         within("host.cpu_collision", h.cpu_collision, 0.0, 1.0, "(a share)")?;
+        within(
+            "host.balloon_rate_spread",
+            h.balloon_rate_spread,
+            0.0,
+            0.9,
+            "(a share)",
+        )?;
+        within(
+            "host.guest_report_jitter_s",
+            h.guest_report_jitter_s,
+            0.0,
+            60.0,
+            "s",
+        )?;
         if h.threads_per_core == 0 || !h.pcpus.is_multiple_of(h.threads_per_core) {
             return Err(invalid(
                 None,
@@ -567,6 +626,64 @@ impl Scenario {
                 }
             }
             let most = max + vm.virtio_mem_mib as f64;
+            within(
+                &key("memory_noise_pct"),
+                vm.memory_noise_pct,
+                0.0,
+                100.0,
+                "percent",
+            )?;
+            if let Some(trace) = &vm.trace {
+                within(
+                    &key("trace.step_s"),
+                    trace.step_s,
+                    0.001,
+                    MAX_DURATION_S,
+                    "s",
+                )?;
+                within(&key("trace.burst"), trace.burst, 0.01, 1.0, "(a share)")?;
+                for (field, series, hi, unit) in [
+                    ("cpu_pct", &trace.cpu_pct, 100.0, "percent"),
+                    (
+                        "used_mib",
+                        &trace.used_mib,
+                        most,
+                        "MiB (within max_memory_mib + virtio_mem_mib)",
+                    ),
+                ] {
+                    let tkey = key(&format!("trace.{field}"));
+                    if series.len() > MAX_TRACE_POINTS {
+                        return Err(invalid(
+                            None,
+                            &tkey,
+                            format!("{} points; at most {MAX_TRACE_POINTS}", series.len()),
+                        ));
+                    }
+                    if let Some((j, &v)) = series
+                        .iter()
+                        .enumerate()
+                        .find(|(_, v)| !(v.is_finite() && (0.0..=hi).contains(*v)))
+                    {
+                        return Err(invalid(
+                            None,
+                            &tkey,
+                            format!(
+                                "point {j} ({}) is out of range [0, {}] {unit}",
+                                show_number(v),
+                                show_number(hi)
+                            ),
+                        ));
+                    }
+                }
+                if !trace.used_mib.is_empty() && !vm.memory.is_empty() {
+                    return Err(invalid(
+                        None,
+                        &key("trace.used_mib"),
+                        "a VM's memory comes from `memory` phases or from its trace, not both"
+                            .into(),
+                    ));
+                }
+            }
             for (j, phase) in vm.memory.iter().enumerate() {
                 let mkey = key(&format!("memory[{j}]"));
                 let set = [

@@ -66,7 +66,7 @@ pub const CPU_METRICS: &[Metric] = &[
         doc: "tick from which the demand stdev stays within 5 points (a run that never balances counts its length)",
         get: |o| {
             let c = o.cpu.as_ref()?;
-            Some(c.ticks_to_balance.unwrap_or(o.records.len() as u64) as f64)
+            Some(c.ticks_to_balance.unwrap_or(o.ticks as u64) as f64)
         },
     },
     Metric {
@@ -134,6 +134,20 @@ pub const MEMORY_METRICS: &[Metric] = &[
         lower_is_better: true,
         doc: "VM-ticks with less unused memory than the threshold",
         get: |o| Some(o.memory.as_ref()?.vm_ticks_below_threshold as f64),
+    },
+    Metric {
+        key: "below_threshold_pct",
+        title: "below %",
+        lower_is_better: true,
+        doc: "VM-ticks with less unused memory than the threshold, percent of the VM-ticks measured",
+        get: |o| Some(o.memory.as_ref()?.below_threshold_pct()),
+    },
+    Metric {
+        key: "host_short_ticks",
+        title: "host short",
+        lower_is_better: true,
+        doc: "ticks the host had no memory free (its guests held more than it has)",
+        get: |o| Some(o.memory.as_ref()?.host_short_ticks as f64),
     },
     Metric {
         key: "lowest_unused_mib",
@@ -496,9 +510,7 @@ impl<'a> Study<'a> {
 
     /// Ticks of a scenario's runs.
     pub fn ticks(&self, scenario: &str) -> usize {
-        self.runs(scenario, 0)
-            .first()
-            .map_or(0, |o| o.records.len())
+        self.runs(scenario, 0).first().map_or(0, |o| o.ticks)
     }
 
     /// Fewest moves that balance a scenario's start, when known (the first seed's).
@@ -547,6 +559,8 @@ mod tests {
             oom_events: 0,
             swap_out_mib: 0.0,
             vm_ticks_below_threshold: 0,
+            vm_ticks: 100,
+            host_short_ticks: 0,
             longest_below_threshold_ticks: 0,
             lowest_unused_mib: BTreeMap::from([("vm".to_string(), 150.0)]),
             lowest_guest_free_mib: 1000.0,
@@ -569,6 +583,7 @@ mod tests {
                 cpu: Some(cpu(moves + (seed as usize % 2), wait + seed as f64)),
                 memory: Some(memory()),
                 fewest_moves: Some(4),
+                ticks: 10,
                 records: Vec::new(),
             })
             .collect()
