@@ -274,6 +274,11 @@ pub struct FromTraceArgs {
     /// The scenario's seed (compare's --seeds count up from it).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
+    /// The shortest share of a sample interval a memory change takes: each interval's change
+    /// happens within a window the seed draws, from this share of the interval to all of it
+    /// (1: changes are linear).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.5)]
+    pub burst: f64,
     /// Azure: vCPUs of every VM.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub azure_vcpus: u32,

@@ -130,6 +130,7 @@ pub fn scenario_from_trace(args: &crate::cli::FromTraceArgs) -> Result<()> {
         seed: args.seed,
         azure_vcpus: args.azure_vcpus,
         azure_memory_mib: args.azure_memory_mib,
+        burst: args.burst,
     };
     if let Some(h) = args.hours {
         if !(h.is_finite() && h > 0.0) {

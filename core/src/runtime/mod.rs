@@ -451,6 +451,7 @@ impl Coordinator {
             }
         };
         self.note_silent_guests(&snapshot);
+        note_oom_kills(&self.host.name, &snapshot);
         self.check_budget(&snapshot);
         let start = *self.start_wall_s.get_or_insert(snapshot.wall_s());
         let BackendCalls {
@@ -990,6 +991,21 @@ fn tick_summary(r: &TickRecord) -> String {
         },
         if r.dry_run { " (dry run)" } else { "" }
     )
+}
+
+/// Warns of every OOM kill a guest reported since the last tick, with its memory as vcoord last
+/// saw it: an operator wants to know, and to tell whether vcoord's sizing had a part in it.
+fn note_oom_kills(host: &str, snapshot: &Snapshot) {
+    for vm in snapshot.vms() {
+        let Some(kills) = vm.oom_events.filter(|&n| n > 0) else {
+            continue;
+        };
+        let mib = |kib: u64| kib / crate::units::KIB_PER_MIB;
+        warn!(host = %host, tick = snapshot.tick(), vm = %crate::show::shown(&vm.name), kills,
+            actual_mib = mib(vm.memory.actual_kib),
+            unused_mib = vm.memory.unused_kib.map(mib),
+            "the guest's OOM killer ran");
+    }
 }
 
 #[cfg(test)]

@@ -167,6 +167,7 @@ impl Figures {
                 moved_mib: 0.0,
                 committed_mib: 0.0,
                 unmanaged_mib: 0.0,
+                provisioned_mib: 0.0,
             },
             first_size: BTreeMap::new(),
             below_run: BTreeMap::new(),
@@ -231,6 +232,7 @@ impl Figures {
                 .or_insert(vm.actual_mib());
             m.committed_mib += vm.actual_mib();
             m.unmanaged_mib += first;
+            m.provisioned_mib += vm.max_mib();
         }
         m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib());
         m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib());
@@ -303,6 +305,7 @@ impl Figures {
         if self.ticks > 0 {
             m.committed_mib /= self.ticks as f64;
             m.unmanaged_mib /= self.ticks as f64;
+            m.provisioned_mib /= self.ticks as f64;
         }
         if m.lowest_guest_free_mib.is_infinite() {
             m.lowest_guest_free_mib = 0.0;
@@ -351,6 +354,8 @@ pub struct MemoryMetrics {
     /// The same with every VM at the size it was first seen at: what the guests keep with no
     /// memory policy (nothing else moves a balloon).
     pub unmanaged_mib: f64,
+    /// The same with every VM at its maximum (what it was provisioned).
+    pub provisioned_mib: f64,
 }
 
 impl MemoryMetrics {
@@ -359,6 +364,16 @@ impl MemoryMetrics {
     pub fn saved_pct(&self) -> f64 {
         if self.unmanaged_mib > 0.0 {
             100.0 * (1.0 - self.committed_mib / self.unmanaged_mib)
+        } else {
+            0.0
+        }
+    }
+
+    /// Memory saved against the VMs' maximum sizes, percent of those (never negative: a VM
+    /// holds at most its maximum).
+    pub fn saved_of_max_pct(&self) -> f64 {
+        if self.provisioned_mib > 0.0 {
+            100.0 * (1.0 - self.committed_mib / self.provisioned_mib)
         } else {
             0.0
         }

@@ -111,6 +111,8 @@ pub struct TraceOptions {
     pub azure_vcpus: u32,
     /// Azure: memory of every VM, MiB.
     pub azure_memory_mib: u64,
+    /// The shortest share of a sample interval a memory change takes (1: linear).
+    pub burst: f64,
 }
 
 impl Default for TraceOptions {
@@ -131,6 +133,7 @@ impl Default for TraceOptions {
             seed: 1,
             azure_vcpus: 2,
             azure_memory_mib: 4096,
+            burst: BURST,
         }
     }
 }
@@ -138,9 +141,9 @@ impl Default for TraceOptions {
 /// What the seed varies in a trace scenario (written into it; see docs/comparing.md).
 pub const CPU_NOISE_PCT: f64 = 5.0;
 /// +- percent of a VM's memory use, drawn each simulated second.
-pub const MEMORY_NOISE_PCT: f64 = 2.0;
-/// Shortest share of a sample interval a memory change takes.
-pub const BURST: f64 = 0.25;
+pub const MEMORY_NOISE_PCT: f64 = 0.5;
+/// Shortest share of a sample interval a memory change takes, by default.
+pub const BURST: f64 = 0.5;
 /// Balloon speed spread between guests (256 MiB/s +- half).
 pub const BALLOON_RATE_SPREAD: f64 = 0.5;
 /// Guest report timing jitter, s.
@@ -169,6 +172,12 @@ pub fn scenario_from_trace(
         return Err(whole(format!(
             "--time-scale {} is out of range [0.001, 3600]",
             options.time_scale
+        )));
+    }
+    if !(options.burst.is_finite() && (0.01..=1.0).contains(&options.burst)) {
+        return Err(whole(format!(
+            "--burst {} is out of range [0.01, 1]",
+            options.burst
         )));
     }
     for (flag, v) in [
@@ -817,8 +826,9 @@ fn build_scenario(all: &[TracedVm], o: &TraceOptions) -> Result<String, TraceErr
         }
         let _ = writeln!(
             out,
-            "[vm.trace]\nstep_s = {}\nburst = {BURST}",
-            round3(sim_step)
+            "[vm.trace]\nstep_s = {}\nburst = {}",
+            round3(sim_step),
+            o.burst
         );
         let cpu = r.cpu_pct.iter().map(|c| (c * per_vcpu).min(100.0));
         let _ = writeln!(out, "cpu_pct = [{}]", join(cpu));

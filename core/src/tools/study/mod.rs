@@ -122,6 +122,13 @@ pub const MEMORY_METRICS: &[Metric] = &[
         get: |o| Some(o.memory.as_ref()?.saved_pct()),
     },
     Metric {
+        key: "saved_of_max_pct",
+        title: "of max %",
+        lower_is_better: false,
+        doc: "guest memory saved against the VMs' maximum sizes (what they were provisioned), mean over the run, percent",
+        get: |o| Some(o.memory.as_ref()?.saved_of_max_pct()),
+    },
+    Metric {
         key: "oom_events",
         title: "OOM",
         lower_is_better: true,
@@ -568,6 +575,7 @@ mod tests {
             moved_mib: 100.0,
             committed_mib: 900.0,
             unmanaged_mib: 1000.0,
+            provisioned_mib: 2000.0,
         }
     }
 
