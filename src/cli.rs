@@ -287,6 +287,47 @@ pub struct FromTraceArgs {
     pub azure_memory_mib: u64,
 }
 
+/// `vcoord bench trace`.
+#[derive(Debug, Args)]
+pub struct TraceBenchArgs {
+    /// GWA-T-12 trace files, or folders of them.
+    #[arg(value_name = "TRACE", required = true)]
+    pub traces: Vec<PathBuf>,
+    /// Take at most this many VMs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub vms: Option<u32>,
+    /// Take this many hours of the trace (default: all of it, at most a week).
+    #[arg(long, value_name = "H")]
+    pub hours: Option<f64>,
+    /// Trace seconds per simulated second.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// The host's memory: the VMs' provisioned memory over this ratio.
+    #[arg(long, value_name = "R", default_value_t = 1.5)]
+    pub memory_overcommit: f64,
+    /// Runs per contender: seeds 1, 2, ...
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub seeds: u32,
+    /// Also search each contender's density.
+    #[arg(long)]
+    pub density: bool,
+    /// The density host's memory: all the VMs' provisioned memory over this ratio.
+    #[arg(long, value_name = "R", default_value_t = 4.0)]
+    pub density_overcommit: f64,
+    /// Where the example plugins are (default: beside this executable).
+    #[arg(long, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Where the scenarios are written (default: a new folder under $TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Parallel runs (default: one per CPU).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// Wall-clock seconds one run may take.
+    #[arg(long, value_name = "S", default_value_t = 7200, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub run_limit_s: u64,
+}
+
 /// A trace format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TraceFormatArg {
@@ -301,6 +342,11 @@ pub enum TraceFormatArg {
 /// `vcoord bench`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The trace benchmark: a GWA-T-12 trace (files or folders) as a scenario on a host sized
+    /// from it; vcoord's defaults, the seed's policies, no memory policy and the Proxmox and
+    /// MOM re-implementations (example plugins) compared under several seeds; with --density,
+    /// each one's density (the most VMs a host of fixed size holds). See docs/traces.md.
+    Trace(TraceBenchArgs),
     /// What collection costs per tick on a live host (time, calls, libvirtd CPU).
     Collect {
         /// libvirt URI of the host.

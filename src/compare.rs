@@ -33,14 +33,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             .and_then(|_| c.host.build_memory_policy())
             .map_err(|e| anyhow::anyhow!("{}: {e}", c.label))?;
     }
-    let jobs = args.jobs.map_or_else(
-        || {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        },
-        |j| j as usize,
-    );
+    let jobs = jobs(args.jobs);
     // A progress bar on a terminal; nothing when stderr is a file or a pipe.
     let bar = ProgressBar::new((scenarios.len() * contenders.len()) as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left")
@@ -85,6 +78,18 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         bail!("some runs failed (see the table)");
     }
     Ok(())
+}
+
+/// Parallel runs: as asked, else one per CPU.
+pub fn jobs(asked: Option<u32>) -> usize {
+    asked.map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        },
+        |j| j as usize,
+    )
 }
 
 /// The command line as given, words with spaces or quotes quoted, for the record of what ran.

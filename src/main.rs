@@ -1,5 +1,6 @@
 //! `vcoord`: the command line over vcoord-core.
 
+mod bench_trace;
 mod cli;
 mod compare;
 mod replay;
@@ -43,6 +44,12 @@ fn main() -> ExitCode {
             args.log_format,
         ),
         Command::Status(args) => (args.log_level.clone(), LogFormat::Text),
+        // Runs on the simulator by the hundred: what their guards and guests do is in the
+        // figures, not in the log (VCOORD_LOG shows it).
+        Command::Compare(_) | Command::Bench(cli::BenchCommand::Trace(_)) => (
+            cli::filter_from_env().unwrap_or_else(|| "error".to_owned()),
+            LogFormat::Text,
+        ),
         _ => ("warn".to_owned(), LogFormat::Text),
     };
     init_logging(&filter, format);
@@ -175,6 +182,7 @@ fn run(args: RunArgs) -> Result<()> {
 fn bench(args: cli::BenchCommand) -> Result<()> {
     use vcoord_core::tools::bench;
     match args {
+        cli::BenchCommand::Trace(args) => return bench_trace::bench_trace(args),
         cli::BenchCommand::Collect {
             connect: uri,
             ticks,

@@ -80,30 +80,7 @@ pub fn scenario_from_record(
 /// scenario is read back as the simulator would before it is written.
 pub fn scenario_from_trace(args: &crate::cli::FromTraceArgs) -> Result<()> {
     use vcoord_core::tools::trace::{scenario_from_trace, TraceFormat, TraceOptions};
-    let mut files = Vec::new();
-    for path in &args.traces {
-        if path.is_dir() {
-            let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-                .collect();
-            // By number where the stems are numbers (1, 2, ..., 10), else by name.
-            found.sort_by_key(|p| {
-                let stem = p
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                (stem.parse::<u64>().unwrap_or(u64::MAX), stem)
-            });
-            if found.is_empty() {
-                bail!("{}: no *.csv trace files", path.display());
-            }
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
+    let files = trace_files(&args.traces)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.output
             .file_stem()
@@ -148,4 +125,33 @@ pub fn scenario_from_trace(args: &crate::cli::FromTraceArgs) -> Result<()> {
         files.len()
     );
     Ok(())
+}
+
+/// Trace files: files as given, folders expanded to their `*.csv` files in numeric order (1, 2,
+/// ..., 10; by name where the stems are not numbers).
+pub fn trace_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+                .collect();
+            found.sort_by_key(|p| {
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (stem.parse::<u64>().unwrap_or(u64::MAX), stem)
+            });
+            if found.is_empty() {
+                bail!("{}: no *.csv trace files", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{root, scratch, vcoord};
+use common::{root, scratch, stdout_of, vcoord};
 use vcoord_core::runtime::record::TickRecord;
 
 fn spread_plugin() -> String {
@@ -16,16 +16,6 @@ fn spread_plugin() -> String {
 
 fn scenarios() -> String {
     root().join("examples/scenarios").display().to_string()
-}
-
-fn stdout_of(args: &[&str]) -> String {
-    let out = vcoord(args);
-    assert!(
-        out.status.success(),
-        "vcoord {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

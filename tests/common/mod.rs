@@ -52,6 +52,17 @@ pub fn vcoord(args: &[&str]) -> Output {
         .expect("vcoord runs")
 }
 
+/// What `vcoord args` printed, after checking it succeeded.
+pub fn stdout_of(args: &[&str]) -> String {
+    let out = vcoord(args);
+    assert!(
+        out.status.success(),
+        "vcoord {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// What `vcoord run` on a one-host simulator configuration gave.
 pub struct Run {
     /// Exit status was success.
