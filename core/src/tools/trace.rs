@@ -67,6 +67,17 @@ pub enum TraceError {
     Whole(String),
 }
 
+impl TraceError {
+    fn at(path: &Path, line: usize, column: usize, message: String) -> Self {
+        TraceError::At {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
 /// The format of the trace files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceFormat {
@@ -229,23 +240,17 @@ pub fn scenario_from_trace(
     build_scenario(&vms, options)
 }
 
-/// The field separator of a GWA-T-12 file: `;`, then whitespace.
-fn gwa_fields(line: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
+/// The fields of `line` separated by `separator`, each trimmed, with the byte offset where its
+/// text starts (GWA-T-12: `;` then a tab; CSV: `,`; neither quotes).
+fn fields(line: &str, separator: char) -> Vec<(usize, &str)> {
     let mut start = 0;
-    for (i, c) in line.char_indices() {
-        if c == ';' {
-            out.push((start, &line[start..i]));
-            start = i + 1;
-        }
+    let mut out = Vec::new();
+    for part in line.split(separator) {
+        let lead = part.len() - part.trim_start().len();
+        out.push((start + lead, part.trim()));
+        start += part.len() + separator.len_utf8();
     }
-    out.push((start, &line[start..]));
-    out.into_iter()
-        .map(|(at, f)| {
-            let lead = f.len() - f.trim_start().len();
-            (at + lead, f.trim())
-        })
-        .collect()
+    out
 }
 
 /// A number in a field, or an error naming its place and column.
@@ -255,16 +260,11 @@ fn number(
     (at, text): (usize, &str),
     column: &str,
 ) -> Result<f64, TraceError> {
-    let fail = |message: String| TraceError::At {
-        path: path.to_path_buf(),
-        line,
-        column: at + 1,
-        message,
-    };
+    let fail = |message: String| TraceError::at(path, line, at + 1, message);
     let v: f64 = text.parse().map_err(|_| {
         fail(format!(
             "column `{column}`: `{}` is not a number",
-            shorten(text)
+            crate::source::shorten(text)
         ))
     })?;
     if !v.is_finite() {
@@ -278,18 +278,10 @@ fn number(
     Ok(v)
 }
 
-fn shorten(text: &str) -> String {
-    crate::source::shorten(text)
-}
-
 /// Reads one GWA-T-12 file.
 fn parse_gwa(path: &Path, text: &str) -> Result<TracedVm, TraceError> {
-    let at = |line: usize, column: usize, message: String| TraceError::At {
-        path: path.to_path_buf(),
-        line,
-        column,
-        message,
-    };
+    let at =
+        |line: usize, column: usize, message: String| TraceError::at(path, line, column, message);
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
         return Err(at(
@@ -298,7 +290,7 @@ fn parse_gwa(path: &Path, text: &str) -> Result<TracedVm, TraceError> {
             "empty file: a GWA-T-12 file starts with a header line".into(),
         ));
     };
-    let names: Vec<(usize, &str)> = gwa_fields(header);
+    let names: Vec<(usize, &str)> = fields(header, ';');
     if names.len() < 2 {
         return Err(at(
             1,
@@ -334,7 +326,7 @@ fn parse_gwa(path: &Path, text: &str) -> Result<TracedVm, TraceError> {
         if line.trim().is_empty() {
             continue;
         }
-        let fields = gwa_fields(line);
+        let fields = fields(line, ';');
         if fields.len() <= last {
             return Err(at(
                 n,
@@ -447,50 +439,50 @@ fn parse_azure(
         if line.trim().is_empty() {
             continue;
         }
-        let fields = csv_fields(line);
+        let fields = fields(line, ',');
         if fields.len() != 5 {
-            return Err(TraceError::At {
-                path: path.to_path_buf(),
-                line: n,
-                column: 1,
-                message: format!(
+            return Err(TraceError::at(
+                path,
+                n,
+                1,
+                format!(
                     "{} fields; an Azure vm_cpu_readings row has 5 (timestamp,vmid,min,max,avg cpu)",
                     fields.len()
                 ),
-            });
+            ));
         }
         let t = number(path, n, fields[0], "timestamp")?;
         let avg = number(path, n, fields[4], "avg cpu")?;
         let id = fields[1].1.to_owned();
         if id.is_empty() {
-            return Err(TraceError::At {
-                path: path.to_path_buf(),
-                line: n,
-                column: fields[1].0 + 1,
-                message: "column `vmid` is empty".into(),
-            });
+            return Err(TraceError::at(
+                path,
+                n,
+                fields[1].0 + 1,
+                "column `vmid` is empty".into(),
+            ));
         }
         let points = by_vm.entry(id.clone()).or_insert_with(|| {
             order.push(id.clone());
             Vec::new()
         });
         if points.last().is_some_and(|p| p.0 >= t) {
-            return Err(TraceError::At {
-                path: path.to_path_buf(),
-                line: n,
-                column: 1,
-                message: format!("column `timestamp`: {t} is not after this VM's row before"),
-            });
+            return Err(TraceError::at(
+                path,
+                n,
+                1,
+                format!("column `timestamp`: {t} is not after this VM's row before"),
+            ));
         }
         points.push((t, Some((avg.min(100.0), azure_used_mib(memory, avg)))));
     }
     if order.is_empty() {
-        return Err(TraceError::At {
-            path: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            message: "empty file: no vm_cpu_readings rows".into(),
-        });
+        return Err(TraceError::at(
+            path,
+            1,
+            1,
+            "empty file: no vm_cpu_readings rows".into(),
+        ));
     }
     Ok(order
         .into_iter()
@@ -504,31 +496,13 @@ fn parse_azure(
         .collect())
 }
 
-/// Comma-separated fields with their byte offsets (no quoting: none of these formats quote).
-fn csv_fields(line: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, c) in line.char_indices() {
-        if c == ',' {
-            out.push((start, line[start..i].trim()));
-            start = i + 1;
-        }
-    }
-    out.push((start, line[start..].trim()));
-    out
-}
-
 /// The plain CSV's header.
 pub const CSV_HEADER: &str = "vm,time_s,vcpus,memory_mib,cpu_pct,used_mib";
 
 /// Reads a plain CSV trace.
 fn parse_csv(path: &Path, text: &str) -> Result<Vec<TracedVm>, TraceError> {
-    let at = |line: usize, column: usize, message: String| TraceError::At {
-        path: path.to_path_buf(),
-        line,
-        column,
-        message,
-    };
+    let at =
+        |line: usize, column: usize, message: String| TraceError::at(path, line, column, message);
     let mut lines = text.lines().enumerate();
     let header = lines.next().map(|(_, l)| l.trim()).unwrap_or("");
     if header.is_empty() {
@@ -538,7 +512,7 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<TracedVm>, TraceError> {
             format!("empty file: a plain CSV trace starts with the header `{CSV_HEADER}`"),
         ));
     }
-    let names: Vec<&str> = csv_fields(header).into_iter().map(|f| f.1).collect();
+    let names: Vec<&str> = fields(header, ',').into_iter().map(|f| f.1).collect();
     let expected: Vec<&str> = CSV_HEADER.split(',').collect();
     if names != expected {
         let missing: Vec<&str> = expected
@@ -570,7 +544,7 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<TracedVm>, TraceError> {
         if line.trim().is_empty() {
             continue;
         }
-        let fields = csv_fields(line);
+        let fields = fields(line, ',');
         if fields.len() != expected.len() {
             return Err(at(
                 n,
