@@ -17,11 +17,20 @@
 //! 3. Over it, the search finds the placement with the fewest moves whose spread is below
 //!    [`AIM_SHARE`] of the trigger: exact for small instances, else a local search that prefers
 //!    idle SMT siblings and the NUMA node most of the VM's vCPUs are on.
-//! 4. The placement is taken only if its gain G = S - S' pays for its moves and beats its
-//!    noise: `G - move_cost_points x moves > confidence_sigmas x sigma(G)`, where sigma(G)
-//!    comes from every vCPU's noise ([`gain_noise`]). Equal vCPUs never trade places (no
-//!    gain), and a placement that cannot be evened out is not churned by noise (no
-//!    significant gain).
+//! 4. The placement is taken only if its gain G = S - S' pays for its moves, beats its noise
+//!    and beats the predictor's own error E:
+//!    `G - move_cost_points x moves > confidence_sigmas x sigma(G) + E`, where sigma(G) comes
+//!    from every vCPU's noise ([`gain_noise`]). Equal vCPUs never trade places (no gain), and
+//!    a placement that cannot be evened out is not churned by noise (no significant gain).
+//! 5. Each move is judged by its outcome. Once it has settled, the spread reached is set
+//!    against the one predicted (allowing for the estimates' lag); how far it fell short is a
+//!    miss. Sending vCPUs back within [`UNDO_WINDOW_S`] of a move, the load no more uneven
+//!    than it was then, shows its gain (theirs) was not there: a miss by that much, which the
+//!    undoing itself must then beat.
+//!    E rises at once to a miss larger than it, moves [`MISS_WEIGHT`] of the way down to a
+//!    smaller one (0 when a prediction held), and halves every [`MISS_HALF_LIFE_S`] without an
+//!    outcome ([`PredictionError`]). Where predictions are biased, the bar rises by what they
+//!    missed, and the churn stops after the first miss.
 //!
 //! After a move the policy is [`Phase::Settling`] for [`SETTLE_HALF_LIVES`] half-lives: the
 //! moved vCPUs' wait turns into run time, and a half-updated mean would undo the move. vCPUs
@@ -29,6 +38,16 @@
 //! VMs that come and go are picked up and forgotten; on a restart, the placement found is
 //! adopted like any other (every vCPU starts at [`PRIOR_NOISE_PCT`] of noise, so only a clear
 //! imbalance moves anything before the noise is measured).
+//!
+//! Known limitations:
+//! - Demand is taken to move with a vCPU unchanged. Run-queue wait does not: a vCPU beside a
+//!   host process with long bursts waits behind them, and whichever vCPU is put there inherits
+//!   that wait. The law does not model it; it learns the miss (step 5), so such a host is
+//!   left a little less balanced than it could be, and re-tried each time E has faded (every
+//!   few minutes at most one move).
+//! - E is one figure for the host: a bias seen in one corner raises the bar everywhere.
+//! - The search minimises the stdev of demand, not the wait it causes: two placements of equal
+//!   spread are equal to it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -61,6 +80,18 @@ pub use vcoord_api::stats::PRIOR_NOISE_PCT;
 /// three quarters of the way to their new figures.
 pub const SETTLE_HALF_LIVES: f64 = 2.0;
 
+/// An outcome that missed by less than the prediction error moves it this share of the way
+/// down (a larger miss sets it): one good prediction halves it.
+pub const MISS_WEIGHT: f64 = 0.5;
+
+/// With no new outcome the prediction error halves in this time, so that a host whose bias
+/// went away is balanced again (and one whose bias stays is re-tried that rarely).
+pub const MISS_HALF_LIFE_S: f64 = 600.0;
+
+/// vCPUs sent back to where a move took them from within this time undo it: their share of
+/// its predicted gain was a miss.
+pub const UNDO_WINDOW_S: f64 = 60.0;
+
 /// Largest exact fewest-moves search, in placements visited; larger instances use the local
 /// search.
 pub const EXACT_LIMIT: u64 = 200_000;
@@ -89,7 +120,49 @@ pub enum Phase {
         since_s: f64,
         /// Each one sent: (VM UUID, vCPU, pCPU index).
         sent: Vec<(String, u32, usize)>,
+        /// The spread then, and the one predicted after the moves.
+        spread: f64,
+        predicted: f64,
     },
+}
+
+/// The last move made: what undoing it looks like.
+#[derive(Clone, Debug, PartialEq)]
+struct LastMove {
+    at_s: f64,
+    /// Each vCPU moved and where from: (VM UUID, vCPU, pCPU index).
+    from: Vec<(String, u32, usize)>,
+    /// The spread it was made at, and the gain it predicted.
+    spread: f64,
+    gain: f64,
+}
+
+/// The predictor's own error, in points of spread: how far its moves fell short of what they
+/// predicted. It holds the largest recent miss, comes down as predictions hold, and fades in
+/// time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PredictionError {
+    points: f64,
+    at_s: f64,
+}
+
+impl PredictionError {
+    /// The error at `now_s`.
+    pub fn at(&self, now_s: f64) -> f64 {
+        self.points * 0.5f64.powf(((now_s - self.at_s) / MISS_HALF_LIFE_S).max(0.0))
+    }
+
+    /// Takes an outcome: a move fell short of its prediction by `miss` points (0 or less: it
+    /// held).
+    pub fn observe(&mut self, miss: f64, now_s: f64) {
+        let (before, miss) = (self.at(now_s), miss.max(0.0));
+        self.points = if miss > before {
+            miss
+        } else {
+            before + MISS_WEIGHT * (miss - before)
+        };
+        self.at_s = now_s;
+    }
 }
 
 /// What the law concluded at a tick (the plan's reason is its text).
@@ -128,7 +201,10 @@ pub struct Judged {
     pub moves: usize,
     /// Standard deviation of the gain, points.
     pub noise: f64,
-    /// What the gain had to beat: the moves' cost and `confidence_sigmas` x the noise.
+    /// The prediction error then, points.
+    pub error: f64,
+    /// What the gain had to beat: the moves' cost, `confidence_sigmas` x the noise and the
+    /// prediction error.
     pub needed: f64,
 }
 
@@ -144,13 +220,14 @@ impl fmt::Display for Verdict {
             }
             Verdict::NotWorth(j) => write!(
                 f,
-                "hold: demand stdev {:.1}, the best placement found reaches {:.1} after {} moves: a gain of {:.1}, not above {:.1} (the moves' cost and the noise, {:.1} per sigma)",
+                "hold: demand stdev {:.1}, the best placement found reaches {:.1} after {} moves: a gain of {:.1}, not above {:.1} (the moves' cost, the noise at {:.1} per sigma, the predictions' error {:.1})",
                 j.spread,
                 j.predicted,
                 j.moves,
                 j.spread - j.predicted,
                 j.needed,
-                j.noise
+                j.noise,
+                j.error
             ),
             Verdict::Rebalance(j) => write!(
                 f,
@@ -177,6 +254,10 @@ pub struct StableBalance {
     other: HashMap<u32, Estimate>,
     /// Where it is in its cycle.
     phase: Phase,
+    /// How far its predictions fell short.
+    error: PredictionError,
+    /// The last move made, while undoing it would count.
+    last: Option<LastMove>,
 }
 
 impl Policy for StableBalance {
@@ -190,6 +271,8 @@ impl Policy for StableBalance {
             demand: HashMap::new(),
             other: HashMap::new(),
             phase: Phase::Steady,
+            error: PredictionError::default(),
+            last: None,
         })
     }
 }
@@ -307,7 +390,13 @@ impl StableBalance {
         let loads = loads_of_over(&demands, current, &base.load);
         let spread = stdev(&loads);
         let trigger = self.params.trigger_points;
-        if let Phase::Settling { since_s, sent } = &self.phase {
+        if let Phase::Settling {
+            since_s,
+            sent,
+            spread: before,
+            predicted,
+        } = &self.phase
+        {
             let left_s = since_s + SETTLE_HALF_LIVES * self.params.half_life_s - now;
             // Seen pinned where it was sent (or gone).
             let landed = sent.iter().all(|(uuid, vcpu, to)| {
@@ -319,6 +408,16 @@ impl StableBalance {
             });
             if left_s > 0.0 && landed {
                 return (current.to_vec(), Verdict::Settling { left_s });
+            }
+            if landed {
+                // The outcome: the estimates are still `lag` of the way back to the spread
+                // before, so that much of it is expected yet.
+                let lag = 0.5f64.powf((now - since_s) / self.params.half_life_s);
+                let expected = predicted + lag * (before - predicted);
+                self.error.observe(spread - expected, now);
+            } else {
+                // Not made (a dry run, a refused or failed pin): nothing to judge or undo.
+                self.last = None;
             }
             self.phase = Phase::Steady;
         }
@@ -344,24 +443,68 @@ impl StableBalance {
             .count();
         let sds: Vec<f64> = items.iter().map(|it| it.noise).collect();
         let noise = gain_noise(&sds, current, &candidate, &loads, &after, &base.noise_var);
-        let needed =
-            self.params.move_cost_points * moves as f64 + self.params.confidence_sigmas * noise;
+        let moved: Vec<(String, u32, usize, usize)> = items
+            .iter()
+            .zip(current.iter().zip(&candidate))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(it, (&from, &to))| (snapshot.vms()[it.vm].uuid.clone(), it.vcpu, from, to))
+            .collect();
+        let (cost, sigmas) = (self.params.move_cost_points, self.params.confidence_sigmas);
+        let bar = move |error: f64| cost * moves as f64 + sigmas * noise + error;
+        let mut error = self.error.at(now);
+        let gain = spread - predicted;
+        // About to send vCPUs back where the last move took them from, on a host no more
+        // uneven than then by more than that move was to gain (else the load changed, and the
+        // way back is a new move): its gain (the share of the vCPUs sent back) was not there,
+        // and the undoing must beat that.
+        let recent = |l: &LastMove| now - l.at_s < UNDO_WINDOW_S && spread <= l.spread + l.gain;
+        if let Some(last) = self.last.take().filter(recent) {
+            let back = moved
+                .iter()
+                .filter(|(uuid, vcpu, _, to)| {
+                    last.from
+                        .iter()
+                        .any(|(u, v, from)| u == uuid && v == vcpu && from == to)
+                })
+                .count();
+            if back > 0 && moves > 0 && gain > bar(error) {
+                self.error
+                    .observe(last.gain * back as f64 / last.from.len() as f64, now);
+                error = self.error.at(now);
+            } else {
+                self.last = Some(last);
+            }
+        }
+        let needed = bar(error);
         let judged = Judged {
             search,
             spread,
             predicted,
             moves,
             noise,
+            error,
             needed,
         };
-        if moves > 0 && spread - predicted > needed {
-            let sent = items
-                .iter()
-                .zip(current.iter().zip(&candidate))
-                .filter(|(_, (a, b))| a != b)
-                .map(|(it, (_, &to))| (snapshot.vms()[it.vm].uuid.clone(), it.vcpu, to))
+        if moves > 0 && gain > needed {
+            self.last = Some(LastMove {
+                at_s: now,
+                from: moved
+                    .iter()
+                    .map(|(uuid, vcpu, from, _)| (uuid.clone(), *vcpu, *from))
+                    .collect(),
+                spread,
+                gain,
+            });
+            let sent = moved
+                .into_iter()
+                .map(|(uuid, vcpu, _, to)| (uuid, vcpu, to))
                 .collect();
-            self.phase = Phase::Settling { since_s: now, sent };
+            self.phase = Phase::Settling {
+                since_s: now,
+                sent,
+                spread,
+                predicted,
+            };
             (candidate, Verdict::Rebalance(judged))
         } else {
             (current.to_vec(), Verdict::NotWorth(judged))
@@ -951,6 +1094,81 @@ mod tests {
             let plan = p.decide(&measured_at(i as f64 + 1.0, *tick));
             assert!(plan.pins.is_empty(), "tick {}: {}", i + 1, plan.reason);
         }
+    }
+
+    /// Three light guests (20% each) beside a host process with long bursts on pCPU 0: whichever
+    /// vCPU is there waits behind its bursts (20 points of wait, so it reads 40), so each swap
+    /// predicts a balance that never comes (the vCPU sent there inherits the wait). The law
+    /// that judges its moves by their outcomes stops after a miss or two; the same law with its
+    /// error forgotten each tick (the law before outcomes counted) swaps all along.
+    #[test]
+    fn moves_whose_predictions_miss_raise_the_bar_until_the_churn_stops() {
+        let run = |forget: bool| -> Vec<usize> {
+            let mut p = StableBalance::default();
+            let mut on = [0u32, 1, 1];
+            let mut noise = Noise(3);
+            let mut moved_at = Vec::new();
+            for t in 0..120 {
+                let base = cpu_snapshot(2, &on.map(|c| (20.0 + noise.normal(2.0), c)));
+                let vms: Vec<_> = base
+                    .vms()
+                    .iter()
+                    .cloned()
+                    .map(|mut vm| {
+                        let behind = vm.vcpus[0].pcpu == Some(0);
+                        vm.vcpus[0].wait_pct = Some(if behind { 20.0 } else { 1.0 });
+                        vm
+                    })
+                    .collect();
+                let mut host = base.host().clone();
+                host.pcpus[0].other_pct = Some(50.0 + noise.normal(2.0));
+                host.pcpus[1].other_pct = Some(0.0);
+                let s = Snapshot::builder(host)
+                    .tick(t)
+                    .interval_s(1.0)
+                    .wall_s(t as f64)
+                    .vms(vms)
+                    .build()
+                    .unwrap();
+                if forget {
+                    p.error = PredictionError::default();
+                    p.last = None;
+                }
+                let (pins, _) = p.step(&s);
+                if !pins.is_empty() {
+                    moved_at.push(t as usize);
+                }
+                for pin in pins {
+                    let i: usize = pin.vm[2..].parse().unwrap();
+                    on[i] = pin.cpus.only().unwrap();
+                }
+            }
+            moved_at
+        };
+        let judged = run(false);
+        let blind = run(true);
+        assert!(blind.len() > 10, "the blind law moved at {blind:?}");
+        assert!(judged.len() <= 2, "moved at {judged:?}");
+        assert!(
+            judged.iter().all(|&t| t < 20),
+            "moved after settling: {judged:?}"
+        );
+    }
+
+    #[test]
+    fn the_prediction_error_follows_outcomes_and_fades() {
+        let mut e = PredictionError::default();
+        e.observe(10.0, 0.0);
+        assert_eq!(e.at(0.0), 10.0);
+        // A smaller miss brings it halfway down; a prediction that held (or did better)
+        // halves it; so does time.
+        e.observe(6.0, 0.0);
+        assert_eq!(e.at(0.0), 8.0);
+        e.observe(-3.0, 0.0);
+        assert_eq!(e.at(0.0), 4.0);
+        assert!((e.at(MISS_HALF_LIFE_S) - 2.0).abs() < 1e-9);
+        e.observe(12.0, MISS_HALF_LIFE_S);
+        assert_eq!(e.at(MISS_HALF_LIFE_S), 12.0);
     }
 
     #[test]

@@ -203,7 +203,7 @@ struct CpuShares {
     entries: Vec<(usize, usize, f64)>,
     /// Demand of each host process.
     loads: Vec<f64>,
-    /// (VM or `usize::MAX` for a host process, vCPU or process, pCPU index, demand, got).
+    /// (VM or `usize::MAX` for a host process, vCPU or process, pCPU index, got, waited).
     shares: Vec<(usize, usize, usize, f64, f64)>,
 }
 
@@ -493,14 +493,14 @@ impl SimBackend {
             .collect();
         if let Some(cache) = &self.cpu_shares {
             if cache.entries == entries && cache.loads == loads {
-                for &(vi, ci, p, demand, got) in &cache.shares {
+                for &(vi, ci, p, got, wait) in &cache.shares {
                     self.busy_ns[p] += got / 100.0 * dt_s * 1e9;
                     if vi == usize::MAX {
                         continue;
                     }
                     let vcpu = &mut self.vms[vi].vcpus[ci];
                     vcpu.run_ns += got / 100.0 * dt_s * 1e9;
-                    vcpu.wait_ns += (demand - got) / 100.0 * dt_s * 1e9;
+                    vcpu.wait_ns += wait / 100.0 * dt_s * 1e9;
                 }
                 return;
             }
@@ -610,20 +610,35 @@ impl SimBackend {
             // left.
             on_p.sort_by(|a, b| (a.2 / weight(a.0)).total_cmp(&(b.2 / weight(b.0))));
             let mut weights_left: f64 = on_p.iter().map(|e| weight(e.0)).sum();
-            for (vi, ci, demand) in on_p {
+            let mut got_here = Vec::with_capacity(on_p.len());
+            for &(vi, _, demand) in &on_p {
                 let w = weight(vi);
                 let fair = capacity * w / weights_left;
                 let got = (demand * scale).min(fair);
                 capacity -= got;
                 weights_left -= w;
+                got_here.push(got);
+            }
+            // Host processes whose bursts a vCPU waits behind: per point of its run time, a
+            // vCPU waits each one's burst ratio times its share of the pCPU.
+            let behind: f64 = on_p
+                .iter()
+                .zip(&got_here)
+                .filter(|(e, _)| e.0 == usize::MAX)
+                .map(|(e, got)| self.scenario.host.other_load[e.1].burst_ratio * got / 100.0)
+                .sum();
+            for ((vi, ci, demand), got) in on_p.into_iter().zip(got_here) {
+                // (A thread waits at most the time it does not run.)
+                let held = if vi == usize::MAX { 0.0 } else { got * behind };
+                let wait = (demand - got + held).min(100.0 - got);
                 self.busy_ns[p] += got / 100.0 * dt_s * 1e9;
-                given.push((vi, ci, p, demand, got));
+                given.push((vi, ci, p, got, wait));
                 if vi == usize::MAX {
                     continue;
                 }
                 let vcpu = &mut self.vms[vi].vcpus[ci];
                 vcpu.run_ns += got / 100.0 * dt_s * 1e9;
-                vcpu.wait_ns += (demand - got) / 100.0 * dt_s * 1e9;
+                vcpu.wait_ns += wait / 100.0 * dt_s * 1e9;
                 if demand > 0.0 || vcpu.last_pcpu.is_none() {
                     let id = Some(self.pcpus[p].id);
                     moved |= vcpu.last_pcpu != id;
@@ -1166,6 +1181,24 @@ mod tests {
         );
         // pCPU 0 was busy all the second (vCPU and process), pCPU 1 idle.
         assert_eq!(sample.host.pcpu_busy_ns, vec![(0, 1_000_000_000), (1, 0)]);
+    }
+
+    #[test]
+    fn a_vcpu_waits_behind_a_host_process_with_long_bursts_and_not_elsewhere() {
+        // A 50% process on pCPU 0 with bursts twice a vCPU's: a 20% vCPU beside it runs its
+        // 20% and waits as long again (2 x 0.5 of its run); one on pCPU 1 barely waits.
+        let host = "[host]\npcpus = 2\nmemory_mib = 4096\ncpu_collision = 0\nother_load = [{ pcpu = 0, cpu = [{ pct = 50 }], burst_ratio = 2 }]\n";
+        let mut s = sim_with("pinning = \"round-robin\"", &format!(
+            "{host}[[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{{ pct = 20 }}]\n"
+        ));
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+        let sample = s.sample().unwrap();
+        let by_pcpu = |p: u32| {
+            let vm = sample.vms.iter().find(|vm| vm.vcpus[0].pcpu == Some(p)).unwrap();
+            (vm.vcpus[0].run_time_ns, vm.vcpus[0].wait_time_ns.unwrap())
+        };
+        assert_eq!(by_pcpu(0), (200_000_000, 200_000_000));
+        assert_eq!(by_pcpu(1), (200_000_000, 0));
     }
 
     #[test]

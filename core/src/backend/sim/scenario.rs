@@ -154,6 +154,13 @@ pub struct OtherLoad {
     pub pcpu: u32,
     /// Its demand from the start of the run, phase by phase.
     pub cpu: Vec<CpuPhase>,
+    /// How long its bursts run against a vCPU's, when they are not preempted (a host process
+    /// with a duty cycle of long bursts): a vCPU that wakes during one waits for it to end, so
+    /// beside it each vCPU waits `burst_ratio` x its own run time x the process's share of the
+    /// pCPU. The vCPU's work is done all the same; only its run-queue wait, and so its demand
+    /// as measured, depends on where it is. 0 (the default): a vCPU's wakeup preempts it.
+    #[serde(default)]
+    pub burst_ratio: f64,
 }
 
 fn default_plug_rate() -> f64 {
@@ -418,6 +425,13 @@ impl Scenario {
                     ),
                 ));
             }
+            within(
+                &key("burst_ratio"),
+                load.burst_ratio,
+                0.0,
+                100.0,
+                "(a ratio)",
+            )?;
             for phase in &load.cpu {
                 within(&key("cpu"), phase.pct, 0.0, 100.0, "percent")?;
                 if let Some(f) = phase.for_s {
