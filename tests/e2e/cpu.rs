@@ -542,3 +542,114 @@ fn vcpu_schedstat_ns(name: &str, field: usize) -> u64 {
         })
         .sum()
 }
+
+/// A host process with a duty cycle, bound to pCPU 0: busy for the first half of every 50 ms,
+/// asleep for the second; for at most `limit`, killed when dropped.
+struct DutyCycle(Child);
+
+impl DutyCycle {
+    fn on_pcpu0(limit: Duration) -> Self {
+        let script = format!(
+            "import time\nend = time.monotonic() + {}\nstart = time.monotonic()\n\
+             while start < end:\n    while time.monotonic() < start + 0.025: pass\n    \
+             time.sleep(max(0.0, start + 0.05 - time.monotonic()))\n    \
+             start = max(start + 0.05, time.monotonic() - 0.05)\n",
+            limit.as_secs()
+        );
+        let child = Command::new("taskset")
+            .args(["-c", "0", "python3", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("taskset python3");
+        DutyCycle(child)
+    }
+}
+
+impl Drop for DutyCycle {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The defaults beside host work that is not a constant loop: a process with a duty cycle on
+/// pCPU 0 and three light guests (20% each; one on pCPU 0, two on pCPU 1). Whichever vCPU
+/// shares pCPU 0 waits behind the process's bursts, so a law that takes demand to move with a
+/// vCPU unchanged can predict a balance that a swap fails to bring, and swap again. Judged
+/// from libvirt, polled every second from before the daemon starts: at most two pin changes
+/// in 60 ticks, none after the first 20 s; and from the daemon's records: at most two ticks
+/// that pinned, none after tick 20. (On this host the law before outcomes counted did not
+/// churn here either; the simulator's `cpu-h3-host-bursts` scenario is where it does.)
+#[test]
+#[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
+fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
+    require_e2e();
+    let mut guests = Guests::new("duty");
+    for (n, cpu) in [("a", 0), ("b", 1), ("c", 1)] {
+        guests.start(GuestSpec::new(n, "vc.cpu=20").pinned(&[cpu]));
+    }
+    guests.wait_booted(Duration::from_secs(120));
+    let names = guests.names.clone();
+    let duty = DutyCycle::on_pcpu0(Duration::from_secs(180));
+    // The process's load is seen for a few seconds before the daemon starts.
+    std::thread::sleep(Duration::from_secs(3));
+    let before: BTreeMap<String, Vec<u32>> =
+        names.iter().map(|n| (n.clone(), affinity(n))).collect();
+    let mut daemon = run_vcoord(&guests.dir, "", 60);
+    let mut polls = vec![before];
+    polls.extend(poll_pins(&mut daemon, &names));
+    assert!(
+        daemon.wait(Duration::from_secs(30)).success(),
+        "{}",
+        log_of(&guests)
+    );
+    let duty_pid = duty.0.id().to_string();
+    drop(duty);
+    assert!(
+        !Path::new(&format!("/proc/{duty_pid}")).exists(),
+        "the duty cycle {duty_pid} is still there"
+    );
+    let records = daemon.records();
+    assert_eq!(records.len(), 60);
+    let changed: Vec<usize> = polls
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0] != w[1])
+        .map(|(i, _)| i + 1)
+        .collect();
+    let pinned: Vec<u64> = records
+        .iter()
+        .filter(|r| !r.pins.is_empty())
+        .map(|r| r.tick)
+        .collect();
+    let reasons: Vec<String> = records
+        .iter()
+        .filter(|r| !r.pins.is_empty())
+        .map(|r| format!("tick {}: {}", r.tick, r.cpu_reason))
+        .collect();
+    eprintln!(
+        "duty cycle: libvirt placement changed at polls {changed:?} of {}; pinned at ticks {pinned:?}: {reasons:#?}; every 10th tick: {:#?}",
+        polls.len(),
+        records
+            .iter()
+            .step_by(10)
+            .map(|r| format!("tick {} other {:?}: {}", r.tick, r.pcpu_other_pct, r.cpu_reason))
+            .collect::<Vec<_>>()
+    );
+    // The process was there, and seen: pCPU 0's non-VM load.
+    let seen = records
+        .iter()
+        .filter_map(|r| r.pcpu_other_pct.first().copied().flatten())
+        .fold(0.0, f64::max);
+    assert!(seen > 25.0, "pCPU 0 non-VM load at most {seen:.0}%");
+    assert!(
+        changed.len() <= 2 && changed.iter().all(|&i| i <= 20),
+        "libvirt's placement changed at polls {changed:?}: {reasons:#?}"
+    );
+    assert!(
+        pinned.len() <= 2 && pinned.iter().all(|&t| t <= 20),
+        "pinned at ticks {pinned:?}: {reasons:#?}"
+    );
+    assert_libvirt_has_the_last_decision(&names, &records);
+}

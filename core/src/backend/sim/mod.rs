@@ -1194,7 +1194,11 @@ mod tests {
         s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
         let sample = s.sample().unwrap();
         let by_pcpu = |p: u32| {
-            let vm = sample.vms.iter().find(|vm| vm.vcpus[0].pcpu == Some(p)).unwrap();
+            let vm = sample
+                .vms
+                .iter()
+                .find(|vm| vm.vcpus[0].pcpu == Some(p))
+                .unwrap();
             (vm.vcpus[0].run_time_ns, vm.vcpus[0].wait_time_ns.unwrap())
         };
         assert_eq!(by_pcpu(0), (200_000_000, 200_000_000));
