@@ -834,6 +834,40 @@ fn host_processes_are_seen_and_vcpus_move_off_their_pcpus() {
     }
 }
 
+/// H3: a vCPU beside the host process's bursts waits behind them, so whichever vCPU is on
+/// pCPU 0 reads twice its load and a swap never brings the balance it predicts. The defaults
+/// move at most twice, all in the first 30 s, and their holds after a move name the miss they
+/// learned (the predictions' error above zero).
+#[test]
+fn beside_host_bursts_the_defaults_learn_the_miss_and_stop_moving() {
+    let records = run_scenario(&scenario("cpu-h3-host-bursts"), "");
+    let pinned: Vec<u64> = records
+        .iter()
+        .filter(|r| !r.pins.is_empty())
+        .map(|r| r.tick)
+        .collect();
+    let reasons = |from: u64| -> Vec<&str> {
+        records
+            .iter()
+            .filter(|r| r.tick >= from)
+            .map(|r| r.cpu_reason.as_str())
+            .take(5)
+            .collect()
+    };
+    assert!(
+        pinned.len() <= 2 && pinned.iter().all(|&t| t <= 30),
+        "pinned at ticks {pinned:?}: {:#?}",
+        reasons(30)
+    );
+    let learned = records
+        .iter()
+        .filter(|r| r.cpu_reason.starts_with("hold:"))
+        .filter_map(|r| r.cpu_reason.rsplit("the predictions' error ").next())
+        .filter_map(|e| e.trim_end_matches(')').parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(learned > 5.0, "the largest error learned: {learned:.1}");
+}
+
 /// G1 under `group-balance`: every VM ends on one NUMA node's set with all its vCPUs (never
 /// split, never one-to-one), the busy VMs are spread over both nodes once they turn busy, a VM
 /// is only ever moved whole, and emulator threads are kept off the busiest node.
