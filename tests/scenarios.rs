@@ -931,3 +931,30 @@ fn group_balance_keeps_whole_vms_on_nodes_and_spreads_the_busy_ones() {
         "{emulator:?}"
     );
 }
+
+/// CPU ready of the worst-served VM (its vCPUs' wait averaged over them and over the run):
+/// with every vCPU left on pCPU 0 each VM waits most of the time; spread by the defaults the
+/// worst waits far less. The worst VM is never better served than the mean vCPU.
+#[test]
+fn the_worst_vms_cpu_ready_shows_a_crowded_pcpu() {
+    let run = |policy: &str| {
+        let records = run_scenario(
+            &scenario("cpu-t2-all-on-one"),
+            &format!("[host.cpu_policy]\nname = \"{policy}\"\n"),
+        );
+        cpu_metrics(&records, 5.0)
+    };
+    let (crowded, spread) = (run("none"), run("stable-balance"));
+    eprintln!(
+        "worst ready {:.1}% crowded, {:.1}% spread",
+        crowded.worst_vm_ready_pct, spread.worst_vm_ready_pct
+    );
+    assert!(crowded.worst_vm_ready_pct > 75.0, "{crowded:?}");
+    assert!(
+        spread.worst_vm_ready_pct < crowded.worst_vm_ready_pct - 20.0,
+        "{spread:?}"
+    );
+    for m in [&crowded, &spread] {
+        assert!(m.worst_vm_ready_pct >= m.mean_wait_pct, "{m:?}");
+    }
+}

@@ -541,6 +541,7 @@ fn metrics_health_and_status_are_served_and_follow_the_vms() {
         ("vcoord_config_last_reload_successful", &[]),
         ("vcoord_last_tick_timestamp_seconds", &["host=\"sim\""]),
         ("vcoord_vm_cpu_wait_ratio", &["vm=\"busy\""]),
+        ("vcoord_vm_cpu_ready_percent", &["vm=\"busy\""]),
         ("vcoord_vm_memory_short_bytes", &["vm=\"idle\""]),
         ("vcoord_vm_contention_score", &["vm=\"idle\""]),
         ("vcoord_host_cpu_deficit_percent", &["host=\"sim\""]),

@@ -681,6 +681,25 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         );
         assert!(relief >= 0.5, "moving {vm} relieves {relief}");
     }
+    // CPU ready, per VM: the guests sharing pCPU 1 wait for it more of the tick than the one
+    // alone on pCPU 0, and a one-vCPU guest's ready is its vCPU's wait of the same tick.
+    let ready = |vm: &str| read("vcoord_vm_cpu_ready_percent", &[&format!("vm=\"{vm}\"")]);
+    for vm in [&busy, &light, &gone] {
+        let vcpu_wait = read("vcoord_vcpu_wait_percent", &[&format!("vm=\"{vm}\"")]);
+        assert!(
+            (ready(vm) - vcpu_wait).abs() < 1e-9,
+            "{vm}: ready {} against its vCPU's wait {vcpu_wait}",
+            ready(vm)
+        );
+    }
+    for vm in [&light, &gone] {
+        assert!(
+            ready(vm) > ready(&busy),
+            "{vm} ready {}%, {busy} {}%",
+            ready(vm),
+            ready(&busy)
+        );
+    }
     assert_eq!(
         read("vcoord_host_memory_deficit_bytes", &["host=\"e2e\""]),
         0.0

@@ -31,6 +31,10 @@ pub struct VmContention {
     pub vm: String,
     /// Run-queue wait over run time plus wait of its vCPUs, 0 to 1 (0 while unknown).
     pub cpu_wait_ratio: f64,
+    /// CPU ready: the share of the tick its vCPUs waited runnable for a pCPU, averaged over
+    /// its vCPUs (as VMware's CPU ready is), percent; `None` while no vCPU's wait is known.
+    #[serde(default)]
+    pub cpu_ready_pct: Option<f64>,
     /// Memory it lacks, KiB.
     pub memory_short_kib: u64,
     /// The larger of the wait ratio and the shortfall as a share of [`HEADROOM_KIB`], 0 to 1.
@@ -49,6 +53,13 @@ impl VmContention {
             Kind::Memory => self.memory_relief,
         }
     }
+}
+
+/// A VM's CPU ready: its vCPUs' run-queue wait, percent of the interval, averaged over the
+/// vCPUs whose wait is known (`None` when none is).
+pub fn cpu_ready_pct(vm: &vcoord_api::VmView) -> Option<f64> {
+    let waits: Vec<f64> = vm.vcpus.iter().filter_map(|v| v.wait_pct).collect();
+    (!waits.is_empty()).then(|| waits.iter().sum::<f64>() / waits.len() as f64)
 }
 
 /// One kind of deficit on the host.
@@ -113,6 +124,7 @@ impl Fleet {
                     demand += d;
                 }
             }
+            let cpu_ready_pct = cpu_ready_pct(vm);
             let cpu_wait_ratio = if ran + waited > 0.0 {
                 (waited / (ran + waited)).clamp(0.0, 1.0)
             } else {
@@ -131,6 +143,7 @@ impl Fleet {
             vms.push(VmContention {
                 vm: vm.name.clone(),
                 cpu_wait_ratio,
+                cpu_ready_pct,
                 memory_short_kib,
                 score,
                 cpu_relief: None,
@@ -268,6 +281,9 @@ mod tests {
         assert!(!first.cpu.cannot_satisfy);
         assert_eq!(first.vms[0].cpu_wait_ratio, 0.5);
         assert!((first.vms[1].cpu_wait_ratio - 0.4).abs() < 1e-9);
+        // CPU ready per vCPU, as VMware counts it: a's two vCPUs waited 50% each, c 10%.
+        assert_eq!(first.vms[0].cpu_ready_pct, Some(50.0));
+        assert_eq!(first.vms[2].cpu_ready_pct, Some(10.0));
         // a wants 200 of the 120 missing: moving it removes all; c only a sixth.
         assert_eq!(first.vms[0].cpu_relief, Some(1.0));
         assert!((first.vms[2].cpu_relief.unwrap() - 20.0 / 120.0).abs() < 1e-9);

@@ -34,6 +34,9 @@ pub struct CpuMetrics {
     pub pcpu_set_changes_after_balance: usize,
     /// Mean run-queue wait of all vCPUs, percent: demand left unmet.
     pub mean_wait_pct: f64,
+    /// CPU ready of the worst-served VM: its vCPUs' run-queue wait averaged over them (as
+    /// VMware's CPU ready is) and over the run, percent (0 without measured ticks).
+    pub worst_vm_ready_pct: f64,
 }
 
 /// A vCPU's demand at a tick ([`vcpu_demand_pct`]).
@@ -127,6 +130,8 @@ pub struct Figures {
     served_n: usize,
     wait_sum: f64,
     wait_n: usize,
+    /// Per VM: its CPU ready summed over measured ticks, and how many.
+    ready: BTreeMap<String, (f64, usize)>,
     last_stdev: f64,
     first: Option<TickRecord>,
     first_measured: Option<TickRecord>,
@@ -151,6 +156,7 @@ impl Figures {
             served_n: 0,
             wait_sum: 0.0,
             wait_n: 0,
+            ready: BTreeMap::new(),
             last_stdev: 0.0,
             first: None,
             first_measured: None,
@@ -205,6 +211,19 @@ impl Figures {
             {
                 self.wait_sum += w;
                 self.wait_n += 1;
+            }
+            for vm in &r.vms {
+                let waits = vm.vcpus.iter().filter_map(|v| v.wait_pct);
+                let (sum, n) = waits.fold((0.0, 0usize), |(s, n), w| (s + w, n + 1));
+                if n > 0 {
+                    // Looked up before it is inserted: no key copied on the tick path.
+                    match self.ready.get_mut(&vm.name) {
+                        Some(e) => *e = (e.0 + sum / n as f64, e.1 + 1),
+                        None => {
+                            self.ready.insert(vm.name.clone(), (sum / n as f64, 1));
+                        }
+                    }
+                }
             }
         }
         if !r.pins.is_empty() {
@@ -296,6 +315,11 @@ impl Figures {
             } else {
                 self.wait_sum / self.wait_n as f64
             },
+            worst_vm_ready_pct: self
+                .ready
+                .values()
+                .map(|&(sum, n)| sum / n as f64)
+                .fold(0.0, f64::max),
         }
     }
 

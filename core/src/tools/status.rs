@@ -3,6 +3,7 @@
 //! what the daemon saw at its last tick, so both views come from one source of truth.
 //! `--json` prints the same document the daemon serves at `/status.json`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -227,13 +228,20 @@ fn render_host(h: &HostStatus) -> String {
         .max(MIN_NAME_WIDTH);
     let _ = writeln!(
         out,
-        "{:<width$} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "VM", "vCPU", "load%", "wait%", "pCPU", "affinity", "max MiB", "actual", "unused"
+        "{:<width$} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "VM", "vCPU", "load%", "wait%", "pCPU", "affinity", "max MiB", "actual", "unused", "ready%"
     );
+    // CPU ready of each VM (its vCPUs' wait averaged), on its first row.
+    let ready_of: BTreeMap<&str, Option<f64>> = h
+        .fleet
+        .vms
+        .iter()
+        .map(|v| (v.vm.as_str(), v.cpu_ready_pct))
+        .collect();
     let fmt_pct = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
     for vm in snap.vms() {
         for (i, v) in vm.vcpus.iter().enumerate() {
-            let (name, max, actual, unused) = if i == 0 {
+            let (name, max, actual, unused, ready) = if i == 0 {
                 (
                     show::fit(&vm.name, MAX_NAME_WIDTH),
                     mib(vm.memory.max_kib).to_string(),
@@ -242,9 +250,10 @@ fn render_host(h: &HostStatus) -> String {
                         .unused_kib
                         .map(|u| mib(u).to_string())
                         .unwrap_or_else(|| "-".into()),
+                    fmt_pct(ready_of.get(vm.name.as_str()).copied().flatten()),
                 )
             } else {
-                (String::new(), String::new(), String::new(), String::new())
+                Default::default()
             };
             let name = match h.left_alone.get(&vm.name).filter(|_| i == 0) {
                 // The state in the name column, so the row keeps its width: `web-1 (paused)`.
@@ -256,7 +265,7 @@ fn render_host(h: &HostStatus) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<width$} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9}",
+                "{:<width$} {:>5} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>7}",
                 name,
                 v.id,
                 fmt_pct(v.load_pct),
@@ -265,7 +274,8 @@ fn render_host(h: &HostStatus) -> String {
                 v.affinity.to_string(),
                 max,
                 actual,
-                unused
+                unused,
+                ready
             );
         }
     }

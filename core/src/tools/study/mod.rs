@@ -104,6 +104,13 @@ pub const CPU_METRICS: &[Metric] = &[
         get: |o| Some(o.cpu.as_ref()?.mean_wait_pct),
     },
     Metric {
+        key: "worst_vm_ready_pct",
+        title: "worst ready %",
+        lower_is_better: true,
+        doc: "CPU ready of the worst-served VM: the share of the time its vCPUs waited runnable for a pCPU, averaged over its vCPUs (as VMware's CPU ready) and over the run, percent",
+        get: |o| Some(o.cpu.as_ref()?.worst_vm_ready_pct),
+    },
+    Metric {
         key: "fairness_pct",
         title: "fair %",
         lower_is_better: false,
@@ -558,6 +565,7 @@ mod tests {
             pcpu_set_changes: moves,
             pcpu_set_changes_after_balance: 0,
             mean_wait_pct: wait,
+            worst_vm_ready_pct: wait,
         }
     }
 
