@@ -10,6 +10,7 @@
 //! - [`params!`]: typed parameters, defaults written once, validated with the key at fault.
 //! - [`units`]: memory sizes as types; KiB (libvirt's unit) inside.
 //! - [`placement`]: searches for balanced vCPU placements.
+//! - [`outcome`]: judging a policy's moves by their outcomes (settling, the prediction error).
 //! - [`log`]: log lines from policies ([`info!`] and friends), wherever the policy runs.
 //!
 //! This crate has no libvirt, no FFI and no I/O.
@@ -17,6 +18,7 @@
 
 pub mod cpuset;
 pub mod log;
+pub mod outcome;
 pub mod params;
 pub mod placement;
 pub mod plan;

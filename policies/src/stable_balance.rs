@@ -22,18 +22,14 @@
 //!    `G - move_cost_points x moves > confidence_sigmas x sigma(G) + E`, where sigma(G) comes
 //!    from every vCPU's noise ([`gain_noise`]). Equal vCPUs never trade places (no gain), and
 //!    a placement that cannot be evened out is not churned by noise (no significant gain).
-//! 5. Each move is judged by its outcome. Once it has settled, the spread reached is set
-//!    against the one predicted (allowing for the estimates' lag); how far it fell short is a
-//!    miss. Sending vCPUs back within [`UNDO_WINDOW_S`] of a move, the load no more uneven
-//!    than it was then, shows its gain (theirs) was not there: a miss by that much, which the
-//!    undoing itself must then beat.
-//!    E rises at once to a miss larger than it, moves [`MISS_WEIGHT`] of the way down to a
-//!    smaller one (0 when a prediction held), and halves every [`MISS_HALF_LIFE_S`] without an
-//!    outcome ([`PredictionError`]). Where predictions are biased, the bar rises by what they
-//!    missed, and the churn stops after the first miss.
+//! 5. Each move is judged by its outcome ([`vcoord_api::outcome`]): once settled, the spread
+//!    reached against the one predicted; a move sent back soon after is a miss by its gain. E
+//!    holds the largest recent miss, comes down as predictions hold and fades in minutes.
+//!    Where predictions are biased, the bar rises by what they missed, and the churn stops
+//!    after the first miss.
 //!
-//! After a move the policy is [`Phase::Settling`] for [`SETTLE_HALF_LIVES`] half-lives: the
-//! moved vCPUs' wait turns into run time, and a half-updated mean would undo the move. vCPUs
+//! After a move the policy settles for [`SETTLE_HALF_LIVES`] half-lives: the moved vCPUs'
+//! wait turns into run time, and a half-updated mean would undo the move. vCPUs
 //! not pinned to one pCPU are pinned on first sight, spread by count until loads are known.
 //! VMs that come and go are picked up and forgotten; on a restart, the placement found is
 //! adopted like any other (every vCPU starts at [`PRIOR_NOISE_PCT`] of noise, so only a clear
@@ -52,6 +48,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use vcoord_api::outcome::{Move, Outcomes};
 use vcoord_api::placement::{fewest_moves_over, loads_of_over, local_search_over, Search};
 use vcoord_api::stats::{stdev, Estimate};
 use vcoord_api::{CpuPlan, CpuPolicy, CpuSet, ParamError, Placement, Policy, Snapshot, VcpuPin};
@@ -76,21 +73,7 @@ pub const AIM_SHARE: f64 = 0.5;
 
 pub use vcoord_api::stats::PRIOR_NOISE_PCT;
 
-/// After a move, the law waits this many half-lives: the moved vCPUs' estimates are then
-/// three quarters of the way to their new figures.
-pub const SETTLE_HALF_LIVES: f64 = 2.0;
-
-/// An outcome that missed by less than the prediction error moves it this share of the way
-/// down (a larger miss sets it): one good prediction halves it.
-pub const MISS_WEIGHT: f64 = 0.5;
-
-/// With no new outcome the prediction error halves in this time, so that a host whose bias
-/// went away is balanced again (and one whose bias stays is re-tried that rarely).
-pub const MISS_HALF_LIFE_S: f64 = 600.0;
-
-/// vCPUs sent back to where a move took them from within this time undo it: their share of
-/// its predicted gain was a miss.
-pub const UNDO_WINDOW_S: f64 = 60.0;
+pub use vcoord_api::outcome::SETTLE_HALF_LIVES;
 
 /// Largest exact fewest-moves search, in placements visited; larger instances use the local
 /// search.
@@ -106,64 +89,8 @@ const LOCAL_STEPS_MIN: usize = 8;
 const OFF_NODE_PENALTY: f64 = 1.0;
 const SIBLING_LOAD_PENALTY: f64 = 0.001;
 
-/// Where the policy is in its cycle.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum Phase {
-    /// Watching the spread; the law is applied each tick.
-    #[default]
-    Steady,
-    /// vCPUs were sent elsewhere at `since_s`; once they are seen there, the law waits for
-    /// their estimates to follow. A move not seen (a dry run, a refused or failed pin) ends
-    /// the wait: nothing changed to settle.
-    Settling {
-        /// When they were sent.
-        since_s: f64,
-        /// Each one sent: (VM UUID, vCPU, pCPU index).
-        sent: Vec<(String, u32, usize)>,
-        /// The spread then, and the one predicted after the moves.
-        spread: f64,
-        predicted: f64,
-    },
-}
-
-/// The last move made: what undoing it looks like.
-#[derive(Clone, Debug, PartialEq)]
-struct LastMove {
-    at_s: f64,
-    /// Each vCPU moved and where from: (VM UUID, vCPU, pCPU index).
-    from: Vec<(String, u32, usize)>,
-    /// The spread it was made at, and the gain it predicted.
-    spread: f64,
-    gain: f64,
-}
-
-/// The predictor's own error, in points of spread: how far its moves fell short of what they
-/// predicted. It holds the largest recent miss, comes down as predictions hold, and fades in
-/// time.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct PredictionError {
-    points: f64,
-    at_s: f64,
-}
-
-impl PredictionError {
-    /// The error at `now_s`.
-    pub fn at(&self, now_s: f64) -> f64 {
-        self.points * 0.5f64.powf(((now_s - self.at_s) / MISS_HALF_LIFE_S).max(0.0))
-    }
-
-    /// Takes an outcome: a move fell short of its prediction by `miss` points (0 or less: it
-    /// held).
-    pub fn observe(&mut self, miss: f64, now_s: f64) {
-        let (before, miss) = (self.at(now_s), miss.max(0.0));
-        self.points = if miss > before {
-            miss
-        } else {
-            before + MISS_WEIGHT * (miss - before)
-        };
-        self.at_s = now_s;
-    }
-}
+/// A vCPU (VM UUID, vCPU) moved from one pCPU index to another.
+type Moves = Outcomes<(String, u32), usize>;
 
 /// What the law concluded at a tick (the plan's reason is its text).
 #[derive(Clone, Debug, PartialEq)]
@@ -252,12 +179,8 @@ pub struct StableBalance {
     demand: HashMap<(String, u32), Estimate>,
     /// Non-VM load of each pCPU, by id, where the snapshot measures it.
     other: HashMap<u32, Estimate>,
-    /// Where it is in its cycle.
-    phase: Phase,
-    /// How far its predictions fell short.
-    error: PredictionError,
-    /// The last move made, while undoing it would count.
-    last: Option<LastMove>,
+    /// Its moves, and what their outcomes taught it.
+    outcomes: Moves,
 }
 
 impl Policy for StableBalance {
@@ -270,9 +193,7 @@ impl Policy for StableBalance {
             params,
             demand: HashMap::new(),
             other: HashMap::new(),
-            phase: Phase::Steady,
-            error: PredictionError::default(),
-            last: None,
+            outcomes: Moves::default(),
         })
     }
 }
@@ -390,36 +311,15 @@ impl StableBalance {
         let loads = loads_of_over(&demands, current, &base.load);
         let spread = stdev(&loads);
         let trigger = self.params.trigger_points;
-        if let Phase::Settling {
-            since_s,
-            sent,
-            spread: before,
-            predicted,
-        } = &self.phase
-        {
-            let left_s = since_s + SETTLE_HALF_LIVES * self.params.half_life_s - now;
-            // Seen pinned where it was sent (or gone).
-            let landed = sent.iter().all(|(uuid, vcpu, to)| {
-                items.iter().all(|it| {
-                    it.pinned_at == Some(*to)
-                        || it.vcpu != *vcpu
-                        || snapshot.vms()[it.vm].uuid != *uuid
-                })
-            });
-            if left_s > 0.0 && landed {
-                return (current.to_vec(), Verdict::Settling { left_s });
-            }
-            if landed {
-                // The outcome: the estimates are still `lag` of the way back to the spread
-                // before, so that much of it is expected yet.
-                let lag = 0.5f64.powf((now - since_s) / self.params.half_life_s);
-                let expected = predicted + lag * (before - predicted);
-                self.error.observe(spread - expected, now);
-            } else {
-                // Not made (a dry run, a refused or failed pin): nothing to judge or undo.
-                self.last = None;
-            }
-            self.phase = Phase::Steady;
+        // Seen pinned where it was sent (or gone).
+        let landed = |(uuid, vcpu): &(String, u32), to: &usize| {
+            items.iter().all(|it| {
+                it.pinned_at == Some(*to) || it.vcpu != *vcpu || snapshot.vms()[it.vm].uuid != *uuid
+            })
+        };
+        let half_life = self.params.half_life_s;
+        if let Some(left_s) = self.outcomes.settling(now, half_life, spread, landed) {
+            return (current.to_vec(), Verdict::Settling { left_s });
         }
         if spread <= trigger {
             return (current.to_vec(), Verdict::Within { spread, trigger });
@@ -443,39 +343,17 @@ impl StableBalance {
             .count();
         let sds: Vec<f64> = items.iter().map(|it| it.noise).collect();
         let noise = gain_noise(&sds, current, &candidate, &loads, &after, &base.noise_var);
-        let moved: Vec<(String, u32, usize, usize)> = items
+        let moved: Vec<((String, u32), usize, usize)> = items
             .iter()
             .zip(current.iter().zip(&candidate))
             .filter(|(_, (a, b))| a != b)
-            .map(|(it, (&from, &to))| (snapshot.vms()[it.vm].uuid.clone(), it.vcpu, from, to))
+            .map(|(it, (&from, &to))| ((snapshot.vms()[it.vm].uuid.clone(), it.vcpu), from, to))
             .collect();
-        let (cost, sigmas) = (self.params.move_cost_points, self.params.confidence_sigmas);
-        let bar = move |error: f64| cost * moves as f64 + sigmas * noise + error;
-        let mut error = self.error.at(now);
+        let bar = self.params.move_cost_points * moves as f64
+            + self.params.confidence_sigmas * noise;
         let gain = spread - predicted;
-        // About to send vCPUs back where the last move took them from, on a host no more
-        // uneven than then by more than that move was to gain (else the load changed, and the
-        // way back is a new move): its gain (the share of the vCPUs sent back) was not there,
-        // and the undoing must beat that.
-        let recent = |l: &LastMove| now - l.at_s < UNDO_WINDOW_S && spread <= l.spread + l.gain;
-        if let Some(last) = self.last.take().filter(recent) {
-            let back = moved
-                .iter()
-                .filter(|(uuid, vcpu, _, to)| {
-                    last.from
-                        .iter()
-                        .any(|(u, v, from)| u == uuid && v == vcpu && from == to)
-                })
-                .count();
-            if back > 0 && moves > 0 && gain > bar(error) {
-                self.error
-                    .observe(last.gain * back as f64 / last.from.len() as f64, now);
-                error = self.error.at(now);
-            } else {
-                self.last = Some(last);
-            }
-        }
-        let needed = bar(error);
+        let error = self.outcomes.error_for(now, spread, gain, bar, &moved);
+        let needed = bar + error;
         let judged = Judged {
             search,
             spread,
@@ -486,25 +364,12 @@ impl StableBalance {
             needed,
         };
         if moves > 0 && gain > needed {
-            self.last = Some(LastMove {
+            self.outcomes.made(Move {
                 at_s: now,
-                from: moved
-                    .iter()
-                    .map(|(uuid, vcpu, from, _)| (uuid.clone(), *vcpu, *from))
-                    .collect(),
-                spread,
-                gain,
-            });
-            let sent = moved
-                .into_iter()
-                .map(|(uuid, vcpu, _, to)| (uuid, vcpu, to))
-                .collect();
-            self.phase = Phase::Settling {
-                since_s: now,
-                sent,
+                moved,
                 spread,
                 predicted,
-            };
+            });
             (candidate, Verdict::Rebalance(judged))
         } else {
             (current.to_vec(), Verdict::NotWorth(judged))
@@ -1131,8 +996,7 @@ mod tests {
                     .build()
                     .unwrap();
                 if forget {
-                    p.error = PredictionError::default();
-                    p.last = None;
+                    p.outcomes.forget();
                 }
                 let (pins, _) = p.step(&s);
                 if !pins.is_empty() {
@@ -1153,22 +1017,6 @@ mod tests {
             judged.iter().all(|&t| t < 20),
             "moved after settling: {judged:?}"
         );
-    }
-
-    #[test]
-    fn the_prediction_error_follows_outcomes_and_fades() {
-        let mut e = PredictionError::default();
-        e.observe(10.0, 0.0);
-        assert_eq!(e.at(0.0), 10.0);
-        // A smaller miss brings it halfway down; a prediction that held (or did better)
-        // halves it; so does time.
-        e.observe(6.0, 0.0);
-        assert_eq!(e.at(0.0), 8.0);
-        e.observe(-3.0, 0.0);
-        assert_eq!(e.at(0.0), 4.0);
-        assert!((e.at(MISS_HALF_LIFE_S) - 2.0).abs() < 1e-9);
-        e.observe(12.0, MISS_HALF_LIFE_S);
-        assert_eq!(e.at(MISS_HALF_LIFE_S), 12.0);
     }
 
     #[test]
