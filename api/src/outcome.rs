@@ -263,6 +263,9 @@ mod tests {
         };
         assert_eq!(fresh().error_for(5.0, 20.0, 2.0, 3.0, &back), 0.0);
         assert_eq!(fresh().error_for(5.0, 40.0, 30.0, 3.0, &back), 0.0);
-        assert_eq!(fresh().error_for(UNDO_WINDOW_S, 20.0, 16.0, 3.0, &back), 0.0);
+        assert_eq!(
+            fresh().error_for(UNDO_WINDOW_S, 20.0, 16.0, 3.0, &back),
+            0.0
+        );
     }
 }

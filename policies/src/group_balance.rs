@@ -17,8 +17,11 @@
 //!    the groups. A VM is only ever moved whole, and only where it fits.
 //! 4. Over `trigger_points`, the one move of a VM out of the busiest group that lowers S most is
 //!    made if its gain G pays `move_cost_points` and beats `confidence_sigmas` of its noise (the
-//!    two groups' utilization noise). After a move the law waits [`SETTLE_HALF_LIVES`]
-//!    half-lives, as stable-balance does.
+//!    two groups' utilization noise) and the prediction error E. After a move the law waits
+//!    until the VM is seen in its new group and
+//!    [`SETTLE_HALF_LIVES`](vcoord_api::outcome::SETTLE_HALF_LIVES) half-lives have passed;
+//!    then the spread reached is set against the one predicted, and E learns from the miss,
+//!    as stable-balance's does ([`vcoord_api::outcome`]).
 //! 5. Every managed VM's vCPUs get its group's pCPUs (`placement = "pin"`: one pCPU each,
 //!    spread inside the group); its emulator threads the pCPUs outside the busiest group (which
 //!    changes only when another group is busier by `trigger_points`); its `cpu_shares` the
@@ -28,6 +31,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use vcoord_api::outcome::{self, Outcomes};
 use vcoord_api::params::{Field, ParamValue, Value};
 use vcoord_api::stats::Estimate;
 use vcoord_api::{
@@ -86,9 +90,6 @@ vcoord_api::params! {
     }
 }
 
-/// After a move the law waits this many half-lives for the moved VM's estimate to follow.
-pub const SETTLE_HALF_LIVES: f64 = 2.0;
-
 /// What the law concluded at a tick (the plan's reason is its text).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -130,7 +131,9 @@ pub struct Move {
     pub spread: f64,
     /// ...
     pub predicted: f64,
-    /// What the gain had to beat.
+    /// The prediction error then, points.
+    pub error: f64,
+    /// What the gain had to beat: the move's cost, the noise and the prediction error.
     pub needed: f64,
 }
 
@@ -170,8 +173,8 @@ pub struct GroupBalance {
     demand: HashMap<String, Estimate>,
     /// Non-VM load of each pCPU, by id.
     other: HashMap<u32, Estimate>,
-    /// When the last move was made.
-    moved_at: Option<f64>,
+    /// Its moves, and what their outcomes taught it.
+    outcomes: Moves,
     /// The busiest group as last chosen (its first pCPU id): emulator threads stay off it.
     busiest: Option<u32>,
 }
@@ -230,35 +233,86 @@ struct Member {
     group: Option<usize>,
 }
 
+/// What the law measured at a tick: the host's groups, what each offers and carries, and the
+/// VMs it places.
+struct Measured {
+    /// pCPU indices of each group, in topology order.
+    groups: Vec<Vec<usize>>,
+    /// The group of each pCPU index.
+    group_of_pcpu: Vec<usize>,
+    /// Each group as a pCPU set.
+    sets: Vec<CpuSet>,
+    /// Points each group offers: 100 per pCPU less its significant non-VM load (at least 1).
+    offer: Vec<f64>,
+    /// Demand placed on each group, points.
+    load: Vec<f64>,
+    /// Its noise, squared.
+    noise_var: Vec<f64>,
+    /// vCPUs placed on each group.
+    vcpus: Vec<usize>,
+    /// The managed VMs.
+    members: Vec<Member>,
+}
+
+impl Measured {
+    /// Each group's utilization with `load` on it, percent.
+    fn utilization(&self, load: &[f64]) -> Vec<f64> {
+        load.iter()
+            .zip(&self.offer)
+            .map(|(l, o)| 100.0 * l / o)
+            .collect()
+    }
+
+    /// The largest utilization less the smallest.
+    fn spread(u: &[f64]) -> f64 {
+        let max = u.iter().copied().fold(f64::MIN, f64::max);
+        let min = u.iter().copied().fold(f64::MAX, f64::min);
+        max - min
+    }
+
+    /// Puts member `k` on group `g`.
+    fn assign(&mut self, k: usize, g: usize, vcpus: usize) {
+        let m = &mut self.members[k];
+        self.load[g] += m.demand;
+        self.noise_var[g] += m.noise_var;
+        self.vcpus[g] += vcpus;
+        m.group = Some(g);
+    }
+}
+
+/// A VM (by UUID) moved from one group to another.
+type Moves = Outcomes<String, CpuSet>;
+
 impl GroupBalance {
-    /// One tick: the plan and the verdict behind it.
-    fn step(&mut self, snapshot: &Snapshot) -> (CpuPlan, Verdict) {
+    /// Step 1: folds this tick's readings into the estimates (each pCPU's non-VM load, each
+    /// VM's demand) and places what stays: VMs left alone where they run, managed VMs inside
+    /// one group on it.
+    fn measure(&mut self, snapshot: &Snapshot) -> Measured {
         let (now, interval) = (snapshot.wall_s(), snapshot.interval_s());
         let (half_life, sigmas) = (self.params.half_life_s, self.params.confidence_sigmas);
         let host = snapshot.host();
         let groups = groups(snapshot, self.params.group_by);
-        let group_of_pcpu: Vec<usize> = {
-            let mut g = vec![0; host.pcpus.len()];
-            for (gi, members) in groups.iter().enumerate() {
-                for &i in members {
-                    g[i] = gi;
-                }
+        let mut group_of_pcpu = vec![0; host.pcpus.len()];
+        for (gi, members) in groups.iter().enumerate() {
+            for &i in members {
+                group_of_pcpu[i] = gi;
             }
-            g
-        };
-        let ids = |g: &[usize]| -> CpuSet { g.iter().map(|&i| host.pcpus[i].pcpu.id).collect() };
-        let sets: Vec<CpuSet> = groups.iter().map(|g| ids(g)).collect();
-
-        // 1. Estimates: each pCPU's non-VM load, each VM's demand.
+        }
+        let sets: Vec<CpuSet> = groups
+            .iter()
+            .map(|g| g.iter().map(|&i| host.pcpus[i].pcpu.id).collect())
+            .collect();
+        let n = groups.len();
+        let (mut offer, mut load, mut noise_var) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        // Non-VM load: an estimate starts at its first reading; unmeasured is none.
         let mut other = HashMap::new();
-        let mut offer = vec![0.0f64; groups.len()];
-        let mut load = vec![0.0f64; groups.len()];
-        let mut noise_var = vec![0.0f64; groups.len()];
         for (i, p) in host.pcpus.iter().enumerate() {
             let before = self.other.get(&p.pcpu.id).copied();
-            let e = Estimate::fold(before, p.other_pct, now, interval, half_life)
-                .unwrap_or(Estimate::none(now));
-            other.insert(p.pcpu.id, e);
+            let e = Estimate::fold(before, p.other_pct, now, interval, half_life);
+            if let Some(e) = e {
+                other.insert(p.pcpu.id, e);
+            }
+            let e = e.unwrap_or(Estimate::none(now));
             offer[group_of_pcpu[i]] += 100.0 - e.significant(sigmas).min(100.0);
             noise_var[group_of_pcpu[i]] += e.noise().powi(2);
         }
@@ -303,156 +357,189 @@ impl GroupBalance {
                 vm: vi,
                 demand: d,
                 noise_var: var,
-                group,
+                group: None,
             });
+            if let Some(g) = group {
+                load[g] += d;
+                noise_var[g] += var;
+                members.last_mut().expect("just pushed").group = Some(g);
+            }
         }
         self.demand = demand;
-        if groups.is_empty() || members.is_empty() {
-            let verdict = Verdict::NothingToPlace;
-            return (CpuPlan::keep(verdict.to_string()), verdict);
-        }
-        let offer: Vec<f64> = offer.iter().map(|o| o.max(1.0)).collect();
-        let mut vcpus = vec![0usize; groups.len()];
+        let mut vcpus = vec![0usize; n];
         for m in &members {
-            let Some(g) = m.group else { continue };
-            load[g] += m.demand;
-            noise_var[g] += m.noise_var;
-            vcpus[g] += snapshot.vms()[m.vm].vcpus.len();
+            if let Some(g) = m.group {
+                vcpus[g] += snapshot.vms()[m.vm].vcpus.len();
+            }
         }
+        Measured {
+            offer: offer.iter().map(|o| o.max(1.0)).collect(),
+            groups,
+            group_of_pcpu,
+            sets,
+            load,
+            noise_var,
+            vcpus,
+            members,
+        }
+    }
 
-        // 3. VMs outside any one group: heaviest first where utilization after is lowest.
-        let mut order: Vec<usize> = (0..members.len())
-            .filter(|&k| members[k].group.is_none())
+    /// Step 3: VMs outside any one group go, heaviest first, where utilization after is lowest
+    /// (ties: fewest vCPUs); one larger than every group runs on all pCPUs, its demand spread
+    /// over the groups.
+    fn place(snapshot: &Snapshot, m: &mut Measured) {
+        let mut order: Vec<usize> = (0..m.members.len())
+            .filter(|&k| m.members[k].group.is_none())
             .collect();
-        order.sort_by(|&a, &b| members[b].demand.total_cmp(&members[a].demand));
-        let n_pcpus = host.pcpus.len() as f64;
+        order.sort_by(|&a, &b| m.members[b].demand.total_cmp(&m.members[a].demand));
+        let n_pcpus = snapshot.host().pcpus.len() as f64;
         for k in order {
-            let m = &members[k];
-            let size = snapshot.vms()[m.vm].vcpus.len();
-            let fits = |g: &usize| groups[*g].len() >= size;
-            if !(0..groups.len()).any(|g| fits(&g)) {
-                // Larger than any group: on all pCPUs, its demand spread over every group.
-                for (g, group) in groups.iter().enumerate() {
-                    let share = group.len() as f64 / n_pcpus;
-                    load[g] += m.demand * share;
-                    noise_var[g] += m.noise_var * share * share;
+            let size = snapshot.vms()[m.members[k].vm].vcpus.len();
+            let fits = |g: &usize| m.groups[*g].len() >= size;
+            if !(0..m.groups.len()).any(|g| fits(&g)) {
+                let (demand, var) = (m.members[k].demand, m.members[k].noise_var);
+                for g in 0..m.groups.len() {
+                    let share = m.groups[g].len() as f64 / n_pcpus;
+                    m.load[g] += demand * share;
+                    m.noise_var[g] += var * share * share;
                 }
                 continue;
             }
-            let g = (0..groups.len())
+            let demand = m.members[k].demand;
+            let g = (0..m.groups.len())
                 .filter(fits)
                 .min_by(|&a, &b| {
-                    let after = |g: usize| (load[g] + m.demand) / offer[g];
+                    let after = |g: usize| (m.load[g] + demand) / m.offer[g];
                     after(a)
                         .total_cmp(&after(b))
-                        .then(vcpus[a].cmp(&vcpus[b]))
+                        .then(m.vcpus[a].cmp(&m.vcpus[b]))
                         .then(a.cmp(&b))
                 })
                 .unwrap_or(0);
-            load[g] += m.demand;
-            noise_var[g] += m.noise_var;
-            vcpus[g] += snapshot.vms()[m.vm].vcpus.len();
-            members[k].group = Some(g);
+            m.assign(k, g, size);
         }
+    }
 
-        // 2, 4. Utilization, spread, and the one move worth making.
-        let util = |load: &[f64]| -> Vec<f64> {
-            load.iter()
-                .zip(&offer)
-                .map(|(l, o)| 100.0 * l / o)
-                .collect()
-        };
-        let spread_of = |u: &[f64]| {
-            let max = u.iter().copied().fold(f64::MIN, f64::max);
-            let min = u.iter().copied().fold(f64::MAX, f64::min);
-            max - min
-        };
-        let u = util(&load);
-        let spread = spread_of(&u);
-        let busiest = (0..groups.len())
+    /// Steps 2 and 4: the spread, the settle phase, and the one move worth making (made in
+    /// `m` when it is).
+    fn judge(&mut self, snapshot: &Snapshot, m: &mut Measured) -> (Verdict, usize) {
+        let now = snapshot.wall_s();
+        let (half_life, sigmas) = (self.params.half_life_s, self.params.confidence_sigmas);
+        let u = m.utilization(&m.load);
+        let spread = Measured::spread(&u);
+        let busiest = (0..m.groups.len())
             .max_by(|&a, &b| u[a].total_cmp(&u[b]).then(b.cmp(&a)))
             .unwrap_or(0);
-        let trigger = self.params.trigger_points;
-        let verdict = if groups.len() == 1 {
-            Verdict::OneGroup
-        } else if let Some(left_s) = self
-            .moved_at
-            .map(|at| at + SETTLE_HALF_LIVES * half_life - now)
-            .filter(|&left| left > 0.0)
-        {
-            Verdict::Settling { left_s }
-        } else if spread <= trigger {
-            Verdict::Within { spread }
-        } else {
-            let mut best: Option<(usize, usize, f64)> = None;
-            for (k, m) in members.iter().enumerate() {
-                if m.group != Some(busiest) || m.demand <= 0.0 {
-                    continue;
-                }
-                let size = snapshot.vms()[m.vm].vcpus.len();
-                for to in (0..groups.len()).filter(|&g| g != busiest && groups[g].len() >= size) {
-                    let mut after = load.clone();
-                    after[busiest] -= m.demand;
-                    after[to] += m.demand;
-                    let s = spread_of(&util(&after));
-                    if s < spread && best.is_none_or(|(_, _, b)| s < b) {
-                        best = Some((k, to, s));
-                    }
-                }
-            }
-            match best {
-                None => Verdict::NoBetter { spread },
-                Some((k, to, predicted)) => {
-                    let gain_noise = (noise_var[busiest].sqrt() * 100.0 / offer[busiest])
-                        .hypot(noise_var[to].sqrt() * 100.0 / offer[to]);
-                    let needed = self.params.move_cost_points + sigmas * gain_noise;
-                    let m = Move {
-                        vm: snapshot.vms()[members[k].vm].name.clone(),
-                        from: sets[busiest].clone(),
-                        to: sets[to].clone(),
-                        spread,
-                        predicted,
-                        needed,
-                    };
-                    if spread - predicted > needed {
-                        members[k].group = Some(to);
-                        self.moved_at = Some(now);
-                        Verdict::Moving(m)
-                    } else {
-                        Verdict::NotWorth(m)
-                    }
-                }
-            }
+        if m.groups.len() == 1 {
+            return (Verdict::OneGroup, busiest);
+        }
+        // Seen inside the set it was sent to (or gone).
+        let landed = |uuid: &String, to: &CpuSet| {
+            snapshot
+                .vms()
+                .iter()
+                .filter(|vm| vm.uuid == *uuid)
+                .all(|vm| {
+                    vm.vcpus.iter().all(|v| {
+                        !v.affinity.is_empty() && v.affinity.iter().all(|c| to.contains(c))
+                    })
+                })
         };
+        if let Some(left_s) = self.outcomes.settling(now, half_life, spread, landed) {
+            return (Verdict::Settling { left_s }, busiest);
+        }
+        if spread <= self.params.trigger_points {
+            return (Verdict::Within { spread }, busiest);
+        }
+        let mut best: Option<(usize, usize, f64)> = None;
+        for (k, member) in m.members.iter().enumerate() {
+            if member.group != Some(busiest) || member.demand <= 0.0 {
+                continue;
+            }
+            let size = snapshot.vms()[member.vm].vcpus.len();
+            for to in (0..m.groups.len()).filter(|&g| g != busiest && m.groups[g].len() >= size) {
+                let mut after = m.load.clone();
+                after[busiest] -= member.demand;
+                after[to] += member.demand;
+                let s = Measured::spread(&m.utilization(&after));
+                if s < spread && best.is_none_or(|(_, _, b)| s < b) {
+                    best = Some((k, to, s));
+                }
+            }
+        }
+        let Some((k, to, predicted)) = best else {
+            return (Verdict::NoBetter { spread }, busiest);
+        };
+        let gain_noise = (m.noise_var[busiest].sqrt() * 100.0 / m.offer[busiest])
+            .hypot(m.noise_var[to].sqrt() * 100.0 / m.offer[to]);
+        let bar = self.params.move_cost_points + sigmas * gain_noise;
+        let vm = &snapshot.vms()[m.members[k].vm];
+        let moved = vec![(vm.uuid.clone(), m.sets[busiest].clone(), m.sets[to].clone())];
+        let gain = spread - predicted;
+        let error = self.outcomes.error_for(now, spread, gain, bar, &moved);
+        let mv = Move {
+            vm: vm.name.clone(),
+            from: m.sets[busiest].clone(),
+            to: m.sets[to].clone(),
+            spread,
+            predicted,
+            error,
+            needed: bar + error,
+        };
+        if gain <= mv.needed {
+            return (Verdict::NotWorth(mv), busiest);
+        }
+        let size = vm.vcpus.len();
+        let member = &m.members[k];
+        m.load[busiest] -= member.demand;
+        m.noise_var[busiest] -= member.noise_var;
+        m.vcpus[busiest] -= size;
+        m.assign(k, to, size);
+        self.outcomes.made(outcome::Move {
+            at_s: now,
+            moved,
+            spread,
+            predicted,
+        });
+        (Verdict::Moving(mv), busiest)
+    }
 
-        // 5. The plan: sets, emulator threads, weights and caps.
+    /// Step 5: the plan. Every managed VM's vCPUs get its group's pCPUs; its emulator threads
+    /// the pCPUs outside the busiest group (which changes only when another group is busier by
+    /// `trigger_points`); its weight and cap the operator's. Each only where it differs.
+    fn plan(
+        &mut self,
+        snapshot: &Snapshot,
+        m: &Measured,
+        busiest: usize,
+        verdict: &Verdict,
+    ) -> CpuPlan {
+        let host = snapshot.host();
+        let u = m.utilization(&m.load);
         let held = self.busiest.and_then(|first| {
-            groups
+            m.groups
                 .iter()
                 .position(|g| host.pcpus[g[0]].pcpu.id == first)
         });
         let off = match held {
-            Some(h) if u[busiest] - u[h] <= trigger => h,
+            Some(h) if u[busiest] - u[h] <= self.params.trigger_points => h,
             _ => busiest,
         };
-        self.busiest = Some(host.pcpus[groups[off][0]].pcpu.id);
-        let emulator: Option<CpuSet> = (groups.len() > 1).then(|| {
+        self.busiest = Some(host.pcpus[m.groups[off][0]].pcpu.id);
+        let emulator: Option<CpuSet> = (m.groups.len() > 1).then(|| {
             host.pcpus
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| group_of_pcpu[*i] != off)
+                .filter(|(i, _)| m.group_of_pcpu[*i] != off)
                 .map(|(_, p)| p.pcpu.id)
                 .collect()
         });
-        let everywhere = ids(&(0..host.pcpus.len()).collect::<Vec<_>>());
+        let everywhere: CpuSet = host.pcpus.iter().map(|p| p.pcpu.id).collect();
         let mut plan = CpuPlan::keep(verdict.to_string());
         let mut pinned_on: HashMap<u32, usize> = HashMap::new();
-        for m in &members {
-            let vm = &snapshot.vms()[m.vm];
-            let set = match m.group {
-                Some(g) => &sets[g],
-                None => &everywhere,
-            };
+        for member in &m.members {
+            let vm = &snapshot.vms()[member.vm];
+            let set = member.group.map_or(&everywhere, |g| &m.sets[g]);
             place(vm, set, &mut pinned_on, &mut plan);
             let wanted = CpuTune {
                 emulator: emulator.clone(),
@@ -462,6 +549,19 @@ impl GroupBalance {
                 plan.tune(&vm.name, change);
             }
         }
+        plan
+    }
+
+    /// One tick: the plan and the verdict behind it.
+    fn step(&mut self, snapshot: &Snapshot) -> (CpuPlan, Verdict) {
+        let mut m = self.measure(snapshot);
+        if m.groups.is_empty() || m.members.is_empty() {
+            let verdict = Verdict::NothingToPlace;
+            return (CpuPlan::keep(verdict.to_string()), verdict);
+        }
+        Self::place(snapshot, &mut m);
+        let (verdict, busiest) = self.judge(snapshot, &mut m);
+        let plan = self.plan(snapshot, &m, busiest, &verdict);
         (plan, verdict)
     }
 }
@@ -621,6 +721,78 @@ mod tests {
             let plan = p.decide(&s);
             assert!(plan.pins.is_empty(), "tick {t}: {}", plan.reason);
         }
+    }
+
+    /// A move is waited for only once seen where it was sent: a move never made (a dry run)
+    /// is decided again at the next tick, not settled on.
+    #[test]
+    fn a_move_not_seen_where_it_was_sent_is_not_settled_on() {
+        let g0: &[u32] = &[0, 1, 2, 3];
+        let g1: &[u32] = &[4, 5, 6, 7];
+        // `moved` seen in group 1, the other busy VM in group 0.
+        let at = |t: f64, moved: Option<&str>| {
+            let home = |vm: &str| if moved == Some(vm) { g1 } else { g0 };
+            snap(
+                2,
+                4,
+                t,
+                &[
+                    ("a", &[80.0, 80.0], home("a")),
+                    ("b", &[80.0, 80.0], home("b")),
+                    ("d", &[5.0], g1),
+                ],
+            )
+        };
+        let mut p = GroupBalance::default();
+        let (t, vm) = (1..=20)
+            .find_map(|t| match p.step(&at(t as f64, None)).1 {
+                Verdict::Moving(m) => Some((t as f64, m.vm)),
+                _ => None,
+            })
+            .expect("a VM moves");
+        // Not seen there: moving again, not settling.
+        let (_, v) = p.step(&at(t + 1.0, None));
+        assert!(matches!(v, Verdict::Moving(_)), "{v}");
+        // Seen there: settling.
+        let (_, v) = p.step(&at(t + 2.0, Some(&vm)));
+        assert!(matches!(v, Verdict::Settling { .. }), "{v}");
+    }
+
+    /// Non-VM load is tracked from its first reading: a host process seen busy from the start
+    /// counts nearly whole at once, not as a zero prior creeping up.
+    #[test]
+    fn non_vm_load_starts_from_its_first_reading() {
+        let g0: &[u32] = &[0, 1, 2, 3];
+        let mut p = GroupBalance::default();
+        let busy = |t: f64| {
+            let s = snap(2, 4, t, &[("a", &[10.0], g0)]);
+            let mut host = s.host().clone();
+            for pcpu in host.pcpus.iter_mut() {
+                pcpu.other_pct = (pcpu.pcpu.id != 0).then_some(0.0);
+            }
+            Snapshot::builder(host)
+                .tick(t as u64)
+                .interval_s(1.0)
+                .wall_s(t)
+                .vms(s.vms().to_vec())
+                .build()
+                .unwrap()
+        };
+        // Unmeasured at first: nothing is stored for it.
+        p.step(&busy(1.0));
+        assert!(!p.other.contains_key(&0));
+        let mut s = busy(2.0);
+        let mut host = s.host().clone();
+        host.pcpus[0].other_pct = Some(90.0);
+        s = Snapshot::builder(host)
+            .tick(2)
+            .interval_s(1.0)
+            .wall_s(2.0)
+            .vms(s.vms().to_vec())
+            .build()
+            .unwrap();
+        p.step(&s);
+        assert_eq!(p.other[&0].mean, 90.0);
     }
 
     #[test]

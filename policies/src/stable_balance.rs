@@ -28,7 +28,8 @@
 //!    Where predictions are biased, the bar rises by what they missed, and the churn stops
 //!    after the first miss.
 //!
-//! After a move the policy settles for [`SETTLE_HALF_LIVES`] half-lives: the moved vCPUs'
+//! After a move the policy settles for
+//! [`SETTLE_HALF_LIVES`](vcoord_api::outcome::SETTLE_HALF_LIVES) half-lives: the moved vCPUs'
 //! wait turns into run time, and a half-updated mean would undo the move. vCPUs
 //! not pinned to one pCPU are pinned on first sight, spread by count until loads are known.
 //! VMs that come and go are picked up and forgotten; on a restart, the placement found is
@@ -72,8 +73,6 @@ vcoord_api::params! {
 pub const AIM_SHARE: f64 = 0.5;
 
 pub use vcoord_api::stats::PRIOR_NOISE_PCT;
-
-pub use vcoord_api::outcome::SETTLE_HALF_LIVES;
 
 /// Largest exact fewest-moves search, in placements visited; larger instances use the local
 /// search.
@@ -349,8 +348,8 @@ impl StableBalance {
             .filter(|(_, (a, b))| a != b)
             .map(|(it, (&from, &to))| ((snapshot.vms()[it.vm].uuid.clone(), it.vcpu), from, to))
             .collect();
-        let bar = self.params.move_cost_points * moves as f64
-            + self.params.confidence_sigmas * noise;
+        let bar =
+            self.params.move_cost_points * moves as f64 + self.params.confidence_sigmas * noise;
         let gain = spread - predicted;
         let error = self.outcomes.error_for(now, spread, gain, bar, &moved);
         let needed = bar + error;
