@@ -619,3 +619,37 @@ fn built_in_policies_and_their_plugin_twins_decide_the_same_tick_for_tick() {
         assert!(pair[0]["error"].is_null() && pair[1]["error"].is_null());
     }
 }
+
+/// A plugin that knows nothing of the dedicated class (`spread` pins every vCPU evenly over all
+/// pCPUs) beside a dedicated VM: the guard refuses, counted as `dedicated`, every pin it plans
+/// onto the dedicated VM's pCPU, so that pCPU carries the dedicated VM alone all run long.
+#[test]
+fn a_plugin_plan_onto_a_dedicated_pcpu_is_refused_by_the_guard() {
+    let extra = format!(
+        "{}\n[[host.vm]]\nmatch = \"vm1\"\nplacement = \"dedicated\"\n",
+        cpu_plugin("vcoord_spread", "")
+    );
+    let r = run("cpu-t2-all-on-one", &extra, None);
+    assert!(r.ok, "{}", r.stderr);
+    let refused: Vec<&vcoord_core::runtime::guard::Rejection> = r
+        .records
+        .iter()
+        .flat_map(|rec| &rec.rejected)
+        .filter(|x| x.reason == vcoord_core::runtime::guard::Refusal::Dedicated)
+        .collect();
+    assert!(!refused.is_empty(), "nothing refused: the test shows nothing");
+    assert!(
+        refused.iter().all(|x| x.vm != "vm1" && x.why.contains("dedicated to vm1")),
+        "{refused:?}"
+    );
+    for rec in &r.records {
+        for pin in &rec.pins {
+            assert!(
+                pin.vm == "vm1" || !pin.cpus.contains(3),
+                "tick {}: {} put on the dedicated pCPU",
+                rec.tick,
+                pin.vm
+            );
+        }
+    }
+}

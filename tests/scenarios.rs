@@ -958,3 +958,74 @@ fn the_worst_vms_cpu_ready_shows_a_crowded_pcpu() {
         assert!(m.worst_vm_ready_pct >= m.mean_wait_pct, "{m:?}");
     }
 }
+
+/// Mean CPU ready of `vm` (its vCPU's wait) over the records from `from` on.
+fn ready_of(records: &[TickRecord], vm: &str, from: usize) -> f64 {
+    let waits: Vec<f64> = records[from..]
+        .iter()
+        .filter_map(|r| r.vms.iter().find(|v| v.name == vm)?.vcpus[0].wait_pct)
+        .collect();
+    waits.iter().sum::<f64>() / waits.len().max(1) as f64
+}
+
+/// T2 (eight 95% VMs crowded on pCPU 0 of 4) with `vm1` of the dedicated class, under each
+/// CPU policy: vm1 gets pCPU 3 alone at the first tick and keeps it while the others crowd
+/// pCPUs 0-2; it barely waits while they wait most of the time.
+#[test]
+fn a_dedicated_vm_has_its_pcpu_alone_under_both_cpu_policies() {
+    for policy in ["stable-balance", "group-balance"] {
+        let records = run_scenario(
+            &scenario("cpu-t2-all-on-one"),
+            &format!(
+                "[host.cpu_policy]\nname = \"{policy}\"\n[[host.vm]]\nmatch = \"vm1\"\nplacement = \"dedicated\"\n"
+            ),
+        );
+        for r in &records[2..] {
+            assert_eq!(pinned_cpu(r, "vm1"), Some(3), "{policy}: tick {}", r.tick);
+            for vm in r.vms.iter().filter(|v| v.name != "vm1") {
+                assert!(
+                    !vm.vcpus[0].affinity.contains(3),
+                    "{policy}: tick {}: {} may run on pCPU 3",
+                    r.tick,
+                    vm.name
+                );
+            }
+        }
+        let (mine, theirs) = (ready_of(&records, "vm1", 5), ready_of(&records, "vm2", 5));
+        eprintln!("{policy}: ready vm1 {mine:.1}%, vm2 {theirs:.1}%");
+        assert!(mine < 1.0 && theirs > 20.0, "{policy}: {mine} / {theirs}");
+    }
+}
+
+/// Every VM of T2 dedicated: one core must stay shared, so three get pCPUs 3, 2, 1 (in name
+/// order) and five are left shared, each said once in the log with why, never pinned off the
+/// shared pCPU 0.
+#[test]
+fn dedicated_vms_the_host_cannot_give_pcpus_are_left_shared_and_said_so_once() {
+    let run = common::run_sim(
+        &scenario("cpu-t2-all-on-one"),
+        "[[host.vm]]\nmatch = \"vm*\"\nplacement = \"dedicated\"\n",
+        &[],
+    );
+    assert!(run.ok, "{}", run.stderr);
+    let last = run.records.last().unwrap();
+    for (vm, cpu) in [("vm1", 3), ("vm2", 2), ("vm3", 1)] {
+        assert_eq!(pinned_cpu(last, vm), Some(cpu), "{vm}");
+    }
+    let said: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("a dedicated VM is left shared"))
+        .collect();
+    assert_eq!(said.len(), 5, "{said:#?}");
+    for vm in ["vm4", "vm5", "vm6", "vm7", "vm8"] {
+        assert!(
+            said.iter().any(|l| l.contains(vm) && l.contains("0 can be given")),
+            "{vm}: {said:#?}"
+        );
+        assert!(
+            run.records.iter().all(|r| pinned_cpu(r, vm) == Some(0)),
+            "{vm} left pCPU 0"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 //! - [`params!`]: typed parameters, defaults written once, validated with the key at fault.
 //! - [`units`]: memory sizes as types; KiB (libvirt's unit) inside.
 //! - [`placement`]: searches for balanced vCPU placements.
+//! - [`dedicated`]: which pCPUs each dedicated VM has to itself.
 //! - [`outcome`]: judging a policy's moves by their outcomes (settling, the prediction error).
 //! - [`log`]: log lines from policies ([`info!`] and friends), wherever the policy runs.
 //!
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cpuset;
+pub mod dedicated;
 pub mod log;
 pub mod outcome;
 pub mod params;

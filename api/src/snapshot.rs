@@ -466,6 +466,9 @@ pub enum Placement {
     Pin,
     /// The VM on a group of pCPUs (a NUMA node, a core); the host scheduler places inside it.
     Group,
+    /// Each vCPU on a pCPU of its own (a whole core where the host has SMT), nothing else
+    /// there, its emulator threads on the shared pCPUs ([`crate::dedicated`]).
+    Dedicated,
 }
 
 /// A VM's CPU tuning in libvirt's terms: its weight, its vCPUs' quota and period, and where its

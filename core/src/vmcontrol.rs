@@ -38,12 +38,14 @@ pub enum PlacementSetting {
     Pin,
     /// The VM on a group of pCPUs.
     Group,
+    /// Each vCPU on a pCPU of its own, nothing else there.
+    Dedicated,
     /// Left where it is (as `cpu = "ignore"`).
     Ignore,
 }
 
 /// What one rule or element says of a VM's vCPUs: the one fact that `cpu = "manage" |
-/// "ignore"` and `placement = "pin" | "group" | "ignore"` both write.
+/// "ignore"` and `placement = "pin" | "group" | "dedicated" | "ignore"` both write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuSetting {
     /// vcoord places its vCPUs as the policy sees fit (`cpu = "manage"`); a placement set by an
@@ -53,6 +55,8 @@ pub enum CpuSetting {
     Pin,
     /// vcoord places it on a group of pCPUs (`placement = "group"`).
     Group,
+    /// vcoord gives each vCPU a pCPU of its own (`placement = "dedicated"`).
+    Dedicated,
     /// vcoord leaves its vCPUs alone (`cpu = "ignore"` or `placement = "ignore"`).
     Ignore,
 }
@@ -74,6 +78,7 @@ impl CpuSetting {
             }
             (None | Some(Mode::Manage), Some(P::Pin)) => Some(Self::Pin),
             (None | Some(Mode::Manage), Some(P::Group)) => Some(Self::Group),
+            (None | Some(Mode::Manage), Some(P::Dedicated)) => Some(Self::Dedicated),
             (Some(Mode::Manage), Some(P::Ignore)) => {
                 return Err(
                     "cpu = \"manage\" contradicts placement = \"ignore\" (one says \
@@ -82,7 +87,12 @@ impl CpuSetting {
                 )
             }
             (Some(Mode::Ignore), Some(p)) => {
-                let p = if p == P::Pin { "pin" } else { "group" };
+                let p = match p {
+                    P::Pin => "pin",
+                    P::Group => "group",
+                    P::Dedicated => "dedicated",
+                    P::Ignore => "ignore",
+                };
                 return Err(format!(
                     "cpu = \"ignore\" contradicts placement = \"{p}\" (one says vcoord leaves \
                      the vCPUs alone, the other how it places them)"
@@ -97,8 +107,9 @@ impl PlacementSetting {
         match text {
             "pin" => Ok(Self::Pin),
             "group" => Ok(Self::Group),
+            "dedicated" => Ok(Self::Dedicated),
             "ignore" => Ok(Self::Ignore),
-            other => Err(format!("`{other}` is not pin, group or ignore")),
+            other => Err(format!("`{other}` is not pin, group, dedicated or ignore")),
         }
     }
 }
@@ -191,6 +202,10 @@ impl VmSettings {
             Some(CpuSetting::Group) => {
                 control.cpu_managed = true;
                 control.placement = Some(Placement::Group);
+            }
+            Some(CpuSetting::Dedicated) => {
+                control.cpu_managed = true;
+                control.placement = Some(Placement::Dedicated);
             }
             Some(CpuSetting::Ignore) => control.cpu_managed = false,
             None => {}
@@ -617,7 +632,7 @@ mod tests {
         for (xml, why) in [
             (
                 "<vm placement=\"spread\"/>",
-                "placement: `spread` is not pin, group or ignore",
+                "placement: `spread` is not pin, group, dedicated or ignore",
             ),
             (
                 "<vm cpu_shares=\"1\"/>",

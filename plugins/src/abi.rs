@@ -175,6 +175,8 @@ pub enum Placement {
     Pin,
     /// The VM on a group of pCPUs.
     Group,
+    /// Each vCPU on a pCPU of its own, nothing else there.
+    Dedicated,
 }
 
 /// What the operator lets vcoord do with one VM.

@@ -128,6 +128,7 @@ fn placement_to_abi(p: Placement) -> abi::Placement {
     match p {
         Placement::Pin => abi::Placement::Pin,
         Placement::Group => abi::Placement::Group,
+        Placement::Dedicated => abi::Placement::Dedicated,
     }
 }
 
@@ -135,6 +136,7 @@ fn placement_from_abi(p: abi::Placement) -> Placement {
     match p {
         abi::Placement::Pin => Placement::Pin,
         abi::Placement::Group => Placement::Group,
+        abi::Placement::Dedicated => Placement::Dedicated,
     }
 }
 

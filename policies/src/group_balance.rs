@@ -31,6 +31,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use vcoord_api::dedicated::{dedicate, Dedication};
 use vcoord_api::outcome::{self, Outcomes};
 use vcoord_api::params::{Field, ParamValue, Value};
 use vcoord_api::stats::Estimate;
@@ -287,12 +288,21 @@ impl GroupBalance {
     /// Step 1: folds this tick's readings into the estimates (each pCPU's non-VM load, each
     /// VM's demand) and places what stays: VMs left alone where they run, managed VMs inside
     /// one group on it.
-    fn measure(&mut self, snapshot: &Snapshot) -> Measured {
+    fn measure(&mut self, snapshot: &Snapshot, dedication: &Dedication) -> Measured {
         let (now, interval) = (snapshot.wall_s(), snapshot.interval_s());
         let (half_life, sigmas) = (self.params.half_life_s, self.params.confidence_sigmas);
         let host = snapshot.host();
-        let groups = groups(snapshot, self.params.group_by);
-        let mut group_of_pcpu = vec![0; host.pcpus.len()];
+        // Groups of the shared pCPUs: dedicated ones are their VMs' alone.
+        let groups: Vec<Vec<usize>> = groups(snapshot, self.params.group_by)
+            .into_iter()
+            .map(|g| {
+                g.into_iter()
+                    .filter(|&i| !dedication.is_reserved(host.pcpus[i].pcpu.id))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|g| !g.is_empty())
+            .collect();
+        let mut group_of_pcpu = vec![usize::MAX; host.pcpus.len()];
         for (gi, members) in groups.iter().enumerate() {
             for &i in members {
                 group_of_pcpu[i] = gi;
@@ -312,9 +322,12 @@ impl GroupBalance {
             if let Some(e) = e {
                 other.insert(p.pcpu.id, e);
             }
+            let Some(&g) = group_of_pcpu.get(i).filter(|&&g| g != usize::MAX) else {
+                continue;
+            };
             let e = e.unwrap_or(Estimate::none(now));
-            offer[group_of_pcpu[i]] += 100.0 - e.significant(sigmas).min(100.0);
-            noise_var[group_of_pcpu[i]] += e.noise().powi(2);
+            offer[g] += 100.0 - e.significant(sigmas).min(100.0);
+            noise_var[g] += e.noise().powi(2);
         }
         self.other = other;
         let mut demand = HashMap::new();
@@ -338,12 +351,14 @@ impl GroupBalance {
                         v.demand_pct(),
                         v.placed_on().and_then(|p| snapshot.pcpu_index(p)),
                     ) {
-                        load[group_of_pcpu[i]] += x;
+                        if let Some(&g) = group_of_pcpu.get(i).filter(|&&g| g != usize::MAX) {
+                            load[g] += x;
+                        }
                     }
                 }
                 continue;
             }
-            if vm.vcpus.is_empty() {
+            if vm.vcpus.is_empty() || dedication.of(&vm.name).is_some() {
                 continue;
             }
             // Its group: the one holding every pCPU its vCPUs may run on, if that group has a
@@ -511,6 +526,7 @@ impl GroupBalance {
         &mut self,
         snapshot: &Snapshot,
         m: &Measured,
+        dedication: &Dedication,
         busiest: usize,
         verdict: &Verdict,
     ) -> CpuPlan {
@@ -526,16 +542,37 @@ impl GroupBalance {
             _ => busiest,
         };
         self.busiest = Some(host.pcpus[m.groups[off][0]].pcpu.id);
-        let emulator: Option<CpuSet> = (m.groups.len() > 1).then(|| {
-            host.pcpus
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| m.group_of_pcpu[*i] != off)
-                .map(|(_, p)| p.pcpu.id)
-                .collect()
-        });
-        let everywhere: CpuSet = host.pcpus.iter().map(|p| p.pcpu.id).collect();
+        // Off the busiest group, and off dedicated pCPUs.
+        let emulator: Option<CpuSet> = if m.groups.len() > 1 {
+            let keep = |i: usize| m.group_of_pcpu[i] != off && m.group_of_pcpu[i] != usize::MAX;
+            Some(
+                (0..host.pcpus.len())
+                    .filter(|&i| keep(i))
+                    .map(|i| host.pcpus[i].pcpu.id)
+                    .collect(),
+            )
+        } else {
+            (!dedication.reserved.is_empty()).then(|| dedication.shared.clone())
+        };
+        let everywhere = dedication.shared.clone();
         let mut plan = CpuPlan::keep(verdict.to_string());
+        for (name, own) in &dedication.vms {
+            let Some(vm) = snapshot.vm(name) else {
+                continue;
+            };
+            for (v, &cpu) in vm.vcpus.iter().zip(own) {
+                if v.affinity.only() != Some(cpu) {
+                    plan.pin(&vm.name, v.id, &[cpu]);
+                }
+            }
+            let wanted = CpuTune {
+                emulator: emulator.clone(),
+                ..vm.operator_tune()
+            };
+            if let Some(change) = vm.cputune.changes_to(&wanted) {
+                plan.tune(&vm.name, change);
+            }
+        }
         let mut pinned_on: HashMap<u32, usize> = HashMap::new();
         for member in &m.members {
             let vm = &snapshot.vms()[member.vm];
@@ -554,14 +591,15 @@ impl GroupBalance {
 
     /// One tick: the plan and the verdict behind it.
     fn step(&mut self, snapshot: &Snapshot) -> (CpuPlan, Verdict) {
-        let mut m = self.measure(snapshot);
-        if m.groups.is_empty() || m.members.is_empty() {
+        let dedication = dedicate(snapshot);
+        let mut m = self.measure(snapshot, &dedication);
+        if m.groups.is_empty() || (m.members.is_empty() && dedication.vms.is_empty()) {
             let verdict = Verdict::NothingToPlace;
             return (CpuPlan::keep(verdict.to_string()), verdict);
         }
         Self::place(snapshot, &mut m);
         let (verdict, busiest) = self.judge(snapshot, &mut m);
-        let plan = self.plan(snapshot, &m, busiest, &verdict);
+        let plan = self.plan(snapshot, &m, &dedication, busiest, &verdict);
         (plan, verdict)
     }
 }
@@ -756,6 +794,58 @@ mod tests {
         // Seen there: settling.
         let (_, v) = p.step(&at(t + 2.0, Some(&vm)));
         assert!(matches!(v, Verdict::Settling { .. }), "{v}");
+    }
+
+    /// With `group_by = "core"` on four single-thread cores, a dedicated VM of two vCPUs takes
+    /// pCPUs 3 and 2; the others' groups are cores 0 and 1 only, and every emulator thread
+    /// stays off the dedicated pCPUs.
+    #[test]
+    fn a_dedicated_vm_takes_the_top_cores_and_the_groups_are_the_rest() {
+        let mut p = GroupBalance::new(GroupBalanceParams {
+            group_by: GroupBy::Core,
+            ..GroupBalanceParams::default()
+        })
+        .unwrap();
+        let all: &[u32] = &[0, 1, 2, 3];
+        let s = snap(
+            1,
+            4,
+            1.0,
+            &[
+                ("lat", &[30.0, 30.0], all),
+                ("a", &[80.0], all),
+                ("b", &[60.0], all),
+            ],
+        );
+        let mut vms = s.vms().to_vec();
+        for vm in vms.iter_mut().filter(|vm| vm.name == "lat") {
+            vm.control.placement = Some(Placement::Dedicated);
+        }
+        let s = Snapshot::builder(s.host().clone())
+            .tick(1)
+            .interval_s(1.0)
+            .wall_s(1.0)
+            .vms(vms)
+            .build()
+            .unwrap();
+        let plan = p.decide(&s);
+        assert_eq!(sets_of(&plan, "lat"), vec!["3", "2"], "{plan:?}");
+        let others: Vec<String> = ["a", "b"]
+            .iter()
+            .flat_map(|vm| sets_of(&plan, vm))
+            .collect();
+        assert!(
+            others.iter().all(|set| set == "0" || set == "1"),
+            "{others:?}"
+        );
+        assert!(
+            plan.tunes.iter().all(|t| t
+                .tune
+                .emulator
+                .as_ref()
+                .is_some_and(|e| !e.contains(2) && !e.contains(3))),
+            "{plan:?}"
+        );
     }
 
     /// Non-VM load is tracked from its first reading: a host process seen busy from the start

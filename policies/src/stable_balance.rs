@@ -49,10 +49,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use vcoord_api::dedicated::dedicate;
 use vcoord_api::outcome::{Move, Outcomes};
 use vcoord_api::placement::{fewest_moves_over, loads_of_over, local_search_over, Search};
 use vcoord_api::stats::{stdev, Estimate};
-use vcoord_api::{CpuPlan, CpuPolicy, CpuSet, ParamError, Placement, Policy, Snapshot, VcpuPin};
+use vcoord_api::{
+    CpuPlan, CpuPolicy, CpuSet, CpuTune, ParamError, Placement, Policy, Snapshot, VcpuPin,
+};
 
 vcoord_api::params! {
     /// Parameters of `stable-balance`.
@@ -300,6 +303,7 @@ impl StableBalance {
         items: &[Item],
         current: &[usize],
         base: &Base,
+        shared: &[usize],
     ) -> (Vec<usize>, Verdict) {
         let now = snapshot.wall_s();
         let demands: Vec<(usize, f64)> = current
@@ -327,7 +331,7 @@ impl StableBalance {
         let (candidate, search) = match fewest_moves_over(&demands, &base.load, aim, EXACT_LIMIT) {
             Search::Found { assignment, .. } => (assignment, "exact"),
             Search::Impossible | Search::TooLarge => {
-                let penalty = topology_penalty(snapshot, items, &demands, &loads);
+                let penalty = topology_penalty(snapshot, shared, items, &demands, &loads);
                 let steps = LOCAL_STEPS_PER_VCPU * items.len() + LOCAL_STEPS_MIN;
                 let found = local_search_over(&demands, &base.load, aim, steps, &penalty);
                 (found, "local")
@@ -377,7 +381,18 @@ impl StableBalance {
 
     /// One tick: the pins to make and the verdict behind them.
     fn step(&mut self, snapshot: &Snapshot) -> (Vec<VcpuPin>, Verdict) {
-        let m = snapshot.host().pcpus.len();
+        let host = snapshot.host();
+        // Dedicated VMs' vCPUs go to their own pCPUs; the law balances the rest over the
+        // shared ones, by position among them.
+        let dedication = dedicate(snapshot);
+        let shared: Vec<usize> = (0..host.pcpus.len())
+            .filter(|&i| !dedication.is_reserved(host.pcpus[i].pcpu.id))
+            .collect();
+        let mut position = vec![None; host.pcpus.len()];
+        for (k, &i) in shared.iter().enumerate() {
+            position[i] = Some(k);
+        }
+        let m = shared.len();
         let all = self.measure(snapshot);
         // Load outside the VMs and the vCPUs of VMs the operator left alone stay where they
         // are, but their demand counts.
@@ -387,18 +402,40 @@ impl StableBalance {
         let other = self.measure_other(snapshot);
         let sigmas = self.params.confidence_sigmas;
         let mut base = Base {
-            load: other.iter().map(|e| e.significant(sigmas)).collect(),
-            noise_var: other.iter().map(|e| e.noise().powi(2)).collect(),
+            load: shared
+                .iter()
+                .map(|&i| other[i].significant(sigmas))
+                .collect(),
+            noise_var: shared.iter().map(|&i| other[i].noise().powi(2)).collect(),
         };
         let mut count = vec![0usize; m];
         let mut items = Vec::with_capacity(all.len());
-        for it in all {
+        let mut pins = Vec::new();
+        for mut it in all {
+            let vm = &snapshot.vms()[it.vm];
+            if let Some(own) = dedication.of(&vm.name) {
+                // Its own pCPU, once.
+                let index = vm.vcpus.iter().position(|v| v.id == it.vcpu);
+                if let Some(&cpu) = index.and_then(|i| own.get(i)) {
+                    if vm.vcpus[index.unwrap_or(0)].affinity.only() != Some(cpu) {
+                        pins.push(VcpuPin {
+                            vm: vm.name.clone(),
+                            vcpu: it.vcpu,
+                            cpus: CpuSet::single(cpu),
+                        });
+                    }
+                }
+                continue;
+            }
+            it.home = it.home.and_then(|h| position[h]);
+            it.pinned_at = it.pinned_at.and_then(|h| position[h]);
+            it.pinned &= it.home.is_some();
             if let Some(h) = it.home {
                 count[h] += 1;
             }
             // VMs the operator left alone, or to the host scheduler on a group of pCPUs
             // (`placement = "group"`), are not pinned here.
-            let control = &snapshot.vms()[it.vm].control;
+            let control = &vm.control;
             if control.cpu_managed && control.placement != Some(Placement::Group) {
                 items.push(it);
             } else if let Some(h) = it.home {
@@ -407,7 +444,7 @@ impl StableBalance {
             }
         }
         if m == 0 || items.is_empty() {
-            return (Vec::new(), Verdict::NothingToPlace);
+            return (pins, Verdict::NothingToPlace);
         }
         // vCPUs with no place yet go where the fewest vCPUs are (first sight, before loads).
         let current: Vec<usize> = items
@@ -420,17 +457,18 @@ impl StableBalance {
                 })
             })
             .collect();
-        let (target, verdict) = self.judge(snapshot, &items, &current, &base);
-        let pins = items
-            .iter()
-            .zip(&target)
-            .filter(|(it, &to)| !it.pinned || it.home != Some(to))
-            .map(|(it, &to)| VcpuPin {
-                vm: snapshot.vms()[it.vm].name.clone(),
-                vcpu: it.vcpu,
-                cpus: CpuSet::single(snapshot.host().pcpus[to].pcpu.id),
-            })
-            .collect();
+        let (target, verdict) = self.judge(snapshot, &items, &current, &base, &shared);
+        pins.extend(
+            items
+                .iter()
+                .zip(&target)
+                .filter(|(it, &to)| !it.pinned || it.home != Some(to))
+                .map(|(it, &to)| VcpuPin {
+                    vm: snapshot.vms()[it.vm].name.clone(),
+                    vcpu: it.vcpu,
+                    cpus: CpuSet::single(host.pcpus[shared[to]].pcpu.id),
+                }),
+        );
         (pins, verdict)
     }
 }
@@ -443,9 +481,25 @@ impl CpuPolicy for StableBalance {
             pins,
             reason: verdict.to_string(),
         };
-        // The weight and cap each managed VM's operator set, where libvirt has other ones.
+        // Where pCPUs are dedicated: VMs on a group go to the shared pCPUs, and every managed
+        // VM's emulator threads too.
+        let dedication = dedicate(snapshot);
+        let keep_off = !dedication.reserved.is_empty();
         for vm in snapshot.vms().iter().filter(|vm| vm.control.cpu_managed) {
-            if let Some(change) = vm.cputune.changes_to(&vm.operator_tune()) {
+            if keep_off && vm.control.placement == Some(Placement::Group) {
+                for v in &vm.vcpus {
+                    if v.affinity.is_empty() || v.affinity.iter().any(|c| dedication.is_reserved(c))
+                    {
+                        plan.pin(&vm.name, v.id, dedication.shared.as_slice());
+                    }
+                }
+            }
+            // The weight and cap its operator set, where libvirt has other ones.
+            let wanted = CpuTune {
+                emulator: keep_off.then(|| dedication.shared.clone()),
+                ..vm.operator_tune()
+            };
+            if let Some(change) = vm.cputune.changes_to(&wanted) {
                 plan.tune(&vm.name, change);
             }
         }
@@ -492,16 +546,26 @@ fn gain_noise(
 /// are on now. Both are worked out once, so that a call costs no more than an index.
 fn topology_penalty(
     snapshot: &Snapshot,
+    shared: &[usize],
     items: &[Item],
     demands: &[(usize, f64)],
     loads: &[f64],
 ) -> impl Fn(usize, usize) -> f64 {
     let host = snapshot.host();
-    let pcpus = &host.pcpus;
-    let sibling_load: Vec<f64> = (0..pcpus.len())
-        .map(|p| host.siblings(p).map(|j| loads[j]).sum())
+    // By position among the shared pCPUs (`shared[p]` is the pCPU's index).
+    let mut position = vec![None; host.pcpus.len()];
+    for (k, &i) in shared.iter().enumerate() {
+        position[i] = Some(k);
+    }
+    let sibling_load: Vec<f64> = shared
+        .iter()
+        .map(|&i| {
+            host.siblings(i)
+                .filter_map(|j| position[j].map(|k| loads[k]))
+                .sum()
+        })
         .collect();
-    let node_of: Vec<Option<u32>> = pcpus.iter().map(|p| p.pcpu.node_id).collect();
+    let node_of: Vec<Option<u32>> = shared.iter().map(|&i| host.pcpus[i].pcpu.node_id).collect();
     // Per VM, how many of its vCPUs each node holds; the node with the most (lowest id on a
     // tie) is the VM's.
     let mut counts: BTreeMap<usize, BTreeMap<u32, usize>> = BTreeMap::new();
@@ -1016,6 +1080,54 @@ mod tests {
             judged.iter().all(|&t| t < 20),
             "moved after settling: {judged:?}"
         );
+    }
+
+    /// A dedicated VM gets the top pCPU to itself; the three busy shared VMs, whatever their
+    /// loads, are balanced over what is left (here pCPU 0 alone), and every emulator thread
+    /// goes there too.
+    #[test]
+    fn a_dedicated_vm_gets_its_own_pcpu_and_the_rest_share_the_others() {
+        use crate::testutil::with_dedicated;
+        let mut p = StableBalance::default();
+        let mut on = [0u32, 1, 1, 0];
+        for (t, loads) in [[20.0, 90.0, 90.0, 90.0], [20.0, 30.0, 95.0, 60.0]]
+            .iter()
+            .cycle()
+            .take(6)
+            .enumerate()
+        {
+            let s = with_dedicated(
+                &crate::testutil::at(
+                    t as f64,
+                    cpu_snapshot(
+                        2,
+                        &[
+                            (loads[0], on[0]),
+                            (loads[1], on[1]),
+                            (loads[2], on[2]),
+                            (loads[3], on[3]),
+                        ],
+                    ),
+                ),
+                0,
+            );
+            let plan = p.decide(&s);
+            for pin in &plan.pins {
+                let i: usize = pin.vm[2..].parse().unwrap();
+                on[i] = pin.cpus.only().unwrap();
+            }
+            assert_eq!(on, [1, 0, 0, 0], "tick {t}: {}", plan.reason);
+            if t == 0 {
+                let emulators: Vec<String> = plan
+                    .tunes
+                    .iter()
+                    .map(|t| t.tune.emulator.clone().unwrap().to_string())
+                    .collect();
+                assert_eq!(emulators, ["0"; 4], "{plan:?}");
+            } else {
+                assert!(plan.pins.is_empty(), "tick {t}: {plan:?}");
+            }
+        }
     }
 
     #[test]

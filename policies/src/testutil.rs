@@ -108,3 +108,16 @@ pub fn mem_vm(name: &str, max_mib: u64, actual_mib: u64, unused_mib: Option<u64>
 pub fn pins_of(plan: &CpuPlan) -> Vec<u32> {
     plan.pins.iter().map(|p| p.cpus.only().unwrap()).collect()
 }
+
+/// `cpu_snapshot` with VM `vm{dedicated}` set to `placement = "dedicated"`.
+pub fn with_dedicated(s: &Snapshot, dedicated: usize) -> Snapshot {
+    let mut vms = s.vms().to_vec();
+    vms[dedicated].control.placement = Some(vcoord_api::Placement::Dedicated);
+    Snapshot::builder(s.host().clone())
+        .tick(s.tick())
+        .interval_s(s.interval_s())
+        .wall_s(s.wall_s())
+        .vms(vms)
+        .build()
+        .unwrap()
+}

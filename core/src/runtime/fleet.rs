@@ -35,6 +35,10 @@ pub struct VmContention {
     /// its vCPUs (as VMware's CPU ready is), percent; `None` while no vCPU's wait is known.
     #[serde(default)]
     pub cpu_ready_pct: Option<f64>,
+    /// For a VM of the dedicated class: the pCPU of each of its vCPUs, or why it is left
+    /// shared. `None` for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated: Option<Result<Vec<u32>, String>>,
     /// Memory it lacks, KiB.
     pub memory_short_kib: u64,
     /// The larger of the wait ratio and the shortfall as a share of [`HEADROOM_KIB`], 0 to 1.
@@ -112,6 +116,7 @@ impl Fleet {
     ) -> FleetSignals {
         let now = snapshot.wall_s();
         let host = snapshot.host();
+        let dedication = vcoord_api::dedicated::dedicate(snapshot);
         let mut vms = Vec::with_capacity(snapshot.vms().len());
         let mut cpu_demand = Vec::with_capacity(snapshot.vms().len());
         let mut sizes_kib = Vec::with_capacity(snapshot.vms().len());
@@ -140,10 +145,19 @@ impl Fleet {
             let memory_short_kib = lacks.max(cut);
             let score =
                 cpu_wait_ratio.max((memory_short_kib as f64 / HEADROOM_KIB as f64).min(1.0));
+            let dedicated = match dedication.of(&vm.name) {
+                Some(pcpus) => Some(Ok(pcpus.to_vec())),
+                None => dedication
+                    .left_shared
+                    .iter()
+                    .find(|(name, _)| *name == vm.name)
+                    .map(|(_, why)| Err(why.clone())),
+            };
             vms.push(VmContention {
                 vm: vm.name.clone(),
                 cpu_wait_ratio,
                 cpu_ready_pct,
+                dedicated,
                 memory_short_kib,
                 score,
                 cpu_relief: None,
@@ -158,7 +172,9 @@ impl Fleet {
             .saturating_sub(host.limits.host_reserve_kib) as f64;
         let memory_missing =
             vms.iter().map(|v| v.memory_short_kib as f64).sum::<f64>() - grantable_kib;
-        let cpu = follow(&mut self.cpu_since_s, cpu_missing, now);
+        let mut cpu = follow(&mut self.cpu_since_s, cpu_missing, now);
+        // A dedicated VM left shared: only moving a VM away gives it its pCPUs.
+        cpu.cannot_satisfy |= !dedication.left_shared.is_empty();
         let memory = follow(&mut self.memory_since_s, memory_missing, now);
         for (i, v) in vms.iter_mut().enumerate() {
             let relief =

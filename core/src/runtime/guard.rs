@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::limits::{GuardSettings, PERIOD_US, QUOTA_US, SHARES};
 use crate::policy::{CpuPlan, MemoryPlan, VcpuPin, VmTune};
 use crate::runtime::snapshot::{Snapshot, VmView};
+use vcoord_api::dedicated::{dedicate, Dedication};
 use vcoord_api::snapshot::{CpuTune, Placement, DEFAULT_PERIOD_US};
 
 use crate::units::KIB_PER_MIB as MIB;
@@ -59,6 +60,8 @@ pub enum Refusal {
     BelowMinimum,
     /// A pin against the operator's placement (a set for a VM to be pinned one to one).
     OperatorPlacement,
+    /// A vCPU or emulator thread of another VM put on a dedicated VM's pCPU.
+    Dedicated,
     /// Read from a record that did not say.
     #[default]
     Other,
@@ -66,7 +69,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in the order metrics list them.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::OperatorIgnore,
         Refusal::HostReserve,
         Refusal::Trimmed,
@@ -81,6 +84,7 @@ impl Refusal {
         Refusal::BadQuota,
         Refusal::BelowMinimum,
         Refusal::OperatorPlacement,
+        Refusal::Dedicated,
         Refusal::Other,
     ];
 
@@ -101,6 +105,7 @@ impl Refusal {
             Refusal::BadQuota => "bad_quota",
             Refusal::BelowMinimum => "below_minimum",
             Refusal::OperatorPlacement => "operator_placement",
+            Refusal::Dedicated => "dedicated",
             Refusal::Other => "other",
         }
     }
@@ -150,13 +155,20 @@ impl Guard {
     /// Filters both plans.
     pub fn check(&self, snapshot: &Snapshot, cpu: &CpuPlan, memory: &MemoryPlan) -> GuardedPlan {
         let mut out = GuardedPlan::default();
-        self.check_pins(snapshot, cpu, &mut out);
-        check_tunes(snapshot, cpu, &mut out);
+        let dedication = dedicate(snapshot);
+        self.check_pins(snapshot, &dedication, cpu, &mut out);
+        check_tunes(snapshot, &dedication, cpu, &mut out);
         self.check_balloons(snapshot, memory, &mut out);
         out
     }
 
-    fn check_pins(&self, snapshot: &Snapshot, plan: &CpuPlan, out: &mut GuardedPlan) {
+    fn check_pins(
+        &self,
+        snapshot: &Snapshot,
+        dedication: &Dedication,
+        plan: &CpuPlan,
+        out: &mut GuardedPlan,
+    ) {
         let mut seen = HashSet::new();
         for pin in &plan.pins {
             let reject = |reason: Refusal, why: String| Rejection {
@@ -196,6 +208,34 @@ impl Guard {
                     Refusal::OperatorPlacement,
                     "the operator set this VM to be pinned one vCPU to one pCPU".into(),
                 ));
+                continue;
+            }
+            // A dedicated pCPU is its VM's alone: nothing else is put there, and its own vCPUs
+            // go nowhere else.
+            let own = dedication.of(&pin.vm);
+            let index = vm.vcpus.iter().position(|v| v.id == pin.vcpu);
+            let intrudes = match own.zip(index).and_then(|(own, i)| own.get(i)) {
+                Some(&mine) => (pin.cpus.only() != Some(mine)).then(|| {
+                    format!(
+                        "vCPU {} of this dedicated VM is pCPU {mine}'s alone",
+                        pin.vcpu
+                    )
+                }),
+                None => pin
+                    .cpus
+                    .iter()
+                    .find(|&c| dedication.is_reserved(c))
+                    .map(|c| {
+                        let owner = dedication
+                            .vms
+                            .iter()
+                            .find(|(_, pcpus)| pcpus.contains(&c))
+                            .map_or("a dedicated VM", |(vm, _)| vm.as_str());
+                        format!("pCPU {c} is dedicated to {owner} (or its core is)")
+                    }),
+            };
+            if let Some(why) = intrudes {
+                out.rejected.push(reject(Refusal::Dedicated, why));
                 continue;
             }
             if !seen.insert((pin.vm.as_str(), pin.vcpu)) {
@@ -363,7 +403,12 @@ fn cpu_managed_vm<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a VmView, 
 /// Checks CPU tunes: of known, managed domains, once each; weights, quotas and periods within
 /// the scheduler's bounds; emulator sets of existing pCPUs; a quota never holding a VM below its
 /// operator's CPU minimum, and lowered to its operator's maximum.
-fn check_tunes(snapshot: &Snapshot, plan: &CpuPlan, out: &mut GuardedPlan) {
+fn check_tunes(
+    snapshot: &Snapshot,
+    dedication: &Dedication,
+    plan: &CpuPlan,
+    out: &mut GuardedPlan,
+) {
     let mut seen = HashSet::new();
     for wish in &plan.tunes {
         let action = format!("tune {}: {}", wish.vm, describe_tune(&wish.tune));
@@ -434,6 +479,17 @@ fn check_tunes(snapshot: &Snapshot, plan: &CpuPlan, out: &mut GuardedPlan) {
             out.rejected.push(reject(
                 Refusal::BadPin,
                 format!("emulator threads pinned to {bad}"),
+            ));
+            continue;
+        }
+        if let Some(c) = tune
+            .emulator
+            .as_ref()
+            .and_then(|set| set.iter().find(|&c| dedication.is_reserved(c)))
+        {
+            out.rejected.push(reject(
+                Refusal::Dedicated,
+                format!("emulator threads pinned to pCPU {c}, which is dedicated to a VM's vCPU"),
             ));
             continue;
         }
@@ -560,6 +616,48 @@ mod tests {
                 .collect(),
             reason: String::new(),
         }
+    }
+
+    /// On two pCPUs a dedicated VM has pCPU 1: a plan (a plugin's, say) that puts another VM's
+    /// vCPU or emulator threads there, or the dedicated VM's vCPU elsewhere, is refused and
+    /// counted; the same plan on pCPU 0 passes.
+    #[test]
+    fn nothing_else_is_put_on_a_dedicated_pcpu() {
+        let mut lat = vm("lat", 512, Some(100));
+        lat.control.placement = Some(Placement::Dedicated);
+        let snap = snapshot(4096, vec![lat, vm("web", 512, Some(100))]);
+        let emulator = |set: &[u32]| CpuTune {
+            emulator: Some(set.iter().copied().collect()),
+            ..CpuTune::default()
+        };
+        let mut plan = CpuPlan::keep("test");
+        plan.pin("web", 0, &[1]);
+        plan.pin("lat", 0, &[0]);
+        plan.tune("web", emulator(&[0, 1]));
+        let out = Guard::default().check(&snap, &plan, &MemoryPlan::default());
+        assert!(out.pins.is_empty() && out.tunes.is_empty(), "{out:?}");
+        let refused: Vec<(Refusal, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.reason, r.why.as_str()))
+            .collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(
+            refused.iter().all(|r| r.0 == Refusal::Dedicated),
+            "{refused:?}"
+        );
+        assert!(
+            refused[0].1.contains("pCPU 1 is dedicated to lat"),
+            "{refused:?}"
+        );
+        assert!(refused[1].1.contains("pCPU 1's alone"), "{refused:?}");
+        let mut plan = CpuPlan::keep("test");
+        plan.pin("web", 0, &[0]);
+        plan.pin("lat", 0, &[1]);
+        plan.tune("web", emulator(&[0]));
+        let out = Guard::default().check(&snap, &plan, &MemoryPlan::default());
+        assert!(out.rejected.is_empty(), "{out:?}");
+        assert_eq!((out.pins.len(), out.tunes.len()), (2, 1));
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct Coordinator {
     /// Whether the guest memory budget was last seen below the guests' floors (said once a
     /// change).
     budget_short: bool,
+    /// Dedicated VMs last seen left shared, with why (said once a change).
+    left_shared: Vec<(String, String)>,
 }
 
 /// A kind of warning that may repeat every tick: what [`Throttle`] counts by.
@@ -312,6 +314,7 @@ impl Coordinator {
             fleet: Fleet::default(),
             follow: virtio_mem::Follow::default(),
             budget_short: false,
+            left_shared: Vec::new(),
         }
     }
 
@@ -464,6 +467,7 @@ impl Coordinator {
         let memory_plan = self.memory_policy.decide(&snapshot);
         let guarded = self.guard.check(&snapshot, &cpu_plan, &memory_plan);
         let fleet = self.fleet.signals(&snapshot, &memory_plan, &guarded);
+        self.note_dedication(&fleet);
         for r in &guarded.rejected {
             if let Some(held) = self.throttle.allow(Warning::Guard(r.reason, r.vm.clone())) {
                 warn!(host = %self.host.name, action = %r.action, why = %r.why, held_back = held, "guard");
@@ -991,6 +995,34 @@ fn tick_summary(r: &TickRecord) -> String {
         },
         if r.dry_run { " (dry run)" } else { "" }
     )
+}
+
+impl Coordinator {
+    /// Says, once a change, which dedicated VMs the host leaves shared and why, and when one
+    /// gets its pCPUs again.
+    fn note_dedication(&mut self, fleet: &FleetSignals) {
+        let now: Vec<(String, String)> = fleet
+            .vms
+            .iter()
+            .filter_map(|v| match &v.dedicated {
+                Some(Err(why)) => Some((v.vm.clone(), why.clone())),
+                _ => None,
+            })
+            .collect();
+        for (vm, why) in now.iter().filter(|e| !self.left_shared.contains(e)) {
+            warn!(host = %self.host.name, vm = %crate::show::shown(vm), why = %why,
+                "a dedicated VM is left shared");
+        }
+        for (vm, _) in self
+            .left_shared
+            .iter()
+            .filter(|(vm, _)| !now.iter().any(|(n, _)| n == vm))
+        {
+            info!(host = %self.host.name, vm = %crate::show::shown(vm),
+                "a dedicated VM is no longer left shared");
+        }
+        self.left_shared = now;
+    }
 }
 
 /// Warns of every OOM kill a guest reported since the last tick, with its memory as vcoord last

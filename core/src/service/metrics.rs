@@ -73,6 +73,7 @@ pub struct Metrics {
     record_ok: IntGaugeVec,
     vm_cpu_wait_ratio: GaugeVec,
     vm_cpu_ready: GaugeVec,
+    vm_dedicated: GaugeVec,
     vm_memory_short: GaugeVec,
     vm_contention: GaugeVec,
     vm_relief: GaugeVec,
@@ -234,6 +235,7 @@ impl Metrics {
             failed_host: int_gauge("vcoord_host_failed", "1 when the host stopped on an error (it stays so, and /healthz answers 503, until a reload starts it again or removes it).", h),
             record_ok: int_gauge("vcoord_record_ok", "1 while the --record file is written, 0 once a write failed and the record stopped (the hosts go on coordinating).", &["file"]),
             vm_cpu_wait_ratio: gauge("vcoord_vm_cpu_wait_ratio", "Share of the CPU time the VM's vCPUs wanted over the last tick that they spent waiting for a pCPU (run-queue wait over run time plus wait), 0 to 1.", vm),
+            vm_dedicated: gauge("vcoord_vm_dedicated", "For a VM of the dedicated class (placement = \"dedicated\"): 1 while it has pCPUs of its own, 0 while the host leaves it shared (the log and `vcoord status` say why); absent for other VMs.", vm),
             vm_cpu_ready: gauge("vcoord_vm_cpu_ready_percent", "CPU ready: share of the last tick the VM's vCPUs waited runnable for a pCPU, averaged over its vCPUs (as VMware's CPU ready), percent; absent while no vCPU's wait is known.", vm),
             vm_memory_short: gauge("vcoord_vm_memory_short_bytes", "Memory the VM lacks: of its use plus 100 MiB (up to its maximum), or of a grant the guard cut for lack of host memory, whichever is more.", vm),
             vm_contention: gauge("vcoord_vm_contention_score", "How contended the VM is, 0 to 1: the larger of its CPU wait ratio and its memory shortfall as a share of 100 MiB.", vm),
@@ -296,6 +298,7 @@ impl Metrics {
             Box::new(m.record_ok.clone()),
             Box::new(m.vm_cpu_wait_ratio.clone()),
             Box::new(m.vm_cpu_ready.clone()),
+            Box::new(m.vm_dedicated.clone()),
             Box::new(m.vm_memory_short.clone()),
             Box::new(m.vm_contention.clone()),
             Box::new(m.vm_relief.clone()),
@@ -756,6 +759,13 @@ impl Metrics {
                 .with_label_values(&labels)
                 .set(v.cpu_wait_ratio);
             set_or_remove(&self.vm_cpu_ready, &labels, v.cpu_ready_pct);
+            set_or_remove(
+                &self.vm_dedicated,
+                &labels,
+                v.dedicated
+                    .as_ref()
+                    .map(|d| if d.is_ok() { 1.0 } else { 0.0 }),
+            );
             self.vm_memory_short
                 .with_label_values(&labels)
                 .set(v.memory_short_kib as f64 * KIB);
@@ -816,6 +826,7 @@ impl Metrics {
             &self.stats_age,
             &self.vm_cpu_wait_ratio,
             &self.vm_cpu_ready,
+            &self.vm_dedicated,
             &self.vm_memory_short,
             &self.vm_contention,
         ] {

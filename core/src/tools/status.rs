@@ -279,6 +279,28 @@ fn render_host(h: &HostStatus) -> String {
             );
         }
     }
+    for v in &h.fleet.vms {
+        match &v.dedicated {
+            Some(Ok(pcpus)) => {
+                let ids: Vec<String> = pcpus.iter().map(u32::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "dedicated: {}: pCPU {}",
+                    show::shown(&v.vm),
+                    ids.join(", ")
+                );
+            }
+            Some(Err(why)) => {
+                let _ = writeln!(
+                    out,
+                    "left shared: {}: {}",
+                    show::shown(&v.vm),
+                    show::one_line(why, false)
+                );
+            }
+            None => {}
+        }
+    }
     for (vm, why) in &h.left_alone {
         let _ = writeln!(
             out,
