@@ -637,9 +637,14 @@ fn a_plugin_plan_onto_a_dedicated_pcpu_is_refused_by_the_guard() {
         .flat_map(|rec| &rec.rejected)
         .filter(|x| x.reason == vcoord_core::runtime::guard::Refusal::Dedicated)
         .collect();
-    assert!(!refused.is_empty(), "nothing refused: the test shows nothing");
     assert!(
-        refused.iter().all(|x| x.vm != "vm1" && x.why.contains("dedicated to vm1")),
+        !refused.is_empty(),
+        "nothing refused: the test shows nothing"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|x| x.vm != "vm1" && x.why.contains("dedicated to vm1")),
         "{refused:?}"
     );
     for rec in &r.records {

@@ -1020,7 +1020,8 @@ fn dedicated_vms_the_host_cannot_give_pcpus_are_left_shared_and_said_so_once() {
     assert_eq!(said.len(), 5, "{said:#?}");
     for vm in ["vm4", "vm5", "vm6", "vm7", "vm8"] {
         assert!(
-            said.iter().any(|l| l.contains(vm) && l.contains("0 can be given")),
+            said.iter()
+                .any(|l| l.contains(vm) && l.contains("0 can be given")),
             "{vm}: {said:#?}"
         );
         assert!(
