@@ -1152,3 +1152,56 @@ fn a_tick_limit_ends_the_run_with_the_endpoint_on() {
     let status = s.wait(Duration::from_secs(20));
     assert!(status.success(), "{status}: {}", s.log());
 }
+
+/// Two dedicated VMs on a 2-pCPU host: `lat` (one vCPU) gets pCPU 1; `big` (two vCPUs) cannot
+/// have pCPUs of its own (one core stays shared) and is left shared, counted where an operator
+/// looks: `vcoord_vm_dedicated` 1 and 0, the fleet's CPU cannot-satisfy signal at 1, and
+/// `/status.json` saying which pCPU `lat` has and why `big` has none.
+#[test]
+fn a_dedicated_vm_left_shared_is_counted_in_metrics_and_status() {
+    let dir = scratch("dedicated");
+    std::fs::write(
+        dir.join("s.toml"),
+        "name = \"d\"\nduration_s = 600\nseed = 1\n[host]\npcpus = 2\nmemory_mib = 8192\n\
+         [[vm]]\nname = \"lat\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 20 }]\n\
+         [[vm]]\nname = \"big\"\nvcpus = 2\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 50 }]\n\
+         [[vm]]\nname = \"web\"\nmax_memory_mib = 1024\nmemory_mib = 512\ncpu = [{ pct = 50 }]\n",
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.join("vcoord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{addr}\"\n[[host]]\nname = \"sim\"\nuri = \"sim:s.toml\"\ninterval_s = 0.2\n\
+             [[host.vm]]\nmatch = \"lat\"\nplacement = \"dedicated\"\n\
+             [[host.vm]]\nmatch = \"big\"\nplacement = \"dedicated\"\n"
+        ),
+    )
+    .unwrap();
+    let mut s = Daemon::launch(&dir, &config)
+        .args(&["--realtime"])
+        .notify(Duration::from_secs(10))
+        .remove_dir_after()
+        .spawn();
+    s.until("READY=1", Duration::from_secs(20));
+    let scrape = poll_scrape(&addr, |m| m.contains("vcoord_vm_dedicated"));
+    let read = |name: &str, labels: &[&str]| {
+        metric(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?}:\n{scrape}"))
+    };
+    assert_eq!(read("vcoord_vm_dedicated", &["vm=\"lat\""]), 1.0);
+    assert_eq!(read("vcoord_vm_dedicated", &["vm=\"big\""]), 0.0);
+    assert!(metric(&scrape, "vcoord_vm_dedicated", &["vm=\"web\""]).is_none());
+    assert_eq!(read("vcoord_host_cannot_satisfy", &["kind=\"cpu\""]), 1.0);
+    let (_, status) = http(&addr, "GET", "/status.json");
+    assert!(status.contains("\"Ok\":[1]"), "{status}");
+    assert!(status.contains("it needs 2 pCPUs of their own"), "{status}");
+    s.signal("TERM");
+    assert!(s.wait(Duration::from_secs(5)).success());
+    assert_eq!(
+        s.log().matches("a dedicated VM is left shared").count(),
+        1,
+        "{}",
+        s.log()
+    );
+}
