@@ -263,16 +263,34 @@ fn vcpu_wait_ns(name: &str) -> u64 {
     vcpu_schedstat_ns(name, 1)
 }
 
-/// A busy loop bound to pCPU 0 for at most `limit`, killed when dropped. One process (taskset
-/// execs bash, which loops on its own clock), so killing it ends it: a `timeout` in between
-/// would leave its child spinning.
+/// A host process bound to pCPU 0 for at most `limit`, killed when dropped. One process
+/// (taskset execs the interpreter, which keeps its own clock), so killing it ends it: a
+/// `timeout` in between would leave its child spinning.
 struct Hog(Child);
 
 impl Hog {
+    /// A busy loop.
     fn on_pcpu0(limit: Duration) -> Self {
         let script = format!("while [ $SECONDS -lt {} ]; do :; done", limit.as_secs());
+        Self::spawn_on_pcpu0(&["bash", "-c", &script])
+    }
+
+    /// A duty cycle: busy for the first half of every 50 ms, asleep for the second.
+    fn duty_cycle_on_pcpu0(limit: Duration) -> Self {
+        let script = format!(
+            "import time\nend = time.monotonic() + {}\nstart = time.monotonic()\n\
+             while start < end:\n    while time.monotonic() < start + 0.025: pass\n    \
+             time.sleep(max(0.0, start + 0.05 - time.monotonic()))\n    \
+             start = max(start + 0.05, time.monotonic() - 0.05)\n",
+            limit.as_secs()
+        );
+        Self::spawn_on_pcpu0(&["python3", "-c", &script])
+    }
+
+    fn spawn_on_pcpu0(command: &[&str]) -> Self {
         let child = Command::new("taskset")
-            .args(["-c", "0", "bash", "-c", &script])
+            .args(["-c", "0"])
+            .args(command)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -543,36 +561,6 @@ fn vcpu_schedstat_ns(name: &str, field: usize) -> u64 {
         .sum()
 }
 
-/// A host process with a duty cycle, bound to pCPU 0: busy for the first half of every 50 ms,
-/// asleep for the second; for at most `limit`, killed when dropped.
-struct DutyCycle(Child);
-
-impl DutyCycle {
-    fn on_pcpu0(limit: Duration) -> Self {
-        let script = format!(
-            "import time\nend = time.monotonic() + {}\nstart = time.monotonic()\n\
-             while start < end:\n    while time.monotonic() < start + 0.025: pass\n    \
-             time.sleep(max(0.0, start + 0.05 - time.monotonic()))\n    \
-             start = max(start + 0.05, time.monotonic() - 0.05)\n",
-            limit.as_secs()
-        );
-        let child = Command::new("taskset")
-            .args(["-c", "0", "python3", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("taskset python3");
-        DutyCycle(child)
-    }
-}
-
-impl Drop for DutyCycle {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The defaults beside host work that is not a constant loop: a process with a duty cycle on
 /// pCPU 0 and three light guests (30% each; two on pCPU 0, one on pCPU 1: one must move). Whichever vCPU
 /// shares pCPU 0 waits behind the process's bursts, so a law that takes demand to move with a
@@ -591,7 +579,7 @@ fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
     }
     guests.wait_booted(Duration::from_secs(120));
     let names = guests.names.clone();
-    let duty = DutyCycle::on_pcpu0(Duration::from_secs(180));
+    let duty = Hog::duty_cycle_on_pcpu0(Duration::from_secs(180));
     // The process's load is seen for a few seconds before the daemon starts.
     std::thread::sleep(Duration::from_secs(3));
     let before: BTreeMap<String, Vec<u32>> =
