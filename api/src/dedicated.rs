@@ -161,13 +161,11 @@ mod tests {
     use crate::snapshot::{HostView, MemoryView, VcpuView};
     use crate::{CpuTune, Pcpu, VmControl, VmView};
 
-    /// A host of `cores` cores of `threads` pCPUs (ids core-major); VMs (name, vCPUs, pinned
-    /// to, placement, managed).
-    fn snap(
-        cores: u32,
-        threads: u32,
-        vms: &[(&str, usize, Option<&[u32]>, Option<Placement>, bool)],
-    ) -> Snapshot {
+    /// A VM: name, vCPUs, pinned to, placement, managed.
+    type Vm<'a> = (&'a str, usize, Option<&'a [u32]>, Option<Placement>, bool);
+
+    /// A host of `cores` cores of `threads` pCPUs (ids core-major) with `vms`.
+    fn snap(cores: u32, threads: u32, vms: &[Vm]) -> Snapshot {
         let pcpus = (0..cores * threads)
             .map(|id| Pcpu {
                 id,
