@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::{CpuSet, Placement, Snapshot};
+use crate::{CpuSet, Placement, Snapshot, VcpuPin};
 
 /// What the host dedicates this tick.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,6 +39,27 @@ impl Dedication {
     /// Whether pCPU `id` is some dedicated VM's.
     pub fn is_reserved(&self, id: u32) -> bool {
         self.reserved.contains(id)
+    }
+
+    /// The pins that put each dedicated vCPU of `snapshot` on its own pCPU, where it is not
+    /// pinned there alone already; in VM order.
+    pub fn pins(&self, snapshot: &Snapshot) -> Vec<VcpuPin> {
+        let mut pins = Vec::new();
+        for (name, own) in &self.vms {
+            let Some(vm) = snapshot.vm(name) else {
+                continue;
+            };
+            for (v, &cpu) in vm.vcpus.iter().zip(own) {
+                if v.affinity.only() != Some(cpu) {
+                    pins.push(VcpuPin {
+                        vm: vm.name.clone(),
+                        vcpu: v.id,
+                        cpus: CpuSet::single(cpu),
+                    });
+                }
+            }
+        }
+        pins
     }
 }
 

@@ -556,15 +556,11 @@ impl GroupBalance {
         };
         let everywhere = dedication.shared.clone();
         let mut plan = CpuPlan::keep(verdict.to_string());
-        for (name, own) in &dedication.vms {
+        plan.pins.extend(dedication.pins(snapshot));
+        for (name, _) in &dedication.vms {
             let Some(vm) = snapshot.vm(name) else {
                 continue;
             };
-            for (v, &cpu) in vm.vcpus.iter().zip(own) {
-                if v.affinity.only() != Some(cpu) {
-                    plan.pin(&vm.name, v.id, &[cpu]);
-                }
-            }
             let wanted = CpuTune {
                 emulator: emulator.clone(),
                 ..vm.operator_tune()

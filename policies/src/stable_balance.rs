@@ -49,7 +49,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use vcoord_api::dedicated::dedicate;
+use vcoord_api::dedicated::{dedicate, Dedication};
 use vcoord_api::outcome::{Move, Outcomes};
 use vcoord_api::placement::{fewest_moves_over, loads_of_over, local_search_over, Search};
 use vcoord_api::stats::{stdev, Estimate};
@@ -380,11 +380,20 @@ impl StableBalance {
     }
 
     /// One tick: the pins to make and the verdict behind them.
+    #[cfg(test)]
     fn step(&mut self, snapshot: &Snapshot) -> (Vec<VcpuPin>, Verdict) {
+        self.step_with(snapshot, &dedicate(snapshot))
+    }
+
+    /// [`Self::step`] with the host's dedication worked out.
+    fn step_with(
+        &mut self,
+        snapshot: &Snapshot,
+        dedication: &Dedication,
+    ) -> (Vec<VcpuPin>, Verdict) {
         let host = snapshot.host();
         // Dedicated VMs' vCPUs go to their own pCPUs; the law balances the rest over the
         // shared ones, by position among them.
-        let dedication = dedicate(snapshot);
         let shared: Vec<usize> = (0..host.pcpus.len())
             .filter(|&i| !dedication.is_reserved(host.pcpus[i].pcpu.id))
             .collect();
@@ -410,21 +419,10 @@ impl StableBalance {
         };
         let mut count = vec![0usize; m];
         let mut items = Vec::with_capacity(all.len());
-        let mut pins = Vec::new();
+        let mut pins = dedication.pins(snapshot);
         for mut it in all {
             let vm = &snapshot.vms()[it.vm];
-            if let Some(own) = dedication.of(&vm.name) {
-                // Its own pCPU, once.
-                let index = vm.vcpus.iter().position(|v| v.id == it.vcpu);
-                if let Some(&cpu) = index.and_then(|i| own.get(i)) {
-                    if vm.vcpus[index.unwrap_or(0)].affinity.only() != Some(cpu) {
-                        pins.push(VcpuPin {
-                            vm: vm.name.clone(),
-                            vcpu: it.vcpu,
-                            cpus: CpuSet::single(cpu),
-                        });
-                    }
-                }
+            if dedication.of(&vm.name).is_some() {
                 continue;
             }
             it.home = it.home.and_then(|h| position[h]);
@@ -475,7 +473,8 @@ impl StableBalance {
 
 impl CpuPolicy for StableBalance {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
-        let (pins, verdict) = self.step(snapshot);
+        let dedication = dedicate(snapshot);
+        let (pins, verdict) = self.step_with(snapshot, &dedication);
         let mut plan = CpuPlan {
             tunes: Vec::new(),
             pins,
@@ -483,7 +482,6 @@ impl CpuPolicy for StableBalance {
         };
         // Where pCPUs are dedicated: VMs on a group go to the shared pCPUs, and every managed
         // VM's emulator threads too.
-        let dedication = dedicate(snapshot);
         let keep_off = !dedication.reserved.is_empty();
         for vm in snapshot.vms().iter().filter(|vm| vm.control.cpu_managed) {
             if keep_off && vm.control.placement == Some(Placement::Group) {
