@@ -172,6 +172,7 @@ fn run(args: RunArgs) -> Result<()> {
             realtime: args.realtime,
             record_snapshots: args.record.is_some(),
             sim_seed: None,
+            state_dir: Some(vcoord_core::runtime::learned::state_dir()),
         },
         lock_dir: lock::run_dir(),
     };

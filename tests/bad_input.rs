@@ -29,6 +29,7 @@ fn run_limited(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
         .current_dir(dir)
         .env("VCOORD_LOG", "error")
         .env("VCOORD_RUN_DIR", dir.join("run"))
+        .env("VCOORD_STATE_DIR", dir.join("state"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -532,6 +532,7 @@ fn a_budget_below_the_guests_floors_is_warned_of_once() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vcoord"))
             .args(["run", "-c", config.to_str().unwrap(), "--ticks", "5"])
             .env("VCOORD_RUN_DIR", dir.join("run"))
+            .env("VCOORD_STATE_DIR", dir.join("state"))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -1030,3 +1030,37 @@ fn dedicated_vms_the_host_cannot_give_pcpus_are_left_shared_and_said_so_once() {
         );
     }
 }
+
+/// What stable-balance learned beside host bursts (the prediction error of its first move)
+/// goes over a restart, as the state file carries it over a real one: after it, the law holds
+/// as before instead of trying the move again.
+#[test]
+fn beside_host_bursts_a_restart_keeps_the_learned_error_and_the_hold() {
+    use vcoord_core::runtime::{control::Control, Coordinator, RunOptions};
+    vcoord_policies::link();
+    let path = scenario("cpu-h3-host-bursts");
+    let host =
+        vcoord_core::config::HostConfig::new("h", &format!("sim:{}", path.display()), &root());
+    let mut c = Coordinator::open(&host, &RunOptions::default()).expect("opens");
+    let control = Control::new();
+    // Past its last move (by tick 30: the test above).
+    for _ in 0..40 {
+        assert!(c.tick().is_some());
+        c.wait(&control);
+    }
+    let learned = c.cpu_learned();
+    assert!(learned.is_some(), "nothing learned in 40 ticks");
+    c.restart().expect("restarts");
+    assert_eq!(c.cpu_learned(), learned);
+    let mut pins = Vec::new();
+    while !c.finished() {
+        if let Some(r) = c.tick() {
+            if !r.pins.is_empty() {
+                pins.push((r.tick, r.cpu_reason));
+            }
+        }
+        c.wait(&control);
+    }
+    // A policy started as new tries the move again at once: this one does not.
+    assert!(pins.is_empty(), "{pins:#?}");
+}

@@ -231,6 +231,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
     let second = Command::new(vcoord_bin())
         .args(["run", "--config", config.to_str().unwrap(), "--ticks", "1"])
         .env("VCOORD_RUN_DIR", dir.join("run"))
+        .env("VCOORD_STATE_DIR", dir.join("state"))
         .output()
         .unwrap();
     assert!(!second.status.success());
@@ -251,6 +252,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
     let second = Command::new(vcoord_bin())
         .args(["run", "--config", other.to_str().unwrap(), "--ticks", "1"])
         .env("VCOORD_RUN_DIR", dir.join("run"))
+        .env("VCOORD_STATE_DIR", dir.join("state"))
         .output()
         .unwrap();
     assert!(!second.status.success());
@@ -272,6 +274,7 @@ fn a_second_acting_instance_on_the_same_host_is_refused() {
             "--dry-run",
         ])
         .env("VCOORD_RUN_DIR", dir.join("run"))
+        .env("VCOORD_STATE_DIR", dir.join("state"))
         .output()
         .unwrap();
     assert!(
@@ -348,6 +351,7 @@ fn the_installed_package_runs_the_way_its_unit_says() {
     let second = Command::new("/usr/bin/vcoord")
         .args(["run", "--config", "/etc/vcoord/vcoord.toml", "--ticks", "1"])
         .env("VCOORD_RUN_DIR", dir.join("run"))
+        .env("VCOORD_STATE_DIR", dir.join("state"))
         .output()
         .unwrap();
     assert!(!second.status.success());
@@ -364,6 +368,7 @@ fn the_installed_package_runs_the_way_its_unit_says() {
         let second = Command::new("/usr/bin/vcoord")
             .args(["run", "--config", other.to_str().unwrap(), "--ticks", "1"])
             .env("VCOORD_RUN_DIR", dir.join("run"))
+            .env("VCOORD_STATE_DIR", dir.join("state"))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&second.stderr);

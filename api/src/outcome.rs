@@ -30,7 +30,9 @@ pub const UNDO_WINDOW_S: f64 = 60.0;
 /// The predictor's own error, in points of spread: how far its moves fell short of what they
 /// predicted. It holds the largest recent miss, comes down as predictions hold, and fades in
 /// time.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Kept across restarts as `points` and `at_s` (wall-clock seconds since the Unix epoch), so
+/// that it fades over the time the daemon was down too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PredictionError {
     points: f64,
     at_s: f64,
@@ -176,6 +178,29 @@ impl<K: PartialEq + Clone, P: PartialEq + Clone> Outcomes<K, P> {
         self.error.at(now_s)
     }
 
+    /// What a restart should keep: the prediction error, if there is one.
+    pub fn learned(&self) -> Option<crate::params::Table> {
+        (self.error.points > 0.0)
+            .then(|| crate::params::Table::try_from(self.error).ok())
+            .flatten()
+    }
+
+    /// Takes back the prediction error [`Self::learned`] gave before a restart.
+    pub fn relearn(&mut self, learned: &crate::params::Table) -> Result<(), String> {
+        let error: PredictionError = learned
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        if !(error.points.is_finite() && error.points >= 0.0 && error.at_s.is_finite()) {
+            return Err(format!(
+                "a prediction error of {} points at {} s",
+                error.points, error.at_s
+            ));
+        }
+        self.error = error;
+        Ok(())
+    }
+
     /// Forgets what was learned, as if the policy had just started.
     pub fn forget(&mut self) {
         self.error = PredictionError::default();
@@ -238,6 +263,28 @@ mod tests {
         assert_eq!(o.error_at(0.5), 0.0);
         let back = [("a", 1, 0)];
         assert_eq!(o.error_for(1.0, 20.0, 16.0, 3.0, &back), 0.0);
+    }
+
+    #[test]
+    fn the_prediction_error_is_kept_across_a_restart_and_fades_over_it() {
+        let seen = |_: &&str, _: &u32| true;
+        let mut o = Outcomes::default();
+        assert_eq!(o.learned(), None, "nothing learned yet");
+        o.made(a_move(0.0));
+        o.settling(2.0, 1.0, 18.0, seen);
+        let table = o.learned().unwrap();
+        let mut next: Outcomes<&str, u32> = Outcomes::default();
+        next.relearn(&table).unwrap();
+        assert_eq!(next.error_at(2.0), 10.0);
+        assert_eq!(next.error_at(2.0 + MISS_HALF_LIFE_S), 5.0);
+        // A table it cannot read leaves it as new.
+        let mut bad = table.clone();
+        bad.insert("points".into(), toml::Value::Float(f64::NAN));
+        let mut other: Outcomes<&str, u32> = Outcomes::default();
+        assert!(other.relearn(&bad).is_err());
+        bad.insert("points".into(), toml::Value::String("ten".into()));
+        assert!(other.relearn(&bad).is_err());
+        assert_eq!(other.error_at(2.0), 0.0);
     }
 
     #[test]

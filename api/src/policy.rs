@@ -68,6 +68,20 @@ pub trait CpuPolicy: Send {
     fn health(&self) -> PolicyHealth {
         PolicyHealth::Ok
     }
+
+    /// What the policy has learned of the host that a restart should not forget (a prediction
+    /// error, say), if anything: the runtime keeps it in the host's state directory and gives
+    /// it back to the policy of the next process ([`Self::relearn`]). Measurements that a few
+    /// ticks bring back do not belong here.
+    fn learned(&self) -> Option<Table> {
+        None
+    }
+
+    /// Takes back what [`Self::learned`] gave in a process before; an error (a table it
+    /// cannot read) leaves the policy as new.
+    fn relearn(&mut self, _learned: &Table) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Decides how much memory each VM has.

@@ -629,6 +629,14 @@ impl CpuPolicy for GroupBalance {
     fn decide(&mut self, snapshot: &Snapshot) -> CpuPlan {
         self.step(snapshot).0
     }
+
+    fn learned(&self) -> Option<vcoord_api::params::Table> {
+        self.outcomes.learned()
+    }
+
+    fn relearn(&mut self, learned: &vcoord_api::params::Table) -> Result<(), String> {
+        self.outcomes.relearn(learned)
+    }
 }
 
 #[cfg(test)]

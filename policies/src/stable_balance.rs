@@ -13,7 +13,10 @@
 //!    the VMs where the snapshot measures it (`other_pct`, tracked by the same estimator and
 //!    counted as far as it is significant: its mean less `confidence_sigmas` of its noise), so
 //!    a pCPU 60% busy with host processes offers about 40%, while the few flickering points of
-//!    the host's own threads move nothing. Up to `trigger_points` nothing moves.
+//!    the host's own threads move nothing. Up to `trigger_points` nothing moves; S counts over
+//!    it as far as it is significant (less `confidence_sigmas` of its own noise, from every
+//!    pCPU's: [`spread_noise`]), so a host balanced within the trigger is not moved by the
+//!    moment its noise carries S over it.
 //! 3. Over it, the search finds the placement with the fewest moves whose spread is below
 //!    [`AIM_SHARE`] of the trigger: exact for small instances, else a local search that prefers
 //!    idle SMT siblings and the NUMA node most of the VM's vCPUs are on.
@@ -34,7 +37,9 @@
 //! not pinned to one pCPU are pinned on first sight, spread by count until loads are known.
 //! VMs that come and go are picked up and forgotten; on a restart, the placement found is
 //! adopted like any other (every vCPU starts at [`PRIOR_NOISE_PCT`] of noise, so only a clear
-//! imbalance moves anything before the noise is measured).
+//! imbalance moves anything before the noise is measured), and the prediction error E of the
+//! process before is taken back ([`CpuPolicy::learned`]: a restarted daemon does not try again
+//! the move its predecessor had learned to leave alone).
 //!
 //! Known limitations:
 //! - Demand is taken to move with a vCPU unchanged. Run-queue wait does not: a vCPU beside a
@@ -104,10 +109,12 @@ pub enum Verdict {
         /// Seconds left.
         left_s: f64,
     },
-    /// The spread is within the trigger.
+    /// The spread is within the trigger, as far as it is significant.
     Within {
         /// Demand stdev, points.
         spread: f64,
+        /// Its standard deviation, points.
+        noise: f64,
         /// The trigger.
         trigger: f64,
     },
@@ -144,9 +151,14 @@ impl fmt::Display for Verdict {
             Verdict::Settling { left_s } => {
                 write!(f, "settling: vCPUs moved, judged again in {left_s:.1} s")
             }
-            Verdict::Within { spread, trigger } => {
-                write!(f, "steady: demand stdev {spread:.1} <= {trigger:.1}")
-            }
+            Verdict::Within {
+                spread,
+                noise,
+                trigger,
+            } => write!(
+                f,
+                "steady: demand stdev {spread:.1} (noise {noise:.1} per sigma), within {trigger:.1}"
+            ),
             Verdict::NotWorth(j) => write!(
                 f,
                 "hold: demand stdev {:.1}, the best placement found reaches {:.1} after {} moves: a gain of {:.1}, not above {:.1} (the moves' cost, the noise at {:.1} per sigma, the predictions' error {:.1})",
@@ -324,8 +336,19 @@ impl StableBalance {
         if let Some(left_s) = self.outcomes.settling(now, half_life, spread, landed) {
             return (current.to_vec(), Verdict::Settling { left_s });
         }
-        if spread <= trigger {
-            return (current.to_vec(), Verdict::Within { spread, trigger });
+        // The spread counts over the trigger as far as it is significant.
+        let mut load_var = base.noise_var.clone();
+        for (&at, it) in current.iter().zip(items) {
+            load_var[at] += it.noise * it.noise;
+        }
+        let spread_sd = spread_noise(&loads, &load_var);
+        if spread - self.params.confidence_sigmas * spread_sd <= trigger {
+            let verdict = Verdict::Within {
+                spread,
+                noise: spread_sd,
+                trigger,
+            };
+            return (current.to_vec(), verdict);
         }
         let aim = AIM_SHARE * trigger;
         let (candidate, search) = match fewest_moves_over(&demands, &base.load, aim, EXACT_LIMIT) {
@@ -503,6 +526,31 @@ impl CpuPolicy for StableBalance {
         }
         plan
     }
+
+    fn learned(&self) -> Option<vcoord_api::params::Table> {
+        self.outcomes.learned()
+    }
+
+    fn relearn(&mut self, learned: &vcoord_api::params::Table) -> Result<(), String> {
+        self.outcomes.relearn(learned)
+    }
+}
+
+/// Standard deviation of the spread `stdev(loads)` from the noise, squared, of each pCPU's load
+/// `load_var[p]` (the delta method): with m pCPUs, mean mu and spread S, a point more on pCPU
+/// p moves S by (L_p - mu) / (m S).
+fn spread_noise(loads: &[f64], load_var: &[f64]) -> f64 {
+    let (spread, m) = (stdev(loads), loads.len() as f64);
+    if spread <= 0.0 {
+        return 0.0;
+    }
+    let mu = loads.iter().sum::<f64>() / m;
+    loads
+        .iter()
+        .zip(load_var)
+        .map(|(l, var)| ((l - mu) / (m * spread)).powi(2) * var)
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Standard deviation of the gain `stdev(loads) - stdev(after)` from each vCPU's demand noise
@@ -779,7 +827,10 @@ mod tests {
         let quiet = host.run(&mut p, &loads, 6.0, 120);
         let over = quiet
             .iter()
-            .filter(|v| !matches!(v.1, Verdict::Within { .. }))
+            .filter(|v| match &v.1 {
+                Verdict::Within { spread, .. } => *spread > 5.0,
+                _ => true,
+            })
             .count();
         assert!(
             over > 20,
@@ -810,6 +861,33 @@ mod tests {
             0,
             "moved again after the step was balanced: {step:?}"
         );
+    }
+
+    /// A host within the trigger whose noise carries the spread over it now and then: a small
+    /// vCPU's move would gain a little (40 / 45 + 3 is 4 points of spread, 1 with the 3 moved),
+    /// but the spread was never significantly over the trigger, so nothing moves; a step that
+    /// stays (the 20-point vCPU at 34) does move.
+    #[test]
+    fn a_spread_within_the_trigger_is_not_moved_when_noise_carries_it_over() {
+        let mut p = StableBalance::default();
+        let mut host = Host::new(2, &[0, 1, 1, 1], 11);
+        let loads = [40.0, 25.0, 20.0, 3.0];
+        let quiet = host.run(&mut p, &loads, 3.0, 300);
+        let over = quiet
+            .iter()
+            .filter(|v| match &v.1 {
+                Verdict::Within { spread, .. } => *spread > 5.0,
+                Verdict::NotWorth(j) | Verdict::Rebalance(j) => j.spread > 5.0,
+                _ => false,
+            })
+            .count();
+        assert!(
+            over > 30,
+            "the noise crossed the trigger on only {over} ticks"
+        );
+        assert_eq!(moves(&quiet), 0, "{quiet:?}");
+        let step = host.run(&mut p, &[40.0, 25.0, 34.0, 3.0], 3.0, 60);
+        assert!(moves(&step) > 0, "{step:?}");
     }
 
     /// A host whose demand cannot be split evenly (seen on real guests in a CPU burst: 70, 27

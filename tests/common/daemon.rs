@@ -22,9 +22,17 @@ pub struct Launch {
     watchdog: Option<Duration>,
     record: bool,
     remove_dir: bool,
+    state_dir: Option<PathBuf>,
 }
 
 impl Launch {
+    /// Keep what policies learn in `dir` (`VCOORD_STATE_DIR`), shared with the daemons that
+    /// follow it there; by default each daemon has its own, `DIR/state`.
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Extra arguments after `run --config CONFIG`.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
@@ -79,6 +87,12 @@ impl Launch {
             .args(&self.args)
             // Locks of its own, apart from an installed service's.
             .env("VCOORD_RUN_DIR", self.dir.join("run"))
+            // ... and learned state of its own, unless shared on purpose.
+            .env(
+                "VCOORD_STATE_DIR",
+                self.state_dir.clone().unwrap_or(self.dir.join("state")),
+            )
+            .env_remove("STATE_DIRECTORY")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
@@ -134,6 +148,7 @@ impl Daemon {
             watchdog: None,
             record: false,
             remove_dir: false,
+            state_dir: None,
         }
     }
 

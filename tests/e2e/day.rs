@@ -121,15 +121,24 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
         times::BUDGET_MIB,
         times::RESERVE_MIB
     );
-    // One daemon per stretch between restarts, each with its own record; the guest time its
-    // first tick stands for.
+    // One daemon per stretch between restarts, each with its own record, all with one state
+    // directory (as a service's restarts share /var/lib/vcoord); the guest time its first tick
+    // stands for.
     let mut stretches: Vec<(f64, Daemon)> = Vec::new();
     let base = guests.dir.clone();
+    let state = base.join("state");
     let start_stretch = |n: usize| {
         let dir = base.join(format!("stretch{n}"));
         std::fs::create_dir_all(&dir).unwrap();
-        (now(), run_vcoord(&dir, &config, 100_000))
+        let daemon = launch_vcoord(&dir, "", &config)
+            .ticks(100_000)
+            .record()
+            .state_dir(&state)
+            .spawn();
+        (now(), daemon)
     };
+    // Stretches that started with a learned-state file there: each must say it took it back.
+    let mut relearning = Vec::new();
     stretches.push(start_stretch(0));
     let mut restarts = times::RESTARTS.to_vec();
     // Guests that come and go: (short name, CPU load, driver, from, to), and whether each is
@@ -148,6 +157,15 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
             running.1.stop();
             assert!(running.1.wait(Duration::from_secs(30)).success());
             let n = stretches.len();
+            let kept = std::fs::read_dir(&state)
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.path().to_string_lossy().ends_with(".learned.toml"))
+                })
+                .unwrap_or(false);
+            if kept {
+                relearning.push(n);
+            }
             stretches.push(start_stretch(n));
         }
         for (i, &(name, load, driver, (from, to))) in visitors.iter().enumerate() {
@@ -173,7 +191,25 @@ fn a_ten_minute_day_on_real_guests_keeps_every_invariant() {
         assert!(records.len() > 20, "a stretch of {} ticks", records.len());
         ticks.extend(records.into_iter().map(|r| (at + r.time_s, r)));
     }
-    let found = day_violations(&ticks, &grower);
+    let mut found = day_violations(&ticks, &grower);
+    // What the CPU policy learned (its prediction error, once a move has been judged) went
+    // over each restart that had it.
+    for &n in &relearning {
+        if !stretches[n]
+            .1
+            .log()
+            .contains("what it learned before the restart taken back")
+        {
+            found.push(format!(
+                "stretch {n} started as new beside a learned-state file"
+            ));
+        }
+    }
+    eprintln!(
+        "real day: {} of {} restarts had a learned-state file to take back",
+        relearning.len(),
+        times::RESTARTS.len()
+    );
     let pins: usize = ticks.iter().map(|(_, r)| r.pins.len()).sum();
     let moved: f64 = ticks
         .iter()

@@ -430,6 +430,7 @@ fn domain_metadata_is_understood_in_every_mode_and_followed_live() {
     let second = Command::new(env!("CARGO_BIN_EXE_vcoord"))
         .args(["run", "--config", other.to_str().unwrap(), "--ticks", "1"])
         .env("VCOORD_RUN_DIR", daemon.run_dir())
+        .env("VCOORD_STATE_DIR", daemon.run_dir().join("state"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&second.stderr);

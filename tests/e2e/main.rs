@@ -37,6 +37,14 @@ fn run_vcoord(dir: &Path, host_toml: &str, ticks: u32) -> Daemon {
 
 /// The same with top-level configuration lines (`[metrics]`, ...) too.
 fn run_vcoord_with(dir: &Path, top_toml: &str, host_toml: &str, ticks: u32) -> Daemon {
+    launch_vcoord(dir, top_toml, host_toml)
+        .ticks(ticks)
+        .record()
+        .spawn()
+}
+
+/// `vcoord run` of this host's libvirt with the given configuration lines, to be spawned.
+fn launch_vcoord(dir: &Path, top_toml: &str, host_toml: &str) -> common::daemon::Launch {
     let config = dir.join("vcoord.toml");
     std::fs::write(
         &config,
@@ -45,7 +53,7 @@ fn run_vcoord_with(dir: &Path, top_toml: &str, host_toml: &str, ticks: u32) -> D
         ),
     )
     .unwrap();
-    Daemon::launch(dir, &config).ticks(ticks).record().spawn()
+    Daemon::launch(dir, &config)
 }
 
 /// `vcoord status` of this host's libvirt, sampled over `window_s`: its table.

@@ -164,6 +164,23 @@ pub fn open(
     }
 }
 
+/// A file name for the host `uri` reaches (its [`host_identity`], else the URI): letters,
+/// digits, `-` and `.` kept, the rest `_`. Files kept per host (its lock, its learned state)
+/// are named by it, so that two spellings of one host share them.
+pub fn host_file_name(uri: &str) -> String {
+    host_identity(uri)
+        .unwrap_or_else(|| uri.to_owned())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// What a libvirt URI really reaches, as a key: two URIs with the same key drive the same
 /// hypervisor on the same machine (`qemu:///system`, `qemu+unix:///system`,
 /// `qemu+ssh://localhost/system` and `qemu:///system?socket=/var/run/libvirt/libvirt-sock` are

@@ -344,6 +344,14 @@ impl CpuPolicy for Replaced<dyn CpuPolicy> {
         self.fallback.decide(snapshot)
     }
 
+    fn learned(&self) -> Option<vcoord_api::params::Table> {
+        self.fallback.learned()
+    }
+
+    fn relearn(&mut self, learned: &vcoord_api::params::Table) -> Result<(), String> {
+        self.fallback.relearn(learned)
+    }
+
     fn health(&self) -> PolicyHealth {
         self.health_of()
     }

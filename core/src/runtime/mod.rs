@@ -3,6 +3,7 @@
 pub mod control;
 pub mod fleet;
 pub mod guard;
+pub mod learned;
 pub mod record;
 pub mod snapshot;
 pub mod virtio_mem;
@@ -20,6 +21,7 @@ use crate::policy::{CpuPlan, CpuPolicy, MemoryPlan, MemoryPolicy, VcpuPin, VmTun
 use crate::runtime::control::Control;
 use crate::runtime::fleet::{Fleet, FleetSignals};
 use crate::runtime::guard::{BalloonChange, Guard, GuardedPlan, Refusal, Rejection};
+use crate::runtime::learned::LearnedFile;
 use crate::runtime::record::{PlugRequest, ShadowRecord, TickRecord};
 use crate::runtime::snapshot::{Snapshot, SnapshotBuilder, SnapshotSettings};
 use crate::units::{Kib, KIB_PER_MIB};
@@ -67,6 +69,9 @@ pub struct RunOptions {
     pub record_snapshots: bool,
     /// A simulated host's noise seed instead of its scenario's (`vcoord compare --seeds`).
     pub sim_seed: Option<u64>,
+    /// Where an acting daemon keeps what its CPU policy learned of a real host
+    /// ([`learned`]); `None`: nowhere (each run starts as new).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -121,6 +126,9 @@ pub struct Coordinator {
     budget_short: bool,
     /// Dedicated VMs last seen left shared, with why (said once a change).
     left_shared: Vec<(String, String)>,
+    /// Where what the CPU policy learned is kept across restarts (an acting daemon on a real
+    /// host), and whether keeping it last failed (said once a change).
+    learned: Option<(LearnedFile, bool)>,
 }
 
 /// A kind of warning that may repeat every tick: what [`Throttle`] counts by.
@@ -284,6 +292,12 @@ impl Coordinator {
         let mut coordinator = Self::new(host, backend, cpu_policy, memory_policy, options.dry_run);
         coordinator.shadow = shadow;
         coordinator.record_snapshots = options.record_snapshots;
+        let acting = !coordinator.dry_run && !host.uri.starts_with("sim:");
+        if let Some(dir) = options.state_dir.as_deref().filter(|_| acting) {
+            let file = LearnedFile::new(dir, &host.uri, &host.cpu_policy.label());
+            coordinator.learned = Some((file, false));
+            coordinator.relearn();
+        }
         Ok(coordinator)
     }
 
@@ -315,7 +329,55 @@ impl Coordinator {
             follow: virtio_mem::Follow::default(),
             budget_short: false,
             left_shared: Vec::new(),
+            learned: None,
         }
+    }
+
+    /// Gives the CPU policy back what it learned in a process before, from the state file.
+    fn relearn(&mut self) {
+        let Some((file, _)) = &mut self.learned else {
+            return;
+        };
+        let host = &self.host.name;
+        match file.read() {
+            Ok(Some(learned)) => match self.cpu_policy.relearn(&learned) {
+                Ok(()) => {
+                    info!(host = %host, file = %file.path().display(), "CPU policy: what it learned before the restart taken back")
+                }
+                Err(why) => {
+                    warn!(host = %host, file = %file.path().display(), why = %why, "CPU policy: what it learned before the restart ignored")
+                }
+            },
+            Ok(None) => {}
+            Err(why) => {
+                warn!(host = %host, why = %why, "learned state unreadable, ignored (the policy starts as new)")
+            }
+        }
+    }
+
+    /// Keeps what the CPU policy has learned, at `now_s`; a failure is said once until it
+    /// succeeds again.
+    fn keep_learned(&mut self, now_s: f64) {
+        let Some((file, failing)) = &mut self.learned else {
+            return;
+        };
+        match file.keep(self.cpu_policy.learned(), now_s) {
+            Ok(_) if *failing => {
+                *failing = false;
+                info!(host = %self.host.name, file = %file.path().display(), "learned state kept again");
+            }
+            Ok(_) => {}
+            Err(why) => {
+                if !std::mem::replace(failing, true) {
+                    warn!(host = %self.host.name, why = %why, "cannot keep the learned state (a restart will start the policy as new)");
+                }
+            }
+        }
+    }
+
+    /// What the CPU policy has learned of the host that a restart keeps.
+    pub fn cpu_learned(&self) -> Option<vcoord_api::params::Table> {
+        self.cpu_policy.learned()
     }
 
     /// Whether the backend has nothing more to show.
@@ -353,6 +415,9 @@ impl Coordinator {
         } = update;
         if let Some(p) = cpu_policy {
             self.cpu_policy = p;
+            if let Some((file, _)) = &mut self.learned {
+                file.set_policy(&host.cpu_policy.label());
+            }
         }
         if let Some(p) = memory_policy {
             self.memory_policy = p;
@@ -374,7 +439,12 @@ impl Coordinator {
             host: self.host.name.clone(),
             message,
         };
+        // What the policy learned goes over, as the state file carries it over a real restart.
+        let learned = self.cpu_policy.learned();
         self.cpu_policy = self.host.build_cpu_policy().map_err(policy_err)?;
+        if let Some(l) = &learned {
+            let _ = self.cpu_policy.relearn(l);
+        }
         self.memory_policy = self.host.build_memory_policy().map_err(policy_err)?;
         self.shadow = Shadow::build(&self.host).map_err(policy_err)?;
         self.guard = Guard::new(self.host.guard.clone());
@@ -464,6 +534,7 @@ impl Coordinator {
         } = self.backend.take_calls();
 
         let cpu_plan = self.cpu_policy.decide(&snapshot);
+        self.keep_learned(snapshot.wall_s());
         let memory_plan = self.memory_policy.decide(&snapshot);
         let guarded = self.guard.check(&snapshot, &cpu_plan, &memory_plan);
         let fleet = self.fleet.signals(&snapshot, &memory_plan, &guarded);
@@ -1156,6 +1227,65 @@ mod tests {
             c.backend.wait(Duration::from_secs(1), &|_| {});
         }
         assert!(pinned_b && ballooned_b, "the test needs ticks that act");
+    }
+
+    /// Learns how many ticks it has seen.
+    #[derive(Default)]
+    struct Counter(i64);
+    impl CpuPolicy for Counter {
+        fn decide(&mut self, _: &Snapshot) -> CpuPlan {
+            self.0 += 1;
+            CpuPlan::default()
+        }
+        fn learned(&self) -> Option<vcoord_api::params::Table> {
+            let mut t = vcoord_api::params::Table::new();
+            t.insert("ticks".into(), self.0.into());
+            Some(t)
+        }
+        fn relearn(&mut self, learned: &vcoord_api::params::Table) -> Result<(), String> {
+            self.0 = learned["ticks"].as_integer().ok_or("no ticks")?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn what_the_cpu_policy_learned_is_kept_and_given_back_to_the_next_process() {
+        let dir = std::env::temp_dir().join(format!("vcoord-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let scenario = "name = \"k\"\nduration_s = 10\n[host]\npcpus = 2\nmemory_mib = 4096\n";
+        let open = |policy: Counter| {
+            let scenario =
+                crate::backend::sim::Scenario::parse(scenario, std::path::Path::new("k.toml"))
+                    .unwrap();
+            let backend = crate::backend::sim::SimBackend::new(scenario, false);
+            let host = HostConfig::new("h", "qemu:///system", std::path::Path::new("."));
+            let mut c = Coordinator::new(
+                &host,
+                Box::new(backend),
+                Box::new(policy),
+                Box::new(TrimAll),
+                false,
+            );
+            let file = LearnedFile::new(&dir, &host.uri, "counter");
+            c.learned = Some((file, false));
+            c.relearn();
+            c
+        };
+        let mut first = open(Counter::default());
+        for _ in 0..3 {
+            first.tick().unwrap();
+        }
+        let mut next = open(Counter::default());
+        assert_eq!(next.cpu_policy.learned(), first.cpu_policy.learned());
+        next.tick().unwrap();
+        let path = next.learned.as_ref().unwrap().0.path().to_owned();
+        assert!(path.starts_with(&dir), "{}", path.display());
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.contains("policy = \"counter\"") && text.contains("ticks = 4"),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

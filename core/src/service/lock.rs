@@ -54,8 +54,7 @@ pub struct HostLock {
 impl HostLock {
     /// Takes the lock of the host `uri` reaches in `dir`, or says who holds it.
     pub fn acquire(dir: &Path, uri: &str) -> Result<Self, LockError> {
-        let key = crate::backend::host_identity(uri).unwrap_or_else(|| uri.to_owned());
-        let path = dir.join(format!("{}.lock", file_name(&key)));
+        let path = dir.join(format!("{}.lock", crate::backend::host_file_name(uri)));
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -94,19 +93,6 @@ impl HostLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// A file name for `uri`: letters, digits, `-` and `.` kept, the rest `_`.
-fn file_name(uri: &str) -> String {
-    uri.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
