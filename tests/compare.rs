@@ -707,12 +707,13 @@ fn frees_are_found_when_reported_in_one_step_or_half_done_and_grants_are_not_fre
 }
 
 /// Real capacity on the simulator: with host processes bound to some pCPUs (H1, H2), the
-/// default measuring each pCPU's non-VM load keeps the vCPUs' run-queue wait lower than the
-/// same policy taking every pCPU as wholly free (`cpu_capacity = "whole"`), by the paired test
-/// over 10 seeds, and is worse on it in no scenario; where there is no host load (T3) no figure
-/// tells them apart.
+/// default measuring each pCPU's non-VM demand (what the processes ran plus what they waited)
+/// gives the host's own work what it wants: its run-queue wait is lower than under the same
+/// policy taking every pCPU as wholly free (`cpu_capacity = "whole"`), by the paired test over
+/// 10 seeds, in both; the vCPUs pay at most a point of mean wait for it (the process's share
+/// is no longer theirs to take). Where there is no host load (T3) no figure tells them apart.
 #[test]
-fn measuring_host_load_beats_assuming_whole_pcpus_on_run_queue_wait() {
+fn measuring_host_load_gives_host_work_its_due_at_little_cost_to_the_vcpus() {
     let scenario = |name: &str| root().join(format!("examples/scenarios/{name}.toml"));
     let (h1, h2, t3) = (
         scenario("cpu-h1-host-load"),
@@ -738,28 +739,17 @@ fn measuring_host_load_beats_assuming_whole_pcpus_on_run_queue_wait() {
         "json",
     ]);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let better =
-        |s: &serde_json::Value, row: usize| s["cpu"][row]["better_than"]["mean_wait_pct"].clone();
-    let mut won = 0;
+    let better = |s: &serde_json::Value, row: usize, figure: &str| {
+        s["cpu"][row]["better_than"][figure].clone()
+    };
+    let mean =
+        |row: &serde_json::Value, figure: &str| row["figures"][figure]["mean"].as_f64().unwrap();
     for s in doc["scenarios"].as_array().unwrap() {
         let (n, w) = (&s["cpu"][0], &s["cpu"][1]);
         assert_eq!(
             (n["row"].as_str(), w["row"].as_str()),
             (Some("new"), Some("whole"))
         );
-        let waits = (
-            &n["figures"]["mean_wait_pct"]["mean"],
-            &w["figures"]["mean_wait_pct"]["mean"],
-        );
-        assert_eq!(
-            better(s, 1),
-            serde_json::json!([]),
-            "{}: whole ahead on wait {waits:?}",
-            s["name"]
-        );
-        if better(s, 0) == serde_json::json!(["whole"]) {
-            won += 1;
-        }
         if s["name"] == "cpu-t3-heavy-light" {
             // No host load: no figure tells them apart (a vCPU moved mid-tick shows a moment
             // of non-VM load where it left, so the runs are not identical).
@@ -768,9 +758,26 @@ fn measuring_host_load_beats_assuming_whole_pcpus_on_run_queue_wait() {
                     assert_eq!(beaten, &serde_json::json!([]), "{}: {figure}", s["name"]);
                 }
             }
+            continue;
         }
+        let host_waits = (mean(n, "host_wait_pct"), mean(w, "host_wait_pct"));
+        assert_eq!(
+            better(s, 0, "host_wait_pct"),
+            serde_json::json!(["whole"]),
+            "{}: host wait {host_waits:?}",
+            s["name"]
+        );
+        let waits = (mean(n, "mean_wait_pct"), mean(w, "mean_wait_pct"));
+        assert!(
+            waits.0 - waits.1 < 1.0,
+            "{}: the vCPUs' wait {waits:?}",
+            s["name"]
+        );
+        eprintln!(
+            "{}: host wait {:.1} against {:.1}, vCPU wait {:.2} against {:.2}",
+            s["name"], host_waits.0, host_waits.1, waits.0, waits.1
+        );
     }
-    assert!(won >= 1, "measured capacity never ahead on wait: {out}");
 }
 
 /// `group-balance` on G1 (2 NUMA nodes, 6 two-vCPU VMs placed nowhere, three turning busy):

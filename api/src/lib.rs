@@ -34,7 +34,7 @@ pub use params::{ParamError, ParamSpec, Params, PerVm};
 pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin, VmTune};
 pub use policy::{CpuPolicy, Kind, MemoryPolicy, Policy, PolicyHealth};
 pub use snapshot::{
-    vcpu_demand_pct, Core, CpuTune, GuardLimits, HostPressure, HostView, InvalidSnapshot,
+    vcpu_demand_pct, Core, CpuTune, GuardLimits, HostPressure, HostView, InvalidSnapshot, KsmView,
     MemorySplit, MemoryView, Node, Pcpu, PcpuView, Placement, Snapshot, Stall, VcpuView,
     VirtioMemView, VmControl, VmView,
 };

@@ -57,12 +57,25 @@ pub struct PcpuView {
     /// measured (or measuring is switched off: `cpu_capacity = "whole"`).
     #[serde(default)]
     pub other_pct: Option<f64>,
+    /// Run-queue wait of that load: the time the host's threads outside the VMs' vCPUs were
+    /// runnable but waiting, counted on the pCPU each last ran on, percent of the pCPU, at most
+    /// 100; `None` where not measured. With `other_pct`, what the host's own work wanted here
+    /// ([`Self::other_demand_pct`]), not only what it got.
+    #[serde(default)]
+    pub other_wait_pct: Option<f64>,
 }
 
 impl PcpuView {
     /// What it offers the vCPUs: 100% less its non-VM load (all of it when not measured).
     pub fn capacity_pct(&self) -> f64 {
         100.0 - self.other_pct.unwrap_or(0.0)
+    }
+
+    /// What the load outside the VMs wanted here, as a vCPU's demand is: its run time plus its
+    /// run-queue wait (where measured), percent of the pCPU; `None` where not measured.
+    pub fn other_demand_pct(&self) -> Option<f64> {
+        self.other_pct
+            .map(|run| run + self.other_wait_pct.unwrap_or(0.0))
     }
 }
 
@@ -165,6 +178,35 @@ pub struct HostView {
     /// Pressure stall information, where the host gives it.
     #[serde(default)]
     pub pressure: HostPressure,
+    /// The kernel's same-page merging, where the backend reads it (the local host).
+    #[serde(default)]
+    pub ksm: Option<KsmView>,
+}
+
+/// The kernel's same-page merging (KSM) on the host: whether ksmd is merging, what merging
+/// saves, how fast it scans and what it costs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KsmView {
+    /// ksmd is merging (`run` = 1).
+    pub running: bool,
+    /// Memory merging saves: the pages that share a merged page (`pages_sharing`), KiB.
+    pub saved_kib: u64,
+    /// The merged pages kept for them (`pages_shared`), KiB.
+    pub shared_kib: u64,
+    /// Pages scanned that stay unique (`pages_unshared`), KiB.
+    pub unshared_kib: u64,
+    /// Pages changing too fast to merge (`pages_volatile`), KiB.
+    pub volatile_kib: u64,
+    /// Full scans of the mergeable memory since KSM started.
+    pub full_scans: u64,
+    /// Pages scanned per wakeup (`pages_to_scan`).
+    pub pages_to_scan: u64,
+    /// Sleep between wakeups, ms (`sleep_millisecs`).
+    pub sleep_ms: u64,
+    /// The kernel's scan-rate advisor mode (`none`, `scan-time`), where the kernel has one.
+    pub advisor: Option<String>,
+    /// ksmd's CPU time over the last interval, percent of one pCPU, where measured.
+    pub ksmd_cpu_pct: Option<f64>,
 }
 
 impl HostView {
@@ -177,6 +219,7 @@ impl HostView {
                     pcpu,
                     load_pct: 0.0,
                     other_pct: None,
+                    other_wait_pct: None,
                 })
                 .collect(),
             mem_total_kib,
@@ -185,6 +228,7 @@ impl HostView {
             guest_budget_kib: None,
             limits: GuardLimits::default(),
             pressure: HostPressure::default(),
+            ksm: None,
         }
     }
 

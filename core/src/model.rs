@@ -22,6 +22,41 @@ pub struct HostSample {
     /// where the backend reads it.
     #[serde(default)]
     pub pcpu_busy_ns: Vec<(u32, u64)>,
+    /// Run-queue wait of the host's threads outside the VMs' vCPUs (ns, cumulative since the
+    /// backend started), each thread's wait counted on the pCPU it last ran on, by pCPU id,
+    /// where the backend reads it.
+    #[serde(default)]
+    pub pcpu_other_wait_ns: Vec<(u32, u64)>,
+    /// The kernel's same-page merging, where the backend reads it (the local host).
+    #[serde(default)]
+    pub ksm: Option<KsmSample>,
+}
+
+/// KSM as `/sys/kernel/mm/ksm` shows it, in pages of `page_kib`, and ksmd's run time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KsmSample {
+    /// `run`: 0 stopped, 1 merging, 2 stopped and unmerging.
+    pub run: u64,
+    /// Merged pages kept (`pages_shared`).
+    pub pages_shared: u64,
+    /// Pages sharing them: the pages merging saves (`pages_sharing`).
+    pub pages_sharing: u64,
+    /// Pages scanned that stay unique (`pages_unshared`).
+    pub pages_unshared: u64,
+    /// Pages changing too fast to merge (`pages_volatile`).
+    pub pages_volatile: u64,
+    /// Full scans of the mergeable memory since KSM started (`full_scans`).
+    pub full_scans: u64,
+    /// Pages scanned per wakeup (`pages_to_scan`).
+    pub pages_to_scan: u64,
+    /// Sleep between wakeups, ms (`sleep_millisecs`).
+    pub sleep_millisecs: u64,
+    /// The scan-rate advisor's mode (`none`, `scan-time`), where the kernel has one.
+    pub advisor_mode: Option<String>,
+    /// The kernel's base page size, KiB.
+    pub page_kib: u64,
+    /// ksmd's run time so far, ns, where found.
+    pub ksmd_run_ns: Option<u64>,
 }
 
 /// Cumulative pressure stall counters of one resource (`/proc/pressure/<resource>`).

@@ -32,6 +32,9 @@ pub struct Pcpu {
     pub load_pct: f64,
     /// Busy time outside the snapshot's vCPUs, percent of the pCPU, where measured.
     pub other_pct: ROption<f64>,
+    /// Run-queue wait of that load (its threads' time runnable but waiting), percent of the
+    /// pCPU, where measured.
+    pub other_wait_pct: ROption<f64>,
 }
 
 /// Pressure stall information of one resource on the host (Linux PSI).

@@ -29,6 +29,7 @@ pub fn snapshot_to_abi(snapshot: &Snapshot) -> abi::Snapshot {
                 node_id: p.pcpu.node_id.into(),
                 load_pct: p.load_pct,
                 other_pct: p.other_pct.into(),
+                other_wait_pct: p.other_wait_pct.into(),
             })
             .collect(),
         mem_total_kib: host.mem_total_kib,
@@ -177,6 +178,7 @@ pub fn snapshot_from_abi(s: &abi::Snapshot) -> Result<Snapshot, InvalidSnapshot>
                 },
                 load_pct: p.load_pct,
                 other_pct: p.other_pct.into_option(),
+                other_wait_pct: p.other_wait_pct.into_option(),
             })
             .collect(),
         mem_total_kib: s.mem_total_kib,
@@ -192,6 +194,8 @@ pub fn snapshot_from_abi(s: &abi::Snapshot) -> Result<Snapshot, InvalidSnapshot>
             memory: s.pressure.memory.into_option().map(stall_from_abi),
             io: s.pressure.io.into_option().map(stall_from_abi),
         },
+        // Not carried by this plugin ABI.
+        ksm: None,
     };
     Snapshot::builder(host)
         .tick(s.tick)

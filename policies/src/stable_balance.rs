@@ -9,8 +9,10 @@
 //!    vCPU's measured noise. A reading that moves the mean by x raises the noise to at least x,
 //!    so one reading is never significant on its own; a step that stays is, as the noise
 //!    decays behind it.
-//! 2. The spread S is the stdev of the pCPUs' demand: their vCPUs' demand plus the load outside
-//!    the VMs where the snapshot measures it (`other_pct`, tracked by the same estimator and
+//! 2. The spread S is the stdev of the pCPUs' demand: their vCPUs' demand plus the demand of
+//!    the load outside the VMs where the snapshot measures it (its run time `other_pct` plus
+//!    its threads' run-queue wait `other_wait_pct`, as a vCPU's: what a host process wanted,
+//!    not the share the vCPUs beside it left it; tracked by the same estimator and
 //!    counted as far as it is significant: its mean less `confidence_sigmas` of its noise), so
 //!    a pCPU 60% busy with host processes offers about 40%, while the few flickering points of
 //!    the host's own threads move nothing. Up to `trigger_points` nothing moves; S counts over
@@ -47,6 +49,9 @@
 //!   that wait. The law does not model it; it learns the miss (step 5), so such a host is
 //!   left a little less balanced than it could be, and re-tried each time E has faded (every
 //!   few minutes at most one move).
+//! - The host's own wait is measured only where vcoord reads the host's threads (the local
+//!   fast path): elsewhere a host process squeezed by vCPUs counts what it got, not what it
+//!   wanted, and E learns that bias instead.
 //! - E is one figure for the host: a bias seen in one corner raises the bar everywhere.
 //! - The search minimises the stdev of demand, not the wait it causes: two placements of equal
 //!   spread are equal to it.
@@ -293,7 +298,7 @@ impl StableBalance {
                 let before = self.other.get(&p.pcpu.id).copied();
                 let estimate = Estimate::fold(
                     before,
-                    p.other_pct,
+                    p.other_demand_pct(),
                     snapshot.wall_s(),
                     snapshot.interval_s(),
                     half_life,

@@ -582,17 +582,26 @@ fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
     let duty = Hog::duty_cycle_on_pcpu0(Duration::from_secs(180));
     // The process's load is seen for a few seconds before the daemon starts.
     std::thread::sleep(Duration::from_secs(3));
+    let duty_pid = duty.0.id();
+    let duty_waited = || {
+        std::fs::read_to_string(format!("/proc/{duty_pid}/schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .expect("the duty cycle's schedstat")
+    };
     let before: BTreeMap<String, Vec<u32>> =
         names.iter().map(|n| (n.clone(), affinity(n))).collect();
     let mut daemon = run_vcoord(&guests.dir, "", 60);
+    let duty_wait_before = duty_waited();
     let mut polls = vec![before];
     polls.extend(poll_pins(&mut daemon, &names));
+    let duty_wait = duty_waited() - duty_wait_before;
     assert!(
         daemon.wait(Duration::from_secs(30)).success(),
         "{}",
         log_of(&guests)
     );
-    let duty_pid = duty.0.id().to_string();
+    let duty_pid = duty_pid.to_string();
     drop(duty);
     assert!(
         !Path::new(&format!("/proc/{duty_pid}")).exists(),
@@ -631,6 +640,26 @@ fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
         .filter_map(|r| r.pcpu_other_pct.first().copied().flatten())
         .fold(0.0, f64::max);
     assert!(seen > 25.0, "pCPU 0 non-VM load at most {seen:.0}%");
+    // ... and what it waited there behind the vCPUs, which the law counts in its demand: over
+    // the run, the host's wait counted on pCPU 0 holds at least the process's own (read from
+    // its schedstat; less a second of slack, the records starting a tick late).
+    let counted_s: f64 = records
+        .windows(2)
+        .filter_map(|w| {
+            let pct = w[1].pcpu_other_wait_pct.first().copied().flatten()?;
+            Some(pct / 100.0 * (w[1].time_s - w[0].time_s))
+        })
+        .sum();
+    let duty_s = duty_wait as f64 / 1e9;
+    eprintln!("duty cycle: the process waited {duty_s:.1} s on pCPU 0, the records count {counted_s:.1} s there");
+    assert!(
+        duty_s > 0.5,
+        "the process waited only {duty_s:.2} s: nothing to measure"
+    );
+    assert!(
+        counted_s >= duty_s - 1.0,
+        "the records count {counted_s:.1} s of host wait on pCPU 0, the process alone waited {duty_s:.1} s"
+    );
     assert!(
         changed.len() <= 2 && changed.iter().all(|&i| i <= 20),
         "libvirt's placement changed at polls {changed:?}: {reasons:#?}"

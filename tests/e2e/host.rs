@@ -728,6 +728,37 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         let exists = Path::new("/proc/pressure").join(resource).exists();
         assert_eq!(served.is_some(), exists, "{resource}");
     }
+    // The host's same-page merging as the kernel shows it, with what ksmd costs (vcoord reads
+    // it and changes nothing).
+    let ksm = Path::new("/sys/kernel/mm/ksm");
+    let running = metric(&scrape, "vcoord_host_ksm_running", &["host=\"e2e\""]);
+    if ksm.exists() {
+        let read_ksm = |name: &str| -> f64 {
+            std::fs::read_to_string(ksm.join(name))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let run = read_ksm("run");
+        assert_eq!(
+            running,
+            Some(if run == 1.0 { 1.0 } else { 0.0 }),
+            "run = {run}"
+        );
+        let saved = metric(&scrape, "vcoord_host_ksm_saved_bytes", &["host=\"e2e\""]).unwrap();
+        if run != 1.0 {
+            // Not merging: the figure stands still.
+            assert_eq!(saved, read_ksm("pages_sharing") * 4096.0);
+        }
+        let ksmd = metric(&scrape, "vcoord_host_ksmd_cpu_percent", &["host=\"e2e\""]);
+        assert!(
+            ksmd.is_some_and(|c| (0.0..=100.0).contains(&c)),
+            "ksmd {ksmd:?}"
+        );
+    } else {
+        assert_eq!(running, None);
+    }
     assert_eq!(http(&addr, "GET", "/healthz").0, 200);
 
     // A destroyed VM's series go.

@@ -1,6 +1,7 @@
 //! Where samples come from and where actions go. The backend is chosen by the host's URI:
 //! `sim:<scenario.toml>` for the embedded simulator, anything else is a libvirt URI.
 
+pub mod ksm;
 pub mod libvirt;
 pub mod psi;
 pub mod sim;

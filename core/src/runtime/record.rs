@@ -135,6 +135,10 @@ pub struct TickRecord {
     /// Each pCPU's load outside the VMs, percent, where measured (same order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pcpu_other_pct: Vec<Option<f64>>,
+    /// The run-queue wait of that load, percent, where measured (same order; empty where
+    /// measured nowhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pcpu_other_wait_pct: Vec<Option<f64>>,
     /// Host memory free, KiB.
     pub host_free_kib: u64,
     /// Memory grantable to guests (free, or less under a budget), KiB.
@@ -222,6 +226,19 @@ impl TickRecord {
             pcpu_load_pct: snapshot.pcpu_loads(),
             pcpu_stdev_pct: stdev(&snapshot.pcpu_loads()),
             pcpu_other_pct: snapshot.pcpu_other_loads(),
+            pcpu_other_wait_pct: {
+                let waits: Vec<Option<f64>> = snapshot
+                    .host()
+                    .pcpus
+                    .iter()
+                    .map(|p| p.other_wait_pct)
+                    .collect();
+                if waits.iter().all(Option::is_none) {
+                    Vec::new()
+                } else {
+                    waits
+                }
+            },
             host_free_kib: snapshot.host().mem_free_kib,
             guest_free_kib: snapshot.host().guest_free_kib,
             vms,

@@ -42,6 +42,8 @@ pub struct SnapshotBuilder {
     /// Each pCPU's non-VM load at the last snapshot, measured even where policies are not
     /// shown it (for the record: what a run with `cpu_capacity = "whole"` did not see).
     other: Vec<Option<f64>>,
+    /// Each pCPU's non-VM run-queue wait measured for the last snapshot, likewise.
+    other_wait: Vec<Option<f64>>,
     /// VMs whose settings contradict each other (by UUID), with what was said of them.
     contradicted: HashMap<String, String>,
     /// Each VM's last guest statistics report (by UUID), for rates over reports.
@@ -68,6 +70,7 @@ impl SnapshotBuilder {
             tick: 0,
             unavailable: HashMap::new(),
             other: Vec::new(),
+            other_wait: Vec::new(),
             contradicted: HashMap::new(),
             reports: HashMap::new(),
         }
@@ -153,6 +156,12 @@ impl SnapshotBuilder {
     /// not the snapshot shows it.
     pub fn measured_other_loads(&self) -> &[Option<f64>] {
         &self.other
+    }
+
+    /// Each pCPU's non-VM run-queue wait measured for the last snapshot (in its pCPU order),
+    /// whether or not the snapshot shows it.
+    pub fn measured_other_waits(&self) -> &[Option<f64>] {
+        &self.other_wait
     }
 
     /// Takes new settings from the next snapshot on.
@@ -270,7 +279,12 @@ impl SnapshotBuilder {
                 interval_ns,
             ),
         };
+        let ksm = sample.host.ksm.as_ref().map(|k| {
+            let was = self.previous.as_ref().and_then(|p| p.host.ksm.as_ref());
+            ksm_view(k, was, interval_ns)
+        });
         let mut host = HostView {
+            ksm,
             guest_free_kib,
             guest_budget_kib: self.settings.guest_budget_kib,
             limits: self.settings.limits,
@@ -291,9 +305,20 @@ impl SnapshotBuilder {
             .iter()
             .map(|p| others.get(&p.pcpu.id).copied())
             .collect();
+        let waits = self
+            .previous
+            .as_ref()
+            .map(|before| other_waits(&before.host, &sample.host, interval_ns))
+            .unwrap_or_default();
+        self.other_wait = host
+            .pcpus
+            .iter()
+            .map(|p| waits.get(&p.pcpu.id).copied())
+            .collect();
         if self.settings.measure_other_load {
-            for (p, other) in host.pcpus.iter_mut().zip(&self.other) {
+            for ((p, other), wait) in host.pcpus.iter_mut().zip(&self.other).zip(&self.other_wait) {
                 p.other_pct = *other;
+                p.other_wait_pct = other.and(*wait);
             }
         }
         // A pCPU delivers at most 100%: the builder caps the sums. Sums above that are
@@ -434,6 +459,47 @@ pub fn other_loads(
             let busy_pct = percent_of_interval(*busy_before.get(&cpu)?, busy, interval_ns)?;
             let vcpu_pct = vcpus.get(&cpu).copied().unwrap_or(0.0);
             Some((cpu, (busy_pct - vcpu_pct).clamp(0.0, 100.0)))
+        })
+        .collect()
+}
+
+/// KSM as a snapshot shows it: pages in KiB, and ksmd's CPU over the interval from its run
+/// time then and `before`.
+fn ksm_view(
+    now: &crate::model::KsmSample,
+    before: Option<&crate::model::KsmSample>,
+    interval_ns: u64,
+) -> vcoord_api::KsmView {
+    let kib = |pages: u64| pages.saturating_mul(now.page_kib);
+    vcoord_api::KsmView {
+        running: now.run == 1,
+        saved_kib: kib(now.pages_sharing),
+        shared_kib: kib(now.pages_shared),
+        unshared_kib: kib(now.pages_unshared),
+        volatile_kib: kib(now.pages_volatile),
+        full_scans: now.full_scans,
+        pages_to_scan: now.pages_to_scan,
+        sleep_ms: now.sleep_millisecs,
+        advisor: now.advisor_mode.clone(),
+        ksmd_cpu_pct: before
+            .and_then(|b| b.ksmd_run_ns)
+            .zip(now.ksmd_run_ns)
+            .and_then(|(was, is)| percent_of_interval(was, is, interval_ns)),
+    }
+}
+
+/// The run-queue wait of the host's threads outside the vCPUs on each pCPU over the interval,
+/// percent of it (at most 100), by pCPU id, where both samples have it.
+pub fn other_waits(
+    before: &crate::model::HostSample,
+    now: &crate::model::HostSample,
+    interval_ns: u64,
+) -> HashMap<u32, f64> {
+    let was: HashMap<u32, u64> = before.pcpu_other_wait_ns.iter().copied().collect();
+    now.pcpu_other_wait_ns
+        .iter()
+        .filter_map(|&(cpu, ns)| {
+            Some((cpu, percent_of_interval(*was.get(&cpu)?, ns, interval_ns)?))
         })
         .collect()
 }
@@ -580,6 +646,8 @@ mod tests {
                 mem_free_kib: 4 << 20,
                 pressure: Default::default(),
                 pcpu_busy_ns: Vec::new(),
+                pcpu_other_wait_ns: Vec::new(),
+                ksm: None,
             },
             vms,
         }

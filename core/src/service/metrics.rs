@@ -28,6 +28,7 @@ pub struct Metrics {
     registry: Registry,
     pcpu_load: GaugeVec,
     pcpu_other_load: GaugeVec,
+    pcpu_other_wait: GaugeVec,
     vcpu_utilization: GaugeVec,
     vcpu_wait: GaugeVec,
     vcpu_pcpu: IntGaugeVec,
@@ -82,6 +83,9 @@ pub struct Metrics {
     host_deficit_seconds: GaugeVec,
     host_cannot_satisfy: IntGaugeVec,
     host_pressure: GaugeVec,
+    ksm_running: GaugeVec,
+    ksm_saved: GaugeVec,
+    ksmd_cpu: GaugeVec,
     /// Why the `--record` file stopped, if it did.
     record_problem: Mutex<Option<String>>,
     /// What series each host has, to remove those of VMs that are gone.
@@ -191,6 +195,7 @@ impl Metrics {
             .expect("a valid label"),
             pcpu_load: gauge("vcoord_pcpu_load_percent", "Load of a pCPU over the last tick: the sum of its vCPUs' run time, percent of one pCPU (at most 100).", &["host", "pcpu"]),
             pcpu_other_load: gauge("vcoord_pcpu_other_load_percent", "Time a pCPU was busy outside the VMs' vCPUs over the last tick (host processes, QEMU's own threads), percent; absent where not measured.", &["host", "pcpu"]),
+            pcpu_other_wait: gauge("vcoord_pcpu_other_wait_percent", "Run-queue wait of the host's threads outside the VMs' vCPUs on a pCPU over the last tick (each counted where it last ran), percent; absent where not measured.", &["host", "pcpu"]),
             vcpu_utilization: gauge("vcoord_vcpu_utilization_percent", "Time a vCPU ran over the last tick, percent of one pCPU.", vcpu),
             vcpu_wait: gauge("vcoord_vcpu_wait_percent", "Time a vCPU waited runnable for a pCPU over the last tick (run-queue wait), percent.", vcpu),
             vcpu_pcpu: int_gauge("vcoord_vcpu_pcpu", "The pCPU a vCPU last ran on.", vcpu),
@@ -245,6 +250,9 @@ impl Metrics {
             host_deficit_seconds: gauge("vcoord_host_deficit_seconds", "How long the host's deficit of this kind has lasted without a break (0: none).", &["host", "kind"]),
             host_cannot_satisfy: int_gauge("vcoord_host_cannot_satisfy", "1 once the host's deficit of this kind has lasted 60 s: only moving a VM away relieves it.", &["host", "kind"]),
             host_pressure: gauge("vcoord_host_pressure_stall_percent", "Share of the last tick in which some (scope some) or all non-idle (scope full) tasks of the host stalled on the resource (cpu, memory, io): Linux pressure stall information, absent where the host gives none.", &["host", "resource", "scope"]),
+            ksm_running: gauge("vcoord_host_ksm_running", "1 while the kernel's same-page merging (KSM) is merging (run = 1), 0 otherwise; absent where the host's KSM is not read.", &["host"]),
+            ksm_saved: gauge("vcoord_host_ksm_saved_bytes", "Memory KSM saves: the pages that share a merged page (pages_sharing); absent where the host's KSM is not read.", &["host"]),
+            ksmd_cpu: gauge("vcoord_host_ksmd_cpu_percent", "CPU time of ksmd, the kernel thread that scans and merges, over the last tick, percent of one pCPU; absent where not measured.", &["host"]),
             record_problem: Mutex::default(),
             series: Mutex::default(),
             health: Mutex::default(),
@@ -253,6 +261,7 @@ impl Metrics {
         let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.pcpu_load.clone()),
             Box::new(m.pcpu_other_load.clone()),
+            Box::new(m.pcpu_other_wait.clone()),
             Box::new(m.vcpu_utilization.clone()),
             Box::new(m.vcpu_wait.clone()),
             Box::new(m.vcpu_pcpu.clone()),
@@ -307,6 +316,9 @@ impl Metrics {
             Box::new(m.host_deficit_seconds.clone()),
             Box::new(m.host_cannot_satisfy.clone()),
             Box::new(m.host_pressure.clone()),
+            Box::new(m.ksm_running.clone()),
+            Box::new(m.ksm_saved.clone()),
+            Box::new(m.ksmd_cpu.clone()),
         ];
         for c in all {
             r.register(c).expect("metric names are unique");
@@ -413,6 +425,7 @@ impl Metrics {
         for pcpu in &gone.pcpus {
             let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
             let _ = self.pcpu_other_load.remove_label_values(&[host, pcpu]);
+            let _ = self.pcpu_other_wait.remove_label_values(&[host, pcpu]);
         }
         for (kind, policy) in &gone.policies {
             self.remove_policy(host, kind, policy);
@@ -439,6 +452,9 @@ impl Metrics {
         }
         for c in self.host_counters() {
             let _ = c.remove_label_values(&[host]);
+        }
+        for g in [&self.ksm_running, &self.ksm_saved, &self.ksmd_cpu] {
+            let _ = g.remove_label_values(&[host]);
         }
         for outcome in ["ok", "failed"] {
             let _ = self.ticks.remove_label_values(&[host, outcome]);
@@ -535,6 +551,15 @@ impl Metrics {
                     .set(other),
                 None => {
                     let _ = self.pcpu_other_load.remove_label_values(&[host, &id]);
+                }
+            }
+            match p.other_wait_pct {
+                Some(wait) => self
+                    .pcpu_other_wait
+                    .with_label_values(&[host, &id])
+                    .set(wait),
+                None => {
+                    let _ = self.pcpu_other_wait.remove_label_values(&[host, &id]);
                 }
             }
             now.pcpus.insert(id);
@@ -698,6 +723,18 @@ impl Metrics {
             }
         }
         self.fleet(host, &uuid_of, fleet);
+        let ksm = snapshot.host().ksm.as_ref();
+        set_or_remove(
+            &self.ksm_running,
+            &[host],
+            ksm.map(|k| f64::from(u8::from(k.running))),
+        );
+        set_or_remove(
+            &self.ksm_saved,
+            &[host],
+            ksm.map(|k| k.saved_kib as f64 * 1024.0),
+        );
+        set_or_remove(&self.ksmd_cpu, &[host], ksm.and_then(|k| k.ksmd_cpu_pct));
         for (resource, stall) in snapshot.host().pressure.by_resource() {
             set_or_remove(
                 &self.host_pressure,
@@ -735,6 +772,8 @@ impl Metrics {
                 for pcpu in before.pcpus.difference(&now.pcpus) {
                     let _ = self.pcpu_load.remove_label_values(&[host, pcpu]);
                     let _ = self.pcpu_other_load.remove_label_values(&[host, pcpu]);
+                    let _ = self.pcpu_other_wait.remove_label_values(&[host, pcpu]);
+                    let _ = self.pcpu_other_wait.remove_label_values(&[host, pcpu]);
                 }
             }
         }

@@ -37,6 +37,10 @@ pub struct CpuMetrics {
     /// CPU ready of the worst-served VM: its vCPUs' run-queue wait averaged over them (as
     /// VMware's CPU ready is) and over the run, percent (0 without measured ticks).
     pub worst_vm_ready_pct: f64,
+    /// Run-queue wait of the host's own work (threads outside the VMs' vCPUs), summed over
+    /// the pCPUs, mean over measured ticks, percent of one pCPU: what host processes wanted
+    /// and did not get (0 where not recorded).
+    pub host_wait_pct: f64,
 }
 
 /// A vCPU's demand at a tick ([`vcpu_demand_pct`]).
@@ -130,6 +134,8 @@ pub struct Figures {
     served_n: usize,
     wait_sum: f64,
     wait_n: usize,
+    host_wait_sum: f64,
+    host_wait_n: usize,
     /// Per VM: its CPU ready summed over measured ticks, and how many.
     ready: BTreeMap<String, (f64, usize)>,
     last_stdev: f64,
@@ -156,6 +162,8 @@ impl Figures {
             served_n: 0,
             wait_sum: 0.0,
             wait_n: 0,
+            host_wait_sum: 0.0,
+            host_wait_n: 0,
             ready: BTreeMap::new(),
             last_stdev: 0.0,
             first: None,
@@ -204,6 +212,8 @@ impl Figures {
                 self.served_sum += served;
                 self.served_n += 1;
             }
+            self.host_wait_sum += r.pcpu_other_wait_pct.iter().flatten().sum::<f64>();
+            self.host_wait_n += 1;
             for w in r
                 .vms
                 .iter()
@@ -320,6 +330,11 @@ impl Figures {
                 .values()
                 .map(|&(sum, n)| sum / n as f64)
                 .fold(0.0, f64::max),
+            host_wait_pct: if self.host_wait_n == 0 {
+                0.0
+            } else {
+                self.host_wait_sum / self.host_wait_n as f64
+            },
         }
     }
 

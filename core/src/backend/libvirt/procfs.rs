@@ -6,8 +6,13 @@
 //!
 //! Anything unexpected (no status file, a thread gone, a pid that is no longer this domain's
 //! QEMU) is an error for that domain, which the caller then samples through libvirt.
+//!
+//! The host's own work is read the same way: the run-queue wait of every other thread
+//! (`/proc/<pid>/task/<tid>/{schedstat,stat}`), counted on the pCPU each last ran on
+//! ([`ProcReader::other_wait_ns`]), so that what host processes wanted on a pCPU is known, not
+//! only what they got (the kernel's per-pCPU `/proc/schedstat` is not there on every kernel).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -51,6 +56,10 @@ pub struct ProcReader {
     domains: HashMap<String, Threads>,
     /// Where the cgroup v2 hierarchy is mounted, if it is.
     cgroup2: Option<PathBuf>,
+    /// Each thread's run-queue wait at the last reading (ns), by thread id, outside the vCPUs.
+    waits: HashMap<u32, u64>,
+    /// Their wait since the first reading, by the pCPU each last ran on (ns).
+    other_wait: BTreeMap<u32, u64>,
 }
 
 impl ProcReader {
@@ -63,7 +72,55 @@ impl ProcReader {
             cgroup2: std::fs::read_to_string(proc_dir.join("self/mountinfo"))
                 .ok()
                 .and_then(|text| cgroup2_mount(&text)),
+            waits: HashMap::new(),
+            other_wait: BTreeMap::new(),
         }
+    }
+
+    /// The run-queue wait of every thread on the host but the vCPU threads of the domains
+    /// read (this tick's [`Self::vcpus`]), since the first reading: each thread's wait since
+    /// it was last read goes to the pCPU it last ran on. Cumulative per pCPU id, ns. A thread
+    /// seen for the first time only sets where its wait is counted from; one that cannot be
+    /// read (it ended) is left out.
+    pub fn other_wait_ns(&mut self) -> Vec<(u32, u64)> {
+        let vcpus: HashSet<u32> = self
+            .domains
+            .values()
+            .flat_map(|t| t.vcpus.iter().map(|&(_, tid)| tid))
+            .collect();
+        let number = |e: &std::fs::DirEntry| e.file_name().to_str()?.parse::<u32>().ok();
+        let mut waits = HashMap::with_capacity(self.waits.len());
+        for process in std::fs::read_dir(&self.proc_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if number(&process).is_none() {
+                continue;
+            }
+            let tasks = std::fs::read_dir(process.path().join("task"));
+            for task in tasks.into_iter().flatten().flatten() {
+                let Some(tid) = number(&task).filter(|t| !vcpus.contains(t)) else {
+                    continue;
+                };
+                let dir = task.path();
+                let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+                let Some(wait) = read("schedstat")
+                    .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                let delta = self.waits.get(&tid).and_then(|&w| wait.checked_sub(w));
+                if let Some(delta) = delta.filter(|&d| d > 0) {
+                    if let Some(cpu) = read("stat").and_then(|s| stat_field(&s, 39)) {
+                        *self.other_wait.entry(cpu as u32).or_default() += delta;
+                    }
+                }
+                waits.insert(tid, wait);
+            }
+        }
+        self.waits = waits;
+        self.other_wait.iter().map(|(&c, &w)| (c, w)).collect()
     }
 
     /// The memory pressure of domain `name`'s cgroup v2 group (its `vcpus` must have been
@@ -395,6 +452,126 @@ mod tests {
         assert!(r.vcpus("me", "other-uuid").is_err());
         assert!(r.vcpus("missing", "abc").is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A /proc of `tasks` (pid, tid, wait ns, last CPU) under `dir`.
+    fn fake_proc(dir: &Path, tasks: &[(u32, u32, u64, u32)]) {
+        let _ = std::fs::remove_dir_all(dir);
+        for &(pid, tid, wait, cpu) in tasks {
+            let task = dir.join(format!("{pid}/task/{tid}"));
+            std::fs::create_dir_all(&task).unwrap();
+            std::fs::write(task.join("schedstat"), format!("5000 {wait} 7\n")).unwrap();
+            std::fs::write(task.join("status"), "Name:\ta\nCpus_allowed_list:\t0-1\n").unwrap();
+            let fields: Vec<String> = (3..=52)
+                .map(|n| if n == 39 { cpu.to_string() } else { "0".into() })
+                .collect();
+            std::fs::write(
+                task.join("stat"),
+                format!("{tid} (a b) {}\n", fields.join(" ")),
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(dir.join("self")).unwrap();
+    }
+
+    #[test]
+    fn host_threads_wait_is_counted_where_they_last_ran_and_vcpu_threads_are_left_out() {
+        let base = std::env::temp_dir().join(format!("vcoord-wait-{}", std::process::id()));
+        let (proc_dir, run_dir) = (base.join("proc"), base.join("run"));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        // QEMU (pid 10) with vCPU thread 11 and an I/O thread 12; a host daemon (20).
+        std::fs::write(
+            run_dir.join("vm.xml"),
+            "<domstatus pid='10'><vcpus><vcpu id='0' pid='11'/></vcpus><domain><uuid>u</uuid></domain></domstatus>",
+        )
+        .unwrap();
+        let at = |tasks: &[(u32, u32, u64, u32)]| {
+            fake_proc(&proc_dir, tasks);
+            // The QEMU process's own stat (its start time) for the domain's check.
+            std::fs::write(
+                proc_dir.join("10/stat"),
+                "10 (qemu) S 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 77 0",
+            )
+            .unwrap();
+        };
+        let mut r = ProcReader::new(&run_dir, &proc_dir);
+        at(&[(10, 11, 1_000, 0), (10, 12, 2_000, 1), (20, 20, 3_000, 1)]);
+        r.vcpus("vm", "u").unwrap();
+        // The first reading only sets where each thread counts from.
+        assert_eq!(r.other_wait_ns(), vec![]);
+        // The vCPU waited 9 ms (its own figures have that); the I/O thread 5 ms on pCPU 1; the
+        // daemon 4 ms, now on pCPU 0; a new thread's 50 ms before it was first seen are not
+        // counted.
+        at(&[
+            (10, 11, 10_000_000, 0),
+            (10, 12, 5_002_000, 1),
+            (20, 20, 4_003_000, 0),
+            (20, 21, 50_000_000, 1),
+        ]);
+        r.vcpus("vm", "u").unwrap();
+        assert_eq!(r.other_wait_ns(), vec![(0, 4_000_000), (1, 5_000_000)]);
+        // A thread id reused by a thread that waited less is counted from its new figure.
+        at(&[
+            (10, 11, 10_000_000, 0),
+            (10, 12, 5_002_000, 1),
+            (20, 20, 1_000, 0),
+            (20, 21, 50_000_000, 1),
+        ]);
+        assert_eq!(r.other_wait_ns(), vec![(0, 4_000_000), (1, 5_000_000)]);
+        at(&[
+            (10, 11, 10_000_000, 0),
+            (10, 12, 5_002_000, 1),
+            (20, 20, 2_001_000, 0),
+            (20, 21, 50_000_000, 1),
+        ]);
+        assert_eq!(r.other_wait_ns(), vec![(0, 6_000_000), (1, 5_000_000)]);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn two_busy_processes_on_one_pcpu_show_their_wait_there() {
+        // Two shell loops bound to pCPU 0 take turns: each waits about half the time, and the
+        // host's wait counted on pCPU 0 holds at least theirs, read from their own schedstat.
+        let hog = || {
+            std::process::Command::new("taskset")
+                .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+                .spawn()
+                .expect("taskset runs")
+        };
+        let mut hogs = [hog(), hog()];
+        let wait_of = |pid: u32| -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut r = ProcReader::new(Path::new("/nonexistent"), Path::new("/proc"));
+        let counted = |r: &mut ProcReader| {
+            r.other_wait_ns()
+                .iter()
+                .find(|(c, _)| *c == 0)
+                .map_or(0, |&(_, w)| w)
+        };
+        let before: u64 = hogs.iter().map(|h| wait_of(h.id())).sum();
+        let counted_before = counted(&mut r);
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let theirs: u64 = hogs.iter().map(|h| wait_of(h.id())).sum::<u64>() - before;
+        let counted_after = counted(&mut r);
+        for h in &mut hogs {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        assert!(
+            theirs > 200_000_000,
+            "the two loops waited only {theirs} ns in 600 ms"
+        );
+        // Read a moment apart: a few ms of slack.
+        assert!(
+            counted_after - counted_before + 20_000_000 >= theirs,
+            "counted {} ns on pCPU 0, the loops alone waited {theirs}",
+            counted_after - counted_before
+        );
     }
 
     #[test]

@@ -151,6 +151,15 @@ impl LibvirtBackend {
                     .and_then(|p| std::fs::read_to_string(p.proc_dir().join("stat")).ok())
                     .map(|stat| procfs::pcpu_busy_ns(&stat))
                     .unwrap_or_default(),
+                // Set by the fast path, which reads the host's threads.
+                pcpu_other_wait_ns: Vec::new(),
+                // The same host's kernel; none elsewhere.
+                ksm: self.proc.as_ref().and_then(|p| {
+                    crate::backend::ksm::read(
+                        std::path::Path::new(crate::backend::ksm::SYS_DIR),
+                        p.proc_dir(),
+                    )
+                }),
             },
             vms,
         }
@@ -209,6 +218,8 @@ impl LibvirtBackend {
                 }
             }
         }
+        // The host's own threads, beside the vCPUs just read.
+        let other_wait_ns = proc.other_wait_ns();
         let taken = before + (started.elapsed() - before) / 2;
         self.proc_failed.retain(|n, _| names.contains(&n.as_str()));
 
@@ -288,7 +299,9 @@ impl LibvirtBackend {
         }
         self.attach_metadata(&mut vms);
         self.attach_devices(&mut vms);
-        Ok(self.finish_sample(taken, mem_free_kib, vms))
+        let mut sample = self.finish_sample(taken, mem_free_kib, vms);
+        sample.host.pcpu_other_wait_ns = other_wait_ns;
+        Ok(sample)
     }
 }
 

@@ -192,6 +192,8 @@ pub struct SimBackend {
     memory_stall_avg10_pct: f64,
     /// Each pCPU's busy time since the start, ns (vCPUs and other load).
     busy_ns: Vec<f64>,
+    /// The host processes' run-queue wait on each pCPU since the start, ns.
+    other_wait_ns: Vec<f64>,
     /// What the last step gave every task, while it holds (see `step_cpu`).
     cpu_shares: Option<CpuShares>,
 }
@@ -337,6 +339,7 @@ impl SimBackend {
             memory_stall_us: 0.0,
             memory_stall_avg10_pct: 0.0,
             busy_ns: vec![0.0; host_pcpus],
+            other_wait_ns: vec![0.0; host_pcpus],
             cpu_shares: None,
         };
         sim.update_lifecycle();
@@ -496,6 +499,7 @@ impl SimBackend {
                 for &(vi, ci, p, got, wait) in &cache.shares {
                     self.busy_ns[p] += got / 100.0 * dt_s * 1e9;
                     if vi == usize::MAX {
+                        self.other_wait_ns[p] += wait / 100.0 * dt_s * 1e9;
                         continue;
                     }
                     let vcpu = &mut self.vms[vi].vcpus[ci];
@@ -634,6 +638,7 @@ impl SimBackend {
                 self.busy_ns[p] += got / 100.0 * dt_s * 1e9;
                 given.push((vi, ci, p, got, wait));
                 if vi == usize::MAX {
+                    self.other_wait_ns[p] += wait / 100.0 * dt_s * 1e9;
                     continue;
                 }
                 let vcpu = &mut self.vms[vi].vcpus[ci];
@@ -943,6 +948,14 @@ impl Backend for SimBackend {
                     .zip(&self.busy_ns)
                     .map(|(p, &ns)| (p.id, ns as u64))
                     .collect(),
+                pcpu_other_wait_ns: self
+                    .pcpus
+                    .iter()
+                    .zip(&self.other_wait_ns)
+                    .map(|(p, &ns)| (p.id, ns as u64))
+                    .collect(),
+                // The simulator does not model merging (yet).
+                ksm: None,
                 pressure: PressureSample {
                     memory: Some(PsiSample {
                         some_total_us: self.memory_stall_us.round() as u64,
@@ -1203,6 +1216,27 @@ mod tests {
         };
         assert_eq!(by_pcpu(0), (200_000_000, 200_000_000));
         assert_eq!(by_pcpu(1), (200_000_000, 0));
+        // The process got its 50% (70% wanted of pCPU 0): no wait of its own.
+        assert_eq!(sample.host.pcpu_other_wait_ns, vec![(0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn a_host_process_squeezed_by_vcpus_waits_for_what_it_did_not_get() {
+        // A 60% process beside two 60% vCPUs on pCPU 0: 180% wanted, 100% there; each gets a
+        // third, so the process waits its other 26.7 points.
+        let host = "[host]\npcpus = 2\nmemory_mib = 4096\ncpu_collision = 0\nother_load = [{ pcpu = 0, cpu = [{ pct = 60 }] }]\n";
+        let mut s = sim(&format!(
+            "{host}[[vm]]\nname = \"v\"\ncount = 2\nmax_memory_mib = 1024\nmemory_mib = 512\npins = [0]\ncpu = [{{ pct = 60 }}]\n"
+        ));
+        s.wait(Duration::from_secs(1), &crate::backend::plain_sleep);
+        let sample = s.sample().unwrap();
+        let (cpu, wait) = sample.host.pcpu_other_wait_ns[0];
+        assert_eq!(cpu, 0);
+        assert!(
+            (wait as f64 / 1e9 - (0.6 - 1.0 / 3.0)).abs() < 1e-6,
+            "{wait} ns"
+        );
+        assert_eq!(sample.host.pcpu_other_wait_ns[1], (1, 0));
     }
 
     #[test]

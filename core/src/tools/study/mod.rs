@@ -111,6 +111,13 @@ pub const CPU_METRICS: &[Metric] = &[
         get: |o| Some(o.cpu.as_ref()?.worst_vm_ready_pct),
     },
     Metric {
+        key: "host_wait_pct",
+        title: "host wait %",
+        lower_is_better: true,
+        doc: "run-queue wait of the host's own work (processes outside the VMs), summed over the pCPUs, mean over ticks, percent of one pCPU: what host processes wanted and did not get",
+        get: |o| Some(o.cpu.as_ref()?.host_wait_pct),
+    },
+    Metric {
         key: "fairness_pct",
         title: "fair %",
         lower_is_better: false,
@@ -566,6 +573,7 @@ mod tests {
             pcpu_set_changes_after_balance: 0,
             mean_wait_pct: wait,
             worst_vm_ready_pct: wait,
+            host_wait_pct: 0.0,
         }
     }
 
