@@ -15,7 +15,7 @@ guest() { # name
 <memory unit='MiB'>256</memory><currentMemory unit='MiB'>256</currentMemory><vcpu>2</vcpu>
 <features><acpi/><apic/></features>
 <os><type arch='x86_64'>hvm</type><kernel>$IMAGE/vmlinuz</kernel><initrd>$IMAGE/initrd.gz</initrd>
-<cmdline>console=ttyS0 quiet</cmdline></os>
+<cmdline>console=ttyS0 quiet no_timer_check</cmdline></os>
 <devices><memballoon model='virtio'><stats period='1'/></memballoon></devices></domain>
 XML
     virsh create --paused "$WORK/$1.xml" >/dev/null

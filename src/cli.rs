@@ -152,7 +152,7 @@ pub struct CompareArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Write <scenario>-cpu.svg and <scenario>-memory.svg into DIR.
+    /// Write `<scenario>-cpu.svg` and `<scenario>-memory.svg` into DIR.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
     /// Run each scenario under N noise seeds (its own seed and the next N-1): figures become

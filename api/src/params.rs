@@ -1,4 +1,4 @@
-//! Typed policy parameters. A policy declares one struct with [`params!`](crate::params!): each
+//! Typed policy parameters. A policy declares one struct with [`params!`](macro@crate::params): each
 //! field's type, default, unit, range and one line of documentation, written once. From that
 //! come the `Default`, the parser (unknown keys refused, types and ranges checked, the failing
 //! key named with its path) and the listing `vcoord policies` prints.
@@ -298,7 +298,7 @@ pub fn refuse_unknown(table: &Table, known: &[&str]) -> Result<(), ParamError> {
     }
 }
 
-/// Declares a policy's parameter struct; see the [module documentation](crate::params).
+/// Declares a policy's parameter struct; see the [module documentation](mod@crate::params).
 ///
 /// Each field is `/// doc` then `pub name: Type = default, unit "unit", range MIN..=MAX;`.
 /// Types: `f64`, `u64`, `bool`, [`Mib`](crate::Mib), `Option<_>` of those (off unless set) and

@@ -6,7 +6,8 @@
 //! One law, each tick:
 //!
 //! 1. Each VM's demand (the sum of its vCPUs' run time and run-queue wait) and each pCPU's load
-//!    outside the VMs are tracked with one estimator ([`Estimate`], one half-life).
+//!    outside the VMs (what the host's own threads wanted there: their run time and run-queue
+//!    wait, as a VM's demand) are tracked with one estimator ([`Estimate`], one half-life).
 //! 2. A group offers 100 points per pCPU less its significant non-VM load (the mean less
 //!    `confidence_sigmas` of its noise); its utilization U is the demand of the VMs placed
 //!    there (and of the vCPUs the operator left alone that run there) over what it offers. The
@@ -318,7 +319,7 @@ impl GroupBalance {
         let mut other = HashMap::new();
         for (i, p) in host.pcpus.iter().enumerate() {
             let before = self.other.get(&p.pcpu.id).copied();
-            let e = Estimate::fold(before, p.other_pct, now, interval, half_life);
+            let e = Estimate::fold(before, p.other_demand_pct(), now, interval, half_life);
             if let Some(e) = e {
                 other.insert(p.pcpu.id, e);
             }
@@ -853,7 +854,8 @@ mod tests {
     }
 
     /// Non-VM load is tracked from its first reading: a host process seen busy from the start
-    /// counts nearly whole at once, not as a zero prior creeping up.
+    /// counts nearly whole at once, not as a zero prior creeping up; and by what it wanted (run
+    /// and wait), not only by what it got.
     #[test]
     fn non_vm_load_starts_from_its_first_reading() {
         let g0: &[u32] = &[0, 1, 2, 3];
@@ -877,7 +879,9 @@ mod tests {
         assert!(!p.other.contains_key(&0));
         let mut s = busy(2.0);
         let mut host = s.host().clone();
-        host.pcpus[0].other_pct = Some(90.0);
+        host.pcpus[0].other_pct = Some(60.0);
+        // What the host's threads wanted counts: their run-queue wait beside their run time.
+        host.pcpus[0].other_wait_pct = Some(30.0);
         s = Snapshot::builder(host)
             .tick(2)
             .interval_s(1.0)

@@ -17,7 +17,7 @@
 //!    a pCPU 60% busy with host processes offers about 40%, while the few flickering points of
 //!    the host's own threads move nothing. Up to `trigger_points` nothing moves; S counts over
 //!    it as far as it is significant (less `confidence_sigmas` of its own noise, from every
-//!    pCPU's: [`spread_noise`]), so a host balanced within the trigger is not moved by the
+//!    pCPU's: `spread_noise`), so a host balanced within the trigger is not moved by the
 //!    moment its noise carries S over it.
 //! 3. Over it, the search finds the placement with the fewest moves whose spread is below
 //!    [`AIM_SHARE`] of the trigger: exact for small instances, else a local search that prefers
@@ -25,7 +25,7 @@
 //! 4. The placement is taken only if its gain G = S - S' pays for its moves, beats its noise
 //!    and beats the predictor's own error E:
 //!    `G - move_cost_points x moves > confidence_sigmas x sigma(G) + E`, where sigma(G) comes
-//!    from every vCPU's noise ([`gain_noise`]). Equal vCPUs never trade places (no gain), and
+//!    from every vCPU's noise (`gain_noise`). Equal vCPUs never trade places (no gain), and
 //!    a placement that cannot be evened out is not churned by noise (no significant gain).
 //! 5. Each move is judged by its outcome ([`vcoord_api::outcome`]): once settled, the spread
 //!    reached against the one predicted; a move sent back soon after is a miss by its gain. E

@@ -157,7 +157,7 @@ impl GuestSpec {
              <vcpu>{vcpus}</vcpu><cputune>{cputune}</cputune>{numa}\
              <features><acpi/><apic/></features>\
              <os><type arch='x86_64'>hvm</type><kernel>{dir}/vmlinuz</kernel><initrd>{dir}/initrd.gz</initrd>\
-             <cmdline>console=ttyS0 quiet {workload}{noballoon}{memhp}</cmdline></os>\
+             <cmdline>console=ttyS0 quiet no_timer_check {workload}{noballoon}{memhp}</cmdline></os>\
              <on_crash>destroy</on_crash>\
              <devices><serial type='file'><source path='{console}'/></serial>\
              <memballoon model='virtio'>{stats}</memballoon>{virtio_mem}</devices></domain>",

@@ -65,9 +65,8 @@ fn ksmd_run_ns(proc_dir: &Path) -> Option<u64> {
         let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
         (comm.trim() == "ksmd").then_some(pid)
     })?;
-    let schedstat =
-        std::fs::read_to_string(proc_dir.join(pid.to_string()).join("schedstat")).ok()?;
-    schedstat.split_whitespace().next()?.parse().ok()
+    let text = std::fs::read_to_string(proc_dir.join(pid.to_string()).join("schedstat")).ok()?;
+    super::libvirt::procfs::schedstat(&text).map(|(run, _)| run)
 }
 
 #[cfg(test)]

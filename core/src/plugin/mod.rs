@@ -1,6 +1,6 @@
 //! Policies from plugin files: finding and vetting the file and loading it once (here), and
 //! supervising each plugin policy so that a panic, a stall or a bad plan never takes the daemon
-//! down ([`supervise`]). Snapshots and plans cross the ABI through `vcoord_plugin::convert`.
+//! down (`supervise`). Snapshots and plans cross the ABI through `vcoord_plugin::convert`.
 
 mod supervise;
 

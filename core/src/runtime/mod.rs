@@ -547,12 +547,8 @@ impl Coordinator {
 
         let mut record = TickRecord::from_snapshot(&self.host.name, &snapshot, start);
         record.pcpu_other_pct = self.builder.measured_other_loads().to_vec();
-        let waits = self.builder.measured_other_waits();
-        record.pcpu_other_wait_pct = if waits.iter().all(Option::is_none) {
-            Vec::new()
-        } else {
-            waits.to_vec()
-        };
+        record.pcpu_other_wait_pct =
+            record::measured_only(self.builder.measured_other_waits().to_vec());
         record.cpu_reason = cpu_plan.reason;
         record.memory_reason = memory_plan.reason;
         record.dry_run = self.dry_run;

@@ -110,7 +110,7 @@ pub struct ShadowRecord {
 /// The version of the record format this vcoord writes and reads. Bump it whenever a record's
 /// fields change in a way an older or newer reader would misread (the snapshot's shape
 /// included). Schema 3 keeps each VM's memory as the snapshot's figures (KiB); schema 2 kept
-/// a MiB copy of some of them, and is still read (see [`upgrade_from_2`]).
+/// a MiB copy of some of them, and is still read (see `upgrade_from_2`).
 pub const SCHEMA: u32 = 3;
 
 /// The oldest schema [`read_trace`] reads.
@@ -184,6 +184,16 @@ pub struct TickRecord {
     pub snapshot: Option<Snapshot>,
 }
 
+/// Per-pCPU figures as recorded: none at all where no pCPU has one (a host that cannot measure
+/// them), so such records stay as they were before the figure existed.
+pub(crate) fn measured_only(values: Vec<Option<f64>>) -> Vec<Option<f64>> {
+    if values.iter().all(Option::is_none) {
+        Vec::new()
+    } else {
+        values
+    }
+}
+
 impl TickRecord {
     /// Host memory free, MiB.
     pub fn host_free_mib(&self) -> f64 {
@@ -226,19 +236,14 @@ impl TickRecord {
             pcpu_load_pct: snapshot.pcpu_loads(),
             pcpu_stdev_pct: stdev(&snapshot.pcpu_loads()),
             pcpu_other_pct: snapshot.pcpu_other_loads(),
-            pcpu_other_wait_pct: {
-                let waits: Vec<Option<f64>> = snapshot
+            pcpu_other_wait_pct: measured_only(
+                snapshot
                     .host()
                     .pcpus
                     .iter()
                     .map(|p| p.other_wait_pct)
-                    .collect();
-                if waits.iter().all(Option::is_none) {
-                    Vec::new()
-                } else {
-                    waits
-                }
-            },
+                    .collect(),
+            ),
             host_free_kib: snapshot.host().mem_free_kib,
             guest_free_kib: snapshot.host().guest_free_kib,
             vms,

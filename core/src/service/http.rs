@@ -44,8 +44,8 @@ const IDLE_POLL: Duration = Duration::from_millis(5);
 /// How often an accept error is logged at most.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Connections open at once: [`MAX_CONNECTIONS`], fewer when the descriptor limit is low
-/// (half of what the limit leaves after [`RESERVED_FDS`], at least 4).
+/// Connections open at once: `MAX_CONNECTIONS`, fewer when the descriptor limit is low
+/// (half of what the limit leaves after `RESERVED_FDS`, at least 4).
 pub fn max_connections() -> usize {
     let limit = open_files_limit().unwrap_or(1024);
     let room = limit.saturating_sub(RESERVED_FDS) / 2;

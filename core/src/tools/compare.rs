@@ -1,6 +1,6 @@
 //! `vcoord compare`: every policy choice on every scenario under one or more noise seeds, on
 //! the simulator, in parallel and reproducibly (each run is its own deterministic simulation;
-//! results are gathered in input order whatever the thread timing); then a [`Study`] of the
+//! results are gathered in input order whatever the thread timing); then a [`Study`](super::study::Study) of the
 //! runs (means, 95% confidence intervals, paired verdicts, a summary across scenarios) as a
 //! table, JSON, CSV, plots or an HTML report.
 

@@ -49,7 +49,8 @@ fn vcpu_demand(v: &crate::runtime::record::VcpuRecord) -> Option<f64> {
 }
 
 /// Standard deviation, in percent points, of the demand the pCPUs carry at one tick: each
-/// pCPU carries its load outside the VMs (where recorded) and the demand of the vCPUs placed on
+/// pCPU carries the demand of the work outside the VMs (its run time and run-queue wait, where
+/// recorded) and the demand of the vCPUs placed on
 /// it (pinned to it alone, else where they last ran), summed without a cap so that an
 /// overloaded pCPU shows. Falls back to the utilization
 /// stdev when no vCPU's demand and place are known.
@@ -59,9 +60,11 @@ pub fn demand_stdev(r: &TickRecord) -> f64 {
     } else {
         r.pcpus.clone()
     };
-    // Each pCPU carries its load outside the VMs (where recorded) and its vCPUs' demand.
+    // Each pCPU carries the demand of the host's own work (its run and run-queue wait, where
+    // recorded) and its vCPUs' demand.
+    let recorded = |v: &[Option<f64>], i: usize| v.get(i).copied().flatten().unwrap_or(0.0);
     let mut carried: Vec<f64> = (0..ids.len())
-        .map(|i| r.pcpu_other_pct.get(i).copied().flatten().unwrap_or(0.0))
+        .map(|i| recorded(&r.pcpu_other_pct, i) + recorded(&r.pcpu_other_wait_pct, i))
         .collect();
     let mut placed = false;
     for v in r.vms.iter().flat_map(|vm| &vm.vcpus) {
@@ -488,5 +491,33 @@ fn fewest_moves_of(items: Vec<(usize, f64)>, pcpus: usize, bound_pct: f64) -> Op
     match crate::placement::fewest_moves(&items, pcpus, bound_pct, SEARCH_LIMIT) {
         crate::placement::Search::Found { moves, .. } => Some(moves),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's own work counts on its pCPU by what it wanted: a process that ran 40% and
+    /// waited 40% beside one 80% vCPU makes the two pCPUs even, not 40 points apart.
+    #[test]
+    fn the_demand_spread_counts_the_host_work_by_its_run_and_wait() {
+        let record = |wait: serde_json::Value| -> TickRecord {
+            serde_json::from_value(serde_json::json!({
+                "schema": crate::runtime::record::SCHEMA, "host": "h", "tick": 1, "time_s": 1.0,
+                "pcpu_load_pct": [80.0, 80.0], "pcpu_stdev_pct": 0.0,
+                "pcpu_other_pct": [40.0, 0.0], "pcpu_other_wait_pct": wait,
+                "host_free_kib": 0, "guest_free_kib": 0, "pcpus": [0, 1],
+                "cpu_reason": "", "memory_reason": "", "pins": [], "balloons": [], "rejected": [],
+                "failed": [], "dry_run": false, "sample_calls": 0, "actuate_calls": 0,
+                "vms": [{"name": "a", "memory": vcoord_api::snapshot::MemoryView::default(), "vcpus": [
+                    {"id": 0, "load_pct": 80.0, "wait_pct": 0.0, "pcpu": 1, "affinity": [1]}
+                ]}]
+            }))
+            .unwrap()
+        };
+        assert_eq!(demand_stdev(&record(serde_json::json!([40.0, 0.0]))), 0.0);
+        // Not recorded (an older record, or a host that cannot measure it): run time only.
+        assert_eq!(demand_stdev(&record(serde_json::json!([]))), 20.0);
     }
 }

@@ -105,9 +105,7 @@ impl ProcReader {
                 };
                 let dir = task.path();
                 let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
-                let Some(wait) = read("schedstat")
-                    .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-                else {
+                let Some((_, wait)) = read("schedstat").as_deref().and_then(schedstat) else {
                     continue;
                 };
                 let delta = self.waits.get(&tid).and_then(|&w| wait.checked_sub(w));
@@ -227,11 +225,8 @@ impl ProcReader {
                 std::fs::read_to_string(dir.join(file))
                     .map_err(|e| format!("{}/{file}: {e}", dir.display()))
             };
-            let schedstat = read("schedstat")?;
-            let mut it = schedstat.split_whitespace().map(|v| v.parse::<u64>());
-            let (Some(Ok(run_ns)), Some(Ok(wait_ns))) = (it.next(), it.next()) else {
-                return Err(format!("{}/schedstat: unreadable", dir.display()));
-            };
+            let (run_ns, wait_ns) = schedstat(&read("schedstat")?)
+                .ok_or_else(|| format!("{}/schedstat: unreadable", dir.display()))?;
             let cpu = stat_field(&read("stat")?, 39)
                 .ok_or_else(|| format!("{}/stat: unreadable", dir.display()))?;
             let affinity = read("status")?
@@ -293,6 +288,13 @@ pub fn parse_status(xml: &str) -> Option<DomainStatus> {
 pub fn stat_field(text: &str, n: usize) -> Option<u64> {
     let after = &text[text.rfind(')')? + 1..];
     after.split_whitespace().nth(n - 3)?.parse().ok()
+}
+
+/// A thread's `schedstat` (`run_ns wait_ns timeslices`): its time on a CPU and its time
+/// waiting on a run queue, ns.
+pub fn schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((it.next()??, it.next()??))
 }
 
 /// A kernel CPU list (`0-3,6,8-9`).
@@ -402,6 +404,13 @@ mod tests {
         let nested =
             "<domstatus pid='7'><domain><vcpus><vcpu id='0' pid='9'/></vcpus></domain></domstatus>";
         assert_eq!(parse_status(nested), None);
+    }
+
+    #[test]
+    fn schedstat_gives_run_and_wait() {
+        assert_eq!(schedstat("5000 700 7\n"), Some((5000, 700)));
+        assert_eq!(schedstat("5000"), None);
+        assert_eq!(schedstat("x 700 7"), None);
     }
 
     #[test]
