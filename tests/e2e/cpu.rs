@@ -275,16 +275,24 @@ impl Hog {
         Self::spawn_on_pcpu0(&["bash", "-c", &script])
     }
 
-    /// A duty cycle: busy for the first half of every 50 ms, asleep for the second.
-    fn duty_cycle_on_pcpu0(limit: Duration) -> Self {
+    /// A duty cycle: busy for the first `busy_ms` of every `period_ms`, asleep for the rest;
+    /// `realtime`: under SCHED_FIFO (as a host's polling, packet or audio thread runs), so
+    /// whatever shares its pCPU waits out each burst.
+    fn duty_cycle_on_pcpu0(limit: Duration, busy_ms: u32, period_ms: u32, realtime: bool) -> Self {
+        let (busy, period) = (f64::from(busy_ms) / 1e3, f64::from(period_ms) / 1e3);
         let script = format!(
             "import time\nend = time.monotonic() + {}\nstart = time.monotonic()\n\
-             while start < end:\n    while time.monotonic() < start + 0.025: pass\n    \
-             time.sleep(max(0.0, start + 0.05 - time.monotonic()))\n    \
-             start = max(start + 0.05, time.monotonic() - 0.05)\n",
+             while start < end:\n    while time.monotonic() < start + {busy}: pass\n    \
+             time.sleep(max(0.0, start + {period} - time.monotonic()))\n    \
+             start = max(start + {period}, time.monotonic() - {period})\n",
             limit.as_secs()
         );
-        Self::spawn_on_pcpu0(&["python3", "-c", &script])
+        let python = ["python3", "-c", &script];
+        if realtime {
+            Self::spawn_on_pcpu0(&[&["chrt", "-f", "10"][..], &python].concat())
+        } else {
+            Self::spawn_on_pcpu0(&python)
+        }
     }
 
     fn spawn_on_pcpu0(command: &[&str]) -> Self {
@@ -561,14 +569,18 @@ fn vcpu_schedstat_ns(name: &str, field: usize) -> u64 {
         .sum()
 }
 
-/// The defaults beside host work that is not a constant loop: a process with a duty cycle on
-/// pCPU 0 and three light guests (30% each; two on pCPU 0, one on pCPU 1: one must move). Whichever vCPU
-/// shares pCPU 0 waits behind the process's bursts, so a law that takes demand to move with a
-/// vCPU unchanged can predict a balance that a swap fails to bring, and swap again. Judged
-/// from libvirt, polled every second from before the daemon starts: at most two pin changes
-/// in 60 ticks, none after the first 20 s; and from the daemon's records: at most two ticks
-/// that pinned, none after tick 20. (On this host the law before outcomes counted did not
-/// churn here either; the simulator's `cpu-h3-host-bursts` scenario is where it does.)
+/// The defaults beside host work that is not a constant loop: a real-time host thread with a
+/// duty cycle on pCPU 0 (SCHED_FIFO, busy the first 25 ms of every 50 ms) and three light
+/// guests (30% each; two on pCPU 0, one on pCPU 1: one must move). Whichever vCPU shares
+/// pCPU 0 waits out the bursts, and its wait goes with it nowhere: a law that takes demand to
+/// move with a vCPU unchanged predicts a balance that a swap fails to bring, and swaps again.
+/// Judged from libvirt, polled every second from before the daemon starts: at most two pin
+/// changes in 60 ticks, and settled where it went (no guest sent back to pCPUs it was moved
+/// off); and from the daemon's records: at most two ticks that pinned. The law before it
+/// judged its moves by their outcomes fails it here (libvirt saw 7 and 9 changes in two runs,
+/// swaps back and forth predicted to reach a spread of 2-7 points that stayed at 10-17). A light ordinary process beside the
+/// thread (busy 2 ms of every 20) checks that the host's own wait is counted: the records'
+/// host wait on pCPU 0 holds at least what its schedstat says it waited.
 #[test]
 #[ignore = "real libvirt and QEMU guests: scripts/setup-host.sh and scripts/setup-test.sh, then --include-ignored"]
 fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
@@ -579,34 +591,38 @@ fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
     }
     guests.wait_booted(Duration::from_secs(120));
     let names = guests.names.clone();
-    let duty = Hog::duty_cycle_on_pcpu0(Duration::from_secs(180));
-    // The process's load is seen for a few seconds before the daemon starts.
+    let limit = Duration::from_secs(180);
+    let duty = Hog::duty_cycle_on_pcpu0(limit, 25, 50, true);
+    let probe = Hog::duty_cycle_on_pcpu0(limit, 2, 20, false);
+    // The host's load is seen for a few seconds before the daemon starts.
     std::thread::sleep(Duration::from_secs(3));
-    let duty_pid = duty.0.id();
-    let duty_waited = || {
-        std::fs::read_to_string(format!("/proc/{duty_pid}/schedstat"))
+    let probe_pid = probe.0.id();
+    let probe_waited = || {
+        std::fs::read_to_string(format!("/proc/{probe_pid}/schedstat"))
             .ok()
             .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .expect("the duty cycle's schedstat")
+            .expect("the probe's schedstat")
     };
     let before: BTreeMap<String, Vec<u32>> =
         names.iter().map(|n| (n.clone(), affinity(n))).collect();
     let mut daemon = run_vcoord(&guests.dir, "", 60);
-    let duty_wait_before = duty_waited();
+    let probe_wait_before = probe_waited();
     let mut polls = vec![before];
     polls.extend(poll_pins(&mut daemon, &names));
-    let duty_wait = duty_waited() - duty_wait_before;
+    let probe_wait = probe_waited() - probe_wait_before;
     assert!(
         daemon.wait(Duration::from_secs(30)).success(),
         "{}",
         log_of(&guests)
     );
-    let duty_pid = duty_pid.to_string();
-    drop(duty);
-    assert!(
-        !Path::new(&format!("/proc/{duty_pid}")).exists(),
-        "the duty cycle {duty_pid} is still there"
-    );
+    let pids = [duty.0.id(), probe_pid].map(|p| p.to_string());
+    drop((duty, probe));
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the host process {pid} is still there"
+        );
+    }
     let records = daemon.records();
     assert_eq!(records.len(), 60);
     let changed: Vec<usize> = polls
@@ -640,9 +656,9 @@ fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
         .filter_map(|r| r.pcpu_other_pct.first().copied().flatten())
         .fold(0.0, f64::max);
     assert!(seen > 25.0, "pCPU 0 non-VM load at most {seen:.0}%");
-    // ... and what it waited there behind the vCPUs, which the law counts in its demand: over
-    // the run, the host's wait counted on pCPU 0 holds at least the process's own (read from
-    // its schedstat; less a second of slack, the records starting a tick late).
+    // ... and what the host's own work waited there, which the law counts in its demand: over
+    // the run, the host's wait counted on pCPU 0 holds at least the probe's own (read from its
+    // schedstat; less a second of slack, the records starting a tick late).
     let counted_s: f64 = records
         .windows(2)
         .filter_map(|w| {
@@ -650,24 +666,34 @@ fn the_defaults_settle_beside_a_host_process_with_a_duty_cycle() {
             Some(pct / 100.0 * (w[1].time_s - w[0].time_s))
         })
         .sum();
-    let duty_s = duty_wait as f64 / 1e9;
-    eprintln!("duty cycle: the process waited {duty_s:.1} s on pCPU 0, the records count {counted_s:.1} s there");
+    let probe_s = probe_wait as f64 / 1e9;
+    eprintln!("duty cycle: the probe waited {probe_s:.1} s on pCPU 0, the records count {counted_s:.1} s of host wait there");
     assert!(
-        duty_s > 0.5,
-        "the process waited only {duty_s:.2} s: nothing to measure"
+        probe_s > 0.5,
+        "the probe waited only {probe_s:.2} s: nothing to measure"
     );
     assert!(
-        counted_s >= duty_s - 1.0,
-        "the records count {counted_s:.1} s of host wait on pCPU 0, the process alone waited {duty_s:.1} s"
+        counted_s >= probe_s - 1.0,
+        "the records count {counted_s:.1} s of host wait on pCPU 0, the probe alone waited {probe_s:.1} s"
     );
     assert!(
-        changed.len() <= 2 && changed.iter().all(|&i| i <= 20),
+        changed.len() <= 2,
         "libvirt's placement changed at polls {changed:?}: {reasons:#?}"
     );
     assert!(
-        pinned.len() <= 2 && pinned.iter().all(|&t| t <= 20),
+        pinned.len() <= 2,
         "pinned at ticks {pinned:?}: {reasons:#?}"
     );
+    // Settled where it went: no guest is ever sent back to the pCPUs it was moved off.
+    for name in &names {
+        let mut places: Vec<&Vec<u32>> = polls.iter().map(|p| &p[name]).collect();
+        places.dedup();
+        let went_back = (1..places.len()).any(|i| places[..i - 1].contains(&places[i]));
+        assert!(
+            !went_back,
+            "{name} was sent back where it had been moved off, by libvirt's placement {places:?}: {reasons:#?}"
+        );
+    }
     assert_libvirt_has_the_last_decision(&names, &records);
 }
 
