@@ -116,6 +116,8 @@ fn bad_configs() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("budget negative", format!("{host}guest_memory_budget_mib = -5\n"), vec!["c.toml:4"]),
         ("memory interval negative", format!("{host}memory_interval_s = -1\n"), vec!["c.toml:4", "memory_interval_s"]),
         ("unknown CPU capacity", format!("{host}cpu_capacity = \"some\"\n"), vec!["c.toml:4", "cpu_capacity", "measured", "whole"]),
+        ("unknown KSM mode", format!("{host}ksm = \"sometimes\"\n"), vec!["c.toml:4", "ksm", "auto", "leave"]),
+        ("KSM cool time negative", format!("{host}[host.memory_policy]\nname = \"pressure-balloon\"\nparams = {{ ksm_cool_s = -1 }}\n"), vec!["c.toml:6", "ksm_cool_s", "out of range"]),
         ("unknown CPU policy", format!("{host}[host.cpu_policy]\nname = \"greedy\"\n"), vec!["c.toml:5", "unknown CPU policy `greedy`"]),
         ("unknown memory policy", format!("{host}[host.memory_policy]\nname = \"x\"\n"), vec!["c.toml:5", "unknown memory policy"]),
         ("unknown parameter", format!("{host}[host.cpu_policy]\nname = \"stable-balance\"\nparams = {{ trigger = 5 }}\n"), vec!["c.toml:6", "params.trigger", "unknown parameter"]),
@@ -189,6 +191,11 @@ fn bad_scenarios() -> Vec<(&'static str, String, Vec<&'static str>)> {
     let vm = "[[vm]]\nname = \"v\"\nmax_memory_mib = 1024\nmemory_mib = 512\n";
     let with = |extra: &str| format!("{head}{vm}{extra}");
     vec![
+        (
+            "a shareable share over 100%",
+            with("ksm_shareable_pct = 150\n"),
+            vec!["s.toml:10", "ksm_shareable_pct", "out of range"],
+        ),
         (
             "duration inf",
             format!("name = \"s\"\nduration_s = inf\n[host]\npcpus = 2\nmemory_mib = 4096\n{vm}"),

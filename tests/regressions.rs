@@ -138,7 +138,7 @@ macro_rules! earlier_variant {
                 let needs = track(&mut self.1, snapshot, |vm, state| {
                     read_as_before(flaws, params, snapshot, vm, state)
                 });
-                let plan = law(params, snapshot, &needs);
+                let (plan, _) = law(params, snapshot, &needs);
                 remember(&mut self.1, snapshot, &plan);
                 plan
             }

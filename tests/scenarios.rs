@@ -196,6 +196,83 @@ fn m1_one_grower_gets_memory_idle_ones_shrink() {
     assert!(m.lowest_guest_free_mib >= 200.0, "{m:?}");
 }
 
+/// K1: six guests of one image on a host that cannot give them all they want. The defaults
+/// start KSM once the host is short, merge what the guests share, and with it keep every grower
+/// fed: no OOM kill, where the same policy with KSM left off (`ksm = "leave"`, KSM off) loses
+/// guests; ksmd keeps to its budget; once the growers free and the host has been comfortable for
+/// `ksm_cool_s`, ksmd stops. On a host that is never short (M1) KSM is never started.
+#[test]
+fn k1_ksm_merges_under_pressure_and_keeps_the_growers_fed_where_without_it_they_are_killed() {
+    let params =
+        "[host.memory_policy]\nname = \"pressure-balloon\"\nparams = { ksm_cool_s = 20 }\n";
+    let auto = run_scenario(&scenario("mem-k1-ksm-one-image"), params);
+    let leave = run_scenario(
+        &scenario("mem-k1-ksm-one-image"),
+        &format!("ksm = \"leave\"\n{params}"),
+    );
+    let (ma, ml) = (memory_metrics(&auto, 100.0), memory_metrics(&leave, 100.0));
+    assert_eq!(ma.oom_events, 0, "{ma:?}");
+    assert!(ml.oom_events > 0, "{ml:?}");
+    assert!(
+        ma.vm_ticks_below_threshold < ml.vm_ticks_below_threshold,
+        "{ma:?} vs {ml:?}"
+    );
+    let saved_mib = |r: &TickRecord| r.ksm_saved_kib.unwrap_or(0) as f64 / 1024.0;
+    let peak = auto.iter().map(saved_mib).fold(0.0, f64::max);
+    assert!(peak > 1500.0, "KSM saved at most {peak:.0} MiB");
+    assert!(leave.iter().all(|r| saved_mib(r) == 0.0 && r.ksm.is_none()));
+    // Started once the host was short, within the guard's bounds, and stopped after the cool
+    // time: the settings written, in order.
+    let written: Vec<(f64, bool, u64)> = auto
+        .iter()
+        .filter_map(|r| r.ksm.map(|k| (r.time_s, k.run, k.pages_to_scan)))
+        .collect();
+    assert!(written.first().is_some_and(|w| w.1), "{written:?}");
+    assert!(written.last().is_some_and(|w| !w.1), "{written:?}");
+    assert!(
+        written.windows(2).all(|w| w[1].0 - w[0].0 >= 10.0),
+        "{written:?}"
+    );
+    assert!(
+        written.iter().all(|w| (64..=1250).contains(&w.2)),
+        "{written:?}"
+    );
+    // It stopped only after the growers freed (from 240 s) and the host stayed comfortable.
+    let stopped_s = written.last().unwrap().0;
+    assert!(stopped_s > 240.0, "{written:?}");
+    // ksmd keeps near its 10% budget: it never passes it by more than a step's rounding.
+    let ksmd_cpu = |r: &TickRecord| -> Option<f64> {
+        let (_, after) = r.memory_reason.split_once("ksmd ")?;
+        after.split_once("% CPU")?.0.parse().ok()
+    };
+    let most = auto.iter().filter_map(ksmd_cpu).fold(0.0, f64::max);
+    assert!(
+        (5.0..=11.0).contains(&most),
+        "ksmd used at most {most:.1}% of a pCPU"
+    );
+    // A host that is never short: never started.
+    let m1 = run_scenario(&scenario("mem-m1-one-grows"), "");
+    assert!(m1.iter().all(|r| r.ksm.is_none()), "KSM planned on M1");
+}
+
+/// A daemon that started ksmd stops it as it stops (what it merged stays merged); one that
+/// found it running, or leaves KSM to the operator, does not touch it.
+#[test]
+fn ksmd_started_by_a_daemon_stops_with_it() {
+    let args = ["--ticks", "5", "--log-level", "info"];
+    let run = common::run_sim(&scenario("mem-k1-ksm-one-image"), "", &args);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(run.records.iter().any(|r| r.ksm.is_some_and(|k| k.run)));
+    assert!(
+        run.stderr.contains("KSM stopped: this process started it"),
+        "{}",
+        run.stderr
+    );
+    let left = common::run_sim(&scenario("mem-k1-ksm-one-image"), "ksm = \"leave\"", &args);
+    assert!(left.ok, "{}", left.stderr);
+    assert!(!left.stderr.contains("KSM"), "{}", left.stderr);
+}
+
 #[test]
 fn m2_all_grow_evenly_until_the_host_reserve() {
     let records = run_scenario(&scenario("mem-m2-all-grow"), SEED);

@@ -31,7 +31,7 @@ pub mod units;
 
 pub use cpuset::CpuSet;
 pub use params::{ParamError, ParamSpec, Params, PerVm};
-pub use plan::{BalloonTarget, CpuPlan, MemoryPlan, VcpuPin, VmTune};
+pub use plan::{BalloonTarget, CpuPlan, KsmPlan, MemoryPlan, VcpuPin, VmTune};
 pub use policy::{CpuPolicy, Kind, MemoryPolicy, Policy, PolicyHealth};
 pub use snapshot::{
     vcpu_demand_pct, Core, CpuTune, GuardLimits, HostPressure, HostView, InvalidSnapshot, KsmView,

@@ -207,6 +207,21 @@ pub struct KsmView {
     pub advisor: Option<String>,
     /// ksmd's CPU time over the last interval, percent of one pCPU, where measured.
     pub ksmd_cpu_pct: Option<f64>,
+    /// Plans may change it (`[host] ksm = "auto"`); `false` where the operator runs KSM
+    /// (`ksm = "leave"`): the guard refuses every change.
+    #[serde(default)]
+    pub managed: bool,
+}
+
+impl KsmView {
+    /// Its settings as a plan would write them.
+    pub fn settings(&self) -> crate::plan::KsmPlan {
+        crate::plan::KsmPlan {
+            run: self.running,
+            pages_to_scan: self.pages_to_scan,
+            sleep_ms: self.sleep_ms,
+        }
+    }
 }
 
 impl HostView {

@@ -77,6 +77,7 @@ struct RawHost {
     memory_interval_s: Option<Spanned<f64>>,
     fast_path: Option<bool>,
     cpu_capacity: Option<CpuCapacity>,
+    ksm: Option<KsmMode>,
     guest_memory_budget_mib: Option<Spanned<u64>>,
     cpu_policy: Option<Spanned<RawPolicy>>,
     memory_policy: Option<Spanned<RawPolicy>>,
@@ -96,6 +97,17 @@ pub enum CpuCapacity {
     Measured,
     /// All of it: non-VM load is not measured (the original design's assumption).
     Whole,
+}
+
+/// Who runs the kernel's same-page merging on the host (`ksm`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KsmMode {
+    /// The memory policy turns it on and off and sets its scan rate, through the guard.
+    #[default]
+    Auto,
+    /// The operator (or ksmtuned) runs it: vcoord reads it and never writes to it.
+    Leave,
 }
 
 /// `[metrics]` as written.
@@ -321,6 +333,8 @@ pub struct HostConfig {
     pub fast_path: bool,
     /// What a pCPU offers the vCPUs.
     pub cpu_capacity: CpuCapacity,
+    /// Who runs KSM on the host.
+    pub ksm: KsmMode,
     /// CPU policy.
     pub cpu_policy: PolicyChoice,
     /// Memory policy.
@@ -350,6 +364,7 @@ impl HostConfig {
             memory_interval_s: 2.0,
             fast_path: true,
             cpu_capacity: CpuCapacity::Measured,
+            ksm: KsmMode::Auto,
             cpu_policy: PolicyChoice::builtin(DEFAULT_CPU_POLICY, toml::Table::new()),
             memory_policy: PolicyChoice::builtin(DEFAULT_MEMORY_POLICY, toml::Table::new()),
             shadow_cpu_policy: None,
@@ -544,6 +559,9 @@ impl Config {
             }
             if let Some(capacity) = h.cpu_capacity {
                 host.cpu_capacity = capacity;
+            }
+            if let Some(ksm) = h.ksm {
+                host.ksm = ksm;
             }
             let mut rule_spans = Vec::new();
             for (j, rule) in h.vm_rules.into_iter().enumerate() {

@@ -206,6 +206,46 @@ pub struct Control {
     pub cpu_max_pct: ROption<f64>,
 }
 
+/// The kernel's same-page merging (KSM) on the host.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Ksm {
+    /// ksmd is merging (`run` = 1).
+    pub running: bool,
+    /// Memory merging saves (`pages_sharing`), KiB.
+    pub saved_kib: u64,
+    /// Merged pages kept for them (`pages_shared`), KiB.
+    pub shared_kib: u64,
+    /// Pages scanned that stay unique, KiB.
+    pub unshared_kib: u64,
+    /// Pages changing too fast to merge, KiB.
+    pub volatile_kib: u64,
+    /// Full scans since KSM started.
+    pub full_scans: u64,
+    /// Pages scanned per wakeup.
+    pub pages_to_scan: u64,
+    /// Sleep between wakeups, ms.
+    pub sleep_ms: u64,
+    /// The kernel's scan-rate advisor mode, where it has one.
+    pub advisor: ROption<RString>,
+    /// ksmd's CPU over the last interval, percent of one pCPU, where measured.
+    pub ksmd_cpu_pct: ROption<f64>,
+    /// Plans may change it (`ksm = "auto"`).
+    pub managed: bool,
+}
+
+/// KSM's settings as a memory plan wants them.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KsmPlan {
+    /// ksmd merges (`run` = 1) or stops (`run` = 0).
+    pub run: bool,
+    /// Pages scanned per wakeup.
+    pub pages_to_scan: u64,
+    /// Sleep between wakeups, ms.
+    pub sleep_ms: u64,
+}
+
 /// What one tick sees of the host. Immutable for the plugin.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
@@ -233,6 +273,8 @@ pub struct Snapshot {
     pub host_reserve_kib: u64,
     /// Pressure stall information of the host.
     pub pressure: Pressure,
+    /// KSM, where the host's is read.
+    pub ksm: ROption<Ksm>,
     /// VMs, ordered by name.
     pub vms: RVec<Vm>,
 }
@@ -291,6 +333,8 @@ pub struct MemoryPlan {
     pub targets: RVec<BalloonTarget>,
     /// Why, in a few words.
     pub reason: RString,
+    /// KSM as the host should run it; none leaves it as it is.
+    pub ksm: ROption<KsmPlan>,
 }
 
 /// A CPU policy instance living in a plugin. `Err` carries a panic message or a refusal.

@@ -6,8 +6,9 @@
 use abi_stable::std_types::{RString, RVec};
 use vcoord_api::snapshot::{GuardLimits, HostPressure, HostView, InvalidSnapshot, PcpuView, Stall};
 use vcoord_api::{
-    BalloonTarget, CpuPlan, CpuSet, CpuTune, MemoryPlan, MemoryView, ParamError, ParamSpec, Pcpu,
-    Placement, Snapshot, VcpuPin, VcpuView, VirtioMemView, VmControl, VmTune, VmView,
+    BalloonTarget, CpuPlan, CpuSet, CpuTune, KsmPlan, KsmView, MemoryPlan, MemoryView, ParamError,
+    ParamSpec, Pcpu, Placement, Snapshot, VcpuPin, VcpuView, VirtioMemView, VmControl, VmTune,
+    VmView,
 };
 
 use crate::abi;
@@ -43,6 +44,23 @@ pub fn snapshot_to_abi(snapshot: &Snapshot) -> abi::Snapshot {
             memory: host.pressure.memory.map(stall_to_abi).into(),
             io: host.pressure.io.map(stall_to_abi).into(),
         },
+        ksm: host
+            .ksm
+            .as_ref()
+            .map(|k| abi::Ksm {
+                running: k.running,
+                saved_kib: k.saved_kib,
+                shared_kib: k.shared_kib,
+                unshared_kib: k.unshared_kib,
+                volatile_kib: k.volatile_kib,
+                full_scans: k.full_scans,
+                pages_to_scan: k.pages_to_scan,
+                sleep_ms: k.sleep_ms,
+                advisor: k.advisor.clone().map(RString::from).into(),
+                ksmd_cpu_pct: k.ksmd_cpu_pct.into(),
+                managed: k.managed,
+            })
+            .into(),
         vms: snapshot.vms().iter().map(vm_to_abi).collect(),
     }
 }
@@ -194,8 +212,19 @@ pub fn snapshot_from_abi(s: &abi::Snapshot) -> Result<Snapshot, InvalidSnapshot>
             memory: s.pressure.memory.into_option().map(stall_from_abi),
             io: s.pressure.io.into_option().map(stall_from_abi),
         },
-        // Not carried by this plugin ABI.
-        ksm: None,
+        ksm: s.ksm.as_ref().into_option().map(|k| KsmView {
+            running: k.running,
+            saved_kib: k.saved_kib,
+            shared_kib: k.shared_kib,
+            unshared_kib: k.unshared_kib,
+            volatile_kib: k.volatile_kib,
+            full_scans: k.full_scans,
+            pages_to_scan: k.pages_to_scan,
+            sleep_ms: k.sleep_ms,
+            advisor: k.advisor.as_ref().into_option().map(|a| a.to_string()),
+            ksmd_cpu_pct: k.ksmd_cpu_pct.into_option(),
+            managed: k.managed,
+        }),
     };
     Snapshot::builder(host)
         .tick(s.tick)
@@ -328,6 +357,14 @@ pub fn memory_plan_to_abi(plan: MemoryPlan) -> abi::MemoryPlan {
             })
             .collect(),
         reason: plan.reason.into(),
+        ksm: plan
+            .ksm
+            .map(|k| abi::KsmPlan {
+                run: k.run,
+                pages_to_scan: k.pages_to_scan,
+                sleep_ms: k.sleep_ms,
+            })
+            .into(),
     }
 }
 
@@ -344,6 +381,11 @@ pub fn memory_plan_from_abi(plan: abi::MemoryPlan) -> MemoryPlan {
             })
             .collect(),
         reason: plan.reason.into_string(),
+        ksm: plan.ksm.into_option().map(|k| KsmPlan {
+            run: k.run,
+            pages_to_scan: k.pages_to_scan,
+            sleep_ms: k.sleep_ms,
+        }),
     }
 }
 

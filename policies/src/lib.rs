@@ -16,6 +16,7 @@
 
 pub mod greedy_lpt;
 pub mod group_balance;
+pub mod ksm;
 pub mod none;
 pub mod pressure_balloon;
 pub mod stable_balance;

@@ -27,6 +27,8 @@
 
 use std::collections::HashMap;
 
+use crate::ksm::Ksm;
+
 use vcoord_api::units::KIB_PER_MIB_F64 as MIB;
 use vcoord_api::{
     BalloonTarget, MemoryPlan, MemoryPolicy, Mib, ParamError, PerVm, Policy, Snapshot, VmView,
@@ -94,6 +96,8 @@ vcoord_api::params! {
         pub max_mib: PerVm<Mib> = PerVm::default(), unit "MiB", range 0.0..=1e8;
         /// per-VM weight when memory is short (default 1)
         pub shares: PerVm<f64> = PerVm::default(), unit "weight", range 0.001..=1e6;
+        /// KSM merging stops once the host has been comfortable this long
+        pub ksm_cool_s: f64 = 300.0, unit "s", range 0.0..=86400.0;
     }
 }
 
@@ -454,12 +458,14 @@ impl<'a> Need<'a> {
 }
 
 /// The law: each VM's target from what it needs and what the host can give.
-pub fn law(params: &PressureBalloonParams, snapshot: &Snapshot, needs: &[Need]) -> MemoryPlan {
+pub fn law(
+    params: &PressureBalloonParams,
+    snapshot: &Snapshot,
+    needs: &[Need],
+) -> (MemoryPlan, Level) {
     if needs.is_empty() {
-        return MemoryPlan {
-            targets: Vec::new(),
-            reason: "no VM with fresh statistics".into(),
-        };
+        let plan = MemoryPlan::keep("no VM with fresh statistics");
+        return (plan, Level::Comfortable);
     }
     let host = snapshot.host();
     // Below 0 when the guests already eat into the reserve.
@@ -538,7 +544,14 @@ pub fn law(params: &PressureBalloonParams, snapshot: &Snapshot, needs: &[Need]) 
             stuck.join(", ")
         ));
     }
-    MemoryPlan { targets, reason }
+    (
+        MemoryPlan {
+            targets,
+            reason,
+            ksm: None,
+        },
+        level,
+    )
 }
 
 /// Shares `pool` out by weight, never more than each ask; what a VM cannot take goes to the
@@ -637,6 +650,7 @@ pub struct PressureBalloon {
     /// Its parameters.
     pub params: PressureBalloonParams,
     seen: HashMap<String, Tracked>,
+    ksm: Ksm,
 }
 
 impl Policy for PressureBalloon {
@@ -668,6 +682,7 @@ impl Policy for PressureBalloon {
         Ok(Self {
             params,
             seen: HashMap::new(),
+            ksm: Ksm::default(),
         })
     }
 }
@@ -729,8 +744,13 @@ impl MemoryPolicy for PressureBalloon {
         let needs = track(&mut self.seen, snapshot, |vm, state| {
             read(params, snapshot, vm, state)
         });
-        let plan = law(params, snapshot, &needs);
+        let (mut plan, level) = law(params, snapshot, &needs);
         remember(&mut self.seen, snapshot, &plan);
+        if let Some((ksm, why)) = self.ksm.step(snapshot, level, params.ksm_cool_s) {
+            plan.ksm = Some(ksm);
+            plan.reason.push_str("; ");
+            plan.reason.push_str(&why);
+        }
         plan
     }
 }

@@ -166,6 +166,7 @@ impl MemoryPolicy for ThresholdBalloon {
                 available / MIB,
                 if crunch { " (crunch)" } else { "" }
             ),
+            ksm: None,
         }
     }
 }

@@ -729,7 +729,7 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
         assert_eq!(served.is_some(), exists, "{resource}");
     }
     // The host's same-page merging as the kernel shows it, with what ksmd costs (vcoord reads
-    // it and changes nothing).
+    // it and, with `ksm = "leave"`, changes nothing).
     let ksm = Path::new("/sys/kernel/mm/ksm");
     let running = metric(&scrape, "vcoord_host_ksm_running", &["host=\"e2e\""]);
     if ksm.exists() {
@@ -756,6 +756,16 @@ fn a_live_daemon_is_scraped_and_agrees_with_libvirt() {
             ksmd.is_some_and(|c| (0.0..=100.0).contains(&c)),
             "ksmd {ksmd:?}"
         );
+        // The scan rate it is set to, and who runs it (these tests leave it to the operator).
+        let rate = metric(
+            &scrape,
+            "vcoord_host_ksm_scan_pages_per_second",
+            &["host=\"e2e\""],
+        );
+        let set = read_ksm("pages_to_scan") * 1000.0 / read_ksm("sleep_millisecs").max(1.0);
+        assert_eq!(rate, Some(set));
+        let managed = metric(&scrape, "vcoord_host_ksm_managed", &["host=\"e2e\""]);
+        assert_eq!(managed, Some(0.0));
     } else {
         assert_eq!(running, None);
     }

@@ -43,13 +43,16 @@ fn run_vcoord_with(dir: &Path, top_toml: &str, host_toml: &str, ticks: u32) -> D
         .spawn()
 }
 
-/// `vcoord run` of this host's libvirt with the given configuration lines, to be spawned.
+/// `vcoord run` of this host's libvirt with the given configuration lines, to be spawned. KSM
+/// is left as it is (`ksm = "leave"`): the tests that make the host short measure balloons and
+/// CPU placement, which ksmd's scans would disturb, and ksmd must not outlive a daemon a test
+/// kills.
 fn launch_vcoord(dir: &Path, top_toml: &str, host_toml: &str) -> common::daemon::Launch {
     let config = dir.join("vcoord.toml");
     std::fs::write(
         &config,
         format!(
-            "{top_toml}\n[[host]]\nname = \"e2e\"\nuri = \"{URI}\"\ninterval_s = 1.0\n{host_toml}\n"
+            "{top_toml}\n[[host]]\nname = \"e2e\"\nuri = \"{URI}\"\ninterval_s = 1.0\nksm = \"leave\"\n{host_toml}\n"
         ),
     )
     .unwrap();

@@ -36,6 +36,19 @@ pub fn read(sys_dir: &Path, proc_dir: &Path) -> Option<KsmSample> {
     })
 }
 
+/// Writes `plan` under `sys_dir`: the scan settings first, then `run`, so that ksmd starts at
+/// the rate asked for.
+pub fn write(sys_dir: &Path, plan: &vcoord_api::KsmPlan) -> std::io::Result<()> {
+    let set = |name: &str, value: u64| {
+        std::fs::write(sys_dir.join(name), value.to_string()).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", sys_dir.join(name).display()))
+        })
+    };
+    set("pages_to_scan", plan.pages_to_scan)?;
+    set("sleep_millisecs", plan.sleep_ms)?;
+    set("run", u64::from(plan.run))
+}
+
 /// The bracketed choice of a sysfs choice file (`[none] scan-time` gives `none`).
 pub fn selected(text: &str) -> Option<String> {
     let start = text.find('[')? + 1;
@@ -132,6 +145,21 @@ mod tests {
                 ksmd_run_ns: Some(123_456),
             }
         );
+        // Written back as the kernel takes them, and read again.
+        let plan = vcoord_api::KsmPlan {
+            run: false,
+            pages_to_scan: 400,
+            sleep_ms: 10,
+        };
+        write(&sys, &plan).unwrap();
+        let k = read(&sys, &proc).unwrap();
+        assert_eq!((k.run, k.pages_to_scan, k.sleep_millisecs), (0, 400, 10));
+        assert_eq!(std::fs::read_to_string(sys.join("run")).unwrap(), "0");
+        // A file that cannot be written is named.
+        std::fs::remove_file(sys.join("sleep_millisecs")).unwrap();
+        std::fs::create_dir(sys.join("sleep_millisecs")).unwrap();
+        let err = write(&sys, &plan).unwrap_err().to_string();
+        assert!(err.contains("sleep_millisecs"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -34,6 +34,14 @@ pub enum BackendError {
         /// What the hypervisor said.
         message: String,
     },
+    /// The host refused a change of its own (KSM's settings).
+    #[error("host: {op} refused: {message}")]
+    HostRefused {
+        /// What was attempted.
+        op: &'static str,
+        /// What the host said.
+        message: String,
+    },
     /// The connection to the hypervisor failed or was lost.
     #[error("connection to {uri}: {message}")]
     Connection {
@@ -103,6 +111,14 @@ pub trait Backend: Send {
             vm: vm.to_string(),
             op: "tune CPU",
             message: "this backend sets no CPU weights, quotas or emulator affinity".into(),
+        })
+    }
+
+    /// Sets the host's same-page merging (KSM): ksmd's run state and scan rate.
+    fn set_ksm(&mut self, _ksm: &vcoord_api::KsmPlan) -> Result<(), BackendError> {
+        Err(BackendError::HostRefused {
+            op: "set KSM",
+            message: "this backend drives no KSM".into(),
         })
     }
 

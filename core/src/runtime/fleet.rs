@@ -271,13 +271,7 @@ mod tests {
     }
 
     fn quiet() -> (MemoryPlan, GuardedPlan) {
-        (
-            MemoryPlan {
-                targets: Vec::new(),
-                reason: String::new(),
-            },
-            GuardedPlan::default(),
-        )
+        (MemoryPlan::default(), GuardedPlan::default())
     }
 
     #[test]
@@ -345,7 +339,7 @@ mod tests {
                 target_kib: (1024 + 300) * MIB as i64,
                 reason: String::new(),
             }],
-            reason: String::new(),
+            ..MemoryPlan::default()
         };
         let guarded = GuardedPlan {
             balloons: vec![BalloonChange {

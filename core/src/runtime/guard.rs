@@ -10,6 +10,7 @@ pub use crate::limits::{GuardSettings, PERIOD_US, QUOTA_US, SHARES};
 use crate::policy::{CpuPlan, MemoryPlan, VcpuPin, VmTune};
 use crate::runtime::snapshot::{Snapshot, VmView};
 use vcoord_api::dedicated::{dedicate, Dedication};
+use vcoord_api::plan::{KsmPlan, KSM_CHANGE_INTERVAL_S, KSM_PAGES_TO_SCAN, KSM_SLEEP_MS};
 use vcoord_api::snapshot::{CpuTune, Placement, DEFAULT_PERIOD_US};
 
 use crate::units::KIB_PER_MIB as MIB;
@@ -62,6 +63,11 @@ pub enum Refusal {
     OperatorPlacement,
     /// A vCPU or emulator thread of another VM put on a dedicated VM's pCPU.
     Dedicated,
+    /// A KSM change on a host whose operator runs KSM (`ksm = "leave"`) or where it cannot be
+    /// read.
+    KsmLeft,
+    /// A KSM change sooner than [`KSM_CHANGE_INTERVAL_S`] after the last one.
+    TooSoon,
     /// Read from a record that did not say.
     #[default]
     Other,
@@ -69,7 +75,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in the order metrics list them.
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::OperatorIgnore,
         Refusal::HostReserve,
         Refusal::Trimmed,
@@ -85,6 +91,8 @@ impl Refusal {
         Refusal::BelowMinimum,
         Refusal::OperatorPlacement,
         Refusal::Dedicated,
+        Refusal::KsmLeft,
+        Refusal::TooSoon,
         Refusal::Other,
     ];
 
@@ -106,6 +114,8 @@ impl Refusal {
             Refusal::BelowMinimum => "below_minimum",
             Refusal::OperatorPlacement => "operator_placement",
             Refusal::Dedicated => "dedicated",
+            Refusal::KsmLeft => "ksm_left",
+            Refusal::TooSoon => "too_soon",
             Refusal::Other => "other",
         }
     }
@@ -136,6 +146,10 @@ pub struct GuardedPlan {
     pub tunes: Vec<VmTune>,
     /// Balloon changes that passed (possibly trimmed).
     pub balloons: Vec<BalloonChange>,
+    /// KSM's settings to write, where the plan changes them and the guard let it (possibly
+    /// trimmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksm: Option<KsmPlan>,
     /// Refused or trimmed actions.
     pub rejected: Vec<Rejection>,
 }
@@ -144,22 +158,112 @@ pub struct GuardedPlan {
 #[derive(Clone, Debug, Default)]
 pub struct Guard {
     settings: GuardSettings,
+    /// When KSM's settings were last let through (snapshot wall time, s).
+    ksm_changed_s: Option<f64>,
 }
 
 impl Guard {
     /// A guard with these limits.
     pub fn new(settings: GuardSettings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            ksm_changed_s: None,
+        }
     }
 
     /// Filters both plans.
-    pub fn check(&self, snapshot: &Snapshot, cpu: &CpuPlan, memory: &MemoryPlan) -> GuardedPlan {
+    pub fn check(
+        &mut self,
+        snapshot: &Snapshot,
+        cpu: &CpuPlan,
+        memory: &MemoryPlan,
+    ) -> GuardedPlan {
         let mut out = GuardedPlan::default();
         let dedication = dedicate(snapshot);
         self.check_pins(snapshot, &dedication, cpu, &mut out);
         check_tunes(snapshot, &dedication, cpu, &mut out);
         self.check_balloons(snapshot, memory, &mut out);
+        if let Some(ksm) = memory.ksm {
+            out.ksm = self.check_ksm(snapshot, ksm, &mut out.rejected);
+        }
         out
+    }
+
+    /// A KSM change passes on a host whose KSM the plans may drive, at most once in
+    /// [`KSM_CHANGE_INTERVAL_S`], its scan settings trimmed into [`KSM_PAGES_TO_SCAN`] and
+    /// [`KSM_SLEEP_MS`]; settings the host already has are nothing to do.
+    fn check_ksm(
+        &mut self,
+        snapshot: &Snapshot,
+        plan: KsmPlan,
+        rejected: &mut Vec<Rejection>,
+    ) -> Option<KsmPlan> {
+        let action = format!(
+            "set KSM to run={} pages_to_scan={} sleep_millisecs={}",
+            u8::from(plan.run),
+            plan.pages_to_scan,
+            plan.sleep_ms
+        );
+        let rejection = |reason: Refusal, why: String| Rejection {
+            action: action.clone(),
+            why,
+            reason,
+            vm: String::new(),
+        };
+        let Some(view) = snapshot.host().ksm.as_ref() else {
+            rejected.push(rejection(
+                Refusal::KsmLeft,
+                "KSM is not read on this host".into(),
+            ));
+            return None;
+        };
+        if !view.managed {
+            rejected.push(rejection(
+                Refusal::KsmLeft,
+                "the operator runs KSM on this host (ksm = \"leave\")".into(),
+            ));
+            return None;
+        }
+        let trimmed = KsmPlan {
+            run: plan.run,
+            pages_to_scan: plan
+                .pages_to_scan
+                .clamp(*KSM_PAGES_TO_SCAN.start(), *KSM_PAGES_TO_SCAN.end()),
+            sleep_ms: plan
+                .sleep_ms
+                .clamp(*KSM_SLEEP_MS.start(), *KSM_SLEEP_MS.end()),
+        };
+        if trimmed == view.settings() {
+            return None;
+        }
+        let now = snapshot.wall_s();
+        if let Some(at) = self
+            .ksm_changed_s
+            .filter(|&at| (0.0..KSM_CHANGE_INTERVAL_S).contains(&(now - at)))
+        {
+            rejected.push(rejection(
+                Refusal::TooSoon,
+                format!(
+                    "KSM was changed {:.0} s ago, at most once in {KSM_CHANGE_INTERVAL_S:.0} s",
+                    now - at
+                ),
+            ));
+            return None;
+        }
+        if trimmed != plan {
+            rejected.push(rejection(
+                Refusal::Trimmed,
+                format!(
+                    "scan settings kept within pages_to_scan {}-{} and sleep_millisecs {}-{}",
+                    KSM_PAGES_TO_SCAN.start(),
+                    KSM_PAGES_TO_SCAN.end(),
+                    KSM_SLEEP_MS.start(),
+                    KSM_SLEEP_MS.end()
+                ),
+            ));
+        }
+        self.ksm_changed_s = Some(now);
+        Some(trimmed)
     }
 
     fn check_pins(
@@ -614,7 +718,7 @@ mod tests {
                     reason: String::new(),
                 })
                 .collect(),
-            reason: String::new(),
+            ..MemoryPlan::default()
         }
     }
 
@@ -767,6 +871,71 @@ mod tests {
         assert_eq!(reasons, vec![Duplicate, BadPin, UnknownVm, BadPin, BadPin]);
         let whys: Vec<_> = out.rejected.iter().map(|r| r.why.as_str()).collect();
         assert_eq!(whys[3], "pCPU 7 does not exist on this host");
+    }
+
+    /// KSM changes pass only where the plans may drive it, at most once in the interval,
+    /// trimmed into range; what the host already has is nothing to do.
+    #[test]
+    fn ksm_changes_pass_within_bounds_once_in_their_interval_where_vcoord_drives_ksm() {
+        use vcoord_api::KsmView;
+        let at = |t: f64, ksm: Option<KsmView>| {
+            let s = snapshot(8192, vec![vm("a", 512, Some(400))]);
+            let mut host = s.host().clone();
+            host.ksm = ksm;
+            Snapshot::builder(host)
+                .tick(t as u64)
+                .interval_s(1.0)
+                .wall_s(t)
+                .vms(s.vms().to_vec())
+                .build()
+                .unwrap()
+        };
+        let off = KsmView {
+            pages_to_scan: 100,
+            sleep_ms: 20,
+            managed: true,
+            ..KsmView::default()
+        };
+        let plan = |run, pages, sleep_ms| MemoryPlan {
+            ksm: Some(KsmPlan {
+                run,
+                pages_to_scan: pages,
+                sleep_ms,
+            }),
+            ..MemoryPlan::default()
+        };
+        let mut guard = Guard::default();
+        let cpu = CpuPlan::default();
+        let reasons = |out: &GuardedPlan| out.rejected.iter().map(|r| r.reason).collect::<Vec<_>>();
+        // What the host has already: nothing to do, nothing refused.
+        let out = guard.check(&at(0.0, Some(off.clone())), &cpu, &plan(false, 100, 20));
+        assert_eq!((out.ksm, reasons(&out)), (None, vec![]));
+        // Out of range: trimmed, and let through.
+        let out = guard.check(&at(1.0, Some(off.clone())), &cpu, &plan(true, 5000, 1));
+        let trimmed = KsmPlan {
+            run: true,
+            pages_to_scan: 1250,
+            sleep_ms: 10,
+        };
+        assert_eq!(
+            (out.ksm, reasons(&out)),
+            (Some(trimmed), vec![Refusal::Trimmed])
+        );
+        // Another change 5 s later: too soon; 10 s later: through.
+        let out = guard.check(&at(6.0, Some(off.clone())), &cpu, &plan(true, 400, 10));
+        assert_eq!((out.ksm, reasons(&out)), (None, vec![Refusal::TooSoon]));
+        let out = guard.check(&at(11.0, Some(off.clone())), &cpu, &plan(true, 400, 10));
+        assert_eq!(out.ksm.map(|k| k.pages_to_scan), Some(400));
+        assert!(out.rejected.is_empty());
+        // The operator runs KSM, or it is not read: refused, whatever the plan.
+        let left = KsmView {
+            managed: false,
+            ..off.clone()
+        };
+        for ksm in [Some(left), None] {
+            let out = Guard::default().check(&at(30.0, ksm), &cpu, &plan(true, 400, 10));
+            assert_eq!((out.ksm, reasons(&out)), (None, vec![Refusal::KsmLeft]));
+        }
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct Coordinator {
     /// Dry run by the command line, whatever the configuration says.
     dry_run_forced: bool,
     throttle: Throttle,
+    /// KSM's settings where this process started ksmd (found stopped): stopped again when the
+    /// process stops ([`Coordinator::release`]).
+    ksm_started: Option<vcoord_api::KsmPlan>,
     observer: Option<Arc<dyn Observer>>,
     start_wall_s: Option<f64>,
     fleet: Fleet,
@@ -142,6 +145,8 @@ enum Warning {
     Pin(String),
     /// The hypervisor refused a balloon target of this VM.
     Balloon(String),
+    /// The host refused KSM's settings.
+    Ksm,
 }
 
 /// Lets each kind of repeated warning through at most once a minute, saying how many were held
@@ -249,6 +254,7 @@ fn snapshot_settings(host: &HostConfig) -> SnapshotSettings {
         limits: host.guard.limits(),
         vm_rules: host.vm_rules.clone(),
         measure_other_load: host.cpu_capacity == crate::config::CpuCapacity::Measured,
+        ksm_managed: host.ksm == crate::config::KsmMode::Auto,
     }
 }
 
@@ -323,6 +329,7 @@ impl Coordinator {
             dry_run: dry_run || host.dry_run,
             dry_run_forced: dry_run,
             throttle: Throttle::default(),
+            ksm_started: None,
             observer: None,
             start_wall_s: None,
             fleet: Fleet::default(),
@@ -479,7 +486,23 @@ impl Coordinator {
                 self.wait(control);
             }
         }
+        self.release();
         Ok(done)
+    }
+
+    /// Undoes, as the process stops, what it started and would have stopped later: ksmd, where
+    /// this process started it. What it merged stays merged (`run` = 0).
+    pub fn release(&mut self) {
+        let Some(ksm) = self.ksm_started.take() else {
+            return;
+        };
+        let stop = vcoord_api::KsmPlan { run: false, ..ksm };
+        match self.backend.set_ksm(&stop) {
+            Ok(()) => info!(host = %self.host.name, "KSM stopped: this process started it"),
+            Err(e) => {
+                warn!(host = %self.host.name, error = %e, "KSM started by this process could not be stopped")
+            }
+        }
     }
 
     /// One tick; `None` when the host could not be sampled (logged; the next tick retries).
@@ -612,7 +635,8 @@ impl Coordinator {
             }
             None => MemoryPlan::default(),
         };
-        let guarded = self.guard.check(snapshot, &cpu_plan, &memory_plan);
+        // On a copy: what the shadow would change must not hold back the live policy's KSM.
+        let guarded = self.guard.clone().check(snapshot, &cpu_plan, &memory_plan);
         out.cpu_reason = cpu_plan.reason;
         out.memory_reason = memory_plan.reason;
         out.pins = changed_pins(snapshot, guarded.pins);
@@ -814,9 +838,35 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Writes KSM's settings (the guard let them through: they differ from the host's), and
+    /// remembers whether this process started ksmd.
+    fn set_ksm(&mut self, ksm: vcoord_api::KsmPlan, was_running: bool, record: &mut TickRecord) {
+        if !self.dry_run {
+            if let Err(e) = self.backend.set_ksm(&ksm) {
+                if let Some(held) = self.throttle.allow(Warning::Ksm) {
+                    warn!(host = %self.host.name, error = %e, held_back = held, "KSM change failed");
+                }
+                record.failed.push(e.to_string());
+                return;
+            }
+            self.ksm_started = match (ksm.run, was_running, self.ksm_started) {
+                (false, _, _) => None,
+                (true, false, _) | (true, true, Some(_)) => Some(ksm),
+                (true, true, None) => None,
+            };
+        }
+        info!(host = %self.host.name, run = ksm.run, pages_to_scan = ksm.pages_to_scan,
+            sleep_millisecs = ksm.sleep_ms, dry_run = self.dry_run, "KSM set");
+        record.ksm = Some(ksm);
+    }
+
     /// Carries out what changed: pins that differ from the current affinity, balloon targets
     /// that differ from the last one sent. Shrinks go before grants.
     fn actuate(&mut self, snapshot: &Snapshot, plan: GuardedPlan, record: &mut TickRecord) {
+        if let Some(ksm) = plan.ksm {
+            let was_running = snapshot.host().ksm.as_ref().is_some_and(|k| k.running);
+            self.set_ksm(ksm, was_running, record);
+        }
         let pins = changed_pins(snapshot, plan.pins);
         let mut tunes = changed_tunes(snapshot, plan.tunes);
         let mut balloons: Vec<(BalloonChange, MemoryActions)> = plan
@@ -1193,6 +1243,7 @@ mod tests {
             MemoryPlan {
                 targets: targets.collect(),
                 reason: "trim".into(),
+                ksm: None,
             }
         }
     }

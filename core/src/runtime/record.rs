@@ -165,6 +165,12 @@ pub struct TickRecord {
     /// virtio-mem requests the guest did not follow, withdrawn this tick.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtio_mem_refusals: Vec<DeviceRefusal>,
+    /// Memory KSM's merging saved on the host (`pages_sharing`), KiB, where it is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksm_saved_kib: Option<u64>,
+    /// KSM settings written this tick (or that would be, in a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksm: Option<vcoord_api::KsmPlan>,
     /// Actions the backend failed to carry out.
     pub failed: Vec<String>,
     /// Whether this tick changed nothing by configuration.
@@ -255,6 +261,8 @@ impl TickRecord {
             rejected: Vec::new(),
             plugs: Vec::new(),
             virtio_mem_refusals: Vec::new(),
+            ksm_saved_kib: snapshot.host().ksm.as_ref().map(|k| k.saved_kib),
+            ksm: None,
             failed: Vec::new(),
             dry_run: false,
             sample_calls: 0,

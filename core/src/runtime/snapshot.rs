@@ -28,6 +28,8 @@ pub struct SnapshotSettings {
     pub vm_rules: Vec<VmRule>,
     /// Whether each pCPU's non-VM load is measured and shown (`cpu_capacity = "measured"`).
     pub measure_other_load: bool,
+    /// Whether plans may change KSM (`ksm = "auto"`).
+    pub ksm_managed: bool,
 }
 
 /// Builds snapshots from consecutive samples, remembering the previous one.
@@ -281,7 +283,10 @@ impl SnapshotBuilder {
         };
         let ksm = sample.host.ksm.as_ref().map(|k| {
             let was = self.previous.as_ref().and_then(|p| p.host.ksm.as_ref());
-            ksm_view(k, was, interval_ns)
+            vcoord_api::KsmView {
+                managed: self.settings.ksm_managed,
+                ..ksm_view(k, was, interval_ns)
+            }
         });
         let mut host = HostView {
             ksm,
@@ -485,6 +490,7 @@ fn ksm_view(
             .and_then(|b| b.ksmd_run_ns)
             .zip(now.ksmd_run_ns)
             .and_then(|(was, is)| percent_of_interval(was, is, interval_ns)),
+        managed: false,
     }
 }
 

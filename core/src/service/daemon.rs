@@ -503,6 +503,7 @@ fn host_loop(
             coordinator.wait(&control);
         }
     };
+    coordinator.release();
     status.ended.store(true, Ordering::SeqCst);
     result
 }

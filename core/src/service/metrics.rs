@@ -86,6 +86,8 @@ pub struct Metrics {
     ksm_running: GaugeVec,
     ksm_saved: GaugeVec,
     ksmd_cpu: GaugeVec,
+    ksm_scan_rate: GaugeVec,
+    ksm_managed: GaugeVec,
     /// Why the `--record` file stopped, if it did.
     record_problem: Mutex<Option<String>>,
     /// What series each host has, to remove those of VMs that are gone.
@@ -253,6 +255,8 @@ impl Metrics {
             ksm_running: gauge("vcoord_host_ksm_running", "1 while the kernel's same-page merging (KSM) is merging (run = 1), 0 otherwise; absent where the host's KSM is not read.", &["host"]),
             ksm_saved: gauge("vcoord_host_ksm_saved_bytes", "Memory KSM saves: the pages that share a merged page (pages_sharing); absent where the host's KSM is not read.", &["host"]),
             ksmd_cpu: gauge("vcoord_host_ksmd_cpu_percent", "CPU time of ksmd, the kernel thread that scans and merges, over the last tick, percent of one pCPU; absent where not measured.", &["host"]),
+            ksm_scan_rate: gauge("vcoord_host_ksm_scan_pages_per_second", "Pages ksmd is set to scan a second (pages_to_scan x 1000 / sleep_millisecs), whether it runs or not; absent where the host's KSM is not read.", &["host"]),
+            ksm_managed: gauge("vcoord_host_ksm_managed", "1 where the memory policy drives KSM (ksm = \"auto\"), 0 where the operator runs it (ksm = \"leave\"); absent where the host's KSM is not read.", &["host"]),
             record_problem: Mutex::default(),
             series: Mutex::default(),
             health: Mutex::default(),
@@ -319,6 +323,8 @@ impl Metrics {
             Box::new(m.ksm_running.clone()),
             Box::new(m.ksm_saved.clone()),
             Box::new(m.ksmd_cpu.clone()),
+            Box::new(m.ksm_scan_rate.clone()),
+            Box::new(m.ksm_managed.clone()),
         ];
         for c in all {
             r.register(c).expect("metric names are unique");
@@ -453,7 +459,13 @@ impl Metrics {
         for c in self.host_counters() {
             let _ = c.remove_label_values(&[host]);
         }
-        for g in [&self.ksm_running, &self.ksm_saved, &self.ksmd_cpu] {
+        for g in [
+            &self.ksm_running,
+            &self.ksm_saved,
+            &self.ksmd_cpu,
+            &self.ksm_scan_rate,
+            &self.ksm_managed,
+        ] {
             let _ = g.remove_label_values(&[host]);
         }
         for outcome in ["ok", "failed"] {
@@ -735,6 +747,16 @@ impl Metrics {
             ksm.map(|k| k.saved_kib as f64 * 1024.0),
         );
         set_or_remove(&self.ksmd_cpu, &[host], ksm.and_then(|k| k.ksmd_cpu_pct));
+        set_or_remove(
+            &self.ksm_scan_rate,
+            &[host],
+            ksm.map(|k| k.settings().pages_per_s()),
+        );
+        set_or_remove(
+            &self.ksm_managed,
+            &[host],
+            ksm.map(|k| f64::from(u8::from(k.managed))),
+        );
         for (resource, stall) in snapshot.host().pressure.by_resource() {
             set_or_remove(
                 &self.host_pressure,

@@ -185,6 +185,7 @@ impl Figures {
                 committed_mib: 0.0,
                 unmanaged_mib: 0.0,
                 provisioned_mib: 0.0,
+                ksm_saved_mib: 0.0,
             },
             first_size: BTreeMap::new(),
             below_run: BTreeMap::new(),
@@ -266,6 +267,7 @@ impl Figures {
             m.unmanaged_mib += first;
             m.provisioned_mib += vm.max_mib();
         }
+        m.ksm_saved_mib += r.ksm_saved_kib.unwrap_or(0) as f64 / KIB_PER_MIB_F64;
         m.lowest_guest_free_mib = m.lowest_guest_free_mib.min(r.guest_free_mib());
         m.lowest_host_free_mib = m.lowest_host_free_mib.min(r.host_free_mib());
         if r.host_free_mib() < HOST_SHORT_MIB {
@@ -348,6 +350,7 @@ impl Figures {
             m.committed_mib /= self.ticks as f64;
             m.unmanaged_mib /= self.ticks as f64;
             m.provisioned_mib /= self.ticks as f64;
+            m.ksm_saved_mib /= self.ticks as f64;
         }
         if m.lowest_guest_free_mib.is_infinite() {
             m.lowest_guest_free_mib = 0.0;
@@ -398,6 +401,8 @@ pub struct MemoryMetrics {
     pub unmanaged_mib: f64,
     /// The same with every VM at its maximum (what it was provisioned).
     pub provisioned_mib: f64,
+    /// Memory KSM's merging saved on the host, mean over the ticks (0 where not read).
+    pub ksm_saved_mib: f64,
 }
 
 impl MemoryMetrics {

@@ -50,7 +50,7 @@ pub fn replay(records: &[TickRecord], host: &HostConfig) -> Result<Vec<ReplayTic
     }
     let mut cpu = host.build_cpu_policy()?;
     let mut memory = host.build_memory_policy()?;
-    let guard = Guard::new(host.guard.clone());
+    let mut guard = Guard::new(host.guard.clone());
     let mut out = Vec::new();
     for r in records {
         let Some(snapshot) = &r.snapshot else {

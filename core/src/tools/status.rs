@@ -75,10 +75,7 @@ pub fn status(target: &str, window_s: f64) -> Result<StatusDocument, StatusError
     let mut backend = backend::open(target, Path::new("."), &BackendOptions::default())?;
     let snapshot = sample_twice(backend.as_mut(), window_s)?;
     // One look: contention and deficits as they are now (no plan, no history).
-    let no_plan = MemoryPlan {
-        targets: Vec::new(),
-        reason: String::new(),
-    };
+    let no_plan = MemoryPlan::default();
     let fleet = Fleet::default().signals(&snapshot, &no_plan, &GuardedPlan::default());
     let left_alone = snapshot
         .vms()

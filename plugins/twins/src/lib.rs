@@ -9,6 +9,9 @@ mod stable_balance;
 #[path = "../../../policies/src/pressure_balloon.rs"]
 mod pressure_balloon;
 
+#[path = "../../../policies/src/ksm.rs"]
+mod ksm;
+
 vcoord_plugin::export_plugin! {
     name: "twins",
     description: "stable-balance and pressure-balloon, built from the built-ins' source",

@@ -399,6 +399,23 @@ impl Backend for LibvirtBackend {
         Ok(())
     }
 
+    /// On the local host (the fast path: its sysfs is this host's); a remote host's KSM is
+    /// not read, so no plan reaches here for it.
+    fn set_ksm(&mut self, ksm: &vcoord_api::KsmPlan) -> Result<(), BackendError> {
+        if self.proc.is_none() {
+            return Err(BackendError::HostRefused {
+                op: "set KSM",
+                message: format!("{} is not this machine's libvirt", self.uri),
+            });
+        }
+        crate::backend::ksm::write(std::path::Path::new(crate::backend::ksm::SYS_DIR), ksm).map_err(
+            |e| BackendError::HostRefused {
+                op: "set KSM",
+                message: e.to_string(),
+            },
+        )
+    }
+
     fn set_memory_stats_period(&mut self, vm: &str, period_s: u32) -> Result<(), BackendError> {
         let dom = self.domain(vm, "set memory stats period")?;
         self.calls.actuate_calls += 1;

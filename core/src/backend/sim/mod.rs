@@ -12,6 +12,13 @@
 //! except into guest swap. Guest use above its memory goes to swap; above memory + swap it is an
 //! OOM kill, which frees the workload's memory and ends its current phase.
 //!
+//! KSM: while ksmd runs, it scans guest memory at its scan rate and merges what one guest holds
+//! the same as another (each VM's `ksm_shareable_pct` of its used memory), half of what is left
+//! to merge per full scan (the first scan of a page only finds it, the next merges it); what
+//! it merged is free on the host, until the guest writes it (merged memory never exceeds what
+//! is shareable now). ksmd's time is counted per page scanned (`ksm_ns_per_page`), which also
+//! slows its rate (a wakeup scans, then sleeps); it is reported, not taken from the vCPUs.
+//!
 //! Timing as on real hosts: a guest delivers its statistics every `guest_report_s` (or its
 //! period, if longer) with the time of the report; between deliveries, and for an idle guest,
 //! they stay the same, while the balloon size is read live, so the two are from different
@@ -196,7 +203,40 @@ pub struct SimBackend {
     other_wait_ns: Vec<f64>,
     /// What the last step gave every task, while it holds (see `step_cpu`).
     cpu_shares: Option<CpuShares>,
+    /// The host's same-page merging.
+    ksm: SimKsm,
 }
+
+/// The kernel's same-page merging as the simulator models it (see the module documentation).
+#[derive(Clone, Debug)]
+struct SimKsm {
+    /// ksmd's settings (the kernel's defaults until a plan changes them).
+    settings: vcoord_api::KsmPlan,
+    /// Memory merging saves now, MiB.
+    saved_mib: f64,
+    /// Full scans done (fractional).
+    full_scans: f64,
+    /// ksmd's CPU time, ns.
+    run_ns: f64,
+}
+
+impl Default for SimKsm {
+    fn default() -> Self {
+        Self {
+            settings: vcoord_api::KsmPlan {
+                run: false,
+                pages_to_scan: 100,
+                sleep_ms: 20,
+            },
+            saved_mib: 0.0,
+            full_scans: 0.0,
+            run_ns: 0.0,
+        }
+    }
+}
+
+/// Pages KSM counts in, KiB.
+const KSM_PAGE_KIB: u64 = 4;
 
 /// One step's CPU shares and what they were worked out from.
 #[derive(Debug)]
@@ -341,6 +381,7 @@ impl SimBackend {
             busy_ns: vec![0.0; host_pcpus],
             other_wait_ns: vec![0.0; host_pcpus],
             cpu_shares: None,
+            ksm: SimKsm::default(),
         };
         sim.update_lifecycle();
         sim.start_phases();
@@ -433,6 +474,7 @@ impl SimBackend {
                 }
             }
         }
+        self.step_ksm(dt_s);
         let total = self.scenario.host.memory_mib as f64;
         let stall = memory_stall_share(self.free_mib(), total);
         self.memory_stall_us += stall * dt_s * 1e6;
@@ -442,10 +484,35 @@ impl SimBackend {
         self.update_lifecycle();
     }
 
-    /// Host memory free now, MiB.
+    /// Host memory free now, MiB: what the host and the guests do not hold, and what merging
+    /// saves of theirs.
     fn free_mib(&self) -> f64 {
         let host = &self.scenario.host;
-        (host.memory_mib as f64 - host.host_used_mib as f64 - self.guests_actual_mib()).max(0.0)
+        let held = host.host_used_mib as f64 + self.guests_actual_mib() - self.ksm.saved_mib;
+        (host.memory_mib as f64 - held).max(0.0)
+    }
+
+    /// One step of ksmd: scan at its rate, merge half of what is left to merge per full scan.
+    fn step_ksm(&mut self, dt_s: f64) {
+        let running = || self.vms.iter().filter(|vm| vm.running);
+        let shareable: f64 = running()
+            .map(|vm| vm.spec.ksm_shareable_pct / 100.0 * vm.resident_mib())
+            .sum();
+        let mergeable = self.guests_actual_mib();
+        let ksm = &mut self.ksm;
+        if ksm.settings.run && mergeable > 0.0 {
+            // Each wakeup scans its pages, then sleeps: the scan's own time slows the rate.
+            let per_wakeup = ksm.settings.pages_to_scan as f64;
+            let busy_s = per_wakeup * self.scenario.host.ksm_ns_per_page / 1e9;
+            let wakeup_s = ksm.settings.sleep_ms as f64 / 1000.0 + busy_s;
+            let pages = per_wakeup / wakeup_s * dt_s;
+            let scans = pages * KSM_PAGE_KIB as f64 / MIB / mergeable;
+            ksm.full_scans += scans;
+            ksm.run_ns += pages * self.scenario.host.ksm_ns_per_page;
+            let left = (shareable - ksm.saved_mib).max(0.0);
+            ksm.saved_mib += left * (1.0 - 0.5f64.powf(scans));
+        }
+        ksm.saved_mib = ksm.saved_mib.min(shareable);
     }
 
     fn step_cpu(&mut self, now: f64, dt_s: f64) {
@@ -954,8 +1021,19 @@ impl Backend for SimBackend {
                     .zip(&self.other_wait_ns)
                     .map(|(p, &ns)| (p.id, ns as u64))
                     .collect(),
-                // The simulator does not model merging (yet).
-                ksm: None,
+                ksm: Some(crate::model::KsmSample {
+                    run: u64::from(self.ksm.settings.run),
+                    pages_shared: 0,
+                    pages_sharing: (self.ksm.saved_mib * MIB) as u64 / KSM_PAGE_KIB,
+                    pages_unshared: 0,
+                    pages_volatile: 0,
+                    full_scans: self.ksm.full_scans as u64,
+                    pages_to_scan: self.ksm.settings.pages_to_scan,
+                    sleep_millisecs: self.ksm.settings.sleep_ms,
+                    advisor_mode: None,
+                    page_kib: KSM_PAGE_KIB,
+                    ksmd_run_ns: Some(self.ksm.run_ns as u64),
+                }),
                 pressure: PressureSample {
                     memory: Some(PsiSample {
                         some_total_us: self.memory_stall_us.round() as u64,
@@ -1076,6 +1154,11 @@ impl Backend for SimBackend {
             )));
         }
         state.requested_mib = requested_kib as f64 / MIB;
+        Ok(())
+    }
+
+    fn set_ksm(&mut self, ksm: &vcoord_api::KsmPlan) -> Result<(), BackendError> {
+        self.ksm.settings = *ksm;
         Ok(())
     }
 

@@ -143,6 +143,18 @@ pub struct SimHost {
     /// (drawn from the seed; 0: like clockwork, all guests in step).
     #[serde(default)]
     pub guest_report_jitter_s: f64,
+    /// ksmd's CPU time per page it scans, ns (see `KSM_NS_PER_PAGE`).
+    #[serde(default = "default_ksm_ns_per_page")]
+    pub ksm_ns_per_page: f64,
+}
+
+/// ksmd's CPU time per page scanned, ns: measured on this project's hosts from 1,500 (a first
+/// scan) to 13,000 (rescanning pages merged hundreds of times over), 3,000 to 7,000 while
+/// merging (docs/ksm.md).
+pub const KSM_NS_PER_PAGE: f64 = 3000.0;
+
+fn default_ksm_ns_per_page() -> f64 {
+    KSM_NS_PER_PAGE
 }
 
 /// A host process bound to one pCPU (like `taskset -c N`), with its demand over time: it
@@ -281,6 +293,11 @@ pub struct SimVm {
     /// second from the seed (page cache and allocator churn around the trend).
     #[serde(default)]
     pub memory_noise_pct: f64,
+    /// Share of the memory its guest uses that another guest holds the same (guests booted from
+    /// one image share their kernel, libraries and much of their page cache): what KSM can
+    /// merge away, percent.
+    #[serde(default)]
+    pub ksm_shareable_pct: f64,
     /// Times `[from_s, to_s]` during which a job runs on the VM (a migration, a dump): a
     /// balloon change then fails (libvirt waits for the job's lock, then gives up).
     #[serde(default)]
@@ -462,6 +479,7 @@ impl Scenario {
             60.0,
             "s",
         )?;
+        within("host.ksm_ns_per_page", h.ksm_ns_per_page, 0.0, 1e6, "ns")?;
         if h.threads_per_core == 0 || !h.pcpus.is_multiple_of(h.threads_per_core) {
             return Err(invalid(
                 None,
@@ -643,6 +661,13 @@ impl Scenario {
             within(
                 &key("memory_noise_pct"),
                 vm.memory_noise_pct,
+                0.0,
+                100.0,
+                "percent",
+            )?;
+            within(
+                &key("ksm_shareable_pct"),
+                vm.ksm_shareable_pct,
                 0.0,
                 100.0,
                 "percent",

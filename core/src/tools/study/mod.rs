@@ -198,6 +198,13 @@ pub const MEMORY_METRICS: &[Metric] = &[
         doc: "memory moved by ballooning, MiB",
         get: |o| Some(o.memory.as_ref()?.moved_mib),
     },
+    Metric {
+        key: "ksm_saved_mib",
+        title: "KSM MiB",
+        lower_is_better: false,
+        doc: "memory KSM's merging saved on the host, mean over the run, MiB",
+        get: |o| Some(o.memory.as_ref()?.ksm_saved_mib),
+    },
 ];
 
 pub use vcoord_api::Kind;
@@ -590,6 +597,7 @@ mod tests {
             lowest_host_free_mib: 1000.0,
             moved_mib: 100.0,
             committed_mib: 900.0,
+            ksm_saved_mib: 0.0,
             unmanaged_mib: 1000.0,
             provisioned_mib: 2000.0,
         }
