@@ -20,7 +20,8 @@
 //!   to it); short again, it is merging again.
 //!
 //! ksmd found merging when the law starts (someone else started it) is taken as the law's own:
-//! cooling on a comfortable host, merging on a short one. A host whose operator runs KSM
+//! cooling on a comfortable host, merging on a short one; one found stopped on a comfortable
+//! host (its start held back by the guard, or stopped by someone) is off. A host whose operator runs KSM
 //! (`[host] ksm = "leave"`) or where KSM is not read is left alone.
 //!
 //! Known limitations: the law sees one figure for the whole host (what merging saves), not
@@ -98,12 +99,16 @@ impl Ksm {
         };
         let now = snapshot.wall_s();
         let short = level != Level::Comfortable;
-        // ksmd as found: the law's own from here (see the module documentation).
+        // ksmd as found: the law's own from here (see the module documentation); and on a
+        // comfortable host a ksmd not running (its start held back, or stopped by someone) is
+        // nothing to cool down.
         if self.state == KsmState::Off && view.running {
             self.state = KsmState::Cooling {
                 asked: view.settings(),
                 since_s: now,
             };
+        } else if !short && !view.running {
+            self.state = KsmState::Off;
         }
         let (plan, why) = match (self.state, short) {
             (KsmState::Off, false) => return None,
@@ -372,6 +377,21 @@ mod tests {
         assert!(keep.run);
         let (stop, _) = k.step(&found(50.0), Level::Comfortable, 30.0).unwrap();
         assert!(!stop.run);
+    }
+
+    /// A start the guard held back (or a ksmd someone stopped) is not pursued once the host is
+    /// comfortable: nothing is started on a comfortable host.
+    #[test]
+    fn a_start_that_did_not_happen_is_not_pursued_on_a_comfortable_host() {
+        let mut k = Ksm::default();
+        let stopped = |t| host(t, Some(view(false, 0, 0.0, 100)));
+        let (start, _) = k.step(&stopped(0.0), Level::Pressure, 60.0).unwrap();
+        assert!(start.run);
+        assert_eq!(k.step(&stopped(5.0), Level::Comfortable, 60.0), None);
+        assert_eq!(k.state, KsmState::Off);
+        // Short again: started again.
+        let (again, _) = k.step(&stopped(20.0), Level::Critical, 60.0).unwrap();
+        assert!(again.run);
     }
 
     #[test]
