@@ -866,11 +866,11 @@ mod tests {
             for pcpu in host.pcpus.iter_mut() {
                 pcpu.other_pct = (pcpu.pcpu.id != 0).then_some(0.0);
             }
-            Snapshot::builder(host)
+            s.to_builder()
+                .host(host)
                 .tick(t as u64)
                 .interval_s(1.0)
                 .wall_s(t)
-                .vms(s.vms().to_vec())
                 .build()
                 .unwrap()
         };
@@ -882,11 +882,12 @@ mod tests {
         host.pcpus[0].other_pct = Some(60.0);
         // What the host's threads wanted counts: their run-queue wait beside their run time.
         host.pcpus[0].other_wait_pct = Some(30.0);
-        s = Snapshot::builder(host)
+        s = s
+            .to_builder()
+            .host(host)
             .tick(2)
             .interval_s(1.0)
             .wall_s(2.0)
-            .vms(s.vms().to_vec())
             .build()
             .unwrap();
         p.step(&s);

@@ -247,11 +247,11 @@ mod tests {
         let s = snapshot(2, vec![mem_vm("a", 1024, 1024, Some(512))], 8 * 1024);
         let mut h = s.host().clone();
         h.ksm = ksm;
-        Snapshot::builder(h)
+        s.to_builder()
+            .host(h)
             .tick(t as u64)
             .interval_s(1.0)
             .wall_s(t)
-            .vms(s.vms().to_vec())
             .build()
             .unwrap()
     }

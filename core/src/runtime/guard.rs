@@ -882,11 +882,11 @@ mod tests {
             let s = snapshot(8192, vec![vm("a", 512, Some(400))]);
             let mut host = s.host().clone();
             host.ksm = ksm;
-            Snapshot::builder(host)
+            s.to_builder()
+                .host(host)
                 .tick(t as u64)
                 .interval_s(1.0)
                 .wall_s(t)
-                .vms(s.vms().to_vec())
                 .build()
                 .unwrap()
         };
