@@ -283,10 +283,7 @@ impl SnapshotBuilder {
         };
         let ksm = sample.host.ksm.as_ref().map(|k| {
             let was = self.previous.as_ref().and_then(|p| p.host.ksm.as_ref());
-            vcoord_api::KsmView {
-                managed: self.settings.ksm_managed,
-                ..ksm_view(k, was, interval_ns)
-            }
+            ksm_view(k, was, interval_ns, self.settings.ksm_managed)
         });
         let mut host = HostView {
             ksm,
@@ -468,12 +465,13 @@ pub fn other_loads(
         .collect()
 }
 
-/// KSM as a snapshot shows it: pages in KiB, and ksmd's CPU over the interval from its run
-/// time then and `before`.
+/// KSM as a snapshot shows it: pages in KiB, ksmd's CPU over the interval from its run time
+/// then and `before`, and whether plans may change it.
 fn ksm_view(
     now: &crate::model::KsmSample,
     before: Option<&crate::model::KsmSample>,
     interval_ns: u64,
+    managed: bool,
 ) -> vcoord_api::KsmView {
     let kib = |pages: u64| pages.saturating_mul(now.page_kib);
     vcoord_api::KsmView {
@@ -490,7 +488,7 @@ fn ksm_view(
             .and_then(|b| b.ksmd_run_ns)
             .zip(now.ksmd_run_ns)
             .and_then(|(was, is)| percent_of_interval(was, is, interval_ns)),
-        managed: false,
+        managed,
     }
 }
 
