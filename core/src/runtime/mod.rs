@@ -476,10 +476,13 @@ impl Coordinator {
             && !control.stop_requested()
         {
             if let Some(record) = self.tick() {
-                on_tick(&record).map_err(|source| RunError::Record {
-                    host: self.host.name.clone(),
-                    source,
-                })?;
+                if let Err(source) = on_tick(&record) {
+                    self.release();
+                    return Err(RunError::Record {
+                        host: self.host.name.clone(),
+                        source,
+                    });
+                }
             }
             done += 1;
             if ticks.is_none_or(|n| done < n) {
