@@ -21,8 +21,11 @@
 //!    two groups' utilization noise) and the prediction error E. After a move the law waits
 //!    until the VM is seen in its new group and
 //!    [`SETTLE_HALF_LIVES`](vcoord_api::outcome::SETTLE_HALF_LIVES) half-lives have passed;
-//!    then the spread reached is set against the one predicted, and E learns from the miss,
-//!    as stable-balance's does ([`vcoord_api::outcome`]).
+//!    then the spread now is set against the spread without what the move did to the demand
+//!    of the VMs of the two groups (the wait each took on or shed; each VM's wait is tracked
+//!    beside its demand), and E learns from the miss, as stable-balance's does
+//!    ([`vcoord_api::outcome`]). A VM sent back within a minute to the group the last move
+//!    took it from is predicted at the demand it had there.
 //! 5. Every managed VM's vCPUs get its group's pCPUs (`placement = "pin"`: one pCPU each,
 //!    spread inside the group); its emulator threads the pCPUs outside the busiest group (which
 //!    changes only when another group is busier by `trigger_points`); its `cpu_shares` the
@@ -173,6 +176,9 @@ pub struct GroupBalance {
     pub params: GroupBalanceParams,
     /// Demand of each VM, by UUID.
     demand: HashMap<String, Estimate>,
+    /// The run-queue wait in it: the part of its demand that is where it runs (a move's
+    /// outcome is judged by it).
+    wait: HashMap<String, Estimate>,
     /// Non-VM load of each pCPU, by id.
     other: HashMap<u32, Estimate>,
     /// Its moves, and what their outcomes taught it.
@@ -230,6 +236,8 @@ pub fn groups(snapshot: &Snapshot, by: GroupBy) -> Vec<Vec<usize>> {
 struct Member {
     vm: usize,
     demand: f64,
+    /// The run-queue wait estimate in `demand`.
+    wait: f64,
     noise_var: f64,
     /// The group all its vCPUs may run in, if one.
     group: Option<usize>,
@@ -282,6 +290,44 @@ impl Measured {
     }
 }
 
+/// The VMs in their groups now, as a move's outcome is judged on them.
+struct Grouped<'a> {
+    snapshot: &'a Snapshot,
+    m: &'a Measured,
+}
+
+impl Grouped<'_> {
+    fn member(&self, uuid: &str) -> Option<&Member> {
+        let vms = self.snapshot.vms();
+        self.m
+            .members
+            .iter()
+            .find(|member| vms[member.vm].uuid == uuid)
+    }
+}
+
+impl outcome::Judge<String> for Grouped<'_> {
+    fn demand(&self, uuid: &String) -> Option<outcome::Demand> {
+        let member = self.member(uuid)?;
+        Some(outcome::Demand {
+            total: member.demand,
+            wait: member.wait,
+        })
+    }
+
+    fn spread_with(&self, held: &[(&String, f64)]) -> f64 {
+        let mut load = self.m.load.clone();
+        for (uuid, demand) in held {
+            if let Some(member) = self.member(uuid) {
+                if let Some(g) = member.group {
+                    load[g] += demand - member.demand;
+                }
+            }
+        }
+        Measured::spread(&self.m.utilization(&load))
+    }
+}
+
 /// A VM (by UUID) moved from one group to another.
 type Moves = Outcomes<String, CpuSet>;
 
@@ -331,7 +377,7 @@ impl GroupBalance {
             noise_var[g] += e.noise().powi(2);
         }
         self.other = other;
-        let mut demand = HashMap::new();
+        let (mut demand, mut waits) = (HashMap::new(), HashMap::new());
         let mut members = Vec::new();
         for (vi, vm) in snapshot.vms().iter().enumerate() {
             let reading = vm
@@ -343,6 +389,15 @@ impl GroupBalance {
             let e = Estimate::fold(before, reading, now, interval, half_life);
             if let Some(e) = e {
                 demand.insert(vm.uuid.clone(), e);
+            }
+            let reading = vm
+                .vcpus
+                .iter()
+                .try_fold(0.0, |sum, v| v.wait_pct.map(|w| sum + w));
+            let before = self.wait.get(&vm.uuid).copied();
+            let wait = Estimate::fold(before, reading, now, interval, half_life);
+            if let Some(e) = wait {
+                waits.insert(vm.uuid.clone(), e);
             }
             let (d, var) = e.map_or((0.0, 0.0), |e| (e.mean, e.noise().powi(2)));
             if !vm.control.cpu_managed {
@@ -372,6 +427,7 @@ impl GroupBalance {
             members.push(Member {
                 vm: vi,
                 demand: d,
+                wait: wait.map_or(0.0, |e| e.mean),
                 noise_var: var,
                 group: None,
             });
@@ -382,6 +438,7 @@ impl GroupBalance {
             }
         }
         self.demand = demand;
+        self.wait = waits;
         let mut vcpus = vec![0usize; n];
         for m in &members {
             if let Some(g) = m.group {
@@ -461,7 +518,8 @@ impl GroupBalance {
                     })
                 })
         };
-        if let Some(left_s) = self.outcomes.settling(now, half_life, spread, landed) {
+        let host = Grouped { snapshot, m: &*m };
+        if let Some(left_s) = self.outcomes.settling(now, half_life, landed, &host) {
             return (Verdict::Settling { left_s }, busiest);
         }
         if spread <= self.params.trigger_points {
@@ -472,11 +530,16 @@ impl GroupBalance {
             if member.group != Some(busiest) || member.demand <= 0.0 {
                 continue;
             }
-            let size = snapshot.vms()[member.vm].vcpus.len();
-            for to in (0..m.groups.len()).filter(|&g| g != busiest && m.groups[g].len() >= size) {
+            let vm = &snapshot.vms()[member.vm];
+            for to in
+                (0..m.groups.len()).filter(|&g| g != busiest && m.groups[g].len() >= vm.vcpus.len())
+            {
+                // Sent back where the last move took it from, it is predicted at the demand
+                // it had there.
+                let back = self.outcomes.demand_back(now, &vm.uuid, &m.sets[to]);
                 let mut after = m.load.clone();
                 after[busiest] -= member.demand;
-                after[to] += member.demand;
+                after[to] += back.unwrap_or(member.demand);
                 let s = Measured::spread(&m.utilization(&after));
                 if s < spread && best.is_none_or(|(_, _, b)| s < b) {
                     best = Some((k, to, s));
@@ -492,7 +555,7 @@ impl GroupBalance {
         let vm = &snapshot.vms()[m.members[k].vm];
         let moved = vec![(vm.uuid.clone(), m.sets[busiest].clone(), m.sets[to].clone())];
         let gain = spread - predicted;
-        let error = self.outcomes.error_for(now, spread, gain, bar, &moved);
+        let error = self.outcomes.error_at(now);
         let mv = Move {
             vm: vm.name.clone(),
             from: m.sets[busiest].clone(),
@@ -511,11 +574,23 @@ impl GroupBalance {
         m.noise_var[busiest] -= member.noise_var;
         m.vcpus[busiest] -= size;
         m.assign(k, to, size);
+        // What it touches: the VMs of the two groups.
+        let touched = m
+            .members
+            .iter()
+            .filter(|member| member.group == Some(busiest) || member.group == Some(to))
+            .map(|member| {
+                let demand = outcome::Demand {
+                    total: member.demand,
+                    wait: member.wait,
+                };
+                (snapshot.vms()[member.vm].uuid.clone(), demand)
+            })
+            .collect();
         self.outcomes.made(outcome::Move {
             at_s: now,
             moved,
-            spread,
-            predicted,
+            touched,
         });
         (Verdict::Moving(mv), busiest)
     }
