@@ -36,6 +36,10 @@ pub const MISS_WEIGHT: f64 = 0.5;
 /// went away is balanced again (and one whose bias stays is re-tried that rarely).
 pub const MISS_HALF_LIFE_S: f64 = 600.0;
 
+/// A thing sent back to where the last move took it from within this time is predicted at the
+/// demand it had there.
+pub const RETURN_WINDOW_S: f64 = 60.0;
+
 /// The predictor's own error, in points of spread: how far its moves fell short of what they
 /// predicted. It holds the largest recent miss, comes down as predictions hold, and fades in
 /// time.
@@ -65,10 +69,6 @@ impl PredictionError {
         self.at_s = now_s;
     }
 }
-
-/// A thing sent back to where the last move took it from within this time is predicted at the
-/// demand it had there.
-pub const RETURN_WINDOW_S: f64 = 60.0;
 
 /// A thing's demand estimate and the run-queue wait in it (the policy's units).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -174,15 +174,14 @@ impl<K, P> Outcomes<K, P> {
         if seen && left_s > 0.0 {
             return Some(left_s);
         }
-        // A move not seen was not made: nothing to judge, nothing to send back.
-        if !seen {
-            self.last = None;
-        }
         if seen {
-            // The moved things' estimates have followed their new figures but for `lag`:
+            // The touched things' estimates have followed their new figures but for `lag`:
             // what they added so far is that share of what they will add.
             let lag = 0.5f64.powf((now_s - m.at_s) / half_life_s);
             self.error.observe(missed(m, judge) / (1.0 - lag), now_s);
+        } else {
+            // Not made: nothing to judge, nothing to send back.
+            self.last = None;
         }
         self.phase = Phase::Steady;
         None
