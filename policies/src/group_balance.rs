@@ -243,6 +243,16 @@ struct Member {
     group: Option<usize>,
 }
 
+impl Member {
+    /// Its demand estimate with the wait in it.
+    fn measured(&self) -> outcome::Demand {
+        outcome::Demand {
+            total: self.demand,
+            wait: self.wait,
+        }
+    }
+}
+
 /// What the law measured at a tick: the host's groups, what each offers and carries, and the
 /// VMs it places.
 struct Measured {
@@ -308,11 +318,7 @@ impl Grouped<'_> {
 
 impl outcome::Judge<String> for Grouped<'_> {
     fn demand(&self, uuid: &String) -> Option<outcome::Demand> {
-        let member = self.member(uuid)?;
-        Some(outcome::Demand {
-            total: member.demand,
-            wait: member.wait,
-        })
+        Some(self.member(uuid)?.measured())
     }
 
     fn spread_with(&self, held: &[(&String, f64)]) -> f64 {
@@ -579,13 +585,7 @@ impl GroupBalance {
             .members
             .iter()
             .filter(|member| member.group == Some(busiest) || member.group == Some(to))
-            .map(|member| {
-                let demand = outcome::Demand {
-                    total: member.demand,
-                    wait: member.wait,
-                };
-                (snapshot.vms()[member.vm].uuid.clone(), demand)
-            })
+            .map(|member| (snapshot.vms()[member.vm].uuid.clone(), member.measured()))
             .collect();
         self.outcomes.made(outcome::Move {
             at_s: now,

@@ -263,6 +263,16 @@ struct Item {
     wait: f64,
 }
 
+impl Item {
+    /// Its demand estimate with the wait in it.
+    fn measured(&self) -> Demand {
+        Demand {
+            total: self.demand,
+            wait: self.wait,
+        }
+    }
+}
+
 /// What stays put on each pCPU index: the vCPUs of VMs the operator left alone and the load
 /// outside the VMs, which takes capacity that is not there for the vCPUs.
 struct Base {
@@ -305,10 +315,7 @@ impl Judge<Thing> for Placed<'_> {
             return self.base.host[at];
         }
         let it = self.items.iter().find(|it| self.is(thing, it))?;
-        Some(Demand {
-            total: it.demand,
-            wait: it.wait,
-        })
+        Some(it.measured())
     }
 
     fn spread_with(&self, held: &[(&Thing, f64)]) -> f64 {
@@ -533,7 +540,7 @@ impl StableBalance {
                 .iter()
                 .zip(current.iter().zip(&candidate))
                 .filter(|(_, (a, b))| changed.contains(a) || changed.contains(b))
-                .map(|(it, _)| (vcpu(it), host.demand(&vcpu(it)).unwrap_or_default()));
+                .map(|(it, _)| (vcpu(it), it.measured()));
             let work = changed.iter().filter_map(|&p| {
                 let id = base.ids[p];
                 Some((Thing::Host(id), base.host[p]?))
